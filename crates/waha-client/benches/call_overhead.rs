@@ -1,0 +1,107 @@
+//! Client call overhead: `WahaClient` against raw reqwest doing the same request (same
+//! headers, same per-request time-out, same decoding into `SessionInfo`) to a local axum server
+//! on 127.0.0.1. The ratio of the two medians is the client's overhead (goal: ≤ 1.05×).
+//!
+//! Run: `cargo bench -p waha-client --bench call_overhead -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
+use criterion::{Criterion, criterion_group, criterion_main};
+use reqwest::header::ACCEPT;
+use waha_client::{ApiKey, ClientConfig, SessionInfo, WahaApi, WahaClient};
+
+const SESSION: &str = r#"{"name":"chip-1","status":"WORKING","me":{"id":"5511999999999@c.us","pushName":"Chip"},"assignedWorker":"","config":{"metadata":{"tenant":"t1","chip":"c1"},"webhooks":[{"url":"http://127.0.0.1:9/hook","events":["session.status","message"],"hmac":{"key":"k"},"retries":{"policy":"constant","delaySeconds":2,"attempts":3}}],"proxy":{"server":"127.0.0.1:3128","username":"u","password":"p"}},"engine":{"engine":"NOWEB","state":"CONNECTED"}}"#;
+const PONG: &str = r#"{"message":"pong"}"#;
+const KEY: &str = "bench-api-key";
+
+fn server(runtime: &tokio::runtime::Runtime) -> String {
+    runtime.block_on(async {
+        let app = Router::new()
+            .route(
+                "/ping",
+                get(|| async { ([(CONTENT_TYPE, "application/json")], PONG) }),
+            )
+            .route(
+                "/api/sessions/{name}",
+                get(|| async { ([(CONTENT_TYPE, "application/json")], SESSION) }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1");
+        let address = listener.local_addr().expect("local address");
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        format!("http://{address}")
+    })
+}
+
+fn call_overhead(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let base = server(&runtime);
+    // The default configuration: retries enabled, metrics and tracing calls in place.
+    let client = WahaClient::with_config(
+        base.parse().expect("url"),
+        ApiKey::new(KEY),
+        ClientConfig::default(),
+    )
+    .expect("client");
+    let raw = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .expect("reqwest");
+    let session_url = format!("{base}/api/sessions/chip-1");
+    let ping_url = format!("{base}/ping");
+
+    let mut group = c.benchmark_group("get_session");
+    group.bench_function("raw_reqwest", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let response = raw
+                .get(&session_url)
+                .header("x-api-key", KEY)
+                .header(ACCEPT, "application/json")
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .expect("send");
+            assert!(response.status().is_success());
+            let body = response.bytes().await.expect("body");
+            black_box(serde_json::from_slice::<SessionInfo>(&body).expect("decode"))
+        });
+    });
+    group.bench_function("waha_client", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(client.get_session("chip-1").await.expect("get")) });
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("ping");
+    group.bench_function("raw_reqwest", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let response = raw
+                .get(&ping_url)
+                .header("x-api-key", KEY)
+                .header(ACCEPT, "application/json")
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .expect("send");
+            assert!(response.status().is_success());
+            black_box(response.bytes().await.expect("body"))
+        });
+    });
+    group.bench_function("waha_client", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { client.ping().await.expect("ping") });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, call_overhead);
+criterion_main!(benches);

@@ -1,0 +1,90 @@
+//! The HTTP client's configuration: plain data with documented defaults.
+
+use std::time::Duration;
+
+/// Configuration of a [`WahaClient`](crate::WahaClient). `Default` gives the values documented
+/// on each field.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Per-operation time-outs.
+    pub timeouts: Timeouts,
+    /// Retries of transient errors.
+    pub retry: RetryConfig,
+}
+
+/// Time-outs per kind of operation. Each bounds one attempt (connect, send, whole answer);
+/// retries are bounded separately by [`RetryConfig::max_elapsed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Opening a connection. Default 3 s.
+    pub connect: Duration,
+    /// `ping` and `health`: probes must fail fast. Default 2 s.
+    pub probe: Duration,
+    /// Reads: version, status, list, get, me. Default 10 s.
+    pub read: Duration,
+    /// Session operations: create, update, delete, start, stop, restart, logout. A real server
+    /// took about 13 s for stop, restart, delete and PUT-while-running. Default 30 s.
+    pub session: Duration,
+    /// The QR routes, which wait up to about 5 s for `SCAN_QR_CODE` before answering 422.
+    /// Default 15 s.
+    pub qr: Duration,
+    /// Requesting a pairing code, which could hang on a real server while `STARTING`.
+    /// Default 20 s.
+    pub pairing_code: Duration,
+    /// Messages: sendText, sendSeen, start/stop typing. Default 20 s.
+    pub message: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(3),
+            probe: Duration::from_secs(2),
+            read: Duration::from_secs(10),
+            session: Duration::from_secs(30),
+            qr: Duration::from_secs(15),
+            pairing_code: Duration::from_secs(20),
+            message: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Retries of transient errors: exponential backoff with jitter, bounded in attempts and in
+/// total time. Which calls are retried at all is fixed per operation (see
+/// `docs/waha-client.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Retries after the first attempt (0 disables retries). Default 6.
+    pub max_retries: usize,
+    /// The first delay. Default 200 ms.
+    pub min_delay: Duration,
+    /// The longest delay. Default 5 s.
+    pub max_delay: Duration,
+    /// No retry starts once this much time has passed since the first attempt began (a retry
+    /// whose delay would cross it is not made). Default 60 s.
+    pub max_elapsed: Duration,
+    /// Randomise each delay (so that many clients do not retry in step). Default true.
+    pub jitter: bool,
+}
+
+impl RetryConfig {
+    /// No retries at all.
+    pub fn disabled() -> Self {
+        Self {
+            max_retries: 0,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 6,
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+            max_elapsed: Duration::from_secs(60),
+            jitter: true,
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The reqwest implementation of [`WahaApi`](crate::WahaApi).
+
+mod api_impl;
+mod config;
+mod operation;
+mod path;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use reqwest::{Client, StatusCode};
+use tracing::{Instrument, debug_span, warn};
+use url::Url;
+
+pub use config::{ClientConfig, RetryConfig, Timeouts};
+use operation::{Operation, Repeat};
+use path::RequestPath;
+
+use crate::error::WahaError;
+use crate::response::{classify, transport};
+use crate::secret::ApiKey;
+
+const API_KEY_HEADER: &str = "x-api-key";
+const JSON: &str = "application/json";
+
+/// A WAHA client over HTTP (reqwest, rustls).
+///
+/// Built from a base URL and an [`ApiKey`]; construction does no I/O. Cloning is cheap and
+/// clones share one connection pool, so keep one client per WAHA server and clone it freely.
+/// Each call has its own time-out ([`Timeouts`]); transient errors are retried with jittered
+/// exponential backoff where the call is safe to repeat ([`RetryConfig`]).
+///
+/// ```
+/// use waha_client::{ApiKey, ClientConfig, RetryConfig, WahaClient};
+///
+/// let mut config = ClientConfig::default();
+/// config.timeouts.session = std::time::Duration::from_secs(45);
+/// config.retry = RetryConfig::disabled();
+/// let client = WahaClient::with_config(
+///     "http://127.0.0.1:3000".parse()?,
+///     ApiKey::new("my-api-key"),
+///     config,
+/// )?;
+/// assert!(!format!("{client:?}").contains("my-api-key"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct WahaClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: Client,
+    base: Url,
+    /// The base URL's path without its trailing `/` (`""` for the root).
+    base_path: String,
+    api_key: ApiKey,
+    api_key_header: Option<HeaderValue>,
+    config: ClientConfig,
+}
+
+/// One request, ready to be sent (and sent again).
+struct Request<'a> {
+    operation: Operation,
+    path: RequestPath,
+    query: Option<&'static str>,
+    body: Option<Bytes>,
+    accept: &'static str,
+    session: Option<&'a str>,
+}
+
+impl<'a> Request<'a> {
+    fn new(operation: Operation, path: RequestPath) -> Self {
+        Self {
+            operation,
+            path,
+            query: None,
+            body: None,
+            accept: JSON,
+            session: None,
+        }
+    }
+
+    fn session(mut self, name: &'a str) -> Self {
+        self.session = Some(name);
+        self
+    }
+
+    fn query(mut self, query: &'static str) -> Self {
+        self.query = Some(query);
+        self
+    }
+
+    fn accept(mut self, accept: &'static str) -> Self {
+        self.accept = accept;
+        self
+    }
+
+    fn json<T: serde::Serialize + ?Sized>(mut self, body: &T) -> Result<Self, WahaError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|err| WahaError::invalid(format!("could not serialise the request: {err}")))?;
+        self.body = Some(Bytes::from(bytes));
+        Ok(self)
+    }
+}
+
+impl WahaClient {
+    /// A client with the default [`ClientConfig`].
+    ///
+    /// # Errors
+    /// [`WahaError::Invalid`] when the URL is not an `http`/`https` base URL or the key is not a
+    /// valid header value.
+    pub fn new(base_url: Url, api_key: ApiKey) -> Result<Self, WahaError> {
+        Self::with_config(base_url, api_key, ClientConfig::default())
+    }
+
+    /// A client with its own configuration.
+    ///
+    /// # Errors
+    /// As [`WahaClient::new`]; also when the TLS backend cannot be set up.
+    pub fn with_config(
+        base_url: Url,
+        api_key: ApiKey,
+        config: ClientConfig,
+    ) -> Result<Self, WahaError> {
+        let http = Client::builder()
+            .connect_timeout(config.timeouts.connect)
+            .tcp_nodelay(true)
+            .user_agent(concat!("waha-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| WahaError::invalid(format!("could not build the HTTP client: {err}")))?;
+        Self::with_http_client(base_url, api_key, config, http)
+    }
+
+    /// A client over a `reqwest::Client` you built (to share its pool or add settings). Its own
+    /// time-outs are overridden per call by `config.timeouts`, except `connect`, which is the
+    /// given client's.
+    ///
+    /// # Errors
+    /// As [`WahaClient::new`].
+    pub fn with_http_client(
+        base_url: Url,
+        api_key: ApiKey,
+        config: ClientConfig,
+        http: Client,
+    ) -> Result<Self, WahaError> {
+        if !matches!(base_url.scheme(), "http" | "https") || base_url.cannot_be_a_base() {
+            return Err(WahaError::invalid(format!(
+                "the WAHA base URL must be an http or https URL, got scheme {:?}",
+                base_url.scheme()
+            )));
+        }
+        if base_url.query().is_some() || base_url.fragment().is_some() {
+            return Err(WahaError::invalid(
+                "the WAHA base URL must not have a query or a fragment",
+            ));
+        }
+        let api_key_header = if api_key.is_empty() {
+            None
+        } else {
+            let mut value = HeaderValue::from_str(api_key.expose_secret()).map_err(|_| {
+                WahaError::invalid("the API key contains characters not allowed in an HTTP header")
+            })?;
+            value.set_sensitive(true);
+            Some(value)
+        };
+        let base_path = base_url.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base: base_url,
+                base_path,
+                api_key,
+                api_key_header,
+                config,
+            }),
+        })
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Sends `request`, retrying transient errors where the operation allows it, and returns
+    /// the body of a successful answer.
+    async fn execute(&self, request: &Request<'_>) -> Result<Bytes, WahaError> {
+        let operation = request.operation;
+        let span = debug_span!(
+            "waha_request",
+            operation = operation.name(),
+            session = request.session.unwrap_or_default()
+        );
+        let started = Instant::now();
+        let retry = &self.inner.config.retry;
+        let result = if operation.repeat() == Repeat::Never || retry.max_retries == 0 {
+            self.attempt(request).instrument(span).await
+        } else {
+            let mut backoff = ExponentialBuilder::default()
+                .with_min_delay(retry.min_delay)
+                .with_max_delay(retry.max_delay)
+                .with_max_times(retry.max_retries);
+            if retry.jitter {
+                backoff = backoff.with_jitter();
+            }
+            let max_elapsed = retry.max_elapsed;
+            (|| self.attempt(request))
+                .retry(backoff)
+                .sleep(tokio::time::sleep)
+                .when(|err| operation.may_retry(err))
+                .adjust(|_, delay| delay.filter(|delay| started.elapsed() + *delay <= max_elapsed))
+                .notify(|err, delay| {
+                    warn!(
+                        operation = operation.name(),
+                        session = request.session.unwrap_or_default(),
+                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        error = %err,
+                        "transient WAHA error; retrying"
+                    );
+                    metrics::counter!("waha_client_retries_total", "operation" => operation.name())
+                        .increment(1);
+                })
+                .instrument(span)
+                .await
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(err) => err.kind(),
+        };
+        metrics::counter!(
+            "waha_client_requests_total",
+            "operation" => operation.name(),
+            "outcome" => outcome
+        )
+        .increment(1);
+        metrics::histogram!(
+            "waha_client_request_duration_seconds",
+            "operation" => operation.name()
+        )
+        .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// One attempt: send, read the whole answer, classify a failure.
+    async fn attempt(&self, request: &Request<'_>) -> Result<Bytes, WahaError> {
+        let inner = &*self.inner;
+        let url = request
+            .path
+            .url(&inner.base, &inner.base_path, request.query);
+        let mut builder = inner
+            .http
+            .request(request.operation.method(), url)
+            .timeout(request.operation.timeout(&inner.config.timeouts))
+            .header(ACCEPT, request.accept);
+        if let Some(key) = &inner.api_key_header {
+            builder = builder.header(API_KEY_HEADER, key.clone());
+        }
+        if let Some(body) = &request.body {
+            builder = builder.header(CONTENT_TYPE, JSON).body(body.clone());
+        }
+        let response = builder.send().await.map_err(transport)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(classify(status, &body, inner.api_key.expose_secret()))
+        }
+    }
+}
+
+impl fmt::Debug for WahaClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let base = &self.inner.base;
+        let mut shown = base.clone();
+        if base.password().is_some() {
+            let _ = shown.set_password(Some(crate::secret::REDACTED));
+        }
+        f.debug_struct("WahaClient")
+            .field("base_url", &shown.as_str())
+            .field("api_key", &self.inner.api_key)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an error is the 422 that old Core gives for `/health` ("available only in Plus").
+fn is_unprocessable(err: &WahaError) -> bool {
+    matches!(err, WahaError::Api { status, .. } if *status == StatusCode::UNPROCESSABLE_ENTITY.as_u16())
+}

@@ -1,0 +1,214 @@
+//! From an HTTP exchange to a typed result: the mapping of WAHA's answers (CONTRACT.md's error
+//! rows) to [`WahaError`], JSON decoding that names the failing path, and transport errors.
+
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{TransientCause, WahaError};
+use crate::model::SessionStatus;
+use crate::redact::{is_secret_key, redact_body, scrub_text};
+
+/// The typed error for a non-success answer.
+///
+/// | answer | error |
+/// |---|---|
+/// | 401, 403 | `Unauthorized` |
+/// | 404 | `NotFound` |
+/// | 422 with `expected` (the QR route) | `NotReady` |
+/// | 422 "... already exists ..." | `AlreadyExists` |
+/// | 422 "... is already started ..." | `AlreadyStarted` |
+/// | 422 "... support only 'default' session ..." | `SingleSessionServer` |
+/// | 400 whose `message` is a list of strings, or a JSON parser message | `Invalid` |
+/// | any other 400 (empty, not JSON, another string message) | `Transient(Booting)` |
+/// | 429, 502, 503, 504 | `Transient(Unavailable)` |
+/// | anything else | `Api` with the redacted body |
+pub(crate) fn classify(status: StatusCode, body: &[u8], api_key: &str) -> WahaError {
+    let json = serde_json::from_slice::<Value>(body).ok();
+    let message = json
+        .as_ref()
+        .and_then(|json| json.get("message"))
+        .and_then(Value::as_str)
+        .or_else(|| {
+            json.as_ref()
+                .and_then(|json| json.get("error"))
+                .and_then(Value::as_str)
+        })
+        .map(|message| scrub_text(message, api_key));
+    let message_or = |fallback: &str| message.clone().unwrap_or_else(|| fallback.to_owned());
+
+    match status.as_u16() {
+        401 | 403 => WahaError::Unauthorized {
+            status: status.as_u16(),
+        },
+        404 => WahaError::NotFound {
+            message: message_or("not found"),
+        },
+        422 => {
+            let json = json.as_ref();
+            if let Some(expected) = json.and_then(|json| json.get("expected")) {
+                return WahaError::NotReady {
+                    session: json
+                        .and_then(|json| json.get("session"))
+                        .and_then(Value::as_str)
+                        .map(|session| scrub_text(session, api_key)),
+                    status: json
+                        .and_then(|json| json.get("status"))
+                        .and_then(Value::as_str)
+                        .map(SessionStatus::from),
+                    expected: expected
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(SessionStatus::from)
+                        .collect(),
+                };
+            }
+            let text = message.clone().unwrap_or_default();
+            let lower = text.to_lowercase();
+            if lower.contains("already exists") {
+                WahaError::AlreadyExists { message: text }
+            } else if lower.contains("already started") {
+                WahaError::AlreadyStarted { message: text }
+            } else if lower.contains("only 'default' session")
+                || lower.contains("only \"default\" session")
+            {
+                WahaError::SingleSessionServer { message: text }
+            } else {
+                api(status, body, api_key)
+            }
+        }
+        400 => match validation_messages(json.as_ref(), api_key) {
+            Some(messages) => WahaError::Invalid { messages },
+            None => WahaError::Transient {
+                cause: TransientCause::Booting,
+                detail: format!(
+                    "HTTP 400 without validation messages: {}",
+                    redact_body(body, api_key)
+                ),
+            },
+        },
+        429 | 502 | 503 | 504 => WahaError::Transient {
+            cause: TransientCause::Unavailable {
+                status: status.as_u16(),
+            },
+            detail: redact_body(body, api_key),
+        },
+        _ => api(status, body, api_key),
+    }
+}
+
+fn api(status: StatusCode, body: &[u8], api_key: &str) -> WahaError {
+    WahaError::Api {
+        status: status.as_u16(),
+        body: redact_body(body, api_key),
+    }
+}
+
+/// The messages of a 400 that is the request's fault: NestJS's validation shape (`message` is
+/// a non-empty list of strings) or its JSON parser's answer (`message` is a string that
+/// mentions JSON). Anything else is not a verdict on the request (see `docs/waha-client.md`,
+/// "Booting 400").
+fn validation_messages(json: Option<&Value>, api_key: &str) -> Option<Vec<String>> {
+    let message = json?.get("message")?;
+    if let Some(parser) = message.as_str() {
+        return parser
+            .contains("JSON")
+            .then(|| vec![scrub_text(parser, api_key)]);
+    }
+    let messages: Vec<String> = message
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|message| scrub_text(message, api_key))
+        .collect();
+    (!messages.is_empty()).then_some(messages)
+}
+
+/// Decodes a JSON answer; an error names the JSON path that failed.
+pub(crate) fn decode<T: DeserializeOwned>(
+    operation: &'static str,
+    body: &[u8],
+) -> Result<T, WahaError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|err| decode_error(operation, "", err))
+}
+
+/// Like [`decode`], but an empty (or all-whitespace) body is `None`: WAHA answers some calls
+/// with 200/201 and no body.
+pub(crate) fn decode_optional<T: DeserializeOwned>(
+    operation: &'static str,
+    body: &[u8],
+) -> Result<Option<T>, WahaError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(None)
+    } else {
+        decode(operation, body).map(Some)
+    }
+}
+
+/// Decodes a part of an already parsed document; `prefix` is that part's path.
+pub(crate) fn decode_value<T: DeserializeOwned>(
+    operation: &'static str,
+    prefix: &str,
+    value: Value,
+) -> Result<T, WahaError> {
+    serde_path_to_error::deserialize(value).map_err(|err| decode_error(operation, prefix, err))
+}
+
+fn decode_error<E: std::fmt::Display>(
+    operation: &'static str,
+    prefix: &str,
+    err: serde_path_to_error::Error<E>,
+) -> WahaError {
+    let inner = err.path().to_string();
+    let path = match (prefix.is_empty(), inner.as_str()) {
+        (true, _) => inner.clone(),
+        (false, ".") => prefix.to_owned(),
+        (false, _) => format!("{prefix}.{inner}"),
+    };
+    // serde's messages quote the offending value; never quote one under a secret key.
+    let secret = err.path().iter().any(|segment| match segment {
+        serde_path_to_error::Segment::Map { key } => is_secret_key(key),
+        _ => false,
+    }) || path.split('.').any(is_secret_key);
+    let message = if secret {
+        "invalid value (not shown: secret field)".to_owned()
+    } else {
+        let mut message = err.into_inner().to_string();
+        message.truncate(300);
+        message
+    };
+    WahaError::Decode {
+        operation,
+        path,
+        message,
+    }
+}
+
+/// A reqwest failure, as a typed error without the URL.
+pub(crate) fn transport(err: reqwest::Error) -> WahaError {
+    let cause = if err.is_connect() {
+        TransientCause::Connect
+    } else if err.is_timeout() {
+        TransientCause::Timeout
+    } else if err.is_builder() {
+        return WahaError::invalid(format!(
+            "could not build the request: {}",
+            err.without_url()
+        ));
+    } else {
+        TransientCause::Disconnected
+    };
+    let err = err.without_url();
+    let mut detail = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(inner) = source {
+        detail.push_str(": ");
+        detail.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    WahaError::Transient { cause, detail }
+}

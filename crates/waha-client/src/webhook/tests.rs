@@ -1,0 +1,110 @@
+//! Webhook envelopes as WAHA sends them.
+
+use super::*;
+use crate::WahaError;
+use crate::model::SessionStatus;
+
+#[test]
+fn observed_core_session_status_event() {
+    let body = br#"{"event":"session.status","session":"default","metadata":{"user.id":"123","tenant":"t1"},"me":null,
+ "payload":{"name":"default","status":"STARTING"},"engine":"NOWEB",
+ "environment":{"version":"2024.10.8","engine":"NOWEB","tier":"CORE","browser":"/usr/bin/chromium"}}"#;
+    let event = WebhookEvent::from_slice(body).unwrap();
+    assert_eq!(event.session, "default");
+    assert_eq!(event.metadata["tenant"], "t1");
+    assert_eq!(event.me, None);
+    assert_eq!(event.id, None);
+    assert_eq!(event.engine.as_deref(), Some("NOWEB"));
+    assert_eq!(event.environment.unwrap().version, "2024.10.8");
+    assert_eq!(
+        event.payload,
+        EventPayload::SessionStatus(SessionStatusChange {
+            name: "default".into(),
+            status: SessionStatus::Starting
+        })
+    );
+}
+
+#[test]
+fn newer_server_fields_and_typed_payloads() {
+    let body = br#"{"id":"evt_01HZY","timestamp":1717000000123,"event":"message","session":"s1",
+        "metadata":null,"me":{"id":"5511@c.us","pushName":"Me"},"engine":"WEBJS",
+        "payload":{"id":"false_5522@c.us_AAA","timestamp":1717000000,"from":"5522@c.us","fromMe":false,
+        "to":"5511@c.us","body":"hi","hasMedia":false,"ack":1,"ackName":"SERVER","_data":{"x":1}}}"#;
+    let event = WebhookEvent::from_slice(body).unwrap();
+    assert_eq!(event.id.as_deref(), Some("evt_01HZY"));
+    assert_eq!(event.timestamp_ms, Some(1_717_000_000_123));
+    assert!(event.metadata.is_empty());
+    let EventPayload::Message(message) = event.payload else {
+        panic!("message payload")
+    };
+    assert_eq!(message.body.as_deref(), Some("hi"));
+    assert_eq!(message.ack, Some(MessageAck::Server));
+
+    let ack = br#"{"event":"message.ack","session":"s1","payload":{"id":"m1","from":"a","to":"b",
+        "participant":null,"fromMe":true,"ack":-1,"ackName":"ERROR"}}"#;
+    let EventPayload::MessageAck(ack) = WebhookEvent::from_slice(ack).unwrap().payload else {
+        panic!("ack payload")
+    };
+    assert_eq!(ack.ack, MessageAck::Error);
+
+    let any =
+        br#"{"event":"message.any","session":"s1","payload":{"id":"m2","from":"a","fromMe":true}}"#;
+    assert!(matches!(
+        WebhookEvent::from_slice(any).unwrap().payload,
+        EventPayload::MessageAny(_)
+    ));
+    let state =
+        br#"{"event":"state.change","session":"s1","payload":{"state":"CONFLICT","extra":1}}"#;
+    let EventPayload::StateChange(state) = WebhookEvent::from_slice(state).unwrap().payload else {
+        panic!("state payload")
+    };
+    assert_eq!(state.state.as_deref(), Some("CONFLICT"));
+    let engine = br#"{"event":"engine.event","session":"s1","payload":{"event":"connection.update","data":{"reason":"replaced"}}}"#;
+    let EventPayload::EngineEvent(engine) = WebhookEvent::from_slice(engine).unwrap().payload
+    else {
+        panic!("engine payload")
+    };
+    assert_eq!(engine.data["reason"], "replaced");
+}
+
+#[test]
+fn other_events_are_kept_raw() {
+    let body = br#"{"event":"group.join","session":"s1","payload":{"anything":[1,2]}}"#;
+    assert_eq!(
+        WebhookEvent::from_slice(body).unwrap().payload,
+        EventPayload::Other(serde_json::json!({"anything": [1, 2]}))
+    );
+}
+
+#[test]
+fn bad_payload_names_its_path() {
+    let body = br#"{"event":"message.ack","session":"s1","payload":{"id":"m1","ack":"read"}}"#;
+    match WebhookEvent::from_slice(body).unwrap_err() {
+        WahaError::Decode { path, .. } => assert_eq!(path, "payload.ack"),
+        other => panic!("expected Decode, got {other:?}"),
+    }
+    match WebhookEvent::from_slice(br#"{"session":"s1"}"#).unwrap_err() {
+        WahaError::Decode { path, message, .. } => {
+            assert_eq!(path, ".");
+            assert!(message.contains("event"), "{message}");
+        }
+        other => panic!("expected Decode, got {other:?}"),
+    }
+}
+
+#[test]
+fn signed_events_are_verified_before_parsing() {
+    let key = crate::HmacKey::new("tenant-key");
+    let body =
+        br#"{"event":"session.status","session":"s1","payload":{"name":"s1","status":"WORKING"}}"#;
+    let mut headers = http::HeaderMap::new();
+    headers.insert(SIGNATURE_HEADER, sign(&key, body).parse().unwrap());
+    assert!(WebhookEvent::from_signed(&key, &headers, body).is_ok());
+    let tampered =
+        br#"{"event":"session.status","session":"s2","payload":{"name":"s1","status":"WORKING"}}"#;
+    assert!(matches!(
+        WebhookEvent::from_signed(&key, &headers, tampered),
+        Err(WahaError::SignatureMismatch)
+    ));
+}

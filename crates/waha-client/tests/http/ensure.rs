@@ -1,0 +1,187 @@
+//! `ensure_session` and `ensure_started` against the server's real answers.
+
+use serde_json::json;
+use waha_client::{SessionConfig, SessionStatus, WahaApiExt, WahaError, WebhookConfig};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::support::*;
+
+fn desired() -> SessionConfig {
+    let mut config = SessionConfig::default();
+    config.metadata.insert("tenant".into(), "t1".into());
+    config.metadata.insert("chip".into(), "c1".into());
+    config.webhooks.push(
+        WebhookConfig::new("http://127.0.0.1:9/hook", ["session.status", "message"])
+            .signed_with("tenant-hmac"),
+    );
+    config
+}
+
+fn exists(name: &str) -> ResponseTemplate {
+    json_response(
+        422,
+        error_body(
+            422,
+            format!("Session '{name}' already exists. Use PUT to update it."),
+            "Unprocessable Entity",
+        ),
+    )
+}
+
+#[tokio::test]
+async fn creates_then_is_a_no_op_on_the_second_call() {
+    let server = server().await;
+    let config = desired();
+    let mut stored = session_json("s1", "STOPPED");
+    stored["config"] = serde_json::to_value(&config).unwrap();
+    // The server echoes the defaults it filled in; still the same config.
+    stored["config"]["debug"] = json!(false);
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(json_response(201, stored.clone()))
+        .up_to_n_times(1)
+        .expect(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(exists("s1"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/s1"))
+        .respond_with(json_response(200, stored))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/api/sessions/s1"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let api = client(&server);
+    let first = api.ensure_session("s1", &config).await.unwrap();
+    let second = api.ensure_session("s1", &config).await.unwrap();
+    assert_eq!(first, second);
+}
+
+#[tokio::test]
+async fn existing_session_with_another_config_is_updated() {
+    let server = server().await;
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(exists("default"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // Old Core's built-in `default`: STOPPED, `config: null`.
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/default"))
+        .respond_with(json_response(200, session_json("default", "STOPPED")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut updated = session_json("default", "STOPPED");
+    updated["config"] = serde_json::to_value(desired()).unwrap();
+    Mock::given(method("PUT"))
+        .and(path("/api/sessions/default"))
+        .and(wiremock::matchers::body_json(
+            json!({"config": serde_json::to_value(desired()).unwrap()}),
+        ))
+        .respond_with(json_response(200, updated))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let info = client(&server)
+        .ensure_session("default", &desired())
+        .await
+        .unwrap();
+    assert_eq!(info.config, Some(desired()));
+}
+
+#[tokio::test]
+async fn empty_201_after_delete_is_checked() {
+    let server = server().await;
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/gone"))
+        .respond_with(json_response(
+            404,
+            error_body(404, "Session not found", "Not Found"),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/there"))
+        .respond_with(json_response(200, session_json("there", "STOPPED")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let api = client(&server);
+    match api.ensure_session("gone", &desired()).await.unwrap_err() {
+        WahaError::SessionNotCreated { name } => assert_eq!(name, "gone"),
+        other => panic!("expected SessionNotCreated, got {other:?}"),
+    }
+    assert_eq!(
+        api.ensure_session("there", &desired()).await.unwrap().name,
+        "there"
+    );
+}
+
+#[tokio::test]
+async fn single_session_server_is_reported_not_hidden() {
+    let server = server().await;
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(json_response(
+            422,
+            error_body(
+                422,
+                "WAHA Core support only 'default' session.",
+                "Unprocessable Entity",
+            ),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    assert!(matches!(
+        client(&server).ensure_session("chip_1", &desired()).await,
+        Err(WahaError::SingleSessionServer { .. })
+    ));
+}
+
+#[tokio::test]
+async fn ensure_started_accepts_already_started() {
+    let server = server().await;
+    Mock::given(method("POST"))
+        .and(path("/api/sessions/s1/start"))
+        .respond_with(json_response(
+            422,
+            error_body(
+                422,
+                "Session 's1' is already started.",
+                "Unprocessable Entity",
+            ),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/s1"))
+        .respond_with(json_response(200, session_json("s1", "WORKING")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let info = client(&server).ensure_started("s1").await.unwrap();
+    assert_eq!(info.status, SessionStatus::Working);
+}

@@ -1,0 +1,9 @@
+//! The HTTP client against an HTTP fake (wiremock on 127.0.0.1), written from CONTRACT.md's
+//! facts. One test binary, one module per concern.
+
+mod calls;
+mod ensure;
+mod errors;
+mod retries;
+mod secrets;
+mod support;

@@ -1,0 +1,204 @@
+//! Only transient errors are retried, only where repeating is safe, within the time budget.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use waha_client::{
+    ClientConfig, NewSession, RetryConfig, SessionConfig, TextMessage, TransientCause, WahaApi,
+    WahaError,
+};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn create_503_twice_then_201_succeeds() {
+    let server = server().await;
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .expect(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(json_response(201, session_json("s1", "STOPPED")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let created = client(&server)
+        .create_session(&NewSession::new("s1", SessionConfig::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(created.name, "s1");
+}
+
+#[tokio::test]
+async fn create_while_booting_400_then_201_succeeds() {
+    let server = server().await;
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("Bad Request"))
+        .up_to_n_times(1)
+        .expect(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(json_response(201, session_json("s1", "STOPPED")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let created = client(&server)
+        .create_session(&NewSession::new("s1", SessionConfig::default()))
+        .await
+        .unwrap();
+    assert!(created.is_some());
+}
+
+#[tokio::test]
+async fn create_exists_is_not_retried() {
+    let server = server().await;
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(json_response(
+            422,
+            error_body(
+                422,
+                "Session 's1' already exists. Use PUT to update it.",
+                "Unprocessable Entity",
+            ),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .create_session(&NewSession::new("s1", SessionConfig::default()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WahaError::AlreadyExists { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn send_text_is_not_repeated_once_it_may_have_arrived() {
+    let server = server().await;
+    Mock::given(method("POST"))
+        .and(path("/api/sendText"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .send_text(&TextMessage::new("s1", "5511999999999@c.us", "hello"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_retryable(),
+        "the error is transient; the call is not repeatable"
+    );
+}
+
+#[tokio::test]
+async fn probes_are_not_retried() {
+    let server = server().await;
+    Mock::given(method("GET"))
+        .and(path("/ping"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(1)
+        .mount(&server)
+        .await;
+    assert!(client(&server).ping().await.is_err());
+}
+
+#[tokio::test]
+async fn retries_stop_at_max_retries() {
+    let server = server().await;
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/s1"))
+        .respond_with(ResponseTemplate::new(502))
+        .expect(4)
+        .mount(&server)
+        .await;
+    let api = client_with(
+        &server,
+        ClientConfig {
+            retry: RetryConfig {
+                max_retries: 3,
+                ..fast_retries()
+            },
+            ..ClientConfig::default()
+        },
+    );
+    let err = api.get_session("s1").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WahaError::Transient {
+                cause: TransientCause::Unavailable { status: 502 },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_time_budget() {
+    let server = server().await;
+    Mock::given(method("DELETE"))
+        .and(path("/api/sessions/s1"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let api = client_with(
+        &server,
+        ClientConfig {
+            retry: RetryConfig {
+                max_retries: 1000,
+                min_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(50),
+                max_elapsed: Duration::from_millis(400),
+                jitter: false,
+            },
+            ..ClientConfig::default()
+        },
+    );
+    let started = Instant::now();
+    assert!(api.delete_session("s1").await.is_err());
+    // A functional bound, not a speed goal: the budget stops a 1000-retry policy early.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let attempts = server.received_requests().await.unwrap().len();
+    assert!((2..=9).contains(&attempts), "{attempts} attempts");
+}
+
+#[tokio::test]
+async fn validation_errors_are_not_retried() {
+    let server = server().await;
+    Mock::given(method("PUT"))
+        .and(path("/api/sessions/s1"))
+        .respond_with(json_response(
+            400,
+            error_body(
+                400,
+                json!(["config.proxy.server should not be empty"]),
+                "Bad Request",
+            ),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .update_session("s1", &SessionConfig::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WahaError::Invalid { .. }), "{err:?}");
+}
