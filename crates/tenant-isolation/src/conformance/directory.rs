@@ -1,0 +1,189 @@
+//! Directory checks.
+
+use super::{create_tenant, unique_tenant};
+use crate::{
+    Error, NewTenant, PlanLimits, TenantDirectory, TenantSecrets, TenantStatus,
+    directory::require_active,
+};
+
+/// A created tenant is active, readable, and keeps its limits and secrets.
+pub async fn directory_create_and_get(directory: &dyn TenantDirectory) {
+    let id = unique_tenant();
+    let secrets = TenantSecrets::generate().expect("random");
+    let limits = PlanLimits::new(3, 2, 100);
+    let created = directory
+        .create(NewTenant::new(id.clone(), limits, secrets.clone()))
+        .await
+        .expect("create");
+    assert_eq!(created.status, TenantStatus::Active);
+    let got = directory.get(&id).await.expect("get");
+    assert_eq!(got.id, id);
+    assert_eq!(got.limits, limits);
+    assert_eq!(got.secrets, secrets, "secrets must round-trip");
+    assert_eq!(got, created);
+    let missing = unique_tenant();
+    assert!(
+        matches!(directory.get(&missing).await, Err(Error::TenantNotFound { ref tenant }) if *tenant == missing),
+        "an unknown tenant must be TenantNotFound"
+    );
+    let too_big = PlanLimits::new(u32::MAX, 1, 1);
+    let refused = directory
+        .create(NewTenant::new(
+            unique_tenant(),
+            too_big,
+            TenantSecrets::generate().expect("random"),
+        ))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidConfig { .. })),
+        "{refused:?}"
+    );
+}
+
+/// Ids are never reused, even after deletion; the stored tenant is untouched by the attempt.
+pub async fn directory_refuses_duplicates(directory: &dyn TenantDirectory) {
+    let id = create_tenant(directory, PlanLimits::new(1, 1, 1)).await;
+    let before = directory.get(&id).await.expect("get");
+    let again = NewTenant::new(
+        id.clone(),
+        PlanLimits::new(9, 9, 9),
+        TenantSecrets::generate().expect("random"),
+    );
+    assert!(matches!(
+        directory.create(again.clone()).await,
+        Err(Error::TenantAlreadyExists { .. })
+    ));
+    assert_eq!(
+        directory.get(&id).await.expect("get"),
+        before,
+        "a refused create must change nothing"
+    );
+    directory
+        .set_status(&id, TenantStatus::Deleted)
+        .await
+        .expect("delete");
+    assert!(matches!(
+        directory.create(again).await,
+        Err(Error::TenantAlreadyExists { .. })
+    ));
+}
+
+/// Active <-> suspended; anything -> deleted; nothing leaves deleted.
+pub async fn directory_status_transitions(directory: &dyn TenantDirectory) {
+    let id = create_tenant(directory, PlanLimits::new(1, 1, 1)).await;
+    require_active(directory, &id).await.expect("active");
+    let t = directory
+        .set_status(&id, TenantStatus::Suspended)
+        .await
+        .expect("suspend");
+    assert_eq!(t.status, TenantStatus::Suspended);
+    assert!(matches!(
+        require_active(directory, &id).await,
+        Err(Error::TenantSuspended { .. })
+    ));
+    directory
+        .set_status(&id, TenantStatus::Active)
+        .await
+        .expect("reactivate");
+    require_active(directory, &id).await.expect("active again");
+    directory
+        .set_status(&id, TenantStatus::Deleted)
+        .await
+        .expect("delete");
+    assert!(matches!(
+        require_active(directory, &id).await,
+        Err(Error::TenantDeleted { .. })
+    ));
+    let back = directory.set_status(&id, TenantStatus::Active).await;
+    assert!(
+        matches!(
+            back,
+            Err(Error::InvalidStatusTransition {
+                from: TenantStatus::Deleted,
+                to: TenantStatus::Active,
+                ..
+            })
+        ),
+        "{back:?}"
+    );
+    assert_eq!(
+        directory.get(&id).await.expect("get").status,
+        TenantStatus::Deleted
+    );
+    let missing = unique_tenant();
+    assert!(matches!(
+        directory
+            .set_status(&missing, TenantStatus::Suspended)
+            .await,
+        Err(Error::TenantNotFound { .. })
+    ));
+}
+
+/// Limits and secrets can be replaced, except on a deleted tenant.
+pub async fn directory_updates_limits_and_secrets(directory: &dyn TenantDirectory) {
+    let id = create_tenant(directory, PlanLimits::new(1, 1, 1)).await;
+    let limits = PlanLimits::new(5, 4, 300);
+    assert_eq!(
+        directory
+            .set_limits(&id, limits)
+            .await
+            .expect("limits")
+            .limits,
+        limits
+    );
+    let secrets = TenantSecrets::generate().expect("random");
+    let rotated = directory
+        .set_secrets(&id, secrets.clone())
+        .await
+        .expect("secrets");
+    assert_eq!(rotated.secrets, secrets);
+    assert_eq!(directory.get(&id).await.expect("get").secrets, secrets);
+    let invalid = directory
+        .set_limits(&id, PlanLimits::new(1, u32::MAX, 1))
+        .await;
+    assert!(matches!(invalid, Err(Error::InvalidConfig { .. })));
+    assert_eq!(
+        directory.get(&id).await.expect("get").limits,
+        limits,
+        "a refused update must change nothing"
+    );
+    directory
+        .set_status(&id, TenantStatus::Deleted)
+        .await
+        .expect("delete");
+    assert!(matches!(
+        directory.set_limits(&id, limits).await,
+        Err(Error::TenantDeleted { .. })
+    ));
+    assert!(matches!(
+        directory
+            .set_secrets(&id, TenantSecrets::generate().expect("random"))
+            .await,
+        Err(Error::TenantDeleted { .. })
+    ));
+    let missing = unique_tenant();
+    assert!(matches!(
+        directory.set_limits(&missing, limits).await,
+        Err(Error::TenantNotFound { .. })
+    ));
+}
+
+/// `list` contains every tenant in every status, ordered by id.
+pub async fn directory_lists_tenants(directory: &dyn TenantDirectory) {
+    let a = create_tenant(directory, PlanLimits::new(1, 1, 1)).await;
+    let b = create_tenant(directory, PlanLimits::new(1, 1, 1)).await;
+    directory
+        .set_status(&b, TenantStatus::Suspended)
+        .await
+        .expect("suspend");
+    let all = directory.list().await.expect("list");
+    assert!(all.iter().any(|t| t.id == a));
+    assert!(
+        all.iter()
+            .any(|t| t.id == b && t.status == TenantStatus::Suspended)
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].id < w[1].id),
+        "list must be ordered by id"
+    );
+}

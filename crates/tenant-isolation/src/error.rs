@@ -1,0 +1,321 @@
+//! The crate's one error type and the reasons it carries.
+
+use std::fmt;
+
+use crate::{QuotaLimit, TenantId, TenantStatus};
+
+/// Everything that can go wrong in this crate.
+///
+/// Each variant says what the caller can do about it. Bad input is always refused with a typed
+/// variant before anything is stored; secret values never appear in any variant or message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An identifier or name failed validation. Fix the input; nothing was stored.
+    #[error("invalid {kind} {input:?}: {reason}")]
+    InvalidId {
+        /// Which kind of identifier was refused.
+        kind: IdKind,
+        /// The refused input (clipped to 64 characters).
+        input: String,
+        /// Why it was refused.
+        reason: IdRejection,
+    },
+    /// A session name is not one this crate generated (a foreign session such as `default`,
+    /// `test_1` or `chip_test_1`, or a malformed one). Do not route it to any tenant.
+    #[error("session name {input:?} is not a chipfleet session name: {reason}")]
+    InvalidSessionName {
+        /// The refused name (clipped to 64 characters).
+        input: String,
+        /// Why it was refused.
+        reason: SessionNameRejection,
+    },
+    /// A secret failed validation. The value itself is never included.
+    #[error("invalid {what}: {reason}")]
+    InvalidSecret {
+        /// Which secret (for example `container API key`).
+        what: &'static str,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A configuration value is out of range or inconsistent. Fix the configuration.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The tenant does not exist (or is not visible to this handle).
+    #[error("tenant {tenant} does not exist")]
+    TenantNotFound {
+        /// The tenant that was asked for.
+        tenant: TenantId,
+    },
+    /// A tenant with this id exists or existed; ids are never reused, even after deletion.
+    #[error("tenant {tenant} already exists (tenant ids are never reused, even after deletion)")]
+    TenantAlreadyExists {
+        /// The id that is taken.
+        tenant: TenantId,
+    },
+    /// The tenant is suspended: its operations are refused until an administrator reactivates it.
+    #[error("tenant {tenant} is suspended; its operations are refused until it is reactivated")]
+    TenantSuspended {
+        /// The suspended tenant.
+        tenant: TenantId,
+    },
+    /// The tenant is deleted: its operations are refused for good.
+    #[error("tenant {tenant} is deleted; its operations are refused for good")]
+    TenantDeleted {
+        /// The deleted tenant.
+        tenant: TenantId,
+    },
+    /// The requested status change is not allowed (a deleted tenant stays deleted).
+    #[error("tenant {tenant} cannot go from {from} to {to}")]
+    InvalidStatusTransition {
+        /// The tenant.
+        tenant: TenantId,
+        /// Its current status.
+        from: TenantStatus,
+        /// The refused target status.
+        to: TenantStatus,
+    },
+    /// Admission refused: the tenant's plan limit is reached. Free a slot or raise the limit.
+    #[error("tenant {tenant} reached its {limit} limit ({in_use} of {max} in use)")]
+    QuotaExceeded {
+        /// The tenant.
+        tenant: TenantId,
+        /// Which plan limit was hit.
+        limit: QuotaLimit,
+        /// The limit's value.
+        max: u32,
+        /// How many were in use when the request was refused.
+        in_use: u32,
+    },
+    /// An optimistic write lost a race: re-read the record and retry with its current version.
+    #[error("record {kind}/{key} is at version {actual:?}, not the expected {expected}")]
+    VersionConflict {
+        /// The record kind.
+        kind: String,
+        /// The record key.
+        key: String,
+        /// What the caller expected (`absent` or a version number).
+        expected: String,
+        /// The version found (`None`: the record does not exist).
+        actual: Option<i64>,
+    },
+    /// PostgreSQL row-level security refused a row: the statement tried to write another
+    /// tenant's data through a tenant-scoped handle. This is a bug in the caller.
+    #[error("row-level security refused the statement for tenant {tenant}: {detail}")]
+    RowSecurityViolation {
+        /// The tenant the handle is scoped to.
+        tenant: TenantId,
+        /// The database's message.
+        detail: String,
+    },
+    /// The database role of a tenant-scoped pool could see other tenants' rows (it owns the
+    /// tables, is a superuser, bypasses RLS, or is covered by the admin policy). Connect the
+    /// application as a role that owns nothing.
+    #[error("database role {role:?} is unsafe for tenant-scoped access: {reason}")]
+    UnsafeDatabaseRole {
+        /// The role.
+        role: String,
+        /// Why it is unsafe.
+        reason: String,
+    },
+    /// A schema migration failed or an applied migration differs from the embedded one.
+    /// Nothing of the failing migration was applied (migrations are transactional).
+    #[error("migration {version} ({name}) failed: {reason}")]
+    Migration {
+        /// The migration's version.
+        version: i32,
+        /// The migration's name.
+        name: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Stored data does not pass validation (it was written around this crate). The value is
+    /// left untouched; repair it by hand.
+    #[error("stored data is corrupt: {detail}")]
+    CorruptData {
+        /// What is wrong (never a secret value).
+        detail: String,
+    },
+    /// The operating system's random number source failed while generating key material.
+    #[error("random number source failed: {detail}")]
+    Entropy {
+        /// The OS error.
+        detail: String,
+    },
+    /// A PostgreSQL error. [`Error::is_retryable`] tells whether retrying can help.
+    #[cfg(feature = "postgres")]
+    #[error("database error: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// No pooled PostgreSQL connection could be obtained (timeout or connect failure).
+    #[cfg(feature = "postgres")]
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+impl Error {
+    /// Whether retrying the same operation later can succeed without changing anything:
+    /// connection failures, pool time-outs, serialization failures and deadlocks. Decided here
+    /// and nowhere else.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            #[cfg(feature = "postgres")]
+            Error::Database(err) => match err.code() {
+                Some(code) => {
+                    *code == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                        || *code == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                        || *code == tokio_postgres::error::SqlState::ADMIN_SHUTDOWN
+                        || *code == tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW
+                        || *code == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS
+                }
+                None => true,
+            },
+            #[cfg(feature = "postgres")]
+            Error::Pool(_) => true,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn invalid_id(kind: IdKind, input: &str, reason: IdRejection) -> Self {
+        Error::InvalidId {
+            kind,
+            input: clip(input),
+            reason,
+        }
+    }
+}
+
+/// Clips untrusted input for inclusion in an error message.
+pub(crate) fn clip(input: &str) -> String {
+    const MAX: usize = 64;
+    if input.chars().count() <= MAX {
+        input.to_owned()
+    } else {
+        let mut clipped: String = input.chars().take(MAX).collect();
+        clipped.push('…');
+        clipped
+    }
+}
+
+/// The kind of identifier in [`Error::InvalidId`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IdKind {
+    /// A [`TenantId`](crate::TenantId).
+    Tenant,
+    /// A [`ChipId`](crate::ChipId).
+    Chip,
+    /// A store name given to [`TenantNamespace`](crate::TenantNamespace).
+    StoreName,
+    /// A namespaced name read back from an external store.
+    ScopedName,
+    /// The kind of a tenant-owned record.
+    RecordKind,
+    /// The key of a tenant-owned record.
+    RecordKey,
+    /// A PostgreSQL role name.
+    Role,
+}
+
+impl fmt::Display for IdKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IdKind::Tenant => "tenant id",
+            IdKind::Chip => "chip id",
+            IdKind::StoreName => "store name",
+            IdKind::ScopedName => "namespaced name",
+            IdKind::RecordKind => "record kind",
+            IdKind::RecordKey => "record key",
+            IdKind::Role => "role name",
+        })
+    }
+}
+
+/// Why an identifier was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdRejection {
+    /// It is empty.
+    Empty,
+    /// It has more than `max` characters.
+    TooLong {
+        /// Its length in characters.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// It contains a character outside the allowed alphabet.
+    InvalidChar {
+        /// The character.
+        ch: char,
+        /// Its position (in characters, from 0).
+        at: usize,
+        /// The allowed alphabet.
+        allowed: &'static str,
+    },
+    /// It starts or ends with `-` or `_`.
+    BadEdge,
+    /// It does not start with the expected prefix.
+    MissingPrefix {
+        /// The prefix that was expected.
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for IdRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdRejection::Empty => f.write_str("it is empty"),
+            IdRejection::TooLong { len, max } => {
+                write!(f, "it has {len} characters, at most {max} are allowed")
+            }
+            IdRejection::InvalidChar { ch, at, allowed } => {
+                write!(
+                    f,
+                    "character {ch:?} at position {at} is not allowed (allowed: {allowed})"
+                )
+            }
+            IdRejection::BadEdge => f.write_str("it must start and end with a letter or digit"),
+            IdRejection::MissingPrefix { expected } => {
+                write!(f, "it does not start with {expected:?}")
+            }
+        }
+    }
+}
+
+/// Why a session name was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionNameRejection {
+    /// Longer than WAHA's limit of 54 characters.
+    TooLong {
+        /// Its length in characters.
+        len: usize,
+    },
+    /// It does not start with `cf_`: not generated by chipfleet.
+    ForeignPrefix,
+    /// There is no `_` between the tenant and the chip.
+    MissingSeparator,
+    /// The tenant part is not a valid tenant id.
+    Tenant(IdRejection),
+    /// The chip part is not a valid chip id.
+    Chip(IdRejection),
+}
+
+impl fmt::Display for SessionNameRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionNameRejection::TooLong { len } => {
+                write!(f, "it has {len} characters, WAHA allows at most 54")
+            }
+            SessionNameRejection::ForeignPrefix => f.write_str("it does not start with \"cf_\""),
+            SessionNameRejection::MissingSeparator => {
+                f.write_str("it has no '_' between the tenant and the chip")
+            }
+            SessionNameRejection::Tenant(r) => write!(f, "the tenant part is invalid: {r}"),
+            SessionNameRejection::Chip(r) => write!(f, "the chip part is invalid: {r}"),
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! `TenantId` and `ChipId`: small, validated, cheap to clone.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, IdKind, IdRejection};
+
+/// The alphabet of tenant and chip ids, as shown in errors.
+pub(crate) const ID_ALPHABET: &str = "a-z, 0-9 and '-' (not first or last)";
+
+/// Validates an id: 1..=max characters of `[a-z0-9-]`, starting and ending with `[a-z0-9]`.
+pub(crate) fn validate_id(input: &str, max: usize) -> Result<(), IdRejection> {
+    if input.is_empty() {
+        return Err(IdRejection::Empty);
+    }
+    let len = input.chars().count();
+    if len > max {
+        return Err(IdRejection::TooLong { len, max });
+    }
+    for (at, ch) in input.chars().enumerate() {
+        if !(ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-') {
+            return Err(IdRejection::InvalidChar {
+                ch,
+                at,
+                allowed: ID_ALPHABET,
+            });
+        }
+    }
+    if input.starts_with('-') || input.ends_with('-') {
+        return Err(IdRejection::BadEdge);
+    }
+    Ok(())
+}
+
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident, $kind:expr, $max:expr) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The maximum length in characters.
+            pub const MAX_LEN: usize = $max;
+
+            /// Validates and wraps an id.
+            ///
+            /// # Errors
+            /// [`Error::InvalidId`] when the input is empty, too long, or has a character
+            /// outside `a-z`, `0-9`, `-` (or starts or ends with `-`). Upper case is refused,
+            /// not folded, so one id has exactly one spelling.
+            pub fn new(input: impl Into<String>) -> Result<Self, Error> {
+                let input = input.into();
+                match validate_id(&input, Self::MAX_LEN) {
+                    Ok(()) => Ok(Self(input)),
+                    Err(reason) => Err(Error::invalid_id($kind, &input, reason)),
+                }
+            }
+
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The id as an owned string.
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+
+            fn from_str(s: &str) -> Result<Self, Error> {
+                Self::new(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+
+            fn try_from(s: String) -> Result<Self, Error> {
+                Self::new(s)
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = Error;
+
+            fn try_from(s: &str) -> Result<Self, Error> {
+                Self::new(s)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(deserializer)?;
+                Self::new(raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A tenant (customer) id: 1 to 24 characters of `a-z`, `0-9` and `-`, starting and ending
+    /// with a letter or digit.
+    ///
+    /// It never contains `_`, which is what keeps [`SessionName`](crate::SessionName)s and
+    /// [`TenantNamespace`](crate::TenantNamespace) names unambiguous.
+    ///
+    /// ```
+    /// use tenant_isolation::TenantId;
+    /// let id: TenantId = "acme-2".parse()?;
+    /// assert_eq!(id.as_str(), "acme-2");
+    /// assert!(TenantId::new("Acme").is_err());
+    /// assert!(TenantId::new("a_b").is_err());
+    /// # Ok::<(), tenant_isolation::Error>(())
+    /// ```
+    TenantId,
+    IdKind::Tenant,
+    24
+);
+
+id_type!(
+    /// A chip (WhatsApp number slot) id, unique within its tenant: 1 to 26 characters of `a-z`,
+    /// `0-9` and `-`, starting and ending with a letter or digit. 26 fits a lower-case ULID,
+    /// which is what [`ChipId::generate`] returns.
+    ///
+    /// ```
+    /// use tenant_isolation::ChipId;
+    /// let chip = ChipId::generate();
+    /// assert_eq!(chip.as_str().len(), 26);
+    /// assert!(ChipId::new("../x").is_err());
+    /// ```
+    ChipId,
+    IdKind::Chip,
+    26
+);
+
+const BASE32: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
+impl TenantId {
+    /// A fresh random tenant id: `t` followed by 16 base-32 characters (80 random bits).
+    /// Ids are not secrets, so a fast non-cryptographic generator is used.
+    pub fn generate() -> Self {
+        let mut id = String::with_capacity(17);
+        id.push('t');
+        for _ in 0..16 {
+            id.push(char::from(BASE32[fastrand::usize(..32)]));
+        }
+        TenantId(id)
+    }
+}
+
+impl ChipId {
+    /// A fresh chip id: a lower-case ULID (time-ordered, 26 characters).
+    pub fn generate() -> Self {
+        ChipId(ulid::Ulid::new().to_string().to_ascii_lowercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_valid() {
+        for _ in 0..100 {
+            let t = TenantId::generate();
+            assert_eq!(TenantId::new(t.as_str()).unwrap(), t);
+            let c = ChipId::generate();
+            assert_eq!(ChipId::new(c.as_str()).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let err = TenantId::new("").unwrap_err();
+        assert!(matches!(
+            err,
+            Error::InvalidId {
+                reason: IdRejection::Empty,
+                ..
+            }
+        ));
+        let err = TenantId::new("a".repeat(25)).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::InvalidId {
+                reason: IdRejection::TooLong { len: 25, max: 24 },
+                ..
+            }
+        ));
+        let err = ChipId::new("-a").unwrap_err();
+        assert!(matches!(
+            err,
+            Error::InvalidId {
+                kind: IdKind::Chip,
+                reason: IdRejection::BadEdge,
+                ..
+            }
+        ));
+        let err = ChipId::new("a b").unwrap_err();
+        assert!(matches!(
+            err,
+            Error::InvalidId {
+                reason: IdRejection::InvalidChar { ch: ' ', at: 1, .. },
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("' '"));
+    }
+
+    #[test]
+    fn serde_validates() {
+        let ok: TenantId = serde_json::from_str("\"acme\"").unwrap();
+        assert_eq!(serde_json::to_string(&ok).unwrap(), "\"acme\"");
+        assert!(serde_json::from_str::<TenantId>("\"../x\"").is_err());
+        assert!(serde_json::from_str::<ChipId>("\"UPPER\"").is_err());
+    }
+}

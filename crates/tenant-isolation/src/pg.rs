@@ -1,0 +1,114 @@
+//! PostgreSQL backends (feature `postgres`): embedded migrations, a tenant-scoped handle
+//! enforced by row-level security, an explicitly named admin handle, and the tenant directory
+//! and quota ledger on top of them.
+//!
+//! Two roles, two pools:
+//! - [`AdminDb`] connects as the schema owner (`DATABASE_URL`). It runs
+//!   [`migrations`](AdminDb::migrate) and cross-tenant administration. Row-level security is
+//!   forced on the owner too; the owner sees every row only through the `chipfleet_admin`
+//!   policy that the migration grants to the admin role.
+//! - [`TenantDb`] connects as the application role (`APP_DATABASE_URL`, default
+//!   `chipfleet_app`), which owns nothing. Its only way to run a statement is
+//!   [`TenantDb::scoped`], which opens a transaction and sets `app.tenant_id` first.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::TenantId;
+use crate::error::Error;
+
+mod admin_db;
+mod directory;
+mod migrations;
+mod quota;
+mod records;
+mod tenant_db;
+
+pub use admin_db::AdminDb;
+pub use directory::PgTenantDirectory;
+pub use migrations::{ADVISORY_LOCK_KEY, MigrationConfig, MigrationReport};
+pub use quota::PgQuotaLedger;
+pub use records::{Expect, StoredRecord};
+pub use tenant_db::{TenantDb, TenantTx};
+
+/// Re-exports of the PostgreSQL crates, so users need not depend on matching versions.
+pub mod reexports {
+    pub use deadpool_postgres;
+    pub use tokio_postgres;
+}
+
+/// Pool settings. Plain data; creating a pool does no I/O.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Maximum connections (default 8).
+    pub max_size: usize,
+    /// How long to wait for a free connection (default 10 s).
+    pub wait_timeout: Duration,
+    /// How long to wait for a new connection to be established (default 5 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            max_size: 8,
+            wait_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Builds a pool (no I/O) over plain TCP. For TLS, build your own `deadpool_postgres::Pool`
+/// and use `from_pool`.
+pub(crate) fn build_pool(url: &str, options: &PoolOptions) -> Result<Pool, Error> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|_| Error::InvalidConfig {
+        reason: "the database URL is not a valid PostgreSQL connection string".into(),
+    })?;
+    config.connect_timeout(options.connect_timeout);
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(options.max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(options.wait_timeout))
+        .create_timeout(Some(options.connect_timeout))
+        .build()
+        .map_err(|e| Error::InvalidConfig {
+            reason: format!("database pool: {e}"),
+        })
+}
+
+/// Maps a database error; a row-level security refusal becomes [`Error::RowSecurityViolation`].
+pub(crate) fn db_error(err: tokio_postgres::Error, tenant: Option<&TenantId>) -> Error {
+    if let (Some(tenant), Some(db)) = (tenant, err.as_db_error())
+        && *db.code() == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE
+        && db.message().contains("row-level security")
+    {
+        metrics::counter!("tenant_isolation_rls_violations_total").increment(1);
+        tracing::warn!(tenant = %tenant, "row-level security refused a statement");
+        return Error::RowSecurityViolation {
+            tenant: tenant.clone(),
+            detail: db.message().to_owned(),
+        };
+    }
+    Error::Database(err)
+}
+
+/// Converts a stored `integer` count or limit.
+pub(crate) fn stored_u32(value: i32, what: &str) -> Result<u32, Error> {
+    u32::try_from(value).map_err(|_| Error::CorruptData {
+        detail: format!("{what} is negative ({value})"),
+    })
+}
+
+/// Converts a limit or count for storage (validated limits always fit).
+pub(crate) fn to_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}

@@ -1,0 +1,253 @@
+//! A tenant: status, plan limits and secrets.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::{ApiKey, HmacKey, QuotaLimit, TenantId};
+
+/// Whether a tenant may operate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    /// Operations are allowed.
+    Active,
+    /// Operations are refused with [`Error::TenantSuspended`] (for example, a lapsed
+    /// subscription); an administrator can reactivate it. Releasing quota slots still works.
+    Suspended,
+    /// Operations are refused for good with [`Error::TenantDeleted`]; the id is never reused.
+    Deleted,
+}
+
+impl TenantStatus {
+    /// The stored spelling: `active`, `suspended`, `deleted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+            TenantStatus::Deleted => "deleted",
+        }
+    }
+
+    /// Whether a tenant in this status may move to `to`. Staying put is always allowed;
+    /// nothing leaves `Deleted`.
+    pub fn can_become(self, to: TenantStatus) -> bool {
+        self == to || self != TenantStatus::Deleted
+    }
+}
+
+impl fmt::Display for TenantStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TenantStatus {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "active" => Ok(TenantStatus::Active),
+            "suspended" => Ok(TenantStatus::Suspended),
+            "deleted" => Ok(TenantStatus::Deleted),
+            other => Err(Error::CorruptData {
+                detail: format!("unknown tenant status {:?}", crate::error::clip(other)),
+            }),
+        }
+    }
+}
+
+/// A tenant's plan limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PlanLimits {
+    /// How many chips the tenant may have.
+    pub max_chips: u32,
+    /// How many sessions may run at the same time.
+    pub max_running_sessions: u32,
+    /// How many messages the tenant may send per UTC day, over all its chips.
+    pub max_sends_per_day: u32,
+}
+
+impl PlanLimits {
+    /// Largest value a limit may have (it is stored as a PostgreSQL `integer`).
+    pub const MAX_VALUE: u32 = i32::MAX as u32;
+
+    /// Plan limits from their three values.
+    pub fn new(max_chips: u32, max_running_sessions: u32, max_sends_per_day: u32) -> Self {
+        PlanLimits {
+            max_chips,
+            max_running_sessions,
+            max_sends_per_day,
+        }
+    }
+
+    /// The value of one limit.
+    pub fn get(&self, limit: QuotaLimit) -> u32 {
+        match limit {
+            QuotaLimit::MaxChips => self.max_chips,
+            QuotaLimit::MaxRunningSessions => self.max_running_sessions,
+            QuotaLimit::MaxSendsPerDay => self.max_sends_per_day,
+        }
+    }
+
+    /// Checks every value is at most [`PlanLimits::MAX_VALUE`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the limit.
+    pub fn validate(&self) -> Result<(), Error> {
+        for limit in [
+            QuotaLimit::MaxChips,
+            QuotaLimit::MaxRunningSessions,
+            QuotaLimit::MaxSendsPerDay,
+        ] {
+            if self.get(limit) > Self::MAX_VALUE {
+                return Err(Error::InvalidConfig {
+                    reason: format!("{limit} must be at most {}", Self::MAX_VALUE),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A tenant's secrets. `Debug` redacts both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantSecrets {
+    /// The API key of the tenant's WAHA container.
+    pub container_api_key: ApiKey,
+    /// The key WAHA signs the tenant's webhooks with.
+    pub webhook_hmac_key: HmacKey,
+}
+
+impl TenantSecrets {
+    /// Both secrets freshly generated from the OS CSPRNG.
+    ///
+    /// # Errors
+    /// [`Error::Entropy`] when the OS random source fails.
+    pub fn generate() -> Result<Self, Error> {
+        Ok(TenantSecrets {
+            container_api_key: ApiKey::generate()?,
+            webhook_hmac_key: HmacKey::generate()?,
+        })
+    }
+}
+
+/// Everything needed to create a tenant; it starts [`TenantStatus::Active`].
+#[derive(Clone, Debug)]
+pub struct NewTenant {
+    /// The new tenant's id.
+    pub id: TenantId,
+    /// Its plan limits.
+    pub limits: PlanLimits,
+    /// Its secrets.
+    pub secrets: TenantSecrets,
+}
+
+impl NewTenant {
+    /// A new tenant from its parts.
+    pub fn new(id: TenantId, limits: PlanLimits, secrets: TenantSecrets) -> Self {
+        NewTenant {
+            id,
+            limits,
+            secrets,
+        }
+    }
+}
+
+/// A tenant as the directory knows it. `Debug` redacts its secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tenant {
+    /// Its id.
+    pub id: TenantId,
+    /// Whether it may operate.
+    pub status: TenantStatus,
+    /// Its plan limits.
+    pub limits: PlanLimits,
+    /// Its secrets.
+    pub secrets: TenantSecrets,
+}
+
+impl Tenant {
+    /// A tenant with the given status (for backends and test doubles).
+    pub fn new(
+        id: TenantId,
+        status: TenantStatus,
+        limits: PlanLimits,
+        secrets: TenantSecrets,
+    ) -> Self {
+        Tenant {
+            id,
+            status,
+            limits,
+            secrets,
+        }
+    }
+
+    /// Succeeds only for an active tenant.
+    ///
+    /// # Errors
+    /// [`Error::TenantSuspended`] or [`Error::TenantDeleted`].
+    pub fn ensure_active(&self) -> Result<(), Error> {
+        status_gate(&self.id, self.status)
+    }
+}
+
+/// The one place that turns a status into "may operate or not".
+pub(crate) fn status_gate(tenant: &TenantId, status: TenantStatus) -> Result<(), Error> {
+    match status {
+        TenantStatus::Active => Ok(()),
+        TenantStatus::Suspended => Err(Error::TenantSuspended {
+            tenant: tenant.clone(),
+        }),
+        TenantStatus::Deleted => Err(Error::TenantDeleted {
+            tenant: tenant.clone(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions() {
+        use TenantStatus::*;
+        assert!(Active.can_become(Suspended));
+        assert!(Suspended.can_become(Active));
+        assert!(Suspended.can_become(Deleted));
+        assert!(Deleted.can_become(Deleted));
+        assert!(!Deleted.can_become(Active));
+        assert!(!Deleted.can_become(Suspended));
+        for s in [Active, Suspended, Deleted] {
+            assert_eq!(s.as_str().parse::<TenantStatus>().unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn tenant_debug_redacts_secrets() {
+        let secrets = TenantSecrets::generate().unwrap();
+        let raw = secrets.container_api_key.expose_secret().to_owned();
+        let hmac = secrets.webhook_hmac_key.expose_secret().to_owned();
+        let tenant = Tenant::new(
+            TenantId::new("acme").unwrap(),
+            TenantStatus::Active,
+            PlanLimits::new(1, 1, 1),
+            secrets,
+        );
+        let text = format!("{tenant:?} {tenant:#?}");
+        assert!(!text.contains(&raw) && !text.contains(&hmac), "{text}");
+    }
+
+    #[test]
+    fn limits_fit_postgres_integers() {
+        assert!(PlanLimits::new(u32::MAX, 1, 1).validate().is_err());
+        assert!(
+            PlanLimits::new(PlanLimits::MAX_VALUE, 0, 0)
+                .validate()
+                .is_ok()
+        );
+    }
+}

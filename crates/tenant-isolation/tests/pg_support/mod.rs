@@ -1,0 +1,64 @@
+//! Shared set-up for the PostgreSQL tests. They FAIL (never skip) when PostgreSQL is missing.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use tenant_isolation::pg::{AdminDb, MigrationConfig, PgTenantDirectory, PoolOptions, TenantDb};
+use tenant_isolation::{NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets};
+
+pub const DEFAULT_ADMIN_URL: &str = "postgres://chipfleet:chipfleet@127.0.0.1:5432/chipfleet";
+pub const DEFAULT_APP_URL: &str = "postgres://chipfleet_app:chipfleet_app@127.0.0.1:5432/chipfleet";
+
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.into())
+}
+
+pub fn app_url() -> String {
+    std::env::var("APP_DATABASE_URL").unwrap_or_else(|_| DEFAULT_APP_URL.into())
+}
+
+pub fn options() -> PoolOptions {
+    PoolOptions {
+        max_size: 6,
+        ..PoolOptions::default()
+    }
+}
+
+/// The owner pool, migrated. Panics loudly when PostgreSQL is unreachable.
+pub async fn admin() -> AdminDb {
+    let admin = AdminDb::connect(&admin_url(), &options()).expect("DATABASE_URL is a valid URL");
+    admin.migrate(&MigrationConfig::default()).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is required for this test (DATABASE_URL, default 127.0.0.1:5432/chipfleet \
+             as chipfleet; start it with scripts/test-env.sh): {e}"
+        )
+    });
+    admin
+}
+
+/// The application pool (role chipfleet_app), verified. Panics loudly when unreachable.
+pub async fn app() -> TenantDb {
+    TenantDb::connect(&app_url(), &options()).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is required for this test (APP_DATABASE_URL, default 127.0.0.1:5432/chipfleet \
+             as chipfleet_app): {e}"
+        )
+    })
+}
+
+pub async fn directory() -> Arc<PgTenantDirectory> {
+    Arc::new(PgTenantDirectory::new(admin().await))
+}
+
+pub async fn tenant(directory: &dyn TenantDirectory) -> TenantId {
+    let id = TenantId::generate();
+    directory
+        .create(NewTenant::new(
+            id.clone(),
+            PlanLimits::new(10, 10, 100),
+            TenantSecrets::generate().unwrap(),
+        ))
+        .await
+        .expect("create tenant");
+    id
+}
