@@ -147,10 +147,9 @@ Bind 127.0.0.1
 Timeout 30
 MaxClients 200
 Allow 127.0.0.1
+# No ConnectPort line: CONNECT may reach any port (health-check targets listen on ephemeral
+# loopback ports). The proxy itself only listens on, and only admits, 127.0.0.1.
 BasicAuth $PROXY_USER $PROXY_PASSWORD
-ConnectPort 443
-ConnectPort 80
-ConnectPort 0
 PidFile "$STATE_DIR/tinyproxy.pid"
 LogFile "$LOG_DIR/tinyproxy.log"
 LogLevel Warning

@@ -1,5 +1,114 @@
 //! Sticky, health-checked proxy leases per chip.
 //!
-//! **Status: planned.** This crate will hold the `ProxySource` and `LeaseStore` traits, static
-//! list and rotating-gateway sources, in-memory and PostgreSQL lease stores, the sticky
-//! allocation policy, and the proxy health checker.
+//! A WhatsApp number that changes IP on every reconnect looks like a stolen account. This crate
+//! treats a proxy as a leased resource: each chip holds one lease that survives restarts and
+//! reconciles, endpoints carry a capped number of chips, chips are matched to proxies of their
+//! phone number's country, and a chip is moved only after repeated failures, with a cooldown and
+//! a recorded history.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use proxy_allocator::{
+//!     AllocationPolicy, ChipProxyRequest, InMemoryLeaseStore, ProxyAllocator, StaticListSource,
+//! };
+//! use tenant_isolation::{ChipId, TenantId};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let source = StaticListSource::parse(
+//!     "socks5://user:p%40ss@203.0.113.7:1080 country=BR\n\
+//!      http://user:secret@198.51.100.2:3128 country=PT\n",
+//! )?;
+//! let allocator = ProxyAllocator::new(
+//!     Arc::new(source),
+//!     Arc::new(InMemoryLeaseStore::new()),
+//!     AllocationPolicy::default(),
+//! )?;
+//!
+//! let chip = ChipProxyRequest::new(TenantId::new("acme")?, ChipId::new("chip-1")?)
+//!     .with_phone("+55 11 99999-9999");
+//! let lease = allocator.allocate(&chip).await?;
+//! assert_eq!(lease.endpoint.as_str(), "user@203.0.113.7:1080"); // the Brazilian proxy
+//! assert_eq!(allocator.allocate(&chip).await?, lease); // sticky
+//!
+//! // The WAHA session `proxy` object: the password arrives decoded and intact.
+//! let proxy = allocator.waha_proxy(&lease).await?;
+//! assert_eq!(proxy.server, "socks5://203.0.113.7:1080");
+//! assert_eq!(proxy.password.as_ref().map(|p| p.expose()), Some("p@ss"));
+//! assert!(!format!("{proxy:?}").contains("p@ss")); // redacted in Debug
+//! # Ok(()) }
+//! ```
+//!
+//! # Parts
+//! - [`ProxySource`]: where endpoints come from: [`StaticListSource`] (URLs from configuration
+//!   or a file), [`RotatingGatewaySource`] (sticky sessions encoded in the user name through a
+//!   [`UsernameTemplate`]), [`ChainedSource`] to combine them.
+//! - [`LeaseStore`]: [`InMemoryLeaseStore`] (always compiled) and, with the `postgres` feature,
+//!   `PostgresLeaseStore`, which survives restarts and allocates atomically across replicas.
+//!   [`conformance`] is the suite both pass.
+//! - [`ProxyAllocator`] applies the [`AllocationPolicy`]: stickiness, a cap per endpoint,
+//!   country matching ([`country_for_phone`]), optional tenant exclusivity, release on chip
+//!   deletion, rotation after repeated failures with a cooldown.
+//! - Health: [`TunnelHealthChecker`] opens an HTTP `CONNECT` or SOCKS5 tunnel through a proxy to
+//!   a target you choose and measures the latency; [`HttpEchoProbe`] reads the egress IP from an
+//!   echo URL you supply. [`ProxyAllocator::check_endpoints`] and
+//!   [`ProxyAllocator::check_lease`] record the verdicts.
+//! - [`WahaProxyConfig`]: the WAHA session `proxy` object for a lease.
+//!
+//! # Secrets
+//! Passwords live in [`ProxyPassword`], whose `Debug` and `Display` print `[redacted]`.
+//! [`ProxyAddress`] shows only `scheme://host:port`; errors and log lines name proxies by
+//! endpoint id or `host:port` and never echo a URL.
+//!
+//! # Features
+//! - `postgres`: `PostgresLeaseStore` (deadpool-postgres, tokio-postgres).
+//! - `mock`: mockall mocks `MockProxySource`, `MockLeaseStore`, `MockHealthChecker`,
+//!   `MockEgressIpProbe`.
+
+mod address;
+mod allocator;
+mod clock;
+pub mod conformance;
+mod country;
+mod endpoint;
+mod error;
+mod health;
+mod lease;
+mod policy;
+mod secret;
+mod source;
+mod store;
+mod waha;
+
+pub use address::{ProxyAddress, ProxyScheme};
+pub use allocator::{ChipProxyRequest, EndpointCheck, FailureOutcome, LeaseCheck, ProxyAllocator};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use country::{CALLING_CODES, CountryCode, country_for_phone};
+pub use endpoint::{EndpointId, EndpointKind, ProxyEndpoint};
+pub use error::{NoCapacityReason, ProxyError};
+pub use health::{
+    EgressIpProbe, HealthChecker, HealthReport, HttpEchoProbe, TargetAddr, TunnelHealthChecker,
+};
+#[cfg(feature = "mock")]
+pub use health::{MockEgressIpProbe, MockHealthChecker};
+pub use lease::{
+    Allocation, AllocationRequest, Candidate, EgressIpChange, EndpointLoad, HistoryEvent,
+    LeaseHealth, ProxyHistoryEntry, ProxyLease, Replace,
+};
+pub use policy::{AllocationPolicy, CountryMatch};
+pub use secret::ProxyPassword;
+#[cfg(feature = "mock")]
+pub use source::MockProxySource;
+pub use source::ProxySource;
+pub use source::chained::ChainedSource;
+pub use source::gateway::{
+    GatewayEndpoint, RotatingGatewayConfig, RotatingGatewaySource, UsernameTemplate,
+};
+pub use source::static_list::{StaticListSource, StaticProxyEntry};
+pub use store::LeaseStore;
+#[cfg(feature = "mock")]
+pub use store::MockLeaseStore;
+pub use store::memory::InMemoryLeaseStore;
+#[cfg(feature = "postgres")]
+pub use store::postgres::PostgresLeaseStore;
+pub use waha::WahaProxyConfig;

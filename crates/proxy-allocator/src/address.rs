@@ -1,0 +1,342 @@
+//! A connectable proxy: scheme, host, port and optional credentials, parsed from a URL.
+
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::str::FromStr;
+
+use crate::error::ProxyError;
+use crate::secret::ProxyPassword;
+
+/// The protocol spoken to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ProxyScheme {
+    /// An HTTP proxy: `CONNECT` tunnels, Basic `Proxy-Authorization`.
+    Http,
+    /// A SOCKS5 proxy (RFC 1928) with optional username/password authentication (RFC 1929).
+    /// Host names are always resolved by the proxy, so `socks5h://` parses to this too.
+    Socks5,
+}
+
+impl ProxyScheme {
+    /// The URL scheme (`http`, `socks5`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProxyScheme::Http => "http",
+            ProxyScheme::Socks5 => "socks5",
+        }
+    }
+}
+
+impl fmt::Display for ProxyScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a proxy listens and how to authenticate to it.
+///
+/// Parse one from a URL with [`ProxyAddress::parse`]: `socks5://user:pass@host:1080`,
+/// `http://user:p%40ss@10.0.0.1:3128`, `host:8080` (no scheme means `http`). Percent-encoded
+/// user names and passwords are decoded, so a password containing `@`, `:` or `/` is written
+/// encoded in the URL and arrives intact at the proxy.
+///
+/// `Debug` redacts the password and `Display` prints only `scheme://host:port`, so an address
+/// can be logged safely.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyAddress {
+    scheme: ProxyScheme,
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<ProxyPassword>,
+}
+
+impl ProxyAddress {
+    /// An address without credentials. Fails on an empty or malformed host or port 0.
+    pub fn new(
+        scheme: ProxyScheme,
+        host: impl Into<String>,
+        port: u16,
+    ) -> Result<Self, ProxyError> {
+        let host = host.into();
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(inner) => inner.to_owned(),
+            None => host,
+        };
+        validate_host(&host)?;
+        if port == 0 {
+            return Err(ProxyError::url("port 0 is not a valid proxy port"));
+        }
+        Ok(Self {
+            scheme,
+            host,
+            port,
+            username: None,
+            password: None,
+        })
+    }
+
+    /// The same address with these credentials (already decoded: no percent-encoding here).
+    pub fn with_credentials(
+        mut self,
+        username: impl Into<String>,
+        password: Option<ProxyPassword>,
+    ) -> Self {
+        self.username = Some(username.into());
+        self.password = password;
+        self
+    }
+
+    /// Parses a proxy URL. See the type docs for the accepted forms.
+    ///
+    /// Errors never contain the URL (it may carry a password).
+    pub fn parse(url: &str) -> Result<Self, ProxyError> {
+        let url = url.trim();
+        let (scheme, rest) = match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let scheme = match scheme.to_ascii_lowercase().as_str() {
+                    "http" => ProxyScheme::Http,
+                    "socks5" | "socks5h" => ProxyScheme::Socks5,
+                    "https" => {
+                        return Err(ProxyError::url(
+                            "https:// proxies (TLS to the proxy) are not supported; use http:// or socks5://",
+                        ));
+                    }
+                    _ => {
+                        return Err(ProxyError::url(
+                            "unsupported scheme; use http:// or socks5://",
+                        ));
+                    }
+                };
+                (scheme, rest)
+            }
+            None => (ProxyScheme::Http, url),
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        if !(tail.is_empty() || tail == "/") {
+            return Err(ProxyError::url(
+                "a proxy URL has no path, query or fragment (percent-encode '/', '?' and '#' in credentials)",
+            ));
+        }
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (Some(userinfo), hostport),
+            None => (None, authority),
+        };
+        let (host, port) = split_host_port(hostport)?;
+        let mut address = Self::new(scheme, host, port)?;
+        if let Some(userinfo) = userinfo {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password)),
+                None => (userinfo, None),
+            };
+            let user = percent_decode(user, "user name")?;
+            if user.is_empty() {
+                return Err(ProxyError::url("the user name before '@' is empty"));
+            }
+            let password = password
+                .map(|p| percent_decode(p, "password"))
+                .transpose()?
+                .map(ProxyPassword::new);
+            address = address.with_credentials(user, password);
+        }
+        Ok(address)
+    }
+
+    /// The protocol spoken to the proxy.
+    pub fn scheme(&self) -> ProxyScheme {
+        self.scheme
+    }
+
+    /// The host name or IP address (IPv6 without brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The user name, decoded.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// The password, decoded.
+    pub fn password(&self) -> Option<&ProxyPassword> {
+        self.password.as_ref()
+    }
+
+    /// `host:port`, with brackets around an IPv6 address. Never contains credentials.
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for ProxyAddress {
+    type Err = ProxyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Debug for ProxyAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyAddress")
+            .field("scheme", &self.scheme)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl fmt::Display for ProxyAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host_port())
+    }
+}
+
+fn split_host_port(hostport: &str) -> Result<(&str, u16), ProxyError> {
+    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| ProxyError::url("an IPv6 host is missing its closing ']'"))?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| ProxyError::url("the proxy port is missing (write host:port)"))?;
+        (host, port)
+    } else {
+        hostport
+            .rsplit_once(':')
+            .ok_or_else(|| ProxyError::url("the proxy port is missing (write host:port)"))?
+    };
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| ProxyError::url("the proxy port is not a number between 1 and 65535"))?;
+    Ok((host, port))
+}
+
+fn validate_host(host: &str) -> Result<(), ProxyError> {
+    if host.is_empty() {
+        return Err(ProxyError::url("the proxy host is empty"));
+    }
+    if host.contains(':') {
+        return host
+            .parse::<Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| ProxyError::url("the proxy host is not a valid IPv6 address"));
+    }
+    if host.len() > 253
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return Err(ProxyError::url(
+            "the proxy host may contain only letters, digits, '-', '.' and '_'",
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes `%XX` sequences; the result must be UTF-8.
+pub(crate) fn percent_decode(input: &str, what: &str) -> Result<String, ProxyError> {
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| ProxyError::url(format!("the {what} has a malformed %-escape")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| ProxyError::url(format!("the {what} is not UTF-8 once %-decoded")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_socks5_with_credentials() {
+        let a = ProxyAddress::parse("socks5://user:pass@proxy.example:1080").unwrap();
+        assert_eq!(a.scheme(), ProxyScheme::Socks5);
+        assert_eq!(a.host(), "proxy.example");
+        assert_eq!(a.port(), 1080);
+        assert_eq!(a.username(), Some("user"));
+        assert_eq!(a.password().unwrap().expose(), "pass");
+    }
+
+    #[test]
+    fn reserved_characters_in_credentials_survive_percent_decoding() {
+        let a = ProxyAddress::parse("http://us%3Aer:p%40ss%3Aw%2Frd@10.0.0.1:3128/").unwrap();
+        assert_eq!(a.username(), Some("us:er"));
+        assert_eq!(a.password().unwrap().expose(), "p@ss:w/rd");
+        // An unencoded '@' in the password still works: the last '@' ends the userinfo.
+        let b = ProxyAddress::parse("http://user:p@ss@10.0.0.1:3128").unwrap();
+        assert_eq!(b.password().unwrap().expose(), "p@ss");
+        // A ':' after the first one belongs to the password.
+        let c = ProxyAddress::parse("http://user:a:b@10.0.0.1:3128").unwrap();
+        assert_eq!(c.password().unwrap().expose(), "a:b");
+    }
+
+    #[test]
+    fn no_scheme_means_http_and_ipv6_needs_brackets() {
+        let a = ProxyAddress::parse("gw.example:823").unwrap();
+        assert_eq!(a.scheme(), ProxyScheme::Http);
+        assert_eq!(a.host_port(), "gw.example:823");
+        let b = ProxyAddress::parse("socks5h://[::1]:1080").unwrap();
+        assert_eq!(b.host(), "::1");
+        assert_eq!(b.host_port(), "[::1]:1080");
+    }
+
+    #[test]
+    fn rejects_bad_urls_without_echoing_them() {
+        for bad in [
+            "ftp://user:hunter2@h:1",
+            "https://user:hunter2@h:1",
+            "http://user:hunter2@h",
+            "http://user:hunter2@h:99999",
+            "http://user:hunter2@h:0",
+            "http://user:hunter2@:80",
+            "http://user:hunter2@h:80/path",
+            "http://user:hunt%zzer2@h:80",
+            "http://:hunter2@h:80",
+            "http://user:hunter2@h st:80",
+            "http://user:hunter2@[::zz]:80",
+        ] {
+            let err = ProxyAddress::parse(bad).unwrap_err();
+            assert!(matches!(err, ProxyError::InvalidProxyUrl { .. }), "{bad}");
+            let text = format!("{err} {err:?}");
+            assert!(
+                !text.contains("hunter2"),
+                "error leaks the password: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_and_display_never_show_the_password() {
+        let a = ProxyAddress::parse("http://user:hunter2@h:80").unwrap();
+        assert!(!format!("{a:?}").contains("hunter2"));
+        assert_eq!(a.to_string(), "http://h:80");
+    }
+}

@@ -1,0 +1,597 @@
+//! The allocator: sources, a lease store and the policy put together.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures::StreamExt;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::address::ProxyAddress;
+use crate::clock::{Clock, SystemClock};
+use crate::country::{CountryCode, country_for_phone};
+use crate::endpoint::{EndpointId, EndpointKind, ProxyEndpoint};
+use crate::error::{NoCapacityReason, ProxyError};
+use crate::health::{EgressIpProbe, HealthChecker, HealthReport};
+use crate::lease::{
+    Allocation, AllocationRequest, Candidate, EgressIpChange, HistoryEvent, LeaseHealth,
+    ProxyHistoryEntry, ProxyLease, Replace,
+};
+use crate::policy::{AllocationPolicy, CountryMatch};
+use crate::source::ProxySource;
+use crate::store::LeaseStore;
+use crate::waha::WahaProxyConfig;
+use tenant_isolation::{ChipId, TenantId};
+
+/// What the allocator needs to know about a chip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChipProxyRequest {
+    /// The tenant owning the chip.
+    pub tenant: TenantId,
+    /// The chip.
+    pub chip: ChipId,
+    /// The chip's phone number in international form, when known; its calling code gives the
+    /// country if [`ChipProxyRequest::country`] is not set.
+    pub phone: Option<String>,
+    /// The chip's country, when the host knows it; wins over the phone number.
+    pub country: Option<CountryCode>,
+    /// Labels every endpoint used for this chip must carry.
+    pub labels: BTreeSet<String>,
+}
+
+impl ChipProxyRequest {
+    /// A request with no phone, country or labels.
+    pub fn new(tenant: TenantId, chip: ChipId) -> Self {
+        Self {
+            tenant,
+            chip,
+            phone: None,
+            country: None,
+            labels: BTreeSet::new(),
+        }
+    }
+
+    /// Sets the phone number.
+    pub fn with_phone(mut self, phone: impl Into<String>) -> Self {
+        self.phone = Some(phone.into());
+        self
+    }
+
+    /// Sets the country.
+    pub fn with_country(mut self, country: CountryCode) -> Self {
+        self.country = Some(country);
+        self
+    }
+
+    /// Requires a label.
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.labels.insert(label.into());
+        self
+    }
+
+    /// The country used for matching: the explicit one, else the phone's.
+    pub fn effective_country(&self) -> Option<CountryCode> {
+        self.country
+            .or_else(|| self.phone.as_deref().and_then(country_for_phone))
+    }
+}
+
+/// What [`ProxyAllocator::report_failure`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureOutcome {
+    /// The failure was counted; the threshold is not reached yet.
+    Counted {
+        /// The lease, with its failure count.
+        lease: ProxyLease,
+    },
+    /// The threshold is reached but the lease is younger than the cooldown: it is kept.
+    CoolingDown {
+        /// The lease.
+        lease: ProxyLease,
+        /// When rotation becomes possible.
+        until: SystemTime,
+    },
+    /// The chip was moved to another endpoint (or gateway session).
+    Rotated {
+        /// The lease given up.
+        from: ProxyLease,
+        /// The new lease.
+        to: ProxyLease,
+    },
+    /// Rotation was due but no other endpoint has room: the lease is kept.
+    NoAlternative {
+        /// The lease, unchanged apart from its failure count.
+        lease: ProxyLease,
+        /// Why nothing else was eligible.
+        reason: NoCapacityReason,
+    },
+}
+
+/// The outcome of checking one endpoint.
+#[derive(Debug)]
+pub struct EndpointCheck {
+    /// The endpoint.
+    pub endpoint: EndpointId,
+    /// The check's result.
+    pub result: Result<HealthReport, ProxyError>,
+    /// Leases whose health changed because of it.
+    pub leases_changed: u64,
+}
+
+/// The outcome of checking one chip's lease.
+#[derive(Debug)]
+pub struct LeaseCheck {
+    /// The lease after the check was recorded.
+    pub lease: ProxyLease,
+    /// The connectivity check's result.
+    pub result: Result<HealthReport, ProxyError>,
+    /// The egress IP check's result, when a probe was given and the proxy was reachable.
+    pub egress: Option<Result<EgressIpChange, ProxyError>>,
+}
+
+/// Hands out sticky proxy leases to chips.
+///
+/// Building one does no I/O. Every method takes `&self`; share it behind an `Arc`. Several
+/// allocators (in several processes) may share one [`LeaseStore`] if the store is shared, as
+/// the PostgreSQL store is.
+#[derive(Clone)]
+pub struct ProxyAllocator {
+    source: Arc<dyn ProxySource>,
+    store: Arc<dyn LeaseStore>,
+    policy: AllocationPolicy,
+    clock: Arc<dyn Clock>,
+    check_concurrency: usize,
+}
+
+impl std::fmt::Debug for ProxyAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyAllocator")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyAllocator {
+    /// An allocator. Fails if the policy is invalid (a zero cap or threshold).
+    pub fn new(
+        source: Arc<dyn ProxySource>,
+        store: Arc<dyn LeaseStore>,
+        policy: AllocationPolicy,
+    ) -> Result<Self, ProxyError> {
+        policy.validate()?;
+        Ok(Self {
+            source,
+            store,
+            policy,
+            clock: Arc::new(SystemClock),
+            check_concurrency: 8,
+        })
+    }
+
+    /// Uses another clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How many endpoint checks [`ProxyAllocator::check_endpoints`] runs at once. Default 8.
+    pub fn with_check_concurrency(mut self, concurrency: usize) -> Self {
+        self.check_concurrency = concurrency.max(1);
+        self
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &AllocationPolicy {
+        &self.policy
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn LeaseStore> {
+        &self.store
+    }
+
+    /// The chip's lease: the one it holds (sticky, whatever its health), or a new one.
+    ///
+    /// A lease on an endpoint the source no longer offers is moved to a live endpoint.
+    pub async fn allocate(&self, request: &ChipProxyRequest) -> Result<ProxyLease, ProxyError> {
+        let span = info_span!("proxy_allocate", tenant = %request.tenant, chip = %request.chip);
+        async move {
+            let endpoints = self.source.endpoints().await?;
+            if let Some(lease) = self.store.lease(&request.tenant, &request.chip).await? {
+                if endpoints.iter().any(|e| e.id == lease.endpoint) {
+                    metrics::counter!("proxy_allocator_allocations_total", "outcome" => "existing")
+                        .increment(1);
+                    return Ok(lease);
+                }
+                warn!(endpoint = %lease.endpoint, "leased endpoint is gone from the source; moving the chip");
+                let candidates = self.candidates(&endpoints, request, &HashSet::new())?;
+                let allocation = self
+                    .store
+                    .allocate(AllocationRequest {
+                        tenant: request.tenant.clone(),
+                        chip: request.chip.clone(),
+                        candidates,
+                        replace: Some(Replace {
+                            generation: lease.generation,
+                            reason: "endpoint removed from the source".into(),
+                        }),
+                        now: self.clock.now(),
+                    })
+                    .await?;
+                return Ok(self.observe(allocation));
+            }
+            let candidates = self.candidates(&endpoints, request, &HashSet::new())?;
+            let allocation = self
+                .store
+                .allocate(AllocationRequest {
+                    tenant: request.tenant.clone(),
+                    chip: request.chip.clone(),
+                    candidates,
+                    replace: None,
+                    now: self.clock.now(),
+                })
+                .await
+                .inspect_err(|err| {
+                    if matches!(err, ProxyError::NoCapacity { .. }) {
+                        metrics::counter!("proxy_allocator_allocations_total", "outcome" => "no_capacity")
+                            .increment(1);
+                    }
+                })?;
+            Ok(self.observe(allocation))
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn observe(&self, allocation: Allocation) -> ProxyLease {
+        let outcome = match &allocation {
+            Allocation::Existing(_) => "existing",
+            Allocation::Created(_) => "created",
+            Allocation::Rotated(_) => "rotated",
+        };
+        metrics::counter!("proxy_allocator_allocations_total", "outcome" => outcome).increment(1);
+        let lease = allocation.into_lease();
+        debug!(endpoint = %lease.endpoint, generation = lease.generation, outcome, "proxy lease");
+        lease
+    }
+
+    /// The chip's lease, if it holds one.
+    pub async fn lease(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+    ) -> Result<Option<ProxyLease>, ProxyError> {
+        self.store.lease(tenant, chip).await
+    }
+
+    /// Releases the chip's lease; call it when the chip is deleted. Idempotent.
+    pub async fn release(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+    ) -> Result<Option<ProxyLease>, ProxyError> {
+        let released = self.store.release(tenant, chip, self.clock.now()).await?;
+        if let Some(lease) = &released {
+            info!(tenant = %tenant, chip = %chip, endpoint = %lease.endpoint, "proxy lease released");
+            metrics::counter!("proxy_allocator_releases_total").increment(1);
+        }
+        Ok(released)
+    }
+
+    /// Resets the chip's failure count (its session connected fine).
+    pub async fn report_success(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+    ) -> Result<ProxyLease, ProxyError> {
+        self.store.record_success(tenant, chip).await
+    }
+
+    /// Counts a failure of the chip's connection through its proxy and rotates the chip when
+    /// the policy says so: after `rotate_after_failures` consecutive failures, and only once the
+    /// lease is older than `rotation_cooldown`. Endpoints the chip left less than a cooldown ago
+    /// are avoided. Nothing is lost if rotation finds no room: the lease is kept.
+    pub async fn report_failure(
+        &self,
+        request: &ChipProxyRequest,
+    ) -> Result<FailureOutcome, ProxyError> {
+        let span = info_span!("proxy_failure", tenant = %request.tenant, chip = %request.chip);
+        async move {
+            let now = self.clock.now();
+            let lease = self
+                .store
+                .record_failure(&request.tenant, &request.chip, now)
+                .await?;
+            if lease.consecutive_failures < self.policy.rotate_after_failures {
+                return Ok(FailureOutcome::Counted { lease });
+            }
+            let until = lease.assigned_at + self.policy.rotation_cooldown;
+            if now < until {
+                debug!(failures = lease.consecutive_failures, "rotation due but cooling down");
+                return Ok(FailureOutcome::CoolingDown { lease, until });
+            }
+            let endpoints = self.source.endpoints().await?;
+            let history = self.store.history(&request.tenant, &request.chip).await?;
+            let mut avoid = recently_left(&history, now, self.policy.rotation_cooldown);
+            avoid.insert(lease.endpoint.clone());
+            let candidates = match self.candidates(&endpoints, request, &avoid) {
+                Ok(candidates) => candidates,
+                Err(ProxyError::NoCapacity { reason, .. }) => {
+                    return Ok(FailureOutcome::NoAlternative { lease, reason });
+                }
+                Err(err) => return Err(err),
+            };
+            let result = self
+                .store
+                .allocate(AllocationRequest {
+                    tenant: request.tenant.clone(),
+                    chip: request.chip.clone(),
+                    candidates,
+                    replace: Some(Replace {
+                        generation: lease.generation,
+                        reason: format!("{} consecutive failures", lease.consecutive_failures),
+                    }),
+                    now,
+                })
+                .await;
+            match result {
+                Ok(Allocation::Rotated(to)) => {
+                    info!(from = %lease.endpoint, to = %to.endpoint, generation = to.generation, "chip rotated to another proxy");
+                    metrics::counter!("proxy_allocator_rotations_total").increment(1);
+                    Ok(FailureOutcome::Rotated { from: lease, to })
+                }
+                // Another replica rotated first: report its result.
+                Ok(other) => Ok(FailureOutcome::Rotated {
+                    from: lease,
+                    to: other.into_lease(),
+                }),
+                Err(ProxyError::NoCapacity { reason, .. }) => {
+                    warn!(endpoint = %lease.endpoint, "rotation due but no other endpoint has room");
+                    Ok(FailureOutcome::NoAlternative { lease, reason })
+                }
+                Err(err) => Err(err),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The connectable proxy for a lease (the gateway user name filled in for its session).
+    pub async fn proxy_address(&self, lease: &ProxyLease) -> Result<ProxyAddress, ProxyError> {
+        let endpoints = self.source.endpoints().await?;
+        let endpoint = endpoints
+            .iter()
+            .find(|e| e.id == lease.endpoint)
+            .ok_or_else(|| ProxyError::EndpointGone {
+                endpoint: lease.endpoint.clone(),
+            })?;
+        match &endpoint.kind {
+            EndpointKind::Fixed(address) => Ok(address.clone()),
+            EndpointKind::Gateway(gateway) => {
+                let session = lease
+                    .session_id
+                    .as_deref()
+                    .ok_or_else(|| ProxyError::Corrupt {
+                        reason: format!("lease on gateway {} has no session id", lease.endpoint),
+                    })?;
+                gateway.session_address(session, lease.country)
+            }
+        }
+    }
+
+    /// The WAHA session `proxy` object for a lease.
+    pub async fn waha_proxy(&self, lease: &ProxyLease) -> Result<WahaProxyConfig, ProxyError> {
+        Ok(WahaProxyConfig::from(&self.proxy_address(lease).await?))
+    }
+
+    /// The chip's proxy history, oldest first.
+    pub async fn history(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+    ) -> Result<Vec<ProxyHistoryEntry>, ProxyError> {
+        self.store.history(tenant, chip).await
+    }
+
+    /// Checks every endpoint the source offers (gateways through a throw-away session) and
+    /// records each verdict: a failing endpoint marks its leases unhealthy and gets no new
+    /// leases until a later check passes.
+    pub async fn check_endpoints(
+        &self,
+        checker: &dyn HealthChecker,
+    ) -> Result<Vec<EndpointCheck>, ProxyError> {
+        let endpoints = self.source.endpoints().await?;
+        let checks = futures::stream::iter(endpoints.iter())
+            .map(|endpoint| async move {
+                let result = match probe_address(endpoint) {
+                    Ok(address) => checker.check(&address).await,
+                    Err(err) => Err(err),
+                };
+                (endpoint, result)
+            })
+            .buffer_unordered(self.check_concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        let mut reports = Vec::with_capacity(checks.len());
+        for (endpoint, result) in checks {
+            let health = verdict(&result);
+            if let Err(err) = &result {
+                warn!(endpoint = %endpoint.id, proxy = %endpoint.host_port(), error = %err, "proxy endpoint failed its health check");
+            }
+            let leases_changed = self
+                .store
+                .set_endpoint_health(&endpoint.id, health, self.clock.now())
+                .await?;
+            reports.push(EndpointCheck {
+                endpoint: endpoint.id.clone(),
+                result,
+                leases_changed,
+            });
+        }
+        Ok(reports)
+    }
+
+    /// Checks one chip's lease through its own proxy (its own gateway session), records the
+    /// verdict on the lease, and, when `egress` is given and the proxy answered, records the
+    /// egress IP (a change is kept in the chip's history).
+    pub async fn check_lease(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+        checker: &dyn HealthChecker,
+        egress: Option<&dyn EgressIpProbe>,
+    ) -> Result<LeaseCheck, ProxyError> {
+        let span = info_span!("proxy_check_lease", tenant = %tenant, chip = %chip);
+        async move {
+            let lease = self
+                .store
+                .lease(tenant, chip)
+                .await?
+                .ok_or_else(|| crate::store::not_leased(tenant, chip))?;
+            let address = self.proxy_address(&lease).await?;
+            let result = checker.check(&address).await;
+            let lease = self
+                .store
+                .set_lease_health(tenant, chip, verdict(&result), self.clock.now())
+                .await?;
+            let egress = match (egress, &result) {
+                (Some(probe), Ok(_)) => Some(match probe.egress_ip(&address).await {
+                    Ok(ip) => {
+                        let change = self
+                            .store
+                            .record_egress_ip(tenant, chip, ip, self.clock.now())
+                            .await?;
+                        if let EgressIpChange::Changed { from, to } = change {
+                            info!(%from, %to, "egress IP changed");
+                            metrics::counter!("proxy_allocator_egress_ip_changes_total")
+                                .increment(1);
+                        }
+                        Ok(change)
+                    }
+                    Err(err) => Err(err),
+                }),
+                _ => None,
+            };
+            let lease = match egress {
+                Some(Ok(_)) => self.store.lease(tenant, chip).await?.unwrap_or(lease),
+                _ => lease,
+            };
+            Ok(LeaseCheck {
+                lease,
+                result,
+                egress,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn candidates(
+        &self,
+        endpoints: &[ProxyEndpoint],
+        request: &ChipProxyRequest,
+        avoid: &HashSet<EndpointId>,
+    ) -> Result<Vec<Candidate>, ProxyError> {
+        let no_capacity = |reason| ProxyError::NoCapacity {
+            tenant: request.tenant.to_string(),
+            chip: request.chip.to_string(),
+            reason,
+        };
+        if endpoints.is_empty() {
+            return Err(no_capacity(NoCapacityReason::NoEndpoints));
+        }
+        let country = request.effective_country();
+        let mut candidates = Vec::new();
+        for endpoint in endpoints {
+            if !request.labels.is_subset(&endpoint.labels) {
+                continue;
+            }
+            let matches = country.map(|c| endpoint.serves_country(c));
+            let tier = match (self.policy.country_match, matches) {
+                (CountryMatch::Off, _) | (_, None) | (_, Some(true)) => 0,
+                (CountryMatch::Prefer, Some(false)) => 1,
+                (CountryMatch::Require, Some(false)) => continue,
+            };
+            match &endpoint.kind {
+                EndpointKind::Fixed(_) => {
+                    if avoid.contains(&endpoint.id) {
+                        continue;
+                    }
+                    candidates.push(Candidate {
+                        endpoint: endpoint.id.clone(),
+                        tier,
+                        cap: self.policy.max_chips_per_endpoint,
+                        exclusive: self.policy.tenant_exclusive,
+                        session_id: None,
+                        country: None,
+                    });
+                }
+                EndpointKind::Gateway(gateway) => {
+                    // A gateway is never avoided: a new session is a new egress.
+                    let lease_country = if gateway.targets_countries() {
+                        country
+                            .filter(|c| endpoint.serves_country(*c))
+                            .or(gateway.default_country)
+                    } else {
+                        None
+                    };
+                    if gateway.template.requires_country() && lease_country.is_none() {
+                        continue;
+                    }
+                    candidates.push(Candidate {
+                        endpoint: endpoint.id.clone(),
+                        tier,
+                        cap: gateway.max_sessions.unwrap_or(u32::MAX),
+                        exclusive: false,
+                        session_id: Some(gateway.new_session_id()),
+                        country: lease_country,
+                    });
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Err(no_capacity(if avoid.is_empty() {
+                NoCapacityReason::NoMatchingEndpoint
+            } else {
+                NoCapacityReason::AllBusy
+            }));
+        }
+        Ok(candidates)
+    }
+}
+
+/// The address used to check an endpoint: the fixed proxy, or the gateway with a fresh session.
+fn probe_address(endpoint: &ProxyEndpoint) -> Result<ProxyAddress, ProxyError> {
+    match &endpoint.kind {
+        EndpointKind::Fixed(address) => Ok(address.clone()),
+        EndpointKind::Gateway(gateway) => gateway.session_address(
+            &gateway.new_session_id(),
+            gateway.default_country.or(endpoint.country),
+        ),
+    }
+}
+
+fn verdict(result: &Result<HealthReport, ProxyError>) -> LeaseHealth {
+    match result {
+        Ok(_) => LeaseHealth::Healthy,
+        Err(err) => LeaseHealth::Unhealthy {
+            reason: err.to_string(),
+        },
+    }
+}
+
+fn recently_left(
+    history: &[ProxyHistoryEntry],
+    now: SystemTime,
+    window: std::time::Duration,
+) -> HashSet<EndpointId> {
+    history
+        .iter()
+        .filter(|entry| matches!(entry.event, HistoryEvent::RotatedAway { .. }))
+        .filter(|entry| {
+            now.duration_since(entry.at).is_ok_and(|age| age < window) || entry.at > now
+        })
+        .map(|entry| entry.endpoint.clone())
+        .collect()
+}

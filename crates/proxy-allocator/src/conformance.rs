@@ -1,0 +1,692 @@
+//! The conformance suite every [`LeaseStore`] backend must pass.
+//!
+//! Each check takes a store, uses fresh random tenant, chip and endpoint ids (so checks may run
+//! in parallel against one shared database, and re-runs do not collide), and panics with a
+//! message naming the broken rule. Run them all with [`lease_store_conformance!`]:
+//!
+//! ```
+//! mod in_memory {
+//!     proxy_allocator::lease_store_conformance!(|| async {
+//!         std::sync::Arc::new(proxy_allocator::InMemoryLeaseStore::new())
+//!             as std::sync::Arc<dyn proxy_allocator::LeaseStore>
+//!     });
+//! }
+//! ```
+//!
+//! The checks need a multi-threaded tokio runtime (the macro's tests use one).
+//!
+//! [`lease_store_conformance!`]: crate::lease_store_conformance
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tenant_isolation::{ChipId, TenantId};
+
+use crate::allocator::{ChipProxyRequest, ProxyAllocator};
+use crate::endpoint::{EndpointId, EndpointKind};
+use crate::error::{NoCapacityReason, ProxyError};
+use crate::lease::{
+    Allocation, AllocationRequest, Candidate, EgressIpChange, HistoryEvent, LeaseHealth, Replace,
+};
+use crate::policy::AllocationPolicy;
+use crate::source::ProxySource;
+use crate::source::gateway::{RotatingGatewayConfig, RotatingGatewaySource, UsernameTemplate};
+use crate::source::static_list::{StaticListSource, StaticProxyEntry};
+use crate::store::LeaseStore;
+use crate::{ProxyAddress, ProxyScheme};
+
+/// Generates one `#[tokio::test]` per conformance check. The argument is an expression that,
+/// called with no arguments, returns a future of an `Arc<dyn LeaseStore>`.
+#[macro_export]
+macro_rules! lease_store_conformance {
+    ($make:expr) => {
+        $crate::lease_store_conformance!(@tests $make;
+            sticky_allocation, cap_and_least_loaded, tiers_are_preferred, tenant_exclusivity,
+            release_frees_capacity_and_keeps_history, rotation_is_atomic_and_fenced,
+            failures_and_successes, endpoint_health_marks_leases, egress_ip_changes_are_recorded,
+            chips_without_lease_are_not_leased, parallel_allocation_respects_cap_and_stickiness,
+            oversubscription_gives_exactly_the_capacity, gateway_sessions_are_distinct_and_sticky);
+    };
+    (@tests $make:expr; $($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let make = $make;
+                $crate::conformance::$check(make().await).await;
+            }
+        )*
+    };
+}
+
+/// A fresh scope of ids for one check.
+struct Scope {
+    run: String,
+}
+
+impl Scope {
+    fn new() -> Self {
+        Self {
+            run: format!("{:012x}", fastrand::u64(..) >> 16),
+        }
+    }
+
+    fn tenant(&self) -> TenantId {
+        TenantId::generate()
+    }
+
+    fn chip(&self, n: usize) -> ChipId {
+        ChipId::new(format!("c{}-{n}", &self.run[..8])).expect("valid chip id")
+    }
+
+    fn endpoint(&self, n: usize) -> EndpointId {
+        EndpointId::new(format!("conf-{}-{n}", self.run)).expect("valid endpoint id")
+    }
+
+    fn candidate(&self, n: usize, cap: u32) -> Candidate {
+        Candidate {
+            endpoint: self.endpoint(n),
+            tier: 0,
+            cap,
+            exclusive: false,
+            session_id: None,
+            country: None,
+        }
+    }
+
+    /// A static source of `count` endpoints on unused loopback ports (never contacted).
+    fn static_source(&self, count: usize) -> Arc<dyn ProxySource> {
+        let entries = (0..count).map(|n| {
+            let address = ProxyAddress::new(ProxyScheme::Http, "127.0.0.1", 20_000 + n as u16)
+                .expect("valid address")
+                .with_credentials("u", Some("p".into()));
+            StaticProxyEntry::new(address)
+                .expect("valid entry")
+                .with_id(self.endpoint(n))
+        });
+        Arc::new(StaticListSource::new(entries).expect("unique ids"))
+    }
+}
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+fn request(tenant: &TenantId, chip: &ChipId, candidates: Vec<Candidate>) -> AllocationRequest {
+    AllocationRequest {
+        tenant: tenant.clone(),
+        chip: chip.clone(),
+        candidates,
+        replace: None,
+        now: t0(),
+    }
+}
+
+/// A chip keeps its lease whatever the later candidates are; the lease reads back equal.
+pub async fn sticky_allocation(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let (tenant, chip) = (s.tenant(), s.chip(1));
+    let first = store
+        .allocate(request(
+            &tenant,
+            &chip,
+            vec![s.candidate(1, 5), s.candidate(2, 5)],
+        ))
+        .await
+        .expect("allocation succeeds");
+    let Allocation::Created(lease) = first else {
+        panic!("a first allocation must create a lease, got {first:?}")
+    };
+    assert_eq!(lease.generation, 1, "a new lease starts at generation 1");
+    assert_eq!(
+        lease.endpoint,
+        s.endpoint(1),
+        "ties go to the first candidate"
+    );
+    assert_eq!(lease.consecutive_failures, 0);
+    assert!(lease.health.is_healthy());
+    let again = store
+        .allocate(request(&tenant, &chip, vec![s.candidate(3, 5)]))
+        .await
+        .expect("allocation succeeds");
+    assert_eq!(
+        again,
+        Allocation::Existing(lease.clone()),
+        "stickiness: same lease back"
+    );
+    let read = store
+        .lease(&tenant, &chip)
+        .await
+        .expect("read")
+        .expect("leased");
+    assert_eq!(read, lease, "the stored lease equals the returned one");
+}
+
+/// Leases spread to the least-loaded candidate and never exceed a candidate's cap.
+pub async fn cap_and_least_loaded(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let tenant = s.tenant();
+    let candidates = vec![s.candidate(1, 2), s.candidate(2, 2)];
+    let mut placed = Vec::new();
+    for n in 0..4 {
+        let lease = store
+            .allocate(request(&tenant, &s.chip(n), candidates.clone()))
+            .await
+            .expect("room for four")
+            .into_lease();
+        placed.push(lease.endpoint);
+    }
+    assert_eq!(placed[0], s.endpoint(1));
+    assert_eq!(
+        placed[1],
+        s.endpoint(2),
+        "the second chip goes to the emptier endpoint"
+    );
+    let err = store
+        .allocate(request(&tenant, &s.chip(5), candidates))
+        .await
+        .expect_err("both endpoints are full");
+    assert!(
+        matches!(
+            err,
+            ProxyError::NoCapacity {
+                reason: NoCapacityReason::AllBusy,
+                ..
+            }
+        ),
+        "full endpoints give NoCapacity/AllBusy, got {err:?}"
+    );
+    assert!(
+        store
+            .lease(&tenant, &s.chip(5))
+            .await
+            .expect("read")
+            .is_none()
+    );
+    for n in [1, 2] {
+        let on = store
+            .leases_on_endpoint(&s.endpoint(n))
+            .await
+            .expect("read");
+        assert_eq!(on.len(), 2, "endpoint {n} carries exactly its cap");
+    }
+}
+
+/// A lower tier is filled before a higher one is used.
+pub async fn tiers_are_preferred(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let tenant = s.tenant();
+    let mut preferred = s.candidate(2, 1);
+    preferred.tier = 0;
+    let mut fallback = s.candidate(1, 5);
+    fallback.tier = 1;
+    let candidates = vec![fallback, preferred];
+    let a = store
+        .allocate(request(&tenant, &s.chip(1), candidates.clone()))
+        .await
+        .expect("allocates")
+        .into_lease();
+    assert_eq!(
+        a.endpoint,
+        s.endpoint(2),
+        "tier 0 wins although listed second"
+    );
+    let b = store
+        .allocate(request(&tenant, &s.chip(2), candidates))
+        .await
+        .expect("allocates")
+        .into_lease();
+    assert_eq!(
+        b.endpoint,
+        s.endpoint(1),
+        "tier 1 is used once tier 0 is full"
+    );
+}
+
+/// An exclusive candidate is never given to a second tenant.
+pub async fn tenant_exclusivity(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let (a, b) = (s.tenant(), s.tenant());
+    let mut shared = s.candidate(1, 10);
+    shared.exclusive = true;
+    store
+        .allocate(request(&a, &s.chip(1), vec![shared.clone()]))
+        .await
+        .expect("tenant a gets the endpoint");
+    store
+        .allocate(request(&a, &s.chip(2), vec![shared.clone()]))
+        .await
+        .expect("tenant a may put a second chip there");
+    let err = store
+        .allocate(request(&b, &s.chip(3), vec![shared.clone()]))
+        .await
+        .expect_err("tenant b must not share an exclusive endpoint");
+    assert!(matches!(err, ProxyError::NoCapacity { .. }), "{err:?}");
+    let lease = store
+        .allocate(request(
+            &b,
+            &s.chip(3),
+            vec![shared.clone(), s.candidate(2, 10)],
+        ))
+        .await
+        .expect("tenant b gets another endpoint")
+        .into_lease();
+    assert_eq!(lease.endpoint, s.endpoint(2));
+    for chip in [s.chip(1), s.chip(2)] {
+        store.release(&a, &chip, t0()).await.expect("release");
+    }
+    store
+        .allocate(request(&b, &s.chip(4), vec![shared]))
+        .await
+        .expect("once tenant a left, tenant b may use it");
+}
+
+/// Release frees the slot, is idempotent and keeps the history.
+pub async fn release_frees_capacity_and_keeps_history(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let tenant = s.tenant();
+    let only = vec![s.candidate(1, 1)];
+    store
+        .allocate(request(&tenant, &s.chip(1), only.clone()))
+        .await
+        .expect("allocates");
+    assert!(
+        store
+            .allocate(request(&tenant, &s.chip(2), only.clone()))
+            .await
+            .is_err()
+    );
+    let released = store
+        .release(&tenant, &s.chip(1), t0())
+        .await
+        .expect("release");
+    assert_eq!(released.map(|l| l.endpoint), Some(s.endpoint(1)));
+    assert!(
+        store
+            .release(&tenant, &s.chip(1), t0())
+            .await
+            .expect("release")
+            .is_none(),
+        "a second release finds nothing"
+    );
+    assert!(
+        store
+            .lease(&tenant, &s.chip(1))
+            .await
+            .expect("read")
+            .is_none()
+    );
+    store
+        .allocate(request(&tenant, &s.chip(2), only))
+        .await
+        .expect("the freed slot is reusable");
+    let history = store.history(&tenant, &s.chip(1)).await.expect("history");
+    let events: Vec<_> = history.iter().map(|h| h.event.clone()).collect();
+    assert_eq!(events, vec![HistoryEvent::Assigned, HistoryEvent::Released]);
+}
+
+/// Rotation replaces the named generation only, atomically, and records both ends.
+pub async fn rotation_is_atomic_and_fenced(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let (tenant, chip) = (s.tenant(), s.chip(1));
+    let lease = store
+        .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
+        .await
+        .expect("allocates")
+        .into_lease();
+    store
+        .record_failure(&tenant, &chip, t0())
+        .await
+        .expect("failure");
+    let mut rotate = request(&tenant, &chip, vec![s.candidate(2, 5)]);
+    rotate.replace = Some(Replace {
+        generation: lease.generation,
+        reason: "test".into(),
+    });
+    rotate.now = t0() + Duration::from_secs(60);
+    let rotated = store.allocate(rotate.clone()).await.expect("rotates");
+    let Allocation::Rotated(new) = rotated else {
+        panic!("expected a rotation, got {rotated:?}")
+    };
+    assert_eq!(new.endpoint, s.endpoint(2));
+    assert_eq!(new.generation, lease.generation + 1);
+    assert_eq!(new.consecutive_failures, 0, "a rotation resets failures");
+    assert!(
+        store
+            .leases_on_endpoint(&s.endpoint(1))
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    let stale = store.allocate(rotate).await.expect("stale rotation");
+    assert_eq!(
+        stale,
+        Allocation::Existing(new.clone()),
+        "a stale generation rotates nothing"
+    );
+    let mut orphan = request(&tenant, &s.chip(9), vec![s.candidate(2, 5)]);
+    orphan.replace = Some(Replace {
+        generation: 1,
+        reason: "test".into(),
+    });
+    assert!(matches!(
+        store.allocate(orphan).await,
+        Err(ProxyError::NotLeased { .. })
+    ));
+    let mut no_room = request(&tenant, &chip, vec![]);
+    no_room.replace = Some(Replace {
+        generation: new.generation,
+        reason: "test".into(),
+    });
+    assert!(
+        store.allocate(no_room).await.is_err(),
+        "no candidate, no rotation"
+    );
+    assert_eq!(
+        store.lease(&tenant, &chip).await.expect("read"),
+        Some(new),
+        "a failed rotation keeps the lease"
+    );
+    let events: Vec<_> = store
+        .history(&tenant, &chip)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|h| (h.endpoint, h.event))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (s.endpoint(1), HistoryEvent::Assigned),
+            (
+                s.endpoint(1),
+                HistoryEvent::RotatedAway {
+                    reason: "test".into()
+                }
+            ),
+            (s.endpoint(2), HistoryEvent::Assigned),
+        ]
+    );
+}
+
+/// Failures count up, a success resets them.
+pub async fn failures_and_successes(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let (tenant, chip) = (s.tenant(), s.chip(1));
+    store
+        .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
+        .await
+        .expect("allocates");
+    for expected in 1..=3 {
+        let lease = store
+            .record_failure(&tenant, &chip, t0())
+            .await
+            .expect("failure");
+        assert_eq!(lease.consecutive_failures, expected);
+        assert_eq!(lease.last_failure_at, Some(t0()));
+    }
+    let lease = store.record_success(&tenant, &chip).await.expect("success");
+    assert_eq!(lease.consecutive_failures, 0);
+}
+
+/// An unhealthy endpoint marks its leases and gets no new ones until it recovers.
+pub async fn endpoint_health_marks_leases(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let tenant = s.tenant();
+    let candidates = vec![s.candidate(1, 5), s.candidate(2, 5)];
+    for n in 0..2 {
+        store
+            .allocate(request(&tenant, &s.chip(n), vec![s.candidate(1, 5)]))
+            .await
+            .expect("allocates");
+    }
+    let bad = LeaseHealth::Unhealthy {
+        reason: "proxy 127.0.0.1:1 is unreachable".into(),
+    };
+    let changed = store
+        .set_endpoint_health(&s.endpoint(1), bad.clone(), t0())
+        .await
+        .expect("set health");
+    assert_eq!(changed, 2, "both leases on the failing endpoint change");
+    assert_eq!(
+        store
+            .set_endpoint_health(&s.endpoint(1), bad.clone(), t0())
+            .await
+            .expect("again"),
+        0,
+        "no change, no count"
+    );
+    let lease = store
+        .lease(&tenant, &s.chip(0))
+        .await
+        .expect("read")
+        .expect("leased");
+    assert_eq!(lease.health, bad);
+    let placed = store
+        .allocate(request(&tenant, &s.chip(5), candidates.clone()))
+        .await
+        .expect("allocates")
+        .into_lease();
+    assert_eq!(
+        placed.endpoint,
+        s.endpoint(2),
+        "an unhealthy endpoint is skipped"
+    );
+    store
+        .set_endpoint_health(&s.endpoint(1), LeaseHealth::Healthy, t0())
+        .await
+        .expect("recover");
+    let lease = store
+        .lease(&tenant, &s.chip(0))
+        .await
+        .expect("read")
+        .expect("leased");
+    assert!(lease.health.is_healthy());
+    let events: Vec<_> = store
+        .history(&tenant, &s.chip(0))
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|h| h.event)
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            HistoryEvent::Assigned,
+            HistoryEvent::MarkedUnhealthy {
+                reason: "proxy 127.0.0.1:1 is unreachable".into()
+            },
+            HistoryEvent::Recovered,
+        ]
+    );
+    let single = store
+        .set_lease_health(&tenant, &s.chip(1), bad.clone(), t0())
+        .await
+        .expect("lease health");
+    assert_eq!(single.health, bad);
+    let loads = store.endpoint_loads().await.expect("loads");
+    let load = loads
+        .iter()
+        .find(|l| l.endpoint == s.endpoint(1))
+        .expect("known endpoint");
+    assert_eq!((load.leases, load.tenants), (2, 1));
+    assert!(load.health.is_healthy());
+}
+
+/// Egress IP observations report first, unchanged and changed; changes enter the history.
+pub async fn egress_ip_changes_are_recorded(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let (tenant, chip) = (s.tenant(), s.chip(1));
+    store
+        .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
+        .await
+        .expect("allocates");
+    let a: IpAddr = "203.0.113.1".parse().expect("ip");
+    let b: IpAddr = "2001:db8::2".parse().expect("ip");
+    let record = |ip| store.record_egress_ip(&tenant, &chip, ip, t0());
+    assert_eq!(record(a).await.expect("first"), EgressIpChange::First(a));
+    assert_eq!(record(a).await.expect("same"), EgressIpChange::Unchanged(a));
+    assert_eq!(
+        record(b).await.expect("changed"),
+        EgressIpChange::Changed { from: a, to: b }
+    );
+    let lease = store
+        .lease(&tenant, &chip)
+        .await
+        .expect("read")
+        .expect("leased");
+    assert_eq!(lease.egress_ip, Some(b));
+    let changes: Vec<_> = store
+        .history(&tenant, &chip)
+        .await
+        .expect("history")
+        .into_iter()
+        .filter_map(|h| match h.event {
+            HistoryEvent::EgressIpChanged { from, to } => Some((from, to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes, vec![(None, a), (Some(a), b)]);
+}
+
+/// Per-chip calls on a chip without a lease fail with `NotLeased`.
+pub async fn chips_without_lease_are_not_leased(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let (tenant, chip) = (s.tenant(), s.chip(1));
+    let ip: IpAddr = "203.0.113.1".parse().expect("ip");
+    let results = [
+        store.record_failure(&tenant, &chip, t0()).await.err(),
+        store.record_success(&tenant, &chip).await.err(),
+        store
+            .set_lease_health(&tenant, &chip, LeaseHealth::Healthy, t0())
+            .await
+            .err(),
+        store.record_egress_ip(&tenant, &chip, ip, t0()).await.err(),
+    ];
+    for err in results {
+        assert!(matches!(err, Some(ProxyError::NotLeased { .. })), "{err:?}");
+    }
+    assert!(store.lease(&tenant, &chip).await.expect("read").is_none());
+    assert!(
+        store
+            .history(&tenant, &chip)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert!(store.leases(Some(tenant)).await.expect("read").is_empty());
+}
+
+/// 1,000 chips allocated in parallel (each twice, concurrently) through a [`ProxyAllocator`]:
+/// every chip gets one lease, both calls agree, and no endpoint exceeds the cap.
+pub async fn parallel_allocation_respects_cap_and_stickiness(store: Arc<dyn LeaseStore>) {
+    const CHIPS: usize = 1000;
+    const CAP: u32 = 4;
+    let s = Scope::new();
+    let endpoints = CHIPS / CAP as usize + 10;
+    let policy = AllocationPolicy {
+        max_chips_per_endpoint: CAP,
+        ..AllocationPolicy::default()
+    };
+    let allocator = Arc::new(
+        ProxyAllocator::new(s.static_source(endpoints), store.clone(), policy).expect("policy"),
+    );
+    let tenants = [s.tenant(), s.tenant(), s.tenant()];
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..CHIPS * 2 {
+        let allocator = allocator.clone();
+        let request = ChipProxyRequest::new(tenants[(n / 2) % 3].clone(), s.chip(n / 2));
+        tasks.spawn(async move { (n / 2, allocator.allocate(&request).await) });
+    }
+    let mut by_chip: HashMap<usize, EndpointId> = HashMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (chip, result) = joined.expect("task did not panic");
+        let lease = result.unwrap_or_else(|err| panic!("chip {chip} got no lease: {err}"));
+        if let Some(previous) = by_chip.insert(chip, lease.endpoint.clone()) {
+            assert_eq!(
+                previous, lease.endpoint,
+                "chip {chip} got two different endpoints"
+            );
+        }
+    }
+    assert_eq!(by_chip.len(), CHIPS);
+    let mut per_endpoint: HashMap<EndpointId, u32> = HashMap::new();
+    let mut stored = 0;
+    for tenant in &tenants {
+        for lease in store.leases(Some(tenant.clone())).await.expect("list") {
+            *per_endpoint.entry(lease.endpoint.clone()).or_default() += 1;
+            stored += 1;
+        }
+    }
+    assert_eq!(
+        stored, CHIPS,
+        "exactly one stored lease per chip, no double assignment"
+    );
+    for (endpoint, count) in &per_endpoint {
+        assert!(
+            *count <= CAP,
+            "{endpoint} carries {count} chips, cap is {CAP}"
+        );
+    }
+}
+
+/// 100 chips race for 50 slots: exactly 50 win, the rest get `NoCapacity`.
+pub async fn oversubscription_gives_exactly_the_capacity(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let policy = AllocationPolicy {
+        max_chips_per_endpoint: 5,
+        ..AllocationPolicy::default()
+    };
+    let allocator =
+        Arc::new(ProxyAllocator::new(s.static_source(10), store.clone(), policy).expect("policy"));
+    let tenant = s.tenant();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..100 {
+        let allocator = allocator.clone();
+        let request = ChipProxyRequest::new(tenant.clone(), s.chip(n));
+        tasks.spawn(async move { allocator.allocate(&request).await });
+    }
+    let (mut won, mut refused) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("task did not panic") {
+            Ok(_) => won += 1,
+            Err(ProxyError::NoCapacity { .. }) => refused += 1,
+            Err(err) => panic!("unexpected error: {err}"),
+        }
+    }
+    assert_eq!((won, refused), (50, 50));
+    assert_eq!(store.leases(Some(tenant)).await.expect("list").len(), 50);
+}
+
+/// On a gateway every chip gets its own session id, and keeps it.
+pub async fn gateway_sessions_are_distinct_and_sticky(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let config = RotatingGatewayConfig::new(
+        s.endpoint(0),
+        ProxyAddress::parse("http://acme:s3cret@127.0.0.1:20999").expect("url"),
+        UsernameTemplate::parse("user-{user}-session-{session}[-country-{country}]")
+            .expect("template"),
+    );
+    let source = Arc::new(RotatingGatewaySource::new(config).expect("gateway"));
+    let endpoint = source.endpoints().await.expect("endpoints")[0].clone();
+    assert!(matches!(endpoint.kind, EndpointKind::Gateway(_)));
+    let allocator =
+        ProxyAllocator::new(source, store, AllocationPolicy::default()).expect("policy");
+    let tenant = s.tenant();
+    let mut sessions = HashSet::new();
+    for n in 0..20 {
+        let request = ChipProxyRequest::new(tenant.clone(), s.chip(n)).with_phone("5511999990000");
+        let lease = allocator.allocate(&request).await.expect("allocates");
+        let session = lease
+            .session_id
+            .clone()
+            .expect("a gateway lease has a session");
+        assert_eq!(lease.country, Some("BR".parse().expect("country")));
+        assert!(
+            sessions.insert(session),
+            "two chips share a gateway session"
+        );
+        assert_eq!(allocator.allocate(&request).await.expect("again"), lease);
+    }
+}

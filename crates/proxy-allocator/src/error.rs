@@ -1,0 +1,209 @@
+//! The crate's one error type.
+//!
+//! No variant ever carries a password or a full proxy URL: proxies are named by their endpoint
+//! id or by `host:port`, and parse errors say what is wrong without echoing the input.
+
+use std::time::Duration;
+
+use crate::endpoint::EndpointId;
+
+/// Everything that can go wrong while configuring sources, allocating leases or checking proxies.
+///
+/// Each variant says what the caller can do about it; [`ProxyError::is_retryable`] is the one
+/// place that decides whether trying the same call again later can help.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// A proxy URL could not be parsed. Fix the configuration; the URL itself is never echoed.
+    #[error("invalid proxy URL: {reason}")]
+    InvalidProxyUrl {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A source, template, policy or request is invalid. Fix the configuration or the input.
+    #[error("invalid proxy configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// No endpoint can take this chip: every candidate is full, unhealthy, used by another
+    /// tenant under exclusivity, or none matches the country or labels. Add endpoints, raise the
+    /// cap, or relax the policy; retrying later helps once capacity is freed.
+    #[error("no proxy endpoint can take chip {chip} of tenant {tenant}: {reason}")]
+    NoCapacity {
+        /// The tenant, as text.
+        tenant: String,
+        /// The chip, as text.
+        chip: String,
+        /// Why no candidate was eligible.
+        reason: NoCapacityReason,
+    },
+
+    /// The chip holds no lease. Allocate one first.
+    #[error("chip {chip} of tenant {tenant} holds no proxy lease")]
+    NotLeased {
+        /// The tenant, as text.
+        tenant: String,
+        /// The chip, as text.
+        chip: String,
+    },
+
+    /// A lease points at an endpoint its source no longer offers. Allocate again
+    /// ([`crate::ProxyAllocator::allocate`] moves the chip to a live endpoint).
+    #[error("proxy endpoint {endpoint} is no longer offered by the source")]
+    EndpointGone {
+        /// The endpoint id.
+        endpoint: EndpointId,
+    },
+
+    /// The proxy rejected the credentials (HTTP 407, SOCKS5 authentication failure or no
+    /// acceptable method). Fix the username or password; retrying will not help.
+    #[error("proxy {proxy} rejected the credentials")]
+    ProxyAuthRejected {
+        /// `host:port` of the proxy.
+        proxy: String,
+    },
+
+    /// The proxy could not be reached (connection refused, DNS failure, reset). Retry later or
+    /// rotate the chip to another endpoint.
+    #[error("proxy {proxy} is unreachable: {source}")]
+    ProxyUnreachable {
+        /// `host:port` of the proxy.
+        proxy: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The proxy answered but refused to open the connection to the target (an HTTP status other
+    /// than 200/407, or a SOCKS5 reply other than "succeeded"). Retry later or rotate.
+    #[error("proxy {proxy} refused to reach the target: {reason}")]
+    ProxyRefused {
+        /// `host:port` of the proxy.
+        proxy: String,
+        /// The status line or SOCKS5 reply meaning.
+        reason: String,
+    },
+
+    /// The proxy spoke something that is not the protocol its scheme says. Check the scheme
+    /// (`http://` versus `socks5://`) in the configuration.
+    #[error("proxy {proxy} broke the protocol: {reason}")]
+    ProxyProtocol {
+        /// `host:port` of the proxy.
+        proxy: String,
+        /// What was unexpected.
+        reason: String,
+    },
+
+    /// A proxy operation did not finish in time. Retry later or rotate.
+    #[error("proxy {proxy} did not answer within {after:?}")]
+    Timeout {
+        /// `host:port` of the proxy.
+        proxy: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
+
+    /// The egress-IP echo service answered with something that is not an IP address, or with
+    /// an error status. Check the echo URL.
+    #[error("egress IP check failed: {reason}")]
+    EgressCheck {
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// A static proxy list file could not be read. Check the path and permissions.
+    #[error("cannot read proxy list {path}: {source}")]
+    SourceFile {
+        /// The file path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The lease store failed (database unreachable, pool exhausted, serialization conflict
+    /// retries exhausted). Usually transient: retry later.
+    #[error("lease store failed during {operation}: {source}")]
+    Store {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The backend error (never contains a connection string).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// Stored data could not be understood (an id or country that no longer parses). Someone
+    /// edited the tables by hand or a newer version wrote them; inspect the row.
+    #[error("lease store holds invalid data: {reason}")]
+    Corrupt {
+        /// What could not be decoded.
+        reason: String,
+    },
+}
+
+/// Why [`ProxyError::NoCapacity`] was returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NoCapacityReason {
+    /// The source offers no endpoint at all.
+    #[error("the source offers no endpoints")]
+    NoEndpoints,
+    /// No endpoint serves the chip's country (under [`crate::CountryMatch::Require`]) or carries
+    /// the requested labels.
+    #[error("no endpoint matches the chip's country or labels")]
+    NoMatchingEndpoint,
+    /// Matching endpoints exist, but each is full, unhealthy, excluded for rotation or (under
+    /// tenant exclusivity) used by another tenant.
+    #[error("every matching endpoint is full, unhealthy or used by another tenant")]
+    AllBusy,
+}
+
+impl ProxyError {
+    /// Whether the same call may succeed if tried again later (without changing configuration).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProxyError::NoCapacity { reason, .. } => *reason == NoCapacityReason::AllBusy,
+            ProxyError::ProxyUnreachable { .. }
+            | ProxyError::ProxyRefused { .. }
+            | ProxyError::Timeout { .. }
+            | ProxyError::Store { .. } => true,
+            ProxyError::InvalidProxyUrl { .. }
+            | ProxyError::InvalidConfig { .. }
+            | ProxyError::NotLeased { .. }
+            | ProxyError::EndpointGone { .. }
+            | ProxyError::ProxyAuthRejected { .. }
+            | ProxyError::ProxyProtocol { .. }
+            | ProxyError::EgressCheck { .. }
+            | ProxyError::SourceFile { .. }
+            | ProxyError::Corrupt { .. } => false,
+        }
+    }
+
+    /// Whether this error says the proxy itself is bad (as opposed to the store or the input):
+    /// such an error counts as a health-check failure.
+    pub fn is_proxy_failure(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::ProxyAuthRejected { .. }
+                | ProxyError::ProxyUnreachable { .. }
+                | ProxyError::ProxyRefused { .. }
+                | ProxyError::ProxyProtocol { .. }
+                | ProxyError::Timeout { .. }
+        )
+    }
+
+    pub(crate) fn config(reason: impl Into<String>) -> Self {
+        ProxyError::InvalidConfig {
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn url(reason: impl Into<String>) -> Self {
+        ProxyError::InvalidProxyUrl {
+            reason: reason.into(),
+        }
+    }
+}

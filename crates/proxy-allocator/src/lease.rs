@@ -1,0 +1,202 @@
+//! Leases, their health and history, and the requests a [`crate::LeaseStore`] answers.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::country::CountryCode;
+use crate::endpoint::EndpointId;
+use tenant_isolation::{ChipId, TenantId};
+
+/// A chip's hold on an egress endpoint (and, on a gateway, on one sticky session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyLease {
+    /// The tenant owning the chip.
+    pub tenant: TenantId,
+    /// The chip.
+    pub chip: ChipId,
+    /// The endpoint the chip's traffic goes through.
+    pub endpoint: EndpointId,
+    /// The gateway session id, for gateway endpoints.
+    pub session_id: Option<String>,
+    /// The country requested from a gateway for this lease (fixed endpoints: `None`).
+    pub country: Option<CountryCode>,
+    /// Starts at 1 and grows by one on every rotation; a rotation names the generation it
+    /// replaces, so two replicas cannot rotate the same lease twice.
+    pub generation: u64,
+    /// When this generation was assigned.
+    pub assigned_at: SystemTime,
+    /// The last health verdict.
+    pub health: LeaseHealth,
+    /// Failures reported since the last success or rotation.
+    pub consecutive_failures: u32,
+    /// When the last failure was reported.
+    pub last_failure_at: Option<SystemTime>,
+    /// The egress IP last observed through this lease.
+    pub egress_ip: Option<IpAddr>,
+}
+
+/// Health of a lease or an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LeaseHealth {
+    /// Not known to be failing.
+    Healthy,
+    /// The last check through it failed.
+    Unhealthy {
+        /// Why (an error message, free of secrets).
+        reason: String,
+    },
+}
+
+impl LeaseHealth {
+    /// Whether this is [`LeaseHealth::Healthy`].
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, LeaseHealth::Healthy)
+    }
+}
+
+/// One event in a chip's proxy history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyHistoryEntry {
+    /// When it happened.
+    pub at: SystemTime,
+    /// The endpoint concerned.
+    pub endpoint: EndpointId,
+    /// The gateway session concerned.
+    pub session_id: Option<String>,
+    /// The lease generation concerned.
+    pub generation: u64,
+    /// What happened.
+    pub event: HistoryEvent,
+}
+
+/// What happened to a chip's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HistoryEvent {
+    /// The chip got this endpoint (first allocation or after a rotation).
+    Assigned,
+    /// The chip left this endpoint after repeated failures or because the endpoint is gone.
+    RotatedAway {
+        /// Why.
+        reason: String,
+    },
+    /// The lease was released (chip deleted).
+    Released,
+    /// A check through the lease saw a different egress IP than before.
+    EgressIpChanged {
+        /// The previous IP (`None` on the first observation).
+        from: Option<IpAddr>,
+        /// The IP now seen.
+        to: IpAddr,
+    },
+    /// The lease was marked unhealthy.
+    MarkedUnhealthy {
+        /// Why.
+        reason: String,
+    },
+    /// The lease was healthy again after being unhealthy.
+    Recovered,
+}
+
+/// One endpoint a request may be placed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The endpoint.
+    pub endpoint: EndpointId,
+    /// Preference tier: the store uses the lowest tier that has room (0 = country match).
+    pub tier: u8,
+    /// The most active leases the endpoint may carry.
+    pub cap: u32,
+    /// Tenant exclusivity: the endpoint is eligible only if no other tenant holds a lease on it.
+    pub exclusive: bool,
+    /// For a gateway: the session id and country the new lease gets on this endpoint.
+    pub session_id: Option<String>,
+    /// The country recorded on the lease (gateways).
+    pub country: Option<CountryCode>,
+}
+
+/// What a [`crate::LeaseStore::allocate`] call should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocationRequest {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The chip.
+    pub chip: ChipId,
+    /// Eligible endpoints in preference order.
+    pub candidates: Vec<Candidate>,
+    /// `None`: return the chip's lease if it has one, else create one. `Some(generation)`:
+    /// replace the lease of that generation with one on another candidate (rotation); if the
+    /// chip's lease has another generation already, return it unchanged.
+    pub replace: Option<Replace>,
+    /// The time to record.
+    pub now: SystemTime,
+}
+
+/// A rotation's expectations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replace {
+    /// The generation being replaced.
+    pub generation: u64,
+    /// Why (recorded in history).
+    pub reason: String,
+}
+
+/// The result of [`crate::LeaseStore::allocate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allocation {
+    /// The chip already held this lease (stickiness, or someone else rotated first).
+    Existing(ProxyLease),
+    /// A new lease was created.
+    Created(ProxyLease),
+    /// The lease was replaced by this one.
+    Rotated(ProxyLease),
+}
+
+impl Allocation {
+    /// The lease, whatever happened.
+    pub fn lease(&self) -> &ProxyLease {
+        match self {
+            Allocation::Existing(l) | Allocation::Created(l) | Allocation::Rotated(l) => l,
+        }
+    }
+
+    /// The lease, whatever happened.
+    pub fn into_lease(self) -> ProxyLease {
+        match self {
+            Allocation::Existing(l) | Allocation::Created(l) | Allocation::Rotated(l) => l,
+        }
+    }
+}
+
+/// The result of recording an egress IP observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EgressIpChange {
+    /// The first IP seen for this lease.
+    First(IpAddr),
+    /// The same IP as last time.
+    Unchanged(IpAddr),
+    /// A different IP than last time.
+    Changed {
+        /// The previous IP.
+        from: IpAddr,
+        /// The new IP.
+        to: IpAddr,
+    },
+}
+
+/// Active leases per endpoint, as reported by [`crate::LeaseStore::endpoint_loads`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointLoad {
+    /// The endpoint.
+    pub endpoint: EndpointId,
+    /// Active leases on it.
+    pub leases: u32,
+    /// Distinct tenants among them.
+    pub tenants: u32,
+    /// The endpoint's health.
+    pub health: LeaseHealth,
+}

@@ -1,0 +1,82 @@
+//! The allocation policy: caps, country matching, exclusivity and rotation.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How the allocator treats a chip's country (from [`crate::ChipProxyRequest::country`], or its
+/// phone number's calling code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CountryMatch {
+    /// Ignore countries.
+    Off,
+    /// Use an endpoint of the chip's country when one has room, any other otherwise.
+    #[default]
+    Prefer,
+    /// Use only endpoints of the chip's country; a chip whose country is unknown may use any.
+    Require,
+}
+
+/// Rules for placing chips on endpoints. Plain data; every field has a documented default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AllocationPolicy {
+    /// The most chips sharing one fixed endpoint (one egress IP). Default 3. Gateways give every
+    /// lease its own session, so their limit is the gateway's `max_sessions` instead.
+    pub max_chips_per_endpoint: u32,
+    /// Never share a fixed endpoint between tenants. Default `false`.
+    pub tenant_exclusive: bool,
+    /// Country matching. Default [`CountryMatch::Prefer`].
+    pub country_match: CountryMatch,
+    /// Consecutive failures after which a chip is moved to another endpoint (or, on a gateway,
+    /// another session). Default 3.
+    pub rotate_after_failures: u32,
+    /// A lease younger than this is never rotated, and an endpoint a chip was rotated away from
+    /// is avoided for this long. Default 10 minutes.
+    #[serde(with = "secs")]
+    pub rotation_cooldown: Duration,
+}
+
+impl Default for AllocationPolicy {
+    fn default() -> Self {
+        Self {
+            max_chips_per_endpoint: 3,
+            tenant_exclusive: false,
+            country_match: CountryMatch::Prefer,
+            rotate_after_failures: 3,
+            rotation_cooldown: Duration::from_secs(600),
+        }
+    }
+}
+
+impl AllocationPolicy {
+    pub(crate) fn validate(&self) -> Result<(), crate::ProxyError> {
+        if self.max_chips_per_endpoint == 0 {
+            return Err(crate::ProxyError::config(
+                "max_chips_per_endpoint must be at least 1",
+            ));
+        }
+        if self.rotate_after_failures == 0 {
+            return Err(crate::ProxyError::config(
+                "rotate_after_failures must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}

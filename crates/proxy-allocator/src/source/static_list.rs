@@ -1,0 +1,265 @@
+//! A fixed list of proxies, from configuration or a file.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::address::ProxyAddress;
+use crate::country::CountryCode;
+use crate::endpoint::{EndpointId, EndpointKind, ProxyEndpoint};
+use crate::error::ProxyError;
+use crate::source::{ProxySource, check_unique_ids};
+
+/// One entry of a static list, as it appears in host configuration.
+///
+/// Deserializes from `{"url": "socks5://user:pass@host:1080", "country": "BR",
+/// "labels": ["mobile"], "id": "br-1"}`; only `url` is required.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawEntry")]
+pub struct StaticProxyEntry {
+    /// Stable id; defaults to `user@host:port` or `host:port`.
+    pub id: EndpointId,
+    /// The proxy.
+    pub address: ProxyAddress,
+    /// Where its traffic leaves from, when known.
+    pub country: Option<CountryCode>,
+    /// Labels a request may require.
+    pub labels: BTreeSet<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    url: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    country: Option<CountryCode>,
+    #[serde(default)]
+    labels: BTreeSet<String>,
+}
+
+impl TryFrom<RawEntry> for StaticProxyEntry {
+    type Error = ProxyError;
+
+    fn try_from(raw: RawEntry) -> Result<Self, Self::Error> {
+        let mut entry = StaticProxyEntry::new(ProxyAddress::parse(&raw.url)?)?;
+        if let Some(id) = raw.id {
+            entry.id = EndpointId::new(id)?;
+        }
+        entry.country = raw.country;
+        entry.labels = raw.labels;
+        Ok(entry)
+    }
+}
+
+impl StaticProxyEntry {
+    /// An entry with the default id, no country and no labels.
+    pub fn new(address: ProxyAddress) -> Result<Self, ProxyError> {
+        let id = match address.username() {
+            Some(user) => format!("{user}@{}", address.host_port()),
+            None => address.host_port(),
+        };
+        Ok(Self {
+            id: EndpointId::new(id)?,
+            address,
+            country: None,
+            labels: BTreeSet::new(),
+        })
+    }
+
+    /// Parses a proxy URL into an entry with the default id.
+    pub fn from_url(url: &str) -> Result<Self, ProxyError> {
+        Self::new(ProxyAddress::parse(url)?)
+    }
+
+    /// Sets the id.
+    pub fn with_id(mut self, id: EndpointId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sets the country.
+    pub fn with_country(mut self, country: CountryCode) -> Self {
+        self.country = Some(country);
+        self
+    }
+
+    /// Adds a label.
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.labels.insert(label.into());
+        self
+    }
+
+    fn to_endpoint(&self) -> ProxyEndpoint {
+        ProxyEndpoint {
+            id: self.id.clone(),
+            country: self.country,
+            labels: self.labels.clone(),
+            kind: EndpointKind::Fixed(self.address.clone()),
+        }
+    }
+}
+
+/// A fixed list of proxies.
+///
+/// Build it from entries, or parse the line format with [`StaticListSource::parse`]:
+///
+/// ```text
+/// # one proxy per line; '#' starts a comment
+/// socks5://user:p%40ss@203.0.113.7:1080  country=BR  labels=mobile,premium  id=br-1
+/// http://10.0.0.2:3128                   country=US
+/// ```
+///
+/// Tokens after the URL are `country=CC`, `labels=a,b` (or repeated `label=a`) and `id=NAME`.
+#[derive(Debug, Clone)]
+pub struct StaticListSource {
+    endpoints: Arc<[ProxyEndpoint]>,
+}
+
+impl StaticListSource {
+    /// A source from entries. Fails if two entries share an id.
+    pub fn new(entries: impl IntoIterator<Item = StaticProxyEntry>) -> Result<Self, ProxyError> {
+        let endpoints: Vec<_> = entries.into_iter().map(|e| e.to_endpoint()).collect();
+        check_unique_ids(&endpoints)?;
+        Ok(Self {
+            endpoints: endpoints.into(),
+        })
+    }
+
+    /// Parses the line format (see the type docs). Errors name the line number, never its URL.
+    pub fn parse(text: &str) -> Result<Self, ProxyError> {
+        let mut entries = Vec::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            let entry = parse_line(line).map_err(|err| match err {
+                ProxyError::InvalidProxyUrl { reason } => ProxyError::InvalidProxyUrl {
+                    reason: format!("line {}: {reason}", index + 1),
+                },
+                ProxyError::InvalidConfig { reason } => ProxyError::InvalidConfig {
+                    reason: format!("line {}: {reason}", index + 1),
+                },
+                other => other,
+            })?;
+            entries.push(entry);
+        }
+        Self::new(entries)
+    }
+
+    /// Reads and parses a file in the line format.
+    pub async fn from_file(path: impl AsRef<Path>) -> Result<Self, ProxyError> {
+        let path = path.as_ref();
+        let text =
+            tokio::fs::read_to_string(path)
+                .await
+                .map_err(|source| ProxyError::SourceFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        Self::parse(&text)
+    }
+}
+
+fn parse_line(line: &str) -> Result<StaticProxyEntry, ProxyError> {
+    let mut tokens = line.split_whitespace();
+    let url = tokens.next().unwrap_or_default();
+    let mut entry = StaticProxyEntry::from_url(url)?;
+    for token in tokens {
+        let (key, value) = token
+            .split_once('=')
+            .ok_or_else(|| ProxyError::config("expected key=value after the URL"))?;
+        match key {
+            "country" => entry.country = Some(value.parse()?),
+            "id" => entry.id = EndpointId::new(value)?,
+            "label" | "labels" => entry.labels.extend(
+                value
+                    .split(',')
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            ),
+            _ => {
+                return Err(ProxyError::config(
+                    "unknown key after the URL (use country=, labels=, id=)",
+                ));
+            }
+        }
+    }
+    Ok(entry)
+}
+
+#[async_trait]
+impl ProxySource for StaticListSource {
+    async fn endpoints(&self) -> Result<Arc<[ProxyEndpoint]>, ProxyError> {
+        Ok(Arc::clone(&self.endpoints))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn parses_the_line_format() {
+        let source = StaticListSource::parse(
+            "# fleet\n\
+             socks5://u:p%2Fw@203.0.113.7:1080 country=br labels=mobile,premium id=br-1\n\
+             \n\
+             http://10.0.0.2:3128   # no credentials\n\
+             http://u2:x@10.0.0.3:3128 label=a label=b\n",
+        )
+        .unwrap();
+        let endpoints = source.endpoints().await.unwrap();
+        assert_eq!(endpoints.len(), 3);
+        assert_eq!(endpoints[0].id.as_str(), "br-1");
+        assert_eq!(endpoints[0].country, Some("BR".parse().unwrap()));
+        assert_eq!(endpoints[0].labels.len(), 2);
+        let EndpointKind::Fixed(address) = &endpoints[0].kind else {
+            panic!("static entries are fixed endpoints")
+        };
+        assert_eq!(address.password().unwrap().expose(), "p/w");
+        assert_eq!(endpoints[1].id.as_str(), "10.0.0.2:3128");
+        assert_eq!(endpoints[2].id.as_str(), "u2@10.0.0.3:3128");
+        assert_eq!(endpoints[2].labels.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_hide_the_url() {
+        let err = StaticListSource::parse("http://a:1\nhttp://u:hunter2@h\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("line 2"), "{text}");
+        assert!(!text.contains("hunter2"));
+        let err = StaticListSource::parse("http://u:hunter2@h:1 colour=red").unwrap_err();
+        assert!(matches!(err, ProxyError::InvalidConfig { .. }));
+        let err = StaticListSource::parse("http://h:1\nhttp://h:1").unwrap_err();
+        assert!(err.to_string().contains("more than once"));
+    }
+
+    #[test]
+    fn deserializes_entries_from_config() {
+        let entries: Vec<StaticProxyEntry> = serde_json::from_str(
+            r#"[{"url": "socks5://u:s3cret@h:1080", "country": "PT", "labels": ["x"]},
+                {"url": "http://h:3128", "id": "dc-1"}]"#,
+        )
+        .unwrap();
+        assert_eq!(entries[0].country, Some("PT".parse().unwrap()));
+        assert_eq!(entries[1].id.as_str(), "dc-1");
+        let err = serde_json::from_str::<StaticProxyEntry>(r#"{"url": "http://u:s3cret@h"}"#)
+            .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"));
+        assert!(!format!("{entries:?}").contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn missing_file_is_a_typed_error() {
+        let err = StaticListSource::from_file("/nonexistent/proxies.txt")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProxyError::SourceFile { .. }));
+    }
+}

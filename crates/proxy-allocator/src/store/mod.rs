@@ -1,0 +1,188 @@
+//! Where leases live: the [`LeaseStore`] trait and its backends.
+
+pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::endpoint::EndpointId;
+use crate::error::{NoCapacityReason, ProxyError};
+use crate::lease::{
+    Allocation, AllocationRequest, Candidate, EgressIpChange, EndpointLoad, LeaseHealth,
+    ProxyHistoryEntry, ProxyLease,
+};
+use tenant_isolation::{ChipId, TenantId};
+
+/// Persistent, atomic bookkeeping of which chip holds which endpoint.
+///
+/// Contract every backend honours (checked by [`crate::conformance`]):
+/// - a chip holds at most one lease; [`allocate`](LeaseStore::allocate) without `replace`
+///   returns the chip's existing lease unchanged (stickiness), whatever the candidates are;
+/// - choosing a candidate and inserting the lease is atomic with respect to every other call,
+///   in this process and (for shared backends) in every other process: an endpoint never carries
+///   more active leases than the candidate's `cap`, and an `exclusive` candidate is never given
+///   to a tenant while another tenant holds a lease on it;
+/// - the store picks, among candidates that are healthy (not marked unhealthy through
+///   [`set_endpoint_health`](LeaseStore::set_endpoint_health)), under their cap and allowed by
+///   exclusivity, the lowest `tier`, then the fewest active leases, then the earliest position;
+///   none eligible → [`ProxyError::NoCapacity`] with [`NoCapacityReason::AllBusy`] and nothing
+///   changes;
+/// - a rotation (`replace: Some`) of the current generation replaces the lease atomically
+///   (new generation = old + 1, failures reset, health healthy); of any other generation it
+///   returns the current lease unchanged; for a chip without a lease it is
+///   [`ProxyError::NotLeased`];
+/// - history is appended for assignment, rotation, release, health transitions and egress-IP
+///   changes, and survives release;
+/// - calls on a chip without a lease (other than `allocate`, `lease`, `release`, `history`)
+///   fail with [`ProxyError::NotLeased`].
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// The chip's lease, if it holds one.
+    async fn lease(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+    ) -> Result<Option<ProxyLease>, ProxyError>;
+
+    /// Returns the existing lease, creates one, or rotates one (see the trait docs).
+    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, ProxyError>;
+
+    /// Releases the chip's lease (on chip deletion) and returns it; `None` if it held none.
+    async fn release(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+        now: SystemTime,
+    ) -> Result<Option<ProxyLease>, ProxyError>;
+
+    /// Counts one more consecutive failure on the chip's lease.
+    async fn record_failure(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+        now: SystemTime,
+    ) -> Result<ProxyLease, ProxyError>;
+
+    /// Resets the chip's consecutive failures to zero.
+    async fn record_success(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+    ) -> Result<ProxyLease, ProxyError>;
+
+    /// Sets one lease's health (a check through that lease, e.g. its gateway session).
+    async fn set_lease_health(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+        health: LeaseHealth,
+        now: SystemTime,
+    ) -> Result<ProxyLease, ProxyError>;
+
+    /// Sets an endpoint's health and that of every lease on it; returns how many leases changed
+    /// state. An unhealthy endpoint gets no new leases until it is healthy again.
+    async fn set_endpoint_health(
+        &self,
+        endpoint: &EndpointId,
+        health: LeaseHealth,
+        now: SystemTime,
+    ) -> Result<u64, ProxyError>;
+
+    /// Records the egress IP seen through the chip's lease.
+    async fn record_egress_ip(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+        ip: IpAddr,
+        now: SystemTime,
+    ) -> Result<EgressIpChange, ProxyError>;
+
+    /// Every active lease, or those of one tenant.
+    async fn leases(&self, tenant: Option<TenantId>) -> Result<Vec<ProxyLease>, ProxyError>;
+
+    /// The active leases on one endpoint.
+    async fn leases_on_endpoint(
+        &self,
+        endpoint: &EndpointId,
+    ) -> Result<Vec<ProxyLease>, ProxyError>;
+
+    /// Active leases per endpoint the store knows about.
+    async fn endpoint_loads(&self) -> Result<Vec<EndpointLoad>, ProxyError>;
+
+    /// The chip's proxy history, oldest first (kept after release).
+    async fn history(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+    ) -> Result<Vec<ProxyHistoryEntry>, ProxyError>;
+}
+
+/// What a backend knows about one candidate when choosing.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CandidateState {
+    /// Active leases on the endpoint, not counting the requesting chip's own.
+    pub leases: u32,
+    /// Active leases of other tenants on it.
+    pub other_tenant_leases: u32,
+    /// Marked unhealthy.
+    pub unhealthy: bool,
+}
+
+/// The one choice rule every backend applies (see [`LeaseStore`]).
+pub(crate) fn choose(
+    candidates: &[Candidate],
+    state: impl Fn(&EndpointId) -> CandidateState,
+) -> Option<&Candidate> {
+    candidates
+        .iter()
+        .enumerate()
+        .filter_map(|(index, candidate)| {
+            let s = state(&candidate.endpoint);
+            let eligible = !s.unhealthy
+                && s.leases < candidate.cap
+                && !(candidate.exclusive && s.other_tenant_leases > 0);
+            eligible.then_some((candidate.tier, s.leases, index, candidate))
+        })
+        .min_by_key(|&(tier, leases, index, _)| (tier, leases, index))
+        .map(|(_, _, _, candidate)| candidate)
+}
+
+pub(crate) fn all_busy(tenant: &TenantId, chip: &ChipId) -> ProxyError {
+    ProxyError::NoCapacity {
+        tenant: tenant.to_string(),
+        chip: chip.to_string(),
+        reason: NoCapacityReason::AllBusy,
+    }
+}
+
+pub(crate) fn not_leased(tenant: &TenantId, chip: &ChipId) -> ProxyError {
+    ProxyError::NotLeased {
+        tenant: tenant.to_string(),
+        chip: chip.to_string(),
+    }
+}
+
+pub(crate) fn new_lease(
+    request: &AllocationRequest,
+    candidate: &Candidate,
+    generation: u64,
+) -> ProxyLease {
+    ProxyLease {
+        tenant: request.tenant.clone(),
+        chip: request.chip.clone(),
+        endpoint: candidate.endpoint.clone(),
+        session_id: candidate.session_id.clone(),
+        country: candidate.country,
+        generation,
+        assigned_at: request.now,
+        health: LeaseHealth::Healthy,
+        consecutive_failures: 0,
+        last_failure_at: None,
+        egress_ip: None,
+    }
+}

@@ -1,0 +1,861 @@
+//! The PostgreSQL lease store: survives restarts, allocates atomically across replicas.
+//!
+//! # How allocation stays atomic
+//! One transaction per allocation: it locks the chip's lease row (`SELECT ... FOR UPDATE`, for
+//! rotations), makes sure every candidate has a row in `proxy_endpoints`, then locks all
+//! candidate endpoint rows **in id order** (`ORDER BY id FOR UPDATE`, so two allocations never
+//! wait on each other in opposite orders), counts the active leases on them, applies the choice
+//! rule and inserts (or, for a rotation, updates in place) the lease. Any other allocation that
+//! could touch one of those endpoints waits for the locks, so the cap and tenant exclusivity
+//! hold across any number of replicas. A second, concurrent first allocation of the same chip is
+//! caught by the primary key (`INSERT ... ON CONFLICT DO NOTHING`) and answered with the lease
+//! that won. Serialization failures and deadlocks (possible between a rotation and an endpoint
+//! health update) are retried with backoff.
+//!
+//! # Schema
+//! Tables `proxy_endpoints`, `proxy_leases` and `proxy_lease_history`, created by
+//! [`PostgresLeaseStore::migrate`], which records its versions in `proxy_allocator_migrations`
+//! and runs under its own advisory lock, independent of other crates' migrations.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+
+use crate::endpoint::EndpointId;
+use crate::error::ProxyError;
+use crate::lease::{
+    Allocation, AllocationRequest, EgressIpChange, EndpointLoad, HistoryEvent, LeaseHealth,
+    ProxyHistoryEntry, ProxyLease,
+};
+use crate::store::{CandidateState, LeaseStore, all_busy, choose, not_leased};
+use tenant_isolation::{ChipId, TenantId};
+
+/// `pg_advisory_lock` key serializing this crate's migrations ("proxyall" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7072_6f78_7961_6c6c;
+
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE proxy_endpoints (
+    id            text PRIMARY KEY,
+    healthy       boolean NOT NULL DEFAULT true,
+    health_reason text,
+    checked_at    timestamptz
+);
+CREATE TABLE proxy_leases (
+    tenant_id            text NOT NULL,
+    chip_id              text NOT NULL,
+    endpoint_id          text NOT NULL REFERENCES proxy_endpoints (id),
+    session_id           text,
+    country              text,
+    generation           bigint NOT NULL CHECK (generation > 0),
+    assigned_at          timestamptz NOT NULL,
+    healthy              boolean NOT NULL DEFAULT true,
+    health_reason        text,
+    consecutive_failures integer NOT NULL DEFAULT 0,
+    last_failure_at      timestamptz,
+    egress_ip            inet,
+    PRIMARY KEY (tenant_id, chip_id)
+);
+CREATE INDEX proxy_leases_endpoint ON proxy_leases (endpoint_id);
+CREATE UNIQUE INDEX proxy_leases_gateway_session
+    ON proxy_leases (endpoint_id, session_id) WHERE session_id IS NOT NULL;
+CREATE TABLE proxy_lease_history (
+    id          bigserial PRIMARY KEY,
+    tenant_id   text NOT NULL,
+    chip_id     text NOT NULL,
+    at          timestamptz NOT NULL,
+    endpoint_id text NOT NULL,
+    session_id  text,
+    generation  bigint NOT NULL,
+    event       text NOT NULL
+);
+CREATE INDEX proxy_lease_history_chip ON proxy_lease_history (tenant_id, chip_id, id);
+"#,
+)];
+
+const COLUMNS: &str = "tenant_id, chip_id, endpoint_id, session_id, country, generation, \
+     assigned_at, healthy, health_reason, consecutive_failures, last_failure_at, egress_ip";
+
+/// Leases in PostgreSQL, shared by every replica that uses the same database.
+///
+/// Creating one does no I/O; call [`PostgresLeaseStore::migrate`] once at start-up (it is
+/// idempotent and safe to run from several replicas at once).
+#[derive(Clone)]
+pub struct PostgresLeaseStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresLeaseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresLeaseStore")
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+impl PostgresLeaseStore {
+    /// A store on an existing pool.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// A store with its own pool of at most `max_connections` connections to `url`
+    /// (`postgres://user:password@host:port/db`). Connects lazily; errors never contain the URL.
+    pub fn from_url(url: &str, max_connections: usize) -> Result<Self, ProxyError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|_| ProxyError::config("the database URL is not a valid PostgreSQL URL"))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections.max(1))
+            .build()
+            .map_err(|e| ProxyError::Store {
+                operation: "build the connection pool",
+                source: Box::new(e),
+            })?;
+        Ok(Self { pool })
+    }
+
+    /// Creates or upgrades the tables. Runs under a PostgreSQL advisory lock, so concurrent
+    /// callers wait for each other; already-applied versions are skipped.
+    pub async fn migrate(&self) -> Result<(), ProxyError> {
+        let mut client = self.client("migrate").await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(store_err("take the migration lock"))?;
+        let result = async {
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS proxy_allocator_migrations (
+                         version integer PRIMARY KEY,
+                         applied_at timestamptz NOT NULL DEFAULT now())",
+                )
+                .await
+                .map_err(store_err("create the migrations table"))?;
+            for (version, sql) in MIGRATIONS {
+                let tx = client
+                    .transaction()
+                    .await
+                    .map_err(store_err("begin a migration"))?;
+                let applied = tx
+                    .query_opt(
+                        "SELECT 1 FROM proxy_allocator_migrations WHERE version = $1",
+                        &[version],
+                    )
+                    .await
+                    .map_err(store_err("read migrations"))?
+                    .is_some();
+                if !applied {
+                    tx.batch_execute(sql)
+                        .await
+                        .map_err(store_err("apply a migration"))?;
+                    tx.execute(
+                        "INSERT INTO proxy_allocator_migrations (version) VALUES ($1)",
+                        &[version],
+                    )
+                    .await
+                    .map_err(store_err("record a migration"))?;
+                    tracing::info!(version, "proxy-allocator migration applied");
+                }
+                tx.commit().await.map_err(store_err("commit a migration"))?;
+            }
+            Ok(())
+        }
+        .await;
+        let unlock = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(store_err("release the migration lock"));
+        result.and(unlock.map(|_| ()))
+    }
+
+    async fn client(
+        &self,
+        operation: &'static str,
+    ) -> Result<deadpool_postgres::Object, ProxyError> {
+        self.pool.get().await.map_err(|e| ProxyError::Store {
+            operation,
+            source: Box::new(e),
+        })
+    }
+
+    async fn try_allocate(&self, request: &AllocationRequest) -> Result<Allocation, ProxyError> {
+        let mut client = self.client("allocate").await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(store_err("begin allocation"))?;
+        let tenant = request.tenant.as_str();
+        let chip = request.chip.as_str();
+        let existing = tx
+            .query_opt(
+                &format!(
+                    "SELECT {COLUMNS} FROM proxy_leases \
+                     WHERE tenant_id = $1 AND chip_id = $2 FOR UPDATE"
+                ),
+                &[&tenant, &chip],
+            )
+            .await
+            .map_err(store_err("read the chip's lease"))?
+            .map(|row| lease_from_row(&row))
+            .transpose()?;
+        match (&existing, &request.replace) {
+            (Some(lease), None) => return Ok(Allocation::Existing(lease.clone())),
+            (Some(lease), Some(replace)) if lease.generation != replace.generation => {
+                return Ok(Allocation::Existing(lease.clone()));
+            }
+            (None, Some(_)) => return Err(not_leased(&request.tenant, &request.chip)),
+            _ => {}
+        }
+        let mut ids: Vec<&str> = request
+            .candidates
+            .iter()
+            .map(|c| c.endpoint.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        tx.execute(
+            "INSERT INTO proxy_endpoints (id) SELECT unnest($1::text[]) ON CONFLICT (id) DO NOTHING",
+            &[&ids],
+        )
+        .await
+        .map_err(store_err("register endpoints"))?;
+        let locked = tx
+            .query(
+                "SELECT id, healthy FROM proxy_endpoints WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&ids],
+            )
+            .await
+            .map_err(store_err("lock endpoints"))?;
+        let loads = tx
+            .query(
+                "SELECT endpoint_id, count(*), count(*) FILTER (WHERE tenant_id <> $2) \
+                 FROM proxy_leases \
+                 WHERE endpoint_id = ANY($1) AND NOT (tenant_id = $2 AND chip_id = $3) \
+                 GROUP BY endpoint_id",
+                &[&ids, &tenant, &chip],
+            )
+            .await
+            .map_err(store_err("count leases"))?;
+        let mut states: std::collections::HashMap<String, CandidateState> = locked
+            .iter()
+            .map(|row| {
+                let id: String = row.get(0);
+                let healthy: bool = row.get(1);
+                (
+                    id,
+                    CandidateState {
+                        unhealthy: !healthy,
+                        ..CandidateState::default()
+                    },
+                )
+            })
+            .collect();
+        for row in &loads {
+            let id: String = row.get(0);
+            let total: i64 = row.get(1);
+            let others: i64 = row.get(2);
+            let state = states.entry(id).or_default();
+            state.leases = u32::try_from(total).unwrap_or(u32::MAX);
+            state.other_tenant_leases = u32::try_from(others).unwrap_or(u32::MAX);
+        }
+        let candidate = choose(&request.candidates, |id| {
+            states.get(id.as_str()).copied().unwrap_or_default()
+        })
+        .ok_or_else(|| all_busy(&request.tenant, &request.chip))?;
+        let country = candidate.country.map(|c| c.to_string());
+        let endpoint = candidate.endpoint.as_str();
+        let allocation = match (&existing, &request.replace) {
+            (Some(old), Some(replace)) => {
+                insert_history(
+                    &tx,
+                    old,
+                    request.now,
+                    &HistoryEvent::RotatedAway {
+                        reason: replace.reason.clone(),
+                    },
+                )
+                .await?;
+                let generation = i64::try_from(old.generation + 1).unwrap_or(i64::MAX);
+                let row = tx
+                    .query_one(
+                        &format!(
+                            "UPDATE proxy_leases SET endpoint_id = $3, session_id = $4, \
+                             country = $5, generation = $6, assigned_at = $7, healthy = true, \
+                             health_reason = NULL, consecutive_failures = 0, \
+                             last_failure_at = NULL, egress_ip = NULL \
+                             WHERE tenant_id = $1 AND chip_id = $2 RETURNING {COLUMNS}"
+                        ),
+                        &[
+                            &tenant,
+                            &chip,
+                            &endpoint,
+                            &candidate.session_id,
+                            &country,
+                            &generation,
+                            &request.now,
+                        ],
+                    )
+                    .await
+                    .map_err(store_err("rotate the lease"))?;
+                Allocation::Rotated(lease_from_row(&row)?)
+            }
+            _ => {
+                let row = tx
+                    .query_opt(
+                        &format!(
+                            "INSERT INTO proxy_leases (tenant_id, chip_id, endpoint_id, \
+                             session_id, country, generation, assigned_at) \
+                             VALUES ($1, $2, $3, $4, $5, 1, $6) \
+                             ON CONFLICT (tenant_id, chip_id) DO NOTHING RETURNING {COLUMNS}"
+                        ),
+                        &[
+                            &tenant,
+                            &chip,
+                            &endpoint,
+                            &candidate.session_id,
+                            &country,
+                            &request.now,
+                        ],
+                    )
+                    .await
+                    .map_err(store_err("insert the lease"))?;
+                match row {
+                    Some(row) => Allocation::Created(lease_from_row(&row)?),
+                    None => {
+                        // A concurrent first allocation of this chip won; answer with its lease.
+                        drop(tx);
+                        let lease = self.lease(&request.tenant, &request.chip).await?;
+                        return lease
+                            .map(Allocation::Existing)
+                            .ok_or_else(|| not_leased(&request.tenant, &request.chip));
+                    }
+                }
+            }
+        };
+        insert_history(
+            &tx,
+            allocation.lease(),
+            request.now,
+            &HistoryEvent::Assigned,
+        )
+        .await?;
+        tx.commit().await.map_err(store_err("commit allocation"))?;
+        Ok(allocation)
+    }
+
+    async fn try_set_endpoint_health(
+        &self,
+        endpoint: &EndpointId,
+        health: &LeaseHealth,
+        now: SystemTime,
+    ) -> Result<u64, ProxyError> {
+        let (healthy, reason) = split_health(health);
+        let event = event_json(&match health {
+            LeaseHealth::Healthy => HistoryEvent::Recovered,
+            LeaseHealth::Unhealthy { reason } => HistoryEvent::MarkedUnhealthy {
+                reason: reason.clone(),
+            },
+        })?;
+        let mut client = self.client("set endpoint health").await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(store_err("begin endpoint health"))?;
+        tx.execute(
+            "INSERT INTO proxy_endpoints (id, healthy, health_reason, checked_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE \
+             SET healthy = $2, health_reason = $3, checked_at = $4",
+            &[&endpoint.as_str(), &healthy, &reason, &now],
+        )
+        .await
+        .map_err(store_err("record endpoint health"))?;
+        let changed = tx
+            .execute(
+                "WITH changed AS ( \
+                     UPDATE proxy_leases SET healthy = $2, health_reason = $3 \
+                     WHERE endpoint_id = $1 \
+                       AND (healthy <> $2 OR health_reason IS DISTINCT FROM $3) \
+                     RETURNING tenant_id, chip_id, endpoint_id, session_id, generation) \
+                 INSERT INTO proxy_lease_history \
+                     (tenant_id, chip_id, at, endpoint_id, session_id, generation, event) \
+                 SELECT tenant_id, chip_id, $4, endpoint_id, session_id, generation, $5 \
+                 FROM changed",
+                &[&endpoint.as_str(), &healthy, &reason, &now, &event],
+            )
+            .await
+            .map_err(store_err("mark leases"))?;
+        tx.commit()
+            .await
+            .map_err(store_err("commit endpoint health"))?;
+        Ok(changed)
+    }
+
+    async fn try_set_lease_health(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+        health: &LeaseHealth,
+        now: SystemTime,
+    ) -> Result<ProxyLease, ProxyError> {
+        let (healthy, reason) = split_health(health);
+        let mut client = self.client("set lease health").await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(store_err("begin lease health"))?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE proxy_leases SET healthy = $3, health_reason = $4 \
+                     WHERE tenant_id = $1 AND chip_id = $2 \
+                       AND (healthy <> $3 OR health_reason IS DISTINCT FROM $4) \
+                     RETURNING {COLUMNS}"
+                ),
+                &[&tenant.as_str(), &chip.as_str(), &healthy, &reason],
+            )
+            .await
+            .map_err(store_err("set lease health"))?;
+        let lease = match row {
+            Some(row) => {
+                let lease = lease_from_row(&row)?;
+                let event = match health {
+                    LeaseHealth::Healthy => HistoryEvent::Recovered,
+                    LeaseHealth::Unhealthy { reason } => HistoryEvent::MarkedUnhealthy {
+                        reason: reason.clone(),
+                    },
+                };
+                insert_history(&tx, &lease, now, &event).await?;
+                lease
+            }
+            None => read_lease(&tx, tenant, chip)
+                .await?
+                .ok_or_else(|| not_leased(tenant, chip))?,
+        };
+        tx.commit()
+            .await
+            .map_err(store_err("commit lease health"))?;
+        Ok(lease)
+    }
+
+    async fn try_record_egress_ip(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+        ip: IpAddr,
+        now: SystemTime,
+    ) -> Result<EgressIpChange, ProxyError> {
+        let mut client = self.client("record egress ip").await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(store_err("begin egress ip"))?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT {COLUMNS} FROM proxy_leases \
+                     WHERE tenant_id = $1 AND chip_id = $2 FOR UPDATE"
+                ),
+                &[&tenant.as_str(), &chip.as_str()],
+            )
+            .await
+            .map_err(store_err("read the chip's lease"))?
+            .ok_or_else(|| not_leased(tenant, chip))?;
+        let lease = lease_from_row(&row)?;
+        let change = match lease.egress_ip {
+            None => EgressIpChange::First(ip),
+            Some(from) if from == ip => EgressIpChange::Unchanged(ip),
+            Some(from) => EgressIpChange::Changed { from, to: ip },
+        };
+        if !matches!(change, EgressIpChange::Unchanged(_)) {
+            tx.execute(
+                "UPDATE proxy_leases SET egress_ip = $3 WHERE tenant_id = $1 AND chip_id = $2",
+                &[&tenant.as_str(), &chip.as_str(), &ip],
+            )
+            .await
+            .map_err(store_err("record egress ip"))?;
+            insert_history(
+                &tx,
+                &lease,
+                now,
+                &HistoryEvent::EgressIpChanged {
+                    from: lease.egress_ip,
+                    to: ip,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(store_err("commit egress ip"))?;
+        Ok(change)
+    }
+
+    async fn try_release(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+        now: SystemTime,
+    ) -> Result<Option<ProxyLease>, ProxyError> {
+        let mut client = self.client("release").await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(store_err("begin release"))?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "DELETE FROM proxy_leases WHERE tenant_id = $1 AND chip_id = $2 \
+                     RETURNING {COLUMNS}"
+                ),
+                &[&tenant.as_str(), &chip.as_str()],
+            )
+            .await
+            .map_err(store_err("delete the lease"))?;
+        let lease = row.map(|row| lease_from_row(&row)).transpose()?;
+        if let Some(lease) = &lease {
+            insert_history(&tx, lease, now, &HistoryEvent::Released).await?;
+        }
+        tx.commit().await.map_err(store_err("commit release"))?;
+        Ok(lease)
+    }
+}
+
+/// Runs a write, retrying serialization failures, deadlocks and pool/connection trouble a few
+/// times with jittered exponential backoff.
+async fn retrying<T, F, Fut>(f: F) -> Result<T, ProxyError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ProxyError>>,
+{
+    f.retry(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(5))
+            .with_max_delay(Duration::from_millis(200))
+            .with_max_times(6)
+            .with_jitter(),
+    )
+    .when(is_conflict)
+    .await
+}
+
+fn is_conflict(err: &ProxyError) -> bool {
+    let ProxyError::Store { source, .. } = err else {
+        return false;
+    };
+    source
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|code| {
+            *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED
+        })
+}
+
+fn store_err(operation: &'static str) -> impl Fn(tokio_postgres::Error) -> ProxyError {
+    move |e| ProxyError::Store {
+        operation,
+        source: Box::new(e),
+    }
+}
+
+fn split_health(health: &LeaseHealth) -> (bool, Option<String>) {
+    match health {
+        LeaseHealth::Healthy => (true, None),
+        LeaseHealth::Unhealthy { reason } => (false, Some(reason.clone())),
+    }
+}
+
+fn event_json(event: &HistoryEvent) -> Result<String, ProxyError> {
+    serde_json::to_string(event).map_err(|e| ProxyError::Corrupt {
+        reason: format!("cannot encode a history event: {e}"),
+    })
+}
+
+async fn insert_history(
+    tx: &deadpool_postgres::Transaction<'_>,
+    lease: &ProxyLease,
+    at: SystemTime,
+    event: &HistoryEvent,
+) -> Result<(), ProxyError> {
+    let generation = i64::try_from(lease.generation).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT INTO proxy_lease_history \
+             (tenant_id, chip_id, at, endpoint_id, session_id, generation, event) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &lease.tenant.as_str(),
+            &lease.chip.as_str(),
+            &at,
+            &lease.endpoint.as_str(),
+            &lease.session_id,
+            &generation,
+            &event_json(event)?,
+        ],
+    )
+    .await
+    .map_err(store_err("append history"))?;
+    Ok(())
+}
+
+async fn read_lease(
+    client: &impl deadpool_postgres::GenericClient,
+    tenant: &TenantId,
+    chip: &ChipId,
+) -> Result<Option<ProxyLease>, ProxyError> {
+    client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM proxy_leases WHERE tenant_id = $1 AND chip_id = $2"),
+            &[&tenant.as_str(), &chip.as_str()],
+        )
+        .await
+        .map_err(store_err("read the chip's lease"))?
+        .map(|row| lease_from_row(&row))
+        .transpose()
+}
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> ProxyError {
+    ProxyError::Corrupt {
+        reason: format!("{what}: {err}"),
+    }
+}
+
+fn lease_from_row(row: &Row) -> Result<ProxyLease, ProxyError> {
+    let health = if row.get::<_, bool>("healthy") {
+        LeaseHealth::Healthy
+    } else {
+        LeaseHealth::Unhealthy {
+            reason: row
+                .get::<_, Option<String>>("health_reason")
+                .unwrap_or_default(),
+        }
+    };
+    Ok(ProxyLease {
+        tenant: TenantId::new(row.get::<_, String>("tenant_id"))
+            .map_err(|e| corrupt("tenant id", e))?,
+        chip: ChipId::new(row.get::<_, String>("chip_id")).map_err(|e| corrupt("chip id", e))?,
+        endpoint: EndpointId::new(row.get::<_, String>("endpoint_id"))
+            .map_err(|e| corrupt("endpoint id", e))?,
+        session_id: row.get("session_id"),
+        country: row
+            .get::<_, Option<String>>("country")
+            .map(|c| c.parse())
+            .transpose()
+            .map_err(|e| corrupt("country", e))?,
+        generation: u64::try_from(row.get::<_, i64>("generation"))
+            .map_err(|e| corrupt("generation", e))?,
+        assigned_at: row.get("assigned_at"),
+        health,
+        consecutive_failures: u32::try_from(row.get::<_, i32>("consecutive_failures"))
+            .map_err(|e| corrupt("consecutive_failures", e))?,
+        last_failure_at: row.get("last_failure_at"),
+        egress_ip: row.get("egress_ip"),
+    })
+}
+
+#[async_trait]
+impl LeaseStore for PostgresLeaseStore {
+    async fn lease(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+    ) -> Result<Option<ProxyLease>, ProxyError> {
+        let client = self.client("read lease").await?;
+        read_lease(&client, tenant, chip).await
+    }
+
+    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, ProxyError> {
+        retrying(|| self.try_allocate(&request)).await
+    }
+
+    async fn release(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+        now: SystemTime,
+    ) -> Result<Option<ProxyLease>, ProxyError> {
+        retrying(|| self.try_release(tenant, chip, now)).await
+    }
+
+    async fn record_failure(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+        now: SystemTime,
+    ) -> Result<ProxyLease, ProxyError> {
+        let client = self.client("record failure").await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE proxy_leases \
+                     SET consecutive_failures = LEAST(consecutive_failures, 2147483646) + 1, \
+                         last_failure_at = $3 \
+                     WHERE tenant_id = $1 AND chip_id = $2 RETURNING {COLUMNS}"
+                ),
+                &[&tenant.as_str(), &chip.as_str(), &now],
+            )
+            .await
+            .map_err(store_err("record failure"))?
+            .ok_or_else(|| not_leased(tenant, chip))?;
+        lease_from_row(&row)
+    }
+
+    async fn record_success(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+    ) -> Result<ProxyLease, ProxyError> {
+        let client = self.client("record success").await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE proxy_leases SET consecutive_failures = 0 \
+                     WHERE tenant_id = $1 AND chip_id = $2 RETURNING {COLUMNS}"
+                ),
+                &[&tenant.as_str(), &chip.as_str()],
+            )
+            .await
+            .map_err(store_err("record success"))?
+            .ok_or_else(|| not_leased(tenant, chip))?;
+        lease_from_row(&row)
+    }
+
+    async fn set_lease_health(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+        health: LeaseHealth,
+        now: SystemTime,
+    ) -> Result<ProxyLease, ProxyError> {
+        retrying(|| self.try_set_lease_health(tenant, chip, &health, now)).await
+    }
+
+    async fn set_endpoint_health(
+        &self,
+        endpoint: &EndpointId,
+        health: LeaseHealth,
+        now: SystemTime,
+    ) -> Result<u64, ProxyError> {
+        retrying(|| self.try_set_endpoint_health(endpoint, &health, now)).await
+    }
+
+    async fn record_egress_ip(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+        ip: IpAddr,
+        now: SystemTime,
+    ) -> Result<EgressIpChange, ProxyError> {
+        retrying(|| self.try_record_egress_ip(tenant, chip, ip, now)).await
+    }
+
+    async fn leases(&self, tenant: Option<TenantId>) -> Result<Vec<ProxyLease>, ProxyError> {
+        let client = self.client("list leases").await?;
+        let tenant = tenant.as_ref().map(TenantId::as_str);
+        client
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM proxy_leases \
+                     WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, chip_id"
+                ),
+                &[&tenant],
+            )
+            .await
+            .map_err(store_err("list leases"))?
+            .iter()
+            .map(lease_from_row)
+            .collect()
+    }
+
+    async fn leases_on_endpoint(
+        &self,
+        endpoint: &EndpointId,
+    ) -> Result<Vec<ProxyLease>, ProxyError> {
+        let client = self.client("list leases").await?;
+        client
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM proxy_leases WHERE endpoint_id = $1 \
+                     ORDER BY tenant_id, chip_id"
+                ),
+                &[&endpoint.as_str()],
+            )
+            .await
+            .map_err(store_err("list leases"))?
+            .iter()
+            .map(lease_from_row)
+            .collect()
+    }
+
+    async fn endpoint_loads(&self) -> Result<Vec<EndpointLoad>, ProxyError> {
+        let client = self.client("endpoint loads").await?;
+        let rows = client
+            .query(
+                "SELECT e.id, e.healthy, e.health_reason, count(l.chip_id), \
+                        count(DISTINCT l.tenant_id) \
+                 FROM proxy_endpoints e LEFT JOIN proxy_leases l ON l.endpoint_id = e.id \
+                 GROUP BY e.id ORDER BY e.id",
+                &[],
+            )
+            .await
+            .map_err(store_err("endpoint loads"))?;
+        rows.iter()
+            .map(|row| {
+                let health = if row.get::<_, bool>(1) {
+                    LeaseHealth::Healthy
+                } else {
+                    LeaseHealth::Unhealthy {
+                        reason: row.get::<_, Option<String>>(2).unwrap_or_default(),
+                    }
+                };
+                Ok(EndpointLoad {
+                    endpoint: EndpointId::new(row.get::<_, String>(0))
+                        .map_err(|e| corrupt("endpoint id", e))?,
+                    leases: u32::try_from(row.get::<_, i64>(3)).unwrap_or(u32::MAX),
+                    tenants: u32::try_from(row.get::<_, i64>(4)).unwrap_or(u32::MAX),
+                    health,
+                })
+            })
+            .collect()
+    }
+
+    async fn history(
+        &self,
+        tenant: &TenantId,
+        chip: &ChipId,
+    ) -> Result<Vec<ProxyHistoryEntry>, ProxyError> {
+        let client = self.client("read history").await?;
+        let rows = client
+            .query(
+                "SELECT at, endpoint_id, session_id, generation, event FROM proxy_lease_history \
+                 WHERE tenant_id = $1 AND chip_id = $2 ORDER BY id",
+                &[&tenant.as_str(), &chip.as_str()],
+            )
+            .await
+            .map_err(store_err("read history"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(ProxyHistoryEntry {
+                    at: row.get(0),
+                    endpoint: EndpointId::new(row.get::<_, String>(1))
+                        .map_err(|e| corrupt("endpoint id", e))?,
+                    session_id: row.get(2),
+                    generation: u64::try_from(row.get::<_, i64>(3))
+                        .map_err(|e| corrupt("generation", e))?,
+                    event: serde_json::from_str(row.get::<_, &str>(4))
+                        .map_err(|e| corrupt("history event", e))?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,216 @@
+//! PostgreSQL-only behaviour: stickiness across restarts, atomicity across replicas, migrations.
+#![cfg(feature = "postgres")]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use proxy_allocator::{
+    AllocationPolicy, ChipProxyRequest, PostgresLeaseStore, ProxyAddress, ProxyAllocator,
+    ProxyError, ProxyScheme, ProxySource, RotatingGatewayConfig, RotatingGatewaySource,
+    StaticListSource, StaticProxyEntry, UsernameTemplate,
+};
+use tenant_isolation::{ChipId, TenantId};
+
+fn url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://chipfleet:chipfleet@127.0.0.1:5432/chipfleet".into())
+}
+
+async fn store() -> Arc<PostgresLeaseStore> {
+    let store = PostgresLeaseStore::from_url(&url(), 8).expect("store");
+    store.migrate().await.unwrap_or_else(|err| {
+        panic!("PostgreSQL must be running (scripts/test-env.sh); migrate failed: {err}")
+    });
+    Arc::new(store)
+}
+
+fn run() -> String {
+    format!("{:010x}", fastrand::u64(..) >> 24)
+}
+
+fn static_source(run: &str, count: u16) -> Arc<dyn ProxySource> {
+    let entries = (0..count).map(|n| {
+        let address = ProxyAddress::new(ProxyScheme::Socks5, "127.0.0.1", 21_000 + n)
+            .expect("address")
+            .with_credentials("u", Some("p@ss".into()));
+        StaticProxyEntry::new(address)
+            .expect("entry")
+            .with_id(format!("pg-{run}-{n}").parse().expect("id"))
+    });
+    Arc::new(StaticListSource::new(entries).expect("source"))
+}
+
+fn gateway_source(run: &str) -> Arc<dyn ProxySource> {
+    let config = RotatingGatewayConfig::new(
+        format!("gw-{run}").parse().expect("id"),
+        ProxyAddress::parse("http://acme:s3cret@127.0.0.1:21999").expect("url"),
+        UsernameTemplate::parse("{user}_session-{session}[_country-{country}]").expect("template"),
+    );
+    Arc::new(RotatingGatewaySource::new(config).expect("gateway"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_survive_a_restart() {
+    let run = run();
+    let tenant = TenantId::generate();
+    let requests: Vec<ChipProxyRequest> = (0..30)
+        .map(|n| {
+            ChipProxyRequest::new(tenant.clone(), ChipId::new(format!("r{n}")).expect("chip"))
+                .with_phone("351912345678")
+        })
+        .collect();
+    let policy = AllocationPolicy {
+        max_chips_per_endpoint: 2,
+        ..AllocationPolicy::default()
+    };
+    let mut before = Vec::new();
+    let mut waha_before = Vec::new();
+    {
+        let fixed = ProxyAllocator::new(static_source(&run, 10), store().await, policy.clone())
+            .expect("allocator");
+        let gateway = ProxyAllocator::new(gateway_source(&run), store().await, policy.clone())
+            .expect("allocator");
+        for (n, request) in requests.iter().enumerate() {
+            let allocator = if n % 2 == 0 { &fixed } else { &gateway };
+            let lease = allocator.allocate(request).await.expect("allocates");
+            waha_before.push(allocator.waha_proxy(&lease).await.expect("waha proxy"));
+            before.push(lease);
+        }
+        // Both allocators (and their pools) are dropped here: a process restart.
+    }
+    let fixed = ProxyAllocator::new(static_source(&run, 10), store().await, policy.clone())
+        .expect("allocator");
+    let gateway =
+        ProxyAllocator::new(gateway_source(&run), store().await, policy).expect("allocator");
+    for (n, request) in requests.iter().enumerate() {
+        let allocator = if n % 2 == 0 { &fixed } else { &gateway };
+        let lease = allocator.allocate(request).await.expect("allocates");
+        assert_eq!(
+            lease, before[n],
+            "chip {n} lost its lease across the restart"
+        );
+        assert_eq!(
+            allocator.waha_proxy(&lease).await.expect("waha proxy"),
+            waha_before[n],
+            "chip {n}: same proxy, same gateway session user name"
+        );
+    }
+    let gateway_lease = &before[1];
+    let user = waha_before[1].username.as_deref().expect("user name");
+    assert_eq!(
+        user,
+        format!(
+            "acme_session-{}_country-pt",
+            gateway_lease.session_id.as_deref().expect("session")
+        )
+    );
+    for request in &requests {
+        fixed
+            .release(&request.tenant, &request.chip)
+            .await
+            .expect("release");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_capacity_atomically() {
+    // Three "replicas", each with its own pool, race for 40 slots with 120 chips.
+    let run = run();
+    let tenant = TenantId::generate();
+    let policy = AllocationPolicy {
+        max_chips_per_endpoint: 4,
+        ..AllocationPolicy::default()
+    };
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Arc::new(
+            ProxyAllocator::new(static_source(&run, 10), store().await, policy.clone())
+                .expect("allocator"),
+        ));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..120 {
+        let replica = replicas[n % 3].clone();
+        let request = ChipProxyRequest::new(
+            tenant.clone(),
+            ChipId::new(format!("x{}", n % 60)).expect("chip"),
+        );
+        // Each chip is asked for twice, by different replicas.
+        tasks.spawn(async move { (n % 60, replica.allocate(&request).await) });
+    }
+    let mut won: HashMap<usize, String> = HashMap::new();
+    let mut refused = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("task") {
+            (chip, Ok(lease)) => {
+                if let Some(previous) = won.insert(chip, lease.endpoint.to_string()) {
+                    assert_eq!(
+                        previous,
+                        lease.endpoint.to_string(),
+                        "chip {chip} got two endpoints"
+                    );
+                }
+            }
+            (_, Err(ProxyError::NoCapacity { .. })) => refused += 1,
+            (_, Err(err)) => panic!("unexpected error: {err}"),
+        }
+    }
+    assert_eq!(won.len(), 40, "exactly the 40 slots are handed out");
+    assert!(
+        refused >= 20,
+        "the other 20 chips are refused (each once or twice)"
+    );
+    let leases = replicas[0]
+        .store()
+        .leases(Some(tenant.clone()))
+        .await
+        .expect("list");
+    assert_eq!(leases.len(), 40);
+    let mut per_endpoint: HashMap<String, u32> = HashMap::new();
+    for lease in &leases {
+        *per_endpoint.entry(lease.endpoint.to_string()).or_default() += 1;
+    }
+    assert!(
+        per_endpoint.values().all(|&count| count == 4),
+        "{per_endpoint:?}"
+    );
+    for lease in leases {
+        replicas[0]
+            .release(&lease.tenant, &lease.chip)
+            .await
+            .expect("release");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_are_safe_and_idempotent() {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        tasks.spawn(async {
+            PostgresLeaseStore::from_url(&url(), 2)
+                .expect("store")
+                .migrate()
+                .await
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("task").expect("migrate");
+    }
+}
+
+#[tokio::test]
+async fn bad_database_urls_do_not_leak_the_password() {
+    let err =
+        PostgresLeaseStore::from_url("postgres://u:hunter2@127.0.0.1:5432/db?sslmode=bogus", 1)
+            .expect_err("invalid url");
+    assert!(!format!("{err} {err:?}").contains("hunter2"));
+    let store =
+        PostgresLeaseStore::from_url("postgres://u:hunter2@127.0.0.1:1/db", 1).expect("lazy");
+    let err = store
+        .migrate()
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(matches!(err, ProxyError::Store { .. }));
+    assert!(err.is_retryable());
+    assert!(!format!("{err} {err:?} {store:?}").contains("hunter2"));
+}
