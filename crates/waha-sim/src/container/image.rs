@@ -1,0 +1,88 @@
+//! The image: a Dockerfile and the static binary, sent to the daemon as an in-memory tar.
+
+use std::path::Path;
+
+use bollard::Docker;
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use futures::StreamExt;
+
+use crate::SimError;
+use crate::container::StaticBuild;
+
+/// The tag the project's tests use.
+pub const DEFAULT_IMAGE_TAG: &str = "chipfleet/waha-sim:dev";
+
+/// The port the image listens on (WAHA's).
+pub const IMAGE_PORT: u16 = 3000;
+
+/// The Dockerfile: `FROM scratch`, the binary, a HEALTHCHECK served by the binary itself.
+pub fn dockerfile() -> String {
+    format!(
+        "FROM scratch\n\
+         COPY waha-sim /waha-sim\n\
+         ENV PORT={IMAGE_PORT}\n\
+         EXPOSE {IMAGE_PORT}\n\
+         LABEL org.opencontainers.image.title=\"waha-sim\" \
+         org.opencontainers.image.description=\"WAHA-compatible simulator (chipfleet)\"\n\
+         HEALTHCHECK --interval=1s --timeout=3s --start-period=2s --retries=3 \
+         CMD [\"/waha-sim\", \"healthcheck\"]\n\
+         ENTRYPOINT [\"/waha-sim\"]\n"
+    )
+}
+
+fn context(binary: &[u8]) -> Result<Vec<u8>, SimError> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, bytes: &[u8], mode: u32| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes)
+    };
+    add("Dockerfile", dockerfile().as_bytes(), 0o644)
+        .and_then(|()| add("waha-sim", binary, 0o755))
+        .map_err(|e| SimError::ImageBuild(format!("cannot write the build context: {e}")))?;
+    tar.into_inner()
+        .map_err(|e| SimError::ImageBuild(format!("cannot write the build context: {e}")))
+}
+
+/// Builds the image `tag` from a static binary; returns the tag.
+pub async fn build_image(docker: &Docker, binary: &Path, tag: &str) -> Result<String, SimError> {
+    let bytes = tokio::fs::read(binary)
+        .await
+        .map_err(|e| SimError::ImageBuild(format!("cannot read {}: {e}", binary.display())))?;
+    let context = context(&bytes)?;
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(item) = stream.next().await {
+        let info = item?;
+        if let Some(detail) = info.error_detail {
+            return Err(SimError::ImageBuild(
+                detail.message.unwrap_or_else(|| "unknown error".to_owned()),
+            ));
+        }
+        if let Some(line) = info
+            .stream
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
+            tracing::debug!(line, "docker build");
+        }
+    }
+    Ok(tag.to_owned())
+}
+
+/// Builds the static binary (see [`StaticBuild`]) and the image [`DEFAULT_IMAGE_TAG`].
+pub async fn build_default_image(docker: &Docker) -> Result<String, SimError> {
+    let binary = tokio::task::spawn_blocking(|| StaticBuild::default().build())
+        .await
+        .map_err(|e| SimError::StaticBuild(format!("the build task failed: {e}")))??;
+    build_image(docker, &binary, DEFAULT_IMAGE_TAG).await
+}

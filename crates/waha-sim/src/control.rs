@@ -1,0 +1,185 @@
+//! The control handle: what a test does to the simulated phones and network.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::SimError;
+use crate::faults::Faults;
+use crate::session::lifecycle::Refusal;
+use crate::session::{AckLevel, Me, SessionStatus};
+use crate::state::SimState;
+use crate::webhook::WebhookStats;
+
+/// Drives a running simulator: scans QR codes, injects failures and disconnects, acks messages,
+/// toggles faults. Cheap to clone; usable from any thread or runtime.
+///
+/// The same actions are reachable over HTTP under `/_sim/...` (see the crate docs), protected by
+/// the simulator's API key.
+#[derive(Clone)]
+pub struct SimulatorControl {
+    pub(crate) state: Arc<SimState>,
+}
+
+impl std::fmt::Debug for SimulatorControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatorControl")
+            .field("sessions", &self.state.session_count())
+            .field("running", &self.state.is_running())
+            .finish()
+    }
+}
+
+pub(crate) fn refusal_error(session: &str, refusal: Refusal) -> SimError {
+    match refusal {
+        Refusal::WrongStatus { status, expected } => SimError::InvalidSessionState {
+            session: session.to_owned(),
+            status,
+            expected,
+        },
+        Refusal::MessageNotFound => SimError::MessageNotFound(session.to_owned()),
+        Refusal::NotFound | Refusal::AlreadyExists | Refusal::AlreadyStarted => {
+            SimError::SessionNotFound(session.to_owned())
+        }
+    }
+}
+
+impl SimulatorControl {
+    fn running(&self) -> Result<&SimState, SimError> {
+        if self.state.is_running() {
+            Ok(&self.state)
+        } else {
+            Err(SimError::Stopped)
+        }
+    }
+
+    /// Simulates a phone scanning the session's QR code (or entering its pairing code): the
+    /// session, which must be in SCAN_QR_CODE, logs in as a generated number and goes WORKING.
+    pub fn scan(&self, session: &str) -> Result<(), SimError> {
+        self.running()?
+            .scan(session, None)
+            .map(drop)
+            .map_err(|r| refusal_error(session, r))
+    }
+
+    /// Like [`SimulatorControl::scan`], logging in as `me`.
+    pub fn scan_as(&self, session: &str, me: Me) -> Result<(), SimError> {
+        self.running()?
+            .scan(session, Some(me))
+            .map(drop)
+            .map_err(|r| refusal_error(session, r))
+    }
+
+    /// The session goes FAILED; an `engine.event` (`session.failed`) carries `reason`.
+    pub fn fail(&self, session: &str, reason: &str) -> Result<(), SimError> {
+        self.running()?
+            .fail(session, reason)
+            .map(drop)
+            .map_err(|r| refusal_error(session, r))
+    }
+
+    /// A WORKING session loses its connection: an `engine.event` (`connection.closed`) carries
+    /// `reason`, the session goes STARTING and, still logged in, WORKING again.
+    pub fn disconnect(&self, session: &str, reason: &str) -> Result<(), SimError> {
+        self.running()?
+            .disconnect(session, reason)
+            .map(drop)
+            .map_err(|r| refusal_error(session, r))
+    }
+
+    /// Emits a `message.ack` at `level` for a message sent through `sendText`.
+    pub fn ack(&self, message_id: &str, level: AckLevel) -> Result<(), SimError> {
+        self.running()?
+            .ack(message_id, level)
+            .map_err(|r| refusal_error(message_id, r))
+    }
+
+    /// A message from `from` (`<digits>@c.us`) arrives at a WORKING session: emits `message`
+    /// and `message.any`. Returns the message id.
+    pub fn receive_message(
+        &self,
+        session: &str,
+        from: &str,
+        text: &str,
+    ) -> Result<String, SimError> {
+        self.running()?
+            .receive(session, from, text)
+            .map_err(|r| refusal_error(session, r))
+    }
+
+    /// The faults in force.
+    pub fn faults(&self) -> Faults {
+        self.state.faults()
+    }
+
+    /// Replaces the faults in force (`startup_delay` and `booting` only matter at start; use
+    /// [`SimulatorControl::set_booting`] for a booting window now).
+    pub fn set_faults(&self, faults: Faults) -> Result<(), SimError> {
+        faults.validate()?;
+        self.state.set_faults(faults);
+        Ok(())
+    }
+
+    /// Starts a booting window of `window` (simulated time) now, or ends it with `None`.
+    pub fn set_booting(&self, window: Option<Duration>) {
+        self.state.set_booting(window);
+    }
+
+    /// Crashes the simulator: in-process the server stops abruptly (connections are cut,
+    /// pending state writes are lost); the binary exits.
+    pub fn crash(&self) {
+        self.state.crash();
+    }
+
+    /// Whether the simulator is still serving (false after a crash or shutdown).
+    pub fn is_running(&self) -> bool {
+        self.state.is_running()
+    }
+
+    /// A session's status, if it exists.
+    pub fn session_status(&self, session: &str) -> Option<SessionStatus> {
+        self.state.status_of(session)
+    }
+
+    /// The account a session is logged in as.
+    pub fn session_me(&self, session: &str) -> Option<Me> {
+        self.state.view(session).and_then(|v| v.me)
+    }
+
+    /// How many sessions exist.
+    pub fn session_count(&self) -> usize {
+        self.state.session_count()
+    }
+
+    /// Webhook delivery counters.
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.state.webhook_counters.snapshot()
+    }
+
+    /// Waits (wall-clock `timeout`) until the session has `status`.
+    pub async fn wait_for_status(
+        &self,
+        session: &str,
+        status: SessionStatus,
+        timeout: Duration,
+    ) -> Result<(), SimError> {
+        let reached = self
+            .state
+            .wait_until(Instant::now() + timeout, |s| {
+                s.status_of(session) == Some(status)
+            })
+            .await;
+        if reached {
+            Ok(())
+        } else {
+            Err(SimError::Timeout {
+                what: format!(
+                    "session `{session}` to be {status} (it is {})",
+                    self.state
+                        .status_of(session)
+                        .map_or("missing".to_owned(), |s| s.to_string())
+                ),
+                after: timeout,
+            })
+        }
+    }
+}

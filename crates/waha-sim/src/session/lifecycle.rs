@@ -1,0 +1,523 @@
+//! The session state machine. Every operation takes the sessions lock briefly, applies the
+//! transition, emits its events and schedules its timers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::scheduler::Timer;
+use crate::session::{AckLevel, Me, Session, SessionStatus, SessionView};
+use crate::state::{SentMessage, SimState, now_ms};
+use crate::webhook::{
+    AckPayload, EngineEventData, EngineEventPayload, EventPayload, MessagePayload, OutgoingEvent,
+    StatusPayload,
+};
+use crate::wire::SessionConfig;
+
+const CONNECTED: &[&str] = &["STARTING", "SCAN_QR_CODE", "WORKING"];
+pub(crate) const SCAN_QR_CODE: &[&str] = &["SCAN_QR_CODE"];
+pub(crate) const WORKING: &[&str] = &["WORKING"];
+
+/// Why an operation was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    NotFound,
+    AlreadyExists,
+    AlreadyStarted,
+    WrongStatus {
+        status: SessionStatus,
+        expected: &'static [&'static str],
+    },
+    MessageNotFound,
+}
+
+impl SimState {
+    pub(crate) fn view(&self, name: &str) -> Option<SessionView> {
+        self.sessions().get(name).map(|s| s.view(name))
+    }
+
+    pub(crate) fn status_of(&self, name: &str) -> Option<SessionStatus> {
+        self.sessions().get(name).map(|s| s.status)
+    }
+
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// Sessions sorted by name; without `all`, STOPPED ones are left out.
+    pub(crate) fn list(&self, all: bool) -> Vec<SessionView> {
+        let mut views: Vec<SessionView> = self
+            .sessions()
+            .iter()
+            .filter(|(_, s)| all || s.is_running())
+            .map(|(name, s)| s.view(name))
+            .collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        views
+    }
+
+    pub(crate) fn create(
+        &self,
+        name: Option<String>,
+        config: Option<SessionConfig>,
+        start: bool,
+    ) -> Result<SessionView, Refusal> {
+        let name = name.unwrap_or_else(|| format!("session_{:016x}", fastrand::u64(..)));
+        let mut sessions = self.sessions();
+        if sessions.contains_key(&name) {
+            return Err(Refusal::AlreadyExists);
+        }
+        let mut session = Session::new(config, None);
+        if start {
+            self.transition(&name, &mut session, SessionStatus::Starting);
+        }
+        let view = session.view(&name);
+        sessions.insert(name.clone(), session);
+        drop(sessions);
+        self.mark_dirty(&name);
+        self.notify_status_change();
+        Ok(view)
+    }
+
+    /// Inserts a session restored from the state directory (STOPPED).
+    pub(crate) fn restore(&self, name: String, config: Option<SessionConfig>, me: Option<Me>) {
+        self.sessions().insert(name, Session::new(config, me));
+    }
+
+    pub(crate) fn update(
+        &self,
+        name: &str,
+        config: Option<SessionConfig>,
+    ) -> Result<SessionView, Refusal> {
+        let mut sessions = self.sessions();
+        let session = sessions.get_mut(name).ok_or(Refusal::NotFound)?;
+        let was_running = session.is_running();
+        if was_running {
+            self.transition(name, session, SessionStatus::Stopped);
+        }
+        session.config = config.map(Arc::new);
+        if was_running {
+            self.transition(name, session, SessionStatus::Starting);
+        }
+        let view = session.view(name);
+        drop(sessions);
+        self.mark_dirty(name);
+        Ok(view)
+    }
+
+    pub(crate) fn delete(&self, name: &str) {
+        let mut sessions = self.sessions();
+        if let Some(mut session) = sessions.remove(name) {
+            if session.is_running() {
+                self.transition(name, &mut session, SessionStatus::Stopped);
+            }
+            drop(sessions);
+            self.mark_dirty(name);
+            self.notify_status_change();
+        }
+    }
+
+    pub(crate) fn start(&self, name: &str) -> Result<SessionView, Refusal> {
+        self.with_session(name, |state, session| {
+            if session.is_running() {
+                return Err(Refusal::AlreadyStarted);
+            }
+            state.transition(name, session, SessionStatus::Starting);
+            Ok(())
+        })
+    }
+
+    /// `None` when the session does not exist (WAHA answers 201 with an empty body then).
+    pub(crate) fn stop(&self, name: &str) -> Option<SessionView> {
+        self.with_session(name, |state, session| {
+            if session.is_running() {
+                state.transition(name, session, SessionStatus::Stopped);
+            }
+            Ok(())
+        })
+        .ok()
+    }
+
+    pub(crate) fn restart(&self, name: &str) -> Result<SessionView, Refusal> {
+        self.with_session(name, |state, session| {
+            if session.is_running() {
+                state.transition(name, session, SessionStatus::Stopped);
+            }
+            state.transition(name, session, SessionStatus::Starting);
+            Ok(())
+        })
+    }
+
+    pub(crate) fn logout(&self, name: &str) -> Result<SessionView, Refusal> {
+        self.with_session(name, |state, session| {
+            session.me = None;
+            if session.is_running() {
+                state.transition(name, session, SessionStatus::Starting);
+            }
+            Ok(())
+        })
+    }
+
+    /// Control: the QR code (or pairing code) was used on a phone.
+    pub(crate) fn scan(&self, name: &str, me: Option<Me>) -> Result<SessionView, Refusal> {
+        self.with_session(name, |state, session| {
+            if session.status != SessionStatus::ScanQrCode {
+                return Err(Refusal::WrongStatus {
+                    status: session.status,
+                    expected: SCAN_QR_CODE,
+                });
+            }
+            session.me = Some(me.unwrap_or_else(|| {
+                Me::phone(&format!("55119{:08}", fastrand::u32(..100_000_000)), name)
+            }));
+            state.transition(name, session, SessionStatus::Working);
+            Ok(())
+        })
+    }
+
+    /// Control: the session fails with a reason.
+    pub(crate) fn fail(&self, name: &str, reason: &str) -> Result<SessionView, Refusal> {
+        self.with_session(name, |state, session| {
+            if !CONNECTED.contains(&session.status.as_str()) {
+                return Err(Refusal::WrongStatus {
+                    status: session.status,
+                    expected: CONNECTED,
+                });
+            }
+            state.emit_engine_event(name, session, "session.failed", reason);
+            state.transition(name, session, SessionStatus::Failed);
+            Ok(())
+        })
+    }
+
+    /// Control: the connection drops with a reason; the session reconnects (STARTING, then
+    /// WORKING again since it is still logged in).
+    pub(crate) fn disconnect(&self, name: &str, reason: &str) -> Result<SessionView, Refusal> {
+        self.with_session(name, |state, session| {
+            if session.status != SessionStatus::Working {
+                return Err(Refusal::WrongStatus {
+                    status: session.status,
+                    expected: WORKING,
+                });
+            }
+            state.emit_engine_event(name, session, "connection.closed", reason);
+            state.transition(name, session, SessionStatus::Starting);
+            Ok(())
+        })
+    }
+
+    /// `POST /api/sendText`.
+    pub(crate) fn send_text(
+        &self,
+        name: &str,
+        chat_id: &str,
+        text: &str,
+    ) -> Result<MessagePayload, Refusal> {
+        let mut sessions = self.sessions();
+        let session = sessions
+            .get_mut(name)
+            .filter(|s| s.is_running())
+            .ok_or(Refusal::NotFound)?;
+        let me = match (&session.me, session.status) {
+            (Some(me), SessionStatus::Working) => me.clone(),
+            _ => {
+                return Err(Refusal::WrongStatus {
+                    status: session.status,
+                    expected: WORKING,
+                });
+            }
+        };
+        let message = MessagePayload {
+            id: format!("true_{chat_id}_{}", message_suffix()),
+            timestamp: now_ms() / 1000,
+            from: me.id.clone(),
+            from_me: true,
+            to: chat_id.to_owned(),
+            body: text.to_owned(),
+            has_media: false,
+            ack: AckLevel::Pending.code(),
+            ack_name: AckLevel::Pending.name(),
+        };
+        self.emit(
+            name,
+            session,
+            "message.any",
+            EventPayload::Message(message.clone()),
+        );
+        drop(sessions);
+        self.messages().insert(
+            message.id.clone(),
+            SentMessage {
+                session: name.to_owned(),
+                from: me.id,
+                to: chat_id.to_owned(),
+            },
+        );
+        if let Some(interval) = self.settings.timings.ack_interval {
+            let interval = self.settings.scaled(interval);
+            for (n, level) in [AckLevel::Server, AckLevel::Device, AckLevel::Read]
+                .into_iter()
+                .enumerate()
+            {
+                self.scheduler.schedule(
+                    interval.saturating_mul(u32::try_from(n + 1).unwrap_or(1)),
+                    Timer::Ack {
+                        message_id: message.id.clone(),
+                        level,
+                    },
+                );
+            }
+        }
+        Ok(message)
+    }
+
+    /// Emits a `message.ack` for a sent message.
+    pub(crate) fn ack(&self, message_id: &str, level: AckLevel) -> Result<(), Refusal> {
+        let (session_name, payload) = {
+            let messages = self.messages();
+            let sent = messages.get(message_id).ok_or(Refusal::MessageNotFound)?;
+            (
+                sent.session.clone(),
+                AckPayload {
+                    id: message_id.to_owned(),
+                    from: sent.from.clone(),
+                    to: sent.to.clone(),
+                    participant: None,
+                    from_me: true,
+                    ack: level.code(),
+                    ack_name: level.name(),
+                },
+            )
+        };
+        let sessions = self.sessions();
+        if let Some(session) = sessions.get(&session_name) {
+            self.emit(
+                &session_name,
+                session,
+                "message.ack",
+                EventPayload::Ack(payload),
+            );
+        }
+        Ok(())
+    }
+
+    /// Control: a message arrives from `from`; emits `message` and `message.any`.
+    pub(crate) fn receive(&self, name: &str, from: &str, text: &str) -> Result<String, Refusal> {
+        let sessions = self.sessions();
+        let session = sessions.get(name).ok_or(Refusal::NotFound)?;
+        let me = match (&session.me, session.status) {
+            (Some(me), SessionStatus::Working) => me.clone(),
+            _ => {
+                return Err(Refusal::WrongStatus {
+                    status: session.status,
+                    expected: WORKING,
+                });
+            }
+        };
+        let message = MessagePayload {
+            id: format!("false_{from}_{}", message_suffix()),
+            timestamp: now_ms() / 1000,
+            from: from.to_owned(),
+            from_me: false,
+            to: me.id,
+            body: text.to_owned(),
+            has_media: false,
+            ack: AckLevel::Device.code(),
+            ack_name: AckLevel::Device.name(),
+        };
+        let id = message.id.clone();
+        self.emit(
+            name,
+            session,
+            "message",
+            EventPayload::Message(message.clone()),
+        );
+        self.emit(name, session, "message.any", EventPayload::Message(message));
+        Ok(id)
+    }
+
+    /// A timer fired.
+    pub(crate) fn on_timer(&self, timer: Timer) {
+        match timer {
+            Timer::Started {
+                session: name,
+                generation,
+            } => {
+                let mut sessions = self.sessions();
+                if let Some(session) = sessions
+                    .get_mut(&name)
+                    .filter(|s| s.generation == generation && s.status == SessionStatus::Starting)
+                {
+                    let next = if session.me.is_some() {
+                        SessionStatus::Working
+                    } else {
+                        SessionStatus::ScanQrCode
+                    };
+                    self.transition(&name, session, next);
+                }
+            }
+            Timer::QrExpired {
+                session: name,
+                generation,
+            } => {
+                let mut sessions = self.sessions();
+                if let Some(session) = sessions
+                    .get_mut(&name)
+                    .filter(|s| s.generation == generation && s.status == SessionStatus::ScanQrCode)
+                {
+                    if session.qr_refreshes < self.settings.timings.qr_refreshes {
+                        self.refresh_qr(&name, session);
+                    } else {
+                        self.emit_engine_event(&name, session, "session.failed", "QR code expired");
+                        self.transition(&name, session, SessionStatus::Failed);
+                    }
+                }
+            }
+            Timer::AutoStart { session: name } => {
+                let _ = self.start(&name);
+            }
+            Timer::Ack { message_id, level } => {
+                let _ = self.ack(&message_id, level);
+            }
+        }
+    }
+
+    /// Waits until `check` holds or `deadline` passes; returns whether it held.
+    pub(crate) async fn wait_until(
+        &self,
+        deadline: Instant,
+        mut check: impl FnMut(&SimState) -> bool,
+    ) -> bool {
+        let mut changes = self.subscribe_status_changes();
+        loop {
+            if check(self) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline.into(), changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return check(self),
+            }
+        }
+    }
+
+    fn with_session(
+        &self,
+        name: &str,
+        apply: impl FnOnce(&SimState, &mut Session) -> Result<(), Refusal>,
+    ) -> Result<SessionView, Refusal> {
+        let mut sessions = self.sessions();
+        let session = sessions.get_mut(name).ok_or(Refusal::NotFound)?;
+        apply(self, session)?;
+        let view = session.view(name);
+        drop(sessions);
+        self.mark_dirty(name);
+        Ok(view)
+    }
+
+    fn transition(&self, name: &str, session: &mut Session, to: SessionStatus) {
+        session.status = to;
+        session.generation = session.generation.wrapping_add(1);
+        session.qr = None;
+        let timings = &self.settings.timings;
+        match to {
+            SessionStatus::Starting => self.scheduler.schedule(
+                self.settings.scaled(timings.starting),
+                Timer::Started {
+                    session: name.to_owned(),
+                    generation: session.generation,
+                },
+            ),
+            SessionStatus::ScanQrCode => {
+                session.qr = Some(new_qr_value().into_boxed_str());
+                session.qr_refreshes = 0;
+                self.scheduler.schedule(
+                    self.settings.scaled(timings.first_qr),
+                    Timer::QrExpired {
+                        session: name.to_owned(),
+                        generation: session.generation,
+                    },
+                );
+            }
+            SessionStatus::Stopped | SessionStatus::Working | SessionStatus::Failed => {}
+        }
+        tracing::debug!(session = name, status = %to, "session status");
+        self.emit_status(name, session);
+        self.notify_status_change();
+    }
+
+    fn refresh_qr(&self, name: &str, session: &mut Session) {
+        session.generation = session.generation.wrapping_add(1);
+        session.qr = Some(new_qr_value().into_boxed_str());
+        session.qr_refreshes += 1;
+        self.scheduler.schedule(
+            self.settings.scaled(self.settings.timings.qr_refresh),
+            Timer::QrExpired {
+                session: name.to_owned(),
+                generation: session.generation,
+            },
+        );
+        self.emit_status(name, session);
+        self.notify_status_change();
+    }
+
+    fn emit_status(&self, name: &str, session: &Session) {
+        self.emit(
+            name,
+            session,
+            "session.status",
+            EventPayload::Status(StatusPayload {
+                name: name.to_owned(),
+                status: session.status,
+            }),
+        );
+    }
+
+    fn emit_engine_event(&self, name: &str, session: &Session, kind: &'static str, reason: &str) {
+        self.emit(
+            name,
+            session,
+            "engine.event",
+            EventPayload::Engine(EngineEventPayload {
+                event: kind,
+                data: EngineEventData {
+                    reason: reason.to_owned(),
+                },
+            }),
+        );
+    }
+
+    /// Queues `event` if one of the session's webhooks wants it (nothing is built otherwise,
+    /// so sessions without webhooks cost nothing here).
+    fn emit(&self, name: &str, session: &Session, event: &'static str, payload: EventPayload) {
+        let Some(config) = &session.config else {
+            return;
+        };
+        if !config.webhooks().iter().any(|w| w.wants(event)) {
+            return;
+        }
+        self.publish(OutgoingEvent {
+            id: format!("evt_{}", ulid::Ulid::new().to_string().to_lowercase()),
+            timestamp_ms: now_ms(),
+            session: name.to_owned(),
+            event,
+            payload,
+            config: Arc::clone(config),
+            me: session.me.clone(),
+            faults: self.faults(),
+        });
+    }
+}
+
+fn message_suffix() -> String {
+    format!("3EB0{:016X}", fastrand::u64(..))
+}
+
+/// A QR payload shaped like WhatsApp's: `2@<ref>,<key>,<key>,<key>`.
+fn new_qr_value() -> String {
+    let part = |len: usize| -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        (0..len)
+            .map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())]))
+            .collect()
+    };
+    format!("2@{},{}=,{}=,{}=", part(60), part(43), part(43), part(43))
+}

@@ -1,0 +1,8 @@
+//! Sessions: their status, their record and the state machine that moves them.
+
+pub(crate) mod lifecycle;
+mod record;
+mod status;
+
+pub(crate) use record::{Session, SessionView};
+pub use status::{AckLevel, Me, SessionStatus};

@@ -1,0 +1,15 @@
+//! Webhook deliveries: the envelope, its signature, the retry schedule and the dispatcher.
+
+mod dispatcher;
+mod envelope;
+mod retry;
+mod signature;
+mod stats;
+
+pub(crate) use dispatcher::run as run_dispatcher;
+pub(crate) use envelope::{
+    AckPayload, EngineEventData, EngineEventPayload, EventPayload, MessagePayload, OutgoingEvent,
+    StatusPayload,
+};
+pub(crate) use stats::WebhookCounters;
+pub use stats::WebhookStats;

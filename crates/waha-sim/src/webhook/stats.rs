@@ -1,0 +1,53 @@
+//! Counters of webhook deliveries.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// What happened to webhook deliveries so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct WebhookStats {
+    /// HTTP requests sent (first attempts, retries and duplicates).
+    pub attempts: u64,
+    /// Deliveries that got a 2xx.
+    pub delivered: u64,
+    /// Deliveries abandoned after the last retry.
+    pub failed: u64,
+    /// Deliveries dropped by the drop fault.
+    pub dropped: u64,
+    /// Extra copies sent by the duplicate fault.
+    pub duplicated: u64,
+    /// Deliveries held back by the reorder fault.
+    pub reordered: u64,
+}
+
+/// The live counters.
+#[derive(Debug, Default)]
+pub(crate) struct WebhookCounters {
+    pub(crate) attempts: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) duplicated: AtomicU64,
+    pub(crate) reordered: AtomicU64,
+}
+
+impl WebhookCounters {
+    pub(crate) fn bump(counter: &AtomicU64, outcome: &'static str) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("waha_sim_webhook_deliveries_total", "outcome" => outcome).increment(1);
+    }
+
+    pub(crate) fn snapshot(&self) -> WebhookStats {
+        WebhookStats {
+            attempts: self.attempts.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            duplicated: self.duplicated.load(Ordering::Relaxed),
+            reordered: self.reordered.load(Ordering::Relaxed),
+        }
+    }
+}

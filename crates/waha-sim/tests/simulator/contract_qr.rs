@@ -1,0 +1,199 @@
+//! QR code and pairing code routes.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::json;
+use waha_sim::SessionStatus;
+
+use crate::support::{Api, WAIT, call, call_json, start};
+
+async fn scan_ready(sim: &waha_sim::RunningSimulator, api: &Api, name: &str) {
+    call(api.post("/api/sessions", json!({"name": name, "start": true}))).await;
+    sim.control()
+        .wait_for_status(name, SessionStatus::ScanQrCode, WAIT)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn qr_is_a_png_base64_json_with_exact_accept_or_raw() {
+    let sim = start().await;
+    let api = Api::new(&sim);
+    scan_ready(&sim, &api, "q").await;
+
+    let response = api.get("/api/q/auth/qr").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    let png = response.bytes().await.unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    let (status, body) = call_json(
+        api.get("/api/q/auth/qr")
+            .header("Accept", "application/json"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["mimetype"], "image/png");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(body["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&decoded[..8], b"\x89PNG\r\n\x1a\n");
+
+    // Not exactly application/json: the PNG.
+    let response = api
+        .get("/api/q/auth/qr")
+        .header("Accept", "application/json, text/plain, */*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "image/png");
+
+    let (status, body) = call_json(api.get("/api/q/auth/qr?format=raw")).await;
+    assert_eq!(status, 200);
+    let value = body["value"].as_str().unwrap();
+    assert!(value.starts_with("2@"), "{value}");
+}
+
+#[tokio::test]
+async fn qr_waits_then_answers_422_without_status_code() {
+    let mut timings = waha_sim::Timings::default();
+    timings.starting = Duration::from_secs(3600);
+    timings.qr_wait = Duration::from_secs(5);
+    let sim = crate::support::fast()
+        .timings(timings)
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&sim);
+    call(api.post("/api/sessions", json!({"name": "default", "start": true}))).await;
+    let began = Instant::now();
+    let (status, body) = call_json(api.get("/api/default/auth/qr")).await;
+    assert!(
+        began.elapsed() >= Duration::from_millis(45),
+        "it waited (5 s scaled)"
+    );
+    assert_eq!(status, 422);
+    assert_eq!(
+        body,
+        json!({"error": "Session status is not as expected. Try again later or restart the session",
+               "session": "default", "status": "STARTING", "expected": ["SCAN_QR_CODE"]})
+    );
+}
+
+#[tokio::test]
+async fn qr_wait_returns_as_soon_as_the_qr_is_there() {
+    let mut timings = waha_sim::Timings::default();
+    timings.starting = Duration::from_secs(20); // 200 ms scaled
+    timings.qr_wait = Duration::from_secs(500); // 5 s scaled
+    let sim = crate::support::fast()
+        .timings(timings)
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&sim);
+    call(api.post("/api/sessions", json!({"name": "w", "start": true}))).await;
+    let (status, _) = call_json(api.get("/api/w/auth/qr?format=raw")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn qr_of_a_session_not_running_is_404() {
+    let sim = start().await;
+    let api = Api::new(&sim);
+    call(api.post("/api/sessions", json!({"name": "idle"}))).await;
+    for name in ["idle", "missing"] {
+        let (status, body) = call_json(api.get(&format!("/api/{name}/auth/qr"))).await;
+        assert_eq!(status, 404);
+        let message = body["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("We didn't find a session with name '{name}'")));
+    }
+}
+
+#[tokio::test]
+async fn qr_refreshes_then_fails_after_the_last_refresh() {
+    let mut timings = waha_sim::Timings::default();
+    timings.first_qr = Duration::from_secs(10); // 100 ms
+    timings.qr_refresh = Duration::from_secs(5); // 50 ms
+    timings.qr_refreshes = 2;
+    let sim = crate::support::fast()
+        .timings(timings)
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&sim);
+    let mut hook = crate::support::Receiver::start().await;
+    let config = json!({"webhooks": [crate::support::webhook(&hook.url, &["session.status", "engine.event"])]});
+    call(api.post(
+        "/api/sessions",
+        json!({"name": "r", "start": true, "config": config}),
+    ))
+    .await;
+    let seen = hook.statuses_until("FAILED").await;
+    assert_eq!(
+        seen,
+        [
+            "STARTING",
+            "SCAN_QR_CODE",
+            "SCAN_QR_CODE",
+            "SCAN_QR_CODE",
+            "FAILED"
+        ],
+        "first QR plus two refreshes, each re-emitting SCAN_QR_CODE"
+    );
+}
+
+#[tokio::test]
+async fn qr_value_changes_at_refresh() {
+    let mut timings = waha_sim::Timings::default();
+    timings.first_qr = Duration::from_secs(20); // 200 ms
+    let sim = crate::support::fast()
+        .timings(timings)
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&sim);
+    scan_ready(&sim, &api, "v").await;
+    let (_, first) = call_json(api.get("/api/v/auth/qr?format=raw")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, second) = call_json(api.get("/api/v/auth/qr?format=raw")).await;
+    assert_ne!(first["value"], second["value"]);
+}
+
+#[tokio::test]
+async fn pairing_code_is_201_with_a_code() {
+    let sim = start().await;
+    let api = Api::new(&sim);
+    scan_ready(&sim, &api, "pc").await;
+    let (status, body) = call_json(api.post(
+        "/api/pc/auth/request-code",
+        json!({"phoneNumber": "5511999999999"}),
+    ))
+    .await;
+    assert_eq!(status, 201);
+    let code = body["code"].as_str().unwrap();
+    assert_eq!(code.len(), 9);
+    assert_eq!(&code[4..5], "-");
+
+    let (status, body) = call_json(api.post("/api/pc/auth/request-code", json!({}))).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["message"], json!(["phoneNumber must be a string"]));
+
+    // While STARTING it is bounded by the same wait and answers 422.
+    let mut timings = waha_sim::Timings::default();
+    timings.starting = Duration::from_secs(3600);
+    let slow = crate::support::fast()
+        .timings(timings)
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&slow);
+    call(api.post("/api/sessions", json!({"name": "pc", "start": true}))).await;
+    let (status, body) = call_json(api.post(
+        "/api/pc/auth/request-code",
+        json!({"phoneNumber": "5511999999999"}),
+    ))
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["status"], "STARTING");
+}

@@ -1,0 +1,216 @@
+//! Shared test helpers: a fast simulator, an HTTP client, a webhook receiver.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use waha_sim::{RunningSimulator, Simulator, SimulatorBuilder, Timings};
+
+pub const KEY: &str = "integration-test-key-7f3a";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Fast timings: STARTING 1 s → 10 ms, QR wait 5 s → 50 ms, first QR 60 s → 600 ms.
+pub fn fast() -> SimulatorBuilder {
+    let mut timings = Timings::default();
+    timings.ack_interval = None;
+    Simulator::builder()
+        .api_key(KEY)
+        .time_scale(0.01)
+        .timings(timings)
+}
+
+pub async fn start() -> RunningSimulator {
+    fast().start().await.expect("simulator starts")
+}
+
+/// A client that sends the API key.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(sim: &RunningSimulator) -> Self {
+        Self {
+            base: sim.url().to_owned(),
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("X-Api-Key", KEY)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("X-Api-Key", KEY)
+            .json(&body)
+    }
+
+    pub fn put(&self, path: &str, body: Value) -> reqwest::RequestBuilder {
+        self.http
+            .put(format!("{}{path}", self.base))
+            .header("X-Api-Key", KEY)
+            .json(&body)
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .delete(format!("{}{path}", self.base))
+            .header("X-Api-Key", KEY)
+    }
+}
+
+/// Sends and returns (status, body text).
+pub async fn call(request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request.send().await.expect("request reaches the simulator");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Sends and returns (status, JSON body).
+pub async fn call_json(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let (status, text) = call(request).await;
+    let json =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text:?}"));
+    (status, json)
+}
+
+/// One delivery as received: raw bytes and headers.
+#[derive(Debug)]
+pub struct Delivery {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub json: Value,
+}
+
+struct ReceiverState {
+    tx: mpsc::UnboundedSender<Delivery>,
+    failures_left: AtomicUsize,
+    hits: AtomicUsize,
+}
+
+/// A webhook receiver on 127.0.0.1:0.
+pub struct Receiver {
+    pub url: String,
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        Self::failing_first(0).await
+    }
+
+    /// Answers 500 to the first `n` requests (they are not reported).
+    pub async fn failing_first(n: usize) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(ReceiverState {
+            tx,
+            failures_left: AtomicUsize::new(n),
+            hits: AtomicUsize::new(0),
+        });
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, rx, state }
+    }
+
+    /// Requests received, failed ones included.
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    pub async fn next(&mut self) -> Delivery {
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .expect("a webhook arrives in time")
+            .expect("receiver open")
+    }
+
+    /// The next delivery of `event`, skipping others.
+    pub async fn next_event(&mut self, event: &str) -> Delivery {
+        loop {
+            let delivery = self.next().await;
+            if delivery.json["event"] == event {
+                return delivery;
+            }
+        }
+    }
+
+    /// The next `session.status` deliveries until `status` (returns the statuses seen).
+    pub async fn statuses_until(&mut self, status: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let d = self.next_event("session.status").await;
+            let s = d.json["payload"]["status"].as_str().unwrap().to_owned();
+            seen.push(s.clone());
+            if s == status {
+                return seen;
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        if let Ok(Some(d)) = tokio::time::timeout(quiet, self.rx.recv()).await {
+            panic!("unexpected delivery: {}", d.json);
+        }
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let fail = state
+        .failures_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if fail {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let json = serde_json::from_slice(&body).expect("webhook body is JSON");
+    let _ = state.tx.send(Delivery {
+        headers,
+        body,
+        json,
+    });
+    StatusCode::OK
+}
+
+/// A webhook config for `url` with these events.
+pub fn webhook(url: &str, events: &[&str]) -> Value {
+    serde_json::json!({ "url": url, "events": events })
+}
+
+/// A fresh temporary directory (removed by the caller via `TempDir`'s drop).
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("waha-sim-{tag}-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

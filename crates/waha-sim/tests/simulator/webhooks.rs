@@ -1,0 +1,182 @@
+//! Webhook deliveries: envelope, signature (verified independently), headers, retries.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha512;
+use waha_sim::SessionStatus;
+
+use crate::support::{Api, Receiver, WAIT, call, start};
+
+#[tokio::test]
+async fn round_trip_signature_verifies_with_an_independent_hmac() {
+    let sim = start().await;
+    let api = Api::new(&sim);
+    let mut hook = Receiver::start().await;
+    let config = json!({
+        "metadata": {"tenant": "t1", "chip": "c9"},
+        "webhooks": [{
+            "url": hook.url, "events": ["session.status"],
+            "hmac": {"key": "whsec-test-key"},
+            "customHeaders": [{"name": "X-Tenant", "value": "t1"},
+                              {"name": "Authorization", "value": "Bearer abc"}]
+        }]
+    });
+    call(api.post(
+        "/api/sessions",
+        json!({"name": "h", "config": config, "start": true}),
+    ))
+    .await;
+    let delivery = hook.next_event("session.status").await;
+
+    // Independent computation over the exact received bytes.
+    let mut mac = <Hmac<Sha512> as Mac>::new_from_slice(b"whsec-test-key").unwrap();
+    mac.update(&delivery.body);
+    let expected = hex::encode(mac.finalize().into_bytes());
+    let headers = &delivery.headers;
+    assert_eq!(headers["x-webhook-hmac"].to_str().unwrap(), expected);
+    assert_eq!(headers["x-webhook-hmac-algorithm"], "sha512");
+    assert!(!headers["x-webhook-request-id"].is_empty());
+    let ts: u64 = headers["x-webhook-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ts > 1_600_000_000_000);
+    assert_eq!(headers["x-tenant"], "t1");
+    assert_eq!(headers["authorization"], "Bearer abc");
+    assert_eq!(headers["content-type"], "application/json");
+
+    // Envelope, in WAHA's field order.
+    let text = std::str::from_utf8(&delivery.body).unwrap();
+    let order = [
+        "\"id\"",
+        "\"timestamp\"",
+        "\"event\"",
+        "\"session\"",
+        "\"metadata\"",
+        "\"me\"",
+        "\"payload\"",
+        "\"engine\"",
+        "\"environment\"",
+    ];
+    let positions: Vec<_> = order.iter().map(|k| text.find(k).unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    let body = &delivery.json;
+    assert!(body["id"].as_str().unwrap().starts_with("evt_"));
+    assert_eq!(body["event"], "session.status");
+    assert_eq!(body["session"], "h");
+    assert_eq!(body["metadata"], json!({"tenant": "t1", "chip": "c9"}));
+    assert_eq!(body["me"], json!(null));
+    assert_eq!(body["payload"], json!({"name": "h", "status": "STARTING"}));
+    assert_eq!(body["engine"], "WEBJS");
+    assert_eq!(body["environment"]["engine"], "WEBJS");
+
+    // `me` is filled once logged in.
+    sim.control()
+        .wait_for_status("h", SessionStatus::ScanQrCode, WAIT)
+        .await
+        .unwrap();
+    sim.control()
+        .scan_as("h", waha_sim::Me::phone("5511988887777", "Bia"))
+        .unwrap();
+    let working = loop {
+        let d = hook.next_event("session.status").await;
+        if d.json["payload"]["status"] == "WORKING" {
+            break d;
+        }
+    };
+    assert_eq!(
+        working.json["me"],
+        json!({"id": "5511988887777@c.us", "pushName": "Bia"})
+    );
+}
+
+#[tokio::test]
+async fn unsigned_without_a_key_and_only_wanted_events() {
+    let sim = start().await;
+    let api = Api::new(&sim);
+    let mut hook = Receiver::start().await;
+    let config = json!({"webhooks": [{"url": hook.url, "events": ["message"]}]});
+    call(api.post(
+        "/api/sessions",
+        json!({"name": "u", "config": config, "start": true}),
+    ))
+    .await;
+    sim.control()
+        .wait_for_status("u", SessionStatus::ScanQrCode, WAIT)
+        .await
+        .unwrap();
+    sim.control().scan("u").unwrap();
+    let id = sim
+        .control()
+        .receive_message("u", "5511911112222@c.us", "oi")
+        .unwrap();
+    let delivery = hook.next().await;
+    assert_eq!(
+        delivery.json["event"], "message",
+        "no session.status: not subscribed"
+    );
+    assert_eq!(delivery.json["payload"]["id"], id);
+    assert_eq!(delivery.json["payload"]["body"], "oi");
+    assert!(delivery.headers.get("x-webhook-hmac").is_none());
+    assert!(delivery.headers.get("x-webhook-request-id").is_some());
+}
+
+#[tokio::test]
+async fn failed_deliveries_are_retried_per_policy() {
+    let sim = start().await;
+    let api = Api::new(&sim);
+    let mut hook = Receiver::failing_first(2).await;
+    let config = json!({"webhooks": [{
+        "url": hook.url, "events": ["session.status"],
+        "retries": {"policy": "exponential", "delaySeconds": 1, "attempts": 3}
+    }]});
+    call(api.post(
+        "/api/sessions",
+        json!({"name": "rt", "config": config, "start": true}),
+    ))
+    .await;
+    let first = hook.next().await;
+    assert_eq!(first.json["payload"]["status"], "STARTING");
+    assert!(hook.hits() >= 3, "two failures, then success");
+    tokio::time::timeout(WAIT, async {
+        while sim.control().webhook_stats().delivered == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the delivery is counted");
+    assert!(sim.control().webhook_stats().attempts >= 3);
+}
+
+#[tokio::test]
+async fn deliveries_are_abandoned_after_the_last_retry() {
+    let sim = start().await;
+    let api = Api::new(&sim);
+    let mut hook = Receiver::failing_first(usize::MAX).await;
+    let config = json!({"webhooks": [{
+        "url": hook.url, "events": ["engine.event"],
+        "retries": {"policy": "constant", "delaySeconds": 1, "attempts": 2}
+    }]});
+    call(api.post(
+        "/api/sessions",
+        json!({"name": "ab", "config": config, "start": true}),
+    ))
+    .await;
+    sim.control()
+        .wait_for_status("ab", SessionStatus::ScanQrCode, WAIT)
+        .await
+        .unwrap();
+    sim.control().fail("ab", "test").unwrap();
+    tokio::time::timeout(WAIT, async {
+        while sim.control().webhook_stats().failed == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the delivery is abandoned");
+    assert_eq!(hook.hits(), 3, "first attempt plus two retries");
+    hook.expect_silence(Duration::from_millis(100)).await;
+}
