@@ -1,6 +1,107 @@
 //! One WAHA container per tenant, ready before it is used.
 //!
-//! **Status: planned.** This crate will hold the `ContainerRuntime` trait with Docker (bollard),
-//! Docker Swarm and in-memory backends, and the pool that ensures a tenant's container exists
-//! and is probed ready (container state, Docker health, authenticated HTTP probe) under one
-//! configurable start-up deadline.
+//! [`TenantPool::ensure`] returns a tenant's [`TenantEndpoint`] (base URL and API key) once its
+//! container runs, passed the image's health check and answered an authenticated HTTP probe,
+//! all under one configurable start-up deadline (default 180 s), with progress events and
+//! distinct errors for a missing image, a failed start, an unhealthy container, a start-up
+//! timeout and an exit. It is idempotent and single-flight per tenant.
+//!
+//! The pool drives a [`ContainerRuntime`]: [`InMemoryRuntime`] (always compiled; runs servers
+//! in-process through a [`ProcessLauncher`]) or `DockerRuntime` (feature `docker`). Here the
+//! in-memory runtime runs the project's WAHA simulator in-process, so the readiness gate talks
+//! real HTTP:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use async_trait::async_trait;
+//! use container_pool::*;
+//!
+//! /// Starts a WAHA-compatible simulator on 127.0.0.1 for each "container".
+//! struct Simulators;
+//! struct Running(waha_sim::RunningSimulator);
+//!
+//! #[async_trait]
+//! impl ServerHandle for Running {
+//!     async fn stop(self: Box<Self>) { self.0.shutdown().await }
+//! }
+//!
+//! #[async_trait]
+//! impl ProcessLauncher for Simulators {
+//!     async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchedServer, Error> {
+//!         let key = spec.env_value("WAHA_API_KEY").unwrap_or_default();
+//!         let sim = waha_sim::Simulator::builder().api_key(key).start().await
+//!             .map_err(|e| Error::StartFailed { container: spec.name.clone(), reason: e.to_string() })?;
+//!         let url = sim.url().parse().expect("the simulator's URL");
+//!         Ok(LaunchedServer { url, handle: Box::new(Running(sim)) })
+//!     }
+//! }
+//!
+//! /// Every tenant's container key (a real host passes its `TenantDirectory`).
+//! struct Keys;
+//! #[async_trait]
+//! impl TenantKeys for Keys {
+//!     async fn container_api_key(&self, tenant: &TenantId) -> Result<ApiKey, Error> {
+//!         Ok(ApiKey::new(format!("key-of-{tenant}-0123456789")))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Arc::new(InMemoryRuntime::new(Arc::new(Simulators)));
+//! let probe = Arc::new(WahaHealthProbe::new(Duration::from_secs(2))?);
+//! let mut config = PoolConfig::new(ImageRef::parse("devlikeapro/waha:latest")?);
+//! config.volumes = false;
+//! let pool = TenantPool::new(runtime, Arc::new(Keys), probe, config)?;
+//!
+//! let mut progress = pool.subscribe();
+//! let acme = TenantId::new("acme")?;
+//! let endpoint = pool.ensure(&acme).await?;
+//! assert_eq!(endpoint.base_url.host_str(), Some("127.0.0.1"));
+//! assert!(matches!(progress.recv().await?.kind, PoolEventKind::Creating));
+//!
+//! // Idempotent: the same container again.
+//! assert_eq!(pool.ensure(&acme).await?.container, endpoint.container);
+//! pool.remove_tenant(&acme, true).await?; // explicit, async; nothing happens in Drop
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! See `docs/container-pool.md` for the design: readiness order, placement rule, lifecycle,
+//! addressing modes and what differs between the runtimes.
+
+mod config;
+pub mod conformance;
+mod endpoint;
+mod error;
+mod events;
+pub mod labels;
+mod placement;
+mod pool;
+mod ports;
+mod readiness;
+pub mod runtime;
+mod spec;
+mod tenant;
+
+pub use config::{AddressingPolicy, AutoStartStagger, HostPorts, IdleAction, PoolConfig};
+pub use endpoint::TenantEndpoint;
+pub use error::Error;
+pub use events::{PoolEvent, PoolEventKind, ReadinessCheck};
+pub use labels::LabelSelector;
+pub use placement::Placement;
+pub use pool::{ReapReport, RolloutOptions, RolloutReport, SlotStats, SweepReport, TenantPool};
+pub use ports::{FilePortStore, InMemoryPortStore, PortAllocationStore};
+pub use readiness::{ReadinessProbe, WahaHealthProbe};
+#[cfg(feature = "docker")]
+pub use runtime::DockerRuntime;
+pub use runtime::{
+    ContainerId, ContainerInfo, ContainerRuntime, ContainerState, ContainerStats, HealthStatus,
+    InMemoryRuntime, LaunchSpec, LaunchedServer, ProcessLauncher, RuntimeEvent, RuntimeEventKind,
+    ServerHandle, VolumeInfo,
+};
+pub use spec::{
+    Addressing, ContainerSpec, Engine, EnvValue, EnvVar, ImageRef, Resources, RestartPolicy,
+    SizingPolicy, SizingRow, VolumeMount, WAHA_PORT, WAHA_SESSIONS_DIR,
+};
+pub use tenant::{ApiKey, ChipActivity, TenantExists, TenantId, TenantKeys, keys_from_directory};

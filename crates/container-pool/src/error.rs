@@ -1,0 +1,147 @@
+//! The crate's one error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in a runtime, the pool or a port store.
+///
+/// Each variant says what the caller can do about it; [`Error::is_transient`] is the one place
+/// that decides whether retrying the same call later can help. No variant ever carries a
+/// secret: API keys travel only in the container's environment.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The image is not present on the container host. Build or pull it, or fix the configured
+    /// name, tag or digest; retrying does not help.
+    #[error("image `{image}` is not present on the container host; build or pull it first")]
+    ImageMissing {
+        /// The image reference as configured.
+        image: String,
+    },
+    /// The runtime refused to start the container (a bad mount, a port already taken, a
+    /// missing entry point). The reason is the runtime's own message.
+    #[error("container `{container}` failed to start: {reason}")]
+    StartFailed {
+        /// Container name or id.
+        container: String,
+        /// What the runtime said.
+        reason: String,
+    },
+    /// The image's own health check still declared the container unhealthy at the start-up
+    /// deadline (before it, unhealthy only means "not ready yet"). Look at the check's output
+    /// and the container's logs; the container is left in place.
+    #[error("container `{container}` is unhealthy: {last_output}")]
+    Unhealthy {
+        /// Container name or id.
+        container: String,
+        /// The last health-check output the runtime kept (may be empty).
+        last_output: String,
+    },
+    /// The container did not pass every readiness check before the start-up deadline. It is
+    /// left in place: the next `ensure` probes it again under a fresh deadline.
+    #[error(
+        "container `{container}` was not ready after {elapsed:?} (deadline {deadline:?}); last probe error: {last_probe_error}"
+    )]
+    StartupTimeout {
+        /// Container name or id.
+        container: String,
+        /// How long the pool waited.
+        elapsed: Duration,
+        /// The configured start-up deadline.
+        deadline: Duration,
+        /// Why the last check failed.
+        last_probe_error: String,
+    },
+    /// The container's process exited while the pool waited for it. The next `ensure` removes
+    /// it and creates a new one (the tenant's volume is kept).
+    #[error(
+        "container `{container}` exited with code {exit_code:?}; last log lines: {last_logs:?}"
+    )]
+    Exited {
+        /// Container name or id.
+        container: String,
+        /// The exit code, when the runtime knows it.
+        exit_code: Option<i64>,
+        /// The last lines the container wrote (oldest first).
+        last_logs: Vec<String>,
+    },
+    /// No container (or service, or volume) with this id or name exists.
+    #[error("{kind} `{id}` not found")]
+    NotFound {
+        /// What was looked for: `container`, `volume`, ...
+        kind: &'static str,
+        /// Its id or name.
+        id: String,
+    },
+    /// A container with this name already exists (someone else created it first). Look it up
+    /// by its labels instead of creating it.
+    #[error("a container named `{name}` already exists")]
+    Conflict {
+        /// The contested name.
+        name: String,
+    },
+    /// Every host port in the configured range is allocated. Widen the range or switch to
+    /// network addressing, which has no such cap.
+    #[error("no free host port in {first}..={last}")]
+    PortsExhausted {
+        /// First port of the range.
+        first: u16,
+        /// Last port of the range.
+        last: u16,
+    },
+    /// The configuration or an argument is invalid; fix it, retrying does not help.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The tenant's secrets could not be read (unknown tenant, store down).
+    #[error("secrets of tenant `{tenant}` unavailable: {reason}")]
+    TenantSecrets {
+        /// The tenant.
+        tenant: String,
+        /// Why (never the secret itself).
+        reason: String,
+    },
+    /// The container runtime could not be reached (socket missing, daemon down, timeout).
+    /// Transient: retry later.
+    #[error("container runtime unavailable: {0}")]
+    RuntimeUnavailable(String),
+    /// The runtime answered an operation with an error this crate has no better name for.
+    #[error("container runtime failed to {operation}: {message}")]
+    Runtime {
+        /// The operation (`create`, `inspect`, ...).
+        operation: &'static str,
+        /// The runtime's message.
+        message: String,
+    },
+    /// The host-port allocation store failed (I/O, corrupt file).
+    #[error("port allocation store: {0}")]
+    PortStore(String),
+}
+
+impl Error {
+    /// Whether the same call may succeed later without anyone changing anything: the runtime
+    /// was unreachable, or the container was not ready in time.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::RuntimeUnavailable(_) | Self::StartupTimeout { .. } | Self::Conflict { .. }
+        )
+    }
+
+    /// A short, stable name of the variant, for metrics labels and progress events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ImageMissing { .. } => "image_missing",
+            Self::StartFailed { .. } => "start_failed",
+            Self::Unhealthy { .. } => "unhealthy",
+            Self::StartupTimeout { .. } => "startup_timeout",
+            Self::Exited { .. } => "exited",
+            Self::NotFound { .. } => "not_found",
+            Self::Conflict { .. } => "conflict",
+            Self::PortsExhausted { .. } => "ports_exhausted",
+            Self::InvalidConfig(_) => "invalid_config",
+            Self::TenantSecrets { .. } => "tenant_secrets",
+            Self::RuntimeUnavailable(_) => "runtime_unavailable",
+            Self::Runtime { .. } => "runtime",
+            Self::PortStore(_) => "port_store",
+        }
+    }
+}

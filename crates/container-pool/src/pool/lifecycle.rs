@@ -1,0 +1,256 @@
+//! Explicit lifecycle: removal, idle reaping, orphan sweep, per-tenant stats.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::{TenantPool, naming};
+use crate::{
+    AddressingPolicy, ChipActivity, ContainerId, ContainerInfo, ContainerState, ContainerStats,
+    Error, HostPorts, IdleAction, PoolEventKind, TenantExists, TenantId,
+};
+
+/// What [`TenantPool::reap_idle`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Containers stopped.
+    pub stopped: Vec<String>,
+    /// Containers removed.
+    pub removed: Vec<String>,
+    /// Containers that are idle but not yet for the full TTL.
+    pub idle: Vec<String>,
+}
+
+/// What [`TenantPool::sweep_orphans`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Removed containers (their tenant no longer exists, or their tenant label is unreadable).
+    pub removed: Vec<String>,
+    /// Removed volumes (only with `remove_volumes`).
+    pub removed_volumes: Vec<String>,
+}
+
+/// Resource use of one tenant container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotStats {
+    /// Its slot.
+    pub slot: u32,
+    /// Its name.
+    pub container: String,
+    /// Its state.
+    pub state: ContainerState,
+    /// Usage (only measured while running).
+    pub stats: Option<ContainerStats>,
+}
+
+impl TenantPool {
+    /// Removes every container of `tenant` (and, with `remove_volumes`, its session volumes,
+    /// which deletes its WhatsApp logins), and frees its host ports. Returns the removed names.
+    pub async fn remove_tenant(
+        &self,
+        tenant: &TenantId,
+        remove_volumes: bool,
+    ) -> Result<Vec<String>, Error> {
+        let containers = self.containers(tenant).await?;
+        let mut removed = Vec::new();
+        for c in containers {
+            self.remove_container(&c, "tenant removed", true).await?;
+            removed.push(c.name);
+        }
+        if remove_volumes {
+            for volume in self
+                .inner
+                .runtime
+                .list_volumes(&self.tenant_selector(tenant))
+                .await?
+            {
+                self.inner.runtime.remove_volume(&volume.name).await?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Stops (or removes, by [`PoolConfig::idle_action`](crate::PoolConfig::idle_action)) every
+    /// running managed container that ran no chip for [`PoolConfig::idle_ttl`](crate::PoolConfig::idle_ttl).
+    ///
+    /// A container counts as active when `activity` reports running chips for its tenant slot,
+    /// and when `ensure` returned it. A container first seen by this pool (after a restart of
+    /// the host application) starts its idle clock now, so nothing is reaped on start-up. Call
+    /// it periodically (the supervisor does).
+    pub async fn reap_idle(&self, activity: &dyn ChipActivity) -> Result<ReapReport, Error> {
+        let mut report = ReapReport::default();
+        let ttl = self.inner.config.idle_ttl;
+        let all = self.inner.runtime.list(&self.managed_selector()).await?;
+        self.forget_missing(&all);
+        for c in all
+            .into_iter()
+            .filter(|c| c.state == ContainerState::Running)
+        {
+            let (Some(tenant), Some(slot)) = (naming::tenant_of(&c), naming::slot_of(&c)) else {
+                continue;
+            };
+            if activity.running_chips(&tenant, slot).await? > 0 {
+                self.touch(&c.id);
+                continue;
+            }
+            let since = *self
+                .idle_map()
+                .entry(c.id.clone())
+                .or_insert_with(Instant::now);
+            if since.elapsed() < ttl {
+                report.idle.push(c.name);
+                continue;
+            }
+            // Hold the slot's flight so a concurrent ensure does not race the stop.
+            let flight = self.flight(&tenant, slot);
+            let _guard = flight.state.lock().await;
+            match self.inner.config.idle_action {
+                IdleAction::Stop => {
+                    info!(container = %c.name, tenant = %tenant, "stopping idle container");
+                    self.inner
+                        .runtime
+                        .stop(&c.id, self.inner.config.stop_grace)
+                        .await?;
+                    self.idle_map().remove(&c.id);
+                    self.emit(&tenant, slot, &c.name, PoolEventKind::Stopped);
+                    report.stopped.push(c.name);
+                }
+                IdleAction::Remove => {
+                    info!(container = %c.name, tenant = %tenant, "removing idle container");
+                    self.remove_container(&c, "idle", true).await?;
+                    report.removed.push(c.name);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes every managed container whose tenant no longer exists (or whose tenant label is
+    /// missing or unreadable), with its host port; with `remove_volumes`, also such tenants'
+    /// volumes. Containers of other pools (another managed-by value) are never touched.
+    pub async fn sweep_orphans(
+        &self,
+        tenants: &dyn TenantExists,
+        remove_volumes: bool,
+    ) -> Result<SweepReport, Error> {
+        let mut report = SweepReport::default();
+        let mut verdicts: BTreeMap<String, bool> = BTreeMap::new();
+        for c in self.inner.runtime.list(&self.managed_selector()).await? {
+            let exists = match naming::tenant_of(&c) {
+                Some(tenant) => match verdicts.get(tenant.as_str()) {
+                    Some(v) => *v,
+                    None => {
+                        let v = tenants.tenant_exists(&tenant).await?;
+                        verdicts.insert(tenant.as_str().to_owned(), v);
+                        v
+                    }
+                },
+                None => false,
+            };
+            if !exists {
+                warn!(container = %c.name, "removing orphaned container");
+                self.remove_container(&c, "orphan: tenant no longer exists", true)
+                    .await?;
+                report.removed.push(c.name);
+            }
+        }
+        if remove_volumes {
+            for volume in self
+                .inner
+                .runtime
+                .list_volumes(&self.managed_selector())
+                .await?
+            {
+                let tenant = volume
+                    .labels
+                    .get(crate::labels::TENANT)
+                    .and_then(|t| TenantId::new(t.as_str()).ok());
+                let exists = match tenant {
+                    Some(tenant) => match verdicts.get(tenant.as_str()) {
+                        Some(v) => *v,
+                        None => {
+                            let v = tenants.tenant_exists(&tenant).await?;
+                            verdicts.insert(tenant.as_str().to_owned(), v);
+                            v
+                        }
+                    },
+                    None => false,
+                };
+                if !exists {
+                    self.inner.runtime.remove_volume(&volume.name).await?;
+                    report.removed_volumes.push(volume.name);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Resource use of each of the tenant's containers.
+    pub async fn tenant_stats(&self, tenant: &TenantId) -> Result<Vec<SlotStats>, Error> {
+        let mut out = Vec::new();
+        for c in self.containers(tenant).await? {
+            let stats = if c.state == ContainerState::Running {
+                match self.inner.runtime.stats(&c.id).await {
+                    Ok(s) => Some(s),
+                    Err(Error::NotFound { .. }) => None,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                None
+            };
+            out.push(SlotStats {
+                slot: naming::slot_of(&c).unwrap_or(0),
+                container: c.name,
+                state: c.state,
+                stats,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn remove_container(
+        &self,
+        c: &ContainerInfo,
+        reason: &str,
+        release_port: bool,
+    ) -> Result<(), Error> {
+        self.inner.runtime.remove(&c.id).await?;
+        self.idle_map().remove(&c.id);
+        if let (
+            true,
+            AddressingPolicy::HostPort {
+                ports: HostPorts::Range { store, .. },
+                ..
+            },
+        ) = (release_port, &self.inner.config.addressing)
+        {
+            store.release(&c.name).await?;
+        }
+        if let (Some(tenant), Some(slot)) = (naming::tenant_of(c), naming::slot_of(c)) {
+            self.emit(
+                &tenant,
+                slot,
+                &c.name,
+                PoolEventKind::Removed {
+                    reason: reason.to_owned(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn idle_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ContainerId, Instant>> {
+        self.inner
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn forget_missing(&self, present: &[ContainerInfo]) {
+        let ids: std::collections::HashSet<&ContainerId> = present.iter().map(|c| &c.id).collect();
+        self.idle_map().retain(|id, _| ids.contains(id));
+    }
+}

@@ -1,0 +1,418 @@
+//! The Docker Engine runtime, through bollard.
+
+mod convert;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, RestartPolicy as DockerRestart, RestartPolicyNameEnum,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
+    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use tracing::debug;
+
+pub(crate) use convert::{docker_error, event_from_message, label_filters};
+use convert::{info_from_inspect, info_from_summary, stats_from_response};
+
+use super::{
+    ContainerId, ContainerInfo, ContainerRuntime, ContainerStats, RuntimeEvent, VolumeInfo,
+};
+use crate::{Addressing, ContainerSpec, Error, LabelSelector, RestartPolicy, labels};
+
+/// A [`ContainerRuntime`] on one Docker Engine.
+///
+/// Containers get the spec's limits, labels, restart policy and named volume; with network
+/// addressing they join the user-defined bridge network (created, labelled, when missing) and
+/// are reachable by name from other containers on it; with host-port addressing they publish
+/// the WAHA port on the configured address.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+}
+
+impl DockerRuntime {
+    /// Connects to the local daemon (`DOCKER_HOST`, else `/var/run/docker.sock`) and negotiates
+    /// the API version (the daemons this project targets speak 1.41).
+    pub async fn connect() -> Result<Self, Error> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| Error::RuntimeUnavailable(e.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| Error::RuntimeUnavailable(e.to_string()))?;
+        Ok(Self { docker })
+    }
+
+    /// Uses an existing bollard client as it is.
+    pub fn from_client(docker: Docker) -> Self {
+        Self { docker }
+    }
+
+    /// The bollard client (the escape hatch for anything this runtime does not cover).
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub(crate) async fn ensure_image(&self, image: &str) -> Result<(), Error> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(e) => match docker_error("inspect image", e) {
+                Error::NotFound { .. } => Err(Error::ImageMissing {
+                    image: image.to_owned(),
+                }),
+                other => Err(other),
+            },
+        }
+    }
+
+    pub(crate) async fn ensure_network(
+        &self,
+        name: &str,
+        driver: &str,
+        owner: &str,
+    ) -> Result<(), Error> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) => match docker_error("inspect network", e) {
+                Error::NotFound { .. } => {}
+                other => return Err(other),
+            },
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some(driver.to_owned()),
+            attachable: Some(true),
+            labels: Some(HashMap::from([(
+                labels::MANAGED_BY.to_owned(),
+                owner.to_owned(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Created concurrently by someone else.
+            Err(e) => match docker_error("create network", e) {
+                Error::Conflict { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    pub(crate) async fn ensure_volume(&self, spec: &ContainerSpec) -> Result<(), Error> {
+        let Some(volume) = &spec.volume else {
+            return Ok(());
+        };
+        let volume_labels = [labels::MANAGED_BY, labels::TENANT, labels::SLOT]
+            .iter()
+            .filter_map(|k| spec.labels.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+            .collect();
+        // Creating an existing volume returns it unchanged (its data and labels are kept).
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(volume.name.clone()),
+                labels: Some(volume_labels),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| docker_error("create volume", e))?;
+        Ok(())
+    }
+}
+
+fn restart_policy(policy: RestartPolicy) -> DockerRestart {
+    let (name, retries) = match policy {
+        RestartPolicy::No => (RestartPolicyNameEnum::NO, None),
+        RestartPolicy::OnFailure { max_retries } => (
+            RestartPolicyNameEnum::ON_FAILURE,
+            Some(i64::from(max_retries)),
+        ),
+        RestartPolicy::UnlessStopped => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
+        RestartPolicy::Always => (RestartPolicyNameEnum::ALWAYS, None),
+    };
+    DockerRestart {
+        name: Some(name),
+        maximum_retry_count: retries,
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
+    fn backend(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId, Error> {
+        let image = spec.image.to_string();
+        self.ensure_image(&image).await?;
+        let owner = spec
+            .labels
+            .get(labels::MANAGED_BY)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(network) = spec.addressing.network() {
+            self.ensure_network(network, "bridge", &owner).await?;
+        }
+        self.ensure_volume(spec).await?;
+        let port_key = format!("{}/tcp", spec.container_port);
+        let (network_mode, port_bindings, networking_config) = match &spec.addressing {
+            Addressing::NetworkName { network } | Addressing::NetworkIp { network } => (
+                Some(network.clone()),
+                None,
+                Some(NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        network.clone(),
+                        EndpointSettings {
+                            aliases: Some(vec![spec.name.clone()]),
+                            ..Default::default()
+                        },
+                    )])),
+                }),
+            ),
+            Addressing::HostPort { bind, port } => {
+                let binding = PortBinding {
+                    host_ip: Some(bind.to_string()),
+                    host_port: Some(if *port == 0 {
+                        String::new()
+                    } else {
+                        port.to_string()
+                    }),
+                };
+                (
+                    None,
+                    Some(HashMap::from([(port_key.clone(), Some(vec![binding]))])),
+                    None,
+                )
+            }
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            env: Some(spec.env.iter().map(crate::EnvVar::to_assignment).collect()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            exposed_ports: Some(vec![port_key]),
+            host_config: Some(HostConfig {
+                memory: Some(to_i64(spec.resources.memory_bytes)),
+                nano_cpus: Some(to_i64(spec.resources.nano_cpus)),
+                pids_limit: Some(to_i64(spec.resources.pids_limit)),
+                restart_policy: Some(restart_policy(spec.restart)),
+                mounts: spec.volume.as_ref().map(|v| {
+                    vec![Mount {
+                        target: Some(v.target.clone()),
+                        source: Some(v.name.clone()),
+                        typ: Some(MountType::VOLUME),
+                        ..Default::default()
+                    }]
+                }),
+                network_mode,
+                port_bindings,
+                ..Default::default()
+            }),
+            networking_config,
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new()
+            .name(&spec.name)
+            .build();
+        match self.docker.create_container(Some(options), body).await {
+            Ok(created) => {
+                debug!(container = %spec.name, id = %created.id, "created");
+                Ok(ContainerId::new(created.id))
+            }
+            Err(e) => Err(match docker_error("create container", e) {
+                Error::Conflict { .. } => Error::Conflict {
+                    name: spec.name.clone(),
+                },
+                Error::NotFound { .. } => Error::ImageMissing { image },
+                other => other,
+            }),
+        }
+    }
+
+    async fn start(&self, id: &ContainerId) -> Result<(), Error> {
+        match self.docker.start_container(id.as_str(), None).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(match docker_error("start container", e) {
+                Error::Runtime { message, .. } | Error::Conflict { name: message } => {
+                    Error::StartFailed {
+                        container: id.to_string(),
+                        reason: message,
+                    }
+                }
+                Error::NotFound { .. } => Error::NotFound {
+                    kind: "container",
+                    id: id.to_string(),
+                },
+                other => other,
+            }),
+        }
+    }
+
+    async fn inspect(&self, id: &ContainerId) -> Result<ContainerInfo, Error> {
+        match self.docker.inspect_container(id.as_str(), None).await {
+            Ok(response) => Ok(info_from_inspect(response)),
+            Err(e) => Err(not_found_as(docker_error("inspect container", e), id)),
+        }
+    }
+
+    async fn stop(&self, id: &ContainerId, grace: Duration) -> Result<(), Error> {
+        let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::new().t(t).build();
+        match self.docker.stop_container(id.as_str(), Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(not_found_as(docker_error("stop container", e), id)),
+        }
+    }
+
+    async fn remove(&self, id: &ContainerId) -> Result<(), Error> {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(false)
+            .build();
+        match self
+            .docker
+            .remove_container(id.as_str(), Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => match docker_error("remove container", e) {
+                // Already gone, or already being removed.
+                Error::NotFound { .. } | Error::Conflict { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn list(&self, selector: &LabelSelector) -> Result<Vec<ContainerInfo>, Error> {
+        let filters = label_filters(selector);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| docker_error("list containers", e))?;
+        Ok(summaries.into_iter().map(info_from_summary).collect())
+    }
+
+    async fn logs_tail(&self, id: &ContainerId, lines: usize) -> Result<Vec<String>, Error> {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let chunks: Vec<_> = self
+            .docker
+            .logs(id.as_str(), Some(options))
+            .try_collect()
+            .await
+            .map_err(|e| not_found_as(docker_error("read logs", e), id))?;
+        let text: String = chunks.iter().map(ToString::to_string).collect();
+        let all: Vec<String> = text.lines().map(str::to_owned).collect();
+        Ok(all[all.len().saturating_sub(lines)..].to_vec())
+    }
+
+    async fn stats(&self, id: &ContainerId) -> Result<ContainerStats, Error> {
+        let options = StatsOptionsBuilder::new().stream(false).build();
+        let mut stream = self.docker.stats(id.as_str(), Some(options));
+        match stream.next().await {
+            Some(Ok(response)) => Ok(stats_from_response(&response)),
+            Some(Err(e)) => Err(not_found_as(docker_error("read stats", e), id)),
+            None => Err(Error::Runtime {
+                operation: "read stats",
+                message: "empty stats stream".into(),
+            }),
+        }
+    }
+
+    async fn events(
+        &self,
+        selector: &LabelSelector,
+    ) -> Result<BoxStream<'static, RuntimeEvent>, Error> {
+        let mut filters = label_filters(selector);
+        filters.insert("type".to_owned(), vec!["container".to_owned()]);
+        // `since` now: the stream connects when first polled, and events between this call and
+        // that moment must not be lost.
+        let options = EventsOptionsBuilder::new()
+            .since(&now_since())
+            .filters(&filters)
+            .build();
+        let stream = self
+            .docker
+            .events(Some(options))
+            .take_while(|r| futures::future::ready(r.is_ok()))
+            .filter_map(|r| futures::future::ready(r.ok().and_then(event_from_message)));
+        Ok(stream.boxed())
+    }
+
+    async fn list_volumes(&self, selector: &LabelSelector) -> Result<Vec<VolumeInfo>, Error> {
+        let filters = label_filters(selector);
+        let options = ListVolumesOptionsBuilder::new().filters(&filters).build();
+        let response = self
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(|e| docker_error("list volumes", e))?;
+        Ok(response
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| VolumeInfo {
+                name: v.name,
+                labels: v.labels.into_iter().collect(),
+            })
+            .collect())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), Error> {
+        let options = RemoveVolumeOptionsBuilder::new().force(false).build();
+        match self.docker.remove_volume(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match docker_error("remove volume", e) {
+                Error::NotFound { .. } => Ok(()),
+                Error::Conflict { .. } => Err(Error::Conflict {
+                    name: name.to_owned(),
+                }),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+/// The current time as Docker's `since` parameter (`<seconds>.<nanoseconds>`).
+pub(crate) fn now_since() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+fn not_found_as(e: Error, id: &ContainerId) -> Error {
+    match e {
+        Error::NotFound { .. } => Error::NotFound {
+            kind: "container",
+            id: id.to_string(),
+        },
+        other => other,
+    }
+}

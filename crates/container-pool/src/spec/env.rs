@@ -1,0 +1,87 @@
+//! Environment variables, some of them secret.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// One environment variable of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    /// Variable name.
+    pub name: String,
+    /// Its value.
+    pub value: EnvValue,
+}
+
+impl EnvVar {
+    /// A variable whose value may be logged and hashed.
+    pub fn plain(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: EnvValue::Plain(value.into()),
+        }
+    }
+
+    /// A variable whose value is a secret (an API key): it never prints and is not part of the
+    /// spec hash.
+    pub fn secret(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: EnvValue::Secret(SecretString::from(value.into())),
+        }
+    }
+
+    /// `NAME=value`, as container runtimes take it. The result holds the secret in clear text:
+    /// pass it straight to the runtime, never to a log.
+    pub fn to_assignment(&self) -> String {
+        format!("{}={}", self.name, self.value.expose())
+    }
+}
+
+/// The value of an [`EnvVar`].
+#[derive(Clone)]
+pub enum EnvValue {
+    /// An ordinary value.
+    Plain(String),
+    /// A secret; `Debug` prints `<redacted>`.
+    Secret(SecretString),
+}
+
+impl EnvValue {
+    /// The plain value, or `None` for a secret.
+    pub fn as_plain(&self) -> Option<&str> {
+        match self {
+            Self::Plain(v) => Some(v),
+            Self::Secret(_) => None,
+        }
+    }
+
+    /// The value itself, secret or not. Only runtimes call this, to hand it to the process.
+    pub fn expose(&self) -> &str {
+        match self {
+            Self::Plain(v) => v,
+            Self::Secret(s) => s.expose_secret(),
+        }
+    }
+}
+
+impl fmt::Debug for EnvValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Plain(v) => f.debug_tuple("Plain").field(v).finish(),
+            Self::Secret(_) => f.write_str("Secret(<redacted>)"),
+        }
+    }
+}
+
+impl PartialEq for EnvValue {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Plain(a), Self::Plain(b)) => a == b,
+            (Self::Secret(a), Self::Secret(b)) => a.expose_secret() == b.expose_secret(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for EnvValue {}

@@ -1,0 +1,604 @@
+//! The pool on the in-memory runtime, with `waha-sim` running in-process on 127.0.0.1: real
+//! HTTP readiness probes, no Docker.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use container_pool::{
+    AddressingPolicy, ContainerRuntime, ContainerState, Error, HostPorts, IdleAction, ImageRef,
+    InMemoryPortStore, InMemoryRuntime, LabelSelector, PoolConfig, PoolEventKind,
+    PortAllocationStore, ReadinessProbe, RolloutOptions, TenantPool, WahaHealthProbe, labels,
+};
+use support::{Activity, SimLauncher, Tenants, run_id, tenant, tenants};
+
+const IMAGE: &str = "chipfleet/waha-sim:dev";
+
+fn config(managed_by: &str) -> PoolConfig {
+    let mut config = PoolConfig::new(ImageRef::parse(IMAGE).unwrap());
+    config.managed_by = managed_by.to_owned();
+    config.name_prefix = "cp".to_owned();
+    config.startup_deadline = Duration::from_secs(10);
+    config.poll_interval = Duration::from_millis(20);
+    config.sessions_per_container = 2;
+    config
+}
+
+struct Fixture {
+    runtime: Arc<InMemoryRuntime>,
+    tenants: Arc<Tenants>,
+    pool: TenantPool,
+}
+
+fn fixture_with(config: PoolConfig) -> Fixture {
+    let runtime = Arc::new(InMemoryRuntime::new(Arc::new(SimLauncher::new())).with_images([IMAGE]));
+    fixture_on(runtime, config)
+}
+
+fn fixture_on(runtime: Arc<InMemoryRuntime>, config: PoolConfig) -> Fixture {
+    let tenants = tenants();
+    let probe = Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap());
+    let pool = TenantPool::new(runtime.clone(), tenants.clone(), probe, config).unwrap();
+    Fixture {
+        runtime,
+        tenants,
+        pool,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(config(&format!("test-{}", run_id())))
+}
+
+#[tokio::test]
+async fn ensure_returns_a_ready_endpoint_with_the_tenants_key() {
+    let f = fixture();
+    let acme = tenant("acme");
+    let endpoint = f.pool.ensure(&acme).await.unwrap();
+    assert_eq!(endpoint.api_key.expose_secret(), f.tenants.key_of(&acme));
+    assert_eq!(endpoint.base_url.host_str(), Some("127.0.0.1"));
+    // The endpoint answers an authenticated call, and refuses a wrong key.
+    let http = reqwest::Client::new();
+    let ok = http
+        .get(endpoint.base_url.join("api/sessions").unwrap())
+        .header("X-Api-Key", endpoint.api_key.expose_secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let wrong = http
+        .get(endpoint.base_url.join("api/sessions").unwrap())
+        .header("X-Api-Key", "nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    // The container carries the pool's labels and the spec's environment.
+    let info = f.runtime.inspect(&endpoint.container).await.unwrap();
+    assert_eq!(info.label(labels::TENANT), Some("acme"));
+    assert_eq!(info.label(labels::SLOT), Some("0"));
+    assert_eq!(info.label(labels::SPEC_HASH).map(str::len), Some(16));
+    assert_eq!(info.name, "cp-acme-0");
+    // Idempotent: the same container again.
+    let again = f.pool.ensure(&acme).await.unwrap();
+    assert_eq!(again.container, endpoint.container);
+    assert_eq!(
+        f.runtime
+            .list(&LabelSelector::new(labels::TENANT, "acme"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_ensures_make_one_container() {
+    let f = fixture();
+    let acme = tenant("acme");
+    let calls = (0..100).map(|_| {
+        let pool = f.pool.clone();
+        let acme = acme.clone();
+        tokio::spawn(async move { pool.ensure(&acme).await })
+    });
+    let results = futures::future::join_all(calls).await;
+    let ids: std::collections::HashSet<_> = results
+        .into_iter()
+        .map(|r| r.unwrap().unwrap().container)
+        .collect();
+    assert_eq!(ids.len(), 1, "every caller got the same container");
+    let all = f
+        .runtime
+        .list(&LabelSelector::new(
+            labels::MANAGED_BY,
+            &f.pool.config().managed_by,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "exactly one container was created");
+}
+
+#[tokio::test]
+async fn a_slow_start_within_the_deadline_succeeds_and_reports_progress() {
+    let mut cfg = config(&format!("test-{}", run_id()));
+    // The simulator refuses connections for 1.5 s: more than a short fixed timeout allows.
+    cfg.extra_env
+        .push(("SIM_STARTUP_DELAY_MS".into(), "1500".into()));
+    cfg.startup_deadline = Duration::from_secs(8);
+    let f = fixture_with(cfg);
+    let mut events = f.pool.subscribe();
+    let started = Instant::now();
+    f.pool.ensure(&tenant("slow")).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    let mut kinds = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        kinds.push(e.kind);
+    }
+    assert!(
+        matches!(kinds.first(), Some(PoolEventKind::Creating)),
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| matches!(k, PoolEventKind::Starting)));
+    assert!(
+        kinds
+            .iter()
+            .any(|k| matches!(k, PoolEventKind::WaitingForHealth { .. }))
+    );
+    match kinds.last() {
+        Some(PoolEventKind::Ready { took }) => {
+            assert!(*took >= Duration::from_millis(1400), "{took:?}")
+        }
+        other => panic!("last event should be Ready, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_container_that_never_gets_ready_times_out_at_the_deadline() {
+    let mut cfg = config(&format!("test-{}", run_id()));
+    cfg.extra_env
+        .push(("SIM_STARTUP_DELAY_MS".into(), "600000".into()));
+    cfg.startup_deadline = Duration::from_millis(800);
+    let f = fixture_with(cfg);
+    let mut events = f.pool.subscribe();
+    let started = Instant::now();
+    let err = f.pool.ensure(&tenant("never")).await.unwrap_err();
+    let took = started.elapsed();
+    match &err {
+        Error::StartupTimeout {
+            elapsed,
+            deadline,
+            last_probe_error,
+            ..
+        } => {
+            assert_eq!(*deadline, Duration::from_millis(800));
+            assert!(
+                *elapsed >= Duration::from_millis(800) && *elapsed < Duration::from_millis(1500),
+                "{elapsed:?}"
+            );
+            assert!(!last_probe_error.is_empty());
+        }
+        other => panic!("expected StartupTimeout, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(err.is_transient());
+    let mut failed = false;
+    while let Ok(e) = events.try_recv() {
+        failed |= matches!(
+            e.kind,
+            PoolEventKind::Failed {
+                error: "startup_timeout",
+                ..
+            }
+        );
+    }
+    assert!(failed, "a Failed event names the error");
+}
+
+#[tokio::test]
+async fn a_killed_container_is_recreated_by_the_next_ensure() {
+    let f = fixture();
+    let acme = tenant("acme");
+    let first = f.pool.ensure(&acme).await.unwrap();
+    f.runtime.kill(&first.container, 137).await.unwrap();
+    let second = f.pool.ensure(&acme).await.unwrap();
+    assert_ne!(second.container, first.container);
+    assert!(matches!(
+        f.runtime.inspect(&first.container).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(
+        f.runtime.inspect(&second.container).await.unwrap().state,
+        ContainerState::Running
+    );
+}
+
+#[tokio::test]
+async fn a_process_that_exits_while_starting_is_reported_with_its_logs() {
+    let mut cfg = config(&format!("test-{}", run_id()));
+    cfg.extra_env
+        .push(("SIM_STARTUP_DELAY_MS".into(), "600000".into()));
+    let f = fixture_with(cfg);
+    let pool = f.pool.clone();
+    let waiting = tokio::spawn(async move { pool.ensure(&tenant("crashy")).await });
+    let id = loop {
+        let found = f
+            .runtime
+            .list(&LabelSelector::new(labels::TENANT, "crashy"))
+            .await
+            .unwrap();
+        if let Some(c) = found
+            .into_iter()
+            .find(|c| c.state == ContainerState::Running)
+        {
+            break c.id;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    f.runtime.kill(&id, 3).await.unwrap();
+    match waiting.await.unwrap() {
+        Err(Error::Exited {
+            exit_code,
+            last_logs,
+            ..
+        }) => {
+            assert_eq!(exit_code, Some(3));
+            assert!(
+                last_logs.iter().any(|l| l.contains("exit code 3")),
+                "{last_logs:?}"
+            );
+        }
+        other => panic!("expected Exited, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_missing_image_and_a_failed_start_are_distinct_errors() {
+    let runtime =
+        Arc::new(InMemoryRuntime::new(Arc::new(SimLauncher::new())).with_images(["other/image:1"]));
+    let f = fixture_on(runtime, config(&format!("test-{}", run_id())));
+    assert!(
+        matches!(f.pool.ensure(&tenant("acme")).await, Err(Error::ImageMissing { image }) if image == IMAGE)
+    );
+
+    let mut cfg = config(&format!("test-{}", run_id()));
+    cfg.extra_env
+        .push(("SIM_TIME_SCALE".into(), "not-a-number".into()));
+    let f = fixture_with(cfg);
+    match f.pool.ensure(&tenant("acme")).await {
+        Err(Error::StartFailed { reason, .. }) => {
+            assert!(reason.contains("SIM_TIME_SCALE"), "{reason}")
+        }
+        other => panic!("expected StartFailed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_api_key_never_appears_in_debug_output_errors_or_events() {
+    let mut cfg = config(&format!("test-{}", run_id()));
+    cfg.extra_env
+        .push(("SIM_STARTUP_DELAY_MS".into(), "600000".into()));
+    cfg.startup_deadline = Duration::from_millis(300);
+    let f = fixture_with(cfg);
+    let t = tenant("secretive");
+    let key = f.tenants.key_of(&t);
+    let mut events = f.pool.subscribe();
+    let err = f.pool.ensure(&t).await.unwrap_err();
+    let mut text = format!("{err} {err:?} {:?}", f.pool);
+    while let Ok(e) = events.try_recv() {
+        text.push_str(&format!("{e:?}"));
+    }
+    let spec_debug = format!(
+        "{:?}",
+        f.runtime
+            .list(&LabelSelector::new(labels::TENANT, "secretive"))
+            .await
+            .unwrap()
+    );
+    text.push_str(&spec_debug);
+    let ok = fixture();
+    let endpoint = ok.pool.ensure(&t).await.unwrap();
+    text.push_str(&format!("{endpoint:?}"));
+    assert!(!text.contains(&key), "the key leaked: {text}");
+    assert!(!text.contains(endpoint.api_key.expose_secret()));
+    assert!(text.contains("<redacted>"));
+}
+
+#[tokio::test]
+async fn a_reused_volume_brings_old_sessions_back() {
+    let f = fixture();
+    let t = tenant("keeper");
+    let first = f.pool.ensure(&t).await.unwrap();
+    let http = reqwest::Client::new();
+    let created = http
+        .post(first.base_url.join("api/sessions").unwrap())
+        .header("X-Api-Key", first.api_key.expose_secret())
+        .json(&serde_json::json!({ "name": "chip-old" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    f.pool.remove_tenant(&t, false).await.unwrap();
+    let second = f.pool.ensure(&t).await.unwrap();
+    assert_ne!(second.container, first.container);
+    let listed: serde_json::Value = http
+        .get(second.base_url.join("api/sessions?all=true").unwrap())
+        .header("X-Api-Key", second.api_key.expose_secret())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.to_string().contains("chip-old"), "{listed}");
+}
+
+#[tokio::test]
+async fn orphan_sweep_removes_exactly_the_deleted_tenants_containers() {
+    let f = fixture();
+    let (keep, gone) = (tenant("keep"), tenant("gone"));
+    f.pool.ensure(&keep).await.unwrap();
+    f.pool.ensure(&gone).await.unwrap();
+    f.pool.ensure_slot(&gone, 1).await.unwrap();
+    // Another pool's container on the same runtime is never touched.
+    let mut other_config = config("another-pool");
+    other_config.name_prefix = "other".into();
+    let other = fixture_on(f.runtime.clone(), other_config);
+    other.pool.ensure(&gone).await.unwrap();
+    f.tenants.delete(&gone);
+    let report = f
+        .pool
+        .sweep_orphans(f.tenants.as_ref(), true)
+        .await
+        .unwrap();
+    let mut removed = report.removed.clone();
+    removed.sort();
+    assert_eq!(removed, vec!["cp-gone-0", "cp-gone-1"]);
+    assert_eq!(report.removed_volumes.len(), 2, "{report:?}");
+    assert_eq!(f.pool.containers(&keep).await.unwrap().len(), 1);
+    assert_eq!(other.pool.containers(&gone).await.unwrap().len(), 1);
+    let again = f
+        .pool
+        .sweep_orphans(f.tenants.as_ref(), true)
+        .await
+        .unwrap();
+    assert!(again.removed.is_empty() && again.removed_volumes.is_empty());
+}
+
+#[tokio::test]
+async fn idle_reaping_stops_exactly_the_idle_containers_after_the_ttl() {
+    let mut cfg = config(&format!("test-{}", run_id()));
+    cfg.idle_ttl = Duration::from_millis(300);
+    let f = fixture_with(cfg);
+    let (busy, idle) = (tenant("busy"), tenant("idle"));
+    f.pool.ensure(&busy).await.unwrap();
+    f.pool.ensure(&idle).await.unwrap();
+    let activity = Activity::default();
+    activity.0.lock().unwrap().insert((busy.clone(), 0), 2);
+    let early = f.pool.reap_idle(&activity).await.unwrap();
+    assert!(
+        early.stopped.is_empty(),
+        "nothing is reaped before the TTL: {early:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let report = f.pool.reap_idle(&activity).await.unwrap();
+    assert_eq!(report.stopped, vec!["cp-idle-0"]);
+    assert_eq!(
+        f.pool.containers(&busy).await.unwrap()[0].state,
+        ContainerState::Running
+    );
+    assert!(matches!(
+        f.pool.containers(&idle).await.unwrap()[0].state,
+        ContainerState::Exited { .. }
+    ));
+    // The next ensure brings the idle tenant back.
+    f.pool.ensure(&idle).await.unwrap();
+
+    let mut cfg = config(&format!("test-{}", run_id()));
+    cfg.idle_ttl = Duration::ZERO;
+    cfg.idle_action = IdleAction::Remove;
+    let f = fixture_with(cfg);
+    f.pool.ensure(&idle).await.unwrap();
+    let report = f.pool.reap_idle(&Activity::default()).await.unwrap();
+    assert_eq!(report.removed, vec!["cp-idle-0"]);
+    assert!(f.pool.containers(&idle).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn rolling_replace_rolls_a_new_image_out_one_tenant_at_a_time_after_a_canary() {
+    let managed_by = format!("test-{}", run_id());
+    let runtime = Arc::new(
+        InMemoryRuntime::new(Arc::new(SimLauncher::new()))
+            .with_images([IMAGE, "chipfleet/waha-sim:next"]),
+    );
+    let old = fixture_on(runtime.clone(), config(&managed_by));
+    for name in ["a", "b", "c"] {
+        old.pool.ensure(&tenant(name)).await.unwrap();
+    }
+    let mut next = config(&managed_by);
+    next.image = ImageRef::parse("chipfleet/waha-sim:next").unwrap();
+    let probe: Arc<dyn ReadinessProbe> =
+        Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap());
+    let pool = TenantPool::new(runtime.clone(), old.tenants.clone(), probe.clone(), next).unwrap();
+    assert_eq!(pool.drifted().await.unwrap().len(), 3);
+    let mut events = pool.subscribe();
+    let report = pool
+        .rolling_replace(&RolloutOptions {
+            canary: Some(tenant("b")),
+            max_tenants: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        report.replaced,
+        vec!["cp-b-0", "cp-a-0"],
+        "canary first, then in order"
+    );
+    assert_eq!(report.pending, vec![tenant("c")]);
+    // One tenant at a time: b is ready before a is removed.
+    let mut order = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        match e.kind {
+            PoolEventKind::Removed { .. } => order.push(format!("removed {}", e.container)),
+            PoolEventKind::Ready { .. } => order.push(format!("ready {}", e.container)),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        order,
+        vec![
+            "removed cp-b-0",
+            "ready cp-b-0",
+            "removed cp-a-0",
+            "ready cp-a-0"
+        ]
+    );
+    let rest = pool
+        .rolling_replace(&RolloutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(rest.replaced, vec!["cp-c-0"]);
+    assert!(pool.drifted().await.unwrap().is_empty());
+
+    // A canary that cannot start stops the rollout before any other tenant is touched.
+    let mut broken = config(&managed_by);
+    broken.image = ImageRef::parse("chipfleet/waha-sim:missing").unwrap();
+    let pool = TenantPool::new(runtime.clone(), old.tenants.clone(), probe, broken).unwrap();
+    let report = pool
+        .rolling_replace(&RolloutOptions {
+            canary: Some(tenant("c")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(report.canary_failed);
+    assert!(matches!(report.failed[0].1, Error::ImageMissing { .. }));
+    assert_eq!(report.pending, vec![tenant("a"), tenant("b")]);
+    assert_eq!(
+        old.pool.ensure(&tenant("a")).await.unwrap().container_name,
+        "cp-a-0"
+    );
+}
+
+#[tokio::test]
+async fn more_chips_than_a_container_holds_get_more_containers() {
+    let f = fixture();
+    let t = tenant("big");
+    let placement = f.pool.placement();
+    // 5 chips, 2 per container: slots 0, 0, 1, 1, 2.
+    let mut occupancy: Vec<u32> = Vec::new();
+    let mut slots = Vec::new();
+    for _ in 0..5 {
+        let slot = placement.place(&occupancy);
+        if slot as usize == occupancy.len() {
+            occupancy.push(0);
+        }
+        occupancy[slot as usize] += 1;
+        slots.push(slot);
+        f.pool.ensure_slot(&t, slot).await.unwrap();
+    }
+    assert_eq!(slots, vec![0, 0, 1, 1, 2]);
+    let containers = f.pool.containers(&t).await.unwrap();
+    assert_eq!(
+        containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["cp-big-0", "cp-big-1", "cp-big-2"]
+    );
+    let stats = f.pool.tenant_stats(&t).await.unwrap();
+    assert_eq!(stats.len(), 3);
+    let limit = stats[0].stats.as_ref().and_then(|s| s.memory_limit_bytes);
+    assert_eq!(
+        limit,
+        Some(2048 * 1024 * 1024),
+        "NOWEB with 2 sessions is sized by the 10-session row"
+    );
+}
+
+#[tokio::test]
+async fn host_port_mode_allocates_from_the_range_and_keeps_the_allocation() {
+    let store = Arc::new(InMemoryPortStore::new());
+    let mut cfg = config(&format!("test-{}", run_id()));
+    cfg.addressing = AddressingPolicy::HostPort {
+        bind: "127.0.0.1".parse().unwrap(),
+        ports: HostPorts::Range {
+            range: 41000..=41001,
+            store: store.clone(),
+        },
+    };
+    let f = fixture_with(cfg);
+    let (a, b, c) = (tenant("a"), tenant("b"), tenant("c"));
+    f.pool.ensure(&a).await.unwrap();
+    f.pool.ensure(&b).await.unwrap();
+    async fn addressing_of(f: &Fixture, name: &str) -> Option<String> {
+        let all = f
+            .runtime
+            .list(&LabelSelector::new(
+                labels::MANAGED_BY,
+                &f.pool.config().managed_by,
+            ))
+            .await
+            .unwrap();
+        all.into_iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.label(labels::ADDRESSING).map(str::to_owned))
+    }
+    assert_eq!(
+        addressing_of(&f, "cp-a-0").await.as_deref(),
+        Some("host:127.0.0.1:41000")
+    );
+    assert_eq!(
+        addressing_of(&f, "cp-b-0").await.as_deref(),
+        Some("host:127.0.0.1:41001")
+    );
+    assert!(matches!(
+        f.pool.ensure(&c).await,
+        Err(Error::PortsExhausted {
+            first: 41000,
+            last: 41001
+        })
+    ));
+    // Re-creating a container keeps its port; removing the tenant frees it.
+    f.pool.remove_tenant(&a, true).await.unwrap();
+    assert_eq!(store.allocations().await.unwrap().len(), 1);
+    f.pool.ensure(&c).await.unwrap();
+    assert_eq!(
+        addressing_of(&f, "cp-c-0").await.as_deref(),
+        Some("host:127.0.0.1:41000")
+    );
+}
+
+#[tokio::test]
+async fn the_in_memory_runtime_passes_the_conformance_suite() {
+    let key = "conformance-key-123456";
+    let spec = container_pool::ContainerSpec {
+        name: String::new(),
+        image: ImageRef::parse(IMAGE).unwrap(),
+        env: vec![
+            container_pool::EnvVar::secret("WAHA_API_KEY", key),
+            container_pool::EnvVar::plain("SIM_STATE_DIR", "none"),
+        ],
+        labels: Default::default(),
+        resources: container_pool::SizingPolicy::default()
+            .resources(container_pool::Engine::Noweb, 1),
+        volume: None,
+        addressing: container_pool::Addressing::HostPort {
+            bind: "127.0.0.1".parse().unwrap(),
+            port: 0,
+        },
+        container_port: container_pool::WAHA_PORT,
+        restart: container_pool::RestartPolicy::No,
+    };
+    let target = container_pool::conformance::ConformanceTarget {
+        runtime: Arc::new(InMemoryRuntime::new(Arc::new(SimLauncher::new())).with_images([IMAGE])),
+        spec,
+        api_key: container_pool::ApiKey::new(key),
+        probe: Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap()),
+        missing_image: ImageRef::parse("chipfleet/absent:1").unwrap(),
+        timeout: Duration::from_secs(10),
+        prefix: format!("conf-{}", run_id()),
+    };
+    container_pool::conformance::run(&target).await;
+}

@@ -1,0 +1,131 @@
+//! Shared by the integration tests: an in-process `waha-sim` launcher, tenant keys, helpers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use container_pool::{
+    ApiKey, ChipActivity, Error, LaunchSpec, LaunchedServer, ProcessLauncher, ServerHandle,
+    TenantExists, TenantId, TenantKeys,
+};
+use waha_sim::{CrashBehaviour, RunningSimulator, SimulatorBuilder};
+
+/// Starts `waha-sim` in-process on 127.0.0.1:0, configured by the container's environment
+/// (WAHA and `SIM_*` variables), with one state directory per volume name.
+pub struct SimLauncher {
+    state_root: PathBuf,
+}
+
+impl SimLauncher {
+    pub fn new() -> Self {
+        let state_root =
+            std::env::temp_dir().join(format!("container-pool-sim-{}", ulid::Ulid::new()));
+        Self { state_root }
+    }
+}
+
+struct SimHandle(RunningSimulator);
+
+#[async_trait]
+impl ServerHandle for SimHandle {
+    async fn stop(self: Box<Self>) {
+        self.0.shutdown().await;
+    }
+}
+
+#[async_trait]
+impl ProcessLauncher for SimLauncher {
+    async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchedServer, Error> {
+        let fail = |reason: String| Error::StartFailed {
+            container: spec.name.clone(),
+            reason,
+        };
+        let mut builder =
+            SimulatorBuilder::from_env_vars(|name| spec.env_value(name).map(str::to_owned))
+                .map_err(|e| fail(e.to_string()))?
+                .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .crash_behaviour(CrashBehaviour::StopServer);
+        builder = match &spec.volume {
+            Some(volume) => builder.state_dir(self.state_root.join(volume)),
+            None => builder,
+        };
+        let sim = builder.start().await.map_err(|e| fail(e.to_string()))?;
+        let url = url::Url::parse(sim.url()).map_err(|e| fail(e.to_string()))?;
+        Ok(LaunchedServer {
+            url,
+            handle: Box::new(SimHandle(sim)),
+        })
+    }
+}
+
+/// Tenant keys from a map; unknown tenants get a deterministic key. Also answers "exists?".
+#[derive(Default)]
+pub struct Tenants {
+    keys: Mutex<HashMap<TenantId, String>>,
+    deleted: Mutex<Vec<TenantId>>,
+}
+
+impl Tenants {
+    pub fn key_of(&self, tenant: &TenantId) -> String {
+        self.keys
+            .lock()
+            .unwrap()
+            .entry(tenant.clone())
+            .or_insert_with(|| format!("key-{}-{}", tenant.as_str(), ulid::Ulid::new()))
+            .clone()
+    }
+
+    pub fn delete(&self, tenant: &TenantId) {
+        self.deleted.lock().unwrap().push(tenant.clone());
+    }
+}
+
+#[async_trait]
+impl TenantKeys for Tenants {
+    async fn container_api_key(&self, tenant: &TenantId) -> Result<ApiKey, Error> {
+        Ok(ApiKey::new(self.key_of(tenant)))
+    }
+}
+
+#[async_trait]
+impl TenantExists for Tenants {
+    async fn tenant_exists(&self, tenant: &TenantId) -> Result<bool, Error> {
+        Ok(!self.deleted.lock().unwrap().contains(tenant))
+    }
+}
+
+/// Chip counts per tenant slot.
+#[derive(Default)]
+pub struct Activity(pub Mutex<HashMap<(TenantId, u32), u32>>);
+
+#[async_trait]
+impl ChipActivity for Activity {
+    async fn running_chips(&self, tenant: &TenantId, slot: u32) -> Result<u32, Error> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(&(tenant.clone(), slot))
+            .copied()
+            .unwrap_or(0))
+    }
+}
+
+pub fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).unwrap()
+}
+
+pub fn tenants() -> Arc<Tenants> {
+    Arc::new(Tenants::default())
+}
+
+/// A short per-run id usable in names and labels.
+pub fn run_id() -> String {
+    ulid::Ulid::new().to_string().to_lowercase()[16..].to_owned()
+}
+
+pub const FAST: Duration = Duration::from_millis(20);
