@@ -220,9 +220,11 @@ fn split_host_port(hostport: &str) -> Result<(&str, u16), ProxyError> {
             .rsplit_once(':')
             .ok_or_else(|| ProxyError::url("the proxy port is missing (write host:port)"))?
     };
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| ProxyError::url("the proxy port is not a number between 1 and 65535"))?;
+    // `u16::from_str` accepts a leading '+'; a URL port is digits only.
+    let port = Some(port)
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|p| p.parse::<u16>().ok())
+        .ok_or_else(|| ProxyError::url("the proxy port is not a number between 1 and 65535"))?;
     Ok((host, port))
 }
 
@@ -299,6 +301,15 @@ mod tests {
     }
 
     #[test]
+    fn percent_and_reserved_characters_in_a_password_round_trip() {
+        let a = ProxyAddress::parse("socks5://u:p%40ss%3Aw%2Frd%25@h:1080").unwrap();
+        assert_eq!(a.password().unwrap().expose(), "p@ss:w/rd%");
+        // Multi-byte UTF-8, percent-encoded byte by byte.
+        let b = ProxyAddress::parse("http://u:%C3%A7%C3%A3o@h:1").unwrap();
+        assert_eq!(b.password().unwrap().expose(), "ção");
+    }
+
+    #[test]
     fn no_scheme_means_http_and_ipv6_needs_brackets() {
         let a = ProxyAddress::parse("gw.example:823").unwrap();
         assert_eq!(a.scheme(), ProxyScheme::Http);
@@ -322,6 +333,16 @@ mod tests {
             "http://:hunter2@h:80",
             "http://user:hunter2@h st:80",
             "http://user:hunter2@[::zz]:80",
+            "http://user:hunter2@h:+80",
+            "http://user:hunter2@h:",
+            "http://user:hunter2@h:8%30",
+            "http://user:hunter2@h:80?x=1",
+            "http://user:hunter2@h:80#frag",
+            "http://user:hunt%2@h:80",
+            "http://user:hunter2%ff@h:80",
+            "",
+            "http://",
+            "socks4://user:hunter2@h:1080",
         ] {
             let err = ProxyAddress::parse(bad).unwrap_err();
             assert!(matches!(err, ProxyError::InvalidProxyUrl { .. }), "{bad}");

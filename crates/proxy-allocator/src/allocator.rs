@@ -306,7 +306,12 @@ impl ProxyAllocator {
             if lease.consecutive_failures < self.policy.rotate_after_failures {
                 return Ok(FailureOutcome::Counted { lease });
             }
-            let until = lease.assigned_at + self.policy.rotation_cooldown;
+            // The policy bounds the cooldown, so this only saturates on a clock near the end of
+            // time; never panic on it.
+            let until = lease
+                .assigned_at
+                .checked_add(self.policy.rotation_cooldown)
+                .unwrap_or(lease.assigned_at);
             if now < until {
                 debug!(failures = lease.consecutive_failures, "rotation due but cooling down");
                 return Ok(FailureOutcome::CoolingDown { lease, until });
@@ -380,9 +385,10 @@ impl ProxyAllocator {
         }
     }
 
-    /// The WAHA session `proxy` object for a lease.
+    /// The WAHA session `proxy` object for a lease. Fails with [`ProxyError::InvalidConfig`]
+    /// when the lease is on a SOCKS5 proxy, which WAHA cannot use (see [`WahaProxyConfig`]).
     pub async fn waha_proxy(&self, lease: &ProxyLease) -> Result<WahaProxyConfig, ProxyError> {
-        Ok(WahaProxyConfig::from(&self.proxy_address(lease).await?))
+        WahaProxyConfig::try_from(&self.proxy_address(lease).await?)
     }
 
     /// The chip's proxy history, oldest first.

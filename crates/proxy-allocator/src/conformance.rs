@@ -47,7 +47,8 @@ macro_rules! lease_store_conformance {
             release_frees_capacity_and_keeps_history, rotation_is_atomic_and_fenced,
             failures_and_successes, endpoint_health_marks_leases, egress_ip_changes_are_recorded,
             chips_without_lease_are_not_leased, parallel_allocation_respects_cap_and_stickiness,
-            oversubscription_gives_exactly_the_capacity, gateway_sessions_are_distinct_and_sticky);
+            oversubscription_gives_exactly_the_capacity, parallel_exclusivity_keeps_tenants_apart,
+            gateway_sessions_are_distinct_and_sticky);
     };
     (@tests $make:expr; $($check:ident),*) => {
         $(
@@ -657,6 +658,64 @@ pub async fn oversubscription_gives_exactly_the_capacity(store: Arc<dyn LeaseSto
     }
     assert_eq!((won, refused), (50, 50));
     assert_eq!(store.leases(Some(tenant)).await.expect("list").len(), 50);
+}
+
+/// Under tenant exclusivity, 8 tenants racing with 25 chips each for 6 endpoints never end up
+/// sharing one: every endpoint carries leases of one tenant at most, and a refused chip is
+/// refused with [`NoCapacityReason::AllBusy`].
+pub async fn parallel_exclusivity_keeps_tenants_apart(store: Arc<dyn LeaseStore>) {
+    const TENANTS: usize = 8;
+    const CHIPS: usize = 25;
+    const ENDPOINTS: usize = 6;
+    let s = Scope::new();
+    let policy = AllocationPolicy {
+        max_chips_per_endpoint: 1000,
+        tenant_exclusive: true,
+        ..AllocationPolicy::default()
+    };
+    let allocator = Arc::new(
+        ProxyAllocator::new(s.static_source(ENDPOINTS), store.clone(), policy).expect("policy"),
+    );
+    let tenants: Vec<TenantId> = (0..TENANTS).map(|_| s.tenant()).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    // Interleave tenants so that they race from the first request on.
+    for n in 0..TENANTS * CHIPS {
+        let allocator = allocator.clone();
+        let request = ChipProxyRequest::new(tenants[n % TENANTS].clone(), s.chip(n));
+        tasks.spawn(async move { allocator.allocate(&request).await });
+    }
+    let mut won = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("task did not panic") {
+            Ok(_) => won += 1,
+            Err(ProxyError::NoCapacity {
+                reason: NoCapacityReason::AllBusy,
+                ..
+            }) => {}
+            Err(err) => panic!("unexpected error: {err}"),
+        }
+    }
+    let mut owners: HashMap<EndpointId, HashSet<TenantId>> = HashMap::new();
+    let mut stored = 0;
+    for tenant in &tenants {
+        for lease in store.leases(Some(tenant.clone())).await.expect("list") {
+            owners
+                .entry(lease.endpoint.clone())
+                .or_default()
+                .insert(lease.tenant.clone());
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, won, "one stored lease per successful allocation");
+    assert!(won >= CHIPS, "at least one tenant got its chips placed");
+    assert!(owners.len() <= ENDPOINTS);
+    for (endpoint, tenants) in &owners {
+        assert_eq!(
+            tenants.len(),
+            1,
+            "{endpoint} is shared by tenants {tenants:?} under exclusivity"
+        );
+    }
 }
 
 /// On a gateway every chip gets its own session id, and keeps it.

@@ -102,6 +102,18 @@ pub enum HistoryEvent {
     Recovered,
 }
 
+impl HistoryEvent {
+    /// The event recorded when a lease's health becomes `health`.
+    pub(crate) fn health_change(health: &LeaseHealth) -> Self {
+        match health {
+            LeaseHealth::Healthy => HistoryEvent::Recovered,
+            LeaseHealth::Unhealthy { reason } => HistoryEvent::MarkedUnhealthy {
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
 /// One endpoint a request may be placed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
@@ -186,6 +198,17 @@ pub enum EgressIpChange {
         /// The new IP.
         to: IpAddr,
     },
+}
+
+impl EgressIpChange {
+    /// Compares a new observation with the previous one.
+    pub(crate) fn observe(previous: Option<IpAddr>, ip: IpAddr) -> Self {
+        match previous {
+            None => EgressIpChange::First(ip),
+            Some(from) if from == ip => EgressIpChange::Unchanged(ip),
+            Some(from) => EgressIpChange::Changed { from, to: ip },
+        }
+    }
 }
 
 /// Active leases per endpoint, as reported by [`crate::LeaseStore::endpoint_loads`].

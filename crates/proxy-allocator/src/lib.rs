@@ -16,8 +16,8 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let source = StaticListSource::parse(
-//!     "socks5://user:p%40ss@203.0.113.7:1080 country=BR\n\
-//!      http://user:secret@198.51.100.2:3128 country=PT\n",
+//!     "http://user:p%40ss%3Aw%2Frd%25@203.0.113.7:3128 country=BR\n\
+//!      socks5://user:secret@198.51.100.2:1080 country=PT\n",
 //! )?;
 //! let allocator = ProxyAllocator::new(
 //!     Arc::new(source),
@@ -28,13 +28,13 @@
 //! let chip = ChipProxyRequest::new(TenantId::new("acme")?, ChipId::new("chip-1")?)
 //!     .with_phone("+55 11 99999-9999");
 //! let lease = allocator.allocate(&chip).await?;
-//! assert_eq!(lease.endpoint.as_str(), "user@203.0.113.7:1080"); // the Brazilian proxy
+//! assert_eq!(lease.endpoint.as_str(), "user@203.0.113.7:3128"); // the Brazilian proxy
 //! assert_eq!(allocator.allocate(&chip).await?, lease); // sticky
 //!
 //! // The WAHA session `proxy` object: the password arrives decoded and intact.
 //! let proxy = allocator.waha_proxy(&lease).await?;
-//! assert_eq!(proxy.server, "socks5://203.0.113.7:1080");
-//! assert_eq!(proxy.password.as_ref().map(|p| p.expose()), Some("p@ss"));
+//! assert_eq!(proxy.server, "203.0.113.7:3128");
+//! assert_eq!(proxy.password.as_ref().map(|p| p.expose()), Some("p@ss:w/rd%"));
 //! assert!(!format!("{proxy:?}").contains("p@ss")); // redacted in Debug
 //! # Ok(()) }
 //! ```
@@ -53,7 +53,8 @@
 //!   a target you choose and measures the latency; [`HttpEchoProbe`] reads the egress IP from an
 //!   echo URL you supply. [`ProxyAllocator::check_endpoints`] and
 //!   [`ProxyAllocator::check_lease`] record the verdicts.
-//! - [`WahaProxyConfig`]: the WAHA session `proxy` object for a lease.
+//! - [`WahaProxyConfig`]: the WAHA session `proxy` object for a lease (HTTP proxies only: WAHA
+//!   tunnels with HTTP `CONNECT`).
 //!
 //! # Secrets
 //! Passwords live in [`ProxyPassword`], whose `Debug` and `Display` print `[redacted]`.

@@ -63,9 +63,18 @@ impl AllocationPolicy {
                 "rotate_after_failures must be at least 1",
             ));
         }
+        // Lease times are added to the cooldown; an absurd value would overflow them.
+        if self.rotation_cooldown > MAX_ROTATION_COOLDOWN {
+            return Err(crate::ProxyError::config(
+                "rotation_cooldown must be at most 365 days",
+            ));
+        }
         Ok(())
     }
 }
+
+/// The longest accepted [`AllocationPolicy::rotation_cooldown`].
+const MAX_ROTATION_COOLDOWN: Duration = Duration::from_secs(365 * 24 * 3600);
 
 mod secs {
     use std::time::Duration;
@@ -78,5 +87,32 @@ mod secs {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_limits_and_huge_cooldowns_are_rejected() {
+        let ok = AllocationPolicy::default();
+        assert!(ok.validate().is_ok());
+        for bad in [
+            AllocationPolicy {
+                max_chips_per_endpoint: 0,
+                ..ok.clone()
+            },
+            AllocationPolicy {
+                rotate_after_failures: 0,
+                ..ok.clone()
+            },
+            serde_json::from_str(r#"{"rotation_cooldown": 18446744073709551615}"#).unwrap(),
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(crate::ProxyError::InvalidConfig { .. })),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -3,18 +3,19 @@
 use serde::{Deserialize, Serialize};
 
 use crate::address::{ProxyAddress, ProxyScheme};
+use crate::error::ProxyError;
 use crate::secret::ProxyPassword;
 
 /// The `proxy` field of a WAHA session config: `{"server", "username", "password"}`.
 ///
-/// `server` is `host:port` for HTTP proxies (WAHA adds `http://`) and `socks5://host:port` for
-/// SOCKS5 ones; it never carries credentials. `username` and `password` are the decoded values:
-/// WAHA puts them into Basic `Proxy-Authorization` as they are, so `@`, `:` and `/` arrive
-/// intact. `Debug` redacts the password; serializing writes it (WAHA needs it), so never log
-/// the serialized form.
+/// `server` is `host:port` (`[v6]:port` for IPv6): WAHA prefixes `http://` and tunnels with
+/// HTTP `CONNECT`, so only HTTP proxies can be handed to it. It never carries credentials.
+/// `username` and `password` are the decoded values: WAHA puts them into Basic
+/// `Proxy-Authorization` as they are, so `@`, `:`, `/` and `%` arrive intact. `Debug` redacts
+/// the password; serializing writes it (WAHA needs it), so never log the serialized form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WahaProxyConfig {
-    /// `host:port` or `socks5://host:port`.
+    /// `host:port`.
     pub server: String,
     /// The proxy user name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -24,16 +25,23 @@ pub struct WahaProxyConfig {
     pub password: Option<ProxyPassword>,
 }
 
-impl From<&ProxyAddress> for WahaProxyConfig {
-    fn from(address: &ProxyAddress) -> Self {
-        let server = match address.scheme() {
-            ProxyScheme::Http => address.host_port(),
-            ProxyScheme::Socks5 => format!("socks5://{}", address.host_port()),
-        };
-        Self {
-            server,
-            username: address.username().map(str::to_owned),
-            password: address.password().cloned(),
+impl TryFrom<&ProxyAddress> for WahaProxyConfig {
+    type Error = ProxyError;
+
+    /// Fails with [`ProxyError::InvalidConfig`] for a SOCKS5 proxy: WAHA's `proxy.server` is
+    /// `host:port` of an HTTP proxy (a `socks5://` prefix is not understood). Keep SOCKS5
+    /// endpoints away from WAHA chips, for example with labels.
+    fn try_from(address: &ProxyAddress) -> Result<Self, Self::Error> {
+        match address.scheme() {
+            ProxyScheme::Http => Ok(Self {
+                server: address.host_port(),
+                username: address.username().map(str::to_owned),
+                password: address.password().cloned(),
+            }),
+            ProxyScheme::Socks5 => Err(ProxyError::config(format!(
+                "WAHA sessions take HTTP proxies only (WAHA tunnels with HTTP CONNECT); \
+                 {address} is a SOCKS5 proxy"
+            ))),
         }
     }
 }
@@ -44,17 +52,28 @@ mod tests {
 
     #[test]
     fn reserved_characters_survive_and_debug_redacts() {
-        let address = ProxyAddress::parse("http://us%40er:p%40ss%3Aw%2Frd@10.0.0.1:3128").unwrap();
-        let config = WahaProxyConfig::from(&address);
+        let address =
+            ProxyAddress::parse("http://us%40er%3A%2F:p%40ss%3Aw%2Frd%25@10.0.0.1:3128").unwrap();
+        let config = WahaProxyConfig::try_from(&address).unwrap();
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"server": "10.0.0.1:3128", "username": "us@er", "password": "p@ss:w/rd"})
+            serde_json::json!({"server": "10.0.0.1:3128", "username": "us@er:/", "password": "p@ss:w/rd%"})
         );
         let debug = format!("{config:?}");
         assert!(!debug.contains("p@ss"), "{debug}");
-        let socks = ProxyAddress::parse("socks5://[::1]:1080").unwrap();
-        let json = serde_json::to_value(WahaProxyConfig::from(&socks)).unwrap();
-        assert_eq!(json, serde_json::json!({"server": "socks5://[::1]:1080"}));
+        let v6 = ProxyAddress::parse("http://[::1]:3128").unwrap();
+        let json = serde_json::to_value(WahaProxyConfig::try_from(&v6).unwrap()).unwrap();
+        assert_eq!(json, serde_json::json!({"server": "[::1]:3128"}));
+    }
+
+    #[test]
+    fn socks5_is_refused_without_leaking_the_password() {
+        let socks = ProxyAddress::parse("socks5://u:hunter2@10.0.0.1:1080").unwrap();
+        let err = WahaProxyConfig::try_from(&socks).unwrap_err();
+        assert!(matches!(err, ProxyError::InvalidConfig { .. }), "{err:?}");
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("10.0.0.1:1080"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 }

@@ -43,7 +43,7 @@ async fn country_is_preferred_from_the_phone_prefix() {
         .await
         .expect("allocates");
     assert_eq!(pt.endpoint.as_str(), "pt-1");
-    let br: Vec<_> = futures_lite(
+    let br: Vec<_> = allocate_in_order(
         ["c2", "c3"].map(|c| ChipProxyRequest::new(t.clone(), chip(c)).with_phone("5511999999999")),
         &a,
     )
@@ -65,7 +65,7 @@ async fn country_is_preferred_from_the_phone_prefix() {
     assert_eq!(explicit.endpoint.as_str(), "pt-1");
 }
 
-async fn futures_lite<const N: usize>(
+async fn allocate_in_order<const N: usize>(
     requests: [ChipProxyRequest; N],
     allocator: &ProxyAllocator,
 ) -> Vec<String> {

@@ -33,43 +33,25 @@ async fn require_tinyproxy() -> ProxyAddress {
     proxy
 }
 
-/// The CONNECT target: a listener on 127.0.0.1:443 that accepts and holds connections.
-///
-/// Port 443 because the test environment's tinyproxy, like most real proxies, allows CONNECT
-/// only to ports 443 and 80. One listener thread serves every test in this binary (each test
-/// has its own runtime, so the listener cannot live on one of them).
-async fn target() -> TargetAddr {
-    static TARGET: std::sync::OnceLock<Result<u16, String>> = std::sync::OnceLock::new();
-    let port = TARGET.get_or_init(|| {
-        for port in [443u16, 80] {
-            match std::net::TcpListener::bind(("127.0.0.1", port)) {
-                Ok(listener) => {
-                    std::thread::spawn(move || {
-                        let mut held = Vec::new();
-                        for stream in listener.incoming().flatten() {
-                            held.push(stream);
-                            if held.len() > 64 {
-                                held.remove(0);
-                            }
-                        }
-                    });
-                    return Ok(port);
-                }
-                // Something already listens there: it accepts connections, which is all a
-                // CONNECT target has to do.
-                Err(_) if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() => {
-                    return Ok(port);
-                }
-                Err(_) => {}
-            }
+/// A loopback listener that accepts connections, writes `greeting` on each and holds them open
+/// (dropping them when the test's runtime ends). Returns its port.
+async fn holding_listener(greeting: &'static [u8]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.write_all(greeting).await;
+            held.push(stream);
         }
-        Err(
-            "cannot listen on 127.0.0.1:443 or :80 for the CONNECT target (tests run as root)"
-                .into(),
-        )
     });
-    let port = port.clone().unwrap_or_else(|err| panic!("{err}"));
-    TargetAddr::new("127.0.0.1", port).expect("target")
+    port
+}
+
+/// The CONNECT target: an ephemeral loopback port that accepts and holds connections (the test
+/// environment's tinyproxy has no `ConnectPort` lines, so CONNECT may reach any port).
+async fn target() -> TargetAddr {
+    TargetAddr::new("127.0.0.1", holding_listener(b"").await).expect("target")
 }
 
 /// A port nothing listens on.
@@ -263,14 +245,7 @@ async fn tinyproxy_refuses_a_closed_target() {
 #[tokio::test]
 async fn a_silent_proxy_times_out() {
     // Accepts TCP but never answers.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
+    let port = holding_listener(b"").await;
     let proxy = ProxyAddress::parse(&format!("http://u:p@127.0.0.1:{port}")).expect("address");
     let err = TunnelHealthChecker::new(target().await)
         .with_timeout(Duration::from_millis(200))
@@ -317,15 +292,7 @@ async fn socks5_with_username_and_password() {
 #[tokio::test]
 async fn scheme_mismatch_is_a_protocol_error() {
     // Something that is not an HTTP proxy: answers with an SSH banner and keeps the line open.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
-            held.push(stream);
-        }
-    });
+    let port = holding_listener(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
     let as_http = ProxyAddress::parse(&format!("http://u:p@127.0.0.1:{port}")).expect("address");
     let err = checker(target().await)
         .check(&as_http)

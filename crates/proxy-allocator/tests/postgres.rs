@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use proxy_allocator::{
-    AllocationPolicy, ChipProxyRequest, PostgresLeaseStore, ProxyAddress, ProxyAllocator,
-    ProxyError, ProxyScheme, ProxySource, RotatingGatewayConfig, RotatingGatewaySource,
-    StaticListSource, StaticProxyEntry, UsernameTemplate,
+    Allocation, AllocationPolicy, AllocationRequest, Candidate, ChipProxyRequest, LeaseStore,
+    PostgresLeaseStore, ProxyAddress, ProxyAllocator, ProxyError, ProxyScheme, ProxySource,
+    RotatingGatewayConfig, RotatingGatewaySource, StaticListSource, StaticProxyEntry,
+    UsernameTemplate,
 };
 use tenant_isolation::{ChipId, TenantId};
 
@@ -30,7 +31,7 @@ fn run() -> String {
 
 fn static_source(run: &str, count: u16) -> Arc<dyn ProxySource> {
     let entries = (0..count).map(|n| {
-        let address = ProxyAddress::new(ProxyScheme::Socks5, "127.0.0.1", 21_000 + n)
+        let address = ProxyAddress::new(ProxyScheme::Http, "127.0.0.1", 21_000 + n)
             .expect("address")
             .with_credentials("u", Some("p@ss".into()));
         StaticProxyEntry::new(address)
@@ -213,4 +214,90 @@ async fn bad_database_urls_do_not_leak_the_password() {
     assert!(matches!(err, ProxyError::Store { .. }));
     assert!(err.is_retryable());
     assert!(!format!("{err} {err:?} {store:?}").contains("hunter2"));
+}
+
+/// A chip's first allocation that loses the race to a concurrent one answers with the winner's
+/// lease, even on a pool of one connection (it must not ask the pool for a second one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_first_allocation_returns_the_winner_on_a_one_connection_pool() {
+    let run = run();
+    let store = PostgresLeaseStore::from_url(&url(), 1).expect("store");
+    store.migrate().await.unwrap_or_else(|err| {
+        panic!("PostgreSQL must be running (scripts/test-env.sh); migrate failed: {err}")
+    });
+    let (tenant, chip) = (TenantId::generate(), ChipId::new("race").expect("chip"));
+    let (winner_endpoint, our_endpoint) = (format!("pg-{run}-winner"), format!("pg-{run}-ours"));
+
+    // The winner: an uncommitted first allocation of the same chip, on another endpoint.
+    let (mut raw, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL must be running (scripts/test-env.sh)");
+    tokio::spawn(connection);
+    let winner = raw.transaction().await.expect("begin");
+    winner
+        .execute(
+            "INSERT INTO proxy_endpoints (id) VALUES ($1)",
+            &[&winner_endpoint],
+        )
+        .await
+        .expect("endpoint");
+    winner
+        .execute(
+            "INSERT INTO proxy_leases (tenant_id, chip_id, endpoint_id, generation, assigned_at) \
+             VALUES ($1, $2, $3, 1, now())",
+            &[&tenant.as_str(), &chip.as_str(), &winner_endpoint],
+        )
+        .await
+        .expect("winner's lease");
+
+    let request = AllocationRequest {
+        tenant: tenant.clone(),
+        chip: chip.clone(),
+        candidates: vec![Candidate {
+            endpoint: our_endpoint.parse().expect("id"),
+            tier: 0,
+            cap: 10,
+            exclusive: false,
+            session_id: None,
+            country: None,
+        }],
+        replace: None,
+        now: std::time::SystemTime::now(),
+    };
+    let loser = tokio::spawn(async move { store.allocate(request).await });
+    // Wait until the loser's insert blocks on the winner's row, then let the winner commit.
+    let mut waiting = false;
+    for _ in 0..200 {
+        // Activity views are snapshotted per transaction; take a fresh look each time.
+        winner
+            .execute("SELECT pg_stat_clear_snapshot()", &[])
+            .await
+            .expect("clear snapshot");
+        let row = winner
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO proxy_leases%'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity");
+        if row.get::<_, i64>(0) > 0 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(waiting, "the second allocation never waited on the first");
+    winner.commit().await.expect("commit");
+
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), loser)
+        .await
+        .expect("the losing allocation hangs (did it ask a full pool for a second connection?)")
+        .expect("task")
+        .expect("allocation");
+    let Allocation::Existing(lease) = outcome else {
+        panic!("the loser must answer with the winner's lease, got {outcome:?}");
+    };
+    assert_eq!(lease.endpoint.as_str(), winner_endpoint);
+    assert_eq!(lease.generation, 1);
 }

@@ -66,7 +66,18 @@ impl UsernameTemplate {
         while let Some(c) = chars.next() {
             match c {
                 '{' => {
-                    let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => name.push(c),
+                            None => {
+                                return Err(ProxyError::config(
+                                    "'{' without '}' in the user name template",
+                                ));
+                            }
+                        }
+                    }
                     let segment = match name.as_str() {
                         "user" => Segment::User,
                         "session" => Segment::Session,
@@ -433,6 +444,10 @@ mod tests {
             "{user}-{session}]",
             "{user}-{session}[[-{country}]]",
             "{user}}-{session}",
+            "{user}-{session",
+            "{user}-{session}[-{country",
+            "{user}-{session}-{}",
+            "",
         ] {
             assert!(
                 matches!(

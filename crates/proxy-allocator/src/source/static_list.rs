@@ -134,7 +134,7 @@ impl StaticListSource {
     pub fn parse(text: &str) -> Result<Self, ProxyError> {
         let mut entries = Vec::new();
         for (index, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or_default().trim();
+            let line = strip_comment(line).trim();
             if line.is_empty() {
                 continue;
             }
@@ -164,6 +164,20 @@ impl StaticListSource {
                 })?;
         Self::parse(&text)
     }
+}
+
+/// The line without its comment: `#` at the start or after whitespace. A `#` inside a URL is
+/// left for the URL parser, which asks for it to be percent-encoded, rather than silently
+/// cutting a password short.
+fn strip_comment(line: &str) -> &str {
+    let mut previous = ' ';
+    for (index, c) in line.char_indices() {
+        if c == '#' && previous.is_whitespace() {
+            return &line[..index];
+        }
+        previous = c;
+    }
+    line
 }
 
 fn parse_line(line: &str) -> Result<StaticProxyEntry, ProxyError> {
@@ -238,6 +252,38 @@ mod tests {
         assert!(matches!(err, ProxyError::InvalidConfig { .. }));
         let err = StaticListSource::parse("http://h:1\nhttp://h:1").unwrap_err();
         assert!(err.to_string().contains("more than once"));
+    }
+
+    #[test]
+    fn bad_entries_get_typed_errors_naming_the_line() {
+        for (text, line) in [
+            ("http://u:hunter2@h:1 country=BRA", 1),
+            ("http://h:1\n  http://u:hunter2@h:1 id=", 2),
+            ("http://u:hunter2@h:1 id=a\u{0}b", 1),
+            ("# header\nhttp://u:hunter2@:1", 2),
+            ("http://u:hunter2@h:0", 1),
+            ("gopher://u:hunter2@h:1", 1),
+            ("http://u:hunter2@h:1 =x", 1),
+            // A raw '#' inside a password is not taken for a comment that would cut the URL.
+            ("http://u:hunt#er2@h:1", 1),
+        ] {
+            let err = StaticListSource::parse(text).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ProxyError::InvalidProxyUrl { .. } | ProxyError::InvalidConfig { .. }
+                ),
+                "{text}: {err:?}"
+            );
+            let shown = format!("{err} {err:?}");
+            assert!(shown.contains(&format!("line {line}")), "{text}: {shown}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("hunt#er2"),
+                "{shown}"
+            );
+        }
+        let err = StaticListSource::parse("http://u:hunt#er2@h:1").unwrap_err();
+        assert!(err.to_string().contains("percent-encode"), "{err}");
     }
 
     #[test]

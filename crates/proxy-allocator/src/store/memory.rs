@@ -129,13 +129,7 @@ impl State {
         }
         lease.health = health.clone();
         let lease = lease.clone();
-        let event = match health {
-            LeaseHealth::Healthy => HistoryEvent::Recovered,
-            LeaseHealth::Unhealthy { reason } => HistoryEvent::MarkedUnhealthy {
-                reason: reason.clone(),
-            },
-        };
-        self.log(&lease, now, event);
+        self.log(&lease, now, HistoryEvent::health_change(health));
         true
     }
 }
@@ -289,11 +283,7 @@ impl LeaseStore for InMemoryLeaseStore {
             .get_mut(&(tenant.clone(), chip.clone()))
             .ok_or_else(|| not_leased(tenant, chip))?;
         let previous = lease.egress_ip.replace(ip);
-        let change = match previous {
-            None => EgressIpChange::First(ip),
-            Some(from) if from == ip => EgressIpChange::Unchanged(ip),
-            Some(from) => EgressIpChange::Changed { from, to: ip },
-        };
+        let change = EgressIpChange::observe(previous, ip);
         if !matches!(change, EgressIpChange::Unchanged(_)) {
             let lease = lease.clone();
             state.log(

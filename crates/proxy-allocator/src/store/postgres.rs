@@ -336,9 +336,13 @@ impl PostgresLeaseStore {
                 match row {
                     Some(row) => Allocation::Created(lease_from_row(&row)?),
                     None => {
-                        // A concurrent first allocation of this chip won; answer with its lease.
-                        drop(tx);
-                        let lease = self.lease(&request.tenant, &request.chip).await?;
+                        // A concurrent first allocation of this chip won (the insert waited
+                        // for it to commit). Read its lease on this same connection: a second
+                        // pool connection could wait forever on a fully used pool.
+                        let lease = read_lease(&tx, &request.tenant, &request.chip).await?;
+                        tx.rollback()
+                            .await
+                            .map_err(store_err("end the lost allocation"))?;
                         return lease
                             .map(Allocation::Existing)
                             .ok_or_else(|| not_leased(&request.tenant, &request.chip));
@@ -364,12 +368,7 @@ impl PostgresLeaseStore {
         now: SystemTime,
     ) -> Result<u64, ProxyError> {
         let (healthy, reason) = split_health(health);
-        let event = event_json(&match health {
-            LeaseHealth::Healthy => HistoryEvent::Recovered,
-            LeaseHealth::Unhealthy { reason } => HistoryEvent::MarkedUnhealthy {
-                reason: reason.clone(),
-            },
-        })?;
+        let event = event_json(&HistoryEvent::health_change(health))?;
         let mut client = self.client("set endpoint health").await?;
         let tx = client
             .transaction()
@@ -432,13 +431,7 @@ impl PostgresLeaseStore {
         let lease = match row {
             Some(row) => {
                 let lease = lease_from_row(&row)?;
-                let event = match health {
-                    LeaseHealth::Healthy => HistoryEvent::Recovered,
-                    LeaseHealth::Unhealthy { reason } => HistoryEvent::MarkedUnhealthy {
-                        reason: reason.clone(),
-                    },
-                };
-                insert_history(&tx, &lease, now, &event).await?;
+                insert_history(&tx, &lease, now, &HistoryEvent::health_change(health)).await?;
                 lease
             }
             None => read_lease(&tx, tenant, chip)
@@ -475,11 +468,7 @@ impl PostgresLeaseStore {
             .map_err(store_err("read the chip's lease"))?
             .ok_or_else(|| not_leased(tenant, chip))?;
         let lease = lease_from_row(&row)?;
-        let change = match lease.egress_ip {
-            None => EgressIpChange::First(ip),
-            Some(from) if from == ip => EgressIpChange::Unchanged(ip),
-            Some(from) => EgressIpChange::Changed { from, to: ip },
-        };
+        let change = EgressIpChange::observe(lease.egress_ip, ip);
         if !matches!(change, EgressIpChange::Unchanged(_)) {
             tx.execute(
                 "UPDATE proxy_leases SET egress_ip = $3 WHERE tenant_id = $1 AND chip_id = $2",
