@@ -18,10 +18,11 @@ pub trait WahaApiExt: WahaApi {
     ///    [equivalent](SessionConfig::is_equivalent_to) to `config`, it is returned as is (no
     ///    `PUT`, which would restart a running session); otherwise `PUT` the config.
     /// 3. On a 201 with an empty body (old Core after a DELETE): `GET` it; if the server has no
-    ///    such session, [`WahaError::SessionNotCreated`].
+    ///    such session, [`WahaError::SessionNotCreated`]; otherwise as in 2 (compare, `PUT` if
+    ///    the stored config differs).
     ///
     /// Old Core's built-in `default` session (`config: null`) takes path 2. Any other error
-    /// (for example `SingleSessionServer`, `Invalid`) is returned unchanged.
+    /// (for example `SingleSessionServer`, `Invalid`, `EmptyHmacKey`) is returned unchanged.
     async fn ensure_session(
         &self,
         name: &str,
@@ -36,7 +37,7 @@ pub trait WahaApiExt: WahaApi {
                 Ok(created)
             }
             Ok(None) => match self.get_session(name).await {
-                Ok(found) => Ok(found),
+                Ok(found) => converge(self, name, config, found).await,
                 Err(WahaError::NotFound { .. }) => Err(WahaError::SessionNotCreated {
                     name: name.to_owned(),
                 }),
@@ -44,17 +45,7 @@ pub trait WahaApiExt: WahaApi {
             },
             Err(WahaError::AlreadyExists { .. }) => {
                 let current = self.get_session(name).await?;
-                if current
-                    .config
-                    .as_ref()
-                    .is_some_and(|current| current.is_equivalent_to(config))
-                {
-                    debug!(session = name, "session exists with the desired config");
-                    Ok(current)
-                } else {
-                    info!(session = name, "session exists; updating its config");
-                    self.update_session(name, config).await
-                }
+                converge(self, name, config, current).await
             }
             Err(err) => Err(err),
         }
@@ -71,3 +62,25 @@ pub trait WahaApiExt: WahaApi {
 }
 
 impl<T: WahaApi + ?Sized> WahaApiExt for T {}
+
+/// Brings an existing session's stored config to `config`: returns `current` unchanged when
+/// its config is already equivalent (a `PUT` would restart a running session), otherwise
+/// `PUT`s the whole config.
+async fn converge<A: WahaApi + ?Sized>(
+    api: &A,
+    name: &str,
+    config: &SessionConfig,
+    current: SessionInfo,
+) -> Result<SessionInfo, WahaError> {
+    if current
+        .config
+        .as_ref()
+        .is_some_and(|current| current.is_equivalent_to(config))
+    {
+        debug!(session = name, "session exists with the desired config");
+        Ok(current)
+    } else {
+        info!(session = name, "session exists; updating its config");
+        api.update_session(name, config).await
+    }
+}

@@ -106,6 +106,22 @@ pub enum WahaError {
         name: String,
     },
 
+    /// An answer was larger than [`ClientConfig::max_response_bytes`](crate::ClientConfig):
+    /// reading stopped there. Not retried. Raise the limit if the answer is legitimate (a big
+    /// session list), otherwise the URL points at something that is not WAHA.
+    #[error("the answer to {operation} is larger than the limit of {limit} bytes")]
+    ResponseTooLarge {
+        /// The operation whose answer was too large.
+        operation: &'static str,
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// A webhook HMAC key is empty: when verifying, any sender could compute the "signature";
+    /// in a session config, WAHA would send the events unsigned. Configure a non-empty key.
+    #[error("the webhook HMAC key is empty; configure a non-empty key")]
+    EmptyHmacKey,
+
     /// A webhook arrived without `X-Webhook-Hmac`: reject it (configure `hmac.key` on the
     /// session, or the sender is not WAHA).
     #[error("webhook signature header X-Webhook-Hmac is missing")]
@@ -147,7 +163,8 @@ pub enum TransientCause {
         /// The HTTP status.
         status: u16,
     },
-    /// 400 without a validation message list: a server that is still booting (see
+    /// A 400 whose body is not a NestJS error body (empty, HTML, plain text, JSON without
+    /// `statusCode` or a message list): taken for a server that is still booting (see
     /// `docs/waha-client.md`, "Booting 400").
     Booting,
 }
@@ -199,6 +216,8 @@ impl WahaError {
             Self::Api { .. } => "api",
             Self::Decode { .. } => "decode",
             Self::SessionNotCreated { .. } => "session_not_created",
+            Self::ResponseTooLarge { .. } => "response_too_large",
+            Self::EmptyHmacKey => "empty_hmac_key",
             Self::SignatureMissing => "signature_missing",
             Self::SignatureMalformed { .. } => "signature_malformed",
             Self::SignatureMismatch => "signature_mismatch",

@@ -50,7 +50,7 @@
 //! config.proxy = Some(ProxyConfig::new("proxy:3128").with_credentials("user", "password"));
 //! config.webhooks.push(
 //!     WebhookConfig::new("http://chipfleet:8080/webhooks", ["session.status", "message"])
-//!         .signed_with("hmac-key"),
+//!         .signed_with("hmac-key")?,
 //! );
 //! // Creates, or updates an existing session; safe to call again and again.
 //! api.ensure_session("t1_chip1", &config).await?;

@@ -1,10 +1,13 @@
-//! Redaction of server bodies before they are kept in an error.
+//! Redaction of server text before it is kept in an error.
 //!
 //! WAHA echoes proxy passwords, HMAC keys and custom header values in clear text in session
-//! bodies, and `/api/server/environment` even returns the API key. A body kept in
-//! [`WahaError::Api`](crate::WahaError::Api) goes through [`redact_body`] first: JSON values
-//! under secret-looking keys are replaced, the client's own API key is scrubbed from any text,
-//! and the result is truncated.
+//! bodies, and `/api/server/environment` returns the API key, dashboard and Swagger passwords
+//! and database URLs with credentials. A body kept in an error goes through [`redact_body`]
+//! first: JSON values under secret-looking keys are replaced ([`is_secret_field`]), the
+//! `user:password@` part of any URL is replaced, the client's own API key is scrubbed from any
+//! text, and the result is truncated. The rules err towards hiding too much.
+
+use std::borrow::Cow;
 
 use serde_json::Value;
 
@@ -13,24 +16,24 @@ use crate::secret::REDACTED;
 /// The longest body (in bytes) an error keeps.
 const MAX_KEPT: usize = 1024;
 
-/// Keys whose values are secrets, compared case-insensitively with `-` and `_` removed.
-const SECRET_KEYS: &[&str] = &[
+/// A key whose normalised form (lowercase, without `-`, `_`, `.` and spaces) contains one of
+/// these, or ends in `key`, names a secret: `password`, `WAHA_DASHBOARD_PASSWORD`,
+/// `proxyPassword`, `accessToken`, `x-api-key`, `hmacKey`, `key`, `Authorization`...
+const SECRET_WORDS: &[&str] = &[
     "password",
-    "key",
-    "apikey",
-    "xapikey",
+    "passwd",
     "secret",
     "token",
+    "apikey",
     "authorization",
-    "whatsappapikey",
-    "wahaapikey",
+    "credential",
 ];
 
 /// The body, safe to keep in an error and to print.
 pub(crate) fn redact_body(body: &[u8], api_key: &str) -> String {
     let text = match serde_json::from_slice::<Value>(body) {
         Ok(mut value) => {
-            redact_value(&mut value, false);
+            redact_value(&mut value, None);
             value.to_string()
         }
         Err(_) => String::from_utf8_lossy(body).into_owned(),
@@ -38,50 +41,104 @@ pub(crate) fn redact_body(body: &[u8], api_key: &str) -> String {
     scrub_text(&text, api_key)
 }
 
-/// Text from the server (a message string), with the API key removed and the length bounded.
+/// Text from the server (a message string), with the API key and URL credentials removed and
+/// the length bounded.
 pub(crate) fn scrub_text(text: &str, api_key: &str) -> String {
     let text = if api_key.len() >= 4 && text.contains(api_key) {
-        text.replace(api_key, REDACTED)
+        Cow::Owned(text.replace(api_key, REDACTED))
     } else {
-        text.to_owned()
+        Cow::Borrowed(text)
     };
-    truncate(text)
+    truncate(scrub_userinfo(&text).into_owned(), MAX_KEPT)
 }
 
-/// Whether a JSON key (or a JSON path segment) names a secret.
-pub(crate) fn is_secret_key(key: &str) -> bool {
-    let normalized: String = key
-        .chars()
-        .filter(|c| *c != '-' && *c != '_')
+fn normalize(key: &str) -> String {
+    key.chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
         .flat_map(char::to_lowercase)
-        .collect();
-    SECRET_KEYS.contains(&normalized.as_str())
+        .collect()
 }
 
-fn redact_value(value: &mut Value, in_custom_headers: bool) {
+/// Whether a JSON key names a secret (see [`SECRET_WORDS`]).
+pub(crate) fn is_secret_key(key: &str) -> bool {
+    let normalized = normalize(key);
+    normalized.ends_with("key") || SECRET_WORDS.iter().any(|word| normalized.contains(word))
+}
+
+/// Whether the value under `key` is a secret, given the nearest enclosing object key `parent`
+/// (array indexes skipped): a secret key, or `customHeaders[].value`. Used both to redact
+/// bodies and to keep decode errors from quoting a secret.
+pub(crate) fn is_secret_field(parent: Option<&str>, key: &str) -> bool {
+    is_secret_key(key)
+        || (key == "value" && parent.is_some_and(|parent| normalize(parent) == "customheaders"))
+}
+
+fn redact_value(value: &mut Value, parent: Option<&str>) {
     match value {
         Value::Object(map) => {
             for (key, child) in map.iter_mut() {
-                let secret = is_secret_key(key) || (in_custom_headers && key == "value");
-                if secret && !child.is_null() {
+                if is_secret_field(parent, key) && !child.is_null() {
                     *child = Value::String(REDACTED.to_owned());
                 } else {
-                    redact_value(child, key == "customHeaders");
+                    redact_value(child, Some(key));
                 }
             }
         }
         Value::Array(items) => {
             for item in items {
-                redact_value(item, in_custom_headers);
+                redact_value(item, parent);
             }
         }
         _ => {}
     }
 }
 
-fn truncate(mut text: String) -> String {
-    if text.len() > MAX_KEPT {
-        let mut end = MAX_KEPT;
+/// Replaces the credentials of every URL in `text`: `scheme://user:password@host` becomes
+/// `scheme://user:<redacted>@host`, `scheme://token@host` becomes `scheme://<redacted>@host`.
+///
+/// A URL runs from `://` to the next whitespace, quote or angle bracket, and its credentials
+/// end at the last `@` in it (passwords may hold `@`, `:` or `/` unencoded). When that guess
+/// takes a path for credentials, the path is hidden: too much rather than too little.
+pub(crate) fn scrub_userinfo(text: &str) -> Cow<'_, str> {
+    if !text.contains("://") || !text.contains('@') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(scheme_end) = rest.find("://") {
+        let start = scheme_end + 3;
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        let end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '\\'))
+            .unwrap_or(after.len());
+        let url = &after[..end];
+        match url.rfind('@') {
+            Some(at) if at > 0 => {
+                let userinfo = &url[..at];
+                if let Some(colon) = userinfo.find(':') {
+                    out.push_str(&userinfo[..=colon]);
+                    out.push_str(REDACTED);
+                } else if userinfo.contains('/') {
+                    // `host/path?x=a@b`: an `@` in the path, not credentials.
+                    out.push_str(userinfo);
+                } else {
+                    out.push_str(REDACTED);
+                }
+                out.push_str(&url[at..]);
+            }
+            _ => out.push_str(url),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+pub(crate) fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
         while !text.is_char_boundary(end) {
             end -= 1;
         }
@@ -107,11 +164,76 @@ mod tests {
     }
 
     #[test]
+    fn environment_shaped_body_is_redacted() {
+        // What `GET /api/server/environment` looks like: settings by their variable names.
+        let body = br#"{"WAHA_API_KEY":"env-api-1","WHATSAPP_API_KEY":"env-api-2",
+            "WAHA_DASHBOARD_USERNAME":"admin","WAHA_DASHBOARD_PASSWORD":"dash-pw-3",
+            "WHATSAPP_SWAGGER_USERNAME":"admin","WHATSAPP_SWAGGER_PASSWORD":"swag-pw-4",
+            "WHATSAPP_SESSIONS_POSTGRESQL_URL":"postgres://waha:db-pw-5@db:5432/waha?sslmode=disable",
+            "WAHA_MEDIA_STORAGE_URL":"https://tok-6@s3.example/bucket",
+            "nested":{"hmacKey":"hk-7","proxyPassword":"pp-8","accessToken":"at-9","client_secret":"cs-10",
+                      "note":"see http://u:p@ss:w0rd-11@h:1/x and https://h/p?e=a@b.c"},
+            "WHATSAPP_DEFAULT_ENGINE":"NOWEB","WAHA_PRINT_QR":"false"}"#;
+        let kept = redact_body(body, "unrelated-key");
+        for secret in [
+            "env-api-1",
+            "env-api-2",
+            "dash-pw-3",
+            "swag-pw-4",
+            "db-pw-5",
+            "tok-6",
+            "hk-7",
+            "pp-8",
+            "at-9",
+            "cs-10",
+            "w0rd-11",
+        ] {
+            assert!(!kept.contains(secret), "{secret} leaked in {kept}");
+        }
+        // Not secrets: kept for diagnosis.
+        for shown in [
+            "NOWEB",
+            "WAHA_DASHBOARD_USERNAME",
+            "postgres://waha:<redacted>@db:5432/waha?sslmode=disable",
+            "https://<redacted>@s3.example/bucket",
+            "https://h/p?e=a@b.c",
+        ] {
+            assert!(kept.contains(shown), "{shown} missing in {kept}");
+        }
+    }
+
+    #[test]
+    fn secret_keys() {
+        for key in [
+            "password",
+            "key",
+            "hmacKey",
+            "x-api-key",
+            "WAHA_API_KEY",
+            "proxyPassword",
+            "accessToken",
+            "Authorization",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in ["name", "server", "username", "url", "events", "value"] {
+            assert!(!is_secret_key(key), "{key}");
+        }
+        assert!(is_secret_field(Some("customHeaders"), "value"));
+        assert!(is_secret_field(Some("custom_headers"), "value"));
+        assert!(!is_secret_field(Some("metadata"), "value"));
+    }
+
+    #[test]
     fn api_key_is_scrubbed_from_text_and_long_bodies_are_truncated() {
         let kept = redact_body(b"<html>WAHA_API_KEY=api-key-000</html>", "api-key-000");
         assert_eq!(kept, "<html>WAHA_API_KEY=<redacted></html>");
         let long = "é".repeat(2000);
         let kept = redact_body(long.as_bytes(), "k");
         assert!(kept.len() < MAX_KEPT + 20 && kept.ends_with("(truncated)"));
+        assert_eq!(
+            truncate(format!("x{}", "é".repeat(400)), 300).len(),
+            299 + "…(truncated)".len()
+        );
     }
 }

@@ -7,7 +7,12 @@ use serde_json::Value;
 
 use crate::error::{TransientCause, WahaError};
 use crate::model::SessionStatus;
-use crate::redact::{is_secret_key, redact_body, scrub_text};
+use crate::redact::{
+    is_secret_field, is_secret_key, redact_body, scrub_text, scrub_userinfo, truncate,
+};
+
+/// The longest serde message (in bytes) a decode error keeps.
+const MAX_DECODE_MESSAGE: usize = 300;
 
 /// The typed error for a non-success answer.
 ///
@@ -19,8 +24,8 @@ use crate::redact::{is_secret_key, redact_body, scrub_text};
 /// | 422 "... already exists ..." | `AlreadyExists` |
 /// | 422 "... is already started ..." | `AlreadyStarted` |
 /// | 422 "... support only 'default' session ..." | `SingleSessionServer` |
-/// | 400 whose `message` is a list of strings, or a JSON parser message | `Invalid` |
-/// | any other 400 (empty, not JSON, another string message) | `Transient(Booting)` |
+/// | 400 with a NestJS error body (`statusCode: 400`, or `message` a list of strings) | `Invalid` |
+/// | any other 400 (empty, HTML, plain text, other JSON) | `Transient(Booting)` |
 /// | 429, 502, 503, 504 | `Transient(Unavailable)` |
 /// | anything else | `Api` with the redacted body |
 pub(crate) fn classify(status: StatusCode, body: &[u8], api_key: &str) -> WahaError {
@@ -79,12 +84,12 @@ pub(crate) fn classify(status: StatusCode, body: &[u8], api_key: &str) -> WahaEr
                 api(status, body, api_key)
             }
         }
-        400 => match validation_messages(json.as_ref(), api_key) {
+        400 => match nest_error_messages(json.as_ref(), api_key) {
             Some(messages) => WahaError::Invalid { messages },
             None => WahaError::Transient {
                 cause: TransientCause::Booting,
                 detail: format!(
-                    "HTTP 400 without validation messages: {}",
+                    "HTTP 400 that is not a NestJS error body: {}",
                     redact_body(body, api_key)
                 ),
             },
@@ -106,24 +111,33 @@ fn api(status: StatusCode, body: &[u8], api_key: &str) -> WahaError {
     }
 }
 
-/// The messages of a 400 that is the request's fault: NestJS's validation shape (`message` is
-/// a non-empty list of strings) or its JSON parser's answer (`message` is a string that
-/// mentions JSON). Anything else is not a verdict on the request (see `docs/waha-client.md`,
-/// "Booting 400").
-fn validation_messages(json: Option<&Value>, api_key: &str) -> Option<Vec<String>> {
-    let message = json?.get("message")?;
-    if let Some(parser) = message.as_str() {
-        return parser
-            .contains("JSON")
-            .then(|| vec![scrub_text(parser, api_key)]);
-    }
-    let messages: Vec<String> = message
-        .as_array()?
-        .iter()
+/// The messages of a 400 that is NestJS judging the request: its error body, a JSON object
+/// with `statusCode: 400` (the ValidationPipe's list of messages, a `Validation failed (...)`
+/// string from a parse pipe, the body parser's JSON message...), or any JSON object whose
+/// `message` is a non-empty list of strings. Anything else (empty, HTML, plain text, other
+/// JSON) is not a verdict on the request: `None` (see `docs/waha-client.md`, "Booting 400").
+fn nest_error_messages(json: Option<&Value>, api_key: &str) -> Option<Vec<String>> {
+    let json = json?.as_object()?;
+    let list: Vec<String> = json
+        .get("message")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
         .filter_map(Value::as_str)
         .map(|message| scrub_text(message, api_key))
         .collect();
-    (!messages.is_empty()).then_some(messages)
+    if !list.is_empty() {
+        return Some(list);
+    }
+    if json.get("statusCode").and_then(Value::as_u64) != Some(400) {
+        return None;
+    }
+    let text = [json.get("message"), json.get("error")]
+        .into_iter()
+        .flatten()
+        .find_map(Value::as_str)
+        .unwrap_or("Bad Request");
+    Some(vec![scrub_text(text, api_key)])
 }
 
 /// Decodes a JSON answer; an error names the JSON path that failed.
@@ -169,17 +183,23 @@ fn decode_error<E: std::fmt::Display>(
         (false, ".") => prefix.to_owned(),
         (false, _) => format!("{prefix}.{inner}"),
     };
-    // serde's messages quote the offending value; never quote one under a secret key.
-    let secret = err.path().iter().any(|segment| match segment {
-        serde_path_to_error::Segment::Map { key } => is_secret_key(key),
-        _ => false,
-    }) || path.split('.').any(is_secret_key);
+    // serde's messages quote the offending value; never quote one under a secret field.
+    let mut parent: Option<&str> = None;
+    let mut secret = false;
+    for segment in err.path().iter() {
+        if let serde_path_to_error::Segment::Map { key } = segment {
+            secret |= is_secret_field(parent, key);
+            parent = Some(key);
+        }
+    }
+    let secret = secret || prefix.split('.').any(is_secret_key);
     let message = if secret {
         "invalid value (not shown: secret field)".to_owned()
     } else {
-        let mut message = err.into_inner().to_string();
-        message.truncate(300);
-        message
+        truncate(
+            scrub_userinfo(&err.into_inner().to_string()).into_owned(),
+            MAX_DECODE_MESSAGE,
+        )
     };
     WahaError::Decode {
         operation,

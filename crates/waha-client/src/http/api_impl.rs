@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::operation::Operation;
 use super::path::{RequestPath, check_session_name};
-use super::{Request, WahaClient, is_unprocessable};
+use super::{Request, WahaClient};
 use crate::api::WahaApi;
 use crate::error::WahaError;
 use crate::model::{
@@ -16,6 +16,32 @@ use crate::response::{decode, decode_optional};
 
 const SESSIONS: &str = "api/sessions";
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// The forms `GET /api/{session}/auth/qr` answers in.
+#[derive(Clone, Copy)]
+enum QrForm {
+    /// `image/png` bytes.
+    Png,
+    /// `{"mimetype", "data"}` (base64), asked for with `Accept: application/json`.
+    Base64,
+    /// `{"value"}`, asked for with `?format=raw`.
+    Raw,
+}
+
+impl QrForm {
+    fn operation(self) -> Operation {
+        match self {
+            Self::Png => Operation::QrPng,
+            Self::Base64 => Operation::QrBase64,
+            Self::Raw => Operation::QrRaw,
+        }
+    }
+}
+
+/// Whether an error is the 422 that old Core gives for `/health` ("available only in Plus").
+fn is_unprocessable(err: &WahaError) -> bool {
+    matches!(err, WahaError::Api { status: 422, .. })
+}
 
 impl WahaClient {
     async fn session_call(
@@ -29,13 +55,17 @@ impl WahaClient {
         self.execute(&request).await
     }
 
-    async fn qr(&self, operation: Operation, name: &str) -> Result<bytes::Bytes, WahaError> {
-        let request =
-            Request::new(operation, RequestPath::session("api", name, "auth/qr")?).session(name);
-        let request = match operation {
-            Operation::QrPng => request.accept("image/png"),
-            Operation::QrRaw => request.query("format=raw"),
-            _ => request,
+    async fn qr(&self, form: QrForm, name: &str) -> Result<bytes::Bytes, WahaError> {
+        let request = Request::new(
+            form.operation(),
+            RequestPath::session("api", name, "auth/qr")?,
+        )
+        .session(name);
+        let request = match form {
+            QrForm::Png => request.accept("image/png"),
+            // `Accept: application/json` (exactly), the request's default.
+            QrForm::Base64 => request,
+            QrForm::Raw => request.query("format=raw"),
         };
         self.execute(&request).await
     }
@@ -125,6 +155,9 @@ impl WahaApi for WahaClient {
 
     async fn create_session(&self, new: &NewSession) -> Result<Option<SessionInfo>, WahaError> {
         check_session_name(&new.name)?;
+        if let Some(config) = &new.config {
+            config.check_signing_keys()?;
+        }
         let request = Request::new(Operation::CreateSession, RequestPath::fixed(SESSIONS))
             .session(&new.name)
             .json(new)?;
@@ -136,6 +169,7 @@ impl WahaApi for WahaClient {
         name: &str,
         config: &SessionConfig,
     ) -> Result<SessionInfo, WahaError> {
+        config.check_signing_keys()?;
         let request = Request::new(
             Operation::UpdateSession,
             RequestPath::session(SESSIONS, name, "")?,
@@ -189,7 +223,7 @@ impl WahaApi for WahaClient {
     }
 
     async fn qr_png(&self, name: &str) -> Result<Vec<u8>, WahaError> {
-        let body = self.qr(Operation::QrPng, name).await?;
+        let body = self.qr(QrForm::Png, name).await?;
         if body.starts_with(PNG_MAGIC) {
             Ok(body.to_vec())
         } else {
@@ -202,11 +236,11 @@ impl WahaApi for WahaClient {
     }
 
     async fn qr_base64(&self, name: &str) -> Result<QrImage, WahaError> {
-        decode("qr_base64", &self.qr(Operation::QrBase64, name).await?)
+        decode("qr_base64", &self.qr(QrForm::Base64, name).await?)
     }
 
     async fn qr_raw(&self, name: &str) -> Result<QrValue, WahaError> {
-        decode("qr_raw", &self.qr(Operation::QrRaw, name).await?)
+        decode("qr_raw", &self.qr(QrForm::Raw, name).await?)
     }
 
     async fn request_pairing_code(

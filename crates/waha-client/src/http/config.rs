@@ -4,16 +4,30 @@ use std::time::Duration;
 
 /// Configuration of a [`WahaClient`](crate::WahaClient). `Default` gives the values documented
 /// on each field.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientConfig {
     /// Per-operation time-outs.
     pub timeouts: Timeouts,
     /// Retries of transient errors.
     pub retry: RetryConfig,
+    /// The largest answer body (in bytes) the client reads; a larger one is
+    /// [`WahaError::ResponseTooLarge`](crate::WahaError::ResponseTooLarge). Default 8 MiB.
+    pub max_response_bytes: usize,
 }
 
-/// Time-outs per kind of operation. Each bounds one attempt (connect, send, whole answer);
-/// retries are bounded separately by [`RetryConfig::max_elapsed`].
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            timeouts: Timeouts::default(),
+            retry: RetryConfig::default(),
+            max_response_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Time-outs per kind of operation. Each bounds one attempt (connect, send, whole answer).
+/// When a call may be retried, each attempt's time-out is also cut to what is left of
+/// [`RetryConfig::max_elapsed`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// Opening a connection. Default 3 s.
@@ -52,6 +66,10 @@ impl Default for Timeouts {
 /// Retries of transient errors: exponential backoff with jitter, bounded in attempts and in
 /// total time. Which calls are retried at all is fixed per operation (see
 /// `docs/waha-client.md`).
+///
+/// The delays double from `min_delay` up to `max_delay`. With `jitter`, backon adds a random
+/// 0–100 % to each delay, so a delay lies between `d` and `2 × d`: up to `2 × max_delay`.
+/// `max_elapsed` bounds the whole call whatever the jitter does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryConfig {
     /// Retries after the first attempt (0 disables retries). Default 6.
@@ -60,10 +78,14 @@ pub struct RetryConfig {
     pub min_delay: Duration,
     /// The longest delay. Default 5 s.
     pub max_delay: Duration,
-    /// No retry starts once this much time has passed since the first attempt began (a retry
-    /// whose delay would cross it is not made). Default 60 s.
+    /// The bound on the whole call, first attempt and retries included, for calls that may be
+    /// retried: a retry whose delay would end past it is not made, and each attempt's
+    /// time-out is cut to the time left (an attempt cut short fails with
+    /// `Transient(Timeout)`). Calls that are never retried (`ping`, `health`) and clients with
+    /// retries disabled are bounded by their per-operation time-out alone. Default 60 s.
     pub max_elapsed: Duration,
-    /// Randomise each delay (so that many clients do not retry in step). Default true.
+    /// Randomise each delay by adding 0–100 % of it (so that many clients do not retry in
+    /// step). Default true.
     pub jitter: bool,
 }
 

@@ -7,12 +7,13 @@ mod path;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use reqwest::Client;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
-use reqwest::{Client, StatusCode};
+use tokio::time::Instant;
 use tracing::{Instrument, debug_span, warn};
 use url::Url;
 
@@ -20,7 +21,7 @@ pub use config::{ClientConfig, RetryConfig, Timeouts};
 use operation::{Operation, Repeat};
 use path::RequestPath;
 
-use crate::error::WahaError;
+use crate::error::{TransientCause, WahaError};
 use crate::response::{classify, transport};
 use crate::secret::ApiKey;
 
@@ -192,7 +193,8 @@ impl WahaClient {
     }
 
     /// Sends `request`, retrying transient errors where the operation allows it, and returns
-    /// the body of a successful answer.
+    /// the body of a successful answer. A retried call is bounded as a whole by
+    /// `retry.max_elapsed`.
     async fn execute(&self, request: &Request<'_>) -> Result<Bytes, WahaError> {
         let operation = request.operation;
         let span = debug_span!(
@@ -203,7 +205,7 @@ impl WahaClient {
         let started = Instant::now();
         let retry = &self.inner.config.retry;
         let result = if operation.repeat() == Repeat::Never || retry.max_retries == 0 {
-            self.attempt(request).instrument(span).await
+            self.attempt(request, None).instrument(span).await
         } else {
             let mut backoff = ExponentialBuilder::default()
                 .with_min_delay(retry.min_delay)
@@ -212,18 +214,26 @@ impl WahaClient {
             if retry.jitter {
                 backoff = backoff.with_jitter();
             }
-            let max_elapsed = retry.max_elapsed;
-            (|| self.attempt(request))
+            let deadline = started + retry.max_elapsed;
+            (|| self.attempt(request, Some(deadline)))
                 .retry(backoff)
                 .sleep(tokio::time::sleep)
                 .when(|err| operation.may_retry(err))
-                .adjust(|_, delay| delay.filter(|delay| started.elapsed() + *delay <= max_elapsed))
+                // The delay is the jittered one: a retry that would start past the budget is
+                // not made.
+                .adjust(|_, delay| delay.filter(|delay| Instant::now() + *delay < deadline))
                 .notify(|err, delay| {
+                    // Kind and cause only: an error's text can carry (redacted) body excerpts.
+                    let cause = match err {
+                        WahaError::Transient { cause, .. } => Some(tracing::field::display(*cause)),
+                        _ => None,
+                    };
                     warn!(
                         operation = operation.name(),
                         session = request.session.unwrap_or_default(),
                         delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        error = %err,
+                        error = err.kind(),
+                        cause,
                         "transient WAHA error; retrying"
                     );
                     metrics::counter!("waha_client_retries_total", "operation" => operation.name())
@@ -250,8 +260,38 @@ impl WahaClient {
         result
     }
 
-    /// One attempt: send, read the whole answer, classify a failure.
-    async fn attempt(&self, request: &Request<'_>) -> Result<Bytes, WahaError> {
+    /// One attempt: send, read the whole answer (up to `max_response_bytes`), classify a
+    /// failure. With a `deadline`, the attempt's time-out is cut to the time left before it.
+    async fn attempt(
+        &self,
+        request: &Request<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Bytes, WahaError> {
+        let inner = &*self.inner;
+        let operation = request.operation;
+        let mut timeout = operation.timeout(&inner.config.timeouts);
+        let mut cut_by_budget = false;
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < timeout {
+                timeout = left;
+                cut_by_budget = true;
+            }
+        }
+        if timeout.is_zero() {
+            return Err(budget_exhausted(&inner.config));
+        }
+        let result = self.exchange(request, timeout).await;
+        match result {
+            Err(WahaError::Transient {
+                cause: TransientCause::Timeout,
+                ..
+            }) if cut_by_budget => Err(budget_exhausted(&inner.config)),
+            other => other,
+        }
+    }
+
+    async fn exchange(&self, request: &Request<'_>, timeout: Duration) -> Result<Bytes, WahaError> {
         let inner = &*self.inner;
         let url = request
             .path
@@ -259,7 +299,7 @@ impl WahaClient {
         let mut builder = inner
             .http
             .request(request.operation.method(), url)
-            .timeout(request.operation.timeout(&inner.config.timeouts))
+            .timeout(timeout)
             .header(ACCEPT, request.accept);
         if let Some(key) = &inner.api_key_header {
             builder = builder.header(API_KEY_HEADER, key.clone());
@@ -269,13 +309,63 @@ impl WahaClient {
         }
         let response = builder.send().await.map_err(transport)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(transport)?;
+        let body = read_body(
+            response,
+            request.operation.name(),
+            inner.config.max_response_bytes,
+        )
+        .await?;
         if status.is_success() {
             Ok(body)
         } else {
             Err(classify(status, &body, inner.api_key.expose_secret()))
         }
     }
+}
+
+/// The error of an attempt that ran out of the retry time budget.
+fn budget_exhausted(config: &ClientConfig) -> WahaError {
+    WahaError::Transient {
+        cause: TransientCause::Timeout,
+        detail: format!(
+            "the retry time budget ({} ms) ran out",
+            config.retry.max_elapsed.as_millis()
+        ),
+    }
+}
+
+/// Reads the whole body, refusing one larger than `limit` bytes (announced or actual).
+async fn read_body(
+    mut response: reqwest::Response,
+    operation: &'static str,
+    limit: usize,
+) -> Result<Bytes, WahaError> {
+    let too_large = || WahaError::ResponseTooLarge { operation, limit };
+    if response
+        .content_length()
+        .is_some_and(|length| length > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large());
+    }
+    let Some(first) = response.chunk().await.map_err(transport)? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() > limit {
+        return Err(too_large());
+    }
+    let Some(second) = response.chunk().await.map_err(transport)? else {
+        return Ok(first);
+    };
+    let mut body = BytesMut::from(first);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+        next = response.chunk().await.map_err(transport)?;
+    }
+    Ok(body.freeze())
 }
 
 impl fmt::Debug for WahaClient {
@@ -291,9 +381,4 @@ impl fmt::Debug for WahaClient {
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
-}
-
-/// Whether an error is the 422 that old Core gives for `/health` ("available only in Plus").
-fn is_unprocessable(err: &WahaError) -> bool {
-    matches!(err, WahaError::Api { status, .. } if *status == StatusCode::UNPROCESSABLE_ENTITY.as_u16())
 }

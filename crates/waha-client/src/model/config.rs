@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::lenient::null_as_default;
+use crate::error::WahaError;
 use crate::secret::{HeaderValueSecret, HmacKey, ProxyPassword};
 
 /// A session's configuration: webhooks, metadata, proxy, engine options and client names.
@@ -56,6 +57,24 @@ impl SessionConfig {
     /// restarts a running session) when the server already holds the desired config.
     pub fn is_equivalent_to(&self, other: &Self) -> bool {
         self.normalized() == other.normalized()
+    }
+
+    /// Refuses a webhook `hmac.key` that is present but empty (WAHA would send that webhook
+    /// unsigned). The client checks this before sending a config.
+    ///
+    /// # Errors
+    /// [`WahaError::EmptyHmacKey`].
+    pub fn check_signing_keys(&self) -> Result<(), WahaError> {
+        let empty = self
+            .webhooks
+            .iter()
+            .filter_map(|webhook| webhook.hmac.as_ref()?.key.as_ref())
+            .any(HmacKey::is_empty);
+        if empty {
+            Err(WahaError::EmptyHmacKey)
+        } else {
+            Ok(())
+        }
     }
 
     fn normalized(&self) -> Self {
@@ -148,11 +167,16 @@ impl WebhookConfig {
     }
 
     /// The same webhook, signed with `key`.
-    pub fn signed_with(mut self, key: impl Into<HmacKey>) -> Self {
-        self.hmac = Some(WebhookHmac {
-            key: Some(key.into()),
-        });
-        self
+    ///
+    /// # Errors
+    /// [`WahaError::EmptyHmacKey`] for an empty key: WAHA would send the events unsigned.
+    pub fn signed_with(mut self, key: impl Into<HmacKey>) -> Result<Self, WahaError> {
+        let key = key.into();
+        if key.is_empty() {
+            return Err(WahaError::EmptyHmacKey);
+        }
+        self.hmac = Some(WebhookHmac { key: Some(key) });
+        Ok(self)
     }
 }
 

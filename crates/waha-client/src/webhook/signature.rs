@@ -25,7 +25,7 @@ fn mac(key: &HmacKey) -> Hmac<Sha512> {
 }
 
 /// The signature WAHA would send for `body`: lowercase hex HMAC-SHA512. Useful for fakes and
-/// tests.
+/// tests. [`verify`] refuses an empty key, so a signature made with one never verifies.
 pub fn sign(key: &HmacKey, body: &[u8]) -> String {
     let mut mac = mac(key);
     mac.update(body);
@@ -38,6 +38,7 @@ pub fn sign(key: &HmacKey, body: &[u8]) -> String {
 /// (absent means `sha512`).
 ///
 /// # Errors
+/// [`WahaError::EmptyHmacKey`] (anyone can sign with an empty key, so it proves nothing),
 /// [`WahaError::SignatureMissing`], [`WahaError::SignatureMalformed`] (not 128 hex digits),
 /// [`WahaError::UnsupportedSignatureAlgorithm`], [`WahaError::SignatureMismatch`].
 pub fn verify(
@@ -46,6 +47,9 @@ pub fn verify(
     signature: Option<&str>,
     algorithm: Option<&str>,
 ) -> Result<(), WahaError> {
+    if key.is_empty() {
+        return Err(WahaError::EmptyHmacKey);
+    }
     if let Some(algorithm) = algorithm.map(str::trim)
         && !algorithm.eq_ignore_ascii_case(SHA512)
     {
@@ -74,6 +78,9 @@ pub fn verify(
 /// As [`verify`]; a header that is not valid text is `SignatureMalformed` (or an unsupported
 /// algorithm).
 pub fn verify_headers(key: &HmacKey, headers: &HeaderMap, body: &[u8]) -> Result<(), WahaError> {
+    if key.is_empty() {
+        return Err(WahaError::EmptyHmacKey);
+    }
     let signature = headers
         .get(SIGNATURE_HEADER)
         .map(|value| {
@@ -138,6 +145,27 @@ mod tests {
         assert!(matches!(
             verify(&other_key, VECTOR_BODY, Some(VECTOR_SIGNATURE), None),
             Err(WahaError::SignatureMismatch)
+        ));
+    }
+
+    #[test]
+    fn an_empty_key_is_refused_even_with_a_matching_signature() {
+        let empty = HmacKey::new("");
+        // What a forger would send: a valid MAC under the empty key.
+        let forged = sign(&empty, VECTOR_BODY);
+        assert!(matches!(
+            verify(&empty, VECTOR_BODY, Some(&forged), None),
+            Err(WahaError::EmptyHmacKey)
+        ));
+        let mut headers = HeaderMap::new();
+        headers.insert(SIGNATURE_HEADER, forged.parse().unwrap());
+        assert!(matches!(
+            verify_headers(&empty, &headers, VECTOR_BODY),
+            Err(WahaError::EmptyHmacKey)
+        ));
+        assert!(matches!(
+            crate::webhook::WebhookEvent::from_signed(&empty, &headers, VECTOR_BODY),
+            Err(WahaError::EmptyHmacKey)
         ));
     }
 

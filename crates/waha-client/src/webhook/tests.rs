@@ -108,3 +108,36 @@ fn signed_events_are_verified_before_parsing() {
         Err(WahaError::SignatureMismatch)
     ));
 }
+
+#[test]
+fn long_non_ascii_value_in_a_wrong_typed_field_is_a_decode_error_not_a_panic() {
+    // serde quotes the offending string; the quote is cut at 300 bytes. Both parities put
+    // byte 300 inside a two-byte character for one of them.
+    for prefix in ["", "x"] {
+        let long = format!("{prefix}{}", "é".repeat(400));
+        let body = serde_json::json!({
+            "event": "session.status",
+            "session": "s1",
+            "metadata": {"tenant": "t1"},
+            "timestamp": long,
+            "payload": {"name": "s1", "status": "WORKING"},
+        });
+        match WebhookEvent::from_slice(body.to_string().as_bytes()) {
+            Err(WahaError::Decode { path, message, .. }) => {
+                assert_eq!(path, "timestamp");
+                assert!(message.len() < 340, "bounded: {} bytes", message.len());
+                assert!(message.ends_with("(truncated)"), "{message}");
+            }
+            other => panic!("expected Decode, got {other:?}"),
+        }
+        let body = serde_json::json!({
+            "event": "message.ack",
+            "session": "s1",
+            "payload": {"id": "m1", "ack": long},
+        });
+        assert!(matches!(
+            WebhookEvent::from_slice(body.to_string().as_bytes()),
+            Err(WahaError::Decode { .. })
+        ));
+    }
+}

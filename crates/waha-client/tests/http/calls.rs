@@ -51,9 +51,11 @@ async fn session_lifecycle_requests_and_odd_answers() {
     let mut config = SessionConfig::default();
     config.metadata.insert("tenant".into(), "t1".into());
     config.proxy = Some(ProxyConfig::new("127.0.0.1:3128").with_credentials("u", "p@ss:/"));
-    config
-        .webhooks
-        .push(WebhookConfig::new("http://127.0.0.1:9/hook", ["session.status"]).signed_with("hk"));
+    config.webhooks.push(
+        WebhookConfig::new("http://127.0.0.1:9/hook", ["session.status"])
+            .signed_with("hk")
+            .unwrap(),
+    );
     let config_json = serde_json::to_value(&config).unwrap();
 
     Mock::given(method("GET"))

@@ -1,7 +1,12 @@
 //! `ensure_session` and `ensure_started` against the server's real answers.
 
+use std::time::Duration;
+
 use serde_json::json;
-use waha_client::{SessionConfig, SessionStatus, WahaApiExt, WahaError, WebhookConfig};
+use waha_client::{
+    ClientConfig, HmacKey, SessionConfig, SessionStatus, Timeouts, WahaApi, WahaApiExt, WahaError,
+    WebhookConfig, WebhookHmac,
+};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -13,7 +18,8 @@ fn desired() -> SessionConfig {
     config.metadata.insert("chip".into(), "c1".into());
     config.webhooks.push(
         WebhookConfig::new("http://127.0.0.1:9/hook", ["session.status", "message"])
-            .signed_with("tenant-hmac"),
+            .signed_with("tenant-hmac")
+            .unwrap(),
     );
     config
 }
@@ -121,12 +127,15 @@ async fn empty_201_after_delete_is_checked() {
         .expect(1)
         .mount(&server)
         .await;
+    let mut there = session_json("there", "STOPPED");
+    there["config"] = serde_json::to_value(desired()).unwrap();
     Mock::given(method("GET"))
         .and(path("/api/sessions/there"))
-        .respond_with(json_response(200, session_json("there", "STOPPED")))
+        .respond_with(json_response(200, there))
         .expect(1)
         .mount(&server)
         .await;
+    // Found with the desired config: no PUT (the catch-all would answer one with 599).
     let api = client(&server);
     match api.ensure_session("gone", &desired()).await.unwrap_err() {
         WahaError::SessionNotCreated { name } => assert_eq!(name, "gone"),
@@ -184,4 +193,112 @@ async fn ensure_started_accepts_already_started() {
         .await;
     let info = client(&server).ensure_started("s1").await.unwrap();
     assert_eq!(info.status, SessionStatus::Working);
+}
+
+/// After an empty 201 the session that the GET finds is checked like an existing one: a
+/// different stored config is replaced.
+#[tokio::test]
+async fn empty_201_then_a_session_with_another_config_is_updated() {
+    let server = server().await;
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // Old Core: the session the server holds has no config at all.
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/default"))
+        .respond_with(json_response(200, session_json("default", "STOPPED")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut updated = session_json("default", "STOPPED");
+    updated["config"] = serde_json::to_value(desired()).unwrap();
+    Mock::given(method("PUT"))
+        .and(path("/api/sessions/default"))
+        .and(wiremock::matchers::body_json(
+            json!({"config": serde_json::to_value(desired()).unwrap()}),
+        ))
+        .respond_with(json_response(200, updated))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let info = client(&server)
+        .ensure_session("default", &desired())
+        .await
+        .unwrap();
+    assert_eq!(info.config, Some(desired()));
+}
+
+/// The create's answer is lost to a time-out although the server applied it; the retried
+/// create answers "already exists", and `ensure_session` still ends with the desired config
+/// and no `PUT`.
+#[tokio::test]
+async fn a_timed_out_create_that_was_applied_still_converges() {
+    let server = server().await;
+    let mut stored = session_json("s1", "STOPPED");
+    stored["config"] = serde_json::to_value(desired()).unwrap();
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(json_response(201, stored.clone()).set_delay(Duration::from_secs(3)))
+        .up_to_n_times(1)
+        .expect(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(exists("s1"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/s1"))
+        .respond_with(json_response(200, stored))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let api = client_with(
+        &server,
+        ClientConfig {
+            timeouts: Timeouts {
+                session: Duration::from_millis(200),
+                ..Timeouts::default()
+            },
+            retry: fast_retries(),
+            ..ClientConfig::default()
+        },
+    );
+    let info = api.ensure_session("s1", &desired()).await.unwrap();
+    assert_eq!(info.name, "s1");
+    assert!(info.config.unwrap().is_equivalent_to(&desired()));
+}
+
+#[tokio::test]
+async fn an_empty_hmac_key_is_refused_before_sending() {
+    let server = server().await;
+    let webhook = WebhookConfig::new("http://127.0.0.1:9/hook", ["message"]);
+    assert!(matches!(
+        webhook.clone().signed_with(""),
+        Err(WahaError::EmptyHmacKey)
+    ));
+    // Built by hand, past `signed_with`: still refused, and nothing is sent.
+    let mut config = desired();
+    config.webhooks.push(WebhookConfig {
+        hmac: Some(WebhookHmac {
+            key: Some(HmacKey::new("")),
+        }),
+        ..webhook
+    });
+    let api = client(&server);
+    assert!(matches!(
+        api.ensure_session("s1", &config).await,
+        Err(WahaError::EmptyHmacKey)
+    ));
+    assert!(matches!(
+        api.update_session("s1", &config).await,
+        Err(WahaError::EmptyHmacKey)
+    ));
+    assert!(server.received_requests().await.unwrap().is_empty());
 }

@@ -5,9 +5,9 @@ use std::time::Duration;
 use serde_json::json;
 use waha_client::{
     ApiKey, ClientConfig, HealthSource, NewSession, RetryConfig, SessionConfig, SessionStatus,
-    Timeouts, TransientCause, WahaApi, WahaClient, WahaError,
+    Timeouts, TransientCause, WahaApi, WahaClient, WahaError, WebhookConfig,
 };
-use wiremock::matchers::{method, path, query_param};
+use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::support::*;
@@ -32,24 +32,311 @@ async fn unauthorized() {
     assert!(!err.is_retryable());
 }
 
+/// CONTRACT: "A non-string metadata value, an unknown event name (also `"*"`), a URL that is
+/// not a URL, or a proxy without `server` → 400", in NestJS's ValidationPipe shape (`message`
+/// a list). Two of them this client can send (events and URLs are free strings).
 #[tokio::test]
-async fn list_with_a_bad_all_is_invalid() {
+async fn create_with_an_unknown_event_or_a_bad_url_is_invalid() {
     let server = server().await;
-    Mock::given(method("GET"))
+    Mock::given(method("POST"))
         .and(path("/api/sessions"))
-        .and(query_param("all", "true"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"config": {"webhooks": [{"events": ["*"]}]}}),
+        ))
         .respond_with(json_response(
             400,
-            error_body(400, json!(["all must be a boolean value"]), "Bad Request"),
+            error_body(
+                400,
+                json!(["config.webhooks.0.each value in events must be one of the following values: session.status, message, message.any, message.ack"]),
+                "Bad Request",
+            ),
         ))
         .expect(1)
         .mount(&server)
         .await;
-    let err = client(&server).list_sessions(true).await.unwrap_err();
-    match err {
-        WahaError::Invalid { messages } => assert_eq!(messages, ["all must be a boolean value"]),
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"config": {"webhooks": [{"url": "not a url"}]}}),
+        ))
+        .respond_with(json_response(
+            400,
+            error_body(
+                400,
+                json!(["config.webhooks.0.url must be a URL address"]),
+                "Bad Request",
+            ),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let api = client(&server);
+    let with_webhook = |url: &str, event: &str| {
+        let mut config = SessionConfig::default();
+        config.webhooks.push(WebhookConfig::new(url, [event]));
+        NewSession::new("s1", config)
+    };
+    match api
+        .create_session(&with_webhook("http://127.0.0.1:9/hook", "*"))
+        .await
+        .unwrap_err()
+    {
+        WahaError::Invalid { messages } => assert!(messages[0].contains("events"), "{messages:?}"),
         other => panic!("expected Invalid, got {other:?}"),
     }
+    match api
+        .create_session(&with_webhook("not a url", "message"))
+        .await
+        .unwrap_err()
+    {
+        WahaError::Invalid { messages } => {
+            assert_eq!(messages, ["config.webhooks.0.url must be a URL address"]);
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+/// A NestJS error body whose `message` is a string (a parse pipe's `Validation failed (...)`,
+/// the body parser's JSON message) judges the request: `Invalid`, not retried. Only a 400
+/// that is not a NestJS error body is taken for a booting server.
+#[tokio::test]
+async fn which_400s_are_invalid_and_which_are_booting() {
+    let server = server().await;
+    let invalid = [
+        (
+            "s-pipe",
+            json_response(
+                400,
+                error_body(
+                    400,
+                    "Validation failed (boolean string is expected)",
+                    "Bad Request",
+                ),
+            ),
+            "Validation failed (boolean string is expected)",
+        ),
+        (
+            "s-parser",
+            json_response(
+                400,
+                error_body(
+                    400,
+                    "Unexpected token } in JSON at position 10",
+                    "Bad Request",
+                ),
+            ),
+            "Unexpected token } in JSON at position 10",
+        ),
+        (
+            "s-bare",
+            json_response(400, json!({"statusCode": 400, "error": "Bad Request"})),
+            "Bad Request",
+        ),
+    ];
+    let booting = [
+        ("b-empty", ResponseTemplate::new(400)),
+        (
+            "b-html",
+            ResponseTemplate::new(400)
+                .set_body_raw("<html><h1>400 Bad Request</h1></html>", "text/html"),
+        ),
+        (
+            "b-text",
+            ResponseTemplate::new(400).set_body_string("Bad Request"),
+        ),
+        (
+            "b-json",
+            json_response(400, json!({"message": "server is starting"})),
+        ),
+    ];
+    for (name, answer, _) in &invalid {
+        Mock::given(method("GET"))
+            .and(path(format!("/api/sessions/{name}")))
+            .respond_with(answer.clone())
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    for (name, answer) in &booting {
+        Mock::given(method("GET"))
+            .and(path(format!("/api/sessions/{name}")))
+            .respond_with(answer.clone())
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    // Retries on: an Invalid answer must be asked once only (`expect(1)`).
+    let api = client(&server);
+    for (name, _, message) in invalid {
+        match api.get_session(name).await.unwrap_err() {
+            WahaError::Invalid { messages } => assert_eq!(messages, [message], "{name}"),
+            other => panic!("{name}: expected Invalid, got {other:?}"),
+        }
+    }
+    let api = single_shot(&server);
+    for (name, _) in booting {
+        let err = api.get_session(name).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WahaError::Transient {
+                    cause: TransientCause::Booting,
+                    ..
+                }
+            ),
+            "{name}: {err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn long_non_ascii_value_in_a_wrong_typed_field_is_a_decode_error() {
+    let server = server().await;
+    // Both parities: one of them puts byte 300 of serde's message inside a character.
+    for (name, prefix) in [("even", ""), ("odd", "x")] {
+        let mut answer = session_json(name, "WORKING");
+        answer["config"] = json!({"debug": format!("{prefix}{}", "é".repeat(400))});
+        Mock::given(method("GET"))
+            .and(path(format!("/api/sessions/{name}")))
+            .respond_with(json_response(200, answer))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let api = client(&server);
+    for name in ["even", "odd"] {
+        match api.get_session(name).await.unwrap_err() {
+            WahaError::Decode { path, message, .. } => {
+                assert_eq!(path, "config.debug");
+                assert!(message.starts_with("invalid type: string"), "{message}");
+                assert!(message.len() < 340, "bounded: {} bytes", message.len());
+            }
+            other => panic!("expected Decode, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn health_fallback_reports_a_failing_ping() {
+    let server = server().await;
+    Mock::given(method("GET"))
+        .and(path("/health"))
+        .respond_with(json_response(
+            422,
+            error_body(
+                422,
+                "The feature is available only in Plus version",
+                "Unprocessable Entity",
+            ),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/ping"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server).health().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WahaError::Transient {
+                cause: TransientCause::Unavailable { status: 503 },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_over_the_size_limit_is_refused() {
+    let server = server().await;
+    let mut big = session_json("big", "WORKING");
+    big["config"] = json!({"metadata": {"filler": "x".repeat(4096)}});
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/big"))
+        .respond_with(json_response(200, big.clone()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/bigerror"))
+        .respond_with(json_response(500, big))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/small"))
+        .respond_with(json_response(200, session_json("small", "WORKING")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let api = client_with(
+        &server,
+        ClientConfig {
+            retry: fast_retries(),
+            max_response_bytes: 1024,
+            ..ClientConfig::default()
+        },
+    );
+    for name in ["big", "bigerror"] {
+        let err = api.get_session(name).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WahaError::ResponseTooLarge {
+                    operation: "get_session",
+                    limit: 1024
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(!err.is_retryable());
+    }
+    assert_eq!(api.get_session("small").await.unwrap().name, "small");
+}
+
+/// A chunked answer (no `Content-Length`) is cut off while it streams in.
+#[tokio::test]
+async fn a_chunked_answer_over_the_size_limit_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0; 4096];
+                let _ = socket.read(&mut request).await;
+                let chunk = format!("{:x}\r\n{}\r\n", 600, "x".repeat(600));
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                let _ = socket.write_all(head.as_bytes()).await;
+                for _ in 0..3 {
+                    let _ = socket.write_all(chunk.as_bytes()).await;
+                    let _ = socket.flush().await;
+                }
+                let _ = socket.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    let api = WahaClient::with_config(
+        format!("http://{address}").parse().unwrap(),
+        ApiKey::new(API_KEY),
+        ClientConfig {
+            retry: RetryConfig::disabled(),
+            max_response_bytes: 1024,
+            ..ClientConfig::default()
+        },
+    )
+    .unwrap();
+    let err = api.list_sessions(true).await.unwrap_err();
+    assert!(
+        matches!(err, WahaError::ResponseTooLarge { limit: 1024, .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -454,6 +741,7 @@ async fn per_operation_timeouts() {
                 ..Timeouts::default()
             },
             retry: fast_retries(),
+            ..ClientConfig::default()
         },
     );
     let err = api.ping().await.unwrap_err();

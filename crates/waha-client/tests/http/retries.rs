@@ -1,11 +1,15 @@
 //! Only transient errors are retried, only where repeating is safe, within the time budget.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::json;
 use waha_client::{
-    ClientConfig, NewSession, RetryConfig, SessionConfig, TextMessage, TransientCause, WahaApi,
-    WahaError,
+    ApiKey, ClientConfig, NewSession, RetryConfig, SessionConfig, TextMessage, TransientCause,
+    WahaApi, WahaClient, WahaError,
 };
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -201,4 +205,106 @@ async fn validation_errors_are_not_retried() {
         .await
         .unwrap_err();
     assert!(matches!(err, WahaError::Invalid { .. }), "{err:?}");
+}
+
+/// `max_elapsed` bounds the whole call: an attempt is cut to the time left, even when the
+/// operation's own time-out is much longer.
+#[tokio::test]
+async fn the_time_budget_bounds_a_slow_attempt() {
+    let server = server().await;
+    Mock::given(method("POST"))
+        .and(path("/api/sessions"))
+        .respond_with(
+            json_response(201, session_json("s1", "STOPPED")).set_delay(Duration::from_secs(5)),
+        )
+        .mount(&server)
+        .await;
+    let api = client_with(
+        &server,
+        ClientConfig {
+            // The default session time-out (30 s) is far longer than the budget.
+            retry: RetryConfig {
+                max_elapsed: Duration::from_millis(300),
+                ..fast_retries()
+            },
+            ..ClientConfig::default()
+        },
+    );
+    let started = Instant::now();
+    let err = api
+        .create_session(&NewSession::new("s1", SessionConfig::default()))
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    match &err {
+        WahaError::Transient {
+            cause: TransientCause::Timeout,
+            detail,
+        } => assert!(detail.contains("budget"), "{detail}"),
+        other => panic!("expected Transient(Timeout), got {other:?}"),
+    }
+    // A functional bound, not a speed goal: without the budget this takes 5 s.
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+/// Fails the first name lookup (the request never leaves the client), then resolves to
+/// 127.0.0.1.
+struct FailFirstLookup {
+    lookups: AtomicUsize,
+}
+
+impl Resolve for FailFirstLookup {
+    fn resolve(&self, _name: Name) -> Resolving {
+        let first = self.lookups.fetch_add(1, Ordering::SeqCst) == 0;
+        Box::pin(async move {
+            if first {
+                Err("no such host (test)".into())
+            } else {
+                let addrs: Addrs = Box::new(std::iter::once(SocketAddr::from(([127, 0, 0, 1], 0))));
+                Ok(addrs)
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn send_text_is_retried_when_the_connection_never_opened() {
+    let server = server().await;
+    Mock::given(method("POST"))
+        .and(path("/api/sendText"))
+        .respond_with(json_response(
+            201,
+            json!({"id": "true_5511999999999@c.us_AAA"}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let resolver = Arc::new(FailFirstLookup {
+        lookups: AtomicUsize::new(0),
+    });
+    let http = reqwest::Client::builder()
+        .dns_resolver(resolver.clone())
+        .build()
+        .unwrap();
+    let port = server.address().port();
+    let api = WahaClient::with_http_client(
+        format!("http://waha.test:{port}").parse().unwrap(),
+        ApiKey::new(API_KEY),
+        ClientConfig {
+            retry: fast_retries(),
+            ..ClientConfig::default()
+        },
+        http,
+    )
+    .unwrap();
+    let sent = api
+        .send_text(&TextMessage::new("s1", "5511999999999@c.us", "hello"))
+        .await
+        .unwrap();
+    assert_eq!(sent.id.as_deref(), Some("true_5511999999999@c.us_AAA"));
+    assert_eq!(
+        resolver.lookups.load(Ordering::SeqCst),
+        2,
+        "one failed lookup, one retry"
+    );
 }

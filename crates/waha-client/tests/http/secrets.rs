@@ -1,6 +1,9 @@
 //! No secret appears in `Debug`, `Display` or any error, even when the server echoes it.
 
+use std::sync::{Arc, Mutex};
+
 use serde_json::json;
+use tracing_subscriber::fmt::MakeWriter;
 use waha_client::{
     ApiKey, ClientConfig, CustomHeader, HmacKey, ProxyConfig, SessionConfig, SessionStatus,
     TransientCause, WahaApi, WahaClient, WahaError, WebhookConfig,
@@ -15,8 +18,9 @@ const HMAC_KEY: &str = "hmac-key-9924";
 const HEADER_TOKEN: &str = "Bearer header-token-3310";
 
 fn secret_config() -> SessionConfig {
-    let mut webhook =
-        WebhookConfig::new("http://127.0.0.1:9/hook", ["message"]).signed_with(HMAC_KEY);
+    let mut webhook = WebhookConfig::new("http://127.0.0.1:9/hook", ["message"])
+        .signed_with(HMAC_KEY)
+        .unwrap();
     webhook.custom_headers.push(CustomHeader {
         name: "Authorization".into(),
         value: HEADER_TOKEN.into(),
@@ -74,6 +78,11 @@ fn every_error_kind() -> Vec<WahaError> {
             message: "x".into(),
         },
         WahaError::SessionNotCreated { name: "s1".into() },
+        WahaError::ResponseTooLarge {
+            operation: "get_session",
+            limit: 1024,
+        },
+        WahaError::EmptyHmacKey,
         WahaError::SignatureMissing,
         WahaError::SignatureMalformed {
             reason: "not hexadecimal",
@@ -158,7 +167,7 @@ async fn client_config_and_errors_never_show_secrets() {
     }
     errors.push(with_password.ping().await.unwrap_err());
     let kinds: std::collections::BTreeSet<_> = errors.iter().map(WahaError::kind).collect();
-    assert_eq!(kinds.len(), 15, "every variant is covered: {kinds:?}");
+    assert_eq!(kinds.len(), 17, "every variant is covered: {kinds:?}");
     for err in &errors {
         assert_clean(&format!("{err} | {err:?}"));
     }
@@ -169,4 +178,124 @@ async fn client_config_and_errors_never_show_secrets() {
     let proxy = info.config.unwrap().proxy.unwrap();
     assert_eq!(proxy.password.unwrap().expose_secret(), PROXY_PASSWORD);
     assert_clean(&format!("{:?}", HmacKey::new(HMAC_KEY)));
+}
+
+#[tokio::test]
+async fn decode_errors_never_quote_a_custom_header_value() {
+    let server = server().await;
+    let mut answer = session_json("s1", "WORKING");
+    // A wrong type makes serde quote the value in its message.
+    answer["config"] = json!({"webhooks": [{"url": "http://127.0.0.1:9/hook", "events": [],
+        "customHeaders": [{"name": "X-Token", "value": 55_443_322}]}]});
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/s1"))
+        .respond_with(json_response(200, answer))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server).get_session("s1").await.unwrap_err();
+    let WahaError::Decode { path, .. } = &err else {
+        panic!("expected Decode, got {err:?}");
+    };
+    assert_eq!(path, "config.webhooks[0].customHeaders[0].value");
+    let shown = format!("{err} | {err:?}");
+    assert!(!shown.contains("55443322"), "{shown}");
+}
+
+#[tokio::test]
+async fn environment_answers_are_redacted_in_errors() {
+    let server = server().await;
+    // What `GET /api/server/environment` returns, here as the body of an unexpected answer.
+    Mock::given(method("GET"))
+        .and(path("/api/server/version"))
+        .respond_with(json_response(
+            500,
+            json!({"WAHA_API_KEY": API_KEY, "WAHA_DASHBOARD_PASSWORD": "dash-pw-1",
+                   "WHATSAPP_SWAGGER_PASSWORD": "swag-pw-2",
+                   "WHATSAPP_SESSIONS_POSTGRESQL_URL": "postgres://waha:db-pw-3@db:5432/waha",
+                   "WHATSAPP_DEFAULT_ENGINE": "NOWEB"}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server).version().await.unwrap_err();
+    let shown = format!("{err} | {err:?}");
+    for secret in [API_KEY, "dash-pw-1", "swag-pw-2", "db-pw-3"] {
+        assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+    }
+    assert!(shown.contains("NOWEB") && shown.contains("postgres://waha:<redacted>@db"));
+}
+
+/// Every log line of the test's thread, as text.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for CapturedLogs {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// A retried call logs a warning per retry; no log line carries a secret or the body.
+#[tokio::test]
+async fn retry_logs_carry_no_secret_and_no_body() {
+    const BODY_MARKER: &str = "body-marker-4471";
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = server().await;
+    let mut echoed = session_json("s1", "WORKING");
+    echoed["config"] = serde_json::to_value(secret_config()).unwrap();
+    let mut unavailable = echoed.clone();
+    unavailable["note"] = json!(format!("{BODY_MARKER} key={API_KEY}"));
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/s1"))
+        .respond_with(json_response(503, unavailable))
+        .up_to_n_times(2)
+        .expect(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/sessions/s1"))
+        .respond_with(json_response(200, echoed))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let info = client(&server).get_session("s1").await.unwrap();
+    assert_eq!(info.name, "s1");
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        text.matches("retrying").count(),
+        2,
+        "two retries are logged: {text}"
+    );
+    assert!(
+        text.contains("get_session") && text.contains("503"),
+        "{text}"
+    );
+    assert_clean(&text);
+    assert!(
+        !text.contains(BODY_MARKER),
+        "the body reached the logs: {text}"
+    );
 }
