@@ -1,13 +1,14 @@
 //! The control handle: what a test does to the simulated phones and network.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::SimError;
 use crate::faults::Faults;
 use crate::session::lifecycle::Refusal;
 use crate::session::{AckLevel, Me, SessionStatus};
 use crate::state::SimState;
+use crate::time_scale::deadline_after;
 use crate::webhook::WebhookStats;
 
 /// Drives a running simulator: scans QR codes, injects failures and disconnects, acks messages,
@@ -164,7 +165,7 @@ impl SimulatorControl {
     ) -> Result<(), SimError> {
         let reached = self
             .state
-            .wait_until(Instant::now() + timeout, |s| {
+            .wait_until(deadline_after(timeout), |s| {
                 s.status_of(session) == Some(status)
             })
             .await;

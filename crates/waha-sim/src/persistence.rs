@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::SimError;
@@ -85,9 +86,7 @@ impl Persistence {
     }
 
     fn file_for(&self, name: &str) -> PathBuf {
-        // Names may hold any character (`../x` passes WAHA's validation): hex keeps them safe.
-        self.dir
-            .join(format!("{}.json", hex::encode(name.as_bytes())))
+        self.dir.join(file_name(name))
     }
 
     /// Writes every queued session now.
@@ -121,6 +120,24 @@ impl Persistence {
     }
 }
 
+/// Names longer than this (in UTF-8 bytes) are stored under a digest: 54 UTF-16 units can be
+/// 162 bytes, whose hex would pass the usual 255-byte limit on file names.
+const MAX_HEX_NAME_BYTES: usize = 100;
+
+/// The file a session is stored in. Names may hold any character (`../x` passes WAHA's
+/// validation), so they never reach the file system as they are: short names as hex, long
+/// ones as a SHA-256 digest (the name itself is inside the file).
+fn file_name(name: &str) -> String {
+    if name.len() <= MAX_HEX_NAME_BYTES {
+        format!("{}.json", hex::encode(name.as_bytes()))
+    } else {
+        format!(
+            "sha256-{}.json",
+            hex::encode(Sha256::digest(name.as_bytes()))
+        )
+    }
+}
+
 fn write_atomically(path: &Path, record: &PersistedSession) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("json.tmp");
@@ -147,5 +164,26 @@ pub(crate) async fn run(state: Arc<SimState>) {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_safe_short_and_distinct() {
+        assert_eq!(file_name("../x"), "2e2e2f78.json");
+        let long = "会".repeat(54);
+        let longer = "会".repeat(53) + "x";
+        for name in [long.as_str(), longer.as_str(), &"a".repeat(54)] {
+            let file = file_name(name);
+            assert!(file.len() + ".tmp".len() <= 255, "{file}");
+            assert!(
+                file.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            );
+        }
+        assert_ne!(file_name(&long), file_name(&longer));
     }
 }

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::session::AckLevel;
 use crate::state::SimState;
+use crate::time_scale::deadline_after;
 
 /// What a timer does when it fires.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,7 +57,7 @@ impl Scheduler {
     /// Fires `timer` after `delay` (wall-clock; callers scale first).
     pub(crate) fn schedule(&self, delay: Duration, timer: Timer) {
         let entry = Entry {
-            at: Instant::now() + delay,
+            at: deadline_after(delay),
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             timer,
         };

@@ -12,6 +12,7 @@ use crate::persistence::Persistence;
 use crate::scheduler::Scheduler;
 use crate::session::Session;
 use crate::settings::{CrashBehaviour, Settings};
+use crate::time_scale::deadline_after;
 use crate::webhook::{OutgoingEvent, WebhookCounters};
 use crate::wire::Environment;
 
@@ -124,7 +125,7 @@ impl SimState {
     pub(crate) fn set_booting(&self, window: Option<Duration>) {
         let until = window
             .filter(|w| !w.is_zero())
-            .map(|w| Instant::now() + self.settings.scaled(w));
+            .map(|w| deadline_after(self.settings.scaled(w)));
         *self.booting_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
     }
 

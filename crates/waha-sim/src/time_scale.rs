@@ -1,6 +1,6 @@
 //! One knob that speeds up (or slows down) every wait the simulator makes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::SimError;
 
@@ -33,13 +33,25 @@ impl TimeScale {
         self.0
     }
 
-    /// `duration` in simulated time, scaled to wall-clock time.
+    /// `duration` in simulated time, scaled to wall-clock time. Saturates at
+    /// [`Duration::MAX`] (a huge duration times a large factor never panics).
     pub fn scale(self, duration: Duration) -> Duration {
         if duration.is_zero() {
             return duration;
         }
-        duration.mul_f64(self.0)
+        Duration::try_from_secs_f64(duration.as_secs_f64() * self.0).unwrap_or(Duration::MAX)
     }
+}
+
+/// A wait so long that it stands for "never" (an `Instant` cannot hold `Duration::MAX`).
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The instant `wait` after now; a wait too long for an `Instant` becomes a century.
+pub(crate) fn deadline_after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
 }
 
 impl Default for TimeScale {
@@ -59,5 +71,15 @@ mod tests {
         assert!(TimeScale::new(0.0).is_err());
         assert!(TimeScale::new(f64::NAN).is_err());
         assert!(TimeScale::new(-1.0).is_err());
+    }
+
+    #[test]
+    fn huge_durations_saturate_instead_of_panicking() {
+        let slow = TimeScale::new(1e6).unwrap();
+        assert_eq!(slow.scale(Duration::MAX), Duration::MAX);
+        assert_eq!(slow.scale(Duration::from_millis(u64::MAX)), Duration::MAX);
+        assert!(deadline_after(Duration::MAX) > Instant::now() + Duration::from_secs(3600));
+        let soon = deadline_after(Duration::from_millis(5));
+        assert!(soon <= Instant::now() + Duration::from_millis(5));
     }
 }

@@ -1,20 +1,19 @@
 //! `/api/{session}/auth/qr` and `/api/{session}/auth/request-code`.
 
-use std::time::Instant;
-
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use bytes::Bytes;
 use serde_json::json;
 
 use crate::server::AppState;
+use crate::server::body::JsonObject;
 use crate::session::SessionStatus;
 use crate::session::lifecycle::SCAN_QR_CODE;
 use crate::state::SimState;
+use crate::time_scale::deadline_after;
 use crate::wire::api_error::json;
-use crate::wire::{ApiError, parse_body};
+use crate::wire::{ApiError, required_strings};
 
 /// Waits (up to `qr_wait`) for SCAN_QR_CODE; returns the QR value or the error answer.
 async fn wait_for_qr(state: &SimState, name: &str) -> Result<String, ApiError> {
@@ -22,7 +21,7 @@ async fn wait_for_qr(state: &SimState, name: &str) -> Result<String, ApiError> {
         None | Some(SessionStatus::Stopped) => return Err(ApiError::not_running(name)),
         Some(_) => {}
     }
-    let deadline = Instant::now() + state.settings.scaled(state.settings.timings.qr_wait);
+    let deadline = deadline_after(state.settings.scaled(state.settings.timings.qr_wait));
     state
         .wait_until(deadline, |s| {
             !matches!(
@@ -85,15 +84,10 @@ pub(crate) async fn qr(
 pub(crate) async fn request_code(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Bytes,
+    JsonObject(body): JsonObject,
 ) -> Response {
-    let body = match parse_body(&body) {
-        Ok(body) => body,
-        Err(error) => return error.into_response(),
-    };
-    if !body.get("phoneNumber").is_some_and(|p| p.is_string()) {
-        return ApiError::Validation(vec!["phoneNumber must be a string".to_owned()])
-            .into_response();
+    if let Err(error) = required_strings(&body, ["phoneNumber"]) {
+        return error.into_response();
     }
     match wait_for_qr(&state, &name).await {
         Ok(_) => json(

@@ -7,15 +7,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::faults::Faults;
+use crate::server::body::JsonObject;
 use crate::server::{AppState, session_info};
 use crate::session::lifecycle::Refusal;
 use crate::session::{AckLevel, Me};
 use crate::wire::api_error::json;
-use crate::wire::{ApiError, parse_body, validate_object_strings};
+use crate::wire::{ApiError, required_strings};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -44,35 +44,39 @@ fn refused(refusal: Refusal) -> ApiError {
     }
 }
 
-fn reason(body: &Bytes) -> Result<String, ApiError> {
-    let body = parse_body(body)?;
-    Ok(validate_object_strings(&body, &["reason"])?.remove(0))
+fn reason(body: &Map<String, Value>) -> Result<String, ApiError> {
+    let [reason] = required_strings(body, ["reason"])?;
+    Ok(reason)
 }
 
-async fn scan(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> Response {
-    let result = parse_body(&body).and_then(|body| {
-        let me = match (body.get("id"), body.get("pushName")) {
-            (None, None) => None,
-            (Some(Value::String(id)), push_name) => Some(Me {
-                id: id.clone(),
-                push_name: push_name
-                    .and_then(Value::as_str)
-                    .unwrap_or(&name)
-                    .to_owned(),
-            }),
-            _ => {
-                return Err(ApiError::Validation(vec!["id must be a string".to_owned()]));
-            }
-        };
-        state.scan(&name, me).map_err(refused)
-    });
+async fn scan(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Response {
+    let me = match (body.get("id"), body.get("pushName")) {
+        (None, None) => Ok(None),
+        (Some(Value::String(id)), push_name) => Ok(Some(Me {
+            id: id.clone(),
+            push_name: push_name
+                .and_then(Value::as_str)
+                .unwrap_or(&name)
+                .to_owned(),
+        })),
+        _ => Err(ApiError::Validation(vec!["id must be a string".to_owned()])),
+    };
+    let result = me.and_then(|me| state.scan(&name, me).map_err(refused));
     match result {
         Ok(view) => session_info(&state, StatusCode::CREATED, &view, false),
         Err(error) => error.into_response(),
     }
 }
 
-async fn fail(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> Response {
+async fn fail(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Response {
     match reason(&body).and_then(|r| state.fail(&name, &r).map_err(refused)) {
         Ok(view) => session_info(&state, StatusCode::CREATED, &view, false),
         Err(error) => error.into_response(),
@@ -82,7 +86,7 @@ async fn fail(State(state): State<AppState>, Path(name): Path<String>, body: Byt
 async fn disconnect(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Bytes,
+    JsonObject(body): JsonObject,
 ) -> Response {
     match reason(&body).and_then(|r| state.disconnect(&name, &r).map_err(refused)) {
         Ok(view) => session_info(&state, StatusCode::CREATED, &view, false),
@@ -90,34 +94,37 @@ async fn disconnect(
     }
 }
 
-async fn receive(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> Response {
-    let result = parse_body(&body).and_then(|body| {
-        let fields = validate_object_strings(&body, &["from", "text"])?;
-        state
-            .receive(&name, &fields[0], &fields[1])
-            .map_err(refused)
-    });
+async fn receive(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Response {
+    let result = required_strings(&body, ["from", "text"])
+        .and_then(|[from, text]| state.receive(&name, &from, &text).map_err(refused));
     match result {
         Ok(id) => json(StatusCode::CREATED, &json!({ "id": id })),
         Err(error) => error.into_response(),
     }
 }
 
-async fn ack(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> Response {
-    let result = parse_body(&body).and_then(|body| {
-        let level = match body.get("ack") {
-            Some(Value::Number(n)) => AckLevel::parse(&n.to_string()),
-            Some(Value::String(s)) => AckLevel::parse(s),
-            _ => None,
-        }
+async fn ack(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Response {
+    let level = match body.get("ack") {
+        Some(Value::Number(n)) => AckLevel::parse(&n.to_string()),
+        Some(Value::String(s)) => AckLevel::parse(s),
+        _ => None,
+    };
+    let result = level
         .ok_or_else(|| {
             ApiError::Validation(vec![
                 "ack must be one of -1..4 or ERROR, PENDING, SERVER, DEVICE, READ, PLAYED"
                     .to_owned(),
             ])
-        })?;
-        state.ack(&id, level).map_err(refused)
-    });
+        })
+        .and_then(|level| state.ack(&id, level).map_err(refused));
     match result {
         Ok(()) => json(StatusCode::CREATED, &json!({})),
         Err(error) => error.into_response(),
@@ -128,8 +135,8 @@ async fn get_faults(State(state): State<AppState>) -> Response {
     json(StatusCode::OK, &state.faults())
 }
 
-async fn put_faults(State(state): State<AppState>, body: Bytes) -> Response {
-    let faults: Faults = match serde_json::from_slice(&body) {
+async fn put_faults(State(state): State<AppState>, JsonObject(body): JsonObject) -> Response {
+    let faults: Faults = match serde_json::from_value(Value::Object(body)) {
         Ok(faults) => faults,
         Err(e) => return ApiError::Validation(vec![e.to_string()]).into_response(),
     };
@@ -140,14 +147,13 @@ async fn put_faults(State(state): State<AppState>, body: Bytes) -> Response {
     json(StatusCode::OK, &faults)
 }
 
-async fn booting(State(state): State<AppState>, body: Bytes) -> Response {
-    let result = parse_body(&body).and_then(|body| {
-        body.get("durationMs")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| {
-                ApiError::Validation(vec!["durationMs must be a non-negative integer".to_owned()])
-            })
-    });
+async fn booting(State(state): State<AppState>, JsonObject(body): JsonObject) -> Response {
+    let result = body
+        .get("durationMs")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| {
+            ApiError::Validation(vec!["durationMs must be a non-negative integer".to_owned()])
+        });
     match result {
         Ok(ms) => {
             state.set_booting(Some(Duration::from_millis(ms)));

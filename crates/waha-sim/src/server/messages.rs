@@ -3,15 +3,15 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::server::AppState;
+use crate::server::body::JsonObject;
 use crate::session::SessionStatus;
 use crate::session::lifecycle::{Refusal, WORKING};
 use crate::state::SimState;
 use crate::wire::api_error::{empty, json};
-use crate::wire::{ApiError, parse_body, validate_object_strings};
+use crate::wire::{ApiError, required_strings};
 
 /// `session` defaults to `default`, as in WAHA's request schemas.
 fn session_name(body: &Map<String, Value>) -> Result<String, ApiError> {
@@ -47,12 +47,14 @@ fn require_working(state: &SimState, name: &str) -> Result<(), ApiError> {
     }
 }
 
-pub(crate) async fn send_text(State(state): State<AppState>, body: Bytes) -> Response {
-    let result = parse_body(&body).and_then(|body| {
-        let name = session_name(&body)?;
-        let fields = validate_object_strings(&body, &["chatId", "text"])?;
+pub(crate) async fn send_text(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Response {
+    let result = session_name(&body).and_then(|name| {
+        let [chat_id, text] = required_strings(&body, ["chatId", "text"])?;
         state
-            .send_text(&name, &fields[0], &fields[1])
+            .send_text(&name, &chat_id, &text)
             .map_err(|r| refusal(&name, r))
     });
     match result {
@@ -61,25 +63,28 @@ pub(crate) async fn send_text(State(state): State<AppState>, body: Bytes) -> Res
     }
 }
 
-pub(crate) async fn send_seen(State(state): State<AppState>, body: Bytes) -> Response {
-    let result = parse_body(&body).and_then(|body| {
-        let name = session_name(&body)?;
-        validate_object_strings(&body, &["chatId"])?;
-        require_working(&state, &name)
-    });
-    match result {
+/// What `sendSeen` and the typing routes check: a chat and a WORKING session.
+fn chat_action(state: &SimState, body: &Map<String, Value>) -> Result<(), ApiError> {
+    let name = session_name(body)?;
+    required_strings(body, ["chatId"])?;
+    require_working(state, &name)
+}
+
+pub(crate) async fn send_seen(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Response {
+    match chat_action(&state, &body) {
         Ok(()) => json(StatusCode::CREATED, &serde_json::json!({})),
         Err(error) => error.into_response(),
     }
 }
 
-pub(crate) async fn typing(State(state): State<AppState>, body: Bytes) -> Response {
-    let result = parse_body(&body).and_then(|body| {
-        let name = session_name(&body)?;
-        validate_object_strings(&body, &["chatId"])?;
-        require_working(&state, &name)
-    });
-    match result {
+pub(crate) async fn typing(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Response {
+    match chat_action(&state, &body) {
         Ok(()) => empty(StatusCode::CREATED),
         Err(error) => error.into_response(),
     }

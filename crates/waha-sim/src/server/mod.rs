@@ -1,6 +1,7 @@
 //! The HTTP surface: WAHA's routes, plus the simulator's own control routes under `/_sim`.
 
 mod auth;
+mod body;
 mod control_api;
 mod gate;
 mod info;

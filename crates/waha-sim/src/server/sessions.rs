@@ -3,12 +3,12 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 
+use crate::server::body::JsonObject;
 use crate::server::{AppState, session_info, slow_stop};
 use crate::session::lifecycle::Refusal;
 use crate::wire::api_error::{empty, json};
-use crate::wire::{ApiError, parse_body, validate_create, validate_update};
+use crate::wire::{ApiError, validate_create, validate_update};
 
 const NOT_FOUND: &str = "Session not found";
 
@@ -41,8 +41,11 @@ pub(crate) async fn list(State(state): State<AppState>, RawQuery(query): RawQuer
     json(StatusCode::OK, &bodies)
 }
 
-pub(crate) async fn create(State(state): State<AppState>, body: Bytes) -> Response {
-    let request = match parse_body(&body).and_then(|b| validate_create(&b)) {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Response {
+    let request = match validate_create(&body) {
         Ok(request) => request,
         Err(error) => return error.into_response(),
     };
@@ -67,9 +70,9 @@ pub(crate) async fn get(State(state): State<AppState>, Path(name): Path<String>)
 pub(crate) async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Bytes,
+    JsonObject(body): JsonObject,
 ) -> Response {
-    let config = match parse_body(&body).and_then(|b| validate_update(&b)) {
+    let config = match validate_update(&body) {
         Ok(config) => config,
         Err(error) => return error.into_response(),
     };

@@ -212,20 +212,12 @@ impl SimState {
         chat_id: &str,
         text: &str,
     ) -> Result<MessagePayload, Refusal> {
-        let mut sessions = self.sessions();
+        let sessions = self.sessions();
         let session = sessions
-            .get_mut(name)
+            .get(name)
             .filter(|s| s.is_running())
             .ok_or(Refusal::NotFound)?;
-        let me = match (&session.me, session.status) {
-            (Some(me), SessionStatus::Working) => me.clone(),
-            _ => {
-                return Err(Refusal::WrongStatus {
-                    status: session.status,
-                    expected: WORKING,
-                });
-            }
-        };
+        let me = working_account(session)?;
         let message = MessagePayload {
             id: format!("true_{chat_id}_{}", message_suffix()),
             timestamp: now_ms() / 1000,
@@ -304,15 +296,7 @@ impl SimState {
     pub(crate) fn receive(&self, name: &str, from: &str, text: &str) -> Result<String, Refusal> {
         let sessions = self.sessions();
         let session = sessions.get(name).ok_or(Refusal::NotFound)?;
-        let me = match (&session.me, session.status) {
-            (Some(me), SessionStatus::Working) => me.clone(),
-            _ => {
-                return Err(Refusal::WrongStatus {
-                    status: session.status,
-                    expected: WORKING,
-                });
-            }
-        };
+        let me = working_account(session)?;
         let message = MessagePayload {
             id: format!("false_{from}_{}", message_suffix()),
             timestamp: now_ms() / 1000,
@@ -504,6 +488,17 @@ impl SimState {
             me: session.me.clone(),
             faults: self.faults(),
         });
+    }
+}
+
+/// The account of a WORKING session, or why there is none.
+fn working_account(session: &Session) -> Result<Me, Refusal> {
+    match (&session.me, session.status) {
+        (Some(me), SessionStatus::Working) => Ok(me.clone()),
+        _ => Err(Refusal::WrongStatus {
+            status: session.status,
+            expected: WORKING,
+        }),
     }
 }
 

@@ -12,9 +12,7 @@ pub use config::{
     RetriesConfig, RetryPolicy, SessionConfig, WebhookConfig,
 };
 pub(crate) use responses::{Environment, SessionInfoBody};
-pub(crate) use validation::{
-    parse_body, validate_create, validate_object_strings, validate_update,
-};
+pub(crate) use validation::{parse_body, required_strings, validate_create, validate_update};
 
 /// The webhook event names the simulator accepts in `WebhookConfig.events` (WAHA's list; `*`
 /// is refused, as the contract observed).

@@ -82,19 +82,19 @@ pub(crate) fn validate_update(
     }
 }
 
-/// Reads required string fields, in order.
-pub(crate) fn validate_object_strings(
+/// Reads required string fields, in order; every missing or non-string one is listed.
+pub(crate) fn required_strings<const N: usize>(
     body: &Map<String, Value>,
-    fields: &[&str],
-) -> Result<Vec<String>, ApiError> {
+    fields: [&str; N],
+) -> Result<[String; N], ApiError> {
     let mut errors = Vec::new();
-    let mut values = Vec::with_capacity(fields.len());
-    for field in fields {
-        match body.get(*field) {
-            Some(Value::String(s)) => values.push(s.clone()),
-            _ => errors.push(format!("{field} must be a string")),
+    let values = fields.map(|field| match body.get(field) {
+        Some(Value::String(s)) => s.clone(),
+        _ => {
+            errors.push(format!("{field} must be a string"));
+            String::new()
         }
-    }
+    });
     if errors.is_empty() {
         Ok(values)
     } else {

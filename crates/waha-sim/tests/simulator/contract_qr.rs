@@ -6,7 +6,7 @@ use base64::Engine as _;
 use serde_json::json;
 use waha_sim::SessionStatus;
 
-use crate::support::{Api, WAIT, call, call_json, start};
+use crate::support::{Api, WAIT, call, call_json, start, start_with};
 
 async fn scan_ready(sim: &waha_sim::RunningSimulator, api: &Api, name: &str) {
     call(api.post("/api/sessions", json!({"name": name, "start": true}))).await;
@@ -57,14 +57,11 @@ async fn qr_is_a_png_base64_json_with_exact_accept_or_raw() {
 
 #[tokio::test]
 async fn qr_waits_then_answers_422_without_status_code() {
-    let mut timings = waha_sim::Timings::default();
-    timings.starting = Duration::from_secs(3600);
-    timings.qr_wait = Duration::from_secs(5);
-    let sim = crate::support::fast()
-        .timings(timings)
-        .start()
-        .await
-        .unwrap();
+    let sim = start_with(|t| {
+        t.starting = Duration::from_secs(3600);
+        t.qr_wait = Duration::from_secs(5);
+    })
+    .await;
     let api = Api::new(&sim);
     call(api.post("/api/sessions", json!({"name": "default", "start": true}))).await;
     let began = Instant::now();
@@ -83,18 +80,21 @@ async fn qr_waits_then_answers_422_without_status_code() {
 
 #[tokio::test]
 async fn qr_wait_returns_as_soon_as_the_qr_is_there() {
-    let mut timings = waha_sim::Timings::default();
-    timings.starting = Duration::from_secs(20); // 200 ms scaled
-    timings.qr_wait = Duration::from_secs(500); // 5 s scaled
-    let sim = crate::support::fast()
-        .timings(timings)
-        .start()
-        .await
-        .unwrap();
+    let sim = start_with(|t| {
+        t.starting = Duration::from_secs(20); // 200 ms scaled
+        t.qr_wait = Duration::from_secs(6000); // 60 s scaled
+    })
+    .await;
     let api = Api::new(&sim);
     call(api.post("/api/sessions", json!({"name": "w", "start": true}))).await;
-    let (status, _) = call_json(api.get("/api/w/auth/qr?format=raw")).await;
+    let began = Instant::now();
+    let (status, body) = call_json(api.get("/api/w/auth/qr?format=raw")).await;
     assert_eq!(status, 200);
+    assert!(body["value"].is_string());
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "answered when SCAN_QR_CODE came, not at the end of the 60 s wait"
+    );
 }
 
 #[tokio::test]
@@ -112,15 +112,12 @@ async fn qr_of_a_session_not_running_is_404() {
 
 #[tokio::test]
 async fn qr_refreshes_then_fails_after_the_last_refresh() {
-    let mut timings = waha_sim::Timings::default();
-    timings.first_qr = Duration::from_secs(10); // 100 ms
-    timings.qr_refresh = Duration::from_secs(5); // 50 ms
-    timings.qr_refreshes = 2;
-    let sim = crate::support::fast()
-        .timings(timings)
-        .start()
-        .await
-        .unwrap();
+    let sim = start_with(|t| {
+        t.first_qr = Duration::from_secs(10); // 100 ms
+        t.qr_refresh = Duration::from_secs(5); // 50 ms
+        t.qr_refreshes = 2;
+    })
+    .await;
     let api = Api::new(&sim);
     let mut hook = crate::support::Receiver::start().await;
     let config = json!({"webhooks": [crate::support::webhook(&hook.url, &["session.status", "engine.event"])]});
@@ -129,7 +126,24 @@ async fn qr_refreshes_then_fails_after_the_last_refresh() {
         json!({"name": "r", "start": true, "config": config}),
     ))
     .await;
-    let seen = hook.statuses_until("FAILED").await;
+    let mut seen = Vec::new();
+    loop {
+        let delivery = hook.next().await;
+        let payload = &delivery.json["payload"];
+        let entry = match delivery.json["event"].as_str().unwrap() {
+            "session.status" => payload["status"].as_str().unwrap().to_owned(),
+            "engine.event" => format!(
+                "engine.event {} ({})",
+                payload["event"].as_str().unwrap(),
+                payload["data"]["reason"].as_str().unwrap()
+            ),
+            other => panic!("unexpected event {other}"),
+        };
+        seen.push(entry);
+        if seen.last().is_some_and(|e| e == "FAILED") {
+            break;
+        }
+    }
     assert_eq!(
         seen,
         [
@@ -137,21 +151,16 @@ async fn qr_refreshes_then_fails_after_the_last_refresh() {
             "SCAN_QR_CODE",
             "SCAN_QR_CODE",
             "SCAN_QR_CODE",
+            "engine.event session.failed (QR code expired)",
             "FAILED"
         ],
-        "first QR plus two refreshes, each re-emitting SCAN_QR_CODE"
+        "first QR plus two refreshes, each re-emitting SCAN_QR_CODE, then the reason and FAILED"
     );
 }
 
 #[tokio::test]
 async fn qr_value_changes_at_refresh() {
-    let mut timings = waha_sim::Timings::default();
-    timings.first_qr = Duration::from_secs(20); // 200 ms
-    let sim = crate::support::fast()
-        .timings(timings)
-        .start()
-        .await
-        .unwrap();
+    let sim = start_with(|t| t.first_qr = Duration::from_secs(20)).await; // 200 ms
     let api = Api::new(&sim);
     scan_ready(&sim, &api, "v").await;
     let (_, first) = call_json(api.get("/api/v/auth/qr?format=raw")).await;
@@ -180,13 +189,7 @@ async fn pairing_code_is_201_with_a_code() {
     assert_eq!(body["message"], json!(["phoneNumber must be a string"]));
 
     // While STARTING it is bounded by the same wait and answers 422.
-    let mut timings = waha_sim::Timings::default();
-    timings.starting = Duration::from_secs(3600);
-    let slow = crate::support::fast()
-        .timings(timings)
-        .start()
-        .await
-        .unwrap();
+    let slow = start_with(|t| t.starting = Duration::from_secs(3600)).await;
     let api = Api::new(&slow);
     call(api.post("/api/sessions", json!({"name": "pc", "start": true}))).await;
     let (status, body) = call_json(api.post(

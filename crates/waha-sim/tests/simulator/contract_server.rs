@@ -34,6 +34,11 @@ async fn missing_or_wrong_key_is_401_in_nestjs_shape() {
         sim.control().is_running(),
         "the unauthorised crash was refused"
     );
+    let (_, exact) = call(api.http.get(format!("{}/api/sessions", sim.url()))).await;
+    assert_eq!(
+        exact, r#"{"statusCode":401,"message":"Unauthorized"}"#,
+        "byte for byte"
+    );
     // The query parameter works too.
     let (status, _) = call(
         api.http

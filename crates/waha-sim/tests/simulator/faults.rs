@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use waha_sim::{BootingStatus, Faults, SessionStatus};
 
-use crate::support::{Api, Receiver, WAIT, call, call_json, fast, start, webhook};
+use crate::support::{Api, Receiver, WAIT, call, call_json, fast, start, start_with, webhook};
 
 #[tokio::test]
 async fn startup_delay_refuses_connections_until_it_listens() {
@@ -164,9 +164,7 @@ async fn duplicated_webhooks_arrive_twice_with_the_same_event_id() {
 
 #[tokio::test]
 async fn reordered_webhooks_are_overtaken() {
-    let mut timings = waha_sim::Timings::default();
-    timings.reorder_delay = Duration::from_secs(50); // 500 ms scaled
-    let sim = fast().timings(timings).start().await.unwrap();
+    let sim = start_with(|t| t.reorder_delay = Duration::from_secs(50)).await; // 500 ms scaled
     let mut hook = hooked_session(&sim, "ro").await;
     let control = sim.control();
     control

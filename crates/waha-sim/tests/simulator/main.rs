@@ -8,6 +8,7 @@ mod control_http;
 mod faults;
 mod messages;
 mod persistence;
+mod robustness;
 mod scale;
 mod state_machine;
 mod support;

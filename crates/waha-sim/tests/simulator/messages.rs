@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use serde_json::json;
-use waha_sim::{AckLevel, SessionStatus, Timings};
+use waha_sim::{AckLevel, SessionStatus};
 
-use crate::support::{Api, Receiver, WAIT, call, call_json, fast, start, webhook};
+use crate::support::{Api, Receiver, WAIT, call, call_json, start, start_with, webhook};
 
 async fn working(sim: &waha_sim::RunningSimulator, name: &str, hook: &Receiver) {
     let config = json!({"webhooks": [webhook(&hook.url, &["message.ack"])]});
@@ -23,9 +23,7 @@ async fn working(sim: &waha_sim::RunningSimulator, name: &str, hook: &Receiver) 
 
 #[tokio::test]
 async fn send_text_is_201_with_an_id_and_acks_follow_on_a_timer() {
-    let mut timings = Timings::default();
-    timings.ack_interval = Some(Duration::from_secs(1)); // 10 ms scaled
-    let sim = fast().timings(timings).start().await.unwrap();
+    let sim = start_with(|t| t.ack_interval = Some(Duration::from_secs(1))).await; // 10 ms scaled
     let mut hook = Receiver::start().await;
     working(&sim, "m", &hook).await;
     let (status, body) = call_json(Api::new(&sim).post(

@@ -97,3 +97,28 @@ async fn an_unusable_state_dir_is_a_typed_error() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn long_multibyte_names_survive_a_restart() {
+    // 54 UTF-16 units is the limit, but 54 CJK characters are 162 bytes of UTF-8: too long for
+    // a hex file name (255 bytes at most on common file systems).
+    let name = "会".repeat(54);
+    let dir = TempDir::new("long-name");
+    let sim = fast().state_dir(&dir.0).start().await.unwrap();
+    let (status, _) = call(Api::new(&sim).post("/api/sessions", json!({"name": name}))).await;
+    assert_eq!(status, 201);
+    sim.shutdown().await;
+
+    let again = fast().state_dir(&dir.0).start().await.unwrap();
+    assert_eq!(
+        again.control().session_status(&name),
+        Some(SessionStatus::Stopped)
+    );
+    call(Api::new(&again).delete(&format!("/api/sessions/{name}"))).await;
+    again.shutdown().await;
+    assert_eq!(
+        std::fs::read_dir(&dir.0).unwrap().count(),
+        0,
+        "deleting removes the file"
+    );
+}

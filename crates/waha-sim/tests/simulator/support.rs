@@ -1,8 +1,8 @@
 //! Shared test helpers: a fast simulator, an HTTP client, a webhook receiver.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -26,6 +26,19 @@ pub fn fast() -> SimulatorBuilder {
 
 pub async fn start() -> RunningSimulator {
     fast().start().await.expect("simulator starts")
+}
+
+/// A fast simulator whose timings (simulated time, scaled by 0.01; acks only through the
+/// control API) are adjusted by `tune` first.
+pub async fn start_with(tune: impl FnOnce(&mut Timings)) -> RunningSimulator {
+    let mut timings = Timings::default();
+    timings.ack_interval = None;
+    tune(&mut timings);
+    fast()
+        .timings(timings)
+        .start()
+        .await
+        .expect("simulator starts")
 }
 
 /// A client that sends the API key.
@@ -96,7 +109,7 @@ pub struct Delivery {
 struct ReceiverState {
     tx: mpsc::UnboundedSender<Delivery>,
     failures_left: AtomicUsize,
-    hits: AtomicUsize,
+    hits: Mutex<Vec<Instant>>,
 }
 
 /// A webhook receiver on 127.0.0.1:0.
@@ -117,7 +130,7 @@ impl Receiver {
         let state = Arc::new(ReceiverState {
             tx,
             failures_left: AtomicUsize::new(n),
-            hits: AtomicUsize::new(0),
+            hits: Mutex::new(Vec::new()),
         });
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
@@ -130,7 +143,12 @@ impl Receiver {
 
     /// Requests received, failed ones included.
     pub fn hits(&self) -> usize {
-        self.state.hits.load(Ordering::SeqCst)
+        self.hit_times().len()
+    }
+
+    /// When each request arrived, failed ones included.
+    pub fn hit_times(&self) -> Vec<Instant> {
+        self.state.hits.lock().unwrap().clone()
     }
 
     pub async fn next(&mut self) -> Delivery {
@@ -176,7 +194,7 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    state.hits.fetch_add(1, Ordering::SeqCst);
+    state.hits.lock().unwrap().push(Instant::now());
     let fail = state
         .failures_left
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

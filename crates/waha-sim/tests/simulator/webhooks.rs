@@ -7,7 +7,7 @@ use serde_json::json;
 use sha2::Sha512;
 use waha_sim::SessionStatus;
 
-use crate::support::{Api, Receiver, WAIT, call, start};
+use crate::support::{Api, Receiver, WAIT, call, start, start_with};
 
 #[tokio::test]
 async fn round_trip_signature_verifies_with_an_independent_hmac() {
@@ -126,7 +126,8 @@ async fn unsigned_without_a_key_and_only_wanted_events() {
 
 #[tokio::test]
 async fn failed_deliveries_are_retried_per_policy() {
-    let sim = start().await;
+    // The session stays STARTING: one event, so no later event can take the failures.
+    let sim = start_with(|t| t.starting = Duration::from_secs(3600)).await;
     let api = Api::new(&sim);
     let mut hook = Receiver::failing_first(2).await;
     let config = json!({"webhooks": [{
@@ -140,7 +141,7 @@ async fn failed_deliveries_are_retried_per_policy() {
     .await;
     let first = hook.next().await;
     assert_eq!(first.json["payload"]["status"], "STARTING");
-    assert!(hook.hits() >= 3, "two failures, then success");
+    assert_eq!(hook.hits(), 3, "two failures, then success");
     tokio::time::timeout(WAIT, async {
         while sim.control().webhook_stats().delivered == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -179,4 +180,31 @@ async fn deliveries_are_abandoned_after_the_last_retry() {
     .expect("the delivery is abandoned");
     assert_eq!(hook.hits(), 3, "first attempt plus two retries");
     hook.expect_silence(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn retries_wait_the_policy_delays() {
+    // The session stays STARTING, so exactly one event is delivered.
+    let sim = start_with(|t| t.starting = Duration::from_secs(3600)).await;
+    let api = Api::new(&sim);
+    let hook = Receiver::failing_first(usize::MAX).await;
+    // linear, 10 s → 100 ms, 200 ms scaled.
+    let config = json!({"webhooks": [{
+        "url": hook.url, "events": ["session.status"],
+        "retries": {"policy": "linear", "delaySeconds": 10, "attempts": 2}
+    }]});
+    call(api.post("/api/sessions", json!({"name": "sp", "config": config}))).await;
+    call(api.post("/api/sessions/sp/start", json!({}))).await;
+    tokio::time::timeout(WAIT, async {
+        while sim.control().webhook_stats().failed == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the delivery is abandoned");
+    let times = hook.hit_times();
+    assert_eq!(times.len(), 3, "first attempt plus two retries");
+    let gaps: Vec<_> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[0] >= Duration::from_millis(95), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(195), "{gaps:?}");
 }
