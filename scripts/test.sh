@@ -4,7 +4,8 @@
 #   2. cargo fmt --check
 #   3. cargo clippy on every crate, target and feature, warnings denied
 #   4. every test of every crate with all features
-#   5. cargo doc --no-deps, warnings denied
+#   5. the README's main job (cargo run --example quickstart), so it stays working
+#   6. cargo doc --no-deps, warnings denied
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,9 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "cargo test --workspace --all-features"
 cargo test --workspace --all-features --locked
+
+step "the main job: cargo run --example quickstart (embedded default)"
+cargo run --locked --example quickstart
 
 step "cargo doc --workspace --no-deps --all-features (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
