@@ -57,6 +57,7 @@ pub async fn tenant_directory(directory: Arc<dyn TenantDirectory>) {
 pub async fn quota_ledger(directory: Arc<dyn TenantDirectory>, ledger: Arc<dyn QuotaLedger>) {
     quota_reserve_is_idempotent(directory.as_ref(), ledger.as_ref()).await;
     quota_release_frees_slots(directory.as_ref(), ledger.as_ref()).await;
+    quota_running_session_requires_chip_slot(directory.as_ref(), ledger.as_ref()).await;
     quota_refuses_inactive_tenants(directory.as_ref(), ledger.as_ref()).await;
     quota_tenants_do_not_share_slots(directory.as_ref(), ledger.as_ref()).await;
     quota_daily_sends(directory.as_ref(), ledger.as_ref()).await;

@@ -2,7 +2,13 @@
 
 use std::fmt;
 
-use crate::{QuotaLimit, TenantId, TenantStatus};
+use crate::{ChipId, QuotaLimit, TenantId, TenantStatus};
+
+#[cfg(feature = "postgres")]
+pub use database::DatabaseError;
+
+#[cfg(feature = "postgres")]
+mod database;
 
 /// Everything that can go wrong in this crate.
 ///
@@ -145,10 +151,32 @@ pub enum Error {
         /// The OS error.
         detail: String,
     },
-    /// A PostgreSQL error. [`Error::is_retryable`] tells whether retrying can help.
+    /// A statement inside a tenant-scoped transaction failed earlier (PostgreSQL then aborts
+    /// the whole transaction), so [`commit`](crate::pg::TenantTx::commit) rolled it back
+    /// instead: none of the transaction's writes were kept. Redo the whole transaction.
+    #[error(
+        "the transaction of tenant {tenant} was rolled back, not committed: a statement in it \
+         had failed, which aborts the whole transaction; redo it"
+    )]
+    TransactionAborted {
+        /// The tenant the transaction was scoped to.
+        tenant: TenantId,
+    },
+    /// A running-session slot was asked for a chip that holds no chip slot. Reserve
+    /// [`SlotKind::Chip`](crate::SlotKind::Chip) for the chip first.
+    #[error("chip {chip} of tenant {tenant} holds no chip slot; reserve its chip slot first")]
+    ChipSlotRequired {
+        /// The tenant.
+        tenant: TenantId,
+        /// The chip without a chip slot.
+        chip: ChipId,
+    },
+    /// A PostgreSQL error, reduced to what cannot carry row contents (no `DETAIL`, `HINT`
+    /// or context; see [`DatabaseError`]). [`Error::is_retryable`] tells whether retrying can
+    /// help.
     #[cfg(feature = "postgres")]
     #[error("database error: {0}")]
-    Database(#[from] tokio_postgres::Error),
+    Database(DatabaseError),
     /// No pooled PostgreSQL connection could be obtained (timeout or connect failure).
     #[cfg(feature = "postgres")]
     #[error("database pool: {0}")]
@@ -157,8 +185,10 @@ pub enum Error {
 
 impl Error {
     /// Whether retrying the same operation later can succeed without changing anything:
-    /// connection failures, pool time-outs, serialization failures and deadlocks. Decided here
-    /// and nowhere else.
+    /// lost or closed connections (I/O errors), pool time-outs, serialization failures,
+    /// deadlocks, server shut-downs and "too many connections". Decided here and nowhere else.
+    /// Client-side errors without an SQL state (a row count or a column type that does not
+    /// match, a value that cannot be encoded) are not retryable: they would fail again.
     pub fn is_retryable(&self) -> bool {
         match self {
             #[cfg(feature = "postgres")]
@@ -170,7 +200,7 @@ impl Error {
                         || *code == tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW
                         || *code == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS
                 }
-                None => true,
+                None => err.is_connection_lost(),
             },
             #[cfg(feature = "postgres")]
             Error::Pool(_) => true,
@@ -246,6 +276,13 @@ pub enum IdRejection {
         /// The maximum.
         max: usize,
     },
+    /// It has more than `max` bytes (UTF-8), for limits counted in bytes.
+    TooManyBytes {
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum, in bytes.
+        max: usize,
+    },
     /// It contains a character outside the allowed alphabet.
     InvalidChar {
         /// The character.
@@ -270,6 +307,9 @@ impl fmt::Display for IdRejection {
             IdRejection::Empty => f.write_str("it is empty"),
             IdRejection::TooLong { len, max } => {
                 write!(f, "it has {len} characters, at most {max} are allowed")
+            }
+            IdRejection::TooManyBytes { len, max } => {
+                write!(f, "it has {len} bytes, at most {max} are allowed")
             }
             IdRejection::InvalidChar { ch, at, allowed } => {
                 write!(

@@ -76,6 +76,8 @@ pub use clock::{Clock, ManualClock, SystemClock, UtcDay};
 pub use directory::MockTenantDirectory;
 pub use directory::memory::MemoryTenantDirectory;
 pub use directory::{TenantDirectory, require_active};
+#[cfg(feature = "postgres")]
+pub use error::DatabaseError;
 pub use error::{Error, IdKind, IdRejection, SessionNameRejection};
 pub use id::{ChipId, TenantId};
 pub use namespace::{MAX_CACHE_KEY, MAX_STORE_NAME, ScopedName, StoreKind, TenantNamespace};

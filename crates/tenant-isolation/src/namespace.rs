@@ -63,8 +63,8 @@ fn validate_cache_key(key: &str) -> Result<(), IdRejection> {
         return Err(IdRejection::Empty);
     }
     if key.len() > MAX_CACHE_KEY {
-        return Err(IdRejection::TooLong {
-            len: key.chars().count(),
+        return Err(IdRejection::TooManyBytes {
+            len: key.len(),
             max: MAX_CACHE_KEY,
         });
     }

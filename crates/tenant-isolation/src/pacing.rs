@@ -20,7 +20,8 @@ pub use warmup::WarmupCurve;
 #[must_use]
 pub enum Pace {
     /// Send, after waiting `jitter` (a random pause so sends do not look machine-timed).
-    /// The send has already been counted.
+    /// The send has already been counted, and the chip's next send is held back until
+    /// `jitter` plus the pacer's minimum gap have passed.
     Go {
         /// How long to wait before sending.
         jitter: Duration,
@@ -50,7 +51,8 @@ impl Pace {
 pub enum PaceLimit {
     /// The chip's short-term burst bucket is empty.
     ChipBurst,
-    /// The chip's daily allowance for its warm-up day is used up.
+    /// The chip's allowance for its current warm-up day is used up; `after` is the start of
+    /// its next warm-up day.
     ChipDaily {
         /// The chip's day since activation, from 1.
         warmup_day: u32,
@@ -59,6 +61,9 @@ pub enum PaceLimit {
     },
     /// The tenant's burst bucket (over all its chips) is empty.
     TenantBurst,
+    /// The chip sent (or is about to send, after its jitter) less than
+    /// [`chip_min_gap`](crate::PacerConfig::chip_min_gap) ago.
+    ChipGap,
 }
 
 impl fmt::Display for PaceLimit {
@@ -73,6 +78,7 @@ impl fmt::Display for PaceLimit {
                 "chip daily allowance ({per_day}/day on warm-up day {warmup_day})"
             ),
             PaceLimit::TenantBurst => f.write_str("tenant burst"),
+            PaceLimit::ChipGap => f.write_str("chip minimum gap between sends"),
         }
     }
 }

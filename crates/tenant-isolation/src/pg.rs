@@ -62,6 +62,11 @@ impl Default for PoolOptions {
 
 /// Builds a pool (no I/O) over plain TCP. For TLS, build your own `deadpool_postgres::Pool`
 /// and use `from_pool`.
+///
+/// Connections are recycled with [`RecyclingMethod::Clean`] (`RESET ALL`, `DISCARD TEMP`,
+/// `pg_advisory_unlock_all()`, ...): whatever session state raw SQL left behind (a
+/// session-level `SET app.tenant_id`, a temporary table with a tenant's rows) never reaches the
+/// next user of the connection. It costs one round trip per checkout.
 pub(crate) fn build_pool(url: &str, options: &PoolOptions) -> Result<Pool, Error> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|_| Error::InvalidConfig {
         reason: "the database URL is not a valid PostgreSQL connection string".into(),
@@ -71,7 +76,7 @@ pub(crate) fn build_pool(url: &str, options: &PoolOptions) -> Result<Pool, Error
         config,
         NoTls,
         ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+            recycling_method: RecyclingMethod::Clean,
         },
     );
     Pool::builder(manager)
@@ -98,7 +103,7 @@ pub(crate) fn db_error(err: tokio_postgres::Error, tenant: Option<&TenantId>) ->
             detail: db.message().to_owned(),
         };
     }
-    Error::Database(err)
+    Error::from(err)
 }
 
 /// Converts a stored `integer` count or limit.
@@ -111,4 +116,70 @@ pub(crate) fn stored_u32(value: i32, what: &str) -> Result<u32, Error> {
 /// Converts a limit or count for storage (validated limits always fit).
 pub(crate) fn to_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app_url() -> String {
+        std::env::var("APP_DATABASE_URL").unwrap_or_else(|_| {
+            "postgres://chipfleet_app:chipfleet_app@127.0.0.1:5432/chipfleet".into()
+        })
+    }
+
+    /// Raw SQL through a tenant transaction can leave session state behind (a session-level
+    /// `set_config(.., false)`, a temporary table); the next checkout of the same connection
+    /// must see none of it.
+    #[tokio::test]
+    async fn session_state_never_rides_along_on_a_pooled_connection() {
+        let options = PoolOptions {
+            max_size: 1,
+            ..PoolOptions::default()
+        };
+        let pool = build_pool(&app_url(), &options).expect("valid URL");
+        let db = TenantDb::from_pool(pool.clone());
+        let tenant = TenantId::new("leak-probe").expect("valid id");
+        let tx = db.scoped(&tenant).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL is required for this test (APP_DATABASE_URL): {e}")
+        });
+        let pid: i32 = tx
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("pid")
+            .get(0);
+        tx.query_one(
+            "SELECT set_config('app.tenant_id', $1, false)",
+            &[&tenant.as_str()],
+        )
+        .await
+        .expect("session-level setting");
+        tx.execute("CREATE TEMP TABLE leaked_rows (v text)", &[])
+            .await
+            .expect("temp table");
+        tx.commit().await.expect("commit");
+
+        let conn = pool.get().await.expect("the same connection again");
+        let reused: i32 = conn
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("pid")
+            .get(0);
+        assert_eq!(reused, pid, "the test must look at the same connection");
+        let setting: Option<String> = conn
+            .query_one("SELECT current_setting('app.tenant_id', true)", &[])
+            .await
+            .expect("setting")
+            .get(0);
+        assert!(
+            setting.as_deref().unwrap_or("").is_empty(),
+            "a session-level tenant leaked into the pool: {setting:?}"
+        );
+        let temp: Option<String> = conn
+            .query_one("SELECT to_regclass('pg_temp.leaked_rows')::text", &[])
+            .await
+            .expect("temp table lookup")
+            .get(0);
+        assert_eq!(temp, None, "a temporary table survived recycling");
+    }
 }

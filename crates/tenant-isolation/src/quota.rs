@@ -128,6 +128,10 @@ pub struct QuotaUsage {
 ///   slots of a kind never exceeds the tenant's limit; a refused caller gets
 ///   [`Error::QuotaExceeded`] naming the limit. Reserving a slot the chip already holds
 ///   succeeds without consuming another ([`Reservation::newly_reserved`] is `false`);
+/// - a [`SlotKind::RunningSession`] slot needs the chip's [`SlotKind::Chip`] slot: without it,
+///   `reserve` answers [`Error::ChipSlotRequired`] and reserves nothing;
+/// - `reserve` sees every status or limit change that completed before it took its lock
+///   (it never acts on a status read before waiting for another reservation);
 /// - `reserve` and `admit_send` refuse a suspended or deleted tenant with
 ///   [`Error::TenantSuspended`] / [`Error::TenantDeleted`] and an unknown one with
 ///   [`Error::TenantNotFound`];
@@ -142,7 +146,8 @@ pub struct QuotaUsage {
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait QuotaLedger: Send + Sync {
-    /// Atomically checks the limit and reserves a slot of `kind` for `chip`.
+    /// Atomically checks the limit and reserves a slot of `kind` for `chip` (a running-session
+    /// slot only for a chip that holds its chip slot).
     async fn reserve(
         &self,
         tenant: &TenantId,

@@ -56,6 +56,41 @@ proptest! {
     }
 
     #[test]
+    fn prefix_tenants_sharing_chips_never_collide(
+        base in "[a-z0-9]{1,8}",
+        ext in "(-?[a-z0-9]{1,6}){1,2}",
+        chips in prop::collection::vec("[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", 1..6),
+    ) {
+        // Tenants that are prefixes of each other ("acme", "acme-2", "acme2") with the same chips.
+        let short = TenantId::new(base.clone()).unwrap();
+        let long = TenantId::new(format!("{base}{ext}")).unwrap();
+        let mut names = std::collections::HashMap::new();
+        for tenant in [&short, &long] {
+            for chip in &chips {
+                let chip = ChipId::new(chip.clone()).unwrap();
+                let name = SessionName::new(tenant, &chip);
+                let parsed = SessionName::parse(name.as_str()).unwrap();
+                prop_assert_eq!(parsed.tenant(), tenant);
+                prop_assert_eq!(parsed.chip(), &chip);
+                if let Some(previous) = names.insert(name.as_str().to_owned(), (tenant.clone(), chip.clone())) {
+                    prop_assert_eq!(previous, (tenant.clone(), chip), "two pairs share {}", name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn anything_that_parses_is_exactly_its_own_name(s in "\\PC{0,60}|cf_[a-z0-9_-]{0,55}|cf_[a-z0-9]{1,24}_[ -~]{0,30}") {
+        // Over arbitrary strings (and ones shaped like session names): parsing never accepts a
+        // spelling that SessionName::new would not produce.
+        if let Ok(parsed) = SessionName::parse(&s) {
+            let rebuilt = SessionName::new(parsed.tenant(), parsed.chip());
+            prop_assert_eq!(rebuilt.as_str(), s.as_str());
+            prop_assert_eq!(parsed.as_str(), s.as_str());
+        }
+    }
+
+    #[test]
     fn long_names_are_refused(s in "[a-z0-9_-]{55,120}") {
         let len = s.chars().count();
         prop_assert_eq!(refusal(&s), SessionNameRejection::TooLong { len });
@@ -71,11 +106,28 @@ proptest! {
     fn characters_outside_the_alphabet_are_refused(
         t in tenant_id(),
         c in chip_id(),
-        bad in prop::char::any().prop_filter("outside the alphabet", |ch| !(ch.is_ascii_lowercase() || ch.is_ascii_digit() || *ch == '-')),
+        bad in prop::char::any().prop_filter("outside the alphabet", |ch| !(ch.is_ascii_lowercase() || ch.is_ascii_digit() || *ch == '-' || *ch == '_')),
+        in_tenant in any::<bool>(),
+        at in any::<prop::sample::Index>(),
     ) {
-        let name = format!("cf_{t}_{bad}{c}");
+        // Injected anywhere into the tenant part or the chip part.
+        let (t, c) = (t.as_str().to_owned(), c.as_str().to_owned());
+        let inject = |part: &str| {
+            let mut chars: Vec<char> = part.chars().collect();
+            chars.insert(at.index(chars.len() + 1), bad);
+            chars.into_iter().collect::<String>()
+        };
+        let name = if in_tenant {
+            format!("cf_{}_{c}", inject(&t))
+        } else {
+            format!("cf_{t}_{}", inject(&c))
+        };
         prop_assume!(name.chars().count() <= 54);
-        prop_assert!(SessionName::parse(&name).is_err());
+        match refusal(&name) {
+            SessionNameRejection::Tenant(_) => prop_assert!(in_tenant, "{name:?}"),
+            SessionNameRejection::Chip(_) => prop_assert!(!in_tenant, "{name:?}"),
+            other => prop_assert!(false, "{name:?}: {other:?}"),
+        }
     }
 
     #[test]

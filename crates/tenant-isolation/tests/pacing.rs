@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tenant_isolation::{
-    ChipId, Error, ManualClock, MemorySendPacer, Pace, PaceLimit, PacerConfig, SendPacer, TenantId,
-    WarmupCurve,
+    ChipId, Clock, Error, ManualClock, MemorySendPacer, Pace, PaceLimit, PacerConfig, SendPacer,
+    TenantId, WarmupCurve,
 };
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -32,6 +32,17 @@ fn daily_only(warmup: Vec<u32>) -> PacerConfig {
         warmup: WarmupCurve::new(warmup).unwrap(),
         jitter_min: Duration::ZERO,
         jitter_max: Duration::ZERO,
+        chip_min_gap: Duration::ZERO,
+    }
+}
+
+/// The defaults without jitter and minimum gap, to look at the buckets.
+fn no_spacing() -> PacerConfig {
+    PacerConfig {
+        jitter_min: Duration::ZERO,
+        jitter_max: Duration::ZERO,
+        chip_min_gap: Duration::ZERO,
+        ..PacerConfig::default()
     }
 }
 
@@ -52,7 +63,7 @@ async fn burst_then_exact_retry_after() {
     let config = PacerConfig {
         chip_burst: 3,
         chip_refill_every: Duration::from_secs(20),
-        ..PacerConfig::default()
+        ..no_spacing()
     };
     let pacer = MemorySendPacer::new(config, Arc::new(clock.clone())).unwrap();
     let (t, a, _) = ids();
@@ -98,11 +109,7 @@ async fn warmup_curve_raises_the_daily_allowance() {
                     per_day: 20
                 }
             );
-            assert_eq!(
-                after,
-                Duration::from_secs(86_400 / 20),
-                "one send every 72 minutes"
-            );
+            assert_eq!(after, DAY, "the next allowance starts with warm-up day 2");
         }
         other => panic!("{other:?}"),
     }
@@ -149,7 +156,7 @@ async fn tenant_bucket_is_shared_by_its_chips_only() {
         chip_burst: 3,
         tenant_burst: 5,
         tenant_refill_every: Duration::from_secs(2),
-        ..PacerConfig::default()
+        ..no_spacing()
     };
     let pacer = MemorySendPacer::new(config, Arc::new(clock.clone())).unwrap();
     let (t, a, b) = ids();
@@ -172,8 +179,171 @@ async fn tenant_bucket_is_shared_by_its_chips_only() {
 }
 
 #[tokio::test]
-async fn jitter_stays_in_range_and_is_reproducible() {
+async fn day_one_allows_at_most_the_curve_in_its_24_hours() {
+    // Smoothed by the burst bucket (3 per 20 min), a caller retrying as told all day long.
     let clock = ManualClock::new(start());
+    let config = PacerConfig {
+        chip_burst: 3,
+        chip_refill_every: Duration::from_secs(1200),
+        ..daily_only(vec![20, 40])
+    };
+    let pacer = MemorySendPacer::new(config, Arc::new(clock.clone())).unwrap();
+    let (t, a, _) = ids();
+    pacer.chip_activated(&t, &a, start()).await.unwrap();
+    let day_two = start() + DAY;
+    let mut sent = 0;
+    let mut last_limit = None;
+    while clock.now() < day_two {
+        match pacer.acquire(&t, &a).await.unwrap() {
+            Pace::Go { .. } => sent += 1,
+            Pace::RetryAfter { after, limit } => {
+                last_limit = Some(limit);
+                clock.advance(after);
+            }
+        }
+    }
+    assert_eq!(
+        sent, 20,
+        "the first 24 h allow exactly the curve's 20 sends"
+    );
+    assert_eq!(
+        last_limit,
+        Some(PaceLimit::ChipDaily {
+            warmup_day: 1,
+            per_day: 20
+        }),
+        "the last refusal of day 1 is the daily allowance"
+    );
+    assert_eq!(
+        clock.now(),
+        day_two,
+        "retry-after points at the start of day 2"
+    );
+    assert!(matches!(
+        pacer.acquire(&t, &a).await.unwrap(),
+        Pace::Go { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_daily_refusal_waits_for_the_next_warm_up_day() {
+    let clock = ManualClock::new(start());
+    let pacer = MemorySendPacer::new(daily_only(vec![2, 4]), Arc::new(clock.clone())).unwrap();
+    let (t, a, _) = ids();
+    // Activated 10 hours ago: day 1 ends in 14 hours.
+    let activated = start() - Duration::from_secs(10 * 3600);
+    pacer.chip_activated(&t, &a, activated).await.unwrap();
+    assert_eq!(go_count(&pacer, &t, &a).await.0, 2);
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        pacer.acquire(&t, &a).await.unwrap(),
+        Pace::RetryAfter {
+            after: Duration::from_secs(13 * 3600),
+            limit: PaceLimit::ChipDaily {
+                warmup_day: 1,
+                per_day: 2
+            }
+        }
+    );
+    clock.advance(Duration::from_secs(13 * 3600));
+    assert_eq!(go_count(&pacer, &t, &a).await.0, 4, "day 2 allows 4");
+}
+
+/// A caller that does what the pacer says: waits the jitter, sends, and retries after the
+/// answer it got. Returns the send times.
+async fn obedient_sends(seed: u64, sends: usize) -> Vec<SystemTime> {
+    let clock = ManualClock::new(start());
+    let config = PacerConfig {
+        jitter_min: Duration::from_millis(1000),
+        jitter_max: Duration::from_millis(4000),
+        chip_min_gap: Duration::from_secs(5),
+        ..daily_only(vec![1000])
+    };
+    let pacer = MemorySendPacer::new(config, Arc::new(clock.clone()))
+        .unwrap()
+        .with_jitter_seed(seed);
+    let (t, a, _) = ids();
+    let mut sent_at = Vec::new();
+    while sent_at.len() < sends {
+        match pacer.acquire(&t, &a).await.unwrap() {
+            Pace::Go { jitter } => {
+                clock.advance(jitter);
+                sent_at.push(clock.now());
+            }
+            Pace::RetryAfter { after, limit } => {
+                assert_eq!(limit, PaceLimit::ChipGap);
+                clock.advance(after);
+            }
+        }
+    }
+    sent_at
+}
+
+#[tokio::test]
+async fn sends_of_a_chip_are_spaced_by_the_minimum_gap_plus_jitter() {
+    let times = obedient_sends(42, 50).await;
+    assert_eq!(
+        times,
+        obedient_sends(42, 50).await,
+        "same seed, same schedule"
+    );
+    let gaps: Vec<Duration> = times
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).unwrap())
+        .collect();
+    assert!(
+        gaps.iter()
+            .all(|g| (Duration::from_secs(6)..=Duration::from_secs(9)).contains(g)),
+        "every gap is min gap (5 s) + jitter (1-4 s): {gaps:?}"
+    );
+    let distinct: std::collections::BTreeSet<_> = gaps.iter().collect();
+    assert!(distinct.len() > 10, "gaps vary with the jitter: {gaps:?}");
+}
+
+#[tokio::test]
+async fn a_burst_without_waiting_is_held_back_by_the_gap() {
+    let clock = ManualClock::new(start());
+    let config = PacerConfig {
+        jitter_min: Duration::from_millis(1500),
+        jitter_max: Duration::from_millis(1500),
+        chip_min_gap: Duration::from_secs(2),
+        ..daily_only(vec![1000])
+    };
+    let pacer = MemorySendPacer::new(config, Arc::new(clock.clone())).unwrap();
+    let (t, a, b) = ids();
+    assert_eq!(
+        pacer.acquire(&t, &a).await.unwrap(),
+        Pace::Go {
+            jitter: Duration::from_millis(1500)
+        }
+    );
+    // Asking again at once: the send goes out after its jitter, then the gap must pass.
+    assert_eq!(
+        pacer.acquire(&t, &a).await.unwrap(),
+        Pace::RetryAfter {
+            after: Duration::from_millis(3500),
+            limit: PaceLimit::ChipGap
+        }
+    );
+    // Another chip is not held back.
+    assert!(matches!(
+        pacer.acquire(&t, &b).await.unwrap(),
+        Pace::Go { .. }
+    ));
+    clock.advance(Duration::from_millis(3499));
+    assert_eq!(
+        pacer.acquire(&t, &a).await.unwrap().retry_after(),
+        Some(Duration::from_millis(1))
+    );
+    clock.advance(Duration::from_millis(1));
+    assert!(matches!(
+        pacer.acquire(&t, &a).await.unwrap(),
+        Pace::Go { .. }
+    ));
+}
+
+#[tokio::test]
+async fn jitter_stays_in_range_and_is_reproducible() {
     let config = PacerConfig {
         chip_burst: 1000,
         tenant_burst: 1000,
@@ -182,6 +352,7 @@ async fn jitter_stays_in_range_and_is_reproducible() {
         ..daily_only(vec![1000])
     };
     let run = |seed| {
+        let clock = ManualClock::new(start());
         let pacer = MemorySendPacer::new(config.clone(), Arc::new(clock.clone()))
             .unwrap()
             .with_jitter_seed(seed);
@@ -190,7 +361,10 @@ async fn jitter_stays_in_range_and_is_reproducible() {
             let mut jitters = Vec::new();
             for _ in 0..200 {
                 match pacer.acquire(&t, &a).await.unwrap() {
-                    Pace::Go { jitter } => jitters.push(jitter),
+                    Pace::Go { jitter } => {
+                        jitters.push(jitter);
+                        clock.advance(jitter);
+                    }
                     other => panic!("{other:?}"),
                 }
             }
@@ -211,7 +385,7 @@ async fn jitter_stays_in_range_and_is_reproducible() {
 #[tokio::test]
 async fn a_clock_going_backwards_is_tolerated() {
     let clock = ManualClock::new(start());
-    let pacer = MemorySendPacer::new(PacerConfig::default(), Arc::new(clock.clone())).unwrap();
+    let pacer = MemorySendPacer::new(no_spacing(), Arc::new(clock.clone())).unwrap();
     let (t, a, _) = ids();
     assert_eq!(go_count(&pacer, &t, &a).await.0, 3);
     clock.set(start() - Duration::from_secs(3600));

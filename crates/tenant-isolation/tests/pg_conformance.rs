@@ -35,6 +35,12 @@ async fn pg_quota_release_frees_slots() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_quota_session_requires_chip_slot() {
+    let (d, l) = backends().await;
+    conformance::quota_running_session_requires_chip_slot(d.as_ref(), l.as_ref()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pg_quota_refuses_inactive_tenants() {
     let (d, l) = backends().await;
     conformance::quota_refuses_inactive_tenants(d.as_ref(), l.as_ref()).await;

@@ -377,3 +377,174 @@ async fn secrets_do_not_leak_through_debug_or_errors() {
     let text = format!("{tenant:?} {directory:?}");
     assert!(!text.contains(&key) && !text.contains(&hmac), "{text}");
 }
+
+#[tokio::test]
+async fn a_commit_after_a_failed_statement_rolls_back_and_says_so() {
+    let (a, b) = two_tenants().await;
+    let pool = single_connection_pool();
+    let db = TenantDb::from_pool(pool.clone());
+    let tx = db.scoped(&a).await.unwrap();
+    tx.put_record("note", "before-failure", &json!(1), Expect::Absent)
+        .await
+        .unwrap();
+    assert!(!tx.is_aborted());
+    // The caller catches the refusal and carries on: PostgreSQL has aborted the transaction.
+    let planted = tx
+        .execute(
+            "INSERT INTO tenant_records (tenant_id, kind, key, value) VALUES ($1, 'note', 'x', '{}')",
+            &[&b.as_str()],
+        )
+        .await;
+    assert!(matches!(planted, Err(Error::RowSecurityViolation { .. })));
+    assert!(tx.is_aborted());
+    match tx.commit().await {
+        Err(Error::TransactionAborted { tenant }) => assert_eq!(tenant, a),
+        other => panic!("commit of an aborted transaction must not report success: {other:?}"),
+    }
+    // Nothing was written, and the connection is clean and usable.
+    let tx = db.scoped(&a).await.unwrap();
+    assert!(
+        tx.get_record("note", "before-failure")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    tx.commit().await.unwrap();
+    // A client-side error (no row where one was expected) does not abort the transaction.
+    let tx = db.scoped(&a).await.unwrap();
+    let none = tx
+        .query_one("SELECT 1 FROM tenant_records WHERE false", &[])
+        .await;
+    assert!(matches!(none, Err(Error::Database(_))), "{none:?}");
+    assert!(!tx.is_aborted());
+    tx.put_record("note", "after-client-error", &json!(1), Expect::Absent)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let tx = db.scoped(&a).await.unwrap();
+    assert!(
+        tx.get_record("note", "after-client-error")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    tx.rollback().await.unwrap();
+}
+
+async fn assert_clean_reuse(pool: &Pool, pid: i32) {
+    let conn = pool.get().await.unwrap();
+    let reused: i32 = conn
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reused, pid, "the test must look at the same connection");
+    // SAVEPOINT is refused outside a transaction block.
+    assert!(
+        conn.batch_execute("SAVEPOINT probe").await.is_err(),
+        "no transaction is left open"
+    );
+    let setting: Option<String> = conn
+        .query_one("SELECT current_setting('app.tenant_id', true)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        setting.as_deref().unwrap_or("").is_empty(),
+        "tenant leaked into the pool: {setting:?}"
+    );
+    let n: i64 = conn
+        .query_one("SELECT count(*) FROM tenant_records", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "a reused connection sees no rows");
+}
+
+async fn backend_pid(tx: &tenant_isolation::pg::TenantTx) -> i32 {
+    tx.query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_reused_after_rollback_or_drop_sees_no_tenant() {
+    let (a, _) = two_tenants().await;
+    let pool = single_connection_pool();
+    let db = TenantDb::from_pool(pool.clone());
+
+    // Explicit rollback, after a session-level setting written through raw SQL.
+    let tx = db.scoped(&a).await.unwrap();
+    let pid = backend_pid(&tx).await;
+    tx.query_one(
+        "SELECT set_config('app.tenant_id', $1, false)",
+        &[&a.as_str()],
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_clean_reuse(&pool, pid).await;
+
+    // Dropped unfinished: rolled back in the background before the connection is reused.
+    let tx = db.scoped(&a).await.unwrap();
+    let pid = backend_pid(&tx).await;
+    tx.put_record("note", "dropped", &json!(1), Expect::Any)
+        .await
+        .unwrap();
+    drop(tx);
+    assert_clean_reuse(&pool, pid).await;
+
+    // Committed after a session-level setting: reset too.
+    let tx = db.scoped(&a).await.unwrap();
+    let pid = backend_pid(&tx).await;
+    tx.query_one(
+        "SELECT set_config('app.tenant_id', $1, false)",
+        &[&a.as_str()],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_clean_reuse(&pool, pid).await;
+}
+
+#[tokio::test]
+async fn only_lost_connections_and_transient_server_states_are_retryable() {
+    let (a, _) = two_tenants().await;
+    let db = pg_support::app().await;
+    let tx = db.scoped(&a).await.unwrap();
+    let no_row = tx.query_one("SELECT 1 WHERE false", &[]).await.unwrap_err();
+    assert!(
+        !no_row.is_retryable(),
+        "an unexpected row count fails again: {no_row}"
+    );
+    let decode = tx
+        .query_one("SELECT 'x'::text", &[])
+        .await
+        .unwrap()
+        .try_get::<_, i32>(0)
+        .map_err(Error::from)
+        .unwrap_err();
+    assert!(
+        !decode.is_retryable(),
+        "a type mismatch fails again: {decode}"
+    );
+    let syntax = tx.execute("SELEC 1", &[]).await.unwrap_err();
+    assert!(!syntax.is_retryable(), "{syntax}");
+    tx.rollback().await.unwrap();
+
+    // The server ends the connection: the statement's error and the next one are retryable.
+    let tx = db.scoped(&a).await.unwrap();
+    let killed = tx
+        .query_one("SELECT pg_terminate_backend(pg_backend_pid())", &[])
+        .await
+        .unwrap_err();
+    assert!(killed.is_retryable(), "admin shutdown: {killed:?}");
+    let closed = tx.query_one("SELECT 1", &[]).await.unwrap_err();
+    match &closed {
+        Error::Database(db) => assert!(db.is_connection_lost(), "{db:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(closed.is_retryable(), "a closed connection: {closed:?}");
+    drop(tx);
+}

@@ -6,67 +6,9 @@ mod pg_support;
 use std::sync::Arc;
 
 use tenant_isolation::Error;
-use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
 use tenant_isolation::pg::{AdminDb, MigrationConfig};
 
-/// A fresh database owned by the test's owner role; dropped when the guard is dropped.
-struct ScratchDb {
-    name: String,
-    url: String,
-}
-
-async fn owner_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is required for this test (DATABASE_URL, default 127.0.0.1:5432/chipfleet): {e}")
-    });
-    tokio::spawn(connection);
-    client
-}
-
-impl ScratchDb {
-    async fn create() -> Self {
-        let name = format!("ti_mig_{}", tenant_isolation::TenantId::generate().as_str());
-        let client = owner_client(&pg_support::admin_url()).await;
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("the owner role needs CREATEDB");
-        let base = pg_support::admin_url();
-        let (prefix, _) = base.rsplit_once('/').expect("URL has a database");
-        ScratchDb {
-            url: format!("{prefix}/{name}"),
-            name,
-        }
-    }
-
-    async fn drop_db(self) {
-        // Dropping the guard drops the database (also when a test panics).
-        drop(self);
-    }
-}
-
-impl Drop for ScratchDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // A separate thread with its own runtime: Drop may run inside (or outside) a runtime.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let client = owner_client(&pg_support::admin_url()).await;
-                client
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
-            panic!("could not drop scratch database {}", self.name);
-        }
-    }
-}
+use pg_support::scratch::{ScratchDb, owner_client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_migrations_apply_once() {

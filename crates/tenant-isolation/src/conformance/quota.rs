@@ -53,19 +53,21 @@ pub async fn quota_reserve_is_idempotent(
 
 /// Release frees the slot (once); releasing a chip also frees its running-session slot.
 pub async fn quota_release_frees_slots(directory: &dyn TenantDirectory, ledger: &dyn QuotaLedger) {
-    let t = create_tenant(directory, PlanLimits::new(1, 1, 10)).await;
-    ledger
-        .reserve(&t, SlotKind::Chip, &chip(1))
-        .await
-        .expect("chip");
-    ledger
-        .reserve(&t, SlotKind::RunningSession, &chip(1))
-        .await
-        .expect("session");
+    let t = create_tenant(directory, PlanLimits::new(2, 1, 10)).await;
+    for (kind, n) in [
+        (SlotKind::Chip, 1),
+        (SlotKind::RunningSession, 1),
+        (SlotKind::Chip, 2),
+    ] {
+        ledger
+            .reserve(&t, kind, &chip(n))
+            .await
+            .unwrap_or_else(|e| panic!("{kind} for chip {n}: {e}"));
+    }
     expect_exceeded(
-        ledger.reserve(&t, SlotKind::Chip, &chip(2)).await,
+        ledger.reserve(&t, SlotKind::Chip, &chip(3)).await,
         QuotaLimit::MaxChips,
-        1,
+        2,
     );
     expect_exceeded(
         ledger.reserve(&t, SlotKind::RunningSession, &chip(2)).await,
@@ -88,11 +90,11 @@ pub async fn quota_release_frees_slots(directory: &dyn TenantDirectory, ledger: 
     let usage = ledger.usage(&t).await.expect("usage");
     assert_eq!(
         (usage.chips, usage.running_sessions),
-        (0, 0),
+        (1, 0),
         "deleting a chip frees its session slot"
     );
     ledger
-        .reserve(&t, SlotKind::Chip, &chip(2))
+        .reserve(&t, SlotKind::Chip, &chip(3))
         .await
         .expect("slot is free again");
     ledger
@@ -107,7 +109,7 @@ pub async fn quota_release_frees_slots(directory: &dyn TenantDirectory, ledger: 
             .expect("stop")
     );
     let usage = ledger.usage(&t).await.expect("usage");
-    assert_eq!((usage.chips, usage.running_sessions), (1, 0));
+    assert_eq!((usage.chips, usage.running_sessions), (2, 0));
     // Releasing for an unknown tenant is a no-op, not an error.
     assert!(
         !ledger
@@ -115,6 +117,66 @@ pub async fn quota_release_frees_slots(directory: &dyn TenantDirectory, ledger: 
             .await
             .expect("unknown")
     );
+}
+
+/// A running-session slot needs the chip's chip slot: refused with
+/// [`Error::ChipSlotRequired`] (nothing reserved) before it, granted after, and gone with it.
+pub async fn quota_running_session_requires_chip_slot(
+    directory: &dyn TenantDirectory,
+    ledger: &dyn QuotaLedger,
+) {
+    let t = create_tenant(directory, PlanLimits::new(2, 2, 10)).await;
+    match ledger.reserve(&t, SlotKind::RunningSession, &chip(1)).await {
+        Err(Error::ChipSlotRequired {
+            tenant,
+            chip: refused,
+        }) => {
+            assert_eq!(tenant, t);
+            assert_eq!(refused, chip(1));
+        }
+        other => panic!("a session slot without a chip slot must be refused, got {other:?}"),
+    }
+    assert!(
+        ledger
+            .holders(&t, SlotKind::RunningSession)
+            .await
+            .expect("holders")
+            .is_empty(),
+        "a refused reservation reserves nothing"
+    );
+    // Another chip's slot does not count.
+    ledger
+        .reserve(&t, SlotKind::Chip, &chip(2))
+        .await
+        .expect("chip 2");
+    assert!(matches!(
+        ledger.reserve(&t, SlotKind::RunningSession, &chip(1)).await,
+        Err(Error::ChipSlotRequired { .. })
+    ));
+    ledger
+        .reserve(&t, SlotKind::Chip, &chip(1))
+        .await
+        .expect("chip 1");
+    assert!(
+        ledger
+            .reserve(&t, SlotKind::RunningSession, &chip(1))
+            .await
+            .expect("session after its chip slot")
+            .newly_reserved
+    );
+    ledger
+        .release(&t, SlotKind::Chip, &chip(1))
+        .await
+        .expect("release chip");
+    assert!(
+        matches!(
+            ledger.reserve(&t, SlotKind::RunningSession, &chip(1)).await,
+            Err(Error::ChipSlotRequired { .. })
+        ),
+        "a released chip cannot start a session"
+    );
+    let usage = ledger.usage(&t).await.expect("usage");
+    assert_eq!((usage.chips, usage.running_sessions), (1, 0));
 }
 
 /// Suspended and deleted tenants are refused; unknown tenants are not found; release works.
@@ -214,9 +276,20 @@ pub async fn quota_race(
 ) {
     let limits = match kind {
         SlotKind::Chip => PlanLimits::new(slots, 0, 0),
-        SlotKind::RunningSession => PlanLimits::new(0, slots, 0),
+        SlotKind::RunningSession => {
+            PlanLimits::new(u32::try_from(contenders).unwrap_or(u32::MAX), slots, 0)
+        }
     };
     let t = create_tenant(directory.as_ref(), limits).await;
+    if kind == SlotKind::RunningSession {
+        // Every contender's chip exists: the race is for the session slots alone.
+        for n in 0..contenders {
+            ledger
+                .reserve(&t, SlotKind::Chip, &chip(n))
+                .await
+                .expect("chip slot before the race");
+        }
+    }
     let start = Arc::new(tokio::sync::Barrier::new(contenders));
     let tasks: Vec<_> = (0..contenders)
         .map(|n| {

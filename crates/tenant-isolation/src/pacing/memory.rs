@@ -11,7 +11,7 @@ use super::bucket::TokenBucket;
 use crate::error::Error;
 use crate::{ChipId, Clock, Pace, PaceLimit, SendPacer, TenantId, WarmupCurve};
 
-const DAY_SECS: f64 = 86_400.0;
+const DAY: Duration = Duration::from_secs(86_400);
 
 /// Pacing settings. Plain data; [`PacerConfig::default`] documents the defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,12 +24,17 @@ pub struct PacerConfig {
     pub tenant_burst: u32,
     /// A tenant earns one burst token per this interval (default 1 s).
     pub tenant_refill_every: Duration,
-    /// A chip's daily allowance by age (default [`WarmupCurve::default`]).
+    /// A chip's allowance per warm-up day by age (default [`WarmupCurve::default`]).
     pub warmup: WarmupCurve,
     /// Shortest random pause before a send (default 1 s).
     pub jitter_min: Duration,
     /// Longest random pause before a send (default 4 s).
     pub jitter_max: Duration,
+    /// Least time between two sends of one chip, on top of the next send's jitter (default
+    /// 3 s): a send granted at `t` with jitter `j` goes out at `t + j`, and the chip's next
+    /// send is granted no earlier than `t + j + chip_min_gap`. Bursts are spaced, never
+    /// back to back.
+    pub chip_min_gap: Duration,
 }
 
 impl Default for PacerConfig {
@@ -42,6 +47,7 @@ impl Default for PacerConfig {
             warmup: WarmupCurve::default(),
             jitter_min: Duration::from_secs(1),
             jitter_max: Duration::from_secs(4),
+            chip_min_gap: Duration::from_secs(3),
         }
     }
 }
@@ -73,7 +79,11 @@ impl PacerConfig {
 struct ChipPace {
     activated_at: SystemTime,
     burst: TokenBucket,
-    daily: TokenBucket,
+    /// The warm-up day the count is for, and the sends counted on it.
+    day: u32,
+    sent_today: u32,
+    /// When the chip may send next: its last send (grant + jitter) plus `chip_min_gap`.
+    next_send_at: Option<SystemTime>,
 }
 
 #[derive(Default)]
@@ -84,24 +94,31 @@ struct PacerState {
 
 /// Token buckets in process memory, per tenant and per chip.
 ///
-/// Per chip: a burst bucket (`chip_burst`, one token per `chip_refill_every`) and a daily
-/// bucket whose capacity and rate follow the warm-up curve for the chip's age (a rolling day:
-/// `per_day` tokens, refilled at `per_day / 24 h`). Per tenant: a burst bucket. A send takes a
-/// token from all three or from none.
+/// Per chip:
+/// - a daily count: at most the warm-up curve's `per_day` sends in each warm-up day (day 1 is
+///   the first 24 h after activation, day 2 the next 24 h, ...); once used up, the answer is
+///   "retry at the start of the next warm-up day";
+/// - a burst bucket (`chip_burst`, one token per `chip_refill_every`) that smooths sends
+///   within the day;
+/// - a minimum gap: the next send is granted no earlier than the last send (grant + its
+///   jitter) plus `chip_min_gap`.
+///
+/// Per tenant: a burst bucket. A send is counted against all of them or none.
 ///
 /// ```
 /// use std::sync::Arc;
 /// use std::time::{Duration, UNIX_EPOCH};
-/// use tenant_isolation::{ChipId, ManualClock, MemorySendPacer, Pace, PacerConfig, SendPacer, TenantId};
+/// use tenant_isolation::{ChipId, ManualClock, MemorySendPacer, Pace, PaceLimit, PacerConfig, SendPacer, TenantId};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tenant_isolation::Error> {
 /// let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
 /// let pacer = MemorySendPacer::new(PacerConfig::default(), Arc::new(clock.clone()))?;
 /// let (tenant, chip) = (TenantId::new("acme")?, ChipId::new("sales-1")?);
-/// for _ in 0..3 {
-///     assert!(matches!(pacer.acquire(&tenant, &chip).await?, Pace::Go { .. }));
-/// }
-/// let wait = pacer.acquire(&tenant, &chip).await?.retry_after().expect("burst used up");
-/// clock.advance(wait);
+/// let Pace::Go { jitter } = pacer.acquire(&tenant, &chip).await? else { panic!("first send") };
+/// clock.advance(jitter); // wait the jitter, then send
+/// // The chip's next send waits for the minimum gap (3 s by default).
+/// let again = pacer.acquire(&tenant, &chip).await?;
+/// assert_eq!(again, Pace::RetryAfter { after: Duration::from_secs(3), limit: PaceLimit::ChipGap });
+/// clock.advance(Duration::from_secs(3));
 /// assert!(matches!(pacer.acquire(&tenant, &chip).await?, Pace::Go { .. }));
 /// # Ok(()) }
 /// ```
@@ -156,15 +173,19 @@ impl MemorySendPacer {
         u32::try_from(age / 86_400).unwrap_or(u32::MAX - 1) + 1
     }
 
+    /// When warm-up day `day` (from 1) of a chip activated at `activated_at` ends.
+    fn day_end(activated_at: SystemTime, day: u32) -> Option<SystemTime> {
+        DAY.checked_mul(day)
+            .and_then(|age| activated_at.checked_add(age))
+    }
+
     fn new_chip(&self, activated_at: SystemTime, now: SystemTime) -> ChipPace {
-        let per_day = self
-            .config
-            .warmup
-            .per_day(Self::warmup_day(activated_at, now));
         ChipPace {
             activated_at,
             burst: TokenBucket::full(f64::from(self.config.chip_burst), now),
-            daily: TokenBucket::full(f64::from(per_day), now),
+            day: Self::warmup_day(activated_at, now),
+            sent_today: 0,
+            next_send_at: None,
         }
     }
 }
@@ -190,7 +211,11 @@ impl SendPacer for MemorySendPacer {
         let mut state = self.state();
         let key = (tenant.clone(), chip.clone());
         match state.chips.get_mut(&key) {
-            Some(pace) => pace.activated_at = at,
+            Some(pace) => {
+                // Sends already counted today keep counting against the recomputed day.
+                pace.activated_at = at;
+                pace.day = Self::warmup_day(at, now);
+            }
             None => {
                 let pace = self.new_chip(at, now);
                 state.chips.insert(key, pace);
@@ -218,22 +243,35 @@ impl SendPacer for MemorySendPacer {
             .entry((tenant.clone(), chip.clone()))
             .or_insert_with(|| self.new_chip(now, now));
 
-        let warmup_day = Self::warmup_day(pace.activated_at, now);
+        // A clock that went back never returns to an earlier day (nor resets its count).
+        let warmup_day = Self::warmup_day(pace.activated_at, now).max(pace.day);
+        if warmup_day != pace.day {
+            pace.day = warmup_day;
+            pace.sent_today = 0;
+        }
         let per_day = config.warmup.per_day(warmup_day);
-        let daily_rate = f64::from(per_day) / DAY_SECS;
         tenant_bucket.refill(now, tenant_cap, tenant_rate);
         pace.burst.refill(now, chip_cap, chip_rate);
-        pace.daily.refill(now, f64::from(per_day), daily_rate);
 
+        let daily_wait = (pace.sent_today >= per_day).then(|| {
+            Self::day_end(pace.activated_at, warmup_day)
+                .map_or(DAY, |end| end.duration_since(now).unwrap_or_default())
+                .max(Duration::from_millis(1))
+        });
+        let gap_wait = pace
+            .next_send_at
+            .and_then(|at| at.duration_since(now).ok())
+            .filter(|wait| !wait.is_zero());
         let waits = [
             (pace.burst.wait(chip_rate), PaceLimit::ChipBurst),
             (
-                pace.daily.wait(daily_rate),
+                daily_wait,
                 PaceLimit::ChipDaily {
                     warmup_day,
                     per_day,
                 },
             ),
+            (gap_wait, PaceLimit::ChipGap),
             (tenant_bucket.wait(tenant_rate), PaceLimit::TenantBurst),
         ];
         let slowest = waits
@@ -244,6 +282,7 @@ impl SendPacer for MemorySendPacer {
             let limit_name = match limit {
                 PaceLimit::ChipBurst => "chip_burst",
                 PaceLimit::ChipDaily { .. } => "chip_daily",
+                PaceLimit::ChipGap => "chip_gap",
                 PaceLimit::TenantBurst => "tenant_burst",
             };
             metrics::counter!("tenant_isolation_sends_throttled_total", "limit" => limit_name)
@@ -251,13 +290,12 @@ impl SendPacer for MemorySendPacer {
             tracing::debug!(tenant = %tenant, chip = %chip, ?after, %limit, "send throttled");
             return Ok(Pace::RetryAfter { after, limit });
         }
+        let jitter = self.jitter();
         tenant_bucket.take();
         pace.burst.take();
-        pace.daily.take();
-        drop(guard);
-        Ok(Pace::Go {
-            jitter: self.jitter(),
-        })
+        pace.sent_today += 1;
+        pace.next_send_at = now.checked_add(jitter.saturating_add(config.chip_min_gap));
+        Ok(Pace::Go { jitter })
     }
 
     async fn forget_chip(&self, tenant: &TenantId, chip: &ChipId) -> Result<(), Error> {

@@ -127,7 +127,7 @@ impl TenantDirectory for PgTenantDirectory {
 
     async fn list(&self) -> Result<Vec<Tenant>, Error> {
         let conn = self.admin.connection().await?;
-        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY tenant_id");
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY tenant_id COLLATE \"C\"");
         conn.query(&sql, &[])
             .await?
             .iter()

@@ -85,7 +85,7 @@ fn quoted_role(name: &str) -> Result<String, Error> {
         return bad(IdRejection::Empty);
     }
     if name.len() > 63 {
-        return bad(IdRejection::TooLong {
+        return bad(IdRejection::TooManyBytes {
             len: name.len(),
             max: 63,
         });
@@ -130,8 +130,8 @@ pub(crate) async fn run(
         )
         .await?
         .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, Error>>()?;
 
     let mut report = MigrationReport {
         applied: Vec::new(),
@@ -188,7 +188,10 @@ pub(crate) async fn run(
     // Access: grants (idempotent) and the admin policy (recreated only when it differs).
     let admin_name: String = match &config.admin_role {
         Some(name) => name.clone(),
-        None => tx.query_one("SELECT current_user::text", &[]).await?.get(0),
+        None => tx
+            .query_one("SELECT current_user::text", &[])
+            .await?
+            .try_get(0)?,
     };
     let admin = quoted_role(&admin_name)?;
     if admin_name == config.app_role {
@@ -213,7 +216,7 @@ pub(crate) async fn run(
             &[&config.app_role],
         )
         .await?
-        .get(0);
+        .try_get(0)?;
     if !schema_usage {
         return Err(Error::InvalidConfig {
             reason: format!(

@@ -118,10 +118,17 @@ impl PgQuotaLedger {
         chip: &ChipId,
     ) -> Result<Reservation, Error> {
         let tenant = tx.tenant().clone();
+        // Checked before locking too, so an unknown or inactive tenant gets its typed error
+        // without creating a usage row.
+        let (status, _) = tenant_limits(tx).await?;
+        status_gate(&tenant, status)?;
+        let in_use = lock_usage(tx, kind).await?;
+        // Read again after the lock wait: a suspension or a lowered limit committed while this
+        // transaction waited for the row lock must count (read committed: a new statement sees
+        // every commit that happened before it started).
         let (status, limits) = tenant_limits(tx).await?;
         status_gate(&tenant, status)?;
         let max = limits.get(kind.limit());
-        let in_use = lock_usage(tx, kind).await?;
         let held = tx
             .query_opt(
                 "SELECT 1 FROM quota_reservations
@@ -139,6 +146,24 @@ impl PgQuotaLedger {
                 in_use,
                 max,
             });
+        }
+        if kind == SlotKind::RunningSession {
+            // A concurrent release of the chip slot locks `chip` and then `running_session`;
+            // whichever order the two transactions take, no session slot outlives its chip.
+            let has_chip = tx
+                .query_opt(
+                    "SELECT 1 FROM quota_reservations
+                      WHERE tenant_id = $1 AND kind = $2 AND chip_id = $3",
+                    &[&tenant.as_str(), &SlotKind::Chip.as_str(), &chip.as_str()],
+                )
+                .await?
+                .is_some();
+            if !has_chip {
+                return Err(Error::ChipSlotRequired {
+                    tenant,
+                    chip: chip.clone(),
+                });
+            }
         }
         if in_use >= max {
             return Err(exceeded(&tenant, kind.limit(), max, in_use));
@@ -267,7 +292,7 @@ impl QuotaLedger for PgQuotaLedger {
             let rows = tx
                 .query(
                     "SELECT chip_id FROM quota_reservations
-                      WHERE tenant_id = $1 AND kind = $2 ORDER BY chip_id",
+                      WHERE tenant_id = $1 AND kind = $2 ORDER BY chip_id COLLATE \"C\"",
                     &[&tenant.as_str(), &kind.as_str()],
                 )
                 .await?;

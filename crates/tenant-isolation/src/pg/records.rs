@@ -47,11 +47,9 @@ pub(crate) fn validate_kind(kind: &str) -> Result<(), Error> {
     if kind.is_empty() {
         return fail(IdRejection::Empty);
     }
-    if kind.len() > 64 {
-        return fail(IdRejection::TooLong {
-            len: kind.chars().count(),
-            max: 64,
-        });
+    let len = kind.chars().count();
+    if len > 64 {
+        return fail(IdRejection::TooLong { len, max: 64 });
     }
     if let Some((at, ch)) = kind.chars().enumerate().find(|(_, c)| {
         !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'))
@@ -72,8 +70,8 @@ pub(crate) fn validate_key(key: &str) -> Result<(), Error> {
         return fail(IdRejection::Empty);
     }
     if key.len() > 256 {
-        return fail(IdRejection::TooLong {
-            len: key.chars().count(),
+        return fail(IdRejection::TooManyBytes {
+            len: key.len(),
             max: 256,
         });
     }
@@ -87,12 +85,46 @@ pub(crate) fn validate_key(key: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub(crate) fn record_from_row(row: &tokio_postgres::Row) -> StoredRecord {
-    StoredRecord {
-        kind: row.get("kind"),
-        key: row.get("key"),
-        value: row.get("value"),
-        version: row.get("version"),
-        updated_at: row.get("updated_at"),
+pub(crate) fn record_from_row(row: &tokio_postgres::Row) -> Result<StoredRecord, Error> {
+    Ok(StoredRecord {
+        kind: row.try_get("kind")?,
+        key: row.try_get("key")?,
+        value: row.try_get("value")?,
+        version: row.try_get("version")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejection(result: Result<(), Error>) -> IdRejection {
+        match result {
+            Err(Error::InvalidId { reason, .. }) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lengths_are_reported_in_the_unit_they_are_checked_in() {
+        // 100 two-byte characters: 200 bytes, within the 256-byte key limit.
+        assert!(validate_key(&"é".repeat(100)).is_ok());
+        // 200 two-byte characters: 400 bytes.
+        assert_eq!(
+            rejection(validate_key(&"é".repeat(200))),
+            IdRejection::TooManyBytes { len: 400, max: 256 }
+        );
+        assert_eq!(
+            rejection(validate_kind(&"a".repeat(65))),
+            IdRejection::TooLong { len: 65, max: 64 }
+        );
+        // 64 non-ASCII characters are within the length and refused for their alphabet.
+        assert!(matches!(
+            rejection(validate_kind(&"é".repeat(64))),
+            IdRejection::InvalidChar {
+                ch: 'é', at: 0, ..
+            }
+        ));
     }
 }

@@ -1,6 +1,7 @@
 //! The tenant-scoped handle: the only way the application reaches tenant data.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::Row;
@@ -65,17 +66,17 @@ impl TenantDb {
                 &[],
             )
             .await?;
-        let role: String = row.get(0);
+        let role: String = row.try_get(0)?;
         let unsafe_role = |reason: String| {
             Err(Error::UnsafeDatabaseRole {
                 role: role.clone(),
                 reason,
             })
         };
-        if row.get::<_, bool>(1) {
+        if row.try_get::<_, bool>(1)? {
             return unsafe_role("it is a superuser".into());
         }
-        if row.get::<_, bool>(2) {
+        if row.try_get::<_, bool>(2)? {
             return unsafe_role("it has BYPASSRLS".into());
         }
         let tables: Vec<&str> = TABLES.to_vec();
@@ -91,7 +92,7 @@ impl TenantDb {
         if let Some(table) = owned.first() {
             return unsafe_role(format!(
                 "it owns (or is a member of the owner of) table {}",
-                table.get::<_, String>(0)
+                table.try_get::<_, String>(0)?
             ));
         }
         let admin = conn
@@ -107,7 +108,7 @@ impl TenantDb {
         if let Some(table) = admin.first() {
             return unsafe_role(format!(
                 "the admin policy on {} applies to it",
-                table.get::<_, String>(0)
+                table.try_get::<_, String>(0)?
             ));
         }
         Ok(())
@@ -126,6 +127,7 @@ impl TenantDb {
         let tx = TenantTx {
             conn: Some(conn),
             tenant: tenant.clone(),
+            aborted: AtomicBool::new(false),
         };
         tx.conn()?.batch_execute("BEGIN").await?;
         let statement = tx
@@ -149,6 +151,9 @@ impl TenantDb {
 pub struct TenantTx {
     conn: Option<Object>,
     tenant: TenantId,
+    /// Set when a statement failed on the server: PostgreSQL has then aborted the transaction
+    /// and would turn `COMMIT` into a silent `ROLLBACK`.
+    aborted: AtomicBool,
 }
 
 impl fmt::Debug for TenantTx {
@@ -156,9 +161,16 @@ impl fmt::Debug for TenantTx {
         f.debug_struct("TenantTx")
             .field("tenant", &self.tenant)
             .field("open", &self.conn.is_some())
+            .field("aborted", &self.is_aborted())
             .finish()
     }
 }
+
+/// Ends a transaction and resets any session state raw SQL may have set (a session-level
+/// `SET app.tenant_id`, `SET ROLE`), also on pools built without clean recycling.
+const COMMIT: &str = "COMMIT; RESET ALL";
+/// See [`COMMIT`].
+const ROLLBACK: &str = "ROLLBACK; RESET ALL";
 
 /// A connection that is discarded (closed, never pooled) unless disarmed.
 struct DiscardGuard(Option<Object>);
@@ -180,7 +192,7 @@ impl Drop for TenantTx {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
                 let rolled_back = match guard.0.as_ref() {
-                    Some(conn) => conn.batch_execute("ROLLBACK").await.is_ok(),
+                    Some(conn) => conn.batch_execute(ROLLBACK).await.is_ok(),
                     None => false,
                 };
                 if rolled_back {
@@ -201,7 +213,19 @@ impl TenantTx {
     }
 
     fn map(&self, err: tokio_postgres::Error) -> Error {
+        // Any error the server raised (and a lost connection) aborts the transaction;
+        // client-side errors (row count, decoding) do not.
+        if err.as_db_error().is_some() || err.is_closed() {
+            self.aborted.store(true, Ordering::Relaxed);
+        }
         db_error(err, Some(&self.tenant))
+    }
+
+    /// Whether a statement of this transaction failed on the server. PostgreSQL has then
+    /// aborted the transaction: further statements fail, and [`commit`](TenantTx::commit)
+    /// rolls back and answers [`Error::TransactionAborted`].
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed)
     }
 
     /// The tenant this transaction is scoped to. Use it as the `tenant_id` of rows you insert.
@@ -293,10 +317,11 @@ impl TenantTx {
                 &[&self.tenant.as_str(), &kind, &key],
             )
             .await?;
-        Ok(row.as_ref().map(record_from_row))
+        row.as_ref().map(record_from_row).transpose()
     }
 
-    /// All generic records of one kind of this tenant, ordered by key.
+    /// All generic records of one kind of this tenant, ordered by key in byte order (`COLLATE
+    /// "C"`, the order of Rust's `str`, whatever the database's collation).
     ///
     /// # Errors
     /// [`Error::InvalidId`] for a bad kind; database errors.
@@ -305,11 +330,11 @@ impl TenantTx {
         let rows = self
             .query(
                 "SELECT kind, key, value, version, updated_at FROM tenant_records
-                  WHERE tenant_id = $1 AND kind = $2 ORDER BY key",
+                  WHERE tenant_id = $1 AND kind = $2 ORDER BY key COLLATE \"C\"",
                 &[&self.tenant.as_str(), &kind],
             )
             .await?;
-        Ok(rows.iter().map(record_from_row).collect())
+        rows.iter().map(record_from_row).collect()
     }
 
     /// Writes a generic record of this tenant under a precondition; returns the new version.
@@ -355,7 +380,7 @@ impl TenantTx {
                 .await?,
         };
         match row {
-            Some(row) => Ok(row.get(0)),
+            Some(row) => Ok(row.try_get(0)?),
             None => Err(self.conflict(kind, key, expect).await?),
         }
     }
@@ -411,10 +436,25 @@ impl TenantTx {
 
     /// Commits. The connection goes back to the pool with no tenant set.
     ///
+    /// If a statement of this transaction failed (even one whose error the caller caught and
+    /// ignored, such as [`Error::RowSecurityViolation`]), PostgreSQL has aborted the
+    /// transaction and would silently turn `COMMIT` into `ROLLBACK`: `commit` then rolls back
+    /// and answers [`Error::TransactionAborted`], so lost writes are never reported as saved.
+    ///
     /// # Errors
-    /// [`Error::Database`] (the connection is then discarded, not pooled).
+    /// [`Error::TransactionAborted`] (nothing was written); [`Error::Database`] when `COMMIT`
+    /// fails (the connection is then discarded, not pooled).
     pub async fn commit(mut self) -> Result<(), Error> {
-        self.finish("COMMIT").await
+        if self.is_aborted() {
+            // The rollback's own failure (which discards the connection) matters less than
+            // telling the caller that nothing was committed.
+            let _ = self.finish(ROLLBACK).await;
+            tracing::warn!(tenant = %self.tenant, "commit of an aborted transaction: rolled back");
+            return Err(Error::TransactionAborted {
+                tenant: self.tenant.clone(),
+            });
+        }
+        self.finish(COMMIT).await
     }
 
     /// Rolls back. The connection goes back to the pool with no tenant set.
@@ -422,7 +462,7 @@ impl TenantTx {
     /// # Errors
     /// [`Error::Database`] (the connection is then discarded, not pooled).
     pub async fn rollback(mut self) -> Result<(), Error> {
-        self.finish("ROLLBACK").await
+        self.finish(ROLLBACK).await
     }
 
     /// Commits if `result` is `Ok`, rolls back otherwise, and returns `result`.

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
@@ -37,7 +39,9 @@ impl TenantSlots {
 }
 
 /// A quota ledger in process memory. Limits and status come from a [`TenantDirectory`];
-/// the check and the reservation happen under one lock, so they are atomic.
+/// the directory read, the check and the reservation happen under one (async) lock, so they
+/// are atomic: a status or limit change that completed before a reservation took the lock is
+/// always seen by it.
 pub struct MemoryQuotaLedger {
     directory: Arc<dyn TenantDirectory>,
     clock: Arc<dyn Clock>,
@@ -54,16 +58,18 @@ impl MemoryQuotaLedger {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, TenantSlots>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    async fn lock(&self) -> MutexGuard<'_, HashMap<TenantId, TenantSlots>> {
+        self.slots.lock().await
     }
 }
 
 impl fmt::Debug for MemoryQuotaLedger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryQuotaLedger")
-            .field("tenants", &self.lock().len())
-            .finish_non_exhaustive()
+        let mut debug = f.debug_struct("MemoryQuotaLedger");
+        if let Ok(slots) = self.slots.try_lock() {
+            debug.field("tenants", &slots.len());
+        }
+        debug.finish_non_exhaustive()
     }
 }
 
@@ -79,11 +85,23 @@ impl QuotaLedger for MemoryQuotaLedger {
         kind: SlotKind,
         chip: &ChipId,
     ) -> Result<Reservation, Error> {
+        // The directory is read under the ledger's lock: nothing reserves between the read
+        // and the insert.
+        let mut slots = self.lock().await;
         let record = self.directory.get(tenant).await?;
         record.ensure_active()?;
         let max = record.limits.get(kind.limit());
-        let mut slots = self.lock();
-        let set = slots.entry(tenant.clone()).or_default().set(kind);
+        let entry = slots.entry(tenant.clone()).or_default();
+        if kind == SlotKind::RunningSession
+            && !entry.running.contains(chip)
+            && !entry.chips.contains(chip)
+        {
+            return Err(Error::ChipSlotRequired {
+                tenant: tenant.clone(),
+                chip: chip.clone(),
+            });
+        }
+        let set = entry.set(kind);
         let newly_reserved = if set.contains(chip) {
             false
         } else if count(set.len()) >= max {
@@ -108,7 +126,7 @@ impl QuotaLedger for MemoryQuotaLedger {
         kind: SlotKind,
         chip: &ChipId,
     ) -> Result<bool, Error> {
-        let mut slots = self.lock();
+        let mut slots = self.lock().await;
         let Some(entry) = slots.get_mut(tenant) else {
             return Ok(false);
         };
@@ -120,7 +138,7 @@ impl QuotaLedger for MemoryQuotaLedger {
     }
 
     async fn holders(&self, tenant: &TenantId, kind: SlotKind) -> Result<Vec<ChipId>, Error> {
-        let mut slots = self.lock();
+        let mut slots = self.lock().await;
         Ok(slots
             .get_mut(tenant)
             .map(|e| e.set(kind).iter().cloned().collect())
@@ -128,9 +146,9 @@ impl QuotaLedger for MemoryQuotaLedger {
     }
 
     async fn usage(&self, tenant: &TenantId) -> Result<QuotaUsage, Error> {
+        let mut slots = self.lock().await;
         let record = self.directory.get(tenant).await?;
         let day = UtcDay::of(self.clock.now());
-        let mut slots = self.lock();
         let entry = slots.entry(tenant.clone()).or_default();
         Ok(QuotaUsage {
             tenant: tenant.clone(),
@@ -143,11 +161,11 @@ impl QuotaLedger for MemoryQuotaLedger {
     }
 
     async fn admit_send(&self, tenant: &TenantId) -> Result<SendAdmission, Error> {
+        let mut slots = self.lock().await;
         let record = self.directory.get(tenant).await?;
         record.ensure_active()?;
         let max = record.limits.max_sends_per_day;
         let day = UtcDay::of(self.clock.now());
-        let mut slots = self.lock();
         let entry = slots.entry(tenant.clone()).or_default();
         let sent = entry.sends_on(day);
         if sent >= max {

@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+pub mod scratch;
+
+use tenant_isolation::pg::reexports::tokio_postgres;
 use tenant_isolation::pg::{AdminDb, MigrationConfig, PgTenantDirectory, PoolOptions, TenantDb};
 use tenant_isolation::{NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets};
 
@@ -15,6 +18,22 @@ pub fn admin_url() -> String {
 
 pub fn app_url() -> String {
     std::env::var("APP_DATABASE_URL").unwrap_or_else(|_| DEFAULT_APP_URL.into())
+}
+
+/// The user name in a PostgreSQL URL.
+fn user_of(url: &str) -> String {
+    let config: tokio_postgres::Config = url.parse().expect("a valid PostgreSQL URL");
+    config.get_user().expect("the URL names a user").to_owned()
+}
+
+/// The owner role (`DATABASE_URL`'s user).
+pub fn admin_role() -> String {
+    user_of(&admin_url())
+}
+
+/// The application role (`APP_DATABASE_URL`'s user).
+pub fn app_role() -> String {
+    user_of(&app_url())
 }
 
 pub fn options() -> PoolOptions {
