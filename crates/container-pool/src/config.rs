@@ -6,7 +6,10 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Engine, Error, ImageRef, Placement, PortAllocationStore, RestartPolicy, SizingPolicy};
+use crate::{
+    Engine, Error, ImageRef, KeyFingerprintSecret, Placement, PortAllocationStore, RestartPolicy,
+    SizingPolicy,
+};
 
 /// How the pool addresses tenant containers.
 #[derive(Clone)]
@@ -162,6 +165,9 @@ pub struct PoolConfig {
     pub idle_ttl: Duration,
     /// What idle reaping does. Default: stop.
     pub idle_action: IdleAction,
+    /// The HMAC secret of the key-fingerprint label. Default `None`: each pool draws a random
+    /// one (see [`KeyFingerprintSecret`] for why a deployment should set a shared one).
+    pub key_fingerprint_secret: Option<KeyFingerprintSecret>,
 }
 
 impl PoolConfig {
@@ -188,6 +194,7 @@ impl PoolConfig {
             exit_log_lines: 20,
             idle_ttl: Duration::from_secs(30 * 60),
             idle_action: IdleAction::default(),
+            key_fingerprint_secret: None,
         }
     }
 

@@ -27,9 +27,10 @@ use crate::{
 pub struct ConformanceTarget {
     /// The runtime under test.
     pub runtime: Arc<dyn ContainerRuntime>,
-    /// A spec for an image that starts and serves HTTP. Its name and volume are replaced and
-    /// the managed-by, tenant, addressing and port labels set per check; everything else (image, env, addressing) is used as given. Its env
-    /// must set `WAHA_API_KEY` to `api_key`.
+    /// A spec for an image that starts, writes at least one log line and serves HTTP. Its name
+    /// and volume are replaced and the managed-by, tenant, addressing and port labels set per
+    /// check; everything else (image, env, addressing) is used as given. Its env must set
+    /// `WAHA_API_KEY` to `api_key`.
     pub spec: ContainerSpec,
     /// The key the probe presents.
     pub api_key: ApiKey,
@@ -95,7 +96,7 @@ impl ConformanceTarget {
             {
                 match self.probe.probe(url, &self.api_key).await {
                     Ok(()) => return url.clone(),
-                    Err(e) => last = e,
+                    Err(e) => last = e.to_string(),
                 }
             } else {
                 last = format!("state {}, url {:?}", info.state, info.url);
@@ -206,6 +207,7 @@ async fn start_runs_and_serves(t: &ConformanceTarget) {
         .unwrap_or_else(|e| panic!("[{check}] starting a running container: {e}"));
     let started = tokio::time::timeout(t.timeout, async {
         while let Some(e) = events.next().await {
+            let e = e.unwrap_or_else(|e| panic!("[{check}] the event stream failed: {e}"));
             if e.id == id && e.kind == RuntimeEventKind::Started {
                 return true;
             }
@@ -218,26 +220,54 @@ async fn start_runs_and_serves(t: &ConformanceTarget) {
         Ok(true),
         "[{check}] the event stream reports the start"
     );
-    let logs = t
+    let all = t
         .runtime
-        .logs_tail(&id, 5)
+        .logs_tail(&id, 10_000)
         .await
         .unwrap_or_else(|e| panic!("[{check}] logs: {e}"));
     assert!(
-        logs.len() <= 5,
-        "[{check}] logs_tail returns at most the lines asked for"
+        !all.is_empty(),
+        "[{check}] a started container that answered has written at least one log line"
+    );
+    let last = t
+        .runtime
+        .logs_tail(&id, 1)
+        .await
+        .unwrap_or_else(|e| panic!("[{check}] logs: {e}"));
+    assert_eq!(
+        last.len(),
+        1,
+        "[{check}] logs_tail returns exactly the lines asked for when there are enough"
+    );
+    assert!(
+        all.contains(&last[0]),
+        "[{check}] logs_tail(1) is one of the container's lines: {last:?} not in {all:?}"
+    );
+    assert!(
+        t.runtime
+            .logs_tail(&id, 0)
+            .await
+            .unwrap_or_else(|e| panic!("[{check}] logs: {e}"))
+            .is_empty(),
+        "[{check}] logs_tail(0) is empty"
     );
     let stats = t
         .runtime
         .stats(&id)
         .await
         .unwrap_or_else(|e| panic!("[{check}] stats: {e}"));
-    if let Some(limit) = stats.memory_limit_bytes {
-        assert_eq!(
-            limit, spec.resources.memory_bytes,
-            "[{check}] the memory limit is applied"
-        );
-    }
+    assert_eq!(
+        stats.memory_limit_bytes,
+        Some(spec.resources.memory_bytes),
+        "[{check}] stats report the spec's memory limit"
+    );
+    assert!(
+        t.runtime
+            .has_image(&spec.image)
+            .await
+            .unwrap_or_else(|e| panic!("[{check}] has_image: {e}")),
+        "[{check}] has_image is true for an image a container was just created from"
+    );
     t.cleanup(&id, &spec).await;
 }
 

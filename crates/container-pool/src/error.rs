@@ -51,18 +51,41 @@ pub enum Error {
         /// Why the last check failed.
         last_probe_error: String,
     },
-    /// The container's process exited while the pool waited for it. The next `ensure` removes
-    /// it and creates a new one (the tenant's volume is kept).
+    /// The container's process exited while the pool waited for it, or a restart policy is
+    /// restarting it (a crash loop). The next `ensure` removes an exited container and creates
+    /// a new one (the tenant's volume is kept); a crash loop needs its cause fixed (see the
+    /// logs; `oom_killed` means the memory limit is too small).
     #[error(
-        "container `{container}` exited with code {exit_code:?}; last log lines: {last_logs:?}"
+        "container `{container}` exited with code {exit_code:?}{}; last log lines: {last_logs:?}",
+        if *oom_killed { " (killed: out of memory)" } else { "" }
     )]
     Exited {
         /// Container name or id.
         container: String,
         /// The exit code, when the runtime knows it.
         exit_code: Option<i64>,
-        /// The last lines the container wrote (oldest first).
+        /// Whether the runtime killed it for exceeding its memory limit.
+        oom_killed: bool,
+        /// The last lines the container wrote (oldest first), with the tenant's API key
+        /// replaced by `<redacted>`.
         last_logs: Vec<String>,
+    },
+    /// The container answered the readiness probe with 401/403: it does not accept the
+    /// tenant's current API key. `ensure` re-creates a container whose key-fingerprint label
+    /// shows it was started with another key (a rotation); this error means the label matched,
+    /// so the key store and the container disagree some other way. Check the image's
+    /// `WAHA_API_KEY` handling; retrying does not help.
+    #[error("container `{container}` refused the tenant's API key (HTTP 401/403)")]
+    Unauthorized {
+        /// Container name or id.
+        container: String,
+    },
+    /// An event stream fell behind and lost events. Re-list what you track (the stream goes on
+    /// with newer events).
+    #[error("the event stream lost {missed} events because its reader fell behind")]
+    EventsLagged {
+        /// How many events were lost.
+        missed: u64,
     },
     /// No container (or service, or volume) with this id or name exists.
     #[error("{kind} `{id}` not found")]
@@ -122,7 +145,10 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RuntimeUnavailable(_) | Self::StartupTimeout { .. } | Self::Conflict { .. }
+            Self::RuntimeUnavailable(_)
+                | Self::StartupTimeout { .. }
+                | Self::Conflict { .. }
+                | Self::EventsLagged { .. }
         )
     }
 
@@ -134,6 +160,8 @@ impl Error {
             Self::Unhealthy { .. } => "unhealthy",
             Self::StartupTimeout { .. } => "startup_timeout",
             Self::Exited { .. } => "exited",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::EventsLagged { .. } => "events_lagged",
             Self::NotFound { .. } => "not_found",
             Self::Conflict { .. } => "conflict",
             Self::PortsExhausted { .. } => "ports_exhausted",

@@ -13,6 +13,10 @@ pub const TENANT: &str = "io.chipfleet.tenant";
 pub const SLOT: &str = "io.chipfleet.slot";
 /// [`ContainerSpec::spec_hash`](crate::ContainerSpec::spec_hash) of the spec it was created from.
 pub const SPEC_HASH: &str = "io.chipfleet.spec-hash";
+/// A keyed fingerprint of the API key the container was started with
+/// ([`KeyFingerprintSecret::fingerprint`](crate::KeyFingerprintSecret::fingerprint)); never the
+/// key. Not part of the spec hash: a mismatch is a key rotation, which `ensure` repairs.
+pub const KEY_FINGERPRINT: &str = "io.chipfleet.key-fingerprint";
 /// How the container is addressed ([`Addressing::label_value`](crate::Addressing::label_value)).
 pub const ADDRESSING: &str = "io.chipfleet.addressing";
 /// The port WAHA listens on inside the container.

@@ -75,6 +75,7 @@ pub mod conformance;
 mod endpoint;
 mod error;
 mod events;
+mod fingerprint;
 pub mod labels;
 mod placement;
 mod pool;
@@ -88,11 +89,12 @@ pub use config::{AddressingPolicy, AutoStartStagger, HostPorts, IdleAction, Pool
 pub use endpoint::TenantEndpoint;
 pub use error::Error;
 pub use events::{PoolEvent, PoolEventKind, ReadinessCheck};
+pub use fingerprint::KeyFingerprintSecret;
 pub use labels::LabelSelector;
 pub use placement::Placement;
 pub use pool::{ReapReport, RolloutOptions, RolloutReport, SlotStats, SweepReport, TenantPool};
 pub use ports::{FilePortStore, InMemoryPortStore, PortAllocationStore};
-pub use readiness::{ReadinessProbe, WahaHealthProbe};
+pub use readiness::{ProbeError, ReadinessProbe, WahaHealthProbe};
 #[cfg(feature = "docker")]
 pub use runtime::DockerRuntime;
 pub use runtime::{

@@ -5,6 +5,21 @@ use url::Url;
 
 use crate::ApiKey;
 
+/// Why a readiness probe did not pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// The server is not ready yet (refused, timed out, 5xx, booting): the pool polls again.
+    /// The message carries no secret.
+    #[error("{0}")]
+    NotReady(String),
+    /// The server refused the API key (401/403). Polling cannot fix it: the pool stops at once
+    /// with [`Error::Unauthorized`](crate::Error::Unauthorized) (after re-creating a container
+    /// started with a rotated key).
+    #[error("the server refused the API key (HTTP 401/403)")]
+    Unauthorized,
+}
+
 /// The last readiness check: an authenticated HTTP request to the container.
 ///
 /// The default, `WahaHealthProbe`, asks WAHA's `/health` and falls back to `/ping` on servers
@@ -12,9 +27,8 @@ use crate::ApiKey;
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait ReadinessProbe: Send + Sync {
-    /// `Ok` when the server at `base_url` answers as ready; otherwise why not (a message
-    /// without secrets).
-    async fn probe(&self, base_url: &Url, api_key: &ApiKey) -> Result<(), String>;
+    /// `Ok` when the server at `base_url` answers as ready; otherwise why not.
+    async fn probe(&self, base_url: &Url, api_key: &ApiKey) -> Result<(), ProbeError>;
 }
 
 /// The default probe: waha-client's [`health`](waha_client::WahaApi::health) (`GET /health`
@@ -46,15 +60,19 @@ impl WahaHealthProbe {
 
 #[async_trait]
 impl ReadinessProbe for WahaHealthProbe {
-    async fn probe(&self, base_url: &Url, api_key: &ApiKey) -> Result<(), String> {
-        use waha_client::WahaApi;
+    async fn probe(&self, base_url: &Url, api_key: &ApiKey) -> Result<(), ProbeError> {
+        use waha_client::{WahaApi, WahaError};
         let client = waha_client::WahaClient::with_http_client(
             base_url.clone(),
             api_key.clone(),
             self.config.clone(),
             self.http.clone(),
         )
-        .map_err(|e| e.to_string())?;
-        client.health().await.map(|_| ()).map_err(|e| e.to_string())
+        .map_err(|e| ProbeError::NotReady(e.to_string()))?;
+        match client.health().await {
+            Ok(_) => Ok(()),
+            Err(WahaError::Unauthorized { .. }) => Err(ProbeError::Unauthorized),
+            Err(e) => Err(ProbeError::NotReady(e.to_string())),
+        }
     }
 }

@@ -11,7 +11,7 @@ use container_pool::{
     InMemoryPortStore, InMemoryRuntime, LabelSelector, PoolConfig, PoolEventKind,
     PortAllocationStore, ReadinessProbe, RolloutOptions, TenantPool, WahaHealthProbe, labels,
 };
-use support::{Activity, SimLauncher, Tenants, run_id, tenant, tenants};
+use support::{Activity, Quirk, SimLauncher, Tenants, run_id, tenant, tenants};
 
 const IMAGE: &str = "chipfleet/waha-sim:dev";
 
@@ -97,6 +97,7 @@ async fn ensure_returns_a_ready_endpoint_with_the_tenants_key() {
 async fn a_hundred_concurrent_ensures_make_one_container() {
     let f = fixture();
     let acme = tenant("acme");
+    let mut events = f.pool.subscribe();
     let calls = (0..100).map(|_| {
         let pool = f.pool.clone();
         let acme = acme.clone();
@@ -117,6 +118,17 @@ async fn a_hundred_concurrent_ensures_make_one_container() {
         .await
         .unwrap();
     assert_eq!(all.len(), 1, "exactly one container was created");
+    let mut ready = 0;
+    let mut creating = 0;
+    while let Ok(e) = events.try_recv() {
+        ready += usize::from(matches!(e.kind, PoolEventKind::Ready { .. }));
+        creating += usize::from(matches!(e.kind, PoolEventKind::Creating));
+    }
+    assert_eq!(
+        (creating, ready),
+        (1, 1),
+        "one creation and one readiness wait"
+    );
 }
 
 #[tokio::test]
@@ -182,17 +194,17 @@ async fn a_container_that_never_gets_ready_times_out_at_the_deadline() {
     }
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert!(err.is_transient());
-    let mut failed = false;
+    let mut failed = Vec::new();
     while let Ok(e) = events.try_recv() {
-        failed |= matches!(
-            e.kind,
-            PoolEventKind::Failed {
-                error: "startup_timeout",
-                ..
-            }
-        );
+        if let PoolEventKind::Failed { error, .. } = e.kind {
+            failed.push(error);
+        }
     }
-    assert!(failed, "a Failed event names the error");
+    assert_eq!(
+        failed,
+        vec!["startup_timeout"],
+        "exactly one Failed event names the error"
+    );
 }
 
 #[tokio::test]
@@ -273,8 +285,37 @@ async fn a_missing_image_and_a_failed_start_are_distinct_errors() {
     }
 }
 
+/// Everything `tracing` writes while the guard lives (this thread; the tests' runtime is
+/// single-threaded, so the pool and the simulators log here).
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> (
+    Arc<std::sync::Mutex<Vec<u8>>>,
+    tracing::subscriber::DefaultGuard,
+) {
+    let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || Captured(writer.clone()))
+        .finish();
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
 #[tokio::test]
-async fn the_api_key_never_appears_in_debug_output_errors_or_events() {
+async fn the_api_key_never_appears_in_logs_debug_output_errors_or_events() {
+    let (logs, _guard) = capture_logs();
     let mut cfg = config(&format!("test-{}", run_id()));
     cfg.extra_env
         .push(("SIM_STARTUP_DELAY_MS".into(), "600000".into()));
@@ -299,9 +340,24 @@ async fn the_api_key_never_appears_in_debug_output_errors_or_events() {
     let ok = fixture();
     let endpoint = ok.pool.ensure(&t).await.unwrap();
     text.push_str(&format!("{endpoint:?}"));
+    // A rotation goes through the logs too.
+    let rotated = ok.tenants.rotate(&t);
+    ok.pool.ensure(&t).await.unwrap();
     assert!(!text.contains(&key), "the key leaked: {text}");
     assert!(!text.contains(endpoint.api_key.expose_secret()));
     assert!(text.contains("<redacted>"));
+    let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.contains("container not ready") && logged.contains("creating container"),
+        "the capture works: {logged}"
+    );
+    for secret in [
+        key.as_str(),
+        rotated.as_str(),
+        endpoint.api_key.expose_secret(),
+    ] {
+        assert!(!logged.contains(secret), "a key was logged: {logged}");
+    }
 }
 
 #[tokio::test]
@@ -461,24 +517,77 @@ async fn rolling_replace_rolls_a_new_image_out_one_tenant_at_a_time_after_a_cana
     assert_eq!(rest.replaced, vec!["cp-c-0"]);
     assert!(pool.drifted().await.unwrap().is_empty());
 
-    // A canary that cannot start stops the rollout before any other tenant is touched.
+    // An image that is not there: nothing is removed, no tenant is left without a container.
+    let ids_before = container_ids(&runtime, &managed_by).await;
     let mut broken = config(&managed_by);
     broken.image = ImageRef::parse("chipfleet/waha-sim:missing").unwrap();
     let pool = TenantPool::new(runtime.clone(), old.tenants.clone(), probe, broken).unwrap();
-    let report = pool
+    let err = pool
         .rolling_replace(&RolloutOptions {
             canary: Some(tenant("c")),
             ..Default::default()
         })
         .await
-        .unwrap();
-    assert!(report.canary_failed);
-    assert!(matches!(report.failed[0].1, Error::ImageMissing { .. }));
-    assert_eq!(report.pending, vec![tenant("a"), tenant("b")]);
-    assert_eq!(
-        old.pool.ensure(&tenant("a")).await.unwrap().container_name,
-        "cp-a-0"
+        .unwrap_err();
+    assert!(matches!(err, Error::ImageMissing { .. }), "{err:?}");
+    assert_eq!(container_ids(&runtime, &managed_by).await, ids_before);
+    for c in runtime
+        .list(&LabelSelector::new(labels::MANAGED_BY, &managed_by))
+        .await
+        .unwrap()
+    {
+        assert_eq!(c.state, ContainerState::Running, "{}", c.name);
+    }
+}
+
+async fn container_ids(runtime: &InMemoryRuntime, managed_by: &str) -> Vec<String> {
+    let mut ids: Vec<String> = runtime
+        .list(&LabelSelector::new(labels::MANAGED_BY, managed_by))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn rolling_replace_does_not_start_a_container_idle_reaping_stopped() {
+    let managed_by = format!("test-{}", run_id());
+    let runtime = Arc::new(
+        InMemoryRuntime::new(Arc::new(SimLauncher::new()))
+            .with_images([IMAGE, "chipfleet/waha-sim:next"]),
     );
+    let mut cfg = config(&managed_by);
+    cfg.idle_ttl = Duration::ZERO;
+    let old = fixture_on(runtime.clone(), cfg);
+    old.pool.ensure(&tenant("sleepy")).await.unwrap();
+    old.pool.ensure(&tenant("busy")).await.unwrap();
+    let activity = Activity::default();
+    activity.0.lock().unwrap().insert((tenant("busy"), 0), 1);
+    assert_eq!(
+        old.pool.reap_idle(&activity).await.unwrap().stopped,
+        vec!["cp-sleepy-0"]
+    );
+    let mut next = config(&managed_by);
+    next.image = ImageRef::parse("chipfleet/waha-sim:next").unwrap();
+    let probe: Arc<dyn ReadinessProbe> =
+        Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap());
+    let pool = TenantPool::new(runtime.clone(), old.tenants.clone(), probe, next).unwrap();
+    let report = pool
+        .rolling_replace(&RolloutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.replaced, vec!["cp-busy-0"]);
+    assert_eq!(report.replaced_stopped, vec!["cp-sleepy-0"]);
+    let sleepy = pool.containers(&tenant("sleepy")).await.unwrap();
+    assert_eq!(sleepy.len(), 1);
+    assert_eq!(sleepy[0].state, ContainerState::Created, "not started");
+    assert_eq!(sleepy[0].image, "chipfleet/waha-sim:next");
+    assert!(pool.drifted().await.unwrap().is_empty());
+    // The next ensure starts it.
+    pool.ensure(&tenant("sleepy")).await.unwrap();
 }
 
 #[tokio::test]
@@ -601,4 +710,328 @@ async fn the_in_memory_runtime_passes_the_conformance_suite() {
         prefix: format!("conf-{}", run_id()),
     };
     container_pool::conformance::run(&target).await;
+}
+
+#[tokio::test]
+async fn a_rotated_key_recreates_the_container_on_its_volume() {
+    let f = fixture();
+    let t = tenant("rotating");
+    let first = f.pool.ensure(&t).await.unwrap();
+    let old_key = first.api_key.expose_secret().to_owned();
+    let label = f
+        .runtime
+        .inspect(&first.container)
+        .await
+        .unwrap()
+        .label(labels::KEY_FINGERPRINT)
+        .map(str::to_owned)
+        .expect("a key-fingerprint label");
+    assert_eq!(label.len(), 32);
+    assert!(!label.contains(&old_key));
+    let http = reqwest::Client::new();
+    let created = http
+        .post(first.base_url.join("api/sessions").unwrap())
+        .header("X-Api-Key", &old_key)
+        .json(&serde_json::json!({ "name": "chip-kept" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    let new_key = f.tenants.rotate(&t);
+    let mut events = f.pool.subscribe();
+    let started = Instant::now();
+    let second = f.pool.ensure(&t).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "repaired at once, not at the deadline"
+    );
+    assert_ne!(second.container, first.container);
+    assert_eq!(second.api_key.expose_secret(), new_key);
+    let removed: Vec<String> = std::iter::from_fn(|| events.try_recv().ok())
+        .filter_map(|e| match e.kind {
+            PoolEventKind::Removed { reason } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed, vec!["API key rotated"]);
+    // Same volume: the session made before the rotation is there.
+    let listed: serde_json::Value = http
+        .get(second.base_url.join("api/sessions?all=true").unwrap())
+        .header("X-Api-Key", &new_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.to_string().contains("chip-kept"), "{listed}");
+    assert!(!pool_has_drift(&f).await, "a rotation is not spec drift");
+}
+
+async fn pool_has_drift(f: &Fixture) -> bool {
+    !f.pool.drifted().await.unwrap().is_empty()
+}
+
+#[tokio::test]
+async fn a_pool_with_another_fingerprint_secret_keeps_a_container_that_accepts_the_key() {
+    // A restarted host application without a shared secret: the labels do not match, but the
+    // container accepts the current key, so it is kept.
+    let f = fixture();
+    let t = tenant("restarted");
+    let first = f.pool.ensure(&t).await.unwrap();
+    let again = TenantPool::new(
+        f.runtime.clone(),
+        f.tenants.clone(),
+        Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap()),
+        f.pool.config().clone(),
+    )
+    .unwrap();
+    assert_eq!(again.ensure(&t).await.unwrap().container, first.container);
+    // With the same configured secret, the fingerprints agree.
+    let mut shared = f.pool.config().clone();
+    shared.key_fingerprint_secret =
+        Some(container_pool::KeyFingerprintSecret::new([7u8; 32]).unwrap());
+    let one = fixture_with(shared.clone());
+    let two = TenantPool::new(
+        one.runtime.clone(),
+        one.tenants.clone(),
+        Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap()),
+        shared,
+    )
+    .unwrap();
+    let a = one.pool.ensure(&t).await.unwrap();
+    let b = two.ensure(&t).await.unwrap();
+    assert_eq!(a.container, b.container);
+}
+
+#[tokio::test]
+async fn a_container_that_refuses_the_current_key_is_unauthorized_without_waiting() {
+    let runtime = Arc::new(
+        InMemoryRuntime::new(Arc::new(support::QuirkyLauncher::new(Quirk::WrongKey)))
+            .with_images([IMAGE]),
+    );
+    let f = fixture_on(runtime, config(&format!("test-{}", run_id())));
+    let started = Instant::now();
+    let err = f.pool.ensure(&tenant("acme")).await.unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "not polled until the deadline"
+    );
+}
+
+#[tokio::test]
+async fn a_start_cancelled_mid_launch_does_not_wedge_the_container() {
+    let launcher = Arc::new(support::QuirkyLauncher::new(Quirk::HangFirst));
+    let runtime = InMemoryRuntime::new(launcher.clone()).with_images([IMAGE]);
+    let spec = container_pool::ContainerSpec {
+        name: "cancelled".into(),
+        image: ImageRef::parse(IMAGE).unwrap(),
+        env: vec![
+            container_pool::EnvVar::secret("WAHA_API_KEY", "cancel-key-0123456789"),
+            container_pool::EnvVar::plain("SIM_STATE_DIR", "none"),
+        ],
+        labels: Default::default(),
+        resources: container_pool::SizingPolicy::default()
+            .resources(container_pool::Engine::Noweb, 1),
+        volume: None,
+        addressing: container_pool::Addressing::HostPort {
+            bind: "127.0.0.1".parse().unwrap(),
+            port: 0,
+        },
+        container_port: container_pool::WAHA_PORT,
+        restart: container_pool::RestartPolicy::No,
+    };
+    let id = runtime.create(&spec).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), runtime.start(&id))
+            .await
+            .is_err(),
+        "the first launch hangs"
+    );
+    runtime.start(&id).await.unwrap();
+    assert_eq!(
+        runtime.inspect(&id).await.unwrap().state,
+        ContainerState::Running
+    );
+    assert_eq!(
+        launcher.launches.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    runtime.remove(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_ensure_dropped_midway_leaves_nothing_that_blocks_the_next() {
+    let runtime = Arc::new(
+        InMemoryRuntime::new(Arc::new(support::QuirkyLauncher::new(Quirk::HangFirst)))
+            .with_images([IMAGE]),
+    );
+    let mut cfg = config(&format!("test-{}", run_id()));
+    cfg.startup_deadline = Duration::from_secs(5);
+    let f = fixture_on(runtime, cfg);
+    let t = tenant("dropped");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), f.pool.ensure(&t))
+            .await
+            .is_err()
+    );
+    let started = Instant::now();
+    let endpoint = f.pool.ensure(&t).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        f.runtime.inspect(&endpoint.container).await.unwrap().state,
+        ContainerState::Running
+    );
+}
+
+#[tokio::test]
+async fn a_failed_ensure_does_not_poison_the_next() {
+    let runtime = Arc::new(
+        InMemoryRuntime::new(Arc::new(support::QuirkyLauncher::new(Quirk::FailFirst)))
+            .with_images([IMAGE]),
+    );
+    let f = fixture_on(runtime, config(&format!("test-{}", run_id())));
+    let t = tenant("flaky");
+    assert!(matches!(
+        f.pool.ensure(&t).await,
+        Err(Error::StartFailed { .. })
+    ));
+    let endpoint = f.pool.ensure(&t).await.unwrap();
+    assert_eq!(
+        f.runtime.inspect(&endpoint.container).await.unwrap().state,
+        ContainerState::Running
+    );
+}
+
+#[tokio::test]
+async fn a_removal_queued_behind_an_ensure_is_not_hidden_from_later_callers() {
+    let mut cfg = config(&format!("test-{}", run_id()));
+    cfg.extra_env
+        .push(("SIM_STARTUP_DELAY_MS".into(), "400".into()));
+    let f = fixture_with(cfg);
+    let t = tenant("raced");
+    let first = {
+        let pool = f.pool.clone();
+        let t = t.clone();
+        tokio::spawn(async move { pool.ensure(&t).await })
+    };
+    // The container exists and is waiting for readiness.
+    while f.pool.containers(&t).await.unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let removal = {
+        let pool = f.pool.clone();
+        let t = t.clone();
+        tokio::spawn(async move { pool.remove_tenant(&t, false).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = {
+        let pool = f.pool.clone();
+        let t = t.clone();
+        tokio::spawn(async move { pool.ensure(&t).await })
+    };
+    let first = first
+        .await
+        .unwrap()
+        .expect("the removal waits for the ensure");
+    assert_eq!(removal.await.unwrap().unwrap().len(), 1);
+    let second = second
+        .await
+        .unwrap()
+        .expect("queued behind the removal, it makes a new container");
+    assert_ne!(second.container, first.container);
+    assert_eq!(
+        f.runtime.inspect(&second.container).await.unwrap().state,
+        ContainerState::Running
+    );
+}
+
+/// A probe that waits `delay_ms` before asking the real one.
+struct SlowProbe {
+    inner: WahaHealthProbe,
+    delay_ms: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl ReadinessProbe for SlowProbe {
+    async fn probe(
+        &self,
+        url: &url::Url,
+        key: &container_pool::ApiKey,
+    ) -> Result<(), container_pool::ProbeError> {
+        let ms = self.delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.inner.probe(url, key).await
+    }
+}
+
+#[tokio::test]
+async fn idle_reaping_looks_again_after_waiting_for_a_concurrent_ensure() {
+    let mut cfg = config(&format!("test-{}", run_id()));
+    cfg.idle_ttl = Duration::from_millis(300);
+    let runtime = Arc::new(InMemoryRuntime::new(Arc::new(SimLauncher::new())).with_images([IMAGE]));
+    let probe = Arc::new(SlowProbe {
+        inner: WahaHealthProbe::new(Duration::from_secs(1)).unwrap(),
+        delay_ms: 0.into(),
+    });
+    let pool = TenantPool::new(runtime.clone(), tenants(), probe.clone(), cfg).unwrap();
+    let t = tenant("revived");
+    pool.ensure(&t).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // Idle past the TTL; now an ensure holds the slot (its probe is slow) while reaping runs.
+    probe
+        .delay_ms
+        .store(300, std::sync::atomic::Ordering::SeqCst);
+    let ensure = {
+        let pool = pool.clone();
+        let t = t.clone();
+        tokio::spawn(async move { pool.ensure(&t).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let report = pool.reap_idle(&Activity::default()).await.unwrap();
+    ensure.await.unwrap().unwrap();
+    assert!(
+        report.stopped.is_empty(),
+        "the ensure that finished meanwhile used it: {report:?}"
+    );
+    assert_eq!(report.idle, vec!["cp-revived-0"]);
+    assert_eq!(
+        pool.containers(&t).await.unwrap()[0].state,
+        ContainerState::Running
+    );
+}
+
+#[tokio::test]
+async fn the_in_memory_event_stream_reports_lost_events() {
+    let runtime = InMemoryRuntime::new(Arc::new(SimLauncher::new()));
+    let selector = LabelSelector::new(labels::MANAGED_BY, "lagging");
+    let mut events = runtime.events(&selector).await.unwrap();
+    for i in 0..1100 {
+        let spec = container_pool::ContainerSpec {
+            name: format!("lag-{i}"),
+            image: ImageRef::parse(IMAGE).unwrap(),
+            env: Vec::new(),
+            labels: [(labels::MANAGED_BY.to_owned(), "lagging".to_owned())]
+                .into_iter()
+                .collect(),
+            resources: container_pool::SizingPolicy::default()
+                .resources(container_pool::Engine::Noweb, 1),
+            volume: None,
+            addressing: container_pool::Addressing::HostPort {
+                bind: "127.0.0.1".parse().unwrap(),
+                port: 0,
+            },
+            container_port: container_pool::WAHA_PORT,
+            restart: container_pool::RestartPolicy::No,
+        };
+        runtime.create(&spec).await.unwrap();
+    }
+    use futures::StreamExt;
+    match events.next().await {
+        Some(Err(Error::EventsLagged { missed })) => assert!(missed >= 76, "{missed}"),
+        other => panic!("expected EventsLagged first, got {other:?}"),
+    }
+    assert!(matches!(events.next().await, Some(Ok(_))), "and it goes on");
 }

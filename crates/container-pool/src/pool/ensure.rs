@@ -5,12 +5,26 @@ use std::time::Instant;
 
 use tracing::{Instrument, info, info_span, warn};
 
+use super::deadline::Deadline;
 use super::{TenantPool, naming};
 use crate::{
     AddressingPolicy, ApiKey, ContainerId, ContainerInfo, ContainerSpec, ContainerState, EnvVar,
     Error, HostPorts, PoolEventKind, TenantEndpoint, TenantId, VolumeMount, WAHA_PORT,
     WAHA_SESSIONS_DIR, labels,
 };
+
+/// How often `ensure` goes round (a name taken by a concurrent creator, a container re-created
+/// for a rotated key) before giving up with the last error.
+const ATTEMPTS: usize = 3;
+
+/// Where a slot's container came from in this `ensure`.
+enum Found {
+    /// It was there already; `key_matches` tells whether its key-fingerprint label is the
+    /// current key's.
+    Existing { key_matches: bool },
+    /// This call created it.
+    Created,
+}
 
 impl TenantPool {
     pub(super) async fn ensure_now(
@@ -20,57 +34,16 @@ impl TenantPool {
     ) -> Result<TenantEndpoint, Error> {
         let span =
             info_span!("ensure", tenant = %tenant, slot, backend = self.inner.runtime.backend());
-        let started = Instant::now();
-        let result = self.ensure_inner(tenant, slot).instrument(span).await;
+        let deadline = Deadline::new(self.inner.config.startup_deadline);
+        let name = naming::container_name(&self.inner.config.name_prefix, tenant, slot);
+        let result = self
+            .ensure_inner(tenant, slot, &name, &deadline)
+            .instrument(span.clone())
+            .await;
         let outcome = match &result {
             Ok(_) => "ready",
-            Err(e) => e.kind(),
-        };
-        metrics::counter!("container_pool_ensure_total", "outcome" => outcome).increment(1);
-        metrics::histogram!("container_pool_ensure_seconds")
-            .record(started.elapsed().as_secs_f64());
-        result
-    }
-
-    async fn ensure_inner(&self, tenant: &TenantId, slot: u32) -> Result<TenantEndpoint, Error> {
-        let runtime = &self.inner.runtime;
-        let name = naming::container_name(&self.inner.config.name_prefix, tenant, slot);
-        let key = self.inner.keys.container_api_key(tenant).await?;
-        let existing = self.find_slot(tenant, slot).await?;
-        let (id, name) = match existing {
-            Some(c) if c.state.is_terminal() => {
-                info!(container = %c.name, state = %c.state, "container is not running; re-creating it");
-                runtime.remove(&c.id).await?;
-                self.emit(
-                    tenant,
-                    slot,
-                    &c.name,
-                    PoolEventKind::Removed {
-                        reason: format!("it was {}", c.state),
-                    },
-                );
-                self.create_and_start(tenant, slot, &name, &key).await?
-            }
-            Some(c) if c.state == ContainerState::Created => {
-                self.emit(tenant, slot, &c.name, PoolEventKind::Starting);
-                runtime.start(&c.id).await?;
-                (c.id, c.name)
-            }
-            Some(c) => (c.id, c.name),
-            None => self.create_and_start(tenant, slot, &name, &key).await?,
-        };
-        self.touch(&id);
-        match self.await_ready(tenant, slot, &id, &name, &key).await {
-            Ok(base_url) => Ok(TenantEndpoint {
-                tenant: tenant.clone(),
-                slot,
-                container: id,
-                container_name: name,
-                base_url,
-                api_key: key,
-            }),
             Err(e) => {
-                warn!(container = %name, error = %e, "container not ready");
+                span.in_scope(|| warn!(container = %name, error = %e, "container not ready"));
                 self.emit(
                     tenant,
                     slot,
@@ -80,9 +53,119 @@ impl TenantPool {
                         reason: e.to_string(),
                     },
                 );
-                Err(e)
+                e.kind()
+            }
+        };
+        metrics::counter!("container_pool_ensure_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("container_pool_ensure_seconds")
+            .record(deadline.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn ensure_inner(
+        &self,
+        tenant: &TenantId,
+        slot: u32,
+        name: &str,
+        deadline: &Deadline,
+    ) -> Result<TenantEndpoint, Error> {
+        let runtime = &self.inner.runtime;
+        let key = deadline
+            .run(
+                name,
+                "reading the tenant's API key",
+                self.inner.keys.container_api_key(tenant),
+            )
+            .await?;
+        let fingerprint = self.key_fingerprint(&key);
+        let mut last_error = None;
+        for _ in 0..ATTEMPTS {
+            let existing = deadline
+                .run(name, "listing containers", self.find_slot(tenant, slot))
+                .await?;
+            let (id, found) = match existing {
+                Some(c)
+                    if c.state.is_terminal()
+                        || (c.state == ContainerState::Created
+                            && c.label(labels::KEY_FINGERPRINT) != Some(fingerprint.as_str())) =>
+                {
+                    let reason = if c.state.is_terminal() {
+                        format!("it was {}", c.state)
+                    } else {
+                        "it was created with another API key".to_owned()
+                    };
+                    info!(container = %c.name, %reason, "re-creating the container");
+                    deadline
+                        .run(name, "removing the old container", runtime.remove(&c.id))
+                        .await?;
+                    self.emit(tenant, slot, &c.name, PoolEventKind::Removed { reason });
+                    continue;
+                }
+                Some(c) if c.state == ContainerState::Created => {
+                    self.emit(tenant, slot, &c.name, PoolEventKind::Starting);
+                    deadline
+                        .run(name, "starting the container", runtime.start(&c.id))
+                        .await?;
+                    (c.id, Found::Existing { key_matches: true })
+                }
+                Some(c) => {
+                    let key_matches =
+                        c.label(labels::KEY_FINGERPRINT) == Some(fingerprint.as_str());
+                    (c.id, Found::Existing { key_matches })
+                }
+                None => match self
+                    .create_and_start(tenant, slot, name, &key, deadline)
+                    .await
+                {
+                    Ok(id) => (id, Found::Created),
+                    // Someone else (another pool replica) created it between our list and
+                    // create: look again.
+                    Err(e @ Error::Conflict { .. }) => {
+                        last_error = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            match self
+                .await_ready(tenant, slot, &id, name, &key, deadline)
+                .await
+            {
+                Ok(base_url) => {
+                    self.touch(&id);
+                    return Ok(TenantEndpoint {
+                        tenant: tenant.clone(),
+                        slot,
+                        container: id,
+                        container_name: name.to_owned(),
+                        base_url,
+                        api_key: key,
+                    });
+                }
+                // Started with a key that has been rotated since: re-create it (same volume).
+                Err(e @ Error::Unauthorized { .. })
+                    if matches!(found, Found::Existing { key_matches: false }) =>
+                {
+                    info!(container = %name, "the container refuses the rotated API key; re-creating it");
+                    deadline
+                        .run(name, "removing the old container", runtime.remove(&id))
+                        .await?;
+                    self.emit(
+                        tenant,
+                        slot,
+                        name,
+                        PoolEventKind::Removed {
+                            reason: "API key rotated".to_owned(),
+                        },
+                    );
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
             }
         }
+        Err(last_error.unwrap_or_else(|| Error::Conflict {
+            name: name.to_owned(),
+        }))
     }
 
     pub(super) async fn find_slot(
@@ -100,53 +183,33 @@ impl TenantPool {
         Ok(found.into_iter().next())
     }
 
+    /// Creates and starts the slot's container; [`Error::Conflict`] when the name is taken.
     async fn create_and_start(
         &self,
         tenant: &TenantId,
         slot: u32,
         name: &str,
         key: &ApiKey,
-    ) -> Result<(ContainerId, String), Error> {
+        deadline: &Deadline,
+    ) -> Result<ContainerId, Error> {
         let runtime = &self.inner.runtime;
-        let spec = self.build_spec(tenant, slot, key).await?;
+        let spec = deadline
+            .run(
+                name,
+                "building the spec",
+                self.build_spec(tenant, slot, key),
+            )
+            .await?;
         self.emit(tenant, slot, name, PoolEventKind::Creating);
         info!(container = %name, image = %spec.image, spec_hash = %spec.spec_hash(), "creating container");
-        let id = match runtime.create(&spec).await {
-            Ok(id) => id,
-            Err(Error::Conflict { name: taken }) => {
-                // Someone else (another pool replica) created it between our list and create.
-                match self.find_slot(tenant, slot).await? {
-                    Some(c) if !c.state.is_terminal() => return Ok((c.id, c.name)),
-                    _ => return Err(Error::Conflict { name: taken }),
-                }
-            }
-            Err(e) => {
-                self.emit(
-                    tenant,
-                    slot,
-                    name,
-                    PoolEventKind::Failed {
-                        error: e.kind(),
-                        reason: e.to_string(),
-                    },
-                );
-                return Err(e);
-            }
-        };
+        let id = deadline
+            .run(name, "creating the container", runtime.create(&spec))
+            .await?;
         self.emit(tenant, slot, name, PoolEventKind::Starting);
-        if let Err(e) = runtime.start(&id).await {
-            self.emit(
-                tenant,
-                slot,
-                name,
-                PoolEventKind::Failed {
-                    error: e.kind(),
-                    reason: e.to_string(),
-                },
-            );
-            return Err(e);
-        }
-        Ok((id, name.to_owned()))
+        deadline
+            .run(name, "starting the container", runtime.start(&id))
+            .await?;
+        Ok(id)
     }
 
     /// The spec the pool creates for a tenant slot now (image, env, limits, labels, volume,
@@ -213,6 +276,10 @@ impl TenantPool {
         };
         spec.labels = spec_labels.clone();
         spec_labels.insert(labels::SPEC_HASH.to_owned(), spec.spec_hash());
+        spec_labels.insert(
+            labels::KEY_FINGERPRINT.to_owned(),
+            self.key_fingerprint(key),
+        );
         spec.labels = spec_labels;
         Ok(spec)
     }

@@ -6,19 +6,40 @@ use tracing::{debug, info};
 use url::Url;
 
 use super::TenantPool;
+use super::deadline::Deadline;
 use crate::{
-    ApiKey, ContainerId, ContainerState, Error, HealthStatus, PoolEventKind, ReadinessCheck,
-    TenantId,
+    ApiKey, ContainerId, ContainerInfo, ContainerState, Error, HealthStatus, PoolEventKind,
+    ProbeError, ReadinessCheck, TenantId,
 };
 
-/// How often a `WaitingForHealth` event is emitted while waiting.
+/// How often a `WaitingForHealth` event is repeated while the same check is pending (a new
+/// pending check is reported at once).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the logs of an exited container may take to read (the deadline may be spent).
+const EXIT_LOGS_WITHIN: Duration = Duration::from_secs(5);
+
+/// What one poll found.
+enum Poll {
+    Ready(Url),
+    Waiting {
+        check: ReadinessCheck,
+        detail: String,
+        unhealthy: Option<String>,
+    },
+}
 
 impl TenantPool {
     /// Polls the container every `poll_interval` until it runs, its image health check (if
-    /// any) passes and the HTTP probe answers, or until `startup_deadline`. At the deadline a
-    /// container the image's health check calls unhealthy is [`Error::Unhealthy`]; any other
-    /// not-ready container is [`Error::StartupTimeout`]. An exit is reported at once.
+    /// any) allows it and the HTTP probe answers, or until the deadline.
+    ///
+    /// - An exit, a restart by the restart policy (a crash loop) or a dead container is
+    ///   [`Error::Exited`] at once; a probe answer of 401/403 is [`Error::Unauthorized`] at once.
+    /// - The HTTP probe runs while Docker health is healthy, absent, or still starting with no
+    ///   failed check (so a fast server is not held back by the health-check interval); it
+    ///   never runs while the health check is failing.
+    /// - At the deadline a container the health check calls unhealthy is [`Error::Unhealthy`];
+    ///   any other not-ready container is [`Error::StartupTimeout`].
     pub(super) async fn await_ready(
         &self,
         tenant: &TenantId,
@@ -26,14 +47,20 @@ impl TenantPool {
         id: &ContainerId,
         name: &str,
         key: &ApiKey,
+        deadline: &Deadline,
     ) -> Result<Url, Error> {
         let cfg = &self.inner.config;
-        let runtime = &self.inner.runtime;
-        let started = Instant::now();
-        let deadline = started + cfg.startup_deadline;
-        let mut last_progress: Option<Instant> = None;
+        let mut baseline_restarts = None;
+        let mut last_progress: Option<(Instant, ReadinessCheck)> = None;
         loop {
-            let info = match runtime.inspect(id).await {
+            let info = match deadline
+                .run(
+                    name,
+                    "inspecting the container",
+                    self.inner.runtime.inspect(id),
+                )
+                .await
+            {
                 Ok(info) => info,
                 Err(Error::NotFound { .. }) => {
                     return Err(Error::StartFailed {
@@ -43,93 +70,186 @@ impl TenantPool {
                 }
                 Err(e) => return Err(e),
             };
-            let mut unhealthy = None;
-            let (check, detail) = match (&info.state, &info.health, &info.url) {
-                (ContainerState::Exited { exit_code }, _, _) => {
-                    return Err(self.exited(id, name, *exit_code).await);
-                }
-                (ContainerState::Dead, _, _) => return Err(self.exited(id, name, None).await),
-                (ContainerState::Running, HealthStatus::Unhealthy { last_output }, _) => {
-                    // Not fatal before the deadline: a slow starter outlives an image's short
-                    // start period and turns healthy later.
-                    unhealthy = Some(last_output.clone());
-                    (
-                        ReadinessCheck::DockerHealth,
-                        format!("health check failing: {last_output}"),
-                    )
-                }
-                (ContainerState::Running, HealthStatus::Starting, _) => (
-                    ReadinessCheck::DockerHealth,
-                    "health check starting".to_owned(),
-                ),
-                (ContainerState::Running, _, None) => {
-                    (ReadinessCheck::Http, "no address yet".to_owned())
-                }
-                (ContainerState::Running, _, Some(url)) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let limit = cfg.probe_timeout.min(left).max(Duration::from_millis(1));
-                    let probe = tokio::time::timeout(limit, self.inner.probe.probe(url, key)).await;
-                    match probe {
-                        Ok(Ok(())) => {
-                            let took = started.elapsed();
-                            info!(container = %name, took_ms = took.as_millis() as u64, "container ready");
-                            self.emit(tenant, slot, name, PoolEventKind::Ready { took });
-                            return Ok(url.clone());
-                        }
-                        Ok(Err(e)) => (ReadinessCheck::Http, e),
-                        Err(_) => (
-                            ReadinessCheck::Http,
-                            format!("probe timed out after {limit:?}"),
-                        ),
-                    }
-                }
-                (state, _, _) => (ReadinessCheck::Running, format!("container is {state}")),
+            let restarts = *baseline_restarts.get_or_insert(info.restart_count);
+            let crashed = match info.state {
+                ContainerState::Exited { exit_code } => Some(exit_code.or(info.exit_code)),
+                ContainerState::Dead | ContainerState::Restarting => Some(info.exit_code),
+                _ if info.restart_count > restarts => Some(info.exit_code),
+                _ => None,
             };
-            let now = Instant::now();
-            if now >= deadline {
-                if let Some(last_output) = unhealthy {
-                    return Err(Error::Unhealthy {
+            if let Some(exit_code) = crashed {
+                return Err(self.exited(id, name, exit_code, &info, key).await);
+            }
+            let (check, detail, unhealthy) = match self.poll(&info, name, key, deadline).await? {
+                Poll::Ready(url) => {
+                    let took = deadline.elapsed();
+                    info!(container = %name, took_ms = took.as_millis() as u64, "container ready");
+                    self.emit(tenant, slot, name, PoolEventKind::Ready { took });
+                    return Ok(url);
+                }
+                Poll::Waiting {
+                    check,
+                    detail,
+                    unhealthy,
+                } => (check, detail, unhealthy),
+            };
+            if deadline.passed() {
+                return Err(match unhealthy {
+                    Some(last_output) => Error::Unhealthy {
                         container: name.to_owned(),
                         last_output,
-                    });
-                }
-                return Err(Error::StartupTimeout {
-                    container: name.to_owned(),
-                    elapsed: started.elapsed(),
-                    deadline: cfg.startup_deadline,
-                    last_probe_error: detail,
+                    },
+                    None => deadline.timeout(name, detail),
                 });
             }
-            if last_progress.is_none_or(|t| now.duration_since(t) >= PROGRESS_EVERY) {
-                last_progress = Some(now);
+            let now = Instant::now();
+            if last_progress
+                .is_none_or(|(t, c)| c != check || now.duration_since(t) >= PROGRESS_EVERY)
+            {
+                last_progress = Some((now, check));
                 debug!(container = %name, ?check, %detail, "waiting for readiness");
-                let elapsed = started.elapsed();
                 self.emit(
                     tenant,
                     slot,
                     name,
                     PoolEventKind::WaitingForHealth {
-                        elapsed,
+                        elapsed: deadline.elapsed(),
                         check,
                         detail,
                     },
                 );
             }
-            tokio::time::sleep(cfg.poll_interval.min(deadline - now)).await;
+            tokio::time::sleep(cfg.poll_interval.min(deadline.left())).await;
         }
     }
 
-    async fn exited(&self, id: &ContainerId, name: &str, exit_code: Option<i64>) -> Error {
-        let last_logs = self
+    /// One look at a running (or not yet running) container.
+    async fn poll(
+        &self,
+        info: &ContainerInfo,
+        name: &str,
+        key: &ApiKey,
+        deadline: &Deadline,
+    ) -> Result<Poll, Error> {
+        let waiting = |check, detail: String| Poll::Waiting {
+            check,
+            detail,
+            unhealthy: None,
+        };
+        if info.state != ContainerState::Running {
+            return Ok(waiting(
+                ReadinessCheck::Running,
+                format!("container is {}", info.state),
+            ));
+        }
+        let health_starting = match &info.health {
+            HealthStatus::Unhealthy { last_output } => {
+                // Not fatal before the deadline: a slow starter outlives an image's short
+                // start period and turns healthy later.
+                return Ok(Poll::Waiting {
+                    check: ReadinessCheck::DockerHealth,
+                    detail: format!("health check failing: {last_output}"),
+                    unhealthy: Some(last_output.clone()),
+                });
+            }
+            HealthStatus::Starting if info.health_failing_streak > 0 => {
+                return Ok(waiting(
+                    ReadinessCheck::DockerHealth,
+                    format!(
+                        "health check starting, {} failed check(s) so far",
+                        info.health_failing_streak
+                    ),
+                ));
+            }
+            HealthStatus::Starting => true,
+            HealthStatus::None | HealthStatus::Healthy => false,
+        };
+        let Some(url) = &info.url else {
+            return Ok(waiting(ReadinessCheck::Http, "no address yet".to_owned()));
+        };
+        let limit = self
+            .inner
+            .config
+            .probe_timeout
+            .min(deadline.left())
+            .max(Duration::from_millis(1));
+        let detail = match tokio::time::timeout(limit, self.inner.probe.probe(url, key)).await {
+            Ok(Ok(())) => return Ok(Poll::Ready(url.clone())),
+            Ok(Err(ProbeError::Unauthorized)) => {
+                return Err(Error::Unauthorized {
+                    container: name.to_owned(),
+                });
+            }
+            Ok(Err(ProbeError::NotReady(e))) => e,
+            Err(_) => format!("probe timed out after {limit:?}"),
+        };
+        Ok(if health_starting {
+            waiting(
+                ReadinessCheck::DockerHealth,
+                format!("health check starting; HTTP probe: {detail}"),
+            )
+        } else {
+            waiting(ReadinessCheck::Http, detail)
+        })
+    }
+
+    async fn exited(
+        &self,
+        id: &ContainerId,
+        name: &str,
+        exit_code: Option<i64>,
+        info: &ContainerInfo,
+        key: &ApiKey,
+    ) -> Error {
+        let logs = self
             .inner
             .runtime
-            .logs_tail(id, self.inner.config.exit_log_lines)
-            .await
-            .unwrap_or_else(|e| vec![format!("(logs unavailable: {e})")]);
+            .logs_tail(id, self.inner.config.exit_log_lines);
+        let last_logs = match tokio::time::timeout(EXIT_LOGS_WITHIN, logs).await {
+            Ok(Ok(lines)) => lines,
+            Ok(Err(e)) => vec![format!("(logs unavailable: {e})")],
+            Err(_) => vec![format!(
+                "(logs unavailable: no answer within {EXIT_LOGS_WITHIN:?})"
+            )],
+        };
         Error::Exited {
             container: name.to_owned(),
             exit_code,
-            last_logs,
+            oom_killed: info.oom_killed,
+            last_logs: scrub(last_logs, key),
         }
+    }
+}
+
+/// Replaces the key's value in log lines (a server may echo its configuration).
+fn scrub(lines: Vec<String>, key: &ApiKey) -> Vec<String> {
+    let secret = key.expose_secret();
+    if secret.is_empty() {
+        return lines;
+    }
+    lines
+        .into_iter()
+        .map(|line| line.replace(secret, "<redacted>"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_replaces_every_occurrence_of_the_key() {
+        let key = ApiKey::new("s3cret-key-0123456789");
+        let lines = vec![
+            "WAHA_API_KEY=s3cret-key-0123456789 and again s3cret-key-0123456789".to_owned(),
+            "clean".to_owned(),
+        ];
+        assert_eq!(
+            scrub(lines, &key),
+            vec![
+                "WAHA_API_KEY=<redacted> and again <redacted>".to_owned(),
+                "clean".to_owned()
+            ]
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Explicit lifecycle: removal, idle reaping, orphan sweep, per-tenant stats.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -55,6 +55,9 @@ impl TenantPool {
         let containers = self.containers(tenant).await?;
         let mut removed = Vec::new();
         for c in containers {
+            let _hold = self
+                .hold_slot(tenant, naming::slot_of(&c).unwrap_or(0))
+                .await;
             self.remove_container(&c, "tenant removed", true).await?;
             removed.push(c.name);
         }
@@ -68,6 +71,7 @@ impl TenantPool {
                 self.inner.runtime.remove_volume(&volume.name).await?;
             }
         }
+        self.prune_flights(tenant);
         Ok(removed)
     }
 
@@ -80,7 +84,6 @@ impl TenantPool {
     /// it periodically (the supervisor does).
     pub async fn reap_idle(&self, activity: &dyn ChipActivity) -> Result<ReapReport, Error> {
         let mut report = ReapReport::default();
-        let ttl = self.inner.config.idle_ttl;
         let all = self.inner.runtime.list(&self.managed_selector()).await?;
         self.forget_missing(&all);
         for c in all
@@ -90,21 +93,28 @@ impl TenantPool {
             let (Some(tenant), Some(slot)) = (naming::tenant_of(&c), naming::slot_of(&c)) else {
                 continue;
             };
-            if activity.running_chips(&tenant, slot).await? > 0 {
-                self.touch(&c.id);
+            if !self
+                .idle_for_ttl(&c, &tenant, slot, activity, &mut report)
+                .await?
+            {
                 continue;
             }
-            let since = *self
-                .idle_map()
-                .entry(c.id.clone())
-                .or_insert_with(Instant::now);
-            if since.elapsed() < ttl {
-                report.idle.push(c.name);
+            // Hold the slot's flight so a concurrent ensure does not race the stop, then look
+            // again: an ensure that finished while we waited has just used the container.
+            let _hold = self.hold_slot(&tenant, slot).await;
+            match self.inner.runtime.inspect(&c.id).await {
+                Ok(now) if now.state == ContainerState::Running => {}
+                Ok(_) | Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+            let mut recheck = ReapReport::default();
+            if !self
+                .idle_for_ttl(&c, &tenant, slot, activity, &mut recheck)
+                .await?
+            {
+                report.idle.extend(recheck.idle);
                 continue;
             }
-            // Hold the slot's flight so a concurrent ensure does not race the stop.
-            let flight = self.flight(&tenant, slot);
-            let _guard = flight.state.lock().await;
             match self.inner.config.idle_action {
                 IdleAction::Stop => {
                     info!(container = %c.name, tenant = %tenant, "stopping idle container");
@@ -135,25 +145,22 @@ impl TenantPool {
         remove_volumes: bool,
     ) -> Result<SweepReport, Error> {
         let mut report = SweepReport::default();
-        let mut verdicts: BTreeMap<String, bool> = BTreeMap::new();
+        let mut verdicts = Verdicts::new(tenants);
+        let mut swept = BTreeSet::new();
         for c in self.inner.runtime.list(&self.managed_selector()).await? {
-            let exists = match naming::tenant_of(&c) {
-                Some(tenant) => match verdicts.get(tenant.as_str()) {
-                    Some(v) => *v,
-                    None => {
-                        let v = tenants.tenant_exists(&tenant).await?;
-                        verdicts.insert(tenant.as_str().to_owned(), v);
-                        v
-                    }
-                },
-                None => false,
-            };
-            if !exists {
-                warn!(container = %c.name, "removing orphaned container");
-                self.remove_container(&c, "orphan: tenant no longer exists", true)
-                    .await?;
-                report.removed.push(c.name);
+            let tenant = naming::tenant_of(&c);
+            if verdicts.exists(tenant.as_ref()).await? {
+                continue;
             }
+            warn!(container = %c.name, "removing orphaned container");
+            let _hold = match (&tenant, naming::slot_of(&c)) {
+                (Some(tenant), Some(slot)) => Some(self.hold_slot(tenant, slot).await),
+                _ => None,
+            };
+            self.remove_container(&c, "orphan: tenant no longer exists", true)
+                .await?;
+            report.removed.push(c.name);
+            swept.extend(tenant);
         }
         if remove_volumes {
             for volume in self
@@ -166,22 +173,14 @@ impl TenantPool {
                     .labels
                     .get(crate::labels::TENANT)
                     .and_then(|t| TenantId::new(t.as_str()).ok());
-                let exists = match tenant {
-                    Some(tenant) => match verdicts.get(tenant.as_str()) {
-                        Some(v) => *v,
-                        None => {
-                            let v = tenants.tenant_exists(&tenant).await?;
-                            verdicts.insert(tenant.as_str().to_owned(), v);
-                            v
-                        }
-                    },
-                    None => false,
-                };
-                if !exists {
+                if !verdicts.exists(tenant.as_ref()).await? {
                     self.inner.runtime.remove_volume(&volume.name).await?;
                     report.removed_volumes.push(volume.name);
                 }
             }
+        }
+        for tenant in &swept {
+            self.prune_flights(tenant);
         }
         Ok(report)
     }
@@ -240,6 +239,31 @@ impl TenantPool {
         Ok(())
     }
 
+    /// Whether a running container has run no chip for the idle TTL (records it as idle, or
+    /// touches it when chips run).
+    async fn idle_for_ttl(
+        &self,
+        c: &ContainerInfo,
+        tenant: &TenantId,
+        slot: u32,
+        activity: &dyn ChipActivity,
+        report: &mut ReapReport,
+    ) -> Result<bool, Error> {
+        if activity.running_chips(tenant, slot).await? > 0 {
+            self.touch(&c.id);
+            return Ok(false);
+        }
+        let since = *self
+            .idle_map()
+            .entry(c.id.clone())
+            .or_insert_with(Instant::now);
+        if since.elapsed() < self.inner.config.idle_ttl {
+            report.idle.push(c.name.clone());
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     fn idle_map(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ContainerId, Instant>> {
@@ -252,5 +276,33 @@ impl TenantPool {
     fn forget_missing(&self, present: &[ContainerInfo]) {
         let ids: std::collections::HashSet<&ContainerId> = present.iter().map(|c| &c.id).collect();
         self.idle_map().retain(|id, _| ids.contains(id));
+    }
+}
+
+/// Whether tenants exist, asking the directory once per tenant in one sweep. A missing or
+/// unreadable tenant label counts as "does not exist".
+struct Verdicts<'a> {
+    tenants: &'a dyn TenantExists,
+    known: BTreeMap<TenantId, bool>,
+}
+
+impl<'a> Verdicts<'a> {
+    fn new(tenants: &'a dyn TenantExists) -> Self {
+        Self {
+            tenants,
+            known: BTreeMap::new(),
+        }
+    }
+
+    async fn exists(&mut self, tenant: Option<&TenantId>) -> Result<bool, Error> {
+        let Some(tenant) = tenant else {
+            return Ok(false);
+        };
+        if let Some(v) = self.known.get(tenant) {
+            return Ok(*v);
+        }
+        let v = self.tenants.tenant_exists(tenant).await?;
+        self.known.insert(tenant.clone(), v);
+        Ok(v)
     }
 }

@@ -1,5 +1,6 @@
 //! [`TenantPool`]: one ready WAHA container per tenant (and slot).
 
+mod deadline;
 mod ensure;
 mod gate;
 mod lifecycle;
@@ -17,8 +18,9 @@ pub use lifecycle::{ReapReport, SlotStats, SweepReport};
 pub use rollout::{RolloutOptions, RolloutReport};
 
 use crate::{
-    ContainerId, ContainerRuntime, Error, LabelSelector, Placement, PoolConfig, PoolEvent,
-    PoolEventKind, ReadinessProbe, TenantEndpoint, TenantId, TenantKeys, labels,
+    ContainerId, ContainerRuntime, Error, KeyFingerprintSecret, LabelSelector, Placement,
+    PoolConfig, PoolEvent, PoolEventKind, ReadinessProbe, TenantEndpoint, TenantId, TenantKeys,
+    labels,
 };
 
 /// Keeps one ready WAHA container per tenant slot.
@@ -46,15 +48,24 @@ struct Inner {
     events: broadcast::Sender<PoolEvent>,
     flights: Mutex<HashMap<(TenantId, u32), Arc<Flight>>>,
     idle_since: Mutex<HashMap<ContainerId, Instant>>,
+    fingerprints: KeyFingerprintSecret,
 }
 
+/// The result an `ensure` leaves for callers that queued behind it.
+type CachedResult = Option<Result<TenantEndpoint, Error>>;
+
 /// The single-flight cell of one tenant slot: callers queue on `state`; whoever finds that
-/// `completed` moved while it waited takes the result the finished caller left.
+/// `completed` moved while it waited takes the result the finished caller left, if a lifecycle
+/// step has not cleared it since (removing, stopping or replacing the container makes it stale).
 #[derive(Default)]
 struct Flight {
     completed: AtomicU64,
-    state: tokio::sync::Mutex<Option<Result<TenantEndpoint, Error>>>,
+    state: Arc<tokio::sync::Mutex<CachedResult>>,
 }
+
+/// A lifecycle step's hold on one slot: `ensure` calls for the slot wait until it is dropped,
+/// and then do their own work instead of taking a result cached before the step.
+pub(super) type SlotHold = tokio::sync::OwnedMutexGuard<CachedResult>;
 
 impl std::fmt::Debug for TenantPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,6 +86,10 @@ impl TenantPool {
         config: PoolConfig,
     ) -> Result<Self, Error> {
         let placement = config.validate()?;
+        let fingerprints = match &config.key_fingerprint_secret {
+            Some(secret) => secret.clone(),
+            None => KeyFingerprintSecret::random()?,
+        };
         let (events, _) = broadcast::channel(1024);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -86,6 +101,7 @@ impl TenantPool {
                 events,
                 flights: Mutex::new(HashMap::new()),
                 idle_since: Mutex::new(HashMap::new()),
+                fingerprints,
             }),
         })
     }
@@ -118,9 +134,15 @@ impl TenantPool {
     /// The tenant's container for `slot`, found or created, and ready.
     ///
     /// Concurrent calls for one tenant slot share one attempt: the first caller does the work,
-    /// the others wait and get its result (success or error). A container that exited is
-    /// removed and re-created on the same volume. A container whose spec drifted is used as it
-    /// is: replacing it is [`rolling_replace`](Self::rolling_replace)'s job.
+    /// the others wait and get its result (success or error); a later call starts afresh. A
+    /// container that exited is removed and re-created on the same volume, and so is one
+    /// started with a rotated API key (its key-fingerprint label differs and it refuses the
+    /// current key). A container whose spec drifted is used as it is: replacing it is
+    /// [`rolling_replace`](Self::rolling_replace)'s job.
+    ///
+    /// Everything (key lookup, listing, creating, starting, readiness) runs under one
+    /// [`startup_deadline`](crate::PoolConfig::startup_deadline). Cancelling the call (dropping
+    /// the future) is safe: the next call carries on from whatever state the container is in.
     pub async fn ensure_slot(&self, tenant: &TenantId, slot: u32) -> Result<TenantEndpoint, Error> {
         let flight = self.flight(tenant, slot);
         let seen = flight.completed.load(Ordering::Acquire);
@@ -148,12 +170,38 @@ impl TenantPool {
     }
 
     fn flight(&self, tenant: &TenantId, slot: u32) -> Arc<Flight> {
-        let mut flights = self
-            .inner
+        self.flights()
+            .entry((tenant.clone(), slot))
+            .or_default()
+            .clone()
+    }
+
+    fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantId, u32), Arc<Flight>>> {
+        self.inner
             .flights
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        flights.entry((tenant.clone(), slot)).or_default().clone()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for the slot's single-flight lock and clears the cached result, so that callers
+    /// queued behind the lifecycle step do not take an endpoint the step is about to make stale.
+    pub(super) async fn hold_slot(&self, tenant: &TenantId, slot: u32) -> SlotHold {
+        let state = self.flight(tenant, slot).state.clone();
+        let mut hold = state.lock_owned().await;
+        *hold = None;
+        hold
+    }
+
+    /// Forgets the tenant's single-flight cells nobody uses (after its containers were removed).
+    pub(super) fn prune_flights(&self, tenant: &TenantId) {
+        self.flights().retain(|(t, _), flight| {
+            t != tenant || Arc::strong_count(flight) > 1 || Arc::strong_count(&flight.state) > 1
+        });
+    }
+
+    /// The key-fingerprint label value of `key`.
+    pub(super) fn key_fingerprint(&self, key: &crate::ApiKey) -> String {
+        self.inner.fingerprints.fingerprint(key)
     }
 
     fn managed_selector(&self) -> LabelSelector {
@@ -172,5 +220,87 @@ impl TenantPool {
             container: container.to_owned(),
             kind,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::{
+        ApiKey, ImageRef, InMemoryRuntime, LaunchSpec, LaunchedServer, ProcessLauncher,
+        ServerHandle, TenantExists, WahaHealthProbe,
+    };
+
+    struct Sims;
+    struct Running(waha_sim::RunningSimulator);
+
+    #[async_trait]
+    impl ServerHandle for Running {
+        async fn stop(self: Box<Self>) {
+            self.0.shutdown().await
+        }
+    }
+
+    #[async_trait]
+    impl ProcessLauncher for Sims {
+        async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchedServer, Error> {
+            let key = spec.env_value("WAHA_API_KEY").unwrap_or_default();
+            let sim = waha_sim::Simulator::builder()
+                .api_key(key)
+                .start()
+                .await
+                .unwrap();
+            Ok(LaunchedServer {
+                url: sim.url().parse().unwrap(),
+                handle: Box::new(Running(sim)),
+            })
+        }
+    }
+
+    struct Keys;
+
+    #[async_trait]
+    impl TenantKeys for Keys {
+        async fn container_api_key(&self, tenant: &TenantId) -> Result<ApiKey, Error> {
+            Ok(ApiKey::new(format!("key-of-{tenant}-0123456789")))
+        }
+    }
+
+    #[async_trait]
+    impl TenantExists for Keys {
+        async fn tenant_exists(&self, tenant: &TenantId) -> Result<bool, Error> {
+            Ok(tenant.as_str() != "gone")
+        }
+    }
+
+    #[tokio::test]
+    async fn removing_or_sweeping_a_tenant_forgets_its_single_flight_cells() {
+        let mut config = PoolConfig::new(ImageRef::parse("chipfleet/waha-sim:dev").unwrap());
+        config.volumes = false;
+        let pool = TenantPool::new(
+            Arc::new(InMemoryRuntime::new(Arc::new(Sims))),
+            Arc::new(Keys),
+            Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap()),
+            config,
+        )
+        .unwrap();
+        let (kept, removed, gone) = (
+            TenantId::new("kept").unwrap(),
+            TenantId::new("removed").unwrap(),
+            TenantId::new("gone").unwrap(),
+        );
+        for t in [&kept, &removed, &gone] {
+            pool.ensure(t).await.unwrap();
+        }
+        pool.ensure_slot(&removed, 1).await.unwrap();
+        assert_eq!(pool.flights().len(), 4);
+        pool.remove_tenant(&removed, false).await.unwrap();
+        pool.sweep_orphans(&Keys, false).await.unwrap();
+        let left: Vec<_> = pool.flights().keys().cloned().collect();
+        assert_eq!(left, vec![(kept, 0)]);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use tracing::{info, warn};
 
 use super::{TenantPool, naming};
-use crate::{ContainerInfo, Error, TenantId, labels};
+use crate::{ContainerInfo, ContainerState, Error, TenantId, labels};
 
 /// How [`TenantPool::rolling_replace`] proceeds.
 #[derive(Debug, Clone, Default)]
@@ -23,8 +23,11 @@ pub struct RolloutOptions {
 /// What [`TenantPool::rolling_replace`] did.
 #[derive(Debug, Clone, Default)]
 pub struct RolloutReport {
-    /// Containers replaced and ready on the new spec, in order.
+    /// Running containers replaced and ready on the new spec, in order.
     pub replaced: Vec<String>,
+    /// Containers that were not running (stopped by idle reaping, exited, never started):
+    /// re-created on the new spec but left unstarted; the next `ensure` starts them.
+    pub replaced_stopped: Vec<String>,
     /// Containers whose replacement failed, with the error.
     pub failed: Vec<(String, Error)>,
     /// Tenants with drifted containers that were not reached (halted, canary failed, or
@@ -54,10 +57,24 @@ impl TenantPool {
 
     /// Replaces drifted containers one tenant at a time: each of the tenant's drifted
     /// containers is removed and re-created from the current spec on the same volume, and must
-    /// pass the readiness gate before the next tenant starts. With a canary, that tenant goes
-    /// first and a failure stops the rollout. Each replacement holds its slot's single-flight
-    /// lock, so a concurrent `ensure` waits for the new container instead of racing it.
+    /// pass the readiness gate before the next tenant starts. A container that was not running
+    /// is re-created but not started (idle reaping stopped it for a reason). With a canary,
+    /// that tenant goes first and a failure stops the rollout. Each replacement holds its
+    /// slot's single-flight lock, so a concurrent `ensure` waits for the new container instead
+    /// of racing it.
+    ///
+    /// The configured image is checked first: when the runtime says it is missing, the rollout
+    /// returns [`Error::ImageMissing`] having removed nothing. (A container's name is its
+    /// address on the network and its volume may be used by one WAHA at a time, so the old
+    /// container is removed before the new one is created; a replacement that fails after the
+    /// removal leaves the slot empty until the next `ensure`, and is reported in `failed`.)
     pub async fn rolling_replace(&self, options: &RolloutOptions) -> Result<RolloutReport, Error> {
+        let image = &self.inner.config.image;
+        if !self.inner.runtime.has_image(image).await? {
+            return Err(Error::ImageMissing {
+                image: image.to_string(),
+            });
+        }
         let mut drifted = self.drifted().await?;
         let mut order: Vec<TenantId> = Vec::new();
         if let Some(canary) = &options.canary
@@ -83,7 +100,8 @@ impl TenantPool {
             for c in containers {
                 let slot = naming::slot_of(&c).unwrap_or(0);
                 match self.replace_slot(tenant, slot, &c).await {
-                    Ok(()) => report.replaced.push(c.name),
+                    Ok(true) => report.replaced.push(c.name),
+                    Ok(false) => report.replaced_stopped.push(c.name),
                     Err(e) => {
                         warn!(container = %c.name, error = %e, "replacement failed");
                         tenant_failed = true;
@@ -101,22 +119,29 @@ impl TenantPool {
         Ok(report)
     }
 
+    /// Replaces one container; `Ok(true)` when it was running and its replacement is ready,
+    /// `Ok(false)` when it was not running and its replacement was only created.
     async fn replace_slot(
         &self,
         tenant: &TenantId,
         slot: u32,
         old: &ContainerInfo,
-    ) -> Result<(), Error> {
-        let flight = self.flight(tenant, slot);
-        let mut last = flight.state.lock().await;
-        info!(container = %old.name, tenant = %tenant, "replacing drifted container");
+    ) -> Result<bool, Error> {
+        let _hold = self.hold_slot(tenant, slot).await;
+        let running = match self.inner.runtime.inspect(&old.id).await {
+            Ok(now) => now.state == ContainerState::Running,
+            Err(Error::NotFound { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        info!(container = %old.name, tenant = %tenant, running, "replacing drifted container");
         self.remove_container(old, "spec drift: replaced", false)
             .await?;
-        let result = self.ensure_now(tenant, slot).await;
-        *last = Some(result.clone());
-        flight
-            .completed
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        result.map(|_| ())
+        if !running {
+            let key = self.inner.keys.container_api_key(tenant).await?;
+            let spec = self.build_spec(tenant, slot, &key).await?;
+            self.inner.runtime.create(&spec).await?;
+            return Ok(false);
+        }
+        self.ensure_now(tenant, slot).await.map(|_| true)
     }
 }

@@ -235,7 +235,12 @@ impl ContainerRuntime for DockerRuntime {
                 Error::Conflict { .. } => Error::Conflict {
                     name: spec.name.clone(),
                 },
-                Error::NotFound { .. } => Error::ImageMissing { image },
+                // A 404 is the image only if the image is really gone (removed since the check
+                // above); a network or volume that vanished is reported as it is.
+                Error::NotFound { id: message, .. } => {
+                    let present = self.has_image(&spec.image).await?;
+                    create_not_found(present, image, message)
+                }
                 other => other,
             }),
         }
@@ -348,7 +353,7 @@ impl ContainerRuntime for DockerRuntime {
     async fn events(
         &self,
         selector: &LabelSelector,
-    ) -> Result<BoxStream<'static, RuntimeEvent>, Error> {
+    ) -> Result<BoxStream<'static, Result<RuntimeEvent, Error>>, Error> {
         let mut filters = label_filters(selector);
         filters.insert("type".to_owned(), vec!["container".to_owned()]);
         // `since` now: the stream connects when first polled, and events between this call and
@@ -357,12 +362,15 @@ impl ContainerRuntime for DockerRuntime {
             .since(&now_since())
             .filters(&filters)
             .build();
-        let stream = self
-            .docker
-            .events(Some(options))
-            .take_while(|r| futures::future::ready(r.is_ok()))
-            .filter_map(|r| futures::future::ready(r.ok().and_then(event_from_message)));
-        Ok(stream.boxed())
+        Ok(runtime_events(self.docker.events(Some(options))))
+    }
+
+    async fn has_image(&self, image: &crate::ImageRef) -> Result<bool, Error> {
+        match self.ensure_image(&image.to_string()).await {
+            Ok(()) => Ok(true),
+            Err(Error::ImageMissing { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn list_volumes(&self, selector: &LabelSelector) -> Result<Vec<VolumeInfo>, Error> {
@@ -399,6 +407,46 @@ impl ContainerRuntime for DockerRuntime {
     }
 }
 
+/// Docker's event stream as the runtime's: container events translated (others skipped), and a
+/// stream error yielded as an `Err` item that ends the stream.
+pub(crate) fn runtime_events<S>(docker_events: S) -> BoxStream<'static, Result<RuntimeEvent, Error>>
+where
+    S: futures::Stream<Item = Result<bollard::models::EventMessage, bollard::errors::Error>>
+        + Send
+        + 'static,
+{
+    docker_events
+        .scan(false, |failed, item| {
+            let next = if *failed {
+                None
+            } else {
+                match item {
+                    Ok(message) => Some(event_from_message(message).map(Ok)),
+                    Err(e) => {
+                        *failed = true;
+                        Some(Some(Err(docker_error("watch events", e))))
+                    }
+                }
+            };
+            futures::future::ready(next)
+        })
+        .filter_map(futures::future::ready)
+        .boxed()
+}
+
+/// What a 404 from `create container` means: the image when it is absent, else whatever the
+/// daemon named (a network or volume removed meanwhile).
+fn create_not_found(image_present: bool, image: String, message: String) -> Error {
+    if image_present {
+        Error::Runtime {
+            operation: "create container",
+            message,
+        }
+    } else {
+        Error::ImageMissing { image }
+    }
+}
+
 /// The current time as Docker's `since` parameter (`<seconds>.<nanoseconds>`).
 pub(crate) fn now_since() -> String {
     let now = std::time::SystemTime::now()
@@ -414,5 +462,45 @@ fn not_found_as(e: Error, id: &ContainerId) -> Error {
             id: id.to_string(),
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_404_from_create_is_image_missing_only_when_the_image_is_absent() {
+        let network_gone =
+            create_not_found(true, "img:1".into(), "network cp-net not found".into());
+        assert!(
+            matches!(&network_gone, Error::Runtime { message, .. } if message.contains("network")),
+            "{network_gone:?}"
+        );
+        assert!(matches!(
+            create_not_found(false, "img:1".into(), "No such image: img:1".into()),
+            Error::ImageMissing { image } if image == "img:1"
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_error_is_yielded_and_ends_the_stream() {
+        let start = bollard::models::EventMessage {
+            action: Some("start".into()),
+            actor: Some(bollard::models::EventActor {
+                id: Some("abc".into()),
+                attributes: None,
+            }),
+            ..Default::default()
+        };
+        let items = vec![
+            Ok(start),
+            Err(bollard::errors::Error::RequestTimeoutError),
+            Ok(bollard::models::EventMessage::default()),
+        ];
+        let out: Vec<_> = runtime_events(futures::stream::iter(items)).collect().await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(matches!(&out[0], Ok(e) if e.id.as_str() == "abc"));
+        assert!(matches!(&out[1], Err(Error::RuntimeUnavailable(m)) if m.contains("watch events")));
     }
 }

@@ -87,6 +87,7 @@ struct Record {
     launch: LaunchSpec,
     memory_limit: u64,
     state: ContainerState,
+    exit_code: Option<i64>,
     launching: bool,
     url: Option<Url>,
     server: Option<Box<dyn ServerHandle>>,
@@ -103,6 +104,8 @@ impl Record {
             state: self.state.clone(),
             health: HealthStatus::None,
             url: self.url.clone(),
+            exit_code: self.exit_code,
+            ..ContainerInfo::default()
         }
     }
 }
@@ -171,6 +174,7 @@ impl InMemoryRuntime {
             rec.state = ContainerState::Exited {
                 exit_code: Some(exit_code),
             };
+            rec.exit_code = Some(exit_code);
             rec.url = None;
             rec.logs
                 .push(format!("process killed, exit code {exit_code}"));
@@ -205,6 +209,24 @@ impl InMemoryRuntime {
                 kind,
             },
         });
+    }
+}
+
+/// Clears `launching` when a `start` is dropped before its launch finished.
+struct LaunchGuard<'a> {
+    runtime: &'a InMemoryRuntime,
+    id: &'a ContainerId,
+    armed: bool,
+}
+
+impl Drop for LaunchGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed
+            && let Some(rec) = self.runtime.lock().containers.get_mut(self.id)
+        {
+            rec.launching = false;
+            rec.logs.push("launch cancelled".to_owned());
+        }
     }
 }
 
@@ -257,6 +279,7 @@ impl ContainerRuntime for InMemoryRuntime {
                     },
                     memory_limit: spec.resources.memory_bytes,
                     state: ContainerState::Created,
+                    exit_code: None,
                     launching: false,
                     url: None,
                     server: None,
@@ -279,7 +302,16 @@ impl ContainerRuntime for InMemoryRuntime {
             rec.launching = true;
             rec.launch.clone()
         };
+        // A caller cancelled during the launch must not leave `launching` set, or every later
+        // `start` would return at once and the container would stay created forever.
+        let mut guard = LaunchGuard {
+            runtime: self,
+            id,
+            armed: true,
+        };
         let result = self.launcher.launch(&launch).await;
+        guard.armed = false;
+        drop(guard);
         let mut orphan = None;
         let outcome = {
             let mut state = self.lock();
@@ -295,6 +327,7 @@ impl ContainerRuntime for InMemoryRuntime {
                 (Some(rec), Err(e)) => {
                     rec.launching = false;
                     rec.state = ContainerState::Exited { exit_code: Some(1) };
+                    rec.exit_code = Some(1);
                     let reason = match e {
                         Error::StartFailed { reason, .. } => reason,
                         other => other.to_string(),
@@ -338,6 +371,7 @@ impl ContainerRuntime for InMemoryRuntime {
                 return Ok(());
             }
             rec.state = ContainerState::Exited { exit_code: Some(0) };
+            rec.exit_code = Some(0);
             rec.url = None;
             rec.logs.push("stopped".to_owned());
             (rec.server.take(), rec.labels.clone())
@@ -388,23 +422,33 @@ impl ContainerRuntime for InMemoryRuntime {
     async fn events(
         &self,
         selector: &LabelSelector,
-    ) -> Result<BoxStream<'static, RuntimeEvent>, Error> {
+    ) -> Result<BoxStream<'static, Result<RuntimeEvent, Error>>, Error> {
         let selector = selector.clone();
         let rx = self.events.subscribe();
         let stream = futures::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(e) => return Some((e, rx)),
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
+            match rx.recv().await {
+                Ok(e) => Some((Ok(e), rx)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    Some((Err(Error::EventsLagged { missed }), rx))
                 }
+                Err(broadcast::error::RecvError::Closed) => None,
             }
         })
         .filter_map(move |e| {
-            let keep = selector.matches(&e.labels);
-            async move { keep.then_some(e.event) }
+            let item = match e {
+                Ok(e) => selector.matches(&e.labels).then_some(Ok(e.event)),
+                Err(e) => Some(Err(e)),
+            };
+            async move { item }
         });
         Ok(stream.boxed())
+    }
+
+    async fn has_image(&self, image: &crate::ImageRef) -> Result<bool, Error> {
+        Ok(self
+            .images
+            .as_ref()
+            .is_none_or(|known| known.contains(&image.to_string())))
     }
 
     async fn list_volumes(&self, selector: &LabelSelector) -> Result<Vec<VolumeInfo>, Error> {

@@ -1,11 +1,14 @@
 //! The seam between the pool and a container engine: [`ContainerRuntime`].
 //!
 //! Backends: [`InMemoryRuntime`] (always compiled; runs servers in-process through a
-//! [`ProcessLauncher`]) and `DockerRuntime` (feature `docker`). [`conformance`](crate::conformance) checks that a backend keeps this contract.
+//! [`ProcessLauncher`]), `DockerRuntime` (feature `docker`) and `SwarmRuntime` (feature `swarm`:
+//! one-replica Swarm services). [`conformance`](crate::conformance) checks that a backend keeps this contract.
 
 #[cfg(feature = "docker")]
 mod docker;
 mod memory;
+#[cfg(feature = "swarm")]
+mod swarm;
 mod types;
 
 use std::time::Duration;
@@ -16,12 +19,14 @@ use futures::stream::BoxStream;
 #[cfg(feature = "docker")]
 pub use docker::DockerRuntime;
 pub use memory::{InMemoryRuntime, LaunchSpec, LaunchedServer, ProcessLauncher, ServerHandle};
+#[cfg(feature = "swarm")]
+pub use swarm::{Reservations, SwarmOptions, SwarmRuntime};
 pub use types::{
     ContainerId, ContainerInfo, ContainerState, ContainerStats, HealthStatus, RuntimeEvent,
     RuntimeEventKind, VolumeInfo,
 };
 
-use crate::{ContainerSpec, Error, LabelSelector};
+use crate::{ContainerSpec, Error, ImageRef, LabelSelector};
 
 /// A container engine, as the pool needs it.
 ///
@@ -37,7 +42,13 @@ use crate::{ContainerSpec, Error, LabelSelector};
 /// - `list` returns every container (running or not) whose labels match the selector.
 /// - [`ContainerInfo::url`] is where the container's HTTP port is reachable from this process,
 ///   as far as the backend knows; it is `None` while not running.
-/// - `events` yields lifecycle events of matching containers from the moment it is called.
+/// - `events` yields lifecycle events of matching containers from the moment it is called. A
+///   problem with the stream itself is an `Err` item, never a silent end: lost events are
+///   [`Error::EventsLagged`] (the stream goes on), a broken connection is the runtime's error
+///   (the stream ends after it).
+/// - `has_image` tells whether `create` would find the image (a backend that cannot tell
+///   before creating keeps the default, `Ok(true)`, and reports [`Error::ImageMissing`] from
+///   `create`).
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
@@ -68,11 +79,19 @@ pub trait ContainerRuntime: Send + Sync {
     /// Current resource usage.
     async fn stats(&self, id: &ContainerId) -> Result<ContainerStats, Error>;
 
-    /// Lifecycle events of containers matching `selector`, from now on.
+    /// Lifecycle events of containers matching `selector`, from now on; `Err` items report
+    /// lost events or a broken stream.
     async fn events(
         &self,
         selector: &LabelSelector,
-    ) -> Result<BoxStream<'static, RuntimeEvent>, Error>;
+    ) -> Result<BoxStream<'static, Result<RuntimeEvent, Error>>, Error>;
+
+    /// Whether `image` is present where `create` looks for it. Rolling replace checks it before
+    /// removing anything. The default says yes (for backends that cannot tell in advance).
+    async fn has_image(&self, image: &ImageRef) -> Result<bool, Error> {
+        let _ = image;
+        Ok(true)
+    }
 
     /// Volumes carrying the selector's labels.
     async fn list_volumes(&self, selector: &LabelSelector) -> Result<Vec<VolumeInfo>, Error>;

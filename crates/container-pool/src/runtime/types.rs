@@ -89,6 +89,9 @@ pub enum HealthStatus {
 }
 
 /// One container as a runtime sees it.
+///
+/// Build one with struct-update syntax from [`Default`] (`ContainerInfo { id, state,
+/// ..Default::default() }`), so that fields added later keep custom runtimes compiling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {
     /// The runtime's id.
@@ -105,6 +108,37 @@ pub struct ContainerInfo {
     pub health: HealthStatus,
     /// Where its HTTP port is reachable from this process, while it runs.
     pub url: Option<Url>,
+    /// The exit code of the process's last run, when it has exited at least once (also while
+    /// a restart policy restarts it).
+    pub exit_code: Option<i64>,
+    /// How often the runtime restarted the process under its restart policy (0 when the
+    /// backend does not count restarts).
+    pub restart_count: u64,
+    /// Whether the last run was killed for exceeding its memory limit.
+    pub oom_killed: bool,
+    /// Consecutive failed runs of the image's health check (0 when it has not failed since it
+    /// last passed, or when the backend cannot see it).
+    pub health_failing_streak: u32,
+}
+
+impl Default for ContainerInfo {
+    /// An unnamed container in state [`ContainerState::Created`], with no labels, health
+    /// check, address, exit or restart.
+    fn default() -> Self {
+        Self {
+            id: ContainerId::new(String::new()),
+            name: String::new(),
+            image: String::new(),
+            labels: BTreeMap::new(),
+            state: ContainerState::Created,
+            health: HealthStatus::None,
+            url: None,
+            exit_code: None,
+            restart_count: 0,
+            oom_killed: false,
+            health_failing_streak: 0,
+        }
+    }
 }
 
 impl ContainerInfo {

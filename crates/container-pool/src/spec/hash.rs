@@ -8,8 +8,9 @@ use crate::labels;
 impl ContainerSpec {
     /// A stable hash of everything that requires re-creating the container when it changes:
     /// image, plain environment, secret variable *names* (not values), limits, volume, addressing
-    /// mode, port and restart policy. Labels are left out except the pool's own identity labels
-    /// (the hash label itself is excluded). 16 hex characters.
+    /// mode, port and restart policy. Labels are included except the hash label itself and the
+    /// key-fingerprint label (a key rotation is not spec drift: `ensure` handles it). 16 hex
+    /// characters.
     pub fn spec_hash(&self) -> String {
         let mut h = Sha256::new();
         let mut field = |k: &str, v: &str| {
@@ -28,7 +29,7 @@ impl ContainerSpec {
             }
         }
         for (k, v) in &self.labels {
-            if k != labels::SPEC_HASH {
+            if k != labels::SPEC_HASH && k != labels::KEY_FINGERPRINT {
                 field(&format!("label:{k}"), v);
             }
         }

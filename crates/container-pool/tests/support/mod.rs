@@ -28,6 +28,67 @@ impl SimLauncher {
     }
 }
 
+impl Drop for SimLauncher {
+    /// Test clean-up: the simulators' state directories go with the launcher.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state_root);
+    }
+}
+
+/// A misbehaviour of [`QuirkyLauncher`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Quirk {
+    /// The first launch never finishes (until its caller gives up).
+    HangFirst,
+    /// The first launch fails.
+    FailFirst,
+    /// Every server is started with a key other than the container's `WAHA_API_KEY`.
+    WrongKey,
+}
+
+/// A [`SimLauncher`] with one [`Quirk`]; counts launches.
+pub struct QuirkyLauncher {
+    inner: SimLauncher,
+    quirk: Quirk,
+    pub launches: std::sync::atomic::AtomicUsize,
+}
+
+impl QuirkyLauncher {
+    pub fn new(quirk: Quirk) -> Self {
+        Self {
+            inner: SimLauncher::new(),
+            quirk,
+            launches: Default::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl ProcessLauncher for QuirkyLauncher {
+    async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchedServer, Error> {
+        let n = self
+            .launches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match self.quirk {
+            Quirk::HangFirst if n == 0 => futures::future::pending().await,
+            Quirk::FailFirst if n == 0 => Err(Error::StartFailed {
+                container: spec.name.clone(),
+                reason: "the first launch fails".into(),
+            }),
+            Quirk::WrongKey => {
+                let mut spec = spec.clone();
+                spec.env.retain(|e| e.name != "WAHA_API_KEY");
+                spec.env.push(container_pool::EnvVar::secret(
+                    "WAHA_API_KEY",
+                    "a-key-nobody-was-given-0123",
+                ));
+                self.inner.launch(&spec).await
+            }
+            _ => self.inner.launch(spec).await,
+        }
+    }
+}
+
 struct SimHandle(RunningSimulator);
 
 #[async_trait]
@@ -77,6 +138,16 @@ impl Tenants {
             .entry(tenant.clone())
             .or_insert_with(|| format!("key-{}-{}", tenant.as_str(), ulid::Ulid::new()))
             .clone()
+    }
+
+    /// Gives the tenant a new key (a rotation); returns it.
+    pub fn rotate(&self, tenant: &TenantId) -> String {
+        let key = format!("rotated-{}-{}", tenant.as_str(), ulid::Ulid::new());
+        self.keys
+            .lock()
+            .unwrap()
+            .insert(tenant.clone(), key.clone());
+        key
     }
 
     pub fn delete(&self, tenant: &TenantId) {

@@ -122,6 +122,12 @@ pub(crate) fn info_from_inspect(r: ContainerInspectResponse) -> ContainerInfo {
             exit_code: st.exit_code,
         },
     };
+    let failing_streak = st
+        .health
+        .as_ref()
+        .and_then(|h| h.failing_streak)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0);
     let health = match st.health {
         None => HealthStatus::None,
         Some(h) => match h.status {
@@ -157,11 +163,24 @@ pub(crate) fn info_from_inspect(r: ContainerInspectResponse) -> ContainerInfo {
     let url = (state == ContainerState::Running)
         .then(|| url_for(&labels, &name, &published, &ips))
         .flatten();
+    let started_once = st
+        .started_at
+        .as_deref()
+        .is_some_and(|s| !s.starts_with("0001-"));
     ContainerInfo {
         id: ContainerId::new(r.id.unwrap_or_default()),
         name,
         image: r.config.and_then(|c| c.image).unwrap_or_default(),
         labels,
+        exit_code: st
+            .exit_code
+            .filter(|_| started_once && state != ContainerState::Running),
+        restart_count: r
+            .restart_count
+            .and_then(|c| u64::try_from(c).ok())
+            .unwrap_or(0),
+        oom_killed: st.oom_killed.unwrap_or(false),
+        health_failing_streak: failing_streak,
         state,
         health,
         url,
@@ -232,6 +251,10 @@ pub(crate) fn info_from_summary(s: ContainerSummary) -> ContainerInfo {
     let url = (state == ContainerState::Running)
         .then(|| url_for(&labels, &name, &published, &ips))
         .flatten();
+    let exit_code = match &state {
+        ContainerState::Exited { exit_code } => *exit_code,
+        _ => None,
+    };
     ContainerInfo {
         id: ContainerId::new(s.id.unwrap_or_default()),
         name,
@@ -240,6 +263,9 @@ pub(crate) fn info_from_summary(s: ContainerSummary) -> ContainerInfo {
         state,
         health,
         url,
+        exit_code,
+        // A listing does not carry restarts, OOM kills or the health streak: `inspect` does.
+        ..ContainerInfo::default()
     }
 }
 
