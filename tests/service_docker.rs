@@ -35,16 +35,29 @@ async fn docker() -> Docker {
 /// Compiles a statically linked hello-world with the same `rustc` that runs this test.
 fn build_static_binary(dir: &Path) -> PathBuf {
     let source = dir.join("hello.rs");
-    std::fs::write(&source, format!("fn main() {{ println!(\"{GREETING}\"); }}\n")).unwrap();
+    std::fs::write(
+        &source,
+        format!("fn main() {{ println!(\"{GREETING}\"); }}\n"),
+    )
+    .unwrap();
     let binary = dir.join("hello");
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
     let status = Command::new(rustc)
-        .args(["-C", "target-feature=+crt-static", "-C", "opt-level=1", "-o"])
+        .args([
+            "-C",
+            "target-feature=+crt-static",
+            "-C",
+            "opt-level=1",
+            "-o",
+        ])
         .arg(&binary)
         .arg(&source)
         .status()
         .expect("run rustc");
-    assert!(status.success(), "rustc could not build the static test binary");
+    assert!(
+        status.success(),
+        "rustc could not build the static test binary"
+    );
     binary
 }
 
@@ -85,7 +98,11 @@ async fn builds_runs_and_removes_a_scratch_image() {
         .rm(true)
         .forcerm(true)
         .build();
-    let mut build = docker.build_image(options, None, Some(body_full(build_context(&binary).into())));
+    let mut build = docker.build_image(
+        options,
+        None,
+        Some(body_full(build_context(&binary).into())),
+    );
     while let Some(step) = build.next().await {
         let info = step.unwrap_or_else(|e| panic!("image build failed: {e}"));
         if let Some(error) = info.error_detail {
@@ -107,7 +124,10 @@ async fn builds_runs_and_removes_a_scratch_image() {
         .await
         .expect("create container");
     docker
-        .start_container(&created.id, None::<bollard::query_parameters::StartContainerOptions>)
+        .start_container(
+            &created.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
         .await
         .expect("start container");
     let exit = docker
@@ -120,7 +140,12 @@ async fn builds_runs_and_removes_a_scratch_image() {
     let logs: Vec<String> = docker
         .logs(
             &created.id,
-            Some(LogsOptionsBuilder::default().stdout(true).stderr(true).build()),
+            Some(
+                LogsOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .build(),
+            ),
         )
         .map(|chunk| chunk.expect("log chunk").to_string())
         .collect()

@@ -18,12 +18,14 @@ fn app_database_url() -> String {
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is required for this test and is not reachable ({e}). \
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is required for this test and is not reachable ({e}). \
              Run `scripts/test-env.sh` (as root) to install and start it."
-        )
-    });
+            )
+        });
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             eprintln!("postgres connection ended: {e}");
@@ -70,6 +72,12 @@ async fn the_app_role_logs_in_and_owns_nothing() {
     let owned: i64 = row.get(1);
     let bypasses: bool = row.get(2);
     assert_eq!(user, "chipfleet_app");
-    assert_eq!(owned, 0, "the application role must own no relations, so RLS applies to it");
-    assert!(!bypasses, "the application role must not bypass row-level security");
+    assert_eq!(
+        owned, 0,
+        "the application role must own no relations, so RLS applies to it"
+    );
+    assert!(
+        !bypasses,
+        "the application role must not bypass row-level security"
+    );
 }
