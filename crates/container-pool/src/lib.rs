@@ -7,8 +7,10 @@
 //! timeout and an exit. It is idempotent and single-flight per tenant.
 //!
 //! The pool drives a [`ContainerRuntime`]: [`InMemoryRuntime`] (always compiled; runs servers
-//! in-process through a [`ProcessLauncher`]) or `DockerRuntime` (feature `docker`). Here the
-//! in-memory runtime runs the project's WAHA simulator in-process, so the readiness gate talks
+//! in-process through a [`ProcessLauncher`]), `DockerRuntime` (feature `docker`) or
+//! `SwarmRuntime` (feature `swarm`: tenant containers as Swarm services, for fleets that
+//! outgrow one host). Here the in-memory runtime runs the project's WAHA simulator in-process,
+//! so the readiness gate talks
 //! real HTTP:
 //!
 //! ```
@@ -102,6 +104,8 @@ pub use runtime::{
     InMemoryRuntime, LaunchSpec, LaunchedServer, ProcessLauncher, RuntimeEvent, RuntimeEventKind,
     ServerHandle, VolumeInfo,
 };
+#[cfg(feature = "swarm")]
+pub use runtime::{Reservations, SwarmOptions, SwarmRuntime};
 pub use spec::{
     Addressing, ContainerSpec, Engine, EnvValue, EnvVar, ImageRef, Resources, RestartPolicy,
     SizingPolicy, SizingRow, VolumeMount, WAHA_PORT, WAHA_SESSIONS_DIR,
