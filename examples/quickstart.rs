@@ -99,23 +99,24 @@ async fn main() -> Result<(), BoxError> {
     )?;
     let mut progress = pool.subscribe();
     let progress_printer = tokio::spawn(async move {
-        let mut lines = Vec::new();
+        // Printed as the pool reports them, while `ensure` is still running.
         while let Ok(event) = progress.recv().await {
-            let done = matches!(
+            println!(
+                "[{:>6.3}s] pool: {} {:?}",
+                started.elapsed().as_secs_f64(),
+                event.tenant,
+                event.kind
+            );
+            if matches!(
                 event.kind,
                 PoolEventKind::Ready { .. } | PoolEventKind::Failed { .. }
-            );
-            lines.push(format!("pool: {} {:?}", event.tenant, event.kind));
-            if done {
+            ) {
                 break;
             }
         }
-        lines
     });
     let endpoint = pool.ensure(&tenant_id).await?;
-    for line in progress_printer.await? {
-        say(line);
-    }
+    progress_printer.await?;
     say(format!(
         "container {} ready at {} (api key {:?})",
         endpoint.container_name, endpoint.base_url, endpoint.api_key

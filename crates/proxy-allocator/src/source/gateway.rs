@@ -434,6 +434,29 @@ mod tests {
         assert!(required.render("acme", "s", None).is_err());
     }
 
+    /// The two named providers of docs/proxy-allocator.md, as written there.
+    #[test]
+    fn renders_the_documented_provider_formats() {
+        let bright_data =
+            UsernameTemplate::parse("{user}[-country-{country}]-session-{session}").unwrap();
+        assert_eq!(
+            bright_data
+                .render("brd-customer-hl_1234-zone-residential", "k3x9q2m1zp", br())
+                .unwrap(),
+            "brd-customer-hl_1234-zone-residential-country-br-session-k3x9q2m1zp"
+        );
+        let oxylabs =
+            UsernameTemplate::parse("customer-{user}[-cc-{COUNTRY}]-sessid-{session}").unwrap();
+        assert_eq!(
+            oxylabs.render("acme", "k3x9q2m1zp", br()).unwrap(),
+            "customer-acme-cc-BR-sessid-k3x9q2m1zp"
+        );
+        assert_eq!(
+            oxylabs.render("acme", "k3x9q2m1zp", None).unwrap(),
+            "customer-acme-sessid-k3x9q2m1zp"
+        );
+    }
+
     #[test]
     fn rejects_bad_templates() {
         for bad in [

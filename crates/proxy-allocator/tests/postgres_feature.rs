@@ -1,0 +1,13 @@
+//! Guards against a silently skipped suite: tests/postgres.rs and the PostgreSQL half of
+//! tests/conformance.rs need the `postgres` feature, so a plain `cargo test -p proxy-allocator`
+//! would not build or run it. This test is compiled exactly then, and fails saying how to run
+//! everything.
+
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn the_postgres_suite_needs_the_postgres_feature() {
+    panic!(
+        "the `postgres` tests were not built: run `cargo test -p proxy-allocator --all-features` \
+         (a PostgreSQL server is required; run scripts/test-env.sh first)"
+    );
+}
