@@ -2,6 +2,7 @@
 //! rows) to [`WahaError`], JSON decoding that names the failing path, and transport errors.
 
 use reqwest::StatusCode;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -141,10 +142,17 @@ fn nest_error_messages(json: Option<&Value>, api_key: &str) -> Option<Vec<String
 }
 
 /// Decodes a JSON answer; an error names the JSON path that failed.
+///
+/// The success path is plain serde: path tracking costs on every value it visits, so it runs
+/// only after a failure, to name the path (decoding is deterministic, so it fails again at the
+/// same place).
 pub(crate) fn decode<T: DeserializeOwned>(
     operation: &'static str,
     body: &[u8],
 ) -> Result<T, WahaError> {
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|err| decode_error(operation, "", err))
@@ -169,6 +177,10 @@ pub(crate) fn decode_value<T: DeserializeOwned>(
     prefix: &str,
     value: Value,
 ) -> Result<T, WahaError> {
+    // As in [`decode`]: plain serde first, path tracking only to explain a failure.
+    if let Ok(decoded) = T::deserialize(&value) {
+        return Ok(decoded);
+    }
     serde_path_to_error::deserialize(value).map_err(|err| decode_error(operation, prefix, err))
 }
 
