@@ -2,7 +2,6 @@
 //! rows) to [`WahaError`], JSON decoding that names the failing path, and transport errors.
 
 use reqwest::StatusCode;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
