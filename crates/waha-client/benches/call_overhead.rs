@@ -46,6 +46,35 @@ fn server(runtime: &tokio::runtime::Runtime) -> String {
     })
 }
 
+/// The raw reqwest equivalent of `WahaClient::get_session`.
+async fn raw_get_session(raw: &reqwest::Client, url: &str) -> SessionInfo {
+    let response = raw
+        .get(url)
+        .header("x-api-key", KEY)
+        .header(ACCEPT, "application/json")
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("send");
+    assert!(response.status().is_success());
+    let body = response.bytes().await.expect("body");
+    serde_json::from_slice::<SessionInfo>(&body).expect("decode")
+}
+
+/// The raw reqwest equivalent of `WahaClient::ping`.
+async fn raw_ping(raw: &reqwest::Client, url: &str) -> bytes::Bytes {
+    let response = raw
+        .get(url)
+        .header("x-api-key", KEY)
+        .header(ACCEPT, "application/json")
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("send");
+    assert!(response.status().is_success());
+    response.bytes().await.expect("body")
+}
+
 fn call_overhead(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -69,19 +98,8 @@ fn call_overhead(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("get_session");
     group.bench_function("raw_reqwest", |b| {
-        b.to_async(&runtime).iter(|| async {
-            let response = raw
-                .get(&session_url)
-                .header("x-api-key", KEY)
-                .header(ACCEPT, "application/json")
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await
-                .expect("send");
-            assert!(response.status().is_success());
-            let body = response.bytes().await.expect("body");
-            black_box(serde_json::from_slice::<SessionInfo>(&body).expect("decode"))
-        });
+        b.to_async(&runtime)
+            .iter(|| async { black_box(raw_get_session(&raw, &session_url).await) });
     });
     group.bench_function("waha_client", |b| {
         b.to_async(&runtime)
@@ -91,18 +109,8 @@ fn call_overhead(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("ping");
     group.bench_function("raw_reqwest", |b| {
-        b.to_async(&runtime).iter(|| async {
-            let response = raw
-                .get(&ping_url)
-                .header("x-api-key", KEY)
-                .header(ACCEPT, "application/json")
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .expect("send");
-            assert!(response.status().is_success());
-            black_box(response.bytes().await.expect("body"))
-        });
+        b.to_async(&runtime)
+            .iter(|| async { black_box(raw_ping(&raw, &ping_url).await) });
     });
     group.bench_function("waha_client", |b| {
         b.to_async(&runtime)
@@ -176,17 +184,7 @@ fn paired(_: &mut Criterion) {
             200,
             50,
             || async {
-                let response = raw
-                    .get(&session_url)
-                    .header("x-api-key", KEY)
-                    .header(ACCEPT, "application/json")
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await
-                    .expect("send");
-                assert!(response.status().is_success());
-                let body = response.bytes().await.expect("body");
-                black_box(serde_json::from_slice::<SessionInfo>(&body).expect("decode"));
+                black_box(raw_get_session(&raw, &session_url).await);
             },
             || async {
                 black_box(client.get_session("chip-1").await.expect("get"));
@@ -200,16 +198,7 @@ fn paired(_: &mut Criterion) {
             200,
             50,
             || async {
-                let response = raw
-                    .get(&ping_url)
-                    .header("x-api-key", KEY)
-                    .header(ACCEPT, "application/json")
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await
-                    .expect("send");
-                assert!(response.status().is_success());
-                black_box(response.bytes().await.expect("body"));
+                black_box(raw_ping(&raw, &ping_url).await);
             },
             || async {
                 client.ping().await.expect("ping");
