@@ -27,6 +27,8 @@ PG_OWNER=chipfleet
 PG_OWNER_PASSWORD=chipfleet
 PG_APP=chipfleet_app
 PG_APP_PASSWORD=chipfleet_app
+PG_BYPASS=chipfleet_bypass
+PG_OWNER_MEMBER=chipfleet_owner_member
 
 PROXY_PORT=18888
 PROXY_USER=chipfleet
@@ -119,6 +121,14 @@ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_APP') THEN
     CREATE ROLE $PG_APP LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD '$PG_APP_PASSWORD';
   END IF;
+  -- Two roles that must NOT be accepted for tenant-scoped access, so tests can prove they are
+  -- refused: one bypasses row-level security, one is a member of the tables' owner.
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_BYPASS') THEN
+    CREATE ROLE $PG_BYPASS LOGIN BYPASSRLS PASSWORD '$PG_BYPASS';
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_OWNER_MEMBER') THEN
+    CREATE ROLE $PG_OWNER_MEMBER LOGIN PASSWORD '$PG_OWNER_MEMBER' IN ROLE $PG_OWNER;
+  END IF;
 END
 \$\$;
 SQL
@@ -130,11 +140,11 @@ if [ "$(psql_admin -d postgres -c "\"SELECT 1 FROM pg_database WHERE datname = '
   psql_admin -d postgres -c "\"CREATE DATABASE $PG_DB OWNER $PG_OWNER\"" >/dev/null \
     || fail "$step" "could not create database $PG_DB"
 fi
-psql_admin -d "$PG_DB" -c "\"GRANT CONNECT, TEMPORARY ON DATABASE $PG_DB TO $PG_APP; GRANT USAGE ON SCHEMA public TO $PG_APP\"" >/dev/null \
+psql_admin -d "$PG_DB" -c "\"GRANT CONNECT, TEMPORARY ON DATABASE $PG_DB TO $PG_APP, $PG_BYPASS; GRANT USAGE ON SCHEMA public TO $PG_APP, $PG_BYPASS\"" >/dev/null \
   || fail "$step" "could not grant $PG_APP access to $PG_DB"
 PGPASSWORD="$PG_APP_PASSWORD" psql -qAt -h 127.0.0.1 -p "$PG_PORT" -U "$PG_APP" -d "$PG_DB" -c 'SELECT 1' >/dev/null \
   || fail "$step" "the app role cannot log in over TCP on 127.0.0.1:$PG_PORT (check pg_hba.conf)"
-log "postgresql: ready (database $PG_DB, roles $PG_OWNER and $PG_APP)"
+log "postgresql: ready (database $PG_DB, roles $PG_OWNER, $PG_APP, and the must-be-refused $PG_BYPASS, $PG_OWNER_MEMBER)"
 
 # --- step: tinyproxy ----------------------------------------------------------------------
 step=tinyproxy
@@ -184,6 +194,8 @@ cat <<ENV
 export DOCKER_HOST=unix://$DOCKER_SOCKET
 export DATABASE_URL=postgres://$PG_OWNER:$PG_OWNER_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
 export APP_DATABASE_URL=postgres://$PG_APP:$PG_APP_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
+export BYPASS_DATABASE_URL=postgres://$PG_BYPASS:$PG_BYPASS@127.0.0.1:$PG_PORT/$PG_DB
+export OWNER_MEMBER_DATABASE_URL=postgres://$PG_OWNER_MEMBER:$PG_OWNER_MEMBER@127.0.0.1:$PG_PORT/$PG_DB
 export TEST_PROXY_URL=http://$PROXY_USER:$PROXY_PASSWORD@127.0.0.1:$PROXY_PORT
 ENV
 log "ready"

@@ -548,3 +548,31 @@ async fn only_lost_connections_and_transient_server_states_are_retryable() {
     assert!(closed.is_retryable(), "a closed connection: {closed:?}");
     drop(tx);
 }
+
+/// Connecting tenant-scoped access as `url` must be refused with `UnsafeDatabaseRole`, naming
+/// `reason`. The schema is migrated first, so the ownership check has tables to look at.
+async fn assert_refused(url: String, reason: &str) {
+    pg_support::admin().await;
+    match TenantDb::connect(&url, &PoolOptions::default()).await {
+        Err(Error::UnsafeDatabaseRole { reason: why, .. }) => assert!(
+            why.contains(reason),
+            "refused for the wrong reason: {why:?} (expected {reason:?})"
+        ),
+        Err(other) => panic!("expected UnsafeDatabaseRole, got {other}"),
+        Ok(_) => panic!("a role that can see every tenant's rows was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn a_role_with_bypassrls_is_refused() {
+    assert_refused(pg_support::bypass_url(), "BYPASSRLS").await;
+}
+
+#[tokio::test]
+async fn a_member_of_the_owner_role_is_refused() {
+    assert_refused(
+        pg_support::owner_member_url(),
+        "is a member of the owner of",
+    )
+    .await;
+}

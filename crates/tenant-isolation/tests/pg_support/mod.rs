@@ -81,3 +81,17 @@ pub async fn tenant(directory: &dyn TenantDirectory) -> TenantId {
         .expect("create tenant");
     id
 }
+
+/// A role with BYPASSRLS (created by `scripts/test-env.sh`); tenant-scoped access must refuse it.
+pub fn bypass_url() -> String {
+    std::env::var("BYPASS_DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://chipfleet_bypass:chipfleet_bypass@127.0.0.1:5432/chipfleet".into()
+    })
+}
+
+/// A member of the tables' owner role (created by `scripts/test-env.sh`); must be refused too.
+pub fn owner_member_url() -> String {
+    std::env::var("OWNER_MEMBER_DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://chipfleet_owner_member:chipfleet_owner_member@127.0.0.1:5432/chipfleet".into()
+    })
+}
