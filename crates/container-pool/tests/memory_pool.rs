@@ -669,7 +669,21 @@ async fn host_port_mode_allocates_from_the_range_and_keeps_the_allocation() {
             last: 41001
         })
     ));
-    // Re-creating a container keeps its port; removing the tenant frees it.
+    // Re-creating a container keeps its port: a's container dies, the next ensure makes a
+    // new one, on the same allocation, while b's port stays b's.
+    let before = f.pool.ensure(&a).await.unwrap();
+    f.runtime.kill(&before.container, 137).await.unwrap();
+    let after = f.pool.ensure(&a).await.unwrap();
+    assert_ne!(
+        after.container, before.container,
+        "a new container was made"
+    );
+    assert_eq!(
+        addressing_of(&f, "cp-a-0").await.as_deref(),
+        Some("host:127.0.0.1:41000")
+    );
+    assert_eq!(store.allocations().await.unwrap().len(), 2);
+    // Removing the tenant frees it.
     f.pool.remove_tenant(&a, true).await.unwrap();
     assert_eq!(store.allocations().await.unwrap().len(), 1);
     f.pool.ensure(&c).await.unwrap();
