@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use bollard::Docker;
-use bollard::query_parameters::BuildImageOptionsBuilder;
+use bollard::query_parameters::{BuildImageOptionsBuilder, RemoveImageOptionsBuilder};
 use futures::StreamExt;
 
 use crate::SimError;
@@ -48,7 +48,16 @@ fn context(binary: &[u8]) -> Result<Vec<u8>, SimError> {
 }
 
 /// Builds the image `tag` from a static binary; returns the tag.
+///
+/// When the build moves `tag` to a new image, the image it pointed to before is removed if
+/// nothing uses it any more, so repeated builds do not pile up untagged images. An old image
+/// still used by a container is left alone (the daemon refuses, and that is fine).
 pub async fn build_image(docker: &Docker, binary: &Path, tag: &str) -> Result<String, SimError> {
+    let previous = docker
+        .inspect_image(tag)
+        .await
+        .ok()
+        .and_then(|image| image.id);
     let bytes = tokio::fs::read(binary)
         .await
         .map_err(|e| SimError::ImageBuild(format!("cannot read {}: {e}", binary.display())))?;
@@ -74,6 +83,14 @@ pub async fn build_image(docker: &Docker, binary: &Path, tag: &str) -> Result<St
             .filter(|l| !l.is_empty())
         {
             tracing::debug!(line, "docker build");
+        }
+    }
+    let current = docker.inspect_image(tag).await?.id;
+    if let Some(old) = previous.filter(|old| Some(old) != current.as_ref()) {
+        // Not forced: an image a container still runs stays.
+        let options = RemoveImageOptionsBuilder::default().noprune(false).build();
+        if let Err(error) = docker.remove_image(&old, Some(options), None).await {
+            tracing::debug!(image = %old, %error, "previous image kept");
         }
     }
     Ok(tag.to_owned())
