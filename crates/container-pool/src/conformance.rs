@@ -61,6 +61,18 @@ fn nonce() -> String {
     format!("{:x}", nanos % 0xffff_ffff_ffff)
 }
 
+/// Fails the current check loudly, naming the check and the step.
+trait OrFail<T> {
+    fn or_fail(self, check: &str, step: &str) -> T;
+}
+
+impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
+    #[track_caller]
+    fn or_fail(self, check: &str, step: &str) -> T {
+        self.unwrap_or_else(|e| panic!("[{check}] {step}: {e}"))
+    }
+}
+
 impl ConformanceTarget {
     fn fresh(&self, check: &str) -> (ContainerSpec, LabelSelector) {
         let n = nonce();
@@ -86,11 +98,7 @@ impl ConformanceTarget {
         let deadline = Instant::now() + self.timeout;
         let mut last = String::new();
         while Instant::now() < deadline {
-            let info = self
-                .runtime
-                .inspect(id)
-                .await
-                .unwrap_or_else(|e| panic!("[{check}] inspect: {e}"));
+            let info = self.runtime.inspect(id).await.or_fail(check, "inspect");
             if info.state == ContainerState::Running
                 && let Some(url) = &info.url
             {
@@ -137,16 +145,8 @@ pub async fn run(target: &ConformanceTarget) {
 async fn create_makes_a_created_container(t: &ConformanceTarget) {
     let check = "create";
     let (spec, _) = t.fresh(check);
-    let id = t
-        .runtime
-        .create(&spec)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] create: {e}"));
-    let info = t
-        .runtime
-        .inspect(&id)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] inspect: {e}"));
+    let id = t.runtime.create(&spec).await.or_fail(check, "create");
+    let info = t.runtime.inspect(&id).await.or_fail(check, "inspect");
     assert_eq!(
         info.state,
         ContainerState::Created,
@@ -163,11 +163,7 @@ async fn create_makes_a_created_container(t: &ConformanceTarget) {
 async fn create_rejects_missing_images_and_taken_names(t: &ConformanceTarget) {
     let check = "reject";
     let (mut spec, _) = t.fresh(check);
-    let id = t
-        .runtime
-        .create(&spec)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] create: {e}"));
+    let id = t.runtime.create(&spec).await.or_fail(check, "create");
     match t.runtime.create(&spec).await {
         Err(Error::Conflict { .. }) => {}
         other => panic!("[{check}] a taken name must be Conflict, got {other:?}"),
@@ -186,28 +182,17 @@ async fn create_rejects_missing_images_and_taken_names(t: &ConformanceTarget) {
 async fn start_runs_and_serves(t: &ConformanceTarget) {
     let check = "start";
     let (spec, selector) = t.fresh(check);
-    let mut events = t
-        .runtime
-        .events(&selector)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] events: {e}"));
-    let id = t
-        .runtime
-        .create(&spec)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] create: {e}"));
-    t.runtime
-        .start(&id)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] start: {e}"));
+    let mut events = t.runtime.events(&selector).await.or_fail(check, "events");
+    let id = t.runtime.create(&spec).await.or_fail(check, "create");
+    t.runtime.start(&id).await.or_fail(check, "start");
     t.wait_running(&id, check).await;
     t.runtime
         .start(&id)
         .await
-        .unwrap_or_else(|e| panic!("[{check}] starting a running container: {e}"));
+        .or_fail(check, "starting a running container");
     let started = tokio::time::timeout(t.timeout, async {
         while let Some(e) = events.next().await {
-            let e = e.unwrap_or_else(|e| panic!("[{check}] the event stream failed: {e}"));
+            let e = e.or_fail(check, "the event stream failed");
             if e.id == id && e.kind == RuntimeEventKind::Started {
                 return true;
             }
@@ -224,16 +209,12 @@ async fn start_runs_and_serves(t: &ConformanceTarget) {
         .runtime
         .logs_tail(&id, 10_000)
         .await
-        .unwrap_or_else(|e| panic!("[{check}] logs: {e}"));
+        .or_fail(check, "logs");
     assert!(
         !all.is_empty(),
         "[{check}] a started container that answered has written at least one log line"
     );
-    let last = t
-        .runtime
-        .logs_tail(&id, 1)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] logs: {e}"));
+    let last = t.runtime.logs_tail(&id, 1).await.or_fail(check, "logs");
     assert_eq!(
         last.len(),
         1,
@@ -247,15 +228,11 @@ async fn start_runs_and_serves(t: &ConformanceTarget) {
         t.runtime
             .logs_tail(&id, 0)
             .await
-            .unwrap_or_else(|e| panic!("[{check}] logs: {e}"))
+            .or_fail(check, "logs")
             .is_empty(),
         "[{check}] logs_tail(0) is empty"
     );
-    let stats = t
-        .runtime
-        .stats(&id)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] stats: {e}"));
+    let stats = t.runtime.stats(&id).await.or_fail(check, "stats");
     assert_eq!(
         stats.memory_limit_bytes,
         Some(spec.resources.memory_bytes),
@@ -265,7 +242,7 @@ async fn start_runs_and_serves(t: &ConformanceTarget) {
         t.runtime
             .has_image(&spec.image)
             .await
-            .unwrap_or_else(|e| panic!("[{check}] has_image: {e}")),
+            .or_fail(check, "has_image"),
         "[{check}] has_image is true for an image a container was just created from"
     );
     t.cleanup(&id, &spec).await;
@@ -274,34 +251,18 @@ async fn start_runs_and_serves(t: &ConformanceTarget) {
 async fn list_selects_by_labels(t: &ConformanceTarget) {
     let check = "list";
     let (spec, selector) = t.fresh(check);
-    let id = t
-        .runtime
-        .create(&spec)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] create: {e}"));
-    let found = t
-        .runtime
-        .list(&selector)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] list: {e}"));
+    let id = t.runtime.create(&spec).await.or_fail(check, "create");
+    let found = t.runtime.list(&selector).await.or_fail(check, "list");
     assert_eq!(
         found.iter().map(|c| &c.id).collect::<Vec<_>>(),
         vec![&id],
         "[{check}] exactly the labelled one"
     );
     let narrower = selector.clone().and(labels::TENANT, "someone-else");
-    let none = t
-        .runtime
-        .list(&narrower)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] list: {e}"));
+    let none = t.runtime.list(&narrower).await.or_fail(check, "list");
     assert!(none.is_empty(), "[{check}] every selector pair must match");
     t.cleanup(&id, &spec).await;
-    let gone = t
-        .runtime
-        .list(&selector)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] list: {e}"));
+    let gone = t.runtime.list(&selector).await.or_fail(check, "list");
     assert!(
         gone.is_empty(),
         "[{check}] a removed container is not listed"
@@ -311,25 +272,14 @@ async fn list_selects_by_labels(t: &ConformanceTarget) {
 async fn stop_and_remove_are_idempotent(t: &ConformanceTarget) {
     let check = "stop";
     let (spec, _) = t.fresh(check);
-    let id = t
-        .runtime
-        .create(&spec)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] create: {e}"));
-    t.runtime
-        .start(&id)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] start: {e}"));
+    let id = t.runtime.create(&spec).await.or_fail(check, "create");
+    t.runtime.start(&id).await.or_fail(check, "start");
     t.wait_running(&id, check).await;
     t.runtime
         .stop(&id, Duration::from_secs(2))
         .await
-        .unwrap_or_else(|e| panic!("[{check}] stop: {e}"));
-    let info = t
-        .runtime
-        .inspect(&id)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] inspect: {e}"));
+        .or_fail(check, "stop");
+    let info = t.runtime.inspect(&id).await.or_fail(check, "inspect");
     assert!(
         matches!(info.state, ContainerState::Exited { .. }),
         "[{check}] stopped is exited, got {}",
@@ -339,24 +289,18 @@ async fn stop_and_remove_are_idempotent(t: &ConformanceTarget) {
     t.runtime
         .stop(&id, Duration::from_secs(2))
         .await
-        .unwrap_or_else(|e| panic!("[{check}] second stop: {e}"));
+        .or_fail(check, "second stop");
     t.runtime
         .start(&id)
         .await
-        .unwrap_or_else(|e| panic!("[{check}] restart after stop: {e}"));
+        .or_fail(check, "restart after stop");
     t.wait_running(&id, check).await;
-    t.runtime
-        .remove(&id)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] remove running: {e}"));
+    t.runtime.remove(&id).await.or_fail(check, "remove running");
     match t.runtime.inspect(&id).await {
         Err(Error::NotFound { .. }) => {}
         other => panic!("[{check}] a removed container is NotFound, got {other:?}"),
     }
-    t.runtime
-        .remove(&id)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] second remove: {e}"));
+    t.runtime.remove(&id).await.or_fail(check, "second remove");
     t.cleanup(&id, &spec).await;
 }
 
@@ -388,16 +332,12 @@ async fn volumes_are_labelled_and_kept(t: &ConformanceTarget) {
     let check = "volume";
     let (spec, selector) = t.fresh(check);
     let volume = spec.volume.clone().map(|v| v.name).unwrap_or_default();
-    let id = t
-        .runtime
-        .create(&spec)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] create: {e}"));
+    let id = t.runtime.create(&spec).await.or_fail(check, "create");
     let listed = t
         .runtime
         .list_volumes(&selector)
         .await
-        .unwrap_or_else(|e| panic!("[{check}] list volumes: {e}"));
+        .or_fail(check, "list volumes");
     assert!(
         listed.iter().any(|v| v.name == volume),
         "[{check}] the spec's volume exists with the spec's labels"
@@ -406,15 +346,12 @@ async fn volumes_are_labelled_and_kept(t: &ConformanceTarget) {
         Err(Error::Conflict { .. }) => {}
         other => panic!("[{check}] a volume in use is Conflict, got {other:?}"),
     }
-    t.runtime
-        .remove(&id)
-        .await
-        .unwrap_or_else(|e| panic!("[{check}] remove: {e}"));
+    t.runtime.remove(&id).await.or_fail(check, "remove");
     let kept = t
         .runtime
         .list_volumes(&selector)
         .await
-        .unwrap_or_else(|e| panic!("[{check}] list volumes: {e}"));
+        .or_fail(check, "list volumes");
     assert!(
         kept.iter().any(|v| v.name == volume),
         "[{check}] removing a container keeps its volume"
@@ -422,15 +359,15 @@ async fn volumes_are_labelled_and_kept(t: &ConformanceTarget) {
     t.runtime
         .remove_volume(&volume)
         .await
-        .unwrap_or_else(|e| panic!("[{check}] remove volume: {e}"));
+        .or_fail(check, "remove volume");
     t.runtime
         .remove_volume(&volume)
         .await
-        .unwrap_or_else(|e| panic!("[{check}] second volume remove: {e}"));
+        .or_fail(check, "second volume remove");
     let gone = t
         .runtime
         .list_volumes(&selector)
         .await
-        .unwrap_or_else(|e| panic!("[{check}] list volumes: {e}"));
+        .or_fail(check, "list volumes");
     assert!(gone.is_empty(), "[{check}] a removed volume is not listed");
 }
