@@ -10,6 +10,10 @@
 # On failure it exits non-zero naming the step that failed and why.
 set -euo pipefail
 
+# Keep stdout for the settings alone: every tool this script runs (apt, pg_ctlcluster's
+# "Removed stale pid file", dockerd, ...) writes to stderr, and the settings go to fd 3.
+exec 3>&1 1>&2
+
 log() { printf '[test-env] %s\n' "$*" >&2; }
 fail() {
   printf '[test-env] FAILED at step "%s": %s\n' "$1" "$2" >&2
@@ -190,7 +194,7 @@ else
 fi
 
 # --- settings the tests read --------------------------------------------------------------
-cat <<ENV
+cat >&3 <<ENV
 export DOCKER_HOST=unix://$DOCKER_SOCKET
 export DATABASE_URL=postgres://$PG_OWNER:$PG_OWNER_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
 export APP_DATABASE_URL=postgres://$PG_APP:$PG_APP_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB

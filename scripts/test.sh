@@ -16,6 +16,12 @@ step() {
 
 step "test environment (scripts/test-env.sh)"
 settings=$(scripts/test-env.sh)
+# Only `export NAME=value` lines are settings; refuse anything else rather than eval it.
+if printf '%s\n' "$settings" | grep -vqE '^export [A-Z_]+=[^[:space:]]*$'; then
+  echo "test-env printed something other than settings on stdout:" >&2
+  printf '%s\n' "$settings" | grep -vE '^export [A-Z_]+=[^[:space:]]*$' >&2
+  exit 1
+fi
 eval "$settings"
 printf '%s\n' "$settings" | sed 's/:[^:@/]*@/:***@/' >&2
 
