@@ -8,7 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::{ApiKey, Error};
@@ -54,7 +54,7 @@ impl KeyFingerprintSecret {
     /// The fingerprint of `key`: 32 hex characters.
     pub fn fingerprint(&self, key: &ApiKey) -> String {
         // HMAC accepts keys of any length.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("any key length");
         mac.update(CONTEXT);
         mac.update(key.expose_secret().as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..16])

@@ -1,7 +1,7 @@
 //! HMAC-SHA512 webhook signatures (`X-Webhook-Hmac`), checked over the raw body bytes in
 //! constant time, before any JSON is parsed.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use http::HeaderMap;
 use sha2::Sha512;
 

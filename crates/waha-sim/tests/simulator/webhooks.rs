@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
 use sha2::Sha512;
 use waha_sim::SessionStatus;
@@ -31,7 +31,7 @@ async fn round_trip_signature_verifies_with_an_independent_hmac() {
     let delivery = hook.next_event("session.status").await;
 
     // Independent computation over the exact received bytes.
-    let mut mac = <Hmac<Sha512> as Mac>::new_from_slice(b"whsec-test-key").unwrap();
+    let mut mac = <Hmac<Sha512> as KeyInit>::new_from_slice(b"whsec-test-key").unwrap();
     mac.update(&delivery.body);
     let expected = hex::encode(mac.finalize().into_bytes());
     let headers = &delivery.headers;
