@@ -70,13 +70,13 @@ macro_rules! secret_type {
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(concat!(stringify!($name), "([REDACTED])"))
+                f.write_str(concat!(stringify!($name), "(<redacted>)"))
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("[REDACTED]")
+                f.write_str("<redacted>")
             }
         }
 
@@ -93,12 +93,12 @@ macro_rules! secret_type {
 
 secret_type!(
     /// The API key of a tenant's WAHA container (`X-Api-Key`). `Debug` and `Display` print
-    /// `[REDACTED]`; it has no `Serialize` impl, so it cannot leak through serialization.
+    /// `<redacted>`; it has no `Serialize` impl, so it cannot leak through serialization.
     ///
     /// ```
     /// use tenant_isolation::ApiKey;
     /// let key = ApiKey::new("0123456789abcdef-secret")?;
-    /// assert_eq!(format!("{key:?}"), "ApiKey([REDACTED])");
+    /// assert_eq!(format!("{key:?}"), "ApiKey(<redacted>)");
     /// assert!(key.matches(b"0123456789abcdef-secret"));
     /// # Ok::<(), tenant_isolation::Error>(())
     /// ```
@@ -108,7 +108,7 @@ secret_type!(
 
 secret_type!(
     /// The key WAHA signs a tenant's webhooks with (HMAC-SHA512). `Debug` and `Display` print
-    /// `[REDACTED]`; it has no `Serialize` impl.
+    /// `<redacted>`; it has no `Serialize` impl.
     HmacKey,
     "webhook HMAC key"
 );
@@ -129,7 +129,7 @@ mod tests {
             format!("{hmac}"),
         ] {
             assert!(!text.contains("secret-value"), "leaked: {text}");
-            assert!(text.contains("REDACTED"));
+            assert!(text.contains("<redacted>"));
         }
     }
 

@@ -158,3 +158,79 @@ async fn send_quota_resets_at_utc_midnight() {
     let usage = ledger.usage(&t).await.unwrap();
     assert_eq!((usage.sends_today, usage.day.0), (1, 20_001));
 }
+
+/// A send waiting for today's counter-row lock while the tenant is suspended (or its daily limit
+/// lowered) must act on the state after the wait, and count nothing when it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admit_send_rereads_status_and_limits_after_waiting_for_the_lock() {
+    let directory = pg_support::directory().await;
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(20_100 * 86_400 + 3_600));
+    let ledger = Arc::new(PgQuotaLedger::new(
+        pg_support::app().await,
+        Arc::new(clock),
+    ));
+    for change in ["suspend", "lower"] {
+        let t = tenant_with(directory.as_ref(), PlanLimits::new(0, 0, 5)).await;
+        assert_eq!(ledger.admit_send(&t).await.unwrap().sent, 1);
+
+        // Another transaction holds the tenant's counter row for the day.
+        let mut holder = owner_client().await;
+        let holder_tx = holder.transaction().await.unwrap();
+        let holder_pid: i32 = holder_tx
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let locked = holder_tx
+            .execute(
+                "SELECT sent FROM daily_sends WHERE tenant_id = $1 AND day = 20100 FOR UPDATE",
+                &[&t.as_str()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(locked, 1, "today's counter row exists after the first send");
+
+        let waiting = {
+            let (ledger, t) = (ledger.clone(), t.clone());
+            tokio::spawn(async move { ledger.admit_send(&t).await })
+        };
+        let observer = owner_client().await;
+        wait_until_blocked_by(&observer, holder_pid).await;
+        match change {
+            "suspend" => directory
+                .set_status(&t, TenantStatus::Suspended)
+                .await
+                .unwrap(),
+            _ => directory
+                .set_limits(&t, PlanLimits::new(0, 0, 1))
+                .await
+                .unwrap(),
+        };
+        holder_tx.rollback().await.unwrap();
+        let result = waiting.await.unwrap();
+        match (change, result) {
+            ("suspend", Err(Error::TenantSuspended { .. })) => {}
+            (
+                "lower",
+                Err(Error::QuotaExceeded {
+                    limit: QuotaLimit::MaxSendsPerDay,
+                    max: 1,
+                    in_use: 1,
+                    ..
+                }),
+            ) => {}
+            (change, other) => {
+                panic!("after the lock wait, the {change} must count: got {other:?}")
+            }
+        }
+        let sent: i32 = observer
+            .query_one(
+                "SELECT sent FROM daily_sends WHERE tenant_id = $1 AND day = 20100",
+                &[&t.as_str()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(sent, 1, "a refused send is not counted ({change})");
+    }
+}

@@ -23,7 +23,8 @@ const SEND_HISTORY_DAYS: i32 = 35;
 /// `reserve` locks the tenant's `quota_usage` row for the slot kind (`SELECT ... FOR UPDATE`),
 /// so concurrent reservations of one tenant and kind are serialized by the database, across
 /// processes and replicas; the check, the reservation row and the counter change commit
-/// together. `admit_send` is a single `INSERT ... ON CONFLICT DO UPDATE ... WHERE sent < max`.
+/// together. `admit_send` is a single `INSERT ... ON CONFLICT DO UPDATE ... WHERE sent < max`;
+/// both read the tenant's status and limits again once they hold the row lock.
 #[derive(Clone)]
 pub struct PgQuotaLedger {
     db: TenantDb,
@@ -202,54 +203,52 @@ impl PgQuotaLedger {
 
     async fn admit_in(tx: &TenantTx, day: UtcDay) -> Result<SendAdmission, Error> {
         let tenant = tx.tenant().clone();
+        // Checked before counting too, so an unknown or inactive tenant gets its typed error
+        // without creating a counter row.
         let (status, limits) = tenant_limits(tx).await?;
         status_gate(&tenant, status)?;
-        let max = limits.max_sends_per_day;
         let day_number = i32::try_from(day.0).unwrap_or(i32::MAX);
-        let sent_today = |row: Option<tokio_postgres::Row>| -> Result<u32, Error> {
-            match row {
-                Some(row) => stored_u32(row.try_get(0)?, "daily_sends.sent"),
-                None => Ok(0),
-            }
-        };
-        if max == 0 {
-            let row = tx
-                .query_opt(
-                    "SELECT sent FROM daily_sends WHERE tenant_id = $1 AND day = $2",
-                    &[&tenant.as_str(), &day_number],
-                )
-                .await?;
-            return Err(exceeded(
-                &tenant,
-                QuotaLimit::MaxSendsPerDay,
-                max,
-                sent_today(row)?,
-            ));
-        }
-        let row = tx
-            .query_opt(
+        let max = limits.max_sends_per_day;
+        let counted = if max == 0 {
+            None
+        } else {
+            tx.query_opt(
                 "INSERT INTO daily_sends (tenant_id, day, sent) VALUES ($1, $2, 1)
                  ON CONFLICT (tenant_id, day) DO UPDATE SET sent = daily_sends.sent + 1
                   WHERE daily_sends.sent < $3
                  RETURNING sent",
                 &[&tenant.as_str(), &day_number, &to_i32(max)],
             )
-            .await?;
-        let Some(row) = row else {
+            .await?
+        };
+        let Some(row) = counted else {
             let row = tx
                 .query_opt(
                     "SELECT sent FROM daily_sends WHERE tenant_id = $1 AND day = $2",
                     &[&tenant.as_str(), &day_number],
                 )
                 .await?;
+            let sent = match row {
+                Some(row) => stored_u32(row.try_get(0)?, "daily_sends.sent")?,
+                None => 0,
+            };
+            return Err(exceeded(&tenant, QuotaLimit::MaxSendsPerDay, max, sent));
+        };
+        let sent = stored_u32(row.try_get(0)?, "daily_sends.sent")?;
+        // Read again now that the counter's row lock is held, as `reserve` does: a suspension
+        // or a lowered limit committed while the upsert waited for that lock must count. An
+        // error here rolls the increment back with the transaction.
+        let (status, limits) = tenant_limits(tx).await?;
+        status_gate(&tenant, status)?;
+        let max = limits.max_sends_per_day;
+        if sent > max {
             return Err(exceeded(
                 &tenant,
                 QuotaLimit::MaxSendsPerDay,
                 max,
-                sent_today(row)?,
+                sent - 1,
             ));
-        };
-        let sent = stored_u32(row.try_get(0)?, "daily_sends.sent")?;
+        }
         if sent == 1 {
             // First send of the day: trim old counters.
             tx.execute(
