@@ -165,10 +165,7 @@ async fn send_quota_resets_at_utc_midnight() {
 async fn admit_send_rereads_status_and_limits_after_waiting_for_the_lock() {
     let directory = pg_support::directory().await;
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(20_100 * 86_400 + 3_600));
-    let ledger = Arc::new(PgQuotaLedger::new(
-        pg_support::app().await,
-        Arc::new(clock),
-    ));
+    let ledger = Arc::new(PgQuotaLedger::new(pg_support::app().await, Arc::new(clock)));
     for change in ["suspend", "lower"] {
         let t = tenant_with(directory.as_ref(), PlanLimits::new(0, 0, 5)).await;
         assert_eq!(ledger.admit_send(&t).await.unwrap().sent, 1);

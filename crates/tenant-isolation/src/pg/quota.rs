@@ -242,12 +242,7 @@ impl PgQuotaLedger {
         status_gate(&tenant, status)?;
         let max = limits.max_sends_per_day;
         if sent > max {
-            return Err(exceeded(
-                &tenant,
-                QuotaLimit::MaxSendsPerDay,
-                max,
-                sent - 1,
-            ));
+            return Err(exceeded(&tenant, QuotaLimit::MaxSendsPerDay, max, sent - 1));
         }
         if sent == 1 {
             // First send of the day: trim old counters.
