@@ -21,7 +21,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use tracing::debug;
 
-pub(crate) use convert::{docker_error, event_from_message, label_filters};
+pub(crate) use convert::{docker_error, event_from_message, label_filters, last_lines};
 use convert::{info_from_inspect, info_from_summary, stats_from_response};
 
 use super::{
@@ -332,9 +332,7 @@ impl ContainerRuntime for DockerRuntime {
             .try_collect()
             .await
             .map_err(|e| not_found_as(docker_error("read logs", e), id))?;
-        let text: String = chunks.iter().map(ToString::to_string).collect();
-        let all: Vec<String> = text.lines().map(str::to_owned).collect();
-        Ok(all[all.len().saturating_sub(lines)..].to_vec())
+        Ok(last_lines(&chunks, lines))
     }
 
     async fn stats(&self, id: &ContainerId) -> Result<ContainerStats, Error> {

@@ -37,7 +37,7 @@ use futures::stream::BoxStream;
 use tokio::sync::OnceCell;
 use tracing::debug;
 
-use super::docker::{docker_error, label_filters};
+use super::docker::{docker_error, label_filters, last_lines};
 use super::{
     ContainerId, ContainerInfo, ContainerRuntime, ContainerState, ContainerStats, DockerRuntime,
     HealthStatus, RuntimeEvent, VolumeInfo,
@@ -619,9 +619,7 @@ impl ContainerRuntime for SwarmRuntime {
             .try_collect()
             .await
             .map_err(|e| not_found_as(docker_error("read service logs", e), id))?;
-        let text: String = chunks.iter().map(ToString::to_string).collect();
-        let all: Vec<String> = text.lines().map(str::to_owned).collect();
-        Ok(all[all.len().saturating_sub(lines)..].to_vec())
+        Ok(last_lines(&chunks, lines))
     }
 
     async fn stats(&self, id: &ContainerId) -> Result<ContainerStats, Error> {

@@ -331,6 +331,28 @@ pub(crate) fn event_from_message(m: EventMessage) -> Option<RuntimeEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bollard::container::LogOutput;
+
+    #[test]
+    fn last_lines_joins_chunks_before_taking_the_tail() {
+        // The daemon splits output into frames that need not end at a line break.
+        let chunks = vec![
+            LogOutput::StdOut {
+                message: "one\ntw".into(),
+            },
+            LogOutput::StdErr {
+                message: "o\nthree\n".into(),
+            },
+            LogOutput::StdOut {
+                message: "four".into(),
+            },
+        ];
+        assert_eq!(last_lines(&chunks, 2), ["three", "four"]);
+        assert_eq!(last_lines(&chunks, 3), ["two", "three", "four"]);
+        assert_eq!(last_lines(&chunks, 10), ["one", "two", "three", "four"]);
+        assert!(last_lines(&chunks, 0).is_empty());
+        assert!(last_lines(&[], 5).is_empty());
+    }
 
     #[test]
     fn parses_summary_statuses() {
@@ -379,4 +401,15 @@ mod tests {
             "http://127.0.0.1:4002/"
         );
     }
+}
+
+/// The last `lines` lines of a container's or service's log chunks (stdout and stderr, in the
+/// order the daemon sent them).
+pub(crate) fn last_lines(chunks: &[bollard::container::LogOutput], lines: usize) -> Vec<String> {
+    let text: String = chunks.iter().map(ToString::to_string).collect();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|line| (*line).to_owned())
+        .collect()
 }
