@@ -328,6 +328,17 @@ pub(crate) fn event_from_message(m: EventMessage) -> Option<RuntimeEvent> {
     Some(RuntimeEvent { id, kind })
 }
 
+/// The last `lines` lines of a container's or service's log chunks (stdout and stderr, in the
+/// order the daemon sent them).
+pub(crate) fn last_lines(chunks: &[bollard::container::LogOutput], lines: usize) -> Vec<String> {
+    let text: String = chunks.iter().map(ToString::to_string).collect();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|line| (*line).to_owned())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,15 +412,4 @@ mod tests {
             "http://127.0.0.1:4002/"
         );
     }
-}
-
-/// The last `lines` lines of a container's or service's log chunks (stdout and stderr, in the
-/// order the daemon sent them).
-pub(crate) fn last_lines(chunks: &[bollard::container::LogOutput], lines: usize) -> Vec<String> {
-    let text: String = chunks.iter().map(ToString::to_string).collect();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..]
-        .iter()
-        .map(|line| (*line).to_owned())
-        .collect()
 }
