@@ -151,7 +151,7 @@ impl SimulatorControl {
         self.state.session_count()
     }
 
-    /// Webhook delivery counters.
+    /// Webhook delivery counters and the number of dispatcher tasks alive.
     pub fn webhook_stats(&self) -> WebhookStats {
         self.state.webhook_counters.snapshot()
     }

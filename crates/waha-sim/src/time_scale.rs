@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use crate::SimError;
 
 /// A factor applied to every duration the simulator waits for: QR lifetimes, start-up and
-/// booting windows, latency, slow stops, ack timers and webhook retry delays.
+/// booting windows, latency, slow stops, ack timers, webhook retry delays and the idle time
+/// after which a webhook destination's dispatcher task exits.
 ///
 /// `1.0` is real time (WAHA's own timings). Tests use e.g. `0.01`, so a 60 s QR lives 0.6 s.
 /// HTTP time-outs of webhook deliveries are not scaled.

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::server::AppState;
 use crate::server::body::JsonObject;
+use crate::server::query::QrFormat;
 use crate::session::SessionStatus;
 use crate::session::lifecycle::SCAN_QR_CODE;
 use crate::state::SimState;
@@ -55,9 +56,7 @@ pub(crate) async fn qr(
         Ok(value) => value,
         Err(error) => return error.into_response(),
     };
-    let raw = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .any(|(k, v)| k == "format" && v == "raw");
-    if raw {
+    if QrFormat::from_query(query.as_deref()) == QrFormat::Raw {
         return json(StatusCode::OK, &json!({ "value": value }));
     }
     let png = match crate::qr::png(&value) {

@@ -13,7 +13,8 @@ use crate::faults::Faults;
 use crate::server::body::JsonObject;
 use crate::server::{AppState, session_info};
 use crate::session::lifecycle::Refusal;
-use crate::session::{AckLevel, Me};
+use crate::session::{AckLevel, Me, SessionView};
+use crate::state::SimState;
 use crate::wire::api_error::json;
 use crate::wire::{ApiError, required_strings};
 
@@ -44,11 +45,6 @@ fn refused(refusal: Refusal) -> ApiError {
     }
 }
 
-fn reason(body: &Map<String, Value>) -> Result<String, ApiError> {
-    let [reason] = required_strings(body, ["reason"])?;
-    Ok(reason)
-}
-
 async fn scan(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -77,10 +73,7 @@ async fn fail(
     Path(name): Path<String>,
     JsonObject(body): JsonObject,
 ) -> Response {
-    match reason(&body).and_then(|r| state.fail(&name, &r).map_err(refused)) {
-        Ok(view) => session_info(&state, StatusCode::CREATED, &view, false),
-        Err(error) => error.into_response(),
-    }
+    interrupt(&state, &name, &body, SimState::fail)
 }
 
 async fn disconnect(
@@ -88,8 +81,20 @@ async fn disconnect(
     Path(name): Path<String>,
     JsonObject(body): JsonObject,
 ) -> Response {
-    match reason(&body).and_then(|r| state.disconnect(&name, &r).map_err(refused)) {
-        Ok(view) => session_info(&state, StatusCode::CREATED, &view, false),
+    interrupt(&state, &name, &body, SimState::disconnect)
+}
+
+/// `fail` and `disconnect`: `{reason}` in, the session's `SessionInfo` out.
+fn interrupt(
+    state: &SimState,
+    name: &str,
+    body: &Map<String, Value>,
+    apply: fn(&SimState, &str, &str) -> Result<SessionView, Refusal>,
+) -> Response {
+    let result = required_strings(body, ["reason"])
+        .and_then(|[reason]| apply(state, name, &reason).map_err(refused));
+    match result {
+        Ok(view) => session_info(state, StatusCode::CREATED, &view, false),
         Err(error) => error.into_response(),
     }
 }

@@ -6,6 +6,7 @@ mod control_api;
 mod gate;
 mod info;
 mod messages;
+mod query;
 mod sessions;
 
 use std::sync::Arc;

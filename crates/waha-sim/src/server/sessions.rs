@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::server::body::JsonObject;
+use crate::server::query::optional_bool;
 use crate::server::{AppState, session_info, slow_stop};
 use crate::session::lifecycle::Refusal;
 use crate::wire::api_error::{empty, json};
@@ -13,19 +14,10 @@ use crate::wire::{ApiError, validate_create, validate_update};
 const NOT_FOUND: &str = "Session not found";
 
 pub(crate) async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let mut all = false;
-    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        if key == "all" {
-            all = match value.as_ref() {
-                "true" => true,
-                "false" => false,
-                _ => {
-                    return ApiError::Validation(vec!["all must be a boolean value".to_owned()])
-                        .into_response();
-                }
-            };
-        }
-    }
+    let all = match optional_bool(query.as_deref(), "all") {
+        Ok(all) => all.unwrap_or(false),
+        Err(error) => return error.into_response(),
+    };
     let views = state.list(all);
     let bodies: Vec<_> = views
         .iter()

@@ -160,12 +160,7 @@ impl SimState {
     /// Control: the QR code (or pairing code) was used on a phone.
     pub(crate) fn scan(&self, name: &str, me: Option<Me>) -> Result<SessionView, Refusal> {
         self.with_session(name, |state, session| {
-            if session.status != SessionStatus::ScanQrCode {
-                return Err(Refusal::WrongStatus {
-                    status: session.status,
-                    expected: SCAN_QR_CODE,
-                });
-            }
+            require_status(session, SCAN_QR_CODE)?;
             session.me = Some(me.unwrap_or_else(|| {
                 Me::phone(&format!("55119{:08}", fastrand::u32(..100_000_000)), name)
             }));
@@ -176,31 +171,41 @@ impl SimState {
 
     /// Control: the session fails with a reason.
     pub(crate) fn fail(&self, name: &str, reason: &str) -> Result<SessionView, Refusal> {
-        self.with_session(name, |state, session| {
-            if !CONNECTED.contains(&session.status.as_str()) {
-                return Err(Refusal::WrongStatus {
-                    status: session.status,
-                    expected: CONNECTED,
-                });
-            }
-            state.emit_engine_event(name, session, "session.failed", reason);
-            state.transition(name, session, SessionStatus::Failed);
-            Ok(())
-        })
+        self.interrupt(
+            name,
+            CONNECTED,
+            "session.failed",
+            reason,
+            SessionStatus::Failed,
+        )
     }
 
     /// Control: the connection drops with a reason; the session reconnects (STARTING, then
     /// WORKING again since it is still logged in).
     pub(crate) fn disconnect(&self, name: &str, reason: &str) -> Result<SessionView, Refusal> {
+        self.interrupt(
+            name,
+            WORKING,
+            "connection.closed",
+            reason,
+            SessionStatus::Starting,
+        )
+    }
+
+    /// An injected engine event: a session in one of the `expected` statuses emits
+    /// `engine.event` (`kind`, `reason`), then moves to `next`.
+    fn interrupt(
+        &self,
+        name: &str,
+        expected: &'static [&'static str],
+        kind: &'static str,
+        reason: &str,
+        next: SessionStatus,
+    ) -> Result<SessionView, Refusal> {
         self.with_session(name, |state, session| {
-            if session.status != SessionStatus::Working {
-                return Err(Refusal::WrongStatus {
-                    status: session.status,
-                    expected: WORKING,
-                });
-            }
-            state.emit_engine_event(name, session, "connection.closed", reason);
-            state.transition(name, session, SessionStatus::Starting);
+            require_status(session, expected)?;
+            state.emit_engine_event(name, session, kind, reason);
+            state.transition(name, session, next);
             Ok(())
         })
     }
@@ -325,43 +330,49 @@ impl SimState {
             Timer::Started {
                 session: name,
                 generation,
-            } => {
-                let mut sessions = self.sessions();
-                if let Some(session) = sessions
-                    .get_mut(&name)
-                    .filter(|s| s.generation == generation && s.status == SessionStatus::Starting)
-                {
-                    let next = if session.me.is_some() {
-                        SessionStatus::Working
-                    } else {
-                        SessionStatus::ScanQrCode
-                    };
-                    self.transition(&name, session, next);
-                }
-            }
+            } => self.if_current(&name, generation, SessionStatus::Starting, |session| {
+                let next = if session.me.is_some() {
+                    SessionStatus::Working
+                } else {
+                    SessionStatus::ScanQrCode
+                };
+                self.transition(&name, session, next);
+            }),
             Timer::QrExpired {
                 session: name,
                 generation,
-            } => {
-                let mut sessions = self.sessions();
-                if let Some(session) = sessions
-                    .get_mut(&name)
-                    .filter(|s| s.generation == generation && s.status == SessionStatus::ScanQrCode)
-                {
-                    if session.qr_refreshes < self.settings.timings.qr_refreshes {
-                        self.refresh_qr(&name, session);
-                    } else {
-                        self.emit_engine_event(&name, session, "session.failed", "QR code expired");
-                        self.transition(&name, session, SessionStatus::Failed);
-                    }
+            } => self.if_current(&name, generation, SessionStatus::ScanQrCode, |session| {
+                if session.qr_refreshes < self.settings.timings.qr_refreshes {
+                    self.refresh_qr(&name, session);
+                } else {
+                    self.emit_engine_event(&name, session, "session.failed", "QR code expired");
+                    self.transition(&name, session, SessionStatus::Failed);
                 }
-            }
+            }),
             Timer::AutoStart { session: name } => {
                 let _ = self.start(&name);
             }
             Timer::Ack { message_id, level } => {
                 let _ = self.ack(&message_id, level);
             }
+        }
+    }
+
+    /// Applies a timer's effect if the timer is still current: the session exists, has not
+    /// moved since the timer was set (`generation`) and is still `status`.
+    fn if_current(
+        &self,
+        name: &str,
+        generation: u32,
+        status: SessionStatus,
+        apply: impl FnOnce(&mut Session),
+    ) {
+        let mut sessions = self.sessions();
+        if let Some(session) = sessions
+            .get_mut(name)
+            .filter(|s| s.generation == generation && s.status == status)
+        {
+            apply(session);
         }
     }
 
@@ -488,6 +499,18 @@ impl SimState {
             me: session.me.clone(),
             faults: self.faults(),
         });
+    }
+}
+
+/// Refuses unless the session's status is one of `expected`.
+fn require_status(session: &Session, expected: &'static [&'static str]) -> Result<(), Refusal> {
+    if expected.contains(&session.status.as_str()) {
+        Ok(())
+    } else {
+        Err(Refusal::WrongStatus {
+            status: session.status,
+            expected,
+        })
     }
 }
 

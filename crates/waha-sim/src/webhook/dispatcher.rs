@@ -1,9 +1,17 @@
 //! Delivers events to each session's webhooks: in order per destination URL on the first
 //! attempt, retries on their own schedule (so one failing event does not hold back the rest),
 //! with the drop / duplicate / reorder faults applied per delivery.
+//!
+//! Each destination URL gets a lane: a queue and one task that makes the first attempts in
+//! order. A lane whose queue is empty, with no first attempt in flight and nothing sent to it
+//! for [`LANE_IDLE`], is closed and its task exits; the next event for that URL opens a new
+//! one. Only the dispatcher loop sends to lanes and closes them, so a lane is never closed with
+//! work in it and two lanes of one URL never overlap: the order of first attempts holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use backon::Retryable;
 use bytes::Bytes;
@@ -11,10 +19,18 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::faults::chance;
 use crate::state::{SimState, now_ms};
+use crate::time_scale::deadline_after;
 use crate::webhook::retry::RetrySchedule;
 use crate::webhook::signature::sign;
 use crate::webhook::{OutgoingEvent, WebhookCounters};
 use crate::wire::{SessionConfig, WebhookConfig};
+
+/// How long (simulated time, scaled by the time scale) a lane may sit idle before its task
+/// exits.
+pub(crate) const LANE_IDLE: Duration = Duration::from_secs(30);
+
+/// The wall-clock floor of [`LANE_IDLE`], so a tiny time scale cannot make the sweep spin.
+const MIN_LANE_IDLE: Duration = Duration::from_millis(10);
 
 /// One POST to one webhook (retries reuse it).
 struct Delivery {
@@ -45,6 +61,75 @@ struct Sender {
     state: Arc<SimState>,
 }
 
+/// The queue of one destination URL, as the dispatcher loop holds it.
+struct Lane {
+    tx: UnboundedSender<Delivery>,
+    /// Deliveries sent to the lane whose first attempt has not finished yet.
+    unfinished: Arc<AtomicUsize>,
+    last_send: Instant,
+}
+
+impl Lane {
+    /// Opens a lane: spawns its task, which runs until the lane is dropped and its queue is
+    /// empty.
+    fn open(sender: &Arc<Sender>) -> Self {
+        let (tx, mut rx) = unbounded_channel::<Delivery>();
+        let unfinished = Arc::new(AtomicUsize::new(0));
+        let sender = Arc::clone(sender);
+        let counted = Arc::clone(&unfinished);
+        let alive = LaneAlive::new(&sender.state);
+        tokio::spawn(async move {
+            let _alive = alive;
+            while let Some(delivery) = rx.recv().await {
+                if sender.attempt(&delivery).await.is_ok() {
+                    WebhookCounters::bump(&sender.state.webhook_counters.delivered, "delivered");
+                } else {
+                    let sender = Arc::clone(&sender);
+                    tokio::spawn(async move { sender.retry(delivery).await });
+                }
+                counted.fetch_sub(1, Ordering::Release);
+            }
+        });
+        Self {
+            tx,
+            unfinished,
+            last_send: Instant::now(),
+        }
+    }
+
+    fn send(&mut self, delivery: Delivery) {
+        self.unfinished.fetch_add(1, Ordering::Relaxed);
+        self.last_send = Instant::now();
+        if self.tx.send(delivery).is_err() {
+            // The task is gone (it only ends once the lane is dropped, or on a panic).
+            self.unfinished.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!("webhook lane closed unexpectedly; delivery lost");
+        }
+    }
+
+    /// Nothing queued, nothing in flight, nothing sent for `idle`.
+    fn is_idle(&self, now: Instant, idle: Duration) -> bool {
+        self.unfinished.load(Ordering::Acquire) == 0
+            && now.saturating_duration_since(self.last_send) >= idle
+    }
+}
+
+/// Counts a lane task as alive from its creation until it ends.
+struct LaneAlive(Arc<SimState>);
+
+impl LaneAlive {
+    fn new(state: &Arc<SimState>) -> Self {
+        state.webhook_counters.lane_opened();
+        Self(Arc::clone(state))
+    }
+}
+
+impl Drop for LaneAlive {
+    fn drop(&mut self) {
+        self.0.webhook_counters.lane_closed();
+    }
+}
+
 /// Runs until every event sender is gone.
 pub(crate) async fn run(state: Arc<SimState>, mut events: UnboundedReceiver<OutgoingEvent>) {
     let client = match reqwest::Client::builder()
@@ -58,72 +143,72 @@ pub(crate) async fn run(state: Arc<SimState>, mut events: UnboundedReceiver<Outg
             return;
         }
     };
+    let idle = state.settings.scaled(LANE_IDLE).max(MIN_LANE_IDLE);
     let sender = Arc::new(Sender { client, state });
-    let mut lanes: HashMap<String, UnboundedSender<Delivery>> = HashMap::new();
-    while let Some(event) = events.recv().await {
-        let state = &sender.state;
-        let body = Bytes::from(event.body(&state.environment));
-        for (index, webhook) in event.config.webhooks().iter().enumerate() {
-            if !webhook.wants(event.event) {
-                continue;
-            }
-            let faults = &event.faults;
-            if chance(faults.webhook_drop_rate) {
-                WebhookCounters::bump(&state.webhook_counters.dropped, "dropped");
-                tracing::debug!(session = %event.session, event = event.event, "webhook dropped (fault)");
-                continue;
-            }
-            let copies = if chance(faults.webhook_duplicate_rate) {
-                WebhookCounters::bump(&state.webhook_counters.duplicated, "duplicated");
-                2
-            } else {
-                1
-            };
-            for _ in 0..copies {
-                let delivery = Delivery {
-                    config: Arc::clone(&event.config),
-                    index,
-                    body: body.clone(),
-                    request_id: ulid::Ulid::new().to_string(),
-                    session: event.session.clone(),
-                    event: event.event,
-                };
-                if chance(faults.webhook_reorder_rate) {
-                    WebhookCounters::bump(&state.webhook_counters.reordered, "reordered");
-                    let hold = state.settings.scaled(state.settings.timings.reorder_delay);
-                    let sender = Arc::clone(&sender);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(hold).await;
-                        sender.deliver(delivery).await;
-                    });
-                } else {
-                    lane(&mut lanes, &webhook.url, &sender).send(delivery).ok();
-                }
+    let mut lanes: HashMap<String, Lane> = HashMap::new();
+    let sweep = tokio::time::sleep_until(deadline_after(idle).into());
+    tokio::pin!(sweep);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => dispatch(&sender, &mut lanes, &event),
+                None => break,
+            },
+            () = &mut sweep, if !lanes.is_empty() => {
+                let now = Instant::now();
+                lanes.retain(|_, lane| !lane.is_idle(now, idle));
+                sweep.as_mut().reset(deadline_after(idle).into());
             }
         }
     }
 }
 
-fn lane<'a>(
-    lanes: &'a mut HashMap<String, UnboundedSender<Delivery>>,
-    url: &str,
-    sender: &Arc<Sender>,
-) -> &'a UnboundedSender<Delivery> {
-    lanes.entry(url.to_owned()).or_insert_with(|| {
-        let (tx, mut rx) = unbounded_channel::<Delivery>();
-        let sender = Arc::clone(sender);
-        tokio::spawn(async move {
-            while let Some(delivery) = rx.recv().await {
-                if sender.attempt(&delivery).await.is_ok() {
-                    WebhookCounters::bump(&sender.state.webhook_counters.delivered, "delivered");
-                } else {
-                    let sender = Arc::clone(&sender);
-                    tokio::spawn(async move { sender.retry(delivery).await });
-                }
+/// Queues one event's deliveries, applying the webhook faults.
+fn dispatch(sender: &Arc<Sender>, lanes: &mut HashMap<String, Lane>, event: &OutgoingEvent) {
+    let state = &sender.state;
+    let body = Bytes::from(event.body(&state.environment));
+    for (index, webhook) in event.config.webhooks().iter().enumerate() {
+        if !webhook.wants(event.event) {
+            continue;
+        }
+        let faults = &event.faults;
+        if chance(faults.webhook_drop_rate) {
+            WebhookCounters::bump(&state.webhook_counters.dropped, "dropped");
+            tracing::debug!(session = %event.session, event = event.event, "webhook dropped (fault)");
+            continue;
+        }
+        let copies = if chance(faults.webhook_duplicate_rate) {
+            WebhookCounters::bump(&state.webhook_counters.duplicated, "duplicated");
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delivery = Delivery {
+                config: Arc::clone(&event.config),
+                index,
+                body: body.clone(),
+                request_id: ulid::Ulid::new().to_string(),
+                session: event.session.clone(),
+                event: event.event,
+            };
+            if chance(faults.webhook_reorder_rate) {
+                WebhookCounters::bump(&state.webhook_counters.reordered, "reordered");
+                let hold = state.settings.scaled(state.settings.timings.reorder_delay);
+                let sender = Arc::clone(sender);
+                tokio::spawn(async move {
+                    tokio::time::sleep(hold).await;
+                    sender.deliver(delivery).await;
+                });
+            } else if let Some(lane) = lanes.get_mut(&webhook.url) {
+                lane.send(delivery);
+            } else {
+                let mut lane = Lane::open(sender);
+                lane.send(delivery);
+                lanes.insert(webhook.url.clone(), lane);
             }
-        });
-        tx
-    })
+        }
+    }
 }
 
 impl Sender {

@@ -5,7 +5,8 @@ use sha2::Sha512;
 
 /// `X-Webhook-Hmac`: lowercase hex HMAC-SHA512 of the raw body bytes.
 pub(crate) fn sign(key: &[u8], body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha512> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any size");
+    let mut mac =
+        <Hmac<Sha512> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any size");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }

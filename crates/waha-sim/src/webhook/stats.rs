@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-/// What happened to webhook deliveries so far.
+/// What happened to webhook deliveries so far, and how many dispatcher tasks are alive now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
@@ -21,6 +21,10 @@ pub struct WebhookStats {
     pub duplicated: u64,
     /// Deliveries held back by the reorder fault.
     pub reordered: u64,
+    /// Per-URL dispatcher tasks alive right now (a gauge, not a counter): one per destination
+    /// with recent traffic; each exits once its destination has been idle for 30 s of
+    /// simulated time.
+    pub dispatchers: u64,
 }
 
 /// The live counters.
@@ -32,12 +36,25 @@ pub(crate) struct WebhookCounters {
     pub(crate) dropped: AtomicU64,
     pub(crate) duplicated: AtomicU64,
     pub(crate) reordered: AtomicU64,
+    dispatchers: AtomicU64,
 }
 
 impl WebhookCounters {
     pub(crate) fn bump(counter: &AtomicU64, outcome: &'static str) {
         counter.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("waha_sim_webhook_deliveries_total", "outcome" => outcome).increment(1);
+    }
+
+    /// A per-URL dispatcher task started.
+    pub(crate) fn lane_opened(&self) {
+        self.dispatchers.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("waha_sim_webhook_dispatchers").increment(1.0);
+    }
+
+    /// A per-URL dispatcher task ended.
+    pub(crate) fn lane_closed(&self) {
+        self.dispatchers.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("waha_sim_webhook_dispatchers").decrement(1.0);
     }
 
     pub(crate) fn snapshot(&self) -> WebhookStats {
@@ -48,6 +65,7 @@ impl WebhookCounters {
             dropped: self.dropped.load(Ordering::Relaxed),
             duplicated: self.duplicated.load(Ordering::Relaxed),
             reordered: self.reordered.load(Ordering::Relaxed),
+            dispatchers: self.dispatchers.load(Ordering::Relaxed),
         }
     }
 }

@@ -55,6 +55,55 @@ async fn qr_is_a_png_base64_json_with_exact_accept_or_raw() {
     assert!(value.starts_with("2@"), "{value}");
 }
 
+/// WAHA's `format` parameter (`image` by default) has no validator: the controller only tests
+/// `format == 'raw'`, so `image` and every other value give the image forms, never a 400.
+#[tokio::test]
+async fn qr_format_other_than_raw_gives_the_image() {
+    let sim = start().await;
+    let api = Api::new(&sim);
+    scan_ready(&sim, &api, "f").await;
+
+    for query in [
+        "format=image",
+        "format=svg",
+        "format=RAW",
+        "format=",
+        // A repeated key is a list in Express; `['raw','raw'] == 'raw'` is false in JavaScript.
+        "format=raw&format=raw",
+    ] {
+        let response = api
+            .get(&format!("/api/f/auth/qr?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{query}");
+        assert_eq!(response.headers()["content-type"], "image/png", "{query}");
+        let png = response.bytes().await.unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{query}");
+    }
+
+    let (status, body) = call_json(
+        api.get("/api/f/auth/qr?format=image")
+            .header("Accept", "application/json"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["mimetype"], "image/png");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(body["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&decoded[..8], b"\x89PNG\r\n\x1a\n");
+
+    // `raw` wins over `Accept`.
+    let (status, body) = call_json(
+        api.get("/api/f/auth/qr?format=raw")
+            .header("Accept", "application/json"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body["value"].as_str().unwrap().starts_with("2@"), "{body}");
+}
+
 #[tokio::test]
 async fn qr_waits_then_answers_422_without_status_code() {
     let sim = start_with(|t| {

@@ -34,6 +34,46 @@ async fn list_leaves_out_stopped_sessions_unless_all() {
     assert_eq!(body["message"], json!(["all must be a boolean value"]));
 }
 
+/// `all` goes through WAHA's `BooleanString` transform before `@IsBoolean()`: `1`/`True` and
+/// `0`/`False` are booleans too; anything else, empty or repeated is a 400 message list.
+#[tokio::test]
+async fn list_all_takes_waha_boolean_spellings_and_refuses_the_rest() {
+    let sim = start().await;
+    let api = Api::new(&sim);
+    call(api.post("/api/sessions", json!({"name": "a-stopped"}))).await;
+    call(api.post("/api/sessions", json!({"name": "b-running", "start": true}))).await;
+
+    for (query, expected) in [
+        ("all=1", 2),
+        ("all=True", 2),
+        ("all=true", 2),
+        ("all=0", 1),
+        ("all=False", 1),
+        ("all=false", 1),
+        ("other=x", 1),
+    ] {
+        let (status, list) = call_json(api.get(&format!("/api/sessions?{query}"))).await;
+        assert_eq!(status, 200, "{query}: {list}");
+        assert_eq!(list.as_array().unwrap().len(), expected, "{query}: {list}");
+    }
+    for query in [
+        "all=TRUE",
+        "all=yes",
+        "all=",
+        "all",
+        "all=true&all=true",
+        "all=2",
+    ] {
+        let (status, body) = call_json(api.get(&format!("/api/sessions?{query}"))).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(
+            body,
+            json!({"statusCode": 400, "message": ["all must be a boolean value"], "error": "Bad Request"}),
+            "{query}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn get_has_engine_and_404s() {
     let sim = start().await;

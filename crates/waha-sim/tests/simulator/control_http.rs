@@ -105,6 +105,7 @@ async fn faults_booting_stats_and_crash_over_http() {
     assert_eq!(status, 200);
     assert_eq!(stats["sessions"], 0);
     assert!(stats["webhooks"]["attempts"].is_u64());
+    assert_eq!(stats["webhooks"]["dispatchers"], 0);
 
     assert_eq!(call(api.post("/_sim/crash", json!({}))).await.0, 202);
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;

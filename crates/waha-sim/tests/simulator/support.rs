@@ -110,6 +110,8 @@ struct ReceiverState {
     tx: mpsc::UnboundedSender<Delivery>,
     failures_left: AtomicUsize,
     hits: Mutex<Vec<Instant>>,
+    /// How long the first request is held before it is answered.
+    first_answer_delay: Duration,
 }
 
 /// A webhook receiver on 127.0.0.1:0.
@@ -126,11 +128,21 @@ impl Receiver {
 
     /// Answers 500 to the first `n` requests (they are not reported).
     pub async fn failing_first(n: usize) -> Self {
+        Self::build(n, Duration::ZERO).await
+    }
+
+    /// Holds the first request for `delay` before answering it (every request succeeds).
+    pub async fn slow_first(delay: Duration) -> Self {
+        Self::build(0, delay).await
+    }
+
+    async fn build(failures: usize, first_answer_delay: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(ReceiverState {
             tx,
-            failures_left: AtomicUsize::new(n),
+            failures_left: AtomicUsize::new(failures),
             hits: Mutex::new(Vec::new()),
+            first_answer_delay,
         });
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
@@ -194,7 +206,14 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    state.hits.lock().unwrap().push(Instant::now());
+    let first = {
+        let mut hits = state.hits.lock().unwrap();
+        hits.push(Instant::now());
+        hits.len() == 1
+    };
+    if first && !state.first_answer_delay.is_zero() {
+        tokio::time::sleep(state.first_answer_delay).await;
+    }
     let fail = state
         .failures_left
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

@@ -208,3 +208,72 @@ async fn retries_wait_the_policy_delays() {
     assert!(gaps[0] >= Duration::from_millis(95), "{gaps:?}");
     assert!(gaps[1] >= Duration::from_millis(195), "{gaps:?}");
 }
+
+/// Waits until the simulator has `n` per-URL dispatcher tasks alive.
+async fn dispatchers_become(sim: &waha_sim::RunningSimulator, n: u64) {
+    tokio::time::timeout(WAIT, async {
+        while sim.control().webhook_stats().dispatchers != n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "{n} dispatchers expected, {} alive",
+            sim.control().webhook_stats().dispatchers
+        )
+    });
+}
+
+/// A destination's dispatcher task exits once idle (30 s simulated = 300 ms here), but never
+/// while a first attempt is in flight or queued (that would let a newer event overtake it), and
+/// the next event to the same URL is delivered through a new one.
+#[tokio::test]
+async fn idle_dispatchers_exit_without_breaking_order() {
+    // The session stays STARTING until stopped: the test decides every event.
+    let sim = start_with(|t| t.starting = Duration::from_secs(3600)).await;
+    let api = Api::new(&sim);
+    let hold = Duration::from_millis(900);
+    let mut hook = Receiver::slow_first(hold).await;
+    let config = json!({"webhooks": [{"url": hook.url, "events": ["session.status"]}]});
+    assert_eq!(sim.control().webhook_stats().dispatchers, 0);
+    call(api.post(
+        "/api/sessions",
+        json!({"name": "idle", "config": config, "start": true}),
+    ))
+    .await;
+
+    // STARTING is in flight (held by the receiver) for longer than two idle periods: the
+    // dispatcher stays, and STOPPED queues behind it.
+    tokio::time::timeout(WAIT, async {
+        while hook.hits() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the first attempt arrives");
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    assert_eq!(sim.control().webhook_stats().dispatchers, 1, "busy: kept");
+    let (status, _) = call(api.post("/api/sessions/idle/stop", json!({}))).await;
+    assert_eq!(status, 201);
+    assert_eq!(hook.next().await.json["payload"]["status"], "STARTING");
+    assert_eq!(hook.next().await.json["payload"]["status"], "STOPPED");
+    let times = hook.hit_times();
+    assert!(
+        times[1] >= times[0] + hold,
+        "STOPPED went out before STARTING was answered: {:?}",
+        times[1] - times[0]
+    );
+
+    // Idle now: the task exits.
+    dispatchers_become(&sim, 0).await;
+
+    // A later event to the same URL gets a new dispatcher and is delivered.
+    let (status, _) = call(api.post("/api/sessions/idle/start", json!({}))).await;
+    assert_eq!(status, 201);
+    let again = hook.next().await;
+    assert_eq!(again.json["payload"]["status"], "STARTING");
+    assert_eq!(hook.hits(), 3);
+    dispatchers_become(&sim, 0).await;
+    assert_eq!(sim.control().webhook_stats().delivered, 3);
+}
