@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::Ipv6Addr;
 use std::str::FromStr;
 
-use crate::error::ProxyError;
+use crate::error::{CredentialProblem, ProxyError};
 use crate::secret::ProxyPassword;
 
 /// The protocol spoken to the proxy.
@@ -41,6 +41,10 @@ impl fmt::Display for ProxyScheme {
 /// `http://user:p%40ss@10.0.0.1:3128`, `host:8080` (no scheme means `http`). Percent-encoded
 /// user names and passwords are decoded, so a password containing `@`, `:` or `/` is written
 /// encoded in the URL and arrives intact at the proxy.
+///
+/// Credentials are checked against what the scheme can carry when the address is built (see
+/// [`ProxyAddress::with_credentials`]): an HTTP user name may not contain `:` (even
+/// percent-encoded), SOCKS5 user names and passwords are at most 255 bytes.
 ///
 /// `Debug` redacts the password and `Display` prints only `scheme://host:port`, so an address
 /// can be logged safely.
@@ -79,14 +83,26 @@ impl ProxyAddress {
     }
 
     /// The same address with these credentials (already decoded: no percent-encoding here).
+    ///
+    /// Fails with [`ProxyError::InvalidCredentials`] when the scheme cannot carry them: an empty
+    /// user name, a `:` in an HTTP user name (Basic authentication sends `user:password`, so
+    /// the proxy would cut the user name at the `:`; RFC 7617), or a SOCKS5 user name or
+    /// password over 255 bytes (RFC 1929). A `:` in a password is fine for both.
     pub fn with_credentials(
         mut self,
         username: impl Into<String>,
         password: Option<ProxyPassword>,
-    ) -> Self {
-        self.username = Some(username.into());
+    ) -> Result<Self, ProxyError> {
+        let username = username.into();
+        if let Err(problem) = credential_problem(self.scheme, &username, password.as_ref()) {
+            return Err(ProxyError::InvalidCredentials {
+                proxy: self.host_port(),
+                problem,
+            });
+        }
+        self.username = Some(username);
         self.password = password;
-        self
+        Ok(self)
     }
 
     /// Parses a proxy URL. See the type docs for the accepted forms.
@@ -140,7 +156,7 @@ impl ProxyAddress {
                 .map(|p| percent_decode(p, "password"))
                 .transpose()?
                 .map(ProxyPassword::new);
-            address = address.with_credentials(user, password);
+            address = address.with_credentials(user, password)?;
         }
         Ok(address)
     }
@@ -195,7 +211,7 @@ impl fmt::Debug for ProxyAddress {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -203,6 +219,31 @@ impl fmt::Debug for ProxyAddress {
 impl fmt::Display for ProxyAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}", self.scheme, self.host_port())
+    }
+}
+
+/// What stops `scheme` from carrying these credentials, if anything.
+fn credential_problem(
+    scheme: ProxyScheme,
+    username: &str,
+    password: Option<&ProxyPassword>,
+) -> Result<(), CredentialProblem> {
+    /// RFC 1929: ULEN and PLEN are one byte each.
+    const SOCKS5_MAX: usize = 255;
+    if username.is_empty() {
+        return Err(CredentialProblem::EmptyUserName);
+    }
+    match scheme {
+        ProxyScheme::Http if username.contains(':') => Err(CredentialProblem::ColonInHttpUserName),
+        ProxyScheme::Socks5 if username.len() > SOCKS5_MAX => {
+            Err(CredentialProblem::Socks5UserNameTooLong {
+                bytes: username.len(),
+            })
+        }
+        ProxyScheme::Socks5 if password.is_some_and(|p| p.expose().len() > SOCKS5_MAX) => {
+            Err(CredentialProblem::Socks5PasswordTooLong)
+        }
+        ProxyScheme::Http | ProxyScheme::Socks5 => Ok(()),
     }
 }
 
@@ -289,9 +330,12 @@ mod tests {
 
     #[test]
     fn reserved_characters_in_credentials_survive_percent_decoding() {
-        let a = ProxyAddress::parse("http://us%3Aer:p%40ss%3Aw%2Frd@10.0.0.1:3128/").unwrap();
-        assert_eq!(a.username(), Some("us:er"));
+        let a = ProxyAddress::parse("http://us%40er:p%40ss%3Aw%2Frd@10.0.0.1:3128/").unwrap();
+        assert_eq!(a.username(), Some("us@er"));
         assert_eq!(a.password().unwrap().expose(), "p@ss:w/rd");
+        // SOCKS5 sends the user name as raw bytes: a ':' in it is fine there.
+        let s = ProxyAddress::parse("socks5://us%3Aer:pw@10.0.0.1:1080").unwrap();
+        assert_eq!(s.username(), Some("us:er"));
         // An unencoded '@' in the password still works: the last '@' ends the userinfo.
         let b = ProxyAddress::parse("http://user:p@ss@10.0.0.1:3128").unwrap();
         assert_eq!(b.password().unwrap().expose(), "p@ss");
@@ -352,6 +396,81 @@ mod tests {
                 "error leaks the password: {text}"
             );
         }
+    }
+
+    fn credential_problem_of(err: ProxyError) -> CredentialProblem {
+        match err {
+            ProxyError::InvalidCredentials { problem, .. } => problem,
+            other => panic!("expected InvalidCredentials, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn http_user_names_with_a_colon_are_refused() {
+        // Basic authentication sends base64("user:password"): the proxy would read "acct" as
+        // the user and "42:hunter2" as the password.
+        let err = ProxyAddress::parse("http://acct%3A42:hunter2@h:3128").unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert_eq!(
+            credential_problem_of(err),
+            CredentialProblem::ColonInHttpUserName
+        );
+        assert!(shown.contains("h:3128"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("acct"),
+            "{shown}"
+        );
+        // A ':' in the password is fine: only the first ':' separates.
+        assert!(ProxyAddress::parse("http://acct:a%3Ab@h:3128").is_ok());
+        let built = ProxyAddress::new(ProxyScheme::Http, "h", 3128)
+            .unwrap()
+            .with_credentials("acct:42", Some("hunter2".into()))
+            .unwrap_err();
+        assert_eq!(
+            credential_problem_of(built),
+            CredentialProblem::ColonInHttpUserName
+        );
+        let empty = ProxyAddress::new(ProxyScheme::Socks5, "h", 1080)
+            .unwrap()
+            .with_credentials("", None)
+            .unwrap_err();
+        assert_eq!(
+            credential_problem_of(empty),
+            CredentialProblem::EmptyUserName
+        );
+    }
+
+    #[test]
+    fn socks5_credentials_are_limited_to_255_bytes() {
+        let at_limit = "u".repeat(255);
+        let over = "u".repeat(256);
+        let socks = |user: &str, password: &str| {
+            ProxyAddress::parse(&format!("socks5://{user}:{password}@h:1080"))
+        };
+        assert!(socks(&at_limit, &at_limit).is_ok());
+        assert_eq!(
+            credential_problem_of(socks(&over, "pw").unwrap_err()),
+            CredentialProblem::Socks5UserNameTooLong { bytes: 256 }
+        );
+        let err = socks("user", &format!("hunter2{over}")).unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("hunter2"));
+        assert_eq!(
+            credential_problem_of(err),
+            CredentialProblem::Socks5PasswordTooLong
+        );
+        // Bytes, not characters: 128 two-byte characters are 256 bytes.
+        let wide = "ç".repeat(128);
+        assert_eq!(
+            credential_problem_of(
+                ProxyAddress::new(ProxyScheme::Socks5, "h", 1080)
+                    .unwrap()
+                    .with_credentials(wide, None)
+                    .unwrap_err()
+            ),
+            CredentialProblem::Socks5UserNameTooLong { bytes: 256 }
+        );
+        // HTTP has no such limit.
+        assert!(ProxyAddress::parse(&format!("http://{over}:{over}@h:3128")).is_ok());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::error::{NoCapacityReason, ProxyError};
 use crate::health::{EgressIpProbe, HealthChecker, HealthReport};
 use crate::lease::{
     Allocation, AllocationRequest, Candidate, EgressIpChange, HistoryEvent, LeaseHealth,
-    ProxyHistoryEntry, ProxyLease, Replace,
+    LeaseUpdate, ProxyHistoryEntry, ProxyLease, Replace,
 };
 use crate::policy::{AllocationPolicy, CountryMatch};
 use crate::source::ProxySource;
@@ -92,12 +92,19 @@ pub enum FailureOutcome {
         /// When rotation becomes possible.
         until: SystemTime,
     },
-    /// The chip was moved to another endpoint (or gateway session).
+    /// This call moved the chip to another endpoint (or gateway session).
     Rotated {
         /// The lease given up.
         from: ProxyLease,
         /// The new lease.
         to: ProxyLease,
+    },
+    /// The chip's lease is no longer the generation the failure was reported on: it was rotated
+    /// since the caller read it (by another replica, or by an earlier report). The failure was
+    /// not counted against the new lease and nothing was rotated; reconnect through `lease`.
+    Superseded {
+        /// The chip's current lease.
+        lease: ProxyLease,
     },
     /// Rotation was due but no other endpoint has room: the lease is kept.
     NoAlternative {
@@ -279,30 +286,54 @@ impl ProxyAllocator {
         Ok(released)
     }
 
-    /// Resets the chip's failure count (its session connected fine).
+    /// Resets the chip's failure count: its session connected fine through the lease of
+    /// `generation` (the [`ProxyLease::generation`] it was configured with). If the chip has been
+    /// rotated since, nothing changes and the current lease comes back as
+    /// [`LeaseUpdate::Superseded`]: a success on the old proxy says nothing about the new one.
     pub async fn report_success(
         &self,
         tenant: &TenantId,
         chip: &ChipId,
-    ) -> Result<ProxyLease, ProxyError> {
-        self.store.record_success(tenant, chip).await
+        generation: u64,
+    ) -> Result<LeaseUpdate, ProxyError> {
+        self.store.record_success(tenant, chip, generation).await
     }
 
-    /// Counts a failure of the chip's connection through its proxy and rotates the chip when
+    /// Counts a failure of the chip's connection through the lease of `generation` (the
+    /// [`ProxyLease::generation`] the connection was configured with) and rotates the chip when
     /// the policy says so: after `rotate_after_failures` consecutive failures, and only once the
     /// lease is older than `rotation_cooldown`. Endpoints the chip left less than a cooldown ago
     /// are avoided. Nothing is lost if rotation finds no room: the lease is kept.
+    ///
+    /// A report about a generation the chip has left ([`FailureOutcome::Superseded`]) counts
+    /// nothing and rotates nothing, whether the chip moved before the failure was counted or
+    /// while this call was choosing a new endpoint: the failure was on a proxy the chip no
+    /// longer uses. [`FailureOutcome::Rotated`] means this call did the rotation, so across
+    /// replicas each rotation is reported once.
     pub async fn report_failure(
         &self,
         request: &ChipProxyRequest,
+        generation: u64,
     ) -> Result<FailureOutcome, ProxyError> {
-        let span = info_span!("proxy_failure", tenant = %request.tenant, chip = %request.chip);
+        let span = info_span!(
+            "proxy_failure",
+            tenant = %request.tenant,
+            chip = %request.chip,
+            generation
+        );
         async move {
             let now = self.clock.now();
-            let lease = self
+            let lease = match self
                 .store
-                .record_failure(&request.tenant, &request.chip, now)
-                .await?;
+                .record_failure(&request.tenant, &request.chip, generation, now)
+                .await?
+            {
+                LeaseUpdate::Applied(lease) => lease,
+                LeaseUpdate::Superseded(current) => {
+                    debug!(current = current.generation, "failure reported on a superseded lease");
+                    return Ok(FailureOutcome::Superseded { lease: current });
+                }
+            };
             if lease.consecutive_failures < self.policy.rotate_after_failures {
                 return Ok(FailureOutcome::Counted { lease });
             }
@@ -346,11 +377,14 @@ impl ProxyAllocator {
                     metrics::counter!("proxy_allocator_rotations_total").increment(1);
                     Ok(FailureOutcome::Rotated { from: lease, to })
                 }
-                // Another replica rotated first: report its result.
-                Ok(other) => Ok(FailureOutcome::Rotated {
-                    from: lease,
-                    to: other.into_lease(),
-                }),
+                // The chip moved after the failure was counted (another replica rotated it
+                // first; the store fenced this rotation on the generation): not ours to report.
+                // A rotation never creates (that is `NotLeased`), so this is `Existing`.
+                Ok(other) => {
+                    let current = other.into_lease();
+                    debug!(current = current.generation, "another rotation came first");
+                    Ok(FailureOutcome::Superseded { lease: current })
+                }
                 Err(ProxyError::NoCapacity { reason, .. }) => {
                     warn!(endpoint = %lease.endpoint, "rotation due but no other endpoint has room");
                     Ok(FailureOutcome::NoAlternative { lease, reason })

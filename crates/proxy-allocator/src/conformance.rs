@@ -24,11 +24,12 @@ use std::time::{Duration, SystemTime};
 
 use tenant_isolation::{ChipId, TenantId};
 
-use crate::allocator::{ChipProxyRequest, ProxyAllocator};
+use crate::allocator::{ChipProxyRequest, FailureOutcome, ProxyAllocator};
 use crate::endpoint::{EndpointId, EndpointKind};
 use crate::error::{NoCapacityReason, ProxyError};
 use crate::lease::{
-    Allocation, AllocationRequest, Candidate, EgressIpChange, HistoryEvent, LeaseHealth, Replace,
+    Allocation, AllocationRequest, Candidate, EgressIpChange, HistoryEvent, LeaseHealth,
+    LeaseUpdate, Replace,
 };
 use crate::policy::AllocationPolicy;
 use crate::source::ProxySource;
@@ -45,7 +46,9 @@ macro_rules! lease_store_conformance {
         $crate::lease_store_conformance!(@tests $make;
             sticky_allocation, cap_and_least_loaded, tiers_are_preferred, tenant_exclusivity,
             release_frees_capacity_and_keeps_history, rotation_is_atomic_and_fenced,
-            failures_and_successes, endpoint_health_marks_leases, egress_ip_changes_are_recorded,
+            failures_and_successes, reports_are_fenced_by_generation,
+            concurrent_failure_reports_rotate_once, endpoint_health_marks_leases,
+            egress_ip_changes_are_recorded,
             chips_without_lease_are_not_leased, parallel_allocation_respects_cap_and_stickiness,
             oversubscription_gives_exactly_the_capacity, parallel_exclusivity_keeps_tenants_apart,
             gateway_sessions_are_distinct_and_sticky);
@@ -101,7 +104,8 @@ impl Scope {
         let entries = (0..count).map(|n| {
             let address = ProxyAddress::new(ProxyScheme::Http, "127.0.0.1", 20_000 + n as u16)
                 .expect("valid address")
-                .with_credentials("u", Some("p".into()));
+                .with_credentials("u", Some("p".into()))
+                .expect("valid credentials");
             StaticProxyEntry::new(address)
                 .expect("valid entry")
                 .with_id(self.endpoint(n))
@@ -337,7 +341,7 @@ pub async fn rotation_is_atomic_and_fenced(store: Arc<dyn LeaseStore>) {
         .expect("allocates")
         .into_lease();
     store
-        .record_failure(&tenant, &chip, t0())
+        .record_failure(&tenant, &chip, lease.generation, t0())
         .await
         .expect("failure");
     let mut rotate = request(&tenant, &chip, vec![s.candidate(2, 5)]);
@@ -415,20 +419,168 @@ pub async fn rotation_is_atomic_and_fenced(store: Arc<dyn LeaseStore>) {
 pub async fn failures_and_successes(store: Arc<dyn LeaseStore>) {
     let s = Scope::new();
     let (tenant, chip) = (s.tenant(), s.chip(1));
-    store
+    let generation = store
         .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
         .await
-        .expect("allocates");
+        .expect("allocates")
+        .into_lease()
+        .generation;
     for expected in 1..=3 {
-        let lease = store
-            .record_failure(&tenant, &chip, t0())
+        let update = store
+            .record_failure(&tenant, &chip, generation, t0())
             .await
             .expect("failure");
+        let LeaseUpdate::Applied(lease) = update else {
+            panic!("a failure on the current generation is counted, got {update:?}")
+        };
         assert_eq!(lease.consecutive_failures, expected);
         assert_eq!(lease.last_failure_at, Some(t0()));
     }
-    let lease = store.record_success(&tenant, &chip).await.expect("success");
-    assert_eq!(lease.consecutive_failures, 0);
+    let update = store
+        .record_success(&tenant, &chip, generation)
+        .await
+        .expect("success");
+    assert!(update.is_applied(), "{update:?}");
+    assert_eq!(update.lease().consecutive_failures, 0);
+}
+
+/// Failure and success reports are fenced on the generation they name: once the chip was
+/// rotated, a report about the old generation changes nothing and returns the current lease.
+pub async fn reports_are_fenced_by_generation(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let (tenant, chip) = (s.tenant(), s.chip(1));
+    let old = store
+        .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
+        .await
+        .expect("allocates")
+        .into_lease();
+    let mut rotate = request(&tenant, &chip, vec![s.candidate(2, 5)]);
+    rotate.replace = Some(Replace {
+        generation: old.generation,
+        reason: "test".into(),
+    });
+    let new = store.allocate(rotate).await.expect("rotates").into_lease();
+    assert_eq!(new.generation, old.generation + 1);
+
+    // A failure seen on the old proxy is not the new proxy's.
+    let later = t0() + Duration::from_secs(5);
+    let stale = store
+        .record_failure(&tenant, &chip, old.generation, later)
+        .await
+        .expect("stale failure");
+    assert_eq!(
+        stale,
+        LeaseUpdate::Superseded(new.clone()),
+        "a failure on a superseded generation is not counted and returns the current lease"
+    );
+    let counted = store
+        .record_failure(&tenant, &chip, new.generation, later)
+        .await
+        .expect("failure");
+    let LeaseUpdate::Applied(counted) = counted else {
+        panic!("a failure on the current generation is counted, got {counted:?}")
+    };
+    assert_eq!(counted.consecutive_failures, 1);
+    assert_eq!(counted.last_failure_at, Some(later));
+
+    // Nor does a success on the old proxy reset the new one's count.
+    let stale = store
+        .record_success(&tenant, &chip, old.generation)
+        .await
+        .expect("stale success");
+    assert_eq!(stale, LeaseUpdate::Superseded(counted.clone()));
+    // A generation the chip never had (ahead of it, or beyond what a store can hold) neither.
+    for never in [new.generation + 1, u64::MAX] {
+        let update = store
+            .record_failure(&tenant, &chip, never, later)
+            .await
+            .expect("unknown generation");
+        assert_eq!(update, LeaseUpdate::Superseded(counted.clone()), "{never}");
+    }
+    assert_eq!(
+        store.lease(&tenant, &chip).await.expect("read"),
+        Some(counted),
+        "stale reports left the lease as it was"
+    );
+    let reset = store
+        .record_success(&tenant, &chip, new.generation)
+        .await
+        .expect("success");
+    assert_eq!(reset.lease().consecutive_failures, 0);
+    assert!(reset.is_applied());
+}
+
+/// Two replicas report the same failing connection at once, each past the threshold: the chip
+/// is rotated once, exactly one report says [`FailureOutcome::Rotated`], and the other says
+/// [`FailureOutcome::Superseded`] with the lease the first one created, whichever order the
+/// store sees them in.
+pub async fn concurrent_failure_reports_rotate_once(store: Arc<dyn LeaseStore>) {
+    const ROUNDS: usize = 8;
+    let s = Scope::new();
+    let policy = AllocationPolicy {
+        rotate_after_failures: 1,
+        rotation_cooldown: Duration::ZERO,
+        ..AllocationPolicy::default()
+    };
+    let replica = || {
+        // Room for every chip twice over (cap 3 by default), so a rotation always finds one.
+        ProxyAllocator::new(s.static_source(6), store.clone(), policy.clone())
+            .map(Arc::new)
+            .expect("policy")
+    };
+    let (a, b) = (replica(), replica());
+    let tenant = s.tenant();
+    for round in 0..ROUNDS {
+        let chip = ChipProxyRequest::new(tenant.clone(), s.chip(round));
+        let lease = a.allocate(&chip).await.expect("allocates");
+        let report = |replica: Arc<ProxyAllocator>| {
+            let chip = chip.clone();
+            tokio::spawn(async move { replica.report_failure(&chip, lease.generation).await })
+        };
+        let (first, second) = (report(a.clone()), report(b.clone()));
+        let outcomes = [
+            first.await.expect("task").expect("report"),
+            second.await.expect("task").expect("report"),
+        ];
+        let current = store
+            .lease(&tenant, &chip.chip)
+            .await
+            .expect("read")
+            .expect("leased");
+        assert_eq!(
+            current.generation,
+            lease.generation + 1,
+            "round {round}: one failing connection rotates the chip once: {outcomes:?}"
+        );
+        let rotated: Vec<_> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                FailureOutcome::Rotated { from, to } => Some((from, to)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            rotated.len(),
+            1,
+            "round {round}: exactly one report did the rotation: {outcomes:?}"
+        );
+        assert_eq!(rotated[0].0.generation, lease.generation);
+        assert_eq!(rotated[0].1, &current);
+        assert!(
+            outcomes.iter().any(
+                |o| matches!(o, FailureOutcome::Superseded { lease } if lease.generation == current.generation)
+            ),
+            "round {round}: the other report learns the chip moved: {outcomes:?}"
+        );
+        let rotations = store
+            .history(&tenant, &chip.chip)
+            .await
+            .expect("history")
+            .iter()
+            .filter(|h| matches!(h.event, HistoryEvent::RotatedAway { .. }))
+            .count();
+        assert_eq!(rotations, 1, "round {round}: one rotation in the history");
+    }
 }
 
 /// An unhealthy endpoint marks its leases and gets no new ones until it recovers.
@@ -557,8 +709,8 @@ pub async fn chips_without_lease_are_not_leased(store: Arc<dyn LeaseStore>) {
     let (tenant, chip) = (s.tenant(), s.chip(1));
     let ip: IpAddr = "203.0.113.1".parse().expect("ip");
     let results = [
-        store.record_failure(&tenant, &chip, t0()).await.err(),
-        store.record_success(&tenant, &chip).await.err(),
+        store.record_failure(&tenant, &chip, 1, t0()).await.err(),
+        store.record_success(&tenant, &chip, 1).await.err(),
         store
             .set_lease_health(&tenant, &chip, LeaseHealth::Healthy, t0())
             .await

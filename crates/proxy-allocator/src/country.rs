@@ -25,7 +25,7 @@ impl CountryCode {
         self.as_str().to_ascii_lowercase()
     }
 
-    const fn from_static(code: &'static str) -> Self {
+    pub(crate) const fn from_static(code: &'static str) -> Self {
         let b = code.as_bytes();
         Self([b[0], b[1]])
     }

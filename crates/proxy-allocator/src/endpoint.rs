@@ -13,9 +13,12 @@ use crate::source::gateway::GatewayEndpoint;
 
 /// The stable name of an egress endpoint, unique within the sources an allocator uses.
 ///
-/// Leases refer to endpoints by this id, so it must not change across restarts: static entries
-/// default to `user@host:port` (or `host:port`), gateways to their configured name. 1 to 200
-/// printable ASCII characters, no whitespace.
+/// Leases refer to endpoints by this id (the PostgreSQL store persists it), so it must not
+/// change across restarts: static entries default to `scheme://host:port`, with `#` and a
+/// 12-hex-digit hash when the URL has a user name
+/// ([`StaticProxyEntry::default_id`](crate::StaticProxyEntry::default_id); the user name itself
+/// never appears), gateways use their configured id. 1 to 200 printable ASCII characters, no
+/// whitespace.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointId(String);
 

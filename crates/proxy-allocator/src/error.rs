@@ -21,6 +21,20 @@ pub enum ProxyError {
         reason: String,
     },
 
+    /// A user name or password that the proxy's authentication cannot carry: a `:` in an HTTP
+    /// user name (Basic authentication joins user and password with `:`, RFC 7617), a SOCKS5
+    /// user name or password over 255 bytes (RFC 1929), or an empty user name. Raised when the
+    /// address is built (URL parsing, [`crate::ProxyAddress::with_credentials`], a gateway's
+    /// configuration), never at connection time. Fix the configuration; neither value is echoed.
+    #[error("unusable credentials for proxy {proxy}: {problem}")]
+    InvalidCredentials {
+        /// `host:port` of the proxy, with where it was configured when known (a line number,
+        /// a gateway id).
+        proxy: String,
+        /// What is wrong.
+        problem: CredentialProblem,
+    },
+
     /// A source, template, policy or request is invalid. Fix the configuration or the input.
     #[error("invalid proxy configuration: {reason}")]
     InvalidConfig {
@@ -161,6 +175,28 @@ pub enum NoCapacityReason {
     AllBusy,
 }
 
+/// Why [`ProxyError::InvalidCredentials`] was returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialProblem {
+    /// The user name is empty.
+    #[error("the user name is empty")]
+    EmptyUserName,
+    /// An HTTP proxy's user name contains `:`. Basic authentication sends `user:password`, so
+    /// the proxy would split the user name at the `:` (RFC 7617 forbids it in the user-id).
+    #[error("the user name contains ':', which HTTP Basic authentication (RFC 7617) cannot carry")]
+    ColonInHttpUserName,
+    /// A SOCKS5 user name is longer than the 255 bytes RFC 1929 allows.
+    #[error("the user name is {bytes} bytes long; SOCKS5 (RFC 1929) allows at most 255")]
+    Socks5UserNameTooLong {
+        /// Its length in bytes (UTF-8).
+        bytes: usize,
+    },
+    /// A SOCKS5 password is longer than the 255 bytes RFC 1929 allows.
+    #[error("the password is longer than the 255 bytes SOCKS5 (RFC 1929) allows")]
+    Socks5PasswordTooLong,
+}
+
 impl ProxyError {
     /// Whether the same call may succeed if tried again later (without changing configuration).
     pub fn is_retryable(&self) -> bool {
@@ -171,6 +207,7 @@ impl ProxyError {
             | ProxyError::Timeout { .. }
             | ProxyError::Store { .. } => true,
             ProxyError::InvalidProxyUrl { .. }
+            | ProxyError::InvalidCredentials { .. }
             | ProxyError::InvalidConfig { .. }
             | ProxyError::NotLeased { .. }
             | ProxyError::EndpointGone { .. }

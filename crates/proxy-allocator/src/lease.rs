@@ -184,6 +184,44 @@ impl Allocation {
     }
 }
 
+/// The result of a report about one lease generation ([`crate::LeaseStore::record_failure`],
+/// [`crate::LeaseStore::record_success`]).
+///
+/// A report is about the connection the caller made through the lease it read. If the chip was
+/// rotated since (by another replica, or by an earlier report), that connection went through the
+/// old endpoint or session: counting it against the new lease would blame a proxy the caller
+/// never used. So a report names the generation it is about and is applied only while the chip's
+/// lease still has that generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseUpdate {
+    /// The chip's lease had the generation named: the report was applied. The lease after it.
+    Applied(ProxyLease),
+    /// The chip's lease has another generation: nothing changed. The chip's current lease,
+    /// which the caller should switch to.
+    Superseded(ProxyLease),
+}
+
+impl LeaseUpdate {
+    /// The lease, whatever happened.
+    pub fn lease(&self) -> &ProxyLease {
+        match self {
+            LeaseUpdate::Applied(l) | LeaseUpdate::Superseded(l) => l,
+        }
+    }
+
+    /// The lease, whatever happened.
+    pub fn into_lease(self) -> ProxyLease {
+        match self {
+            LeaseUpdate::Applied(l) | LeaseUpdate::Superseded(l) => l,
+        }
+    }
+
+    /// Whether the report was applied.
+    pub fn is_applied(&self) -> bool {
+        matches!(self, LeaseUpdate::Applied(_))
+    }
+}
+
 /// The result of recording an egress IP observation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EgressIpChange {

@@ -28,7 +28,9 @@
 //! let chip = ChipProxyRequest::new(TenantId::new("acme")?, ChipId::new("chip-1")?)
 //!     .with_phone("+55 11 99999-9999");
 //! let lease = allocator.allocate(&chip).await?;
-//! assert_eq!(lease.endpoint.as_str(), "user@203.0.113.7:3128"); // the Brazilian proxy
+//! // The Brazilian proxy. Default ids are `scheme://host:port`, plus `#` and a hash when the
+//! // URL has a user name (never the user name itself).
+//! assert!(lease.endpoint.as_str().starts_with("http://203.0.113.7:3128#"));
 //! assert_eq!(allocator.allocate(&chip).await?, lease); // sticky
 //!
 //! // The WAHA session `proxy` object: the password arrives decoded and intact.
@@ -57,7 +59,7 @@
 //!   tunnels with HTTP `CONNECT`).
 //!
 //! # Secrets
-//! Passwords live in [`ProxyPassword`], whose `Debug` and `Display` print `[redacted]`.
+//! Passwords live in [`ProxyPassword`], whose `Debug` and `Display` print `<redacted>`.
 //! [`ProxyAddress`] shows only `scheme://host:port`; errors and log lines name proxies by
 //! endpoint id or `host:port` and never echo a URL.
 //!
@@ -86,7 +88,7 @@ pub use allocator::{ChipProxyRequest, EndpointCheck, FailureOutcome, LeaseCheck,
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use country::{CALLING_CODES, CountryCode, country_for_phone};
 pub use endpoint::{EndpointId, EndpointKind, ProxyEndpoint};
-pub use error::{NoCapacityReason, ProxyError};
+pub use error::{CredentialProblem, NoCapacityReason, ProxyError};
 pub use health::{
     EgressIpProbe, HealthChecker, HealthReport, HttpEchoProbe, TargetAddr, TunnelHealthChecker,
 };
@@ -94,7 +96,7 @@ pub use health::{
 pub use health::{MockEgressIpProbe, MockHealthChecker};
 pub use lease::{
     Allocation, AllocationRequest, Candidate, EgressIpChange, EndpointLoad, HistoryEvent,
-    LeaseHealth, ProxyHistoryEntry, ProxyLease, Replace,
+    LeaseHealth, LeaseUpdate, ProxyHistoryEntry, ProxyLease, Replace,
 };
 pub use policy::{AllocationPolicy, CountryMatch};
 pub use secret::ProxyPassword;

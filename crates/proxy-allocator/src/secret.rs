@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A proxy password.
 ///
-/// `Debug` and `Display` print `[redacted]`; the memory is zeroed on drop. [`Serialize`] writes
+/// `Debug` and `Display` print `<redacted>`; the memory is zeroed on drop. [`Serialize`] writes
 /// the real value, because the one place this crate serializes a password is the WAHA session
 /// `proxy` object ([`crate::WahaProxyConfig`]), which WAHA needs in clear text. Never log a
 /// serialized value.
@@ -36,13 +36,13 @@ impl Eq for ProxyPassword {}
 
 impl fmt::Debug for ProxyPassword {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ProxyPassword([redacted])")
+        f.write_str("ProxyPassword(<redacted>)")
     }
 }
 
 impl fmt::Display for ProxyPassword {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
+        f.write_str("<redacted>")
     }
 }
 
@@ -77,8 +77,8 @@ mod tests {
     #[test]
     fn debug_and_display_redact_but_serialize_keeps_the_value() {
         let password = ProxyPassword::new("p@ss:w/rd");
-        assert_eq!(format!("{password:?}"), "ProxyPassword([redacted])");
-        assert_eq!(password.to_string(), "[redacted]");
+        assert_eq!(format!("{password:?}"), "ProxyPassword(<redacted>)");
+        assert_eq!(password.to_string(), "<redacted>");
         assert_eq!(serde_json::to_string(&password).unwrap(), "\"p@ss:w/rd\"");
         let back: ProxyPassword = serde_json::from_str("\"p@ss:w/rd\"").unwrap();
         assert_eq!(back.expose(), "p@ss:w/rd");

@@ -11,8 +11,10 @@ use crate::secret::ProxyPassword;
 /// `server` is `host:port` (`[v6]:port` for IPv6): WAHA prefixes `http://` and tunnels with
 /// HTTP `CONNECT`, so only HTTP proxies can be handed to it. It never carries credentials.
 /// `username` and `password` are the decoded values: WAHA puts them into Basic
-/// `Proxy-Authorization` as they are, so `@`, `:`, `/` and `%` arrive intact. `Debug` redacts
-/// the password; serializing writes it (WAHA needs it), so never log the serialized form.
+/// `Proxy-Authorization` as they are, so `@`, `:`, `/` and `%` in the password arrive intact,
+/// and so do all but `:` in the user name (Basic authentication cannot carry a `:` there, so
+/// [`ProxyAddress`] refuses one when it is built). `Debug` redacts the password; serializing
+/// writes it (WAHA needs it), so never log the serialized form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WahaProxyConfig {
     /// `host:port`.
@@ -53,12 +55,12 @@ mod tests {
     #[test]
     fn reserved_characters_survive_and_debug_redacts() {
         let address =
-            ProxyAddress::parse("http://us%40er%3A%2F:p%40ss%3Aw%2Frd%25@10.0.0.1:3128").unwrap();
+            ProxyAddress::parse("http://us%40er%2F%25:p%40ss%3Aw%2Frd%25@10.0.0.1:3128").unwrap();
         let config = WahaProxyConfig::try_from(&address).unwrap();
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"server": "10.0.0.1:3128", "username": "us@er:/", "password": "p@ss:w/rd%"})
+            serde_json::json!({"server": "10.0.0.1:3128", "username": "us@er/%", "password": "p@ss:w/rd%"})
         );
         let debug = format!("{config:?}");
         assert!(!debug.contains("p@ss"), "{debug}");

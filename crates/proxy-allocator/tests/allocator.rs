@@ -1,12 +1,16 @@
 //! The allocation policy, through the public API, on the in-memory store.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use proxy_allocator::{
-    AllocationPolicy, ChainedSource, ChipProxyRequest, CountryMatch, FailureOutcome, HistoryEvent,
-    InMemoryLeaseStore, ManualClock, NoCapacityReason, ProxyAllocator, ProxyError, ProxySource,
-    RotatingGatewayConfig, RotatingGatewaySource, StaticListSource, UsernameTemplate,
+    Allocation, AllocationPolicy, AllocationRequest, ChainedSource, ChipProxyRequest, CountryMatch,
+    EgressIpChange, EndpointId, EndpointLoad, FailureOutcome, HistoryEvent, InMemoryLeaseStore,
+    LeaseHealth, LeaseStore, LeaseUpdate, ManualClock, NoCapacityReason, ProxyAllocator,
+    ProxyError, ProxyHistoryEntry, ProxyLease, ProxySource, RotatingGatewayConfig,
+    RotatingGatewaySource, StaticListSource, UsernameTemplate,
 };
 use tenant_isolation::{ChipId, TenantId};
 
@@ -32,6 +36,30 @@ fn fleet() -> Arc<dyn ProxySource> {
 
 fn allocator(source: Arc<dyn ProxySource>, policy: AllocationPolicy) -> ProxyAllocator {
     ProxyAllocator::new(source, Arc::new(InMemoryLeaseStore::new()), policy).expect("allocator")
+}
+
+/// The manual clocks' start.
+fn start() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+/// Fixed HTTP endpoints with these ids, on loopback ports that are never contacted.
+fn endpoints(ids: &[&str]) -> Arc<dyn ProxySource> {
+    let lines: String = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| format!("http://127.0.0.1:{} id={id}\n", 4001 + n))
+        .collect();
+    Arc::new(StaticListSource::parse(&lines).expect("source"))
+}
+
+/// Rotation after `failures` consecutive failures, once a lease is `cooldown_secs` old.
+fn rotating(failures: u32, cooldown_secs: u64) -> AllocationPolicy {
+    AllocationPolicy {
+        rotate_after_failures: failures,
+        rotation_cooldown: Duration::from_secs(cooldown_secs),
+        ..AllocationPolicy::default()
+    }
 }
 
 #[tokio::test]
@@ -161,10 +189,7 @@ async fn labels_restrict_the_candidates() {
 
 #[tokio::test]
 async fn tenant_exclusivity_keeps_tenants_apart() {
-    let source: Arc<dyn ProxySource> = Arc::new(
-        StaticListSource::parse("http://127.0.0.1:4001 id=a\nhttp://127.0.0.1:4002 id=b\n")
-            .expect("source"),
-    );
+    let source = endpoints(&["a", "b"]);
     let a = allocator(
         source,
         AllocationPolicy {
@@ -196,46 +221,54 @@ async fn tenant_exclusivity_keeps_tenants_apart() {
 
 #[tokio::test]
 async fn rotation_needs_repeated_failures_and_a_cooldown() {
-    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let clock = Arc::new(ManualClock::new(start));
-    let source: Arc<dyn ProxySource> = Arc::new(
-        StaticListSource::parse("http://127.0.0.1:4001 id=a\nhttp://127.0.0.1:4002 id=b\n")
-            .expect("source"),
-    );
-    let policy = AllocationPolicy {
-        rotate_after_failures: 3,
-        rotation_cooldown: Duration::from_secs(600),
-        ..AllocationPolicy::default()
-    };
+    let clock = Arc::new(ManualClock::new(start()));
+    let source = endpoints(&["a", "b"]);
+    let policy = rotating(3, 600);
     let a = allocator(source, policy).with_clock(clock.clone());
     let request = ChipProxyRequest::new(tenant("acme"), chip("c1"));
     let first = a.allocate(&request).await.expect("allocates");
     assert_eq!(first.endpoint.as_str(), "a");
 
     for expected in 1..=2 {
-        match a.report_failure(&request).await.expect("counted") {
+        match a
+            .report_failure(&request, first.generation)
+            .await
+            .expect("counted")
+        {
             FailureOutcome::Counted { lease } => assert_eq!(lease.consecutive_failures, expected),
             other => panic!("expected Counted, got {other:?}"),
         }
     }
-    match a.report_failure(&request).await.expect("cooling down") {
+    match a
+        .report_failure(&request, first.generation)
+        .await
+        .expect("cooling down")
+    {
         FailureOutcome::CoolingDown { until, .. } => {
-            assert_eq!(until, start + Duration::from_secs(600));
+            assert_eq!(until, start() + Duration::from_secs(600));
         }
         other => panic!("a young lease must not rotate, got {other:?}"),
     }
     // A success resets the count; failures must be consecutive.
-    a.report_success(&request.tenant, &request.chip)
+    let reset = a
+        .report_success(&request.tenant, &request.chip, first.generation)
         .await
         .expect("success");
+    assert!(reset.is_applied());
+    assert_eq!(reset.lease().consecutive_failures, 0);
     clock.advance(Duration::from_secs(601));
     for _ in 0..2 {
         assert!(matches!(
-            a.report_failure(&request).await.expect("counted"),
+            a.report_failure(&request, first.generation)
+                .await
+                .expect("counted"),
             FailureOutcome::Counted { .. }
         ));
     }
-    let FailureOutcome::Rotated { from, to } = a.report_failure(&request).await.expect("rotates")
+    let FailureOutcome::Rotated { from, to } = a
+        .report_failure(&request, first.generation)
+        .await
+        .expect("rotates")
     else {
         panic!("the third consecutive failure after the cooldown rotates");
     };
@@ -250,10 +283,14 @@ async fn rotation_needs_repeated_failures_and_a_cooldown() {
     // b fails too, after its own cooldown: a was left less than a cooldown ago... no longer.
     clock.advance(Duration::from_secs(601));
     for _ in 0..2 {
-        a.report_failure(&request).await.expect("counted");
+        a.report_failure(&request, to.generation)
+            .await
+            .expect("counted");
     }
-    let FailureOutcome::Rotated { to: back, .. } =
-        a.report_failure(&request).await.expect("rotates")
+    let FailureOutcome::Rotated { to: back, .. } = a
+        .report_failure(&request, to.generation)
+        .await
+        .expect("rotates")
     else {
         panic!("rotates back to a once a's avoidance window has passed");
     };
@@ -286,22 +323,208 @@ async fn rotation_needs_repeated_failures_and_a_cooldown() {
     );
 }
 
+/// A failure reported on a generation the chip has already left (another replica rotated it)
+/// is not counted against the new lease and rotates nothing.
+#[tokio::test]
+async fn a_failure_on_a_superseded_lease_is_not_counted_against_the_new_one() {
+    let clock = Arc::new(ManualClock::new(start()));
+    let source = endpoints(&["a", "b"]);
+    let policy = rotating(1, 1);
+    let store = Arc::new(InMemoryLeaseStore::new());
+    let replica = || {
+        ProxyAllocator::new(source.clone(), store.clone(), policy.clone())
+            .expect("allocator")
+            .with_clock(clock.clone())
+    };
+    let (a, b) = (replica(), replica());
+    let request = ChipProxyRequest::new(tenant("acme"), chip("c1"));
+    let old = a.allocate(&request).await.expect("allocates");
+    clock.advance(Duration::from_secs(5));
+    // Replica b sees the chip's session fail and rotates it to endpoint b.
+    let FailureOutcome::Rotated { to: new, .. } = b
+        .report_failure(&request, old.generation)
+        .await
+        .expect("rotates")
+    else {
+        panic!("b rotates the chip");
+    };
+    // Replica a, still on the old lease, reports the same outage late.
+    let outcome = a
+        .report_failure(&request, old.generation)
+        .await
+        .expect("outcome");
+    assert_eq!(outcome, FailureOutcome::Superseded { lease: new.clone() });
+    let current = a
+        .lease(&request.tenant, &request.chip)
+        .await
+        .expect("read")
+        .expect("leased");
+    assert_eq!(current, new, "not counted, not rotated again");
+    assert_eq!(current.consecutive_failures, 0);
+    // A late success on the old proxy does not reset the new one's count either.
+    let counted = a
+        .report_failure(&request, new.generation)
+        .await
+        .expect("outcome");
+    assert!(
+        matches!(counted, FailureOutcome::CoolingDown { ref lease, .. } if lease.consecutive_failures == 1),
+        "the new lease is young: counted, kept: {counted:?}"
+    );
+    let late = a
+        .report_success(&request.tenant, &request.chip, old.generation)
+        .await
+        .expect("outcome");
+    assert!(!late.is_applied());
+    assert_eq!(late.lease().consecutive_failures, 1);
+}
+
+/// A store that lets another replica rotate the chip between this allocator counting a failure
+/// and its own rotation reaching the store: the window in which the allocator's view goes stale.
+struct AnotherReplicaRotatesFirst {
+    inner: InMemoryLeaseStore,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for AnotherReplicaRotatesFirst {
+    async fn lease(&self, t: &TenantId, c: &ChipId) -> Result<Option<ProxyLease>, ProxyError> {
+        self.inner.lease(t, c).await
+    }
+    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, ProxyError> {
+        if request.replace.is_some() && self.armed.swap(false, Ordering::SeqCst) {
+            // The other replica's rotation of the same generation commits first.
+            let theirs = self.inner.allocate(request.clone()).await?;
+            assert!(matches!(theirs, Allocation::Rotated(_)), "{theirs:?}");
+        }
+        self.inner.allocate(request).await
+    }
+    async fn release(
+        &self,
+        t: &TenantId,
+        c: &ChipId,
+        now: SystemTime,
+    ) -> Result<Option<ProxyLease>, ProxyError> {
+        self.inner.release(t, c, now).await
+    }
+    async fn record_failure(
+        &self,
+        t: &TenantId,
+        c: &ChipId,
+        generation: u64,
+        now: SystemTime,
+    ) -> Result<LeaseUpdate, ProxyError> {
+        self.inner.record_failure(t, c, generation, now).await
+    }
+    async fn record_success(
+        &self,
+        t: &TenantId,
+        c: &ChipId,
+        generation: u64,
+    ) -> Result<LeaseUpdate, ProxyError> {
+        self.inner.record_success(t, c, generation).await
+    }
+    async fn set_lease_health(
+        &self,
+        t: &TenantId,
+        c: &ChipId,
+        health: LeaseHealth,
+        now: SystemTime,
+    ) -> Result<ProxyLease, ProxyError> {
+        self.inner.set_lease_health(t, c, health, now).await
+    }
+    async fn set_endpoint_health(
+        &self,
+        e: &EndpointId,
+        health: LeaseHealth,
+        now: SystemTime,
+    ) -> Result<u64, ProxyError> {
+        self.inner.set_endpoint_health(e, health, now).await
+    }
+    async fn record_egress_ip(
+        &self,
+        t: &TenantId,
+        c: &ChipId,
+        ip: IpAddr,
+        now: SystemTime,
+    ) -> Result<EgressIpChange, ProxyError> {
+        self.inner.record_egress_ip(t, c, ip, now).await
+    }
+    async fn leases(&self, t: Option<TenantId>) -> Result<Vec<ProxyLease>, ProxyError> {
+        self.inner.leases(t).await
+    }
+    async fn leases_on_endpoint(&self, e: &EndpointId) -> Result<Vec<ProxyLease>, ProxyError> {
+        self.inner.leases_on_endpoint(e).await
+    }
+    async fn endpoint_loads(&self) -> Result<Vec<EndpointLoad>, ProxyError> {
+        self.inner.endpoint_loads().await
+    }
+    async fn history(
+        &self,
+        t: &TenantId,
+        c: &ChipId,
+    ) -> Result<Vec<ProxyHistoryEntry>, ProxyError> {
+        self.inner.history(t, c).await
+    }
+}
+
+/// When another replica's rotation lands after this call counted the failure but before its own
+/// rotation, this call reports `Superseded` with the other replica's lease, not `Rotated`: it did
+/// not move the chip (and the rotation metric is not counted twice).
+#[tokio::test]
+async fn a_rotation_that_loses_the_race_reports_superseded_not_rotated() {
+    let clock = Arc::new(ManualClock::new(start()));
+    let source = endpoints(&["a", "b", "c"]);
+    let policy = rotating(1, 1);
+    let store = Arc::new(AnotherReplicaRotatesFirst {
+        inner: InMemoryLeaseStore::new(),
+        armed: false.into(),
+    });
+    let a = ProxyAllocator::new(source, store.clone(), policy)
+        .expect("allocator")
+        .with_clock(clock.clone());
+    let request = ChipProxyRequest::new(tenant("acme"), chip("c1"));
+    let lease = a.allocate(&request).await.expect("allocates");
+    clock.advance(Duration::from_secs(5));
+    store.armed.store(true, Ordering::SeqCst);
+    let outcome = a
+        .report_failure(&request, lease.generation)
+        .await
+        .expect("outcome");
+    let current = a
+        .lease(&request.tenant, &request.chip)
+        .await
+        .expect("read")
+        .expect("leased");
+    assert_eq!(current.generation, lease.generation + 1);
+    assert_eq!(
+        outcome,
+        FailureOutcome::Superseded { lease: current },
+        "the other replica rotated; this call did not"
+    );
+    let rotations = a
+        .history(&request.tenant, &request.chip)
+        .await
+        .expect("history")
+        .iter()
+        .filter(|h| matches!(h.event, HistoryEvent::RotatedAway { .. }))
+        .count();
+    assert_eq!(rotations, 1, "the chip was rotated once");
+}
+
 #[tokio::test]
 async fn rotation_without_an_alternative_keeps_the_lease() {
-    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let clock = Arc::new(ManualClock::new(start));
-    let source: Arc<dyn ProxySource> =
-        Arc::new(StaticListSource::parse("http://127.0.0.1:4001 id=only\n").expect("source"));
-    let policy = AllocationPolicy {
-        rotate_after_failures: 1,
-        rotation_cooldown: Duration::from_secs(1),
-        ..AllocationPolicy::default()
-    };
+    let clock = Arc::new(ManualClock::new(start()));
+    let source = endpoints(&["only"]);
+    let policy = rotating(1, 1);
     let a = allocator(source, policy).with_clock(clock.clone());
     let request = ChipProxyRequest::new(tenant("acme"), chip("c1"));
     let lease = a.allocate(&request).await.expect("allocates");
     clock.advance(Duration::from_secs(5));
-    match a.report_failure(&request).await.expect("outcome") {
+    match a
+        .report_failure(&request, lease.generation)
+        .await
+        .expect("outcome")
+    {
         FailureOutcome::NoAlternative { lease: kept, .. } => {
             assert_eq!(kept.endpoint, lease.endpoint)
         }
@@ -318,8 +541,7 @@ async fn rotation_without_an_alternative_keeps_the_lease() {
 
 #[tokio::test]
 async fn gateway_rotation_changes_the_session_and_the_user_name() {
-    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let clock = Arc::new(ManualClock::new(start));
+    let clock = Arc::new(ManualClock::new(start()));
     let mut config = RotatingGatewayConfig::new(
         "residential".parse().expect("id"),
         "http://acme:p%40ss%3Aw%2Frd@127.0.0.1:823"
@@ -330,15 +552,7 @@ async fn gateway_rotation_changes_the_session_and_the_user_name() {
     );
     config.countries = Some(["BR".parse().expect("country")].into());
     let source = Arc::new(RotatingGatewaySource::new(config).expect("gateway"));
-    let a = allocator(
-        source,
-        AllocationPolicy {
-            rotate_after_failures: 1,
-            rotation_cooldown: Duration::from_secs(1),
-            ..AllocationPolicy::default()
-        },
-    )
-    .with_clock(clock.clone());
+    let a = allocator(source, rotating(1, 1)).with_clock(clock.clone());
     let request = ChipProxyRequest::new(tenant("acme"), chip("c1")).with_phone("5511999999999");
     let lease = a.allocate(&request).await.expect("allocates");
     let waha = a.waha_proxy(&lease).await.expect("waha proxy");
@@ -360,7 +574,10 @@ async fn gateway_rotation_changes_the_session_and_the_user_name() {
     assert!(!format!("{waha:?} {lease:?} {a:?}").contains("p@ss"));
 
     clock.advance(Duration::from_secs(2));
-    let FailureOutcome::Rotated { to, .. } = a.report_failure(&request).await.expect("rotates")
+    let FailureOutcome::Rotated { to, .. } = a
+        .report_failure(&request, lease.generation)
+        .await
+        .expect("rotates")
     else {
         panic!("a gateway lease rotates to a new session");
     };
@@ -385,8 +602,7 @@ async fn gateway_rotation_changes_the_session_and_the_user_name() {
 
 #[tokio::test]
 async fn release_on_chip_deletion_frees_the_slot() {
-    let source: Arc<dyn ProxySource> =
-        Arc::new(StaticListSource::parse("http://127.0.0.1:4001 id=only\n").expect("source"));
+    let source = endpoints(&["only"]);
     let a = allocator(
         source,
         AllocationPolicy {

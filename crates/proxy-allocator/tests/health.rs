@@ -174,6 +174,7 @@ fn with_password(proxy: &ProxyAddress, password: &str) -> ProxyAddress {
     proxy
         .clone()
         .with_credentials(proxy.username().expect("user"), Some(password.into()))
+        .expect("credentials")
 }
 
 #[tokio::test]
@@ -218,7 +219,8 @@ async fn closed_proxy_port_is_unreachable() {
     let proxy = tinyproxy();
     let closed = ProxyAddress::parse(&format!("http://127.0.0.1:{}", closed_port().await))
         .expect("address")
-        .with_credentials("chipfleet", proxy.password().cloned());
+        .with_credentials("chipfleet", proxy.password().cloned())
+        .expect("credentials");
     let err = checker(target().await)
         .check(&closed)
         .await

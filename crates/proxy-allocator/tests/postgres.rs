@@ -33,7 +33,8 @@ fn static_source(run: &str, count: u16) -> Arc<dyn ProxySource> {
     let entries = (0..count).map(|n| {
         let address = ProxyAddress::new(ProxyScheme::Http, "127.0.0.1", 21_000 + n)
             .expect("address")
-            .with_credentials("u", Some("p@ss".into()));
+            .with_credentials("u", Some("p@ss".into()))
+            .expect("credentials");
         StaticProxyEntry::new(address)
             .expect("entry")
             .with_id(format!("pg-{run}-{n}").parse().expect("id"))
@@ -107,6 +108,105 @@ async fn leases_survive_a_restart() {
     );
     for request in &requests {
         fixed
+            .release(&request.tenant, &request.chip)
+            .await
+            .expect("release");
+    }
+}
+
+/// Static entries without an explicit id get a default one, which is what the store persists.
+/// It must come out the same from the same configuration in a new process (or the chips move),
+/// and must not carry the user name (often an account identifier) into the tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn default_ids_survive_a_restart_and_never_store_the_user_name() {
+    let run = run();
+    let account = format!("acct-{run}");
+    // Two accounts on one host:port, and a SOCKS5 proxy; no `id=`.
+    let config = format!(
+        "http://{account}-a:s3cret@127.0.0.1:22001 country=PT\n\
+         http://{account}-b:s3cret@127.0.0.1:22001 country=PT\n\
+         socks5://{account}-c:s3cret@127.0.0.1:22002 country=PT\n"
+    );
+    let source = || -> Arc<dyn ProxySource> {
+        Arc::new(StaticListSource::parse(&config).expect("configuration"))
+    };
+    let policy = AllocationPolicy {
+        max_chips_per_endpoint: 2,
+        ..AllocationPolicy::default()
+    };
+    let tenant = TenantId::generate();
+    let requests: Vec<ChipProxyRequest> = (0..6)
+        .map(|n| ChipProxyRequest::new(tenant.clone(), ChipId::new(format!("d{n}")).expect("chip")))
+        .collect();
+    let mut before = Vec::new();
+    {
+        let allocator =
+            ProxyAllocator::new(source(), store().await, policy.clone()).expect("allocator");
+        for request in &requests {
+            before.push(allocator.allocate(request).await.expect("allocates"));
+        }
+        // The allocator, its source and its pool are dropped here: a process restart.
+    }
+    let endpoints: std::collections::BTreeSet<String> =
+        before.iter().map(|l| l.endpoint.to_string()).collect();
+    assert_eq!(
+        endpoints.len(),
+        3,
+        "all three proxies in use: {endpoints:?}"
+    );
+    for id in &endpoints {
+        assert!(
+            id.starts_with("http://127.0.0.1:22001#")
+                || id.starts_with("socks5://127.0.0.1:22002#"),
+            "{id}"
+        );
+    }
+
+    // A new process parses the same configuration again.
+    let allocator = ProxyAllocator::new(source(), store().await, policy).expect("allocator");
+    for (request, lease) in requests.iter().zip(&before) {
+        assert_eq!(
+            &allocator.allocate(request).await.expect("allocates"),
+            lease,
+            "chip {} lost its proxy across the restart",
+            request.chip
+        );
+    }
+
+    // Nothing the store wrote carries the user name.
+    let (raw, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL must be running (scripts/test-env.sh)");
+    tokio::spawn(connection);
+    let pattern = format!("%{account}%");
+    for (table, column) in [
+        ("proxy_endpoints", "id"),
+        ("proxy_leases", "endpoint_id"),
+        ("proxy_lease_history", "endpoint_id"),
+    ] {
+        let row = raw
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE {column} LIKE $1"),
+                &[&pattern],
+            )
+            .await
+            .expect("query");
+        assert_eq!(
+            row.get::<_, i64>(0),
+            0,
+            "{table}.{column} holds the user name"
+        );
+    }
+    let stored = raw
+        .query_one(
+            "SELECT count(*) FROM proxy_leases WHERE tenant_id = $1",
+            &[&tenant.as_str()],
+        )
+        .await
+        .expect("query");
+    assert_eq!(stored.get::<_, i64>(0), 6);
+    for request in &requests {
+        allocator
             .release(&request.tenant, &request.chip)
             .await
             .expect("release");

@@ -6,7 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::address::ProxyAddress;
-use crate::error::ProxyError;
+use crate::error::{CredentialProblem, ProxyError};
 use crate::health::{TargetAddr, io_error};
 
 const VERSION: u8 = 0x05;
@@ -25,6 +25,8 @@ pub(crate) async fn handshake(
     };
     let io = |e| io_error(proxy, e);
 
+    // `ProxyAddress` refuses SOCKS5 credentials over 255 bytes when it is built, so the one-byte
+    // lengths below (ULEN, PLEN; RFC 1929) always fit.
     let credentials = proxy.username().map(|user| {
         (
             user.as_bytes(),
@@ -34,13 +36,6 @@ pub(crate) async fn handshake(
                 .unwrap_or_default(),
         )
     });
-    if let Some((user, password)) = credentials
-        && (user.len() > 255 || password.len() > 255)
-    {
-        return Err(ProxyError::config(
-            "SOCKS5 user names and passwords are limited to 255 bytes",
-        ));
-    }
     let greeting: &[u8] = if credentials.is_some() {
         &[VERSION, 2, NO_AUTH, USER_PASS]
     } else {
@@ -57,11 +52,20 @@ pub(crate) async fn handshake(
     match (choice[1], credentials) {
         (NO_AUTH, _) => {}
         (USER_PASS, Some((user, password))) => {
+            let too_long = |problem| ProxyError::InvalidCredentials {
+                proxy: proxy.host_port(),
+                problem,
+            };
+            let user_len = u8::try_from(user.len()).map_err(|_| {
+                too_long(CredentialProblem::Socks5UserNameTooLong { bytes: user.len() })
+            })?;
+            let password_len = u8::try_from(password.len())
+                .map_err(|_| too_long(CredentialProblem::Socks5PasswordTooLong))?;
             let mut auth = Vec::with_capacity(3 + user.len() + password.len());
             auth.push(0x01);
-            auth.push(user.len() as u8);
+            auth.push(user_len);
             auth.extend_from_slice(user);
-            auth.push(password.len() as u8);
+            auth.push(password_len);
             auth.extend_from_slice(password);
             stream.write_all(&auth).await.map_err(io)?;
             let mut status = [0u8; 2];

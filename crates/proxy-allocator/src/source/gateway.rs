@@ -256,16 +256,40 @@ impl GatewayEndpoint {
     }
 
     /// The connectable proxy for one session.
+    ///
+    /// Fails with [`ProxyError::InvalidConfig`] when the template needs a country and none is
+    /// given, and with [`ProxyError::InvalidCredentials`] when the user name it renders cannot
+    /// be sent (a `:` for an HTTP gateway, over 255 bytes for SOCKS5);
+    /// [`RotatingGatewaySource::new`] refuses such a configuration up front.
     pub fn session_address(
         &self,
         session: &str,
         country: Option<CountryCode>,
     ) -> Result<ProxyAddress, ProxyError> {
         let username = self.template.render(&self.base_user, session, country)?;
-        Ok(self
-            .address
+        self.address
             .clone()
-            .with_credentials(username, self.address.password().cloned()))
+            .with_credentials(username, self.address.password().cloned())
+    }
+
+    /// Renders the longest user name this gateway can produce (a session id of full length, a
+    /// country in every optional part) and checks that the scheme can carry it. Every literal
+    /// and placeholder of the template is in it, and a country is always two letters, so any
+    /// session's user name is valid if this one is.
+    fn check_user_names(&self, id: &EndpointId) -> Result<(), ProxyError> {
+        let session = "x".repeat(self.session_id_length);
+        let country = self
+            .default_country
+            .or(Some(CountryCode::from_static("US")));
+        match self.session_address(&session, country) {
+            Err(ProxyError::InvalidCredentials { proxy, problem }) => {
+                Err(ProxyError::InvalidCredentials {
+                    proxy: format!("{proxy} (gateway {id}, user name template)"),
+                    problem,
+                })
+            }
+            other => other.map(|_| ()),
+        }
     }
 }
 
@@ -348,7 +372,10 @@ pub struct RotatingGatewaySource {
 
 impl RotatingGatewaySource {
     /// Validates the configuration: the URL must carry a base user, session ids must be 4 to 64
-    /// characters, and a template that requires a country needs a default country or a list.
+    /// characters, a template that requires a country needs a default country, and the user
+    /// names the template renders must be sendable: no `:` for an HTTP gateway (Basic
+    /// authentication, RFC 7617), at most 255 bytes for SOCKS5 (RFC 1929); otherwise
+    /// [`ProxyError::InvalidCredentials`].
     pub fn new(config: RotatingGatewayConfig) -> Result<Self, ProxyError> {
         let base_user = config
             .url
@@ -380,6 +407,7 @@ impl RotatingGatewaySource {
             max_sessions: config.max_sessions,
             session_id_length: config.session_id_length,
         };
+        gateway.check_user_names(&config.id)?;
         let country = if gateway.targets_countries() {
             None
         } else {
@@ -505,6 +533,89 @@ mod tests {
         );
         assert_eq!(address.password().unwrap().expose(), "p@ss");
         assert!(endpoints[0].serves_country("PT".parse().unwrap()));
+    }
+
+    fn invalid_credentials(result: Result<RotatingGatewaySource, ProxyError>) -> (String, String) {
+        match result {
+            Err(err @ ProxyError::InvalidCredentials { .. }) => {
+                let shown = format!("{err} {err:?}");
+                let ProxyError::InvalidCredentials { proxy, problem } = err else {
+                    unreachable!()
+                };
+                assert!(!shown.contains("s3cret"), "{shown}");
+                (proxy, problem.to_string())
+            }
+            other => panic!("expected InvalidCredentials, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn templates_that_render_unsendable_user_names_are_refused() {
+        let config = |url: &str, template: &str| {
+            RotatingGatewayConfig::new(
+                EndpointId::new("gw-1").unwrap(),
+                ProxyAddress::parse(url).unwrap(),
+                UsernameTemplate::parse(template).unwrap(),
+            )
+        };
+        // HTTP Basic cannot carry a ':' in the user name, whether from a literal ...
+        let (proxy, problem) = invalid_credentials(RotatingGatewaySource::new(config(
+            "http://acme:s3cret@gw.example:823",
+            "{user}:session-{session}",
+        )));
+        assert_eq!(proxy, "gw.example:823 (gateway gw-1, user name template)");
+        assert!(problem.contains("':'"), "{problem}");
+        // ... or from an optional part that only shows when the chip has a country.
+        let mut with_country = config(
+            "http://acme:s3cret@gw.example:823",
+            "{user}-session-{session}[:cc={country}]",
+        );
+        with_country.countries = Some(["BR".parse().unwrap()].into());
+        invalid_credentials(RotatingGatewaySource::new(with_country));
+        // SOCKS5 sends raw bytes: the same template is fine there.
+        RotatingGatewaySource::new(config(
+            "socks5://acme:s3cret@gw.example:1080",
+            "{user}:session-{session}",
+        ))
+        .unwrap();
+        // SOCKS5 user names are at most 255 bytes, counting the longest session id.
+        let long_user = "a".repeat(230);
+        let url = format!("socks5://{long_user}:s3cret@gw.example:1080");
+        let fits = config(&url, "{user}-{session}");
+        RotatingGatewaySource::new(fits.clone()).unwrap();
+        let mut too_long = fits;
+        too_long.session_id_length = 64;
+        let (_, problem) = invalid_credentials(RotatingGatewaySource::new(too_long));
+        assert!(problem.contains("295 bytes"), "{problem}");
+    }
+
+    #[test]
+    fn a_hand_built_gateway_never_renders_a_broken_proxy() {
+        // `GatewayEndpoint`'s fields are public, so it can bypass `RotatingGatewaySource::new`;
+        // rendering a session still refuses the user name instead of producing a proxy whose
+        // Basic credentials the gateway would split at the ':'.
+        let gateway = GatewayEndpoint {
+            address: ProxyAddress::parse("http://gw.example:823").unwrap(),
+            base_user: "acme".into(),
+            template: UsernameTemplate::parse("{user}:{session}").unwrap(),
+            countries: None,
+            default_country: None,
+            max_sessions: None,
+            session_id_length: 10,
+        };
+        let err = gateway
+            .session_address(&gateway.new_session_id(), None)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProxyError::InvalidCredentials {
+                    problem: crate::CredentialProblem::ColonInHttpUserName,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]

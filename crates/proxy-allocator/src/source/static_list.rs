@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::address::ProxyAddress;
 use crate::country::CountryCode;
@@ -20,7 +21,8 @@ use crate::source::{ProxySource, check_unique_ids};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawEntry")]
 pub struct StaticProxyEntry {
-    /// Stable id; defaults to `user@host:port` or `host:port`.
+    /// Stable id; defaults to [`StaticProxyEntry::default_id`] (`scheme://host:port`, plus
+    /// `#` and a hash when the URL has a user name), which never contains the user name.
     pub id: EndpointId,
     /// The proxy.
     pub address: ProxyAddress,
@@ -57,18 +59,49 @@ impl TryFrom<RawEntry> for StaticProxyEntry {
 }
 
 impl StaticProxyEntry {
-    /// An entry with the default id, no country and no labels.
+    /// An entry with the default id ([`StaticProxyEntry::default_id`]), no country and no
+    /// labels.
     pub fn new(address: ProxyAddress) -> Result<Self, ProxyError> {
-        let id = match address.username() {
-            Some(user) => format!("{user}@{}", address.host_port()),
-            None => address.host_port(),
-        };
         Ok(Self {
-            id: EndpointId::new(id)?,
+            id: Self::default_id(&address)?,
             address,
             country: None,
             labels: BTreeSet::new(),
         })
+    }
+
+    /// The id an entry gets unless one is given: `scheme://host:port` (`http://203.0.113.7:3128`,
+    /// `socks5://[2001:db8::1]:1080`), and for a URL with a user name `#` and the first 12 hex
+    /// digits of a SHA-256 over the scheme, host, port and user name
+    /// (`socks5://acct-42:…@203.0.113.7:1080` → `socks5://203.0.113.7:1080#1d88ea64fef0`).
+    ///
+    /// The user name itself never appears: on rotating gateways and many paid proxies it carries
+    /// account identifiers, and ids are logged, shown in errors and stored with every lease. The
+    /// hash keeps two accounts on one `host:port` apart. It depends on nothing else (not the
+    /// password, so changing a password keeps the id and the chips on it; not the other entries,
+    /// so adding one does not rename another), which makes it stable across restarts with the
+    /// same configuration. It hides the user name from view but is not a secret: a user name
+    /// that can be guessed can be confirmed against it.
+    pub fn default_id(address: &ProxyAddress) -> Result<EndpointId, ProxyError> {
+        let base = format!("{}://{}", address.scheme(), address.host_port());
+        let Some(user) = address.username() else {
+            return EndpointId::new(base);
+        };
+        let mut hash = Sha256::new();
+        for field in [
+            "proxy-allocator static entry v1",
+            address.scheme().as_str(),
+            address.host(),
+            &address.port().to_string(),
+            user,
+        ] {
+            // Length-prefixed, so that no two field lists hash the same bytes.
+            hash.update((field.len() as u64).to_be_bytes());
+            hash.update(field.as_bytes());
+        }
+        let digest = hash.finalize();
+        let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        EndpointId::new(format!("{base}#{tag}"))
     }
 
     /// Parses a proxy URL into an entry with the default id.
@@ -145,6 +178,12 @@ impl StaticListSource {
                 ProxyError::InvalidConfig { reason } => ProxyError::InvalidConfig {
                     reason: format!("line {}: {reason}", index + 1),
                 },
+                ProxyError::InvalidCredentials { proxy, problem } => {
+                    ProxyError::InvalidCredentials {
+                        proxy: format!("{proxy} (line {})", index + 1),
+                        problem,
+                    }
+                }
                 other => other,
             })?;
             entries.push(entry);
@@ -237,9 +276,115 @@ mod tests {
             panic!("static entries are fixed endpoints")
         };
         assert_eq!(address.password().unwrap().expose(), "p/w");
-        assert_eq!(endpoints[1].id.as_str(), "10.0.0.2:3128");
-        assert_eq!(endpoints[2].id.as_str(), "u2@10.0.0.3:3128");
+        assert_eq!(endpoints[1].id.as_str(), "http://10.0.0.2:3128");
+        assert!(
+            endpoints[2]
+                .id
+                .as_str()
+                .starts_with("http://10.0.0.3:3128#"),
+            "{:?}",
+            endpoints[2].id
+        );
         assert_eq!(endpoints[2].labels.len(), 2);
+    }
+
+    #[test]
+    fn default_ids_never_contain_the_user_name() {
+        // Rotating gateways and many paid proxies put account identifiers in the user name.
+        let user = "brd-customer-hl_1234-zone-residential";
+        let entry =
+            StaticProxyEntry::from_url(&format!("http://{user}:s3cret@203.0.113.7:3128")).unwrap();
+        let id = entry.id.as_str();
+        assert!(!id.contains("brd") && !id.contains("hl_1234"), "{id}");
+        assert!(!id.contains("s3cret"), "{id}");
+        let (base, tag) = id.split_once('#').expect("a user name adds a tag");
+        assert_eq!(base, "http://203.0.113.7:3128");
+        assert_eq!(tag.len(), 12);
+        assert!(tag.bytes().all(|b| b.is_ascii_hexdigit()), "{tag}");
+        let no_user = StaticProxyEntry::from_url("socks5://[2001:db8::1]:1080").unwrap();
+        assert_eq!(no_user.id.as_str(), "socks5://[2001:db8::1]:1080");
+    }
+
+    /// Ids are stored with every lease: the same configuration must give the same ids in every
+    /// process and every version, or chips lose their proxy on restart or upgrade. This pins
+    /// the format; changing it moves every chip of every existing deployment.
+    #[test]
+    fn default_ids_are_deterministic_and_pinned() {
+        let url = "socks5://acct-42:s3cret@203.0.113.7:1080";
+        let id = StaticProxyEntry::from_url(url).unwrap().id;
+        assert_eq!(id, StaticProxyEntry::from_url(url).unwrap().id);
+        assert_eq!(id.as_str(), "socks5://203.0.113.7:1080#1d88ea64fef0");
+        // The password is not part of it: a password change keeps the chips where they are.
+        let new_password = StaticProxyEntry::from_url("socks5://acct-42:rotated@203.0.113.7:1080")
+            .unwrap()
+            .id;
+        assert_eq!(new_password, id);
+        // Scheme, host, port and user name each change it.
+        for other in [
+            "http://acct-42:s3cret@203.0.113.7:1080",
+            "socks5://acct-42:s3cret@203.0.113.8:1080",
+            "socks5://acct-42:s3cret@203.0.113.7:1081",
+            "socks5://acct-43:s3cret@203.0.113.7:1080",
+            "socks5://203.0.113.7:1080",
+        ] {
+            assert_ne!(StaticProxyEntry::from_url(other).unwrap().id, id, "{other}");
+        }
+    }
+
+    #[tokio::test]
+    async fn two_accounts_on_one_host_port_get_distinct_ids() {
+        let source = StaticListSource::parse(
+            "http://account-a:x@gw.example:8000
+             http://account-b:y@gw.example:8000
+             http://gw.example:8000
+",
+        )
+        .unwrap();
+        let ids: BTreeSet<String> = source
+            .endpoints()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id.to_string())
+            .collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert!(ids.iter().all(|id| !id.contains("account")), "{ids:?}");
+        // The same account twice (whatever the passwords) is one proxy listed twice.
+        let err = StaticListSource::parse(
+            "http://account-a:x@gw.example:8000
+http://account-a:z@gw.example:8000
+",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("more than once"), "{err}");
+        assert!(!err.to_string().contains("account-a"), "{err}");
+    }
+
+    #[test]
+    fn unsendable_credentials_are_refused_with_the_line_number() {
+        let err = StaticListSource::parse(
+            "http://h:1
+http://acct%3A42:hunter2@h:3128
+",
+        )
+        .unwrap_err();
+        let shown = format!("{err} {err:?}");
+        let ProxyError::InvalidCredentials { proxy, problem } = err else {
+            panic!("expected InvalidCredentials, got {shown}");
+        };
+        assert_eq!(proxy, "h:3128 (line 2)");
+        assert_eq!(problem, crate::CredentialProblem::ColonInHttpUserName);
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("acct"),
+            "{shown}"
+        );
+        let err = serde_json::from_str::<StaticProxyEntry>(&format!(
+            r#"{{"url": "socks5://{}:hunter2@h:1080"}}"#,
+            "u".repeat(256)
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("255"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::endpoint::EndpointId;
 use crate::error::ProxyError;
 use crate::lease::{
     Allocation, AllocationRequest, EgressIpChange, EndpointLoad, HistoryEvent, LeaseHealth,
-    ProxyHistoryEntry, ProxyLease,
+    LeaseUpdate, ProxyHistoryEntry, ProxyLease,
 };
 use crate::store::{CandidateState, LeaseStore, all_busy, choose, new_lease, not_leased};
 use tenant_isolation::{ChipId, TenantId};
@@ -120,6 +120,32 @@ impl State {
         }
     }
 
+    fn lease_mut(
+        &mut self,
+        tenant: &TenantId,
+        chip: &ChipId,
+    ) -> Result<&mut ProxyLease, ProxyError> {
+        self.leases
+            .get_mut(&(tenant.clone(), chip.clone()))
+            .ok_or_else(|| not_leased(tenant, chip))
+    }
+
+    /// Applies `update` to the chip's lease if it has `generation` (see [`LeaseUpdate`]).
+    fn update_generation(
+        &mut self,
+        tenant: &TenantId,
+        chip: &ChipId,
+        generation: u64,
+        update: impl FnOnce(&mut ProxyLease),
+    ) -> Result<LeaseUpdate, ProxyError> {
+        let lease = self.lease_mut(tenant, chip)?;
+        if lease.generation != generation {
+            return Ok(LeaseUpdate::Superseded(lease.clone()));
+        }
+        update(lease);
+        Ok(LeaseUpdate::Applied(lease.clone()))
+    }
+
     fn set_health(&mut self, key: &ChipKey, health: &LeaseHealth, now: SystemTime) -> bool {
         let Some(lease) = self.leases.get_mut(key) else {
             return false;
@@ -204,30 +230,26 @@ impl LeaseStore for InMemoryLeaseStore {
         &self,
         tenant: &TenantId,
         chip: &ChipId,
+        generation: u64,
         now: SystemTime,
-    ) -> Result<ProxyLease, ProxyError> {
-        let mut state = self.lock();
-        let lease = state
-            .leases
-            .get_mut(&(tenant.clone(), chip.clone()))
-            .ok_or_else(|| not_leased(tenant, chip))?;
-        lease.consecutive_failures = lease.consecutive_failures.saturating_add(1);
-        lease.last_failure_at = Some(now);
-        Ok(lease.clone())
+    ) -> Result<LeaseUpdate, ProxyError> {
+        self.lock()
+            .update_generation(tenant, chip, generation, |lease| {
+                lease.consecutive_failures = lease.consecutive_failures.saturating_add(1);
+                lease.last_failure_at = Some(now);
+            })
     }
 
     async fn record_success(
         &self,
         tenant: &TenantId,
         chip: &ChipId,
-    ) -> Result<ProxyLease, ProxyError> {
-        let mut state = self.lock();
-        let lease = state
-            .leases
-            .get_mut(&(tenant.clone(), chip.clone()))
-            .ok_or_else(|| not_leased(tenant, chip))?;
-        lease.consecutive_failures = 0;
-        Ok(lease.clone())
+        generation: u64,
+    ) -> Result<LeaseUpdate, ProxyError> {
+        self.lock()
+            .update_generation(tenant, chip, generation, |lease| {
+                lease.consecutive_failures = 0;
+            })
     }
 
     async fn set_lease_health(
@@ -278,10 +300,7 @@ impl LeaseStore for InMemoryLeaseStore {
         now: SystemTime,
     ) -> Result<EgressIpChange, ProxyError> {
         let mut state = self.lock();
-        let lease = state
-            .leases
-            .get_mut(&(tenant.clone(), chip.clone()))
-            .ok_or_else(|| not_leased(tenant, chip))?;
+        let lease = state.lease_mut(tenant, chip)?;
         let previous = lease.egress_ip.replace(ip);
         let change = EgressIpChange::observe(previous, ip);
         if !matches!(change, EgressIpChange::Unchanged(_)) {

@@ -13,7 +13,7 @@ use crate::endpoint::EndpointId;
 use crate::error::{NoCapacityReason, ProxyError};
 use crate::lease::{
     Allocation, AllocationRequest, Candidate, EgressIpChange, EndpointLoad, LeaseHealth,
-    ProxyHistoryEntry, ProxyLease,
+    LeaseUpdate, ProxyHistoryEntry, ProxyLease,
 };
 use tenant_isolation::{ChipId, TenantId};
 
@@ -35,6 +35,11 @@ use tenant_isolation::{ChipId, TenantId};
 ///   (new generation = old + 1, failures reset, health healthy); of any other generation it
 ///   returns the current lease unchanged; for a chip without a lease it is
 ///   [`ProxyError::NotLeased`];
+/// - [`record_failure`](LeaseStore::record_failure) and
+///   [`record_success`](LeaseStore::record_success) name the generation they are about and
+///   change the lease only if it still has that generation ([`LeaseUpdate::Applied`]);
+///   otherwise they change nothing and return the current lease ([`LeaseUpdate::Superseded`]).
+///   The check and the update are one atomic step;
 /// - history is appended for assignment, rotation, release, health transitions and egress-IP
 ///   changes, and survives release;
 /// - calls on a chip without a lease (other than `allocate`, `lease`, `release`, `history`)
@@ -60,20 +65,24 @@ pub trait LeaseStore: Send + Sync {
         now: SystemTime,
     ) -> Result<Option<ProxyLease>, ProxyError>;
 
-    /// Counts one more consecutive failure on the chip's lease.
+    /// Counts one more consecutive failure on the chip's lease, if it still has `generation`
+    /// (see [`LeaseUpdate`]).
     async fn record_failure(
         &self,
         tenant: &TenantId,
         chip: &ChipId,
+        generation: u64,
         now: SystemTime,
-    ) -> Result<ProxyLease, ProxyError>;
+    ) -> Result<LeaseUpdate, ProxyError>;
 
-    /// Resets the chip's consecutive failures to zero.
+    /// Resets the chip's consecutive failures to zero, if its lease still has `generation`
+    /// (see [`LeaseUpdate`]).
     async fn record_success(
         &self,
         tenant: &TenantId,
         chip: &ChipId,
-    ) -> Result<ProxyLease, ProxyError>;
+        generation: u64,
+    ) -> Result<LeaseUpdate, ProxyError>;
 
     /// Sets one lease's health (a check through that lease, e.g. its gateway session).
     async fn set_lease_health(

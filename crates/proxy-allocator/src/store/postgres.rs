@@ -24,13 +24,14 @@ use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::endpoint::EndpointId;
 use crate::error::ProxyError;
 use crate::lease::{
     Allocation, AllocationRequest, EgressIpChange, EndpointLoad, HistoryEvent, LeaseHealth,
-    ProxyHistoryEntry, ProxyLease,
+    LeaseUpdate, ProxyHistoryEntry, ProxyLease,
 };
 use crate::store::{CandidateState, LeaseStore, all_busy, choose, not_leased};
 use tenant_isolation::{ChipId, TenantId};
@@ -189,6 +190,65 @@ impl PostgresLeaseStore {
         self.pool.get().await.map_err(|e| ProxyError::Store {
             operation,
             source: Box::new(e),
+        })
+    }
+
+    /// Runs `body` in a transaction on a pooled connection and commits it. An error from
+    /// `body` drops the transaction, which rolls it back. `operation` names the step in errors.
+    async fn in_transaction<T>(
+        &self,
+        operation: &'static str,
+        body: impl AsyncFnOnce(&deadpool_postgres::Transaction<'_>) -> Result<T, ProxyError>,
+    ) -> Result<T, ProxyError> {
+        let mut client = self.client(operation).await?;
+        let tx = client.transaction().await.map_err(store_err(operation))?;
+        let value = body(&tx).await?;
+        tx.commit().await.map_err(store_err(operation))?;
+        Ok(value)
+    }
+
+    /// Applies `assignments` (`column = expression` pairs) to the chip's lease if it has
+    /// `generation` (see [`LeaseUpdate`]). One statement: every row it touches is locked, and
+    /// the generation is compared on the locked row, so the check and the update are atomic.
+    /// Parameters: `$1` tenant, `$2` chip, `$3` generation, `$4`... `extra`.
+    async fn update_generation(
+        &self,
+        operation: &'static str,
+        tenant: &TenantId,
+        chip: &ChipId,
+        generation: u64,
+        assignments: &[(&str, &str)],
+        extra: &[&(dyn ToSql + Sync)],
+    ) -> Result<LeaseUpdate, ProxyError> {
+        let set = assignments
+            .iter()
+            .map(|(column, value)| {
+                format!("{column} = CASE WHEN generation = $3 THEN {value} ELSE {column} END")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Stored generations are positive i64s: one beyond that range matches no lease.
+        let generation = i64::try_from(generation).unwrap_or(0);
+        let (tenant_id, chip_id) = (tenant.as_str(), chip.as_str());
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant_id, &chip_id, &generation];
+        params.extend_from_slice(extra);
+        let client = self.client(operation).await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE proxy_leases SET {set} WHERE tenant_id = $1 AND chip_id = $2 \
+                     RETURNING {COLUMNS}, generation = $3 AS applied"
+                ),
+                &params,
+            )
+            .await
+            .map_err(store_err(operation))?
+            .ok_or_else(|| not_leased(tenant, chip))?;
+        let lease = lease_from_row(&row)?;
+        Ok(if row.get::<_, bool>("applied") {
+            LeaseUpdate::Applied(lease)
+        } else {
+            LeaseUpdate::Superseded(lease)
         })
     }
 
@@ -369,38 +429,33 @@ impl PostgresLeaseStore {
     ) -> Result<u64, ProxyError> {
         let (healthy, reason) = split_health(health);
         let event = event_json(&HistoryEvent::health_change(health))?;
-        let mut client = self.client("set endpoint health").await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(store_err("begin endpoint health"))?;
-        tx.execute(
-            "INSERT INTO proxy_endpoints (id, healthy, health_reason, checked_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE \
-             SET healthy = $2, health_reason = $3, checked_at = $4",
-            &[&endpoint.as_str(), &healthy, &reason, &now],
-        )
-        .await
-        .map_err(store_err("record endpoint health"))?;
-        let changed = tx
-            .execute(
-                "WITH changed AS ( \
-                     UPDATE proxy_leases SET healthy = $2, health_reason = $3 \
-                     WHERE endpoint_id = $1 \
-                       AND (healthy <> $2 OR health_reason IS DISTINCT FROM $3) \
-                     RETURNING tenant_id, chip_id, endpoint_id, session_id, generation) \
-                 INSERT INTO proxy_lease_history \
-                     (tenant_id, chip_id, at, endpoint_id, session_id, generation, event) \
-                 SELECT tenant_id, chip_id, $4, endpoint_id, session_id, generation, $5 \
-                 FROM changed",
-                &[&endpoint.as_str(), &healthy, &reason, &now, &event],
+        self.in_transaction("set endpoint health", async |tx| {
+            tx.execute(
+                "INSERT INTO proxy_endpoints (id, healthy, health_reason, checked_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE \
+                 SET healthy = $2, health_reason = $3, checked_at = $4",
+                &[&endpoint.as_str(), &healthy, &reason, &now],
             )
             .await
-            .map_err(store_err("mark leases"))?;
-        tx.commit()
-            .await
-            .map_err(store_err("commit endpoint health"))?;
-        Ok(changed)
+            .map_err(store_err("record endpoint health"))?;
+            let changed = tx
+                .execute(
+                    "WITH changed AS ( \
+                         UPDATE proxy_leases SET healthy = $2, health_reason = $3 \
+                         WHERE endpoint_id = $1 \
+                           AND (healthy <> $2 OR health_reason IS DISTINCT FROM $3) \
+                         RETURNING tenant_id, chip_id, endpoint_id, session_id, generation) \
+                     INSERT INTO proxy_lease_history \
+                         (tenant_id, chip_id, at, endpoint_id, session_id, generation, event) \
+                     SELECT tenant_id, chip_id, $4, endpoint_id, session_id, generation, $5 \
+                     FROM changed",
+                    &[&endpoint.as_str(), &healthy, &reason, &now, &event],
+                )
+                .await
+                .map_err(store_err("mark leases"))?;
+            Ok(changed)
+        })
+        .await
     }
 
     async fn try_set_lease_health(
@@ -411,37 +466,32 @@ impl PostgresLeaseStore {
         now: SystemTime,
     ) -> Result<ProxyLease, ProxyError> {
         let (healthy, reason) = split_health(health);
-        let mut client = self.client("set lease health").await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(store_err("begin lease health"))?;
-        let row = tx
-            .query_opt(
-                &format!(
-                    "UPDATE proxy_leases SET healthy = $3, health_reason = $4 \
-                     WHERE tenant_id = $1 AND chip_id = $2 \
-                       AND (healthy <> $3 OR health_reason IS DISTINCT FROM $4) \
-                     RETURNING {COLUMNS}"
-                ),
-                &[&tenant.as_str(), &chip.as_str(), &healthy, &reason],
-            )
-            .await
-            .map_err(store_err("set lease health"))?;
-        let lease = match row {
-            Some(row) => {
-                let lease = lease_from_row(&row)?;
-                insert_history(&tx, &lease, now, &HistoryEvent::health_change(health)).await?;
-                lease
-            }
-            None => read_lease(&tx, tenant, chip)
-                .await?
-                .ok_or_else(|| not_leased(tenant, chip))?,
-        };
-        tx.commit()
-            .await
-            .map_err(store_err("commit lease health"))?;
-        Ok(lease)
+        self.in_transaction("set lease health", async |tx| {
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "UPDATE proxy_leases SET healthy = $3, health_reason = $4 \
+                         WHERE tenant_id = $1 AND chip_id = $2 \
+                           AND (healthy <> $3 OR health_reason IS DISTINCT FROM $4) \
+                         RETURNING {COLUMNS}"
+                    ),
+                    &[&tenant.as_str(), &chip.as_str(), &healthy, &reason],
+                )
+                .await
+                .map_err(store_err("set lease health"))?;
+            let lease = match row {
+                Some(row) => {
+                    let lease = lease_from_row(&row)?;
+                    insert_history(tx, &lease, now, &HistoryEvent::health_change(health)).await?;
+                    lease
+                }
+                None => read_lease(tx, tenant, chip)
+                    .await?
+                    .ok_or_else(|| not_leased(tenant, chip))?,
+            };
+            Ok(lease)
+        })
+        .await
     }
 
     async fn try_record_egress_ip(
@@ -451,44 +501,41 @@ impl PostgresLeaseStore {
         ip: IpAddr,
         now: SystemTime,
     ) -> Result<EgressIpChange, ProxyError> {
-        let mut client = self.client("record egress ip").await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(store_err("begin egress ip"))?;
-        let row = tx
-            .query_opt(
-                &format!(
-                    "SELECT {COLUMNS} FROM proxy_leases \
-                     WHERE tenant_id = $1 AND chip_id = $2 FOR UPDATE"
-                ),
-                &[&tenant.as_str(), &chip.as_str()],
-            )
-            .await
-            .map_err(store_err("read the chip's lease"))?
-            .ok_or_else(|| not_leased(tenant, chip))?;
-        let lease = lease_from_row(&row)?;
-        let change = EgressIpChange::observe(lease.egress_ip, ip);
-        if !matches!(change, EgressIpChange::Unchanged(_)) {
-            tx.execute(
-                "UPDATE proxy_leases SET egress_ip = $3 WHERE tenant_id = $1 AND chip_id = $2",
-                &[&tenant.as_str(), &chip.as_str(), &ip],
-            )
-            .await
-            .map_err(store_err("record egress ip"))?;
-            insert_history(
-                &tx,
-                &lease,
-                now,
-                &HistoryEvent::EgressIpChanged {
-                    from: lease.egress_ip,
-                    to: ip,
-                },
-            )
-            .await?;
-        }
-        tx.commit().await.map_err(store_err("commit egress ip"))?;
-        Ok(change)
+        self.in_transaction("record egress ip", async |tx| {
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {COLUMNS} FROM proxy_leases \
+                         WHERE tenant_id = $1 AND chip_id = $2 FOR UPDATE"
+                    ),
+                    &[&tenant.as_str(), &chip.as_str()],
+                )
+                .await
+                .map_err(store_err("read the chip's lease"))?
+                .ok_or_else(|| not_leased(tenant, chip))?;
+            let lease = lease_from_row(&row)?;
+            let change = EgressIpChange::observe(lease.egress_ip, ip);
+            if !matches!(change, EgressIpChange::Unchanged(_)) {
+                tx.execute(
+                    "UPDATE proxy_leases SET egress_ip = $3 WHERE tenant_id = $1 AND chip_id = $2",
+                    &[&tenant.as_str(), &chip.as_str(), &ip],
+                )
+                .await
+                .map_err(store_err("record egress ip"))?;
+                insert_history(
+                    tx,
+                    &lease,
+                    now,
+                    &HistoryEvent::EgressIpChanged {
+                        from: lease.egress_ip,
+                        to: ip,
+                    },
+                )
+                .await?;
+            }
+            Ok(change)
+        })
+        .await
     }
 
     async fn try_release(
@@ -497,27 +544,24 @@ impl PostgresLeaseStore {
         chip: &ChipId,
         now: SystemTime,
     ) -> Result<Option<ProxyLease>, ProxyError> {
-        let mut client = self.client("release").await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(store_err("begin release"))?;
-        let row = tx
-            .query_opt(
-                &format!(
-                    "DELETE FROM proxy_leases WHERE tenant_id = $1 AND chip_id = $2 \
-                     RETURNING {COLUMNS}"
-                ),
-                &[&tenant.as_str(), &chip.as_str()],
-            )
-            .await
-            .map_err(store_err("delete the lease"))?;
-        let lease = row.map(|row| lease_from_row(&row)).transpose()?;
-        if let Some(lease) = &lease {
-            insert_history(&tx, lease, now, &HistoryEvent::Released).await?;
-        }
-        tx.commit().await.map_err(store_err("commit release"))?;
-        Ok(lease)
+        self.in_transaction("release", async |tx| {
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "DELETE FROM proxy_leases WHERE tenant_id = $1 AND chip_id = $2 \
+                         RETURNING {COLUMNS}"
+                    ),
+                    &[&tenant.as_str(), &chip.as_str()],
+                )
+                .await
+                .map_err(store_err("delete the lease"))?;
+            let lease = row.map(|row| lease_from_row(&row)).transpose()?;
+            if let Some(lease) = &lease {
+                insert_history(tx, lease, now, &HistoryEvent::Released).await?;
+            }
+            Ok(lease)
+        })
+        .await
     }
 }
 
@@ -680,43 +724,41 @@ impl LeaseStore for PostgresLeaseStore {
         &self,
         tenant: &TenantId,
         chip: &ChipId,
+        generation: u64,
         now: SystemTime,
-    ) -> Result<ProxyLease, ProxyError> {
-        let client = self.client("record failure").await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "UPDATE proxy_leases \
-                     SET consecutive_failures = LEAST(consecutive_failures, 2147483646) + 1, \
-                         last_failure_at = $3 \
-                     WHERE tenant_id = $1 AND chip_id = $2 RETURNING {COLUMNS}"
+    ) -> Result<LeaseUpdate, ProxyError> {
+        self.update_generation(
+            "record failure",
+            tenant,
+            chip,
+            generation,
+            &[
+                (
+                    "consecutive_failures",
+                    "LEAST(consecutive_failures, 2147483646) + 1",
                 ),
-                &[&tenant.as_str(), &chip.as_str(), &now],
-            )
-            .await
-            .map_err(store_err("record failure"))?
-            .ok_or_else(|| not_leased(tenant, chip))?;
-        lease_from_row(&row)
+                ("last_failure_at", "$4"),
+            ],
+            &[&now],
+        )
+        .await
     }
 
     async fn record_success(
         &self,
         tenant: &TenantId,
         chip: &ChipId,
-    ) -> Result<ProxyLease, ProxyError> {
-        let client = self.client("record success").await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "UPDATE proxy_leases SET consecutive_failures = 0 \
-                     WHERE tenant_id = $1 AND chip_id = $2 RETURNING {COLUMNS}"
-                ),
-                &[&tenant.as_str(), &chip.as_str()],
-            )
-            .await
-            .map_err(store_err("record success"))?
-            .ok_or_else(|| not_leased(tenant, chip))?;
-        lease_from_row(&row)
+        generation: u64,
+    ) -> Result<LeaseUpdate, ProxyError> {
+        self.update_generation(
+            "record success",
+            tenant,
+            chip,
+            generation,
+            &[("consecutive_failures", "0")],
+            &[],
+        )
+        .await
     }
 
     async fn set_lease_health(
