@@ -43,8 +43,9 @@ impl fmt::Display for ProxyScheme {
 /// encoded in the URL and arrives intact at the proxy.
 ///
 /// Credentials are checked against what the scheme can carry when the address is built (see
-/// [`ProxyAddress::with_credentials`]): an HTTP user name may not contain `:` (even
-/// percent-encoded), SOCKS5 user names and passwords are at most 255 bytes.
+/// [`ProxyAddress::with_credentials`], after percent-decoding): an HTTP user name may not
+/// contain `:`, HTTP user names and passwords may not contain control characters, a SOCKS5
+/// user name needs a password, and SOCKS5 user names and passwords are at most 255 bytes.
 ///
 /// `Debug` redacts the password and `Display` prints only `scheme://host:port`, so an address
 /// can be logged safely.
@@ -84,10 +85,19 @@ impl ProxyAddress {
 
     /// The same address with these credentials (already decoded: no percent-encoding here).
     ///
-    /// Fails with [`ProxyError::InvalidCredentials`] when the scheme cannot carry them: an empty
-    /// user name, a `:` in an HTTP user name (Basic authentication sends `user:password`, so
-    /// the proxy would cut the user name at the `:`; RFC 7617), or a SOCKS5 user name or
-    /// password over 255 bytes (RFC 1929). A `:` in a password is fine for both.
+    /// Fails with [`ProxyError::InvalidCredentials`] when the scheme cannot carry them:
+    /// - an empty user name;
+    /// - HTTP: a `:` in the user name (Basic authentication sends `user:password`, so the proxy
+    ///   would cut the user name at the `:`; RFC 7617), or a control character (`\r`, `\n`,
+    ///   `\0`, DEL, any Unicode `Cc`) in the user name or the password, which RFC 7617 forbids
+    ///   in both;
+    /// - SOCKS5: a user name without a password, or with an empty one (the username/password
+    ///   sub-negotiation has no "no password": PLEN is 1 to 255, RFC 1929; a proxy without
+    ///   authentication takes an address without a user name), or a user name or password
+    ///   over 255 bytes. SOCKS5 sends both as length-prefixed bytes, so control characters and
+    ///   `:` are fine there.
+    ///
+    /// A `:` in a password is fine for both. The error never contains either value.
     pub fn with_credentials(
         mut self,
         username: impl Into<String>,
@@ -233,18 +243,37 @@ fn credential_problem(
     if username.is_empty() {
         return Err(CredentialProblem::EmptyUserName);
     }
+    let password = password.map(ProxyPassword::expose);
     match scheme {
-        ProxyScheme::Http if username.contains(':') => Err(CredentialProblem::ColonInHttpUserName),
-        ProxyScheme::Socks5 if username.len() > SOCKS5_MAX => {
-            Err(CredentialProblem::Socks5UserNameTooLong {
+        ProxyScheme::Http => {
+            if username.contains(':') {
+                Err(CredentialProblem::ColonInHttpUserName)
+            } else if has_control(username) {
+                Err(CredentialProblem::ControlCharacterInUserName)
+            } else if password.is_some_and(has_control) {
+                Err(CredentialProblem::ControlCharacterInPassword)
+            } else {
+                Ok(())
+            }
+        }
+        ProxyScheme::Socks5 => match password {
+            _ if username.len() > SOCKS5_MAX => Err(CredentialProblem::Socks5UserNameTooLong {
                 bytes: username.len(),
-            })
-        }
-        ProxyScheme::Socks5 if password.is_some_and(|p| p.expose().len() > SOCKS5_MAX) => {
-            Err(CredentialProblem::Socks5PasswordTooLong)
-        }
-        ProxyScheme::Http | ProxyScheme::Socks5 => Ok(()),
+            }),
+            None | Some("") => Err(CredentialProblem::Socks5PasswordMissing),
+            Some(password) if password.len() > SOCKS5_MAX => {
+                Err(CredentialProblem::Socks5PasswordTooLong)
+            }
+            Some(_) => Ok(()),
+        },
     }
+}
+
+/// Whether `value` holds a control character: RFC 7617 forbids them (`CTL`: U+0000 to U+001F
+/// and DEL) in Basic user-ids and passwords; the C1 controls (U+0080 to U+009F), which its
+/// PRECIS profiles (RFC 7613) exclude as well, are refused too.
+fn has_control(value: &str) -> bool {
+    value.chars().any(char::is_control)
 }
 
 fn split_host_port(hostport: &str) -> Result<(&str, u16), ProxyError> {
@@ -471,6 +500,115 @@ mod tests {
         );
         // HTTP has no such limit.
         assert!(ProxyAddress::parse(&format!("http://{over}:{over}@h:3128")).is_ok());
+    }
+
+    /// RFC 7617 forbids control characters in a Basic user-id and password: a proxy may cut the
+    /// value at a NUL or refuse the request, and a CR/LF pair is a line break in a header.
+    /// Percent-encoding in the URL does not make them acceptable.
+    #[test]
+    fn http_credentials_with_control_characters_are_refused() {
+        for (encoded, raw) in [
+            ("%0D", "\r"),
+            ("%0A", "\n"),
+            ("%0D%0A", "\r\n"),
+            ("%00", "\0"),
+            ("%09", "\t"),
+            ("%1B", "\u{1b}"),
+            ("%7F", "\u{7f}"),
+            ("%C2%85", "\u{85}"),
+        ] {
+            let user = ProxyAddress::parse(&format!("http://qz{encoded}vx:hunter2@h:3128"));
+            let err = user.unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert_eq!(
+                credential_problem_of(err),
+                CredentialProblem::ControlCharacterInUserName,
+                "{encoded}"
+            );
+            assert!(shown.contains("h:3128"), "{shown}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("qz") && !shown.contains("vx"),
+                "{shown}"
+            );
+            let password = ProxyAddress::parse(&format!("http://qzvx:hun{encoded}ter2@h:3128"));
+            let err = password.unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert_eq!(
+                credential_problem_of(err),
+                CredentialProblem::ControlCharacterInPassword,
+                "{encoded}"
+            );
+            assert!(
+                !shown.contains("hun") && !shown.contains("ter2") && !shown.contains("qzvx"),
+                "{shown}"
+            );
+            let http = || ProxyAddress::new(ProxyScheme::Http, "h", 3128).unwrap();
+            assert_eq!(
+                credential_problem_of(
+                    http()
+                        .with_credentials(format!("ac{raw}ct"), Some("pw".into()))
+                        .unwrap_err()
+                ),
+                CredentialProblem::ControlCharacterInUserName,
+                "{encoded}"
+            );
+            assert_eq!(
+                credential_problem_of(
+                    http()
+                        .with_credentials("acct", Some(format!("pw{raw}").into()))
+                        .unwrap_err()
+                ),
+                CredentialProblem::ControlCharacterInPassword,
+                "{encoded}"
+            );
+            // SOCKS5 sends both as length-prefixed bytes (RFC 1929): nothing to break there.
+            let socks =
+                ProxyAddress::parse(&format!("socks5://ac{encoded}ct:pw{encoded}@h:1080")).unwrap();
+            assert_eq!(socks.username(), Some(format!("ac{raw}ct").as_str()));
+            assert_eq!(socks.password().unwrap().expose(), format!("pw{raw}"));
+        }
+        // Printable non-ASCII and spaces are not control characters.
+        let fine = ProxyAddress::parse("http://a%20%C3%A7:p%20%C3%A3%20@h:3128").unwrap();
+        assert_eq!(fine.username(), Some("a ç"));
+        assert_eq!(fine.password().unwrap().expose(), "p ã ");
+    }
+
+    /// RFC 1929's username/password sub-negotiation carries a password of 1 to 255 bytes; there
+    /// is no "user name only". A SOCKS5 proxy without authentication takes no user name.
+    #[test]
+    fn socks5_user_names_need_a_password() {
+        for url in ["socks5://user@h:1080", "socks5://user:@h:1080"] {
+            assert_eq!(
+                credential_problem_of(ProxyAddress::parse(url).unwrap_err()),
+                CredentialProblem::Socks5PasswordMissing,
+                "{url}"
+            );
+        }
+        let socks = || ProxyAddress::new(ProxyScheme::Socks5, "h", 1080).unwrap();
+        for password in [None, Some(ProxyPassword::new(""))] {
+            assert_eq!(
+                credential_problem_of(socks().with_credentials("user", password).unwrap_err()),
+                CredentialProblem::Socks5PasswordMissing
+            );
+        }
+        let err = ProxyAddress::parse("socks5://acct-42@h:1080").unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(
+            shown.contains("h:1080") && !shown.contains("acct"),
+            "{shown}"
+        );
+        // No user name at all (no authentication) and a one-byte password are fine.
+        assert!(
+            ProxyAddress::parse("socks5://h:1080")
+                .unwrap()
+                .username()
+                .is_none()
+        );
+        assert!(ProxyAddress::parse("socks5://user:p@h:1080").is_ok());
+        // HTTP Basic allows an empty password.
+        let http = ProxyAddress::parse("http://user@h:3128").unwrap();
+        assert_eq!(http.username(), Some("user"));
+        assert!(http.password().is_none());
     }
 
     #[test]

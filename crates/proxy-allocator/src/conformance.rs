@@ -47,6 +47,7 @@ macro_rules! lease_store_conformance {
             sticky_allocation, cap_and_least_loaded, tiers_are_preferred, tenant_exclusivity,
             release_frees_capacity_and_keeps_history, rotation_is_atomic_and_fenced,
             failures_and_successes, reports_are_fenced_by_generation,
+            generations_are_never_reused_after_release,
             concurrent_failure_reports_rotate_once, endpoint_health_marks_leases,
             egress_ip_changes_are_recorded,
             chips_without_lease_are_not_leased, parallel_allocation_respects_cap_and_stickiness,
@@ -508,6 +509,119 @@ pub async fn reports_are_fenced_by_generation(store: Arc<dyn LeaseStore>) {
         .expect("success");
     assert_eq!(reset.lease().consecutive_failures, 0);
     assert!(reset.is_applied());
+}
+
+/// A chip deleted (lease released) and allocated again gets a generation it never had before,
+/// so a late report about the released lease (or an earlier one) is
+/// [`LeaseUpdate::Superseded`] and counts nothing against the new lease, in the store and
+/// through [`ProxyAllocator::report_failure`] ([`FailureOutcome::Superseded`]).
+pub async fn generations_are_never_reused_after_release(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let (tenant, chip) = (s.tenant(), s.chip(1));
+    let first = store
+        .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
+        .await
+        .expect("allocates")
+        .into_lease();
+    let mut rotate = request(&tenant, &chip, vec![s.candidate(2, 5)]);
+    rotate.replace = Some(Replace {
+        generation: first.generation,
+        reason: "test".into(),
+    });
+    let rotated = store.allocate(rotate).await.expect("rotates").into_lease();
+    let released = store
+        .release(&tenant, &chip, t0())
+        .await
+        .expect("release")
+        .expect("the chip held a lease");
+    assert_eq!(released.generation, rotated.generation);
+    let again = store
+        .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
+        .await
+        .expect("allocates again");
+    let Allocation::Created(new) = again else {
+        panic!("an allocation after release creates a lease, got {again:?}")
+    };
+    assert_eq!(
+        new.generation,
+        released.generation + 1,
+        "a lease allocated after a release continues from the chip's last generation"
+    );
+
+    let later = t0() + Duration::from_secs(5);
+    for stale in [first.generation, released.generation] {
+        let failure = store
+            .record_failure(&tenant, &chip, stale, later)
+            .await
+            .expect("stale failure");
+        assert_eq!(
+            failure,
+            LeaseUpdate::Superseded(new.clone()),
+            "a failure about a released lease (generation {stale}) is not counted against the \
+             chip's new lease"
+        );
+        let success = store
+            .record_success(&tenant, &chip, stale)
+            .await
+            .expect("stale success");
+        assert_eq!(success, LeaseUpdate::Superseded(new.clone()));
+    }
+    let counted = store
+        .record_failure(&tenant, &chip, new.generation, later)
+        .await
+        .expect("failure");
+    assert!(counted.is_applied(), "{counted:?}");
+    assert_eq!(counted.lease().consecutive_failures, 1);
+    let generations: Vec<u64> = store
+        .history(&tenant, &chip)
+        .await
+        .expect("history")
+        .iter()
+        .filter(|h| h.event == HistoryEvent::Assigned)
+        .map(|h| h.generation)
+        .collect();
+    assert_eq!(
+        generations,
+        vec![first.generation, rotated.generation, new.generation],
+        "every lease lifetime of the chip has its own generation"
+    );
+
+    // Through the allocator, with a policy that would rotate on the first counted failure: a
+    // report about the released lease must neither count nor rotate.
+    let policy = AllocationPolicy {
+        rotate_after_failures: 1,
+        rotation_cooldown: Duration::ZERO,
+        ..AllocationPolicy::default()
+    };
+    let allocator = ProxyAllocator::new(s.static_source(2), store.clone(), policy).expect("policy");
+    let request = ChipProxyRequest::new(tenant.clone(), s.chip(2));
+    let old = allocator.allocate(&request).await.expect("allocates");
+    allocator
+        .release(&request.tenant, &request.chip)
+        .await
+        .expect("release")
+        .expect("the chip held a lease");
+    let current = allocator.allocate(&request).await.expect("allocates again");
+    assert!(
+        current.generation > old.generation,
+        "{current:?} after {old:?}"
+    );
+    let outcome = allocator
+        .report_failure(&request, old.generation)
+        .await
+        .expect("report");
+    assert_eq!(
+        outcome,
+        FailureOutcome::Superseded {
+            lease: current.clone()
+        },
+        "a failure about the released lease is not the new lease's"
+    );
+    assert_eq!(
+        store.lease(&tenant, &request.chip).await.expect("read"),
+        Some(current),
+        "nothing was counted or rotated"
+    );
 }
 
 /// Two replicas report the same failing connection at once, each past the threshold: the chip

@@ -22,10 +22,12 @@ pub enum ProxyError {
     },
 
     /// A user name or password that the proxy's authentication cannot carry: a `:` in an HTTP
-    /// user name (Basic authentication joins user and password with `:`, RFC 7617), a SOCKS5
-    /// user name or password over 255 bytes (RFC 1929), or an empty user name. Raised when the
-    /// address is built (URL parsing, [`crate::ProxyAddress::with_credentials`], a gateway's
-    /// configuration), never at connection time. Fix the configuration; neither value is echoed.
+    /// user name (Basic authentication joins user and password with `:`, RFC 7617), a control
+    /// character in an HTTP user name or password (RFC 7617), a SOCKS5 user name without a
+    /// password or a SOCKS5 user name or password over 255 bytes (RFC 1929), or an empty user
+    /// name (see [`CredentialProblem`]). Raised when the address is built (URL parsing,
+    /// [`crate::ProxyAddress::with_credentials`], the line format, a gateway's configuration or
+    /// session), never at connection time. Fix the configuration; neither value is echoed.
     #[error("unusable credentials for proxy {proxy}: {problem}")]
     InvalidCredentials {
         /// `host:port` of the proxy, with where it was configured when known (a line number,
@@ -195,6 +197,28 @@ pub enum CredentialProblem {
     /// A SOCKS5 password is longer than the 255 bytes RFC 1929 allows.
     #[error("the password is longer than the 255 bytes SOCKS5 (RFC 1929) allows")]
     Socks5PasswordTooLong,
+    /// An HTTP proxy's user name contains a control character (`\r`, `\n`, `\0`, DEL, ...).
+    /// RFC 7617 forbids control characters in the Basic user-id.
+    #[error(
+        "the user name contains a control character, which HTTP Basic authentication \
+         (RFC 7617) forbids"
+    )]
+    ControlCharacterInUserName,
+    /// An HTTP proxy's password contains a control character (`\r`, `\n`, `\0`, DEL, ...).
+    /// RFC 7617 forbids control characters in the Basic password.
+    #[error(
+        "the password contains a control character, which HTTP Basic authentication \
+         (RFC 7617) forbids"
+    )]
+    ControlCharacterInPassword,
+    /// A SOCKS5 proxy is given a user name but no password, or an empty one. RFC 1929's
+    /// username/password authentication sends a password of 1 to 255 bytes; a SOCKS5 proxy
+    /// without authentication takes an address without a user name.
+    #[error(
+        "a SOCKS5 user name needs a password of 1 to 255 bytes (RFC 1929); \
+         leave out the user name for a proxy without authentication"
+    )]
+    Socks5PasswordMissing,
 }
 
 impl ProxyError {

@@ -22,8 +22,12 @@ pub struct ProxyLease {
     pub session_id: Option<String>,
     /// The country requested from a gateway for this lease (fixed endpoints: `None`).
     pub country: Option<CountryCode>,
-    /// Starts at 1 and grows by one on every rotation; a rotation names the generation it
-    /// replaces, so two replicas cannot rotate the same lease twice.
+    /// Which of the chip's leases this is: one more than the highest generation the chip ever
+    /// had (1 for its first lease, +1 per rotation, and a lease allocated after a release
+    /// continues from the released one's), so it is unique across the chip's lease lifetimes.
+    /// A rotation names the generation it replaces, so two replicas cannot rotate the same
+    /// lease twice, and failure and success reports name the generation they are about, so a
+    /// report about an earlier lease never counts against this one.
     pub generation: u64,
     /// When this generation was assigned.
     pub assigned_at: SystemTime,

@@ -13,7 +13,8 @@ use crate::secret::ProxyPassword;
 /// `username` and `password` are the decoded values: WAHA puts them into Basic
 /// `Proxy-Authorization` as they are, so `@`, `:`, `/` and `%` in the password arrive intact,
 /// and so do all but `:` in the user name (Basic authentication cannot carry a `:` there, so
-/// [`ProxyAddress`] refuses one when it is built). `Debug` redacts the password; serializing
+/// [`ProxyAddress`] refuses one when it is built, as it refuses control characters in either
+/// value, which RFC 7617 forbids). `Debug` redacts the password; serializing
 /// writes it (WAHA needs it), so never log the serialized form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WahaProxyConfig {

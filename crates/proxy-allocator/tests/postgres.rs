@@ -401,3 +401,132 @@ async fn a_lost_first_allocation_returns_the_winner_on_a_one_connection_pool() {
     assert_eq!(lease.endpoint.as_str(), winner_endpoint);
     assert_eq!(lease.generation, 1);
 }
+
+/// Rows written before generations were unique across a chip's lease lifetimes stay valid, and
+/// new leases move past every generation they hold. Earlier builds restarted a chip at
+/// generation 1 after a release, so a chip may hold generation 1 while its history already
+/// records generation 2 (its released lease): rotating it must not hand out 2 again, or a late
+/// report about the released lease would count against the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_written_by_earlier_builds_continue_past_their_history() {
+    let run = run();
+    let store = store().await;
+    let (tenant, chip) = (TenantId::generate(), ChipId::new("legacy").expect("chip"));
+    let (e1, e2, e3) = (
+        format!("pg-{run}-legacy-1"),
+        format!("pg-{run}-legacy-2"),
+        format!("pg-{run}-legacy-3"),
+    );
+    let (mut raw, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL must be running (scripts/test-env.sh)");
+    tokio::spawn(connection);
+    let tx = raw.transaction().await.expect("begin");
+    tx.execute(
+        "INSERT INTO proxy_endpoints (id) VALUES ($1), ($2)",
+        &[&e1, &e2],
+    )
+    .await
+    .expect("endpoints");
+    // Allocated on e1 (1), rotated to e2 (2), released, allocated again on e1 at generation 1.
+    for (endpoint, generation, event) in [
+        (&e1, 1_i64, r#"{"kind":"assigned"}"#),
+        (
+            &e1,
+            1,
+            r#"{"kind":"rotated_away","reason":"3 consecutive failures"}"#,
+        ),
+        (&e2, 2, r#"{"kind":"assigned"}"#),
+        (&e2, 2, r#"{"kind":"released"}"#),
+        (&e1, 1, r#"{"kind":"assigned"}"#),
+    ] {
+        tx.execute(
+            "INSERT INTO proxy_lease_history \
+                 (tenant_id, chip_id, at, endpoint_id, session_id, generation, event) \
+             VALUES ($1, $2, now(), $3, NULL, $4, $5)",
+            &[
+                &tenant.as_str(),
+                &chip.as_str(),
+                endpoint,
+                &generation,
+                &event,
+            ],
+        )
+        .await
+        .expect("history");
+    }
+    tx.execute(
+        "INSERT INTO proxy_leases (tenant_id, chip_id, endpoint_id, generation, assigned_at) \
+         VALUES ($1, $2, $3, 1, now())",
+        &[&tenant.as_str(), &chip.as_str(), &e1],
+    )
+    .await
+    .expect("lease");
+    tx.commit().await.expect("commit");
+
+    let lease = store
+        .lease(&tenant, &chip)
+        .await
+        .expect("the old rows read back")
+        .expect("leased");
+    assert_eq!(lease.generation, 1);
+    assert_eq!(
+        store.history(&tenant, &chip).await.expect("history").len(),
+        5
+    );
+
+    let candidate = |endpoint: &str| Candidate {
+        endpoint: endpoint.parse().expect("id"),
+        tier: 0,
+        cap: 10,
+        exclusive: false,
+        session_id: None,
+        country: None,
+    };
+    let rotated = store
+        .allocate(AllocationRequest {
+            tenant: tenant.clone(),
+            chip: chip.clone(),
+            candidates: vec![candidate(&e3)],
+            replace: Some(proxy_allocator::Replace {
+                generation: 1,
+                reason: "test".into(),
+            }),
+            now: std::time::SystemTime::now(),
+        })
+        .await
+        .expect("rotates");
+    let Allocation::Rotated(rotated) = rotated else {
+        panic!("expected a rotation, got {rotated:?}")
+    };
+    assert_eq!(
+        rotated.generation, 3,
+        "a rotation moves past the released lease's generation 2 in the history"
+    );
+    let stale = store
+        .record_failure(&tenant, &chip, 2, std::time::SystemTime::now())
+        .await
+        .expect("stale report");
+    assert_eq!(
+        stale,
+        proxy_allocator::LeaseUpdate::Superseded(rotated.clone()),
+        "a report about the released lease is not counted"
+    );
+
+    store
+        .release(&tenant, &chip, std::time::SystemTime::now())
+        .await
+        .expect("release");
+    let again = store
+        .allocate(AllocationRequest {
+            tenant: tenant.clone(),
+            chip: chip.clone(),
+            candidates: vec![candidate(&e1)],
+            replace: None,
+            now: std::time::SystemTime::now(),
+        })
+        .await
+        .expect("allocates");
+    assert!(matches!(again, Allocation::Created(_)), "{again:?}");
+    assert_eq!(again.lease().generation, 4);
+}

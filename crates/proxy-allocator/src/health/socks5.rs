@@ -25,8 +25,9 @@ pub(crate) async fn handshake(
     };
     let io = |e| io_error(proxy, e);
 
-    // `ProxyAddress` refuses SOCKS5 credentials over 255 bytes when it is built, so the one-byte
-    // lengths below (ULEN, PLEN; RFC 1929) always fit.
+    // `ProxyAddress` refuses, when it is built, a SOCKS5 user name without a password (or with
+    // an empty one) and credentials over 255 bytes, so the one-byte lengths below (ULEN, PLEN;
+    // RFC 1929: 1 to 255) always fit; they are checked again rather than trusted.
     let credentials = proxy.username().map(|user| {
         (
             user.as_bytes(),
@@ -52,15 +53,18 @@ pub(crate) async fn handshake(
     match (choice[1], credentials) {
         (NO_AUTH, _) => {}
         (USER_PASS, Some((user, password))) => {
-            let too_long = |problem| ProxyError::InvalidCredentials {
+            let unusable = |problem| ProxyError::InvalidCredentials {
                 proxy: proxy.host_port(),
                 problem,
             };
             let user_len = u8::try_from(user.len()).map_err(|_| {
-                too_long(CredentialProblem::Socks5UserNameTooLong { bytes: user.len() })
+                unusable(CredentialProblem::Socks5UserNameTooLong { bytes: user.len() })
             })?;
-            let password_len = u8::try_from(password.len())
-                .map_err(|_| too_long(CredentialProblem::Socks5PasswordTooLong))?;
+            let password_len = match u8::try_from(password.len()) {
+                Ok(0) => return Err(unusable(CredentialProblem::Socks5PasswordMissing)),
+                Ok(len) => len,
+                Err(_) => return Err(unusable(CredentialProblem::Socks5PasswordTooLong)),
+            };
             let mut auth = Vec::with_capacity(3 + user.len() + password.len());
             auth.push(0x01);
             auth.push(user_len);

@@ -259,8 +259,9 @@ impl GatewayEndpoint {
     ///
     /// Fails with [`ProxyError::InvalidConfig`] when the template needs a country and none is
     /// given, and with [`ProxyError::InvalidCredentials`] when the user name it renders cannot
-    /// be sent (a `:` for an HTTP gateway, over 255 bytes for SOCKS5);
-    /// [`RotatingGatewaySource::new`] refuses such a configuration up front.
+    /// be sent (for an HTTP gateway a `:` or a control character, for SOCKS5 over 255 bytes or
+    /// no password; see [`ProxyAddress::with_credentials`]); [`RotatingGatewaySource::new`]
+    /// refuses such a configuration up front.
     pub fn session_address(
         &self,
         session: &str,
@@ -373,9 +374,9 @@ pub struct RotatingGatewaySource {
 impl RotatingGatewaySource {
     /// Validates the configuration: the URL must carry a base user, session ids must be 4 to 64
     /// characters, a template that requires a country needs a default country, and the user
-    /// names the template renders must be sendable: no `:` for an HTTP gateway (Basic
-    /// authentication, RFC 7617), at most 255 bytes for SOCKS5 (RFC 1929); otherwise
-    /// [`ProxyError::InvalidCredentials`].
+    /// names the template renders must be sendable: no `:` and no control characters for an
+    /// HTTP gateway (Basic authentication, RFC 7617), at most 255 bytes for SOCKS5 (RFC 1929),
+    /// whose URL must also carry the password; otherwise [`ProxyError::InvalidCredentials`].
     pub fn new(config: RotatingGatewayConfig) -> Result<Self, ProxyError> {
         let base_user = config
             .url
@@ -611,6 +612,117 @@ mod tests {
                 err,
                 ProxyError::InvalidCredentials {
                     problem: crate::CredentialProblem::ColonInHttpUserName,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    /// Control characters in an HTTP gateway's user name (RFC 7617) are refused wherever they
+    /// come from: the template's literals, the base user, or a hand-built endpoint's fields.
+    #[test]
+    fn rendered_user_names_with_control_characters_are_refused() {
+        for template in [
+            "{user}\r\nX-Injected-1-{session}",
+            "{user}-{session}[\u{0}{country}]",
+        ] {
+            let mut config = RotatingGatewayConfig::new(
+                EndpointId::new("gw-ctl").unwrap(),
+                ProxyAddress::parse("http://acme:s3cret@gw.example:823").unwrap(),
+                UsernameTemplate::parse(template).unwrap(),
+            );
+            config.countries = Some(["BR".parse().unwrap()].into());
+            let (proxy, problem) = invalid_credentials(RotatingGatewaySource::new(config));
+            assert_eq!(proxy, "gw.example:823 (gateway gw-ctl, user name template)");
+            assert!(
+                problem.contains("control character"),
+                "{template:?}: {problem}"
+            );
+        }
+        // The base user comes from the URL, which refuses it (even percent-encoded).
+        let err = ProxyAddress::parse("http://ac%0D%0Ame:s3cret@gw.example:823").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProxyError::InvalidCredentials {
+                    problem: crate::CredentialProblem::ControlCharacterInUserName,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // A hand-built endpoint (public fields) with a base user carrying CR/LF cannot render a
+        // session with it.
+        let gateway = GatewayEndpoint {
+            address: ProxyAddress::parse("http://acme:s3cret@gw.example:823").unwrap(),
+            base_user: "acme\r\nX-Injected 1".into(),
+            template: UsernameTemplate::parse("{user}-{session}").unwrap(),
+            countries: None,
+            default_country: None,
+            max_sessions: None,
+            session_id_length: 10,
+        };
+        let err = gateway
+            .session_address(&gateway.new_session_id(), None)
+            .unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(
+            matches!(
+                err,
+                ProxyError::InvalidCredentials {
+                    problem: crate::CredentialProblem::ControlCharacterInUserName,
+                    ..
+                }
+            ),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("Injected") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        // SOCKS5 sends the user name as length-prefixed bytes: nothing to break there.
+        RotatingGatewaySource::new(RotatingGatewayConfig::new(
+            EndpointId::new("gw-socks").unwrap(),
+            ProxyAddress::parse("socks5://acme:s3cret@gw.example:1080").unwrap(),
+            UsernameTemplate::parse("{user}\t{session}").unwrap(),
+        ))
+        .unwrap();
+    }
+
+    /// A SOCKS5 gateway needs the account password: RFC 1929 sends one of 1 to 255 bytes with
+    /// every user name.
+    #[test]
+    fn socks5_gateways_need_a_password() {
+        let err = ProxyAddress::parse("socks5://acme@gw.example:1080").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProxyError::InvalidCredentials {
+                    problem: crate::CredentialProblem::Socks5PasswordMissing,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // A hand-built endpoint whose address has no password renders no session either.
+        let gateway = GatewayEndpoint {
+            address: ProxyAddress::parse("socks5://gw.example:1080").unwrap(),
+            base_user: "acme".into(),
+            template: UsernameTemplate::parse("{user}-{session}").unwrap(),
+            countries: None,
+            default_country: None,
+            max_sessions: None,
+            session_id_length: 10,
+        };
+        let err = gateway
+            .session_address(&gateway.new_session_id(), None)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProxyError::InvalidCredentials {
+                    problem: crate::CredentialProblem::Socks5PasswordMissing,
                     ..
                 }
             ),

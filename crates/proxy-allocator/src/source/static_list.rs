@@ -48,10 +48,12 @@ impl TryFrom<RawEntry> for StaticProxyEntry {
     type Error = ProxyError;
 
     fn try_from(raw: RawEntry) -> Result<Self, Self::Error> {
-        let mut entry = StaticProxyEntry::new(ProxyAddress::parse(&raw.url)?)?;
-        if let Some(id) = raw.id {
-            entry.id = EndpointId::new(id)?;
-        }
+        let address = ProxyAddress::parse(&raw.url)?;
+        // With an explicit id the default one is never computed: it may not fit an id.
+        let mut entry = match raw.id {
+            Some(id) => StaticProxyEntry::named(EndpointId::new(id)?, address),
+            None => StaticProxyEntry::new(address)?,
+        };
         entry.country = raw.country;
         entry.labels = raw.labels;
         Ok(entry)
@@ -60,14 +62,21 @@ impl TryFrom<RawEntry> for StaticProxyEntry {
 
 impl StaticProxyEntry {
     /// An entry with the default id ([`StaticProxyEntry::default_id`]), no country and no
-    /// labels.
+    /// labels. Fails when the default id does not fit an [`EndpointId`] (a host name near the
+    /// 253-character limit); use [`StaticProxyEntry::named`] for such a proxy.
     pub fn new(address: ProxyAddress) -> Result<Self, ProxyError> {
-        Ok(Self {
-            id: Self::default_id(&address)?,
+        Ok(Self::named(Self::default_id(&address)?, address))
+    }
+
+    /// An entry with this id, no country and no labels. The default id is not computed, so this
+    /// works for every address, including one whose default id would be too long.
+    pub fn named(id: EndpointId, address: ProxyAddress) -> Self {
+        Self {
+            id,
             address,
             country: None,
             labels: BTreeSet::new(),
-        })
+        }
     }
 
     /// The id an entry gets unless one is given: `scheme://host:port` (`http://203.0.113.7:3128`,
@@ -82,10 +91,24 @@ impl StaticProxyEntry {
     /// so adding one does not rename another), which makes it stable across restarts with the
     /// same configuration. It hides the user name from view but is not a secret: a user name
     /// that can be guessed can be confirmed against it.
+    ///
+    /// Fails with [`ProxyError::InvalidConfig`] when the id would be longer than the 200
+    /// characters an [`EndpointId`] may have (a host name near its 253-character limit): give
+    /// such an entry an explicit id ([`StaticProxyEntry::named`], `id=` in the line format,
+    /// `"id"` in configuration).
     pub fn default_id(address: &ProxyAddress) -> Result<EndpointId, ProxyError> {
         let base = format!("{}://{}", address.scheme(), address.host_port());
+        let to_id = |id: String| {
+            EndpointId::new(id).map_err(|_| {
+                ProxyError::config(format!(
+                    "the default id of {} would be longer than the 200 characters an endpoint \
+                     id may have; give the entry an explicit id (id=NAME)",
+                    address.host_port()
+                ))
+            })
+        };
         let Some(user) = address.username() else {
-            return EndpointId::new(base);
+            return to_id(base);
         };
         let mut hash = Sha256::new();
         for field in [
@@ -101,7 +124,7 @@ impl StaticProxyEntry {
         }
         let digest = hash.finalize();
         let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-        EndpointId::new(format!("{base}#{tag}"))
+        to_id(format!("{base}#{tag}"))
     }
 
     /// Parses a proxy URL into an entry with the default id.
@@ -221,16 +244,16 @@ fn strip_comment(line: &str) -> &str {
 
 fn parse_line(line: &str) -> Result<StaticProxyEntry, ProxyError> {
     let mut tokens = line.split_whitespace();
-    let url = tokens.next().unwrap_or_default();
-    let mut entry = StaticProxyEntry::from_url(url)?;
+    let address = ProxyAddress::parse(tokens.next().unwrap_or_default())?;
+    let (mut id, mut country, mut labels) = (None, None, BTreeSet::new());
     for token in tokens {
         let (key, value) = token
             .split_once('=')
             .ok_or_else(|| ProxyError::config("expected key=value after the URL"))?;
         match key {
-            "country" => entry.country = Some(value.parse()?),
-            "id" => entry.id = EndpointId::new(value)?,
-            "label" | "labels" => entry.labels.extend(
+            "country" => country = Some(value.parse()?),
+            "id" => id = Some(EndpointId::new(value)?),
+            "label" | "labels" => labels.extend(
                 value
                     .split(',')
                     .filter(|l| !l.is_empty())
@@ -243,6 +266,13 @@ fn parse_line(line: &str) -> Result<StaticProxyEntry, ProxyError> {
             }
         }
     }
+    // With an explicit id the default one is never computed: it may not fit an id.
+    let mut entry = match id {
+        Some(id) => StaticProxyEntry::named(id, address),
+        None => StaticProxyEntry::new(address)?,
+    };
+    entry.country = country;
+    entry.labels = labels;
     Ok(entry)
 }
 
@@ -385,6 +415,125 @@ http://acct%3A42:hunter2@h:3128
         .unwrap_err();
         assert!(err.to_string().contains("255"), "{err}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    /// RFC 7617 forbids control characters in HTTP Basic credentials. The line format splits
+    /// on whitespace (so a raw CR or LF ends the token), but percent-encoded ones and raw NUL
+    /// or DEL reach the URL parser, which refuses them with the line number.
+    #[test]
+    fn control_characters_in_http_credentials_are_refused() {
+        for (text, problem) in [
+            (
+                "http://h:1\nhttp://u:hun%0D%0Ater2@h:3128 id=x",
+                crate::CredentialProblem::ControlCharacterInPassword,
+            ),
+            (
+                "http://h:1\nhttp://u:hun\u{0}ter2@h:3128",
+                crate::CredentialProblem::ControlCharacterInPassword,
+            ),
+            (
+                "http://h:1\nhttp://qz\u{7f}vx:hunter2@h:3128",
+                crate::CredentialProblem::ControlCharacterInUserName,
+            ),
+            (
+                "http://h:1\nhttp://qz%0Avx:hunter2@h:3128",
+                crate::CredentialProblem::ControlCharacterInUserName,
+            ),
+        ] {
+            let err = StaticListSource::parse(text).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            let ProxyError::InvalidCredentials {
+                proxy,
+                problem: got,
+            } = err
+            else {
+                panic!("expected InvalidCredentials, got {shown}");
+            };
+            assert_eq!(proxy, "h:3128 (line 2)", "{text:?}");
+            assert_eq!(got, problem, "{text:?}");
+            for secret in ["hun", "ter2", "qz", "vx"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+        }
+        for url in [
+            r#"{"url": "http://u:hun\r\nter2@h:3128"}"#,
+            r#"{"url": "http://u:hun%0D%0Ater2@h:3128", "id": "x"}"#,
+            r#"{"url": "http://qz\u0000vx:hunter2@h:3128"}"#,
+        ] {
+            let err = serde_json::from_str::<StaticProxyEntry>(url).unwrap_err();
+            assert!(err.to_string().contains("control character"), "{err}");
+            for secret in ["hun", "ter2", "qz", "vx"] {
+                assert!(!err.to_string().contains(secret), "{err}");
+            }
+        }
+    }
+
+    /// A SOCKS5 user name needs a password (RFC 1929 has no empty password); refused in the line
+    /// format and in configuration.
+    #[test]
+    fn socks5_user_names_without_a_password_are_refused() {
+        let err = StaticListSource::parse("socks5://acct-42@h:1080 id=s").unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(
+            matches!(
+                err,
+                ProxyError::InvalidCredentials {
+                    problem: crate::CredentialProblem::Socks5PasswordMissing,
+                    ..
+                }
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("line 1") && !shown.contains("acct"),
+            "{shown}"
+        );
+        let err =
+            serde_json::from_str::<StaticProxyEntry>(r#"{"url": "socks5://acct-42:@h:1080"}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("needs a password"), "{err}");
+    }
+
+    /// A host name may be 253 characters; `scheme://host:port` then exceeds the 200 characters
+    /// of an endpoint id. An explicit id must be enough to use such a proxy: the default id is
+    /// never computed when one is given.
+    #[tokio::test]
+    async fn an_explicit_id_needs_no_default_id() {
+        let label = "a".repeat(63);
+        let host = format!("{label}.{label}.{label}.{}", "b".repeat(61));
+        assert_eq!(host.len(), 253);
+        let url = format!("http://acct:s3cret@{host}:3128");
+        let source = StaticListSource::parse(&format!("{url} id=long-1 country=BR")).unwrap();
+        let endpoints = source.endpoints().await.unwrap();
+        assert_eq!(endpoints[0].id.as_str(), "long-1");
+        assert_eq!(endpoints[0].host_port(), format!("{host}:3128"));
+        assert_eq!(endpoints[0].country, Some("BR".parse().unwrap()));
+        let entry: StaticProxyEntry =
+            serde_json::from_str(&format!(r#"{{"url": "{url}", "id": "long-2"}}"#)).unwrap();
+        assert_eq!(entry.id.as_str(), "long-2");
+        let named = StaticProxyEntry::named(
+            EndpointId::new("long-3").unwrap(),
+            ProxyAddress::parse(&url).unwrap(),
+        );
+        assert_eq!(named.address.host(), host);
+
+        // Without one, the error says what to do.
+        let err = StaticListSource::parse(&format!("http://h:1\n{url}")).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ProxyError::InvalidConfig { .. }), "{err:?}");
+        assert!(
+            text.contains("line 2") && text.contains("explicit id"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret") && !text.contains("acct"), "{text}");
+        assert!(
+            serde_json::from_str::<StaticProxyEntry>(&format!(r#"{{"url": "{url}"}}"#)).is_err()
+        );
+        // A host whose `scheme://host:port` fits but whose `#tag` for the user name does not.
+        let mid = format!("http://acct:s3cret@{}:3128", "c".repeat(185));
+        assert!(StaticProxyEntry::from_url(&mid.replace("acct:s3cret@", "")).is_ok());
+        assert!(StaticProxyEntry::from_url(&mid).is_err());
+        assert!(StaticListSource::parse(&format!("{mid} id=mid")).is_ok());
     }
 
     #[test]

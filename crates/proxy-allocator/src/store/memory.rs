@@ -102,6 +102,26 @@ impl State {
             });
     }
 
+    /// The generation of the chip's next lease: one more than any it ever had, so that a report
+    /// about an earlier lease (rotated away, or released before the chip was allocated again)
+    /// never matches the new one. The history keeps every generation (each lease is recorded as
+    /// assigned) and survives release.
+    fn next_generation(&self, key: &ChipKey, current: Option<&ProxyLease>) -> u64 {
+        let recorded = self
+            .history
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|entry| entry.generation);
+        current
+            .map(|lease| lease.generation)
+            .into_iter()
+            .chain(recorded)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1)
+    }
+
     fn candidate_state(
         &self,
         endpoint: &EndpointId,
@@ -191,7 +211,7 @@ impl LeaseStore for InMemoryLeaseStore {
         })
         .ok_or_else(|| all_busy(&request.tenant, &request.chip))?
         .clone();
-        let generation = old.as_ref().map_or(1, |l| l.generation + 1);
+        let generation = state.next_generation(&key, old.as_ref());
         if let (Some(old), Some(replace)) = (&old, &request.replace) {
             state.remove(&key);
             state.log(

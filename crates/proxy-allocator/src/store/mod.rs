@@ -32,14 +32,19 @@ use tenant_isolation::{ChipId, TenantId};
 ///   none eligible → [`ProxyError::NoCapacity`] with [`NoCapacityReason::AllBusy`] and nothing
 ///   changes;
 /// - a rotation (`replace: Some`) of the current generation replaces the lease atomically
-///   (new generation = old + 1, failures reset, health healthy); of any other generation it
-///   returns the current lease unchanged; for a chip without a lease it is
-///   [`ProxyError::NotLeased`];
+///   (failures reset, health healthy); of any other generation it returns the current lease
+///   unchanged; for a chip without a lease it is [`ProxyError::NotLeased`];
+/// - every new lease (a chip's first, one allocated after a [`release`](LeaseStore::release),
+///   a rotation's) gets a generation one more than the highest the chip ever had, as kept in
+///   its history: a chip's first lease is generation 1, a rotation normally old + 1, and no two
+///   of a chip's lease lifetimes share a generation. Choosing it is part of the atomic
+///   allocation;
 /// - [`record_failure`](LeaseStore::record_failure) and
 ///   [`record_success`](LeaseStore::record_success) name the generation they are about and
 ///   change the lease only if it still has that generation ([`LeaseUpdate::Applied`]);
 ///   otherwise they change nothing and return the current lease ([`LeaseUpdate::Superseded`]).
-///   The check and the update are one atomic step;
+///   The check and the update are one atomic step. Since generations are never reused, a
+///   report about a lease released before the chip was allocated again is `Superseded` too;
 /// - history is appended for assignment, rotation, release, health transitions and egress-IP
 ///   changes, and survives release;
 /// - calls on a chip without a lease (other than `allocate`, `lease`, `release`, `history`)

@@ -12,6 +12,10 @@
 //! that won. Serialization failures and deadlocks (possible between a rotation and an endpoint
 //! health update) are retried with backoff.
 //!
+//! The new lease's generation is computed in the same statement that writes it: one more than
+//! the highest generation in the chip's history (and, for a rotation, at least the old one plus
+//! one), so it is never one the chip had before, even after a release.
+//!
 //! # Schema
 //! Tables `proxy_endpoints`, `proxy_leases` and `proxy_lease_history`, created by
 //! [`PostgresLeaseStore::migrate`], which records its versions in `proxy_allocator_migrations`
@@ -79,6 +83,16 @@ CREATE TABLE proxy_lease_history (
 CREATE INDEX proxy_lease_history_chip ON proxy_lease_history (tenant_id, chip_id, id);
 "#,
 )];
+
+/// The generation of the chip's next lease (`$1` tenant, `$2` chip): one more than any recorded
+/// in its history. Every lease is recorded there as assigned, in the transaction that creates
+/// it, and history survives release, so this is one more than any generation the chip ever had:
+/// a report about an earlier lease (rotated away, or released before the chip was allocated
+/// again) never matches the new one. It runs inside the allocating transaction after the chip's
+/// lease row is locked (or, for a first allocation, in the `INSERT` that the primary key
+/// serializes), so two allocations of one chip cannot both use it.
+const NEXT_GENERATION: &str = "(SELECT COALESCE(max(generation), 0) + 1 FROM proxy_lease_history \
+     WHERE tenant_id = $1 AND chip_id = $2)";
 
 const COLUMNS: &str = "tenant_id, chip_id, endpoint_id, session_id, country, generation, \
      assigned_at, healthy, health_reason, consecutive_failures, last_failure_at, egress_ip";
@@ -354,7 +368,8 @@ impl PostgresLeaseStore {
                     .query_one(
                         &format!(
                             "UPDATE proxy_leases SET endpoint_id = $3, session_id = $4, \
-                             country = $5, generation = $6, assigned_at = $7, healthy = true, \
+                             country = $5, generation = GREATEST($6, {NEXT_GENERATION}), \
+                             assigned_at = $7, healthy = true, \
                              health_reason = NULL, consecutive_failures = 0, \
                              last_failure_at = NULL, egress_ip = NULL \
                              WHERE tenant_id = $1 AND chip_id = $2 RETURNING {COLUMNS}"
@@ -379,7 +394,7 @@ impl PostgresLeaseStore {
                         &format!(
                             "INSERT INTO proxy_leases (tenant_id, chip_id, endpoint_id, \
                              session_id, country, generation, assigned_at) \
-                             VALUES ($1, $2, $3, $4, $5, 1, $6) \
+                             VALUES ($1, $2, $3, $4, $5, {NEXT_GENERATION}, $6) \
                              ON CONFLICT (tenant_id, chip_id) DO NOTHING RETURNING {COLUMNS}"
                         ),
                         &[
