@@ -10,9 +10,12 @@
 # On failure it exits non-zero naming the step that failed and why.
 set -euo pipefail
 
-# Keep stdout for the settings alone: every tool this script runs (apt, pg_ctlcluster's
-# "Removed stale pid file", dockerd, ...) writes to stderr, and the settings go to fd 3.
-exec 3>&1 1>&2
+# Stdout carries the settings alone. Everything else runs inside `{ ... } >&2` below, so every
+# tool (apt, pg_ctlcluster's "Removed stale pid file", ...) writes to stderr, and no daemon this
+# script starts holds the caller's stdout: `$(scripts/test-env.sh)` sees end-of-file when the
+# script ends. The settings are written to a file and printed last.
+settings_file=$(mktemp)
+trap 'rm -f "$settings_file"' EXIT
 
 log() { printf '[test-env] %s\n' "$*" >&2; }
 fail() {
@@ -41,9 +44,13 @@ PROXY_USER=chipfleet
 PROXY_PASSWORD='s3cr-et.p_ss'
 
 DOCKER_SOCKET=/var/run/docker.sock
+PROXY_RUN_DIR=$STATE_DIR/tinyproxy-run
 
+{
 # --- step: environment ------------------------------------------------------------------
 step=environment
+# Any command that fails without its own message still names the step and the command.
+trap 'fail "$step" "line $LINENO: \`$BASH_COMMAND\` failed"' ERR
 [ "$(id -u)" -eq 0 ] || fail "$step" "must run as root (it installs packages and starts daemons); try: sudo $0"
 [ -r /etc/debian_version ] || fail "$step" "this script targets Debian 12; /etc/debian_version is missing"
 mkdir -p "$STATE_DIR" "$LOG_DIR"
@@ -164,7 +171,7 @@ Allow 127.0.0.1
 # No ConnectPort line: CONNECT may reach any port (health-check targets listen on ephemeral
 # loopback ports). The proxy itself only listens on, and only admits, 127.0.0.1.
 BasicAuth $PROXY_USER $PROXY_PASSWORD
-PidFile "$STATE_DIR/tinyproxy.pid"
+PidFile "$PROXY_RUN_DIR/tinyproxy.pid"
 LogFile "$LOG_DIR/tinyproxy.log"
 LogLevel Warning
 CONF
@@ -174,27 +181,35 @@ if [ ! -f "$PROXY_CONF" ] || [ "$(cat "$PROXY_CONF")" != "$want_conf" ]; then
   printf '%s\n' "$want_conf" >"$PROXY_CONF"
   conf_changed=1
 fi
-proxy_pid() { [ -f "$STATE_DIR/tinyproxy.pid" ] && cat "$STATE_DIR/tinyproxy.pid"; }
-proxy_running() { local p; p=$(proxy_pid) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
-if proxy_running && [ "$conf_changed" -eq 0 ]; then
+proxy_listens() { (exec 4<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null; }
+# Ours is the tinyproxy started with our config file; a pid file alone can be stale or reused.
+proxy_running() { pgrep -f "^tinyproxy -c $PROXY_CONF\$" >/dev/null && proxy_listens; }
+if [ "$conf_changed" -eq 0 ] && proxy_running; then
   log "tinyproxy: already running on 127.0.0.1:$PROXY_PORT"
 else
-  if proxy_running; then kill "$(proxy_pid)" || true; sleep 0.5; fi
+  if pgrep -f "^tinyproxy -c $PROXY_CONF\$" >/dev/null; then
+    pkill -f "^tinyproxy -c $PROXY_CONF\$" || true
+    sleep 0.5
+  fi
+  # tinyproxy drops to `nobody`: it gets its own directory for the pid file and its log file;
+  # the state directory (with the config) stays root's.
+  chmod 0755 "$STATE_DIR"
+  mkdir -p "$PROXY_RUN_DIR"
+  chown nobody:nogroup "$PROXY_RUN_DIR"
   touch "$LOG_DIR/tinyproxy.log"
-  chown nobody:nogroup "$LOG_DIR/tinyproxy.log" 2>/dev/null || true
-  chmod 0777 "$STATE_DIR"
+  chown nobody:nogroup "$LOG_DIR/tinyproxy.log"
   tinyproxy -c "$PROXY_CONF" || fail "$step" "tinyproxy did not start (see $LOG_DIR/tinyproxy.log)"
   for _ in $(seq 1 40); do
-    (exec 3<>/dev/tcp/127.0.0.1/$PROXY_PORT) 2>/dev/null && break
+    proxy_listens && break
     sleep 0.25
   done
-  (exec 3<>/dev/tcp/127.0.0.1/$PROXY_PORT) 2>/dev/null \
+  proxy_listens \
     || fail "$step" "tinyproxy does not listen on 127.0.0.1:$PROXY_PORT (see $LOG_DIR/tinyproxy.log)"
   log "tinyproxy: started on 127.0.0.1:$PROXY_PORT"
 fi
 
 # --- settings the tests read --------------------------------------------------------------
-cat >&3 <<ENV
+cat >"$settings_file" <<ENV
 export DOCKER_HOST=unix://$DOCKER_SOCKET
 export DATABASE_URL=postgres://$PG_OWNER:$PG_OWNER_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
 export APP_DATABASE_URL=postgres://$PG_APP:$PG_APP_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
@@ -203,3 +218,5 @@ export OWNER_MEMBER_DATABASE_URL=postgres://$PG_OWNER_MEMBER:$PG_OWNER_MEMBER@12
 export TEST_PROXY_URL=http://$PROXY_USER:$PROXY_PASSWORD@127.0.0.1:$PROXY_PORT
 ENV
 log "ready"
+} >&2
+cat "$settings_file"
