@@ -52,10 +52,13 @@ macro_rules! id_type {
             /// not folded, so one id has exactly one spelling.
             pub fn new(input: impl Into<String>) -> Result<Self, Error> {
                 let input = input.into();
-                match validate_id(&input, Self::MAX_LEN) {
-                    Ok(()) => Ok(Self(input)),
-                    Err(reason) => Err(Error::invalid_id($kind, &input, reason)),
-                }
+                Self::checked(&input).map_err(|reason| Error::invalid_id($kind, &input, reason))
+            }
+
+            /// Validates and wraps an id, answering only why it was refused.
+            pub(crate) fn checked(input: &str) -> Result<Self, IdRejection> {
+                validate_id(input, Self::MAX_LEN)?;
+                Ok(Self(input.to_owned()))
             }
 
             /// The id as a string slice.

@@ -8,7 +8,6 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, SessionNameRejection, clip};
-use crate::id::validate_id;
 use crate::{ChipId, TenantId};
 
 /// The WAHA session name of one chip: `cf_<tenant>_<chip>`.
@@ -89,13 +88,8 @@ impl SessionName {
         let (tenant, chip) = rest
             .split_once(Self::SEPARATOR)
             .ok_or(SessionNameRejection::MissingSeparator)?;
-        validate_id(tenant, TenantId::MAX_LEN).map_err(SessionNameRejection::Tenant)?;
-        validate_id(chip, ChipId::MAX_LEN).map_err(SessionNameRejection::Chip)?;
-        let (tenant, chip) = match (TenantId::new(tenant), ChipId::new(chip)) {
-            (Ok(t), Ok(c)) => (t, c),
-            // Unreachable: both parts were validated above with the same rules.
-            _ => return Err(SessionNameRejection::MissingSeparator),
-        };
+        let tenant = TenantId::checked(tenant).map_err(SessionNameRejection::Tenant)?;
+        let chip = ChipId::checked(chip).map_err(SessionNameRejection::Chip)?;
         Ok(SessionName::new(&tenant, &chip))
     }
 

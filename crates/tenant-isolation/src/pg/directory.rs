@@ -64,21 +64,34 @@ impl PgTenantDirectory {
         PgTenantDirectory { admin }
     }
 
+    /// Runs `sql` (an `UPDATE ... RETURNING` of one tenant) in a transaction that first locks
+    /// the row and says why it cannot change (missing, deleted), and commits only when the
+    /// returned row reads back whole: a stored value that is corrupt fails the call and the
+    /// change is rolled back, so nothing is half-applied.
     async fn update_live(
         &self,
         id: &TenantId,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Tenant, Error> {
-        let conn = self.admin.connection().await?;
-        match conn.query_opt(sql, params).await? {
-            Some(row) => tenant_from_row(&row),
-            None => {
-                // Either missing or deleted: say which.
-                let tenant = self.get(id).await?;
-                Err(Error::TenantDeleted { tenant: tenant.id })
-            }
+        let mut conn = self.admin.connection().await?;
+        let tx = conn.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT status FROM tenants WHERE tenant_id = $1 FOR UPDATE",
+                &[&id.as_str()],
+            )
+            .await?
+            .ok_or_else(|| Error::TenantNotFound { tenant: id.clone() })?;
+        let status: TenantStatus = row.try_get::<_, String>(0)?.parse()?;
+        if status == TenantStatus::Deleted {
+            return Err(Error::TenantDeleted { tenant: id.clone() });
         }
+        let row = tx.query_one(sql, params).await?;
+        // Dropping `tx` on an error rolls the update back.
+        let tenant = tenant_from_row(&row)?;
+        tx.commit().await?;
+        Ok(tenant)
     }
 }
 
@@ -171,7 +184,7 @@ impl TenantDirectory for PgTenantDirectory {
         let sql = format!(
             "UPDATE tenants SET max_chips = $2, max_running_sessions = $3, max_sends_per_day = $4,
                     updated_at = now()
-              WHERE tenant_id = $1 AND status <> 'deleted' RETURNING {TENANT_COLUMNS}"
+              WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}"
         );
         self.update_live(
             id,
@@ -189,7 +202,7 @@ impl TenantDirectory for PgTenantDirectory {
     async fn set_secrets(&self, id: &TenantId, secrets: TenantSecrets) -> Result<Tenant, Error> {
         let sql = format!(
             "UPDATE tenants SET container_api_key = $2, webhook_hmac_key = $3, updated_at = now()
-              WHERE tenant_id = $1 AND status <> 'deleted' RETURNING {TENANT_COLUMNS}"
+              WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}"
         );
         self.update_live(
             id,

@@ -1,0 +1,97 @@
+//! The PostgreSQL tenant directory beyond the conformance suite: a change that cannot be read
+//! back whole is not half-applied (real PostgreSQL; fails if it is missing).
+#![cfg(feature = "postgres")]
+
+mod pg_support;
+
+use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
+use tenant_isolation::{Error, PlanLimits, TenantDirectory, TenantSecrets, TenantStatus};
+
+async fn owner_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&pg_support::admin_url(), NoTls)
+        .await
+        .expect("PostgreSQL is required for this test (DATABASE_URL)");
+    tokio::spawn(connection);
+    client
+}
+
+/// A stored secret written around the crate (too short to be a key) makes `set_limits` fail
+/// with `CorruptData`, and the limits stay as they were; `set_secrets` is the repair.
+#[tokio::test]
+async fn a_change_to_a_corrupt_tenant_is_rolled_back() {
+    let directory = pg_support::directory().await;
+    let t = pg_support::tenant(directory.as_ref()).await;
+    let owner = owner_client().await;
+    owner
+        .execute(
+            "UPDATE tenants SET container_api_key = 'short' WHERE tenant_id = $1",
+            &[&t.as_str()],
+        )
+        .await
+        .unwrap();
+
+    let refused = directory.set_limits(&t, PlanLimits::new(1, 1, 1)).await;
+    match refused {
+        Err(Error::CorruptData { detail }) => {
+            assert!(detail.contains("container API key"), "{detail}");
+            assert!(
+                !detail.contains("short"),
+                "no stored value in errors: {detail}"
+            );
+        }
+        other => panic!("expected CorruptData, got {other:?}"),
+    }
+    let row = owner
+        .query_one(
+            "SELECT max_chips, max_running_sessions, max_sends_per_day
+               FROM tenants WHERE tenant_id = $1",
+            &[&t.as_str()],
+        )
+        .await
+        .unwrap();
+    let stored: (i32, i32, i32) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        stored,
+        (10, 10, 100),
+        "the refused change left the limits untouched"
+    );
+
+    // New secrets repair the row; then limits can change again.
+    directory
+        .set_secrets(&t, TenantSecrets::generate().unwrap())
+        .await
+        .expect("set_secrets repairs a corrupt key");
+    let changed = directory
+        .set_limits(&t, PlanLimits::new(1, 1, 1))
+        .await
+        .unwrap();
+    assert_eq!(changed.limits, PlanLimits::new(1, 1, 1));
+}
+
+/// Missing and deleted tenants are told apart.
+#[tokio::test]
+async fn changes_to_missing_or_deleted_tenants_say_which() {
+    let directory = pg_support::directory().await;
+    let missing = tenant_isolation::TenantId::generate();
+    assert!(matches!(
+        directory
+            .set_limits(&missing, PlanLimits::new(1, 1, 1))
+            .await,
+        Err(Error::TenantNotFound { .. })
+    ));
+    let t = pg_support::tenant(directory.as_ref()).await;
+    directory
+        .set_status(&t, TenantStatus::Deleted)
+        .await
+        .unwrap();
+    assert!(matches!(
+        directory.set_limits(&t, PlanLimits::new(1, 1, 1)).await,
+        Err(Error::TenantDeleted { .. })
+    ));
+    assert!(matches!(
+        directory
+            .set_secrets(&t, TenantSecrets::generate().unwrap())
+            .await,
+        Err(Error::TenantDeleted { .. })
+    ));
+}
