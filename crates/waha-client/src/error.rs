@@ -53,7 +53,8 @@ pub enum WahaError {
         expected: Vec<SessionStatus>,
     },
 
-    /// 400 with validation messages (or a request this client refused to send): fix the input.
+    /// 400 with validation messages (or a request this client refused to send, or an answer it
+    /// refused because a caller-supplied `reqwest::Client` followed a redirect): fix the input.
     #[error("invalid request: {}", messages.join("; "))]
     Invalid {
         /// What is wrong, one message per problem.
@@ -78,7 +79,9 @@ pub enum WahaError {
         detail: String,
     },
 
-    /// Any other answer WAHA gave: the status and the body, with secrets redacted.
+    /// Any other answer WAHA gave: the status and the body, with secrets redacted. This
+    /// includes 3xx: redirects are never followed (they would carry the API key and request
+    /// bodies elsewhere), so a redirect means the base URL is wrong. Not retried.
     #[error("unexpected answer from WAHA: HTTP {status}: {body}")]
     Api {
         /// The HTTP status.
@@ -87,7 +90,9 @@ pub enum WahaError {
         body: String,
     },
 
-    /// The answer could not be decoded; `path` names the JSON field (e.g. `config.proxy.server`).
+    /// The answer could not be decoded (also an empty body where a JSON value is expected);
+    /// `path` names the JSON field (e.g. `config.proxy.server`), or the missing one
+    /// (`payload.from`).
     #[error("could not decode the answer to {operation} at `{path}`: {message}")]
     Decode {
         /// The operation whose answer failed to decode.

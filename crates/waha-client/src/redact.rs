@@ -73,12 +73,25 @@ pub(crate) fn is_secret_field(parent: Option<&str>, key: &str) -> bool {
         || (key == "value" && parent.is_some_and(|parent| normalize(parent) == "customheaders"))
 }
 
+/// Whether everything under `key` may hold a secret: the objects of a session config that
+/// carry one (`hmac`, `proxy`, `customHeaders`), and every secret key. A decode error anywhere
+/// under such a key never quotes the value: a `hmac` sent as a string is the key itself.
+pub(crate) fn is_secret_parent(key: &str) -> bool {
+    matches!(normalize(key).as_str(), "hmac" | "proxy" | "customheaders") || is_secret_key(key)
+}
+
 fn redact_value(value: &mut Value, parent: Option<&str>) {
     match value {
         Value::Object(map) => {
             for (key, child) in map.iter_mut() {
                 if is_secret_field(parent, key) && !child.is_null() {
                     *child = Value::String(REDACTED.to_owned());
+                } else if let (Some(parent), Value::String(text)) = (parent, &mut *child) {
+                    match (normalize(parent).as_str(), key.as_str()) {
+                        ("webhooks", "url") => *text = redact_url(text),
+                        ("proxy", "server") => *text = redact_authority(text).into_owned(),
+                        _ => {}
+                    }
                 } else {
                     redact_value(child, Some(key));
                 }
@@ -133,6 +146,57 @@ pub(crate) fn scrub_userinfo(text: &str) -> Cow<'_, str> {
     }
     out.push_str(rest);
     Cow::Owned(out)
+}
+
+/// A webhook URL safe to print: its scheme, host and port. Credentials, path, query and
+/// fragment each become `<redacted>`, since receivers put tokens in all of them (`?token=`,
+/// n8n/Slack/Discord capability paths, `https://token@host`). Text that does not parse as a URL
+/// with a host is `<redacted>` as a whole.
+pub(crate) fn redact_url(text: &str) -> String {
+    let Ok(url) = url::Url::parse(text) else {
+        return REDACTED.to_owned();
+    };
+    let Some(host) = url.host_str() else {
+        return REDACTED.to_owned();
+    };
+    let mut out = format!("{}://", url.scheme());
+    if !url.username().is_empty() || url.password().is_some() {
+        out.push_str(REDACTED);
+        out.push('@');
+    }
+    out.push_str(host);
+    if let Some(port) = url.port() {
+        out.push(':');
+        out.push_str(&port.to_string());
+    }
+    out.push('/');
+    if !matches!(url.path(), "" | "/") {
+        out.push_str(REDACTED);
+    }
+    if url.query().is_some() {
+        out.push('?');
+        out.push_str(REDACTED);
+    }
+    if url.fragment().is_some() {
+        out.push('#');
+        out.push_str(REDACTED);
+    }
+    out
+}
+
+/// A proxy `server` (`host:port`, with or without a scheme) safe to print: credentials written
+/// into it (`user:password@host:port`) become `<redacted>@host:port`. Everything up to the last
+/// `@` is taken for credentials (a password may hold `@`).
+pub(crate) fn redact_authority(server: &str) -> Cow<'_, str> {
+    let start = server.find("://").map_or(0, |scheme_end| scheme_end + 3);
+    match server[start..].rfind('@') {
+        Some(at) => Cow::Owned(format!(
+            "{}{REDACTED}{}",
+            &server[..start],
+            &server[start + at..]
+        )),
+        None => Cow::Borrowed(server),
+    }
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, marked when cut.
@@ -219,9 +283,56 @@ mod tests {
         for key in ["name", "server", "username", "url", "events", "value"] {
             assert!(!is_secret_key(key), "{key}");
         }
+        for parent in [
+            "hmac",
+            "proxy",
+            "customHeaders",
+            "custom_headers",
+            "hmacKey",
+        ] {
+            assert!(is_secret_parent(parent), "{parent}");
+        }
+        for parent in ["webhooks", "config", "metadata", "noweb"] {
+            assert!(!is_secret_parent(parent), "{parent}");
+        }
         assert!(is_secret_field(Some("customHeaders"), "value"));
         assert!(is_secret_field(Some("custom_headers"), "value"));
         assert!(!is_secret_field(Some("metadata"), "value"));
+    }
+
+    #[test]
+    fn webhook_urls_and_proxy_servers_keep_only_where_they_point() {
+        for (url, shown) in [
+            ("http://h:9/", "http://h:9/"),
+            ("http://h", "http://h/"),
+            (
+                "https://tok@h.example/n8n/webhook/0c1d?token=t#f",
+                "https://<redacted>@h.example/<redacted>?<redacted>#<redacted>",
+            ),
+            (
+                "http://u:p@[::1]:8080/x",
+                "http://<redacted>@[::1]:8080/<redacted>",
+            ),
+            // `?` ends the authority: `u` and `pa` are not a host and a port.
+            ("http://u:pa?ss@h/", "<redacted>"),
+            ("not a url", "<redacted>"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        for (server, shown) in [
+            ("p:3128", "p:3128"),
+            ("u:p@ss@p:3128", "<redacted>@p:3128"),
+            ("http://u:pw@p:3128", "http://<redacted>@p:3128"),
+        ] {
+            assert_eq!(redact_authority(server), shown, "{server}");
+        }
+        let body = br#"{"config":{"proxy":{"server":"u:pw-1@p:3128"},
+            "webhooks":[{"url":"https://h/hook-2?token=tk-3","events":[]}]},"note":"https://h/p?e=x"}"#;
+        let kept = redact_body(body, "k");
+        for secret in ["pw-1", "hook-2", "tk-3"] {
+            assert!(!kept.contains(secret), "{secret} leaked in {kept}");
+        }
+        assert!(kept.contains("https://h/p?e=x"), "{kept}");
     }
 
     #[test]

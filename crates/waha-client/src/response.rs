@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::error::{TransientCause, WahaError};
 use crate::model::SessionStatus;
 use crate::redact::{
-    is_secret_field, is_secret_key, redact_body, scrub_text, scrub_userinfo, truncate,
+    is_secret_field, is_secret_parent, redact_body, scrub_text, scrub_userinfo, truncate,
 };
 
 /// The longest serde message (in bytes) a decode error keeps.
@@ -140,7 +140,9 @@ fn nest_error_messages(json: Option<&Value>, api_key: &str) -> Option<Vec<String
     Some(vec![scrub_text(text, api_key)])
 }
 
-/// Decodes a JSON answer; an error names the JSON path that failed.
+/// Decodes a JSON answer; an error names the JSON path that failed. An empty body is a
+/// [`WahaError::Decode`] too: use [`decode_optional`] for the answers CONTRACT says may be
+/// empty.
 ///
 /// The success path is plain serde: path tracking costs on every value it visits, so it runs
 /// only after a failure, to name the path (decoding is deterministic, so it fails again at the
@@ -151,6 +153,13 @@ pub(crate) fn decode<T: DeserializeOwned>(
 ) -> Result<T, WahaError> {
     if let Ok(value) = serde_json::from_slice(body) {
         return Ok(value);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(WahaError::Decode {
+            operation,
+            path: ".".into(),
+            message: "the answer has an empty body where a JSON value was expected".into(),
+        });
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer)
@@ -189,26 +198,37 @@ fn decode_error<E: std::fmt::Display>(
     err: serde_path_to_error::Error<E>,
 ) -> WahaError {
     let inner = err.path().to_string();
-    let path = match (prefix.is_empty(), inner.as_str()) {
+    let mut path = match (prefix.is_empty(), inner.as_str()) {
         (true, _) => inner.clone(),
         (false, ".") => prefix.to_owned(),
         (false, _) => format!("{prefix}.{inner}"),
     };
-    // serde's messages quote the offending value; never quote one under a secret field.
+    // serde's messages quote the offending value. Never keep one under a secret field or
+    // anywhere under a secret-bearing parent (`hmac`, `proxy`, `customHeaders`, a secret key).
     let mut parent: Option<&str> = None;
     let mut secret = false;
     for segment in err.path().iter() {
         if let serde_path_to_error::Segment::Map { key } = segment {
-            secret |= is_secret_field(parent, key);
+            secret |= is_secret_field(parent, key) || is_secret_parent(key);
             parent = Some(key);
         }
     }
-    let secret = secret || prefix.split('.').any(is_secret_key);
+    let secret = secret || prefix.split('.').any(is_secret_parent);
+    let text = err.into_inner().to_string();
+    // A missing field is reported at its object; name the field itself (a name from our own
+    // types, not from the answer).
+    if let Some(field) = missing_field(&text) {
+        if path == "." {
+            path = field.to_owned();
+        } else {
+            path = format!("{path}.{field}");
+        }
+    }
     let message = if secret {
         "invalid value (not shown: secret field)".to_owned()
     } else {
         truncate(
-            scrub_userinfo(&err.into_inner().to_string()).into_owned(),
+            scrub_userinfo(&without_quoted_strings(&text)).into_owned(),
             MAX_DECODE_MESSAGE,
         )
     };
@@ -217,6 +237,54 @@ fn decode_error<E: std::fmt::Display>(
         path,
         message,
     }
+}
+
+/// The field of serde's "missing field `name`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split_once('`').map(|(field, _)| field)
+}
+
+/// serde's message without the string values it quotes: `string "..."` becomes
+/// `string (not shown)`, and an unknown variant is not named. Any string in an answer may be a
+/// secret (a `hmac` or a whole webhook URL sent as a string), so none is kept, wherever it is.
+fn without_quoted_strings(message: &str) -> std::borrow::Cow<'_, str> {
+    const STRING: &str = "string \"";
+    const VARIANT: &str = "unknown variant `";
+    if let Some(start) = message.find(VARIANT) {
+        // The variant is written raw (unescaped) and the rest of the message cannot be told
+        // from it reliably: drop both.
+        return format!("{}unknown variant (not shown)", &message[..start]).into();
+    }
+    if !message.contains(STRING) {
+        return message.into();
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(STRING) {
+        out.push_str(&rest[..start]);
+        out.push_str("string (not shown)");
+        // The string is written Rust-escaped (`{:?}`): it ends at the first unescaped `"`;
+        // without one, everything after the opening quote is dropped.
+        let quoted = &rest[start + STRING.len()..];
+        let mut end = quoted.len();
+        let mut chars = quoted.char_indices();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    end = at + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        rest = &quoted[end..];
+    }
+    out.push_str(rest);
+    out.into()
 }
 
 /// A reqwest failure, as a typed error without the URL.
@@ -242,4 +310,42 @@ pub(crate) fn transport(err: reqwest::Error) -> WahaError {
         source = inner.source();
     }
     WahaError::Transient { cause, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_strings_are_dropped_from_serde_messages() {
+        for (message, kept) in [
+            (
+                r#"invalid type: string "s3cr\"et", expected u64 at line 1 column 9"#,
+                "invalid type: string (not shown), expected u64 at line 1 column 9",
+            ),
+            (
+                r#"invalid value: string "a\\", expected x; string "b""#,
+                "invalid value: string (not shown), expected x; string (not shown)",
+            ),
+            (
+                r#"invalid type: string "cut"#,
+                "invalid type: string (not shown)",
+            ),
+            (
+                "unknown variant `s3cret`, expected `linear` at line 1 column 3",
+                "unknown variant (not shown)",
+            ),
+            (
+                "invalid type: integer `5`, expected a string",
+                "invalid type: integer `5`, expected a string",
+            ),
+        ] {
+            assert_eq!(without_quoted_strings(message), kept, "{message}");
+        }
+        assert_eq!(
+            missing_field("missing field `fromMe` at line 1 column 2"),
+            Some("fromMe")
+        );
+        assert_eq!(missing_field("invalid type: null"), None);
+    }
 }

@@ -143,7 +143,9 @@ impl WahaApi for WahaClient {
         if all {
             request = request.query("all=true");
         }
-        Ok(decode_optional("list_sessions", &self.execute(&request).await?)?.unwrap_or_default())
+        // CONTRACT: always an array. An empty body is a `Decode` error, never "no sessions":
+        // a reconciler would take that for every session gone.
+        decode("list_sessions", &self.execute(&request).await?)
     }
 
     async fn get_session(&self, name: &str) -> Result<SessionInfo, WahaError> {

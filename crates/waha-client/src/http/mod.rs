@@ -129,6 +129,10 @@ impl WahaClient {
         config: ClientConfig,
     ) -> Result<Self, WahaError> {
         let http = Client::builder()
+            // Never follow a redirect: reqwest would carry `X-Api-Key` to another host (it
+            // strips only `Authorization`, `Cookie` and `Proxy-Authorization`) and re-send
+            // request bodies (proxy passwords, HMAC keys) on 307/308. A 3xx is an `Api` error.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.timeouts.connect)
             .tcp_nodelay(true)
             .user_agent(concat!("waha-client/", env!("CARGO_PKG_VERSION")))
@@ -140,6 +144,31 @@ impl WahaClient {
     /// A client over a `reqwest::Client` you built (to share its pool or add settings). Its own
     /// time-outs are overridden per call by `config.timeouts`, except `connect`, which is the
     /// given client's.
+    ///
+    /// **Build it with `.redirect(reqwest::redirect::Policy::none())`.** reqwest follows
+    /// redirects by default, and on a redirect to another host it strips only `Authorization`,
+    /// `Cookie` and `Proxy-Authorization`: the `X-Api-Key` header goes to the new host, and a
+    /// 307/308 re-sends the request body (proxy passwords, HMAC keys, custom header values).
+    /// A `reqwest::Client` does not reveal its redirect policy, so this cannot be checked here.
+    /// What the client does check: an answer that arrived from another URL than the one asked
+    /// (a redirect was followed) is refused with [`WahaError::Invalid`], but by then the
+    /// request has already been sent to the redirect target. With `Policy::none()`, a 3xx
+    /// answer is [`WahaError::Api`] with its status, as with [`WahaClient::new`].
+    ///
+    /// ```
+    /// use waha_client::{ApiKey, ClientConfig, WahaClient};
+    ///
+    /// let http = reqwest::Client::builder()
+    ///     .redirect(reqwest::redirect::Policy::none())
+    ///     .build()?;
+    /// let client = WahaClient::with_http_client(
+    ///     "http://127.0.0.1:3000".parse()?,
+    ///     ApiKey::new("my-api-key"),
+    ///     ClientConfig::default(),
+    ///     http,
+    /// )?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// As [`WahaClient::new`].
@@ -298,7 +327,7 @@ impl WahaClient {
             .url(&inner.base, &inner.base_path, request.query);
         let mut builder = inner
             .http
-            .request(request.operation.method(), url)
+            .request(request.operation.method(), url.clone())
             .timeout(timeout)
             .header(ACCEPT, request.accept);
         if let Some(key) = &inner.api_key_header {
@@ -308,6 +337,10 @@ impl WahaClient {
             builder = builder.header(CONTENT_TYPE, JSON).body(body.clone());
         }
         let response = builder.send().await.map_err(transport)?;
+        if !same_target(response.url(), &url) {
+            // Only a caller-supplied client can get here (see `with_http_client`).
+            return Err(followed_redirect());
+        }
         let status = response.status();
         let body = read_body(
             response,
@@ -332,6 +365,24 @@ fn budget_exhausted(config: &ClientConfig) -> WahaError {
             config.retry.max_elapsed.as_millis()
         ),
     }
+}
+
+/// Whether an answer came from the URL that was asked. reqwest moves a URL's user name and
+/// password into an `Authorization` header and drops them from the URL, so they are not
+/// compared.
+fn same_target(answered: &Url, asked: &Url) -> bool {
+    answered.scheme() == asked.scheme()
+        && answered[url::Position::BeforeHost..] == asked[url::Position::BeforeHost..]
+}
+
+/// The error for an answer that a caller-supplied `reqwest::Client` fetched by following a
+/// redirect. Neither URL is named: either may carry credentials.
+fn followed_redirect() -> WahaError {
+    WahaError::invalid(
+        "the HTTP client followed a redirect, so the API key and the request body may have \
+         been sent to another server; the answer was refused. Build the reqwest::Client passed \
+         to WahaClient::with_http_client with .redirect(reqwest::redirect::Policy::none())",
+    )
 }
 
 /// Reads the whole body, refusing one larger than `limit` bytes (announced or actual).
@@ -370,15 +421,27 @@ async fn read_body(
 
 impl fmt::Debug for WahaClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let base = &self.inner.base;
-        let mut shown = base.clone();
-        if base.password().is_some() {
-            let _ = shown.set_password(Some(crate::secret::REDACTED));
-        }
         f.debug_struct("WahaClient")
-            .field("base_url", &shown.as_str())
+            .field("base_url", &shown_base_url(&self.inner.base))
             .field("api_key", &self.inner.api_key)
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// The base URL for `Debug`: any user name or password (`http://<token>@waha:3000` puts a
+/// token in the user name) is replaced by one `<redacted>`.
+fn shown_base_url(base: &Url) -> String {
+    if base.username().is_empty() && base.password().is_none() {
+        return base.as_str().to_owned();
+    }
+    let mut bare = base.clone();
+    // Cannot fail: the base URL has a host (checked when the client was built).
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    let text = bare.as_str();
+    match text.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}@{rest}", crate::secret::REDACTED),
+        None => crate::secret::REDACTED.to_owned(),
     }
 }

@@ -3,14 +3,18 @@
 //! Every field is optional on the wire. `null` and a missing field both decode to the empty
 //! value, and empty values are left out when serialising, so a config survives a round trip
 //! through the server unchanged. Secrets are [`crate::secret`] types: `Debug` redacts them,
-//! `Serialize` writes them (WAHA needs them).
+//! `Serialize` writes them (WAHA needs them). Two plain strings can hold secrets too, so their
+//! `Debug` is written by hand: a webhook `url` shows only its scheme, host and port, and a
+//! proxy `server` hides credentials written into it (`user:password@host:port`).
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::lenient::null_as_default;
 use crate::error::WahaError;
+use crate::redact::{redact_authority, redact_url};
 use crate::secret::{HeaderValueSecret, HmacKey, ProxyPassword};
 
 /// A session's configuration: webhooks, metadata, proxy, engine options and client names.
@@ -92,7 +96,9 @@ impl SessionConfig {
 }
 
 /// A proxy for the session's connection to WhatsApp.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Debug` redacts the password, and credentials written into `server`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProxyConfig {
     /// `host:port`; WAHA adds `http://` when there is no scheme.
     pub server: String,
@@ -127,10 +133,14 @@ impl ProxyConfig {
 }
 
 /// One webhook target of a session.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Debug` shows only the scheme, host and port of `url` (its credentials, path, query and
+/// fragment become `<redacted>`: receivers put tokens there), and redacts the HMAC key and the
+/// custom header values.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookConfig {
-    /// The URL WAHA posts to.
+    /// The URL WAHA posts to. Treat it as a secret when it carries a token.
     pub url: String,
     /// Event names, e.g. `session.status`, `message`, `message.ack`. Unknown names (also `*`)
     /// make WAHA answer 400.
@@ -177,6 +187,41 @@ impl WebhookConfig {
         }
         self.hmac = Some(WebhookHmac { key: Some(key) });
         Ok(self)
+    }
+}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so that a new field cannot be forgotten here.
+        let Self {
+            url,
+            events,
+            hmac,
+            retries,
+            custom_headers,
+        } = self;
+        f.debug_struct("WebhookConfig")
+            .field("url", &redact_url(url))
+            .field("events", events)
+            .field("hmac", hmac)
+            .field("retries", retries)
+            .field("custom_headers", custom_headers)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            server,
+            username,
+            password,
+        } = self;
+        f.debug_struct("ProxyConfig")
+            .field("server", &redact_authority(server))
+            .field("username", username)
+            .field("password", password)
+            .finish()
     }
 }
 

@@ -7,7 +7,8 @@
 //! use waha_client::webhook::{self, EventPayload, WebhookEvent};
 //!
 //! let key = HmacKey::new("my-secret-key");
-//! let body = br#"{"event":"message.ack","session":"s1","payload":{"id":"m1","ack":3,"ackName":"READ"}}"#;
+//! let body = br#"{"event":"message.ack","session":"s1","payload":{"id":"m1","from":"5511999999999@c.us",
+//!     "to":"5522999999999@c.us","fromMe":true,"ack":3,"ackName":"READ"}}"#;
 //! let signature = webhook::sign(&key, body); // what WAHA puts in X-Webhook-Hmac
 //! webhook::verify(&key, body, Some(&signature), Some("sha512"))?;
 //! let event = WebhookEvent::from_slice(body)?;

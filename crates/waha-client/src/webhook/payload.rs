@@ -39,6 +39,10 @@ pub struct SessionStatusChange {
 }
 
 /// `message` and `message.any`: the message fields this project uses.
+///
+/// `id`, `from`, `fromMe` and `hasMedia` are required: WAHA always sends them, and a default
+/// would pass for data. The `Option` fields may be absent or `null` (engines leave `to`,
+/// `participant`, `body` and `ack` out or `null`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageEvent {
@@ -51,11 +55,11 @@ pub struct MessageEvent {
         skip_serializing_if = "Option::is_none"
     )]
     pub timestamp: Option<u64>,
-    /// The chat it came from (or, when sent by this account, the chat it went to).
-    #[serde(default)]
+    /// The chat it came from (or, when sent by this account, the chat it went to). Required:
+    /// a payload without it is a decode error naming `payload.from`.
     pub from: String,
-    /// Whether this account sent it.
-    #[serde(default)]
+    /// Whether this account sent it. Required, like `from` and `hasMedia`: WAHA always sends
+    /// it, and an invented `false` would make an outgoing message look incoming.
     pub from_me: bool,
     /// The recipient.
     #[serde(default)]
@@ -66,8 +70,7 @@ pub struct MessageEvent {
     /// The text (or caption).
     #[serde(default)]
     pub body: Option<String>,
-    /// Whether it has media.
-    #[serde(default)]
+    /// Whether it has media. Required.
     pub has_media: bool,
     /// The media descriptor, as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,8 +98,7 @@ pub struct MessageAckEvent {
     /// Groups: the member the ack is about.
     #[serde(default)]
     pub participant: Option<String>,
-    /// Whether this account sent the message.
-    #[serde(default)]
+    /// Whether this account sent the message. Required.
     pub from_me: bool,
     /// The delivery state.
     pub ack: MessageAck,

@@ -209,7 +209,37 @@ async fn long_non_ascii_value_in_a_wrong_typed_field_is_a_decode_error() {
             WahaError::Decode { path, message, .. } => {
                 assert_eq!(path, "config.debug");
                 assert!(message.starts_with("invalid type: string"), "{message}");
+                // String values are never quoted (one could hold a secret).
+                assert!(!message.contains('é'), "{message}");
                 assert!(message.len() < 340, "bounded: {} bytes", message.len());
+            }
+            other => panic!("expected Decode, got {other:?}"),
+        }
+    }
+}
+
+/// CONTRACT: `GET /api/sessions` always answers an array. An empty 200 is not "no sessions"
+/// (a reconciler would conclude that every session is gone) but an answer it cannot read.
+#[tokio::test]
+async fn an_empty_session_list_body_is_a_decode_error() {
+    let server = server().await;
+    Mock::given(method("GET"))
+        .and(path("/api/sessions"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let api = client(&server);
+    for all in [false, true] {
+        match api.list_sessions(all).await {
+            Err(WahaError::Decode {
+                operation,
+                path,
+                message,
+            }) => {
+                assert_eq!(operation, "list_sessions");
+                assert_eq!(path, ".");
+                assert!(message.contains("empty"), "{message}");
             }
             other => panic!("expected Decode, got {other:?}"),
         }

@@ -4,6 +4,7 @@
 mod calls;
 mod ensure;
 mod errors;
+mod redirects;
 mod retries;
 mod secrets;
 mod support;

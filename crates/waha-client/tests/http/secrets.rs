@@ -16,9 +16,15 @@ use crate::support::*;
 const PROXY_PASSWORD: &str = "proxy-pw-7781";
 const HMAC_KEY: &str = "hmac-key-9924";
 const HEADER_TOKEN: &str = "Bearer header-token-3310";
+/// A webhook URL with credentials, a capability token in the path and one in the query (the
+/// shapes of n8n, Slack or Discord hook URLs and of `?token=` receivers).
+const WEBHOOK_URL: &str =
+    "https://hook-user-1313:hook-pw-1212@hooks.example:8443/hook-path-4545?token=hook-token-8080";
+/// A proxy whose credentials sit in `server` rather than in `username`/`password`.
+const INLINE_PROXY: &str = "proxy-inline-user-3535:proxy-inline-pw-3434@127.0.0.1:3128";
 
 fn secret_config() -> SessionConfig {
-    let mut webhook = WebhookConfig::new("http://127.0.0.1:9/hook", ["message"])
+    let mut webhook = WebhookConfig::new(WEBHOOK_URL, ["message"])
         .signed_with(HMAC_KEY)
         .unwrap();
     webhook.custom_headers.push(CustomHeader {
@@ -26,14 +32,25 @@ fn secret_config() -> SessionConfig {
         value: HEADER_TOKEN.into(),
     });
     SessionConfig {
-        proxy: Some(ProxyConfig::new("127.0.0.1:3128").with_credentials("user", PROXY_PASSWORD)),
+        proxy: Some(ProxyConfig::new(INLINE_PROXY).with_credentials("user", PROXY_PASSWORD)),
         webhooks: vec![webhook],
         ..SessionConfig::default()
     }
 }
 
 fn assert_clean(text: &str) {
-    for secret in [API_KEY, PROXY_PASSWORD, HMAC_KEY, "header-token-3310"] {
+    for secret in [
+        API_KEY,
+        PROXY_PASSWORD,
+        HMAC_KEY,
+        "header-token-3310",
+        "hook-user-1313",
+        "hook-pw-1212",
+        "hook-path-4545",
+        "hook-token-8080",
+        "proxy-inline-user-3535",
+        "proxy-inline-pw-3434",
+    ] {
         assert!(
             !text.contains(secret),
             "secret {secret:?} leaked in: {text}"
@@ -149,7 +166,20 @@ async fn client_config_and_errors_never_show_secrets() {
         },
     );
     assert_clean(&format!("{api:?}"));
-    assert_clean(&format!("{config:?}"));
+    let shown = format!("{config:?}");
+    assert_clean(&shown);
+    // What is left is still useful for diagnosis.
+    for kept in [
+        "https://<redacted>@hooks.example:8443/<redacted>?<redacted>",
+        "<redacted>@127.0.0.1:3128",
+        "Authorization",
+    ] {
+        assert!(shown.contains(kept), "{kept} missing in {shown}");
+    }
+    assert_clean(&format!(
+        "{:?}",
+        waha_client::NewSession::new("s1", config.clone())
+    ));
 
     let with_password = WahaClient::new(
         format!("http://user:url-pass-5555@127.0.0.1:{}/", closed_port())
@@ -160,6 +190,21 @@ async fn client_config_and_errors_never_show_secrets() {
     .unwrap();
     let shown = format!("{with_password:?}");
     assert!(!shown.contains("url-pass-5555"), "{shown}");
+    // A token as the user name (`http://<token>@waha:3000`) is a secret too.
+    let with_token = WahaClient::new(
+        format!("http://url-token-6666@127.0.0.1:{}/", closed_port())
+            .parse()
+            .unwrap(),
+        ApiKey::new(API_KEY),
+    )
+    .unwrap();
+    for shown in [shown, format!("{with_token:?}")] {
+        assert!(
+            !shown.contains("url-token-6666") && !shown.contains("user:"),
+            "{shown}"
+        );
+        assert!(shown.contains("http://<redacted>@127.0.0.1:"), "{shown}");
+    }
 
     let mut errors = every_error_kind();
     for name in ["s500", "s503", "s400", "s422", "decode"] {
@@ -224,6 +269,69 @@ async fn environment_answers_are_redacted_in_errors() {
         assert!(!shown.contains(secret), "{secret} leaked in {shown}");
     }
     assert!(shown.contains("NOWEB") && shown.contains("postgres://waha:<redacted>@db"));
+}
+
+/// A secret-bearing parent that arrives with the wrong type (a string where WAHA sends an
+/// object or a list) must not be quoted by serde's "invalid type: string ..." message; nor may
+/// any other string value, such as a webhook URL carrying a token.
+#[tokio::test]
+async fn decode_errors_never_quote_a_value_under_a_secret_parent() {
+    let server = server().await;
+    let cases = [
+        (
+            "hmac",
+            json!({"webhooks": [{"url": "http://127.0.0.1:9/hook", "events": [],
+                "hmac": "hmac-as-string-5151"}]}),
+            "config.webhooks[0].hmac",
+            "hmac-as-string-5151",
+        ),
+        (
+            "hmac-number",
+            json!({"webhooks": [{"url": "http://127.0.0.1:9/hook", "events": [],
+                "hmac": 51_525_354}]}),
+            "config.webhooks[0].hmac",
+            "51525354",
+        ),
+        (
+            "proxy",
+            json!({"proxy": "proxy-as-string-6161"}),
+            "config.proxy",
+            "proxy-as-string-6161",
+        ),
+        (
+            "header",
+            json!({"webhooks": [{"url": "http://127.0.0.1:9/hook", "events": [],
+                "customHeaders": ["X-Token: header-as-string-7171"]}]}),
+            "config.webhooks[0].customHeaders[0]",
+            "header-as-string-7171",
+        ),
+        (
+            "webhook",
+            json!({"webhooks": ["https://h.example/p?token=webhook-as-string-8181"]}),
+            "config.webhooks[0]",
+            "webhook-as-string-8181",
+        ),
+    ];
+    for (name, config, _, _) in &cases {
+        let mut answer = session_json(name, "WORKING");
+        answer["config"] = config.clone();
+        Mock::given(method("GET"))
+            .and(path(format!("/api/sessions/{name}")))
+            .respond_with(json_response(200, answer))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let api = client(&server);
+    for (name, _, expected_path, secret) in cases {
+        let err = api.get_session(name).await.unwrap_err();
+        let WahaError::Decode { path, .. } = &err else {
+            panic!("{name}: expected Decode, got {err:?}");
+        };
+        assert_eq!(path, expected_path, "{name}");
+        let shown = format!("{err} | {err:?}");
+        assert!(!shown.contains(secret), "{name}: {shown}");
+    }
 }
 
 /// Every log line of the test's thread, as text.
