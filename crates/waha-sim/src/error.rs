@@ -29,7 +29,8 @@ pub enum SimError {
         /// The operating system's answer.
         source: std::io::Error,
     },
-    /// The state directory could not be created or read: check the path and its permissions.
+    /// The state directory could not be created or read, or an unreadable session file in it
+    /// could not be renamed aside: check the path and its permissions.
     #[error("state directory {path}: {source}")]
     StateDir {
         /// The directory (or file inside it) at fault.

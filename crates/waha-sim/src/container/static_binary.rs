@@ -111,10 +111,11 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
     };
     let entsize = usize::from(u16_at(0x36));
     let count = usize::from(u16_at(0x38));
+    // Offsets come from the file: any overflow means it is not a (well-formed) static binary.
     (0..count).all(|i| {
-        let at = phoff + i * entsize;
-        bytes
-            .get(at..at + 4)
+        i.checked_mul(entsize)
+            .and_then(|rel| phoff.checked_add(rel))
+            .and_then(|at| bytes.get(at..at.checked_add(4)?))
             .and_then(|s| s.try_into().ok())
             .map(u32::from_le_bytes)
             .is_some_and(|kind| kind != PT_INTERP)
@@ -130,5 +131,40 @@ mod tests {
         let ls = std::fs::read("/bin/ls").expect("/bin/ls exists on the test machine");
         assert!(!is_static_elf(&ls));
         assert!(!is_static_elf(b"#!/bin/sh\n"));
+    }
+
+    /// A 64-bit little-endian ELF header followed by program headers of the given types.
+    fn elf(phoff: u64, entsize: u16, kinds: &[u32]) -> Vec<u8> {
+        let mut bytes = vec![0_u8; 64];
+        bytes[..4].copy_from_slice(b"\x7fELF");
+        bytes[4] = 2;
+        bytes[5] = 1;
+        bytes[0x20..0x28].copy_from_slice(&phoff.to_le_bytes());
+        bytes[0x36..0x38].copy_from_slice(&entsize.to_le_bytes());
+        let count = u16::try_from(kinds.len()).unwrap();
+        bytes[0x38..0x3a].copy_from_slice(&count.to_le_bytes());
+        for kind in kinds {
+            let mut header = vec![0_u8; usize::from(entsize)];
+            header[..4].copy_from_slice(&kind.to_le_bytes());
+            bytes.extend_from_slice(&header);
+        }
+        bytes
+    }
+
+    #[test]
+    fn crafted_headers_are_judged_by_their_program_headers() {
+        const PT_LOAD: u32 = 1;
+        const PT_INTERP: u32 = 3;
+        assert!(is_static_elf(&elf(64, 56, &[PT_LOAD, PT_LOAD])));
+        assert!(!is_static_elf(&elf(64, 56, &[PT_LOAD, PT_INTERP])));
+    }
+
+    #[test]
+    fn offsets_that_overflow_are_not_static_binaries() {
+        // Program header offsets at the very end of the address space: reading 4 bytes there
+        // overflows.
+        for phoff in [u64::MAX, u64::MAX - 1, u64::MAX - 3] {
+            assert!(!is_static_elf(&elf(phoff, 56, &[1, 1])), "{phoff}");
+        }
     }
 }

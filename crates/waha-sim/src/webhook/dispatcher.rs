@@ -54,6 +54,9 @@ enum DeliveryError {
     Status(u16),
     #[error("transport error: {0}")]
     Transport(String),
+    /// The HMAC could not be keyed (not expected: HMAC takes keys of any length).
+    #[error("cannot compute the HMAC signature")]
+    Signing,
 }
 
 struct Sender {
@@ -274,8 +277,9 @@ impl Sender {
             .and_then(|h| h.key.as_deref())
             .filter(|k| !k.is_empty())
         {
+            let mac = sign(key.as_bytes(), &delivery.body).ok_or(DeliveryError::Signing)?;
             request = request
-                .header("X-Webhook-Hmac", sign(key.as_bytes(), &delivery.body))
+                .header("X-Webhook-Hmac", mac)
                 .header("X-Webhook-Hmac-Algorithm", "sha512");
         }
         for header in webhook.custom_headers.iter().flatten() {

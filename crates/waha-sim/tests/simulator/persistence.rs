@@ -1,6 +1,9 @@
 //! Sessions in a state directory come back after a restart (the stale sessions of a reused
 //! volume).
 
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 use waha_sim::SessionStatus;
 
@@ -75,15 +78,114 @@ async fn restart_all_starts_stopped_sessions_too_and_crash_keeps_written_state()
         .unwrap();
 }
 
+/// The file a session named `name` (short) is stored in.
+fn session_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{}.json", hex::encode(name.as_bytes())))
+}
+
+/// Waits until `check` holds, for at most `WAIT`.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
-async fn unreadable_files_are_skipped_and_left_alone() {
+async fn unreadable_files_are_moved_aside_and_survive_a_session_of_the_same_name() {
     let dir = TempDir::new("corrupt");
-    let bad = dir.0.join("broken.json");
+    let bad = session_file(&dir.0, "clash");
     std::fs::write(&bad, b"{not json").unwrap();
     let sim = fast().state_dir(&dir.0).start().await.unwrap();
     assert_eq!(sim.control().session_count(), 0);
+    // A new session with the same name is written where the bad file was.
+    let (status, _) = call(Api::new(&sim).post("/api/sessions", json!({"name": "clash"}))).await;
+    assert_eq!(status, 201);
     sim.shutdown().await;
-    assert_eq!(std::fs::read(&bad).unwrap(), b"{not json");
+
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&bad).unwrap()).unwrap();
+    assert_eq!(written["name"], "clash");
+    let aside: Vec<PathBuf> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p != &bad)
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(
+        aside[0]
+            .to_string_lossy()
+            .starts_with(&format!("{}.corrupt-", bad.display())),
+        "{aside:?}"
+    );
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), b"{not json");
+
+    // The moved file is not read again: only the new session comes back.
+    let again = fast().state_dir(&dir.0).start().await.unwrap();
+    assert_eq!(again.control().session_count(), 1);
+    again.shutdown().await;
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), b"{not json");
+}
+
+#[tokio::test]
+async fn a_failed_write_is_retried_until_it_succeeds() {
+    let dir = TempDir::new("write-retry");
+    let sim = fast().state_dir(&dir.0).start().await.unwrap();
+    // A non-empty directory where the session's file goes: every write fails.
+    let target = session_file(&dir.0, "blocked");
+    std::fs::create_dir_all(target.join("obstacle")).unwrap();
+    let (status, _) = call(Api::new(&sim).post("/api/sessions", json!({"name": "blocked"}))).await;
+    assert_eq!(status, 201);
+    // Several attempts fail meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(target.is_dir());
+
+    std::fs::remove_dir_all(&target).unwrap();
+    eventually("the session file is written", || {
+        std::fs::read(&target)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v["name"] == "blocked")
+    })
+    .await;
+    sim.shutdown().await;
+    assert!(
+        !target.with_extension("json.tmp").exists(),
+        "no temporary file is left behind"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_removal_is_retried_so_a_deleted_session_stays_deleted() {
+    let dir = TempDir::new("remove-retry");
+    let sim = fast().state_dir(&dir.0).start().await.unwrap();
+    let api = Api::new(&sim);
+    call(api.post("/api/sessions", json!({"name": "doomed"}))).await;
+    let target = session_file(&dir.0, "doomed");
+    eventually("the session file is written", || target.is_file()).await;
+    let stale = std::fs::read(&target).unwrap();
+
+    // The file cannot be removed while a non-empty directory stands in its place.
+    std::fs::remove_file(&target).unwrap();
+    std::fs::create_dir_all(target.join("obstacle")).unwrap();
+    let (status, _) = call(api.delete("/api/sessions/doomed")).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The obstacle gives way to the stale file a failed removal leaves behind.
+    let side = dir.0.join("stale.side");
+    std::fs::write(&side, &stale).unwrap();
+    std::fs::remove_dir_all(&target).unwrap();
+    std::fs::rename(&side, &target).unwrap();
+    eventually("the stale file is removed", || !target.exists()).await;
+    sim.shutdown().await;
+
+    let again = fast().state_dir(&dir.0).start().await.unwrap();
+    assert_eq!(
+        again.control().session_count(),
+        0,
+        "the deleted session does not come back"
+    );
 }
 
 #[tokio::test]
