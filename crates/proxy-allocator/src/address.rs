@@ -327,8 +327,11 @@ pub(crate) fn percent_decode(input: &str, what: &str) -> Result<String, ProxyErr
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
+            // Exactly two hex digits: `u8::from_str_radix` alone would also take a sign
+            // (`%+4` as 0x04).
             let hex = bytes
                 .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| ProxyError::url(format!("the {what} has a malformed %-escape")))?;
@@ -425,6 +428,32 @@ mod tests {
                 "error leaks the password: {text}"
             );
         }
+    }
+
+    #[test]
+    fn a_percent_escape_is_exactly_two_hex_digits() {
+        // `u8::from_str_radix` takes a leading sign: `%+4` must not decode to 0x04, nor `%-0`
+        // or `% 4` to anything. Each is the typed parse error, never echoing the password.
+        for escape in ["%+4", "%+F", "%-0", "%+0", "% 4", "%4 ", "%4+"] {
+            for url in [
+                format!("http://user:hunter2{escape}@h:80"),
+                format!("http://us{escape}er:hunter2@h:80"),
+            ] {
+                let err = ProxyAddress::parse(&url).unwrap_err();
+                let text = format!("{err} {err:?}");
+                assert!(
+                    matches!(&err, ProxyError::InvalidProxyUrl { reason } if reason.contains("malformed %-escape")),
+                    "{escape}: {text}"
+                );
+                assert!(
+                    !text.contains("hunter2"),
+                    "error leaks the password: {text}"
+                );
+            }
+        }
+        assert!(percent_decode("%+4", "password").is_err());
+        // Upper- and lower-case hex digits still decode.
+        assert_eq!(percent_decode("%2a%2A%7e", "password").unwrap(), "**~");
     }
 
     fn credential_problem_of(err: ProxyError) -> CredentialProblem {

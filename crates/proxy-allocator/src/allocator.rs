@@ -14,8 +14,8 @@ use crate::endpoint::{EndpointId, EndpointKind, ProxyEndpoint};
 use crate::error::{NoCapacityReason, ProxyError};
 use crate::health::{EgressIpProbe, HealthChecker, HealthReport};
 use crate::lease::{
-    Allocation, AllocationRequest, Candidate, EgressIpChange, HistoryEvent, LeaseHealth,
-    LeaseUpdate, ProxyHistoryEntry, ProxyLease, Replace,
+    Allocation, AllocationRequest, Candidate, EgressIpChange, EgressIpUpdate, HistoryEvent,
+    LeaseHealth, LeaseUpdate, ProxyHistoryEntry, ProxyLease, Replace,
 };
 use crate::policy::{AllocationPolicy, CountryMatch};
 use crate::source::ProxySource;
@@ -120,21 +120,65 @@ pub enum FailureOutcome {
 pub struct EndpointCheck {
     /// The endpoint.
     pub endpoint: EndpointId,
-    /// The check's result.
+    /// The check's result. An error that is not a proxy failure
+    /// ([`ProxyError::is_proxy_failure`], e.g. a custom checker's [`ProxyError::Store`]) says
+    /// nothing about the endpoint: it is reported here and the endpoint's health is left as
+    /// it was.
     pub result: Result<HealthReport, ProxyError>,
     /// Leases whose health changed because of it.
     pub leases_changed: u64,
 }
 
-/// The outcome of checking one chip's lease.
+/// The outcome of checking one chip's lease ([`ProxyAllocator::check_lease`]).
 #[derive(Debug)]
-pub struct LeaseCheck {
-    /// The lease after the check was recorded.
-    pub lease: ProxyLease,
+#[non_exhaustive]
+pub enum LeaseCheck {
+    /// The chip still held the checked lease: the verdict (and, when probed, the egress IP)
+    /// is recorded on it.
+    Recorded {
+        /// The lease after the check was recorded.
+        lease: ProxyLease,
+        /// The connectivity check's result (a proxy failure: see
+        /// [`ProxyError::is_proxy_failure`]).
+        result: Result<HealthReport, ProxyError>,
+        /// The egress IP check's result, when a probe was given and the proxy was reachable.
+        egress: Option<Result<EgressIpChange, ProxyError>>,
+    },
+    /// The chip's lease was rotated (by another replica, or by a failure report) while the
+    /// check ran: the check went through a proxy the chip no longer uses, so nothing of it is
+    /// recorded on the current lease (no health verdict, no egress IP, no history entry for its
+    /// generation). A verdict recorded before the rotation stays in the history under the
+    /// checked generation. Check again to check the current lease.
+    Superseded {
+        /// The generation that was checked.
+        checked: u64,
+        /// The chip's current lease, untouched by this check.
+        lease: ProxyLease,
+        /// The connectivity check's result, about the checked (old) proxy.
+        result: Result<HealthReport, ProxyError>,
+    },
+}
+
+impl LeaseCheck {
+    /// The lease: after the check ([`LeaseCheck::Recorded`]) or the chip's current one
+    /// ([`LeaseCheck::Superseded`]).
+    pub fn lease(&self) -> &ProxyLease {
+        match self {
+            LeaseCheck::Recorded { lease, .. } | LeaseCheck::Superseded { lease, .. } => lease,
+        }
+    }
+
     /// The connectivity check's result.
-    pub result: Result<HealthReport, ProxyError>,
-    /// The egress IP check's result, when a probe was given and the proxy was reachable.
-    pub egress: Option<Result<EgressIpChange, ProxyError>>,
+    pub fn result(&self) -> &Result<HealthReport, ProxyError> {
+        match self {
+            LeaseCheck::Recorded { result, .. } | LeaseCheck::Superseded { result, .. } => result,
+        }
+    }
+
+    /// Whether the check was recorded on the lease it went through.
+    pub fn is_recorded(&self) -> bool {
+        matches!(self, LeaseCheck::Recorded { .. })
+    }
 }
 
 /// Hands out sticky proxy leases to chips.
@@ -435,8 +479,11 @@ impl ProxyAllocator {
     }
 
     /// Checks every endpoint the source offers (gateways through a throw-away session) and
-    /// records each verdict: a failing endpoint marks its leases unhealthy and gets no new
-    /// leases until a later check passes.
+    /// records each verdict: an endpoint failing with a proxy failure
+    /// ([`ProxyError::is_proxy_failure`]) marks its leases unhealthy and gets no new leases until
+    /// a later check passes. Any other error from the checker (or from building a gateway's
+    /// check address) is reported in that endpoint's [`EndpointCheck::result`] and changes no
+    /// health state.
     pub async fn check_endpoints(
         &self,
         checker: &dyn HealthChecker,
@@ -455,14 +502,22 @@ impl ProxyAllocator {
             .await;
         let mut reports = Vec::with_capacity(checks.len());
         for (endpoint, result) in checks {
-            let health = verdict(&result);
-            if let Err(err) = &result {
-                warn!(endpoint = %endpoint.id, proxy = %endpoint.host_port(), error = %err, "proxy endpoint failed its health check");
-            }
-            let leases_changed = self
-                .store
-                .set_endpoint_health(&endpoint.id, health, self.clock.now())
-                .await?;
+            let (leases_changed, result) = match verdict(result) {
+                Ok((health, result)) => {
+                    if let Err(err) = &result {
+                        warn!(endpoint = %endpoint.id, proxy = %endpoint.host_port(), error = %err, "proxy endpoint failed its health check");
+                    }
+                    let changed = self
+                        .store
+                        .set_endpoint_health(&endpoint.id, health, self.clock.now())
+                        .await?;
+                    (changed, result)
+                }
+                Err(err) => {
+                    warn!(endpoint = %endpoint.id, proxy = %endpoint.host_port(), error = %err, "endpoint health check failed for a reason other than the proxy; health left as it was");
+                    (0, Err(err))
+                }
+            };
             reports.push(EndpointCheck {
                 endpoint: endpoint.id.clone(),
                 result,
@@ -475,6 +530,16 @@ impl ProxyAllocator {
     /// Checks one chip's lease through its own proxy (its own gateway session), records the
     /// verdict on the lease, and, when `egress` is given and the proxy answered, records the
     /// egress IP (a change is kept in the chip's history).
+    ///
+    /// Both records are fenced on the generation of the lease that was checked: if the chip is
+    /// rotated while the check runs (by another replica, or by a failure report), the result
+    /// is [`LeaseCheck::Superseded`] and the new lease is neither marked with the old proxy's
+    /// verdict nor given the old proxy's egress IP.
+    ///
+    /// A checker error that is not a proxy failure ([`ProxyError::is_proxy_failure`], e.g. a
+    /// custom checker's [`ProxyError::Store`]) says nothing about the proxy: it is returned as
+    /// this call's error and no health state changes. So are store errors and
+    /// [`ProxyError::NotLeased`] for a chip without a lease.
     pub async fn check_lease(
         &self,
         tenant: &TenantId,
@@ -484,44 +549,69 @@ impl ProxyAllocator {
     ) -> Result<LeaseCheck, ProxyError> {
         let span = info_span!("proxy_check_lease", tenant = %tenant, chip = %chip);
         async move {
-            let lease = self
+            let checked = self
                 .store
                 .lease(tenant, chip)
                 .await?
                 .ok_or_else(|| crate::store::not_leased(tenant, chip))?;
-            let address = self.proxy_address(&lease).await?;
-            let result = checker.check(&address).await;
-            let lease = self
+            let generation = checked.generation;
+            let address = self.proxy_address(&checked).await?;
+            let (health, result) = verdict(checker.check(&address).await)?;
+            let superseded = |lease: ProxyLease, result| {
+                debug!(
+                    checked = generation,
+                    current = lease.generation,
+                    "lease rotated during its check; nothing recorded"
+                );
+                Ok(LeaseCheck::Superseded {
+                    checked: generation,
+                    lease,
+                    result,
+                })
+            };
+            let lease = match self
                 .store
-                .set_lease_health(tenant, chip, verdict(&result), self.clock.now())
-                .await?;
-            let egress = match (egress, &result) {
-                (Some(probe), Ok(_)) => Some(match probe.egress_ip(&address).await {
-                    Ok(ip) => {
-                        let change = self
-                            .store
-                            .record_egress_ip(tenant, chip, ip, self.clock.now())
-                            .await?;
-                        if let EgressIpChange::Changed { from, to } = change {
-                            info!(%from, %to, "egress IP changed");
-                            metrics::counter!("proxy_allocator_egress_ip_changes_total")
-                                .increment(1);
-                        }
-                        Ok(change)
+                .set_lease_health(tenant, chip, generation, health, self.clock.now())
+                .await?
+            {
+                LeaseUpdate::Applied(lease) => lease,
+                LeaseUpdate::Superseded(current) => return superseded(current, result),
+            };
+            let (Some(probe), Ok(_)) = (egress, &result) else {
+                return Ok(LeaseCheck::Recorded {
+                    lease,
+                    result,
+                    egress: None,
+                });
+            };
+            let ip = match probe.egress_ip(&address).await {
+                Ok(ip) => ip,
+                Err(err) => {
+                    return Ok(LeaseCheck::Recorded {
+                        lease,
+                        result,
+                        egress: Some(Err(err)),
+                    });
+                }
+            };
+            match self
+                .store
+                .record_egress_ip(tenant, chip, generation, ip, self.clock.now())
+                .await?
+            {
+                EgressIpUpdate::Applied { change, lease } => {
+                    if let EgressIpChange::Changed { from, to } = change {
+                        info!(%from, %to, "egress IP changed");
+                        metrics::counter!("proxy_allocator_egress_ip_changes_total").increment(1);
                     }
-                    Err(err) => Err(err),
-                }),
-                _ => None,
-            };
-            let lease = match egress {
-                Some(Ok(_)) => self.store.lease(tenant, chip).await?.unwrap_or(lease),
-                _ => lease,
-            };
-            Ok(LeaseCheck {
-                lease,
-                result,
-                egress,
-            })
+                    Ok(LeaseCheck::Recorded {
+                        lease,
+                        result,
+                        egress: Some(Ok(change)),
+                    })
+                }
+                EgressIpUpdate::Superseded(current) => superseded(current, result),
+            }
         }
         .instrument(span)
         .await
@@ -612,12 +702,21 @@ fn probe_address(endpoint: &ProxyEndpoint) -> Result<ProxyAddress, ProxyError> {
     }
 }
 
-fn verdict(result: &Result<HealthReport, ProxyError>) -> LeaseHealth {
+/// A check's result with the health it says the proxy has: healthy, or unhealthy for a proxy
+/// failure ([`ProxyError::is_proxy_failure`]). Any other error (the store, the input, a custom
+/// checker's own trouble) says nothing about the proxy and comes back as `Err`.
+type Verdict = (LeaseHealth, Result<HealthReport, ProxyError>);
+
+fn verdict(result: Result<HealthReport, ProxyError>) -> Result<Verdict, ProxyError> {
     match result {
-        Ok(_) => LeaseHealth::Healthy,
-        Err(err) => LeaseHealth::Unhealthy {
-            reason: err.to_string(),
-        },
+        Ok(report) => Ok((LeaseHealth::Healthy, Ok(report))),
+        Err(err) if err.is_proxy_failure() => Ok((
+            LeaseHealth::Unhealthy {
+                reason: err.to_string(),
+            },
+            Err(err),
+        )),
+        Err(err) => Err(err),
     }
 }
 

@@ -24,12 +24,13 @@ use std::time::{Duration, SystemTime};
 
 use tenant_isolation::{ChipId, TenantId};
 
-use crate::allocator::{ChipProxyRequest, FailureOutcome, ProxyAllocator};
+use crate::allocator::{ChipProxyRequest, FailureOutcome, LeaseCheck, ProxyAllocator};
 use crate::endpoint::{EndpointId, EndpointKind};
 use crate::error::{NoCapacityReason, ProxyError};
+use crate::health::{EgressIpProbe, HealthChecker, HealthReport};
 use crate::lease::{
-    Allocation, AllocationRequest, Candidate, EgressIpChange, HistoryEvent, LeaseHealth,
-    LeaseUpdate, Replace,
+    Allocation, AllocationRequest, Candidate, EgressIpChange, EgressIpUpdate, HistoryEvent,
+    LeaseHealth, LeaseUpdate, Replace,
 };
 use crate::policy::AllocationPolicy;
 use crate::source::ProxySource;
@@ -49,7 +50,8 @@ macro_rules! lease_store_conformance {
             failures_and_successes, reports_are_fenced_by_generation,
             generations_are_never_reused_after_release,
             concurrent_failure_reports_rotate_once, endpoint_health_marks_leases,
-            egress_ip_changes_are_recorded,
+            egress_ip_changes_are_recorded, health_and_egress_ip_are_fenced_by_generation,
+            lease_checks_are_fenced_by_generation,
             chips_without_lease_are_not_leased, parallel_allocation_respects_cap_and_stickiness,
             oversubscription_gives_exactly_the_capacity, parallel_exclusivity_keeps_tenants_apart,
             gateway_sessions_are_distinct_and_sticky);
@@ -767,11 +769,18 @@ pub async fn endpoint_health_marks_leases(store: Arc<dyn LeaseStore>) {
             HistoryEvent::Recovered,
         ]
     );
+    let generation = store
+        .lease(&tenant, &s.chip(1))
+        .await
+        .expect("read")
+        .expect("leased")
+        .generation;
     let single = store
-        .set_lease_health(&tenant, &s.chip(1), bad.clone(), t0())
+        .set_lease_health(&tenant, &s.chip(1), generation, bad.clone(), t0())
         .await
         .expect("lease health");
-    assert_eq!(single.health, bad);
+    assert!(single.is_applied(), "{single:?}");
+    assert_eq!(single.lease().health, bad);
     let loads = store.endpoint_loads().await.expect("loads");
     let load = loads
         .iter()
@@ -785,19 +794,25 @@ pub async fn endpoint_health_marks_leases(store: Arc<dyn LeaseStore>) {
 pub async fn egress_ip_changes_are_recorded(store: Arc<dyn LeaseStore>) {
     let s = Scope::new();
     let (tenant, chip) = (s.tenant(), s.chip(1));
-    store
+    let generation = store
         .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
         .await
-        .expect("allocates");
+        .expect("allocates")
+        .lease()
+        .generation;
     let a: IpAddr = "203.0.113.1".parse().expect("ip");
     let b: IpAddr = "2001:db8::2".parse().expect("ip");
-    let record = |ip| store.record_egress_ip(&tenant, &chip, ip, t0());
-    assert_eq!(record(a).await.expect("first"), EgressIpChange::First(a));
-    assert_eq!(record(a).await.expect("same"), EgressIpChange::Unchanged(a));
-    assert_eq!(
-        record(b).await.expect("changed"),
-        EgressIpChange::Changed { from: a, to: b }
-    );
+    let record = async |ip| {
+        let update = store
+            .record_egress_ip(&tenant, &chip, generation, ip, t0())
+            .await
+            .expect("records");
+        assert_eq!(update.lease().egress_ip, Some(ip), "{update:?}");
+        update.change().expect("applied on the current generation")
+    };
+    assert_eq!(record(a).await, EgressIpChange::First(a));
+    assert_eq!(record(a).await, EgressIpChange::Unchanged(a));
+    assert_eq!(record(b).await, EgressIpChange::Changed { from: a, to: b });
     let lease = store
         .lease(&tenant, &chip)
         .await
@@ -817,6 +832,316 @@ pub async fn egress_ip_changes_are_recorded(store: Arc<dyn LeaseStore>) {
     assert_eq!(changes, vec![(None, a), (Some(a), b)]);
 }
 
+/// A health verdict or an egress IP about a generation the chip has left changes nothing:
+/// the current lease keeps its health and IP, and no history is written for it.
+pub async fn health_and_egress_ip_are_fenced_by_generation(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let (tenant, chip) = (s.tenant(), s.chip(1));
+    let old = store
+        .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
+        .await
+        .expect("allocates")
+        .into_lease();
+    let a: IpAddr = "203.0.113.1".parse().expect("ip");
+    let b: IpAddr = "198.51.100.2".parse().expect("ip");
+    let recorded = store
+        .record_egress_ip(&tenant, &chip, old.generation, a, t0())
+        .await
+        .expect("records");
+    assert_eq!(recorded.change(), Some(EgressIpChange::First(a)));
+    let mut rotate = request(&tenant, &chip, vec![s.candidate(2, 5)]);
+    rotate.replace = Some(Replace {
+        generation: old.generation,
+        reason: "test".into(),
+    });
+    let new = store.allocate(rotate).await.expect("rotates").into_lease();
+    assert_eq!((new.egress_ip, new.health.is_healthy()), (None, true));
+    let history_before = store.history(&tenant, &chip).await.expect("history");
+
+    let bad = LeaseHealth::Unhealthy {
+        reason: "proxy 127.0.0.1:1 is unreachable".into(),
+    };
+    let later = t0() + Duration::from_secs(5);
+    let stale = store
+        .set_lease_health(&tenant, &chip, old.generation, bad.clone(), later)
+        .await
+        .expect("stale verdict");
+    assert_eq!(
+        stale,
+        LeaseUpdate::Superseded(new.clone()),
+        "a verdict on a superseded generation is not applied and returns the current lease"
+    );
+    let stale = store
+        .record_egress_ip(&tenant, &chip, old.generation, b, later)
+        .await
+        .expect("stale egress ip");
+    assert_eq!(
+        stale,
+        EgressIpUpdate::Superseded(new.clone()),
+        "an egress IP seen through a superseded generation is not the new lease's"
+    );
+    // A generation the chip never had (ahead of it, or beyond what a store can hold) neither.
+    for never in [new.generation + 1, u64::MAX] {
+        let update = store
+            .set_lease_health(&tenant, &chip, never, bad.clone(), later)
+            .await
+            .expect("unknown generation");
+        assert_eq!(update, LeaseUpdate::Superseded(new.clone()), "{never}");
+        let update = store
+            .record_egress_ip(&tenant, &chip, never, b, later)
+            .await
+            .expect("unknown generation");
+        assert_eq!(update, EgressIpUpdate::Superseded(new.clone()), "{never}");
+    }
+    assert_eq!(
+        store.lease(&tenant, &chip).await.expect("read"),
+        Some(new.clone()),
+        "stale verdicts and IPs left the lease as it was"
+    );
+    assert_eq!(
+        store.history(&tenant, &chip).await.expect("history"),
+        history_before,
+        "stale verdicts and IPs write no history"
+    );
+
+    // The current generation's are applied.
+    let applied = store
+        .set_lease_health(&tenant, &chip, new.generation, bad.clone(), later)
+        .await
+        .expect("verdict");
+    let LeaseUpdate::Applied(marked) = applied else {
+        panic!("a verdict on the current generation is applied, got {applied:?}")
+    };
+    assert_eq!(marked.health, bad);
+    let applied = store
+        .record_egress_ip(&tenant, &chip, new.generation, b, later)
+        .await
+        .expect("egress ip");
+    assert_eq!(applied.change(), Some(EgressIpChange::First(b)));
+    assert_eq!(applied.lease().egress_ip, Some(b));
+    assert_eq!(applied.lease().health, bad);
+    let tail: Vec<_> = store
+        .history(&tenant, &chip)
+        .await
+        .expect("history")
+        .into_iter()
+        .skip(history_before.len())
+        .map(|h| (h.generation, h.event))
+        .collect();
+    assert_eq!(
+        tail,
+        vec![
+            (
+                new.generation,
+                HistoryEvent::MarkedUnhealthy {
+                    reason: "proxy 127.0.0.1:1 is unreachable".into()
+                }
+            ),
+            (
+                new.generation,
+                HistoryEvent::EgressIpChanged { from: None, to: b }
+            ),
+        ]
+    );
+}
+
+/// Rotates the chip to another of `candidates`, as another replica would, while a check runs.
+struct RotatingDuringCheck {
+    store: Arc<dyn LeaseStore>,
+    candidates: Vec<Candidate>,
+    tenant: TenantId,
+    chip: ChipId,
+    /// What the check (or the egress probe) answers after the rotation.
+    answer: fn() -> Result<IpAddr, ProxyError>,
+}
+
+impl RotatingDuringCheck {
+    async fn rotate(&self) {
+        let current = self
+            .store
+            .lease(&self.tenant, &self.chip)
+            .await
+            .expect("read")
+            .expect("leased");
+        let others = self
+            .candidates
+            .iter()
+            .filter(|c| c.endpoint != current.endpoint)
+            .cloned()
+            .collect();
+        let mut rotate = request(&self.tenant, &self.chip, others);
+        rotate.replace = Some(Replace {
+            generation: current.generation,
+            reason: "another replica".into(),
+        });
+        let rotated = self.store.allocate(rotate).await.expect("rotates");
+        assert!(matches!(rotated, Allocation::Rotated(_)), "{rotated:?}");
+    }
+}
+
+#[async_trait::async_trait]
+impl HealthChecker for RotatingDuringCheck {
+    async fn check(&self, _proxy: &ProxyAddress) -> Result<HealthReport, ProxyError> {
+        self.rotate().await;
+        (self.answer)().map(|_| HealthReport {
+            latency: Duration::from_millis(1),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl EgressIpProbe for RotatingDuringCheck {
+    async fn egress_ip(&self, _proxy: &ProxyAddress) -> Result<IpAddr, ProxyError> {
+        self.rotate().await;
+        (self.answer)()
+    }
+}
+
+/// Answers every check with success and every probe with one IP.
+struct Passes(IpAddr);
+
+#[async_trait::async_trait]
+impl HealthChecker for Passes {
+    async fn check(&self, _proxy: &ProxyAddress) -> Result<HealthReport, ProxyError> {
+        Ok(HealthReport {
+            latency: Duration::from_millis(1),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl EgressIpProbe for Passes {
+    async fn egress_ip(&self, _proxy: &ProxyAddress) -> Result<IpAddr, ProxyError> {
+        Ok(self.0)
+    }
+}
+
+/// [`ProxyAllocator::check_lease`] when another replica rotates the chip while the check runs
+/// (during the connectivity check, or during the egress probe): the result is
+/// [`LeaseCheck::Superseded`], and the new lease is neither marked with the old proxy's failure
+/// nor given the old proxy's egress IP (so the next check does not see a false change).
+pub async fn lease_checks_are_fenced_by_generation(store: Arc<dyn LeaseStore>) {
+    let s = Scope::new();
+    let tenant = s.tenant();
+    let allocator = ProxyAllocator::new(
+        s.static_source(2),
+        store.clone(),
+        AllocationPolicy::default(),
+    )
+    .expect("policy");
+    // Every rotation goes to whichever of the two endpoints the chip is not on.
+    let candidates = vec![s.candidate(0, 100), s.candidate(1, 100)];
+    let old_ip: IpAddr = "203.0.113.1".parse().expect("ip");
+    let new_ip: IpAddr = "198.51.100.2".parse().expect("ip");
+
+    // 1. The connectivity check fails, but the chip was rotated while it ran.
+    let chip = s.chip(1);
+    let old = allocator
+        .allocate(&ChipProxyRequest::new(tenant.clone(), chip.clone()))
+        .await
+        .expect("allocates");
+    let checker = RotatingDuringCheck {
+        store: store.clone(),
+        candidates: candidates.clone(),
+        tenant: tenant.clone(),
+        chip: chip.clone(),
+        answer: || {
+            Err(ProxyError::ProxyAuthRejected {
+                proxy: "127.0.0.1:20000".into(),
+            })
+        },
+    };
+    let check = allocator
+        .check_lease(&tenant, &chip, &checker, Some(&Passes(old_ip)))
+        .await
+        .expect("check ran");
+    let LeaseCheck::Superseded {
+        checked,
+        lease,
+        result,
+    } = check
+    else {
+        panic!("a check overtaken by a rotation is superseded, got {check:?}")
+    };
+    assert_eq!(checked, old.generation);
+    assert!(lease.generation > old.generation, "{lease:?}");
+    assert_ne!(lease.endpoint, old.endpoint);
+    assert!(matches!(result, Err(ProxyError::ProxyAuthRejected { .. })));
+    let current = store
+        .lease(&tenant, &chip)
+        .await
+        .expect("read")
+        .expect("leased");
+    assert!(
+        current.health.is_healthy(),
+        "the new lease is not marked with the old proxy's failure: {current:?}"
+    );
+    assert_eq!(current, lease);
+    let history = store.history(&tenant, &chip).await.expect("history");
+    assert!(
+        history
+            .iter()
+            .all(|h| h.generation != lease.generation || matches!(h.event, HistoryEvent::Assigned)),
+        "nothing but the assignment is recorded for the new generation: {history:?}"
+    );
+
+    // 2. The check passes, the chip is rotated while the egress IP is probed.
+    let chip = s.chip(2);
+    let old = allocator
+        .allocate(&ChipProxyRequest::new(tenant.clone(), chip.clone()))
+        .await
+        .expect("allocates");
+    let probe = RotatingDuringCheck {
+        store: store.clone(),
+        candidates,
+        tenant: tenant.clone(),
+        chip: chip.clone(),
+        answer: || Ok("203.0.113.1".parse().expect("ip")),
+    };
+    let check = allocator
+        .check_lease(&tenant, &chip, &Passes(old_ip), Some(&probe))
+        .await
+        .expect("check ran");
+    let LeaseCheck::Superseded { checked, lease, .. } = check else {
+        panic!("a probe overtaken by a rotation is superseded, got {check:?}")
+    };
+    assert_eq!(checked, old.generation);
+    assert!(lease.generation > old.generation, "{lease:?}");
+    assert_eq!(
+        lease.egress_ip, None,
+        "the old proxy's egress IP is not the new lease's"
+    );
+    let history = store.history(&tenant, &chip).await.expect("history");
+    assert!(
+        !history
+            .iter()
+            .any(|h| matches!(h.event, HistoryEvent::EgressIpChanged { .. })),
+        "no egress IP was recorded for either generation: {history:?}"
+    );
+    // The next check, through the new lease, sees its first IP: no false change.
+    let check = allocator
+        .check_lease(&tenant, &chip, &Passes(new_ip), Some(&Passes(new_ip)))
+        .await
+        .expect("check ran");
+    let LeaseCheck::Recorded { lease, egress, .. } = check else {
+        panic!("an undisturbed check is recorded, got {check:?}")
+    };
+    assert_eq!(
+        egress.expect("probed").expect("ip"),
+        EgressIpChange::First(new_ip)
+    );
+    assert_eq!(lease.egress_ip, Some(new_ip));
+    assert_eq!(
+        store
+            .lease(&tenant, &chip)
+            .await
+            .expect("read")
+            .expect("leased")
+            .egress_ip,
+        Some(new_ip)
+    );
+}
+
 /// Per-chip calls on a chip without a lease fail with `NotLeased`.
 pub async fn chips_without_lease_are_not_leased(store: Arc<dyn LeaseStore>) {
     let s = Scope::new();
@@ -826,10 +1151,13 @@ pub async fn chips_without_lease_are_not_leased(store: Arc<dyn LeaseStore>) {
         store.record_failure(&tenant, &chip, 1, t0()).await.err(),
         store.record_success(&tenant, &chip, 1).await.err(),
         store
-            .set_lease_health(&tenant, &chip, LeaseHealth::Healthy, t0())
+            .set_lease_health(&tenant, &chip, 1, LeaseHealth::Healthy, t0())
             .await
             .err(),
-        store.record_egress_ip(&tenant, &chip, ip, t0()).await.err(),
+        store
+            .record_egress_ip(&tenant, &chip, 1, ip, t0())
+            .await
+            .err(),
     ];
     for err in results {
         assert!(matches!(err, Some(ProxyError::NotLeased { .. })), "{err:?}");

@@ -189,7 +189,7 @@ impl Allocation {
 }
 
 /// The result of a report about one lease generation ([`crate::LeaseStore::record_failure`],
-/// [`crate::LeaseStore::record_success`]).
+/// [`crate::LeaseStore::record_success`], [`crate::LeaseStore::set_lease_health`]).
 ///
 /// A report is about the connection the caller made through the lease it read. If the chip was
 /// rotated since (by another replica, or by an earlier report), that connection went through the
@@ -250,6 +250,45 @@ impl EgressIpChange {
             Some(from) if from == ip => EgressIpChange::Unchanged(ip),
             Some(from) => EgressIpChange::Changed { from, to: ip },
         }
+    }
+}
+
+/// The result of [`crate::LeaseStore::record_egress_ip`], which, like [`LeaseUpdate`], names
+/// the lease generation the observation was made through and is applied only while the chip's
+/// lease still has it: an IP seen through a proxy the chip has left is not the new lease's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgressIpUpdate {
+    /// The chip's lease had the generation named: the observation was recorded.
+    Applied {
+        /// How the IP compares with the one recorded before on this lease.
+        change: EgressIpChange,
+        /// The lease after it.
+        lease: ProxyLease,
+    },
+    /// The chip's lease has another generation: nothing changed (no IP recorded, no history).
+    /// The chip's current lease.
+    Superseded(ProxyLease),
+}
+
+impl EgressIpUpdate {
+    /// The lease, whatever happened.
+    pub fn lease(&self) -> &ProxyLease {
+        match self {
+            EgressIpUpdate::Applied { lease, .. } | EgressIpUpdate::Superseded(lease) => lease,
+        }
+    }
+
+    /// The change, if the observation was recorded.
+    pub fn change(&self) -> Option<EgressIpChange> {
+        match self {
+            EgressIpUpdate::Applied { change, .. } => Some(*change),
+            EgressIpUpdate::Superseded(_) => None,
+        }
+    }
+
+    /// Whether the observation was recorded.
+    pub fn is_applied(&self) -> bool {
+        matches!(self, EgressIpUpdate::Applied { .. })
     }
 }
 

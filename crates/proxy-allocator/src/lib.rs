@@ -95,8 +95,8 @@ pub use health::{
 #[cfg(feature = "mock")]
 pub use health::{MockEgressIpProbe, MockHealthChecker};
 pub use lease::{
-    Allocation, AllocationRequest, Candidate, EgressIpChange, EndpointLoad, HistoryEvent,
-    LeaseHealth, LeaseUpdate, ProxyHistoryEntry, ProxyLease, Replace,
+    Allocation, AllocationRequest, Candidate, EgressIpChange, EgressIpUpdate, EndpointLoad,
+    HistoryEvent, LeaseHealth, LeaseUpdate, ProxyHistoryEntry, ProxyLease, Replace,
 };
 pub use policy::{AllocationPolicy, CountryMatch};
 pub use secret::ProxyPassword;

@@ -7,10 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use proxy_allocator::{
     Allocation, AllocationPolicy, AllocationRequest, ChainedSource, ChipProxyRequest, CountryMatch,
-    EgressIpChange, EndpointId, EndpointLoad, FailureOutcome, HistoryEvent, InMemoryLeaseStore,
-    LeaseHealth, LeaseStore, LeaseUpdate, ManualClock, NoCapacityReason, ProxyAllocator,
-    ProxyError, ProxyHistoryEntry, ProxyLease, ProxySource, RotatingGatewayConfig,
-    RotatingGatewaySource, StaticListSource, UsernameTemplate,
+    EgressIpUpdate, EndpointId, EndpointLoad, FailureOutcome, HealthChecker, HealthReport,
+    HistoryEvent, InMemoryLeaseStore, LeaseCheck, LeaseHealth, LeaseStore, LeaseUpdate,
+    ManualClock, NoCapacityReason, ProxyAddress, ProxyAllocator, ProxyError, ProxyHistoryEntry,
+    ProxyLease, ProxySource, RotatingGatewayConfig, RotatingGatewaySource, StaticListSource,
+    UsernameTemplate,
 };
 use tenant_isolation::{ChipId, TenantId};
 
@@ -427,10 +428,13 @@ impl LeaseStore for AnotherReplicaRotatesFirst {
         &self,
         t: &TenantId,
         c: &ChipId,
+        generation: u64,
         health: LeaseHealth,
         now: SystemTime,
-    ) -> Result<ProxyLease, ProxyError> {
-        self.inner.set_lease_health(t, c, health, now).await
+    ) -> Result<LeaseUpdate, ProxyError> {
+        self.inner
+            .set_lease_health(t, c, generation, health, now)
+            .await
     }
     async fn set_endpoint_health(
         &self,
@@ -444,10 +448,11 @@ impl LeaseStore for AnotherReplicaRotatesFirst {
         &self,
         t: &TenantId,
         c: &ChipId,
+        generation: u64,
         ip: IpAddr,
         now: SystemTime,
-    ) -> Result<EgressIpChange, ProxyError> {
-        self.inner.record_egress_ip(t, c, ip, now).await
+    ) -> Result<EgressIpUpdate, ProxyError> {
+        self.inner.record_egress_ip(t, c, generation, ip, now).await
     }
     async fn leases(&self, t: Option<TenantId>) -> Result<Vec<ProxyLease>, ProxyError> {
         self.inner.leases(t).await
@@ -675,6 +680,130 @@ async fn chained_sources_and_invalid_policies() {
             ..
         }
     ));
+}
+
+/// A custom checker whose answer depends on the proxy's port (see [`endpoints`]: 4001, 4002,
+/// ...): the first endpoint's check hits the checker's own store, the second is misconfigured,
+/// the third's proxy is down.
+struct ByPort;
+
+#[async_trait::async_trait]
+impl HealthChecker for ByPort {
+    async fn check(&self, proxy: &ProxyAddress) -> Result<HealthReport, ProxyError> {
+        match proxy.port() {
+            4001 => Err(ProxyError::Store {
+                operation: "read the check schedule",
+                source: Box::new(std::io::Error::other("database down")),
+            }),
+            4002 => Err(ProxyError::InvalidConfig {
+                reason: "no check target configured".into(),
+            }),
+            4003 => Err(ProxyError::ProxyUnreachable {
+                proxy: proxy.host_port(),
+                source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            }),
+            _ => Ok(HealthReport {
+                latency: Duration::from_millis(1),
+            }),
+        }
+    }
+}
+
+/// Only a proxy failure (`ProxyError::is_proxy_failure`) marks an endpoint or a lease
+/// unhealthy. A custom checker's store or configuration error says nothing about the proxy: it
+/// is handed back to the caller, and the endpoint stays in allocation.
+#[tokio::test]
+async fn only_proxy_failures_change_health() {
+    let a = allocator(endpoints(&["a", "b", "c"]), AllocationPolicy::default());
+    let t = tenant("acme");
+    let mut on = std::collections::HashMap::new();
+    for n in 0..3 {
+        let lease = a
+            .allocate(&ChipProxyRequest::new(t.clone(), chip(&format!("c{n}"))))
+            .await
+            .expect("allocates");
+        on.insert(lease.endpoint.as_str().to_owned(), lease);
+    }
+    assert_eq!(on.len(), 3, "one chip per endpoint: {on:?}");
+
+    let checks = a.check_endpoints(&ByPort).await.expect("checks ran");
+    for check in &checks {
+        match check.endpoint.as_str() {
+            "a" => assert!(matches!(check.result, Err(ProxyError::Store { .. }))),
+            "b" => assert!(matches!(
+                check.result,
+                Err(ProxyError::InvalidConfig { .. })
+            )),
+            "c" => assert!(matches!(
+                check.result,
+                Err(ProxyError::ProxyUnreachable { .. })
+            )),
+            other => panic!("unexpected endpoint {other}"),
+        }
+        let expected = u64::from(check.endpoint.as_str() == "c");
+        assert_eq!(check.leases_changed, expected, "{check:?}");
+    }
+    for load in a.store().endpoint_loads().await.expect("loads") {
+        assert_eq!(
+            load.health.is_healthy(),
+            load.endpoint.as_str() != "c",
+            "{load:?}"
+        );
+    }
+    for (endpoint, lease) in &on {
+        let now = a
+            .lease(&t, &lease.chip)
+            .await
+            .expect("read")
+            .expect("leased");
+        assert_eq!(now.health.is_healthy(), endpoint != "c", "{now:?}");
+    }
+    // The endpoints whose check could not run still take chips; the failing one does not.
+    for n in 3..7 {
+        let lease = a
+            .allocate(&ChipProxyRequest::new(t.clone(), chip(&format!("c{n}"))))
+            .await
+            .expect("allocates");
+        assert_ne!(lease.endpoint.as_str(), "c", "{lease:?}");
+    }
+
+    // One lease: the checker's own error is this call's error and changes nothing.
+    let lease = on["a"].clone();
+    let err = a
+        .check_lease(&t, &lease.chip, &ByPort, None)
+        .await
+        .expect_err("the checker's store error is returned");
+    assert!(matches!(err, ProxyError::Store { .. }), "{err:?}");
+    let lease_b = on["b"].clone();
+    let err = a
+        .check_lease(&t, &lease_b.chip, &ByPort, None)
+        .await
+        .expect_err("the checker's configuration error is returned");
+    assert!(matches!(err, ProxyError::InvalidConfig { .. }), "{err:?}");
+    for lease in [&lease, &lease_b] {
+        let now = a
+            .lease(&t, &lease.chip)
+            .await
+            .expect("read")
+            .expect("leased");
+        assert_eq!(&now, lease, "the lease is unchanged");
+        let history = a.history(&t, &lease.chip).await.expect("history");
+        assert_eq!(
+            history.iter().map(|h| &h.event).collect::<Vec<_>>(),
+            vec![&HistoryEvent::Assigned],
+            "no health event for a check that could not run"
+        );
+    }
+    // A proxy failure through one lease still marks it.
+    let check = a
+        .check_lease(&t, &on["c"].chip, &ByPort, None)
+        .await
+        .expect("check ran");
+    let LeaseCheck::Recorded { lease, result, .. } = check else {
+        panic!("nothing rotated the chip: {check:?}")
+    };
+    assert!(matches!(result, Err(ProxyError::ProxyUnreachable { .. })));
+    assert!(!lease.health.is_healthy());
 }
 
 #[cfg(feature = "mock")]

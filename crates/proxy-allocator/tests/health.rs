@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use proxy_allocator::{
     AllocationPolicy, ChipProxyRequest, EgressIpChange, EgressIpProbe, HealthChecker, HistoryEvent,
-    HttpEchoProbe, InMemoryLeaseStore, ProxyAddress, ProxyAllocator, ProxyError, StaticListSource,
-    StaticProxyEntry, TargetAddr, TunnelHealthChecker,
+    HttpEchoProbe, InMemoryLeaseStore, LeaseCheck, ProxyAddress, ProxyAllocator, ProxyError,
+    StaticListSource, StaticProxyEntry, TargetAddr, TunnelHealthChecker,
 };
 use tenant_isolation::{ChipId, TenantId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -442,8 +442,11 @@ async fn lease_checks_record_egress_ip_changes_in_history() {
             .check_lease(&tenant, &chip, &checker, Some(&probe))
             .await
             .expect("check");
-        assert!(check.result.is_ok(), "{:?}", check.result);
-        changes.push(check.egress.expect("probe ran").expect("egress ip"));
+        let LeaseCheck::Recorded { result, egress, .. } = check else {
+            panic!("nothing rotated the chip, so the check is recorded: {check:?}")
+        };
+        assert!(result.is_ok(), "{result:?}");
+        changes.push(egress.expect("probe ran").expect("egress ip"));
     }
     let a: IpAddr = "203.0.113.10".parse().expect("ip");
     let b: IpAddr = "198.51.100.7".parse().expect("ip");
@@ -483,15 +486,17 @@ async fn a_failing_lease_check_marks_only_that_lease() {
         .check_lease(&tenant, &chip, &checker(target().await), Some(&probe))
         .await
         .expect("check ran");
-    assert!(matches!(
-        check.result,
-        Err(ProxyError::ProxyAuthRejected { .. })
-    ));
-    assert!(
-        check.egress.is_none(),
-        "no egress probe through a failing proxy"
-    );
-    assert!(!check.lease.health.is_healthy());
+    let LeaseCheck::Recorded {
+        lease,
+        result,
+        egress,
+    } = check
+    else {
+        panic!("nothing rotated the chip, so the check is recorded: {check:?}")
+    };
+    assert!(matches!(result, Err(ProxyError::ProxyAuthRejected { .. })));
+    assert!(egress.is_none(), "no egress probe through a failing proxy");
+    assert!(!lease.health.is_healthy());
     let stored = allocator
         .store()
         .lease(&tenant, &chip)

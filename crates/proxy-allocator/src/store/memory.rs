@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use crate::endpoint::EndpointId;
 use crate::error::ProxyError;
 use crate::lease::{
-    Allocation, AllocationRequest, EgressIpChange, EndpointLoad, HistoryEvent, LeaseHealth,
-    LeaseUpdate, ProxyHistoryEntry, ProxyLease,
+    Allocation, AllocationRequest, EgressIpChange, EgressIpUpdate, EndpointLoad, HistoryEvent,
+    LeaseHealth, LeaseUpdate, ProxyHistoryEntry, ProxyLease,
 };
 use crate::store::{CandidateState, LeaseStore, all_busy, choose, new_lease, not_leased};
 use tenant_isolation::{ChipId, TenantId};
@@ -276,16 +276,22 @@ impl LeaseStore for InMemoryLeaseStore {
         &self,
         tenant: &TenantId,
         chip: &ChipId,
+        generation: u64,
         health: LeaseHealth,
         now: SystemTime,
-    ) -> Result<ProxyLease, ProxyError> {
+    ) -> Result<LeaseUpdate, ProxyError> {
         let mut state = self.lock();
+        let lease = state.lease_mut(tenant, chip)?;
+        if lease.generation != generation {
+            return Ok(LeaseUpdate::Superseded(lease.clone()));
+        }
         let key = (tenant.clone(), chip.clone());
         state.set_health(&key, &health, now);
         state
             .leases
             .get(&key)
             .cloned()
+            .map(LeaseUpdate::Applied)
             .ok_or_else(|| not_leased(tenant, chip))
     }
 
@@ -316,15 +322,19 @@ impl LeaseStore for InMemoryLeaseStore {
         &self,
         tenant: &TenantId,
         chip: &ChipId,
+        generation: u64,
         ip: IpAddr,
         now: SystemTime,
-    ) -> Result<EgressIpChange, ProxyError> {
+    ) -> Result<EgressIpUpdate, ProxyError> {
         let mut state = self.lock();
         let lease = state.lease_mut(tenant, chip)?;
+        if lease.generation != generation {
+            return Ok(EgressIpUpdate::Superseded(lease.clone()));
+        }
         let previous = lease.egress_ip.replace(ip);
         let change = EgressIpChange::observe(previous, ip);
+        let lease = lease.clone();
         if !matches!(change, EgressIpChange::Unchanged(_)) {
-            let lease = lease.clone();
             state.log(
                 &lease,
                 now,
@@ -334,7 +344,7 @@ impl LeaseStore for InMemoryLeaseStore {
                 },
             );
         }
-        Ok(change)
+        Ok(EgressIpUpdate::Applied { change, lease })
     }
 
     async fn leases(&self, tenant: Option<TenantId>) -> Result<Vec<ProxyLease>, ProxyError> {

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use crate::endpoint::EndpointId;
 use crate::error::{NoCapacityReason, ProxyError};
 use crate::lease::{
-    Allocation, AllocationRequest, Candidate, EgressIpChange, EndpointLoad, LeaseHealth,
+    Allocation, AllocationRequest, Candidate, EgressIpUpdate, EndpointLoad, LeaseHealth,
     LeaseUpdate, ProxyHistoryEntry, ProxyLease,
 };
 use tenant_isolation::{ChipId, TenantId};
@@ -39,12 +39,15 @@ use tenant_isolation::{ChipId, TenantId};
 ///   its history: a chip's first lease is generation 1, a rotation normally old + 1, and no two
 ///   of a chip's lease lifetimes share a generation. Choosing it is part of the atomic
 ///   allocation;
-/// - [`record_failure`](LeaseStore::record_failure) and
-///   [`record_success`](LeaseStore::record_success) name the generation they are about and
-///   change the lease only if it still has that generation ([`LeaseUpdate::Applied`]);
-///   otherwise they change nothing and return the current lease ([`LeaseUpdate::Superseded`]).
-///   The check and the update are one atomic step. Since generations are never reused, a
-///   report about a lease released before the chip was allocated again is `Superseded` too;
+/// - [`record_failure`](LeaseStore::record_failure),
+///   [`record_success`](LeaseStore::record_success),
+///   [`set_lease_health`](LeaseStore::set_lease_health) and
+///   [`record_egress_ip`](LeaseStore::record_egress_ip) name the generation they are about and
+///   change the lease only if it still has that generation ([`LeaseUpdate::Applied`],
+///   [`EgressIpUpdate::Applied`]); otherwise they change nothing, append no history and return
+///   the current lease ([`LeaseUpdate::Superseded`], [`EgressIpUpdate::Superseded`]). The check
+///   and the update are one atomic step. Since generations are never reused, a report about a
+///   lease released before the chip was allocated again is `Superseded` too;
 /// - history is appended for assignment, rotation, release, health transitions and egress-IP
 ///   changes, and survives release;
 /// - calls on a chip without a lease (other than `allocate`, `lease`, `release`, `history`)
@@ -89,14 +92,17 @@ pub trait LeaseStore: Send + Sync {
         generation: u64,
     ) -> Result<LeaseUpdate, ProxyError>;
 
-    /// Sets one lease's health (a check through that lease, e.g. its gateway session).
+    /// Sets one lease's health (a check through that lease, e.g. its gateway session), if the
+    /// chip's lease still has `generation`, the one the check went through (see
+    /// [`LeaseUpdate`]). A change of health is recorded in the history.
     async fn set_lease_health(
         &self,
         tenant: &TenantId,
         chip: &ChipId,
+        generation: u64,
         health: LeaseHealth,
         now: SystemTime,
-    ) -> Result<ProxyLease, ProxyError>;
+    ) -> Result<LeaseUpdate, ProxyError>;
 
     /// Sets an endpoint's health and that of every lease on it; returns how many leases changed
     /// state. An unhealthy endpoint gets no new leases until it is healthy again.
@@ -107,14 +113,17 @@ pub trait LeaseStore: Send + Sync {
         now: SystemTime,
     ) -> Result<u64, ProxyError>;
 
-    /// Records the egress IP seen through the chip's lease.
+    /// Records the egress IP seen through the chip's lease, if it still has `generation`, the
+    /// one the IP was seen through (see [`EgressIpUpdate`]). A first or different IP is recorded
+    /// in the history.
     async fn record_egress_ip(
         &self,
         tenant: &TenantId,
         chip: &ChipId,
+        generation: u64,
         ip: IpAddr,
         now: SystemTime,
-    ) -> Result<EgressIpChange, ProxyError>;
+    ) -> Result<EgressIpUpdate, ProxyError>;
 
     /// Every active lease, or those of one tenant.
     async fn leases(&self, tenant: Option<TenantId>) -> Result<Vec<ProxyLease>, ProxyError>;

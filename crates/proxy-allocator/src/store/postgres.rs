@@ -34,8 +34,8 @@ use tokio_postgres::{NoTls, Row};
 use crate::endpoint::EndpointId;
 use crate::error::ProxyError;
 use crate::lease::{
-    Allocation, AllocationRequest, EgressIpChange, EndpointLoad, HistoryEvent, LeaseHealth,
-    LeaseUpdate, ProxyHistoryEntry, ProxyLease,
+    Allocation, AllocationRequest, EgressIpChange, EgressIpUpdate, EndpointLoad, HistoryEvent,
+    LeaseHealth, LeaseUpdate, ProxyHistoryEntry, ProxyLease,
 };
 use crate::store::{CandidateState, LeaseStore, all_busy, choose, not_leased};
 use tenant_isolation::{ChipId, TenantId};
@@ -473,38 +473,57 @@ impl PostgresLeaseStore {
         .await
     }
 
+    /// Locks the chip's lease row (in `tx`) and returns it: the generation check of a fenced
+    /// update and the update itself then see the same row, with no rotation in between.
+    async fn lock_lease(
+        tx: &deadpool_postgres::Transaction<'_>,
+        tenant: &TenantId,
+        chip: &ChipId,
+    ) -> Result<ProxyLease, ProxyError> {
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT {COLUMNS} FROM proxy_leases \
+                     WHERE tenant_id = $1 AND chip_id = $2 FOR UPDATE"
+                ),
+                &[&tenant.as_str(), &chip.as_str()],
+            )
+            .await
+            .map_err(store_err("read the chip's lease"))?
+            .ok_or_else(|| not_leased(tenant, chip))?;
+        lease_from_row(&row)
+    }
+
     async fn try_set_lease_health(
         &self,
         tenant: &TenantId,
         chip: &ChipId,
+        generation: u64,
         health: &LeaseHealth,
         now: SystemTime,
-    ) -> Result<ProxyLease, ProxyError> {
+    ) -> Result<LeaseUpdate, ProxyError> {
         let (healthy, reason) = split_health(health);
         self.in_transaction("set lease health", async |tx| {
+            let lease = Self::lock_lease(tx, tenant, chip).await?;
+            if lease.generation != generation {
+                return Ok(LeaseUpdate::Superseded(lease));
+            }
+            if lease.health == *health {
+                return Ok(LeaseUpdate::Applied(lease));
+            }
             let row = tx
-                .query_opt(
+                .query_one(
                     &format!(
                         "UPDATE proxy_leases SET healthy = $3, health_reason = $4 \
-                         WHERE tenant_id = $1 AND chip_id = $2 \
-                           AND (healthy <> $3 OR health_reason IS DISTINCT FROM $4) \
-                         RETURNING {COLUMNS}"
+                         WHERE tenant_id = $1 AND chip_id = $2 RETURNING {COLUMNS}"
                     ),
                     &[&tenant.as_str(), &chip.as_str(), &healthy, &reason],
                 )
                 .await
                 .map_err(store_err("set lease health"))?;
-            let lease = match row {
-                Some(row) => {
-                    let lease = lease_from_row(&row)?;
-                    insert_history(tx, &lease, now, &HistoryEvent::health_change(health)).await?;
-                    lease
-                }
-                None => read_lease(tx, tenant, chip)
-                    .await?
-                    .ok_or_else(|| not_leased(tenant, chip))?,
-            };
-            Ok(lease)
+            let lease = lease_from_row(&row)?;
+            insert_history(tx, &lease, now, &HistoryEvent::health_change(health)).await?;
+            Ok(LeaseUpdate::Applied(lease))
         })
         .await
     }
@@ -513,42 +532,44 @@ impl PostgresLeaseStore {
         &self,
         tenant: &TenantId,
         chip: &ChipId,
+        generation: u64,
         ip: IpAddr,
         now: SystemTime,
-    ) -> Result<EgressIpChange, ProxyError> {
+    ) -> Result<EgressIpUpdate, ProxyError> {
         self.in_transaction("record egress ip", async |tx| {
-            let row = tx
-                .query_opt(
-                    &format!(
-                        "SELECT {COLUMNS} FROM proxy_leases \
-                         WHERE tenant_id = $1 AND chip_id = $2 FOR UPDATE"
-                    ),
-                    &[&tenant.as_str(), &chip.as_str()],
-                )
-                .await
-                .map_err(store_err("read the chip's lease"))?
-                .ok_or_else(|| not_leased(tenant, chip))?;
-            let lease = lease_from_row(&row)?;
+            let lease = Self::lock_lease(tx, tenant, chip).await?;
+            if lease.generation != generation {
+                return Ok(EgressIpUpdate::Superseded(lease));
+            }
             let change = EgressIpChange::observe(lease.egress_ip, ip);
-            if !matches!(change, EgressIpChange::Unchanged(_)) {
-                tx.execute(
-                    "UPDATE proxy_leases SET egress_ip = $3 WHERE tenant_id = $1 AND chip_id = $2",
+            if matches!(change, EgressIpChange::Unchanged(_)) {
+                return Ok(EgressIpUpdate::Applied { change, lease });
+            }
+            let row = tx
+                .query_one(
+                    &format!(
+                        "UPDATE proxy_leases SET egress_ip = $3 \
+                         WHERE tenant_id = $1 AND chip_id = $2 RETURNING {COLUMNS}"
+                    ),
                     &[&tenant.as_str(), &chip.as_str(), &ip],
                 )
                 .await
                 .map_err(store_err("record egress ip"))?;
-                insert_history(
-                    tx,
-                    &lease,
-                    now,
-                    &HistoryEvent::EgressIpChanged {
-                        from: lease.egress_ip,
-                        to: ip,
-                    },
-                )
-                .await?;
-            }
-            Ok(change)
+            let updated = lease_from_row(&row)?;
+            insert_history(
+                tx,
+                &updated,
+                now,
+                &HistoryEvent::EgressIpChanged {
+                    from: lease.egress_ip,
+                    to: ip,
+                },
+            )
+            .await?;
+            Ok(EgressIpUpdate::Applied {
+                change,
+                lease: updated,
+            })
         })
         .await
     }
@@ -780,10 +801,11 @@ impl LeaseStore for PostgresLeaseStore {
         &self,
         tenant: &TenantId,
         chip: &ChipId,
+        generation: u64,
         health: LeaseHealth,
         now: SystemTime,
-    ) -> Result<ProxyLease, ProxyError> {
-        retrying(|| self.try_set_lease_health(tenant, chip, &health, now)).await
+    ) -> Result<LeaseUpdate, ProxyError> {
+        retrying(|| self.try_set_lease_health(tenant, chip, generation, &health, now)).await
     }
 
     async fn set_endpoint_health(
@@ -799,10 +821,11 @@ impl LeaseStore for PostgresLeaseStore {
         &self,
         tenant: &TenantId,
         chip: &ChipId,
+        generation: u64,
         ip: IpAddr,
         now: SystemTime,
-    ) -> Result<EgressIpChange, ProxyError> {
-        retrying(|| self.try_record_egress_ip(tenant, chip, ip, now)).await
+    ) -> Result<EgressIpUpdate, ProxyError> {
+        retrying(|| self.try_record_egress_ip(tenant, chip, generation, ip, now)).await
     }
 
     async fn leases(&self, tenant: Option<TenantId>) -> Result<Vec<ProxyLease>, ProxyError> {
