@@ -50,11 +50,12 @@ fn pool(delay: Duration) -> (TenantPool, Arc<TimedLauncher>) {
     config.volumes = false;
     config
         .extra_env
-        .push(("SIM_STATE_DIR".into(), "none".into()));
+        .push(container_pool::EnvVar::plain("SIM_STATE_DIR", "none"));
     if !delay.is_zero() {
-        config
-            .extra_env
-            .push(("SIM_STARTUP_DELAY_MS".into(), delay.as_millis().to_string()));
+        config.extra_env.push(container_pool::EnvVar::plain(
+            "SIM_STARTUP_DELAY_MS",
+            delay.as_millis().to_string(),
+        ));
     }
     let probe = Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap());
     (

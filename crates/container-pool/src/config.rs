@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    Engine, Error, ImageRef, KeyFingerprintSecret, Placement, PortAllocationStore, RestartPolicy,
-    SizingPolicy,
+    Engine, EnvVar, Error, ImageRef, KeyFingerprintSecret, Placement, PortAllocationStore,
+    RESERVED_ENV_NAMES, RestartPolicy, SizingPolicy,
 };
 
 /// How the pool addresses tenant containers.
@@ -153,8 +153,15 @@ pub struct PoolConfig {
     pub probe_timeout: Duration,
     /// Session auto-start stagger.
     pub auto_start: AutoStartStagger,
-    /// Extra plain environment variables for every container (not secrets).
-    pub extra_env: Vec<(String, String)>,
+    /// Extra environment variables for every container: [`EnvVar::plain`] for ordinary values,
+    /// [`EnvVar::secret`] for secrets (their `Debug` prints `<redacted>`, and they are
+    /// replaced by `<redacted>` in the container output the pool reports). Plain values are
+    /// part of the spec hash, so changing one is drift; a secret's name is, its value is not
+    /// (re-create the containers, e.g. with [`remove_tenant`](crate::TenantPool::remove_tenant),
+    /// to roll a new secret value out). [`validate`](Self::validate) rejects empty names, names
+    /// with `=` or NUL, values with NUL, a name given twice and the
+    /// [reserved names](crate::RESERVED_ENV_NAMES).
+    pub extra_env: Vec<EnvVar>,
     /// Whether each tenant slot gets a named volume for WAHA's session state. Default true.
     pub volumes: bool,
     /// Grace period of a stop before the process is killed. Default 10 s.
@@ -198,17 +205,22 @@ impl PoolConfig {
         }
     }
 
-    /// Checks the values that have no meaningful zero or empty form.
+    /// Checks the values that have no meaningful zero or empty form, and those that cannot
+    /// work: a name prefix that is not a valid start of a container name, an empty network
+    /// name, a bad or reserved [`extra_env`](Self::extra_env) variable, limits too large for a
+    /// container runtime (see [`SizingPolicy::try_resources`]) and an auto-start stagger whose
+    /// `base + spread` overflows. All are [`Error::InvalidConfig`].
     pub fn validate(&self) -> Result<Placement, Error> {
         let name_ok = |s: &str| {
             !s.is_empty()
                 && s.len() <= 32
+                && !s.starts_with('-')
                 && s.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         };
         if !name_ok(&self.name_prefix) {
             return Err(Error::InvalidConfig(format!(
-                "name_prefix `{}` must be 1-32 characters of a-z, 0-9 and -",
+                "name_prefix `{}` must be 1-32 characters of a-z, 0-9 and -, not starting with -",
                 self.name_prefix
             )));
         }
@@ -223,16 +235,176 @@ impl PoolConfig {
                 "startup_deadline, poll_interval and probe_timeout must be positive".into(),
             ));
         }
-        if let AddressingPolicy::HostPort {
-            ports: HostPorts::Range { range, .. },
-            ..
-        } = &self.addressing
-            && (range.is_empty() || *range.start() == 0)
-        {
+        match &self.addressing {
+            AddressingPolicy::NetworkName { network } | AddressingPolicy::NetworkIp { network }
+                if network.is_empty() =>
+            {
+                return Err(Error::InvalidConfig(
+                    "the addressing network name must not be empty".into(),
+                ));
+            }
+            AddressingPolicy::HostPort {
+                ports: HostPorts::Range { range, .. },
+                ..
+            } if range.is_empty() || *range.start() == 0 => {
+                return Err(Error::InvalidConfig(format!(
+                    "invalid host port range {range:?}"
+                )));
+            }
+            _ => {}
+        }
+        validate_extra_env(&self.extra_env)?;
+        self.sizing
+            .try_resources(self.engine, self.sessions_per_container)?;
+        self.auto_start.max_delay_secs()?;
+        Placement::new(self.sessions_per_container)
+    }
+}
+
+impl AutoStartStagger {
+    /// `base + spread` in whole seconds, the longest delay a container can get;
+    /// [`Error::InvalidConfig`] when it does not fit in a `u64`.
+    pub(crate) fn max_delay_secs(&self) -> Result<u64, Error> {
+        self.base
+            .as_secs()
+            .checked_add(self.spread.as_secs())
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "auto_start base {:?} + spread {:?} is too long",
+                    self.base, self.spread
+                ))
+            })
+    }
+}
+
+fn validate_extra_env(extra_env: &[EnvVar]) -> Result<(), Error> {
+    let mut seen = std::collections::HashSet::new();
+    for var in extra_env {
+        var.validate()?;
+        if RESERVED_ENV_NAMES.contains(&var.name.as_str()) {
             return Err(Error::InvalidConfig(format!(
-                "invalid host port range {range:?}"
+                "extra_env must not set `{}`: the pool sets it, or it would replace or disable the tenant's API key (reserved: {})",
+                var.name,
+                RESERVED_ENV_NAMES.join(", ")
             )));
         }
-        Placement::new(self.sessions_per_container)
+        if !seen.insert(var.name.as_str()) {
+            return Err(Error::InvalidConfig(format!(
+                "extra_env sets `{}` twice",
+                var.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> PoolConfig {
+        PoolConfig::new(ImageRef::parse("chipfleet/waha-sim:dev").unwrap())
+    }
+
+    fn invalid(config: &PoolConfig) -> String {
+        match config.validate() {
+            Err(Error::InvalidConfig(msg)) => msg,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        config().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_a_name_prefix_starting_with_a_dash_and_empty_network_names() {
+        let mut c = config();
+        c.name_prefix = "-cp".into();
+        assert!(invalid(&c).contains("name_prefix"));
+        for addressing in [
+            AddressingPolicy::NetworkName {
+                network: String::new(),
+            },
+            AddressingPolicy::NetworkIp {
+                network: String::new(),
+            },
+        ] {
+            let mut c = config();
+            c.addressing = addressing;
+            assert!(invalid(&c).contains("network"));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_duplicate_and_reserved_extra_env_without_quoting_secrets() {
+        let bad = [
+            EnvVar::plain("", "x"),
+            EnvVar::plain("A=B", "x"),
+            EnvVar::plain("A\0B", "x"),
+            EnvVar::plain("PLAIN", "nul\0inside"),
+            EnvVar::secret("TOKEN", "secret-value-with\0nul"),
+        ];
+        for var in bad {
+            let mut c = config();
+            c.extra_env = vec![var];
+            assert!(!invalid(&c).contains("secret-value"));
+        }
+        for name in RESERVED_ENV_NAMES {
+            let mut c = config();
+            c.extra_env = vec![EnvVar::secret(*name, "reserved-secret-value")];
+            let msg = invalid(&c);
+            assert!(msg.contains(name), "{msg}");
+            assert!(!msg.contains("reserved-secret-value"), "{msg}");
+        }
+        for reserved in [
+            "WAHA_API_KEY",
+            "WHATSAPP_API_KEY",
+            "WAHA_WORKER_ID",
+            "WHATSAPP_DEFAULT_ENGINE",
+            "WAHA_AUTO_START_DELAY_SECONDS",
+        ] {
+            assert!(RESERVED_ENV_NAMES.contains(&reserved), "{reserved}");
+        }
+        let mut c = config();
+        c.extra_env = vec![EnvVar::plain("SAME", "1"), EnvVar::secret("SAME", "2")];
+        assert!(invalid(&c).contains("twice"));
+        c.extra_env = vec![
+            EnvVar::plain("WAHA_LOG_LEVEL", "debug"),
+            EnvVar::secret("WAHA_DASHBOARD_PASSWORD", "hunter2-dashboard"),
+        ];
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn secret_extra_env_values_are_redacted_in_debug_output() {
+        let mut c = config();
+        c.extra_env = vec![EnvVar::secret(
+            "WAHA_DASHBOARD_PASSWORD",
+            "hunter2-dashboard",
+        )];
+        let text = format!("{c:?}");
+        assert!(text.contains("WAHA_DASHBOARD_PASSWORD"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn rejects_limits_and_staggers_that_overflow() {
+        let mut c = config();
+        c.sizing.pids_base = u64::MAX;
+        assert!(invalid(&c).contains("too large"));
+        let mut c = config();
+        c.engine = Engine::Webjs;
+        c.sizing.pids_per_session_webjs = u64::MAX / 2;
+        assert!(invalid(&c).contains("too large"));
+        let mut c = config();
+        c.auto_start.base = Duration::from_secs(u64::MAX);
+        assert!(invalid(&c).contains("auto_start"));
+        // The longest stagger that fits is fine.
+        let mut c = config();
+        c.auto_start.spread = Duration::from_secs(u64::MAX);
+        c.validate().unwrap();
     }
 }

@@ -33,7 +33,8 @@ pub enum Error {
     Unhealthy {
         /// Container name or id.
         container: String,
-        /// The last health-check output the runtime kept (may be empty).
+        /// The last health-check output the runtime kept (may be empty), scrubbed of secrets
+        /// like `last_logs`.
         last_output: String,
     },
     /// The container did not pass every readiness check before the start-up deadline. It is
@@ -48,7 +49,8 @@ pub enum Error {
         elapsed: Duration,
         /// The configured start-up deadline.
         deadline: Duration,
-        /// Why the last check failed.
+        /// Why the last check failed (container output in it is scrubbed of secrets like
+        /// [`Error::Exited`]'s `last_logs`).
         last_probe_error: String,
     },
     /// The container's process exited while the pool waited for it, or a restart policy is
@@ -66,8 +68,10 @@ pub enum Error {
         exit_code: Option<i64>,
         /// Whether the runtime killed it for exceeding its memory limit.
         oom_killed: bool,
-        /// The last lines the container wrote (oldest first), with the tenant's API key
-        /// replaced by `<redacted>`.
+        /// The last lines the container wrote (oldest first), with `<redacted>` in place of the
+        /// tenant's API key, every secret [`extra_env`](crate::PoolConfig::extra_env) value,
+        /// and the value of every API-key assignment (`WAHA_API_KEY=…`, `WHATSAPP_API_KEY=…`,
+        /// `X-Api-Key: …`, `x-api-key=…`) whatever it is, such as a key rotated since.
         last_logs: Vec<String>,
     },
     /// The container answered the readiness probe with 401/403: it does not accept the

@@ -46,7 +46,8 @@ pub enum PoolEventKind {
         elapsed: Duration,
         /// The first check that has not passed.
         check: ReadinessCheck,
-        /// Why it has not passed.
+        /// Why it has not passed (health-check output and probe errors in it are scrubbed of
+        /// secrets like [`Error::Exited`](crate::Error::Exited)'s `last_logs`).
         detail: String,
     },
     /// The container passed every readiness check.

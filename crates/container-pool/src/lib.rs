@@ -94,7 +94,9 @@ pub use events::{PoolEvent, PoolEventKind, ReadinessCheck};
 pub use fingerprint::KeyFingerprintSecret;
 pub use labels::LabelSelector;
 pub use placement::Placement;
-pub use pool::{ReapReport, RolloutOptions, RolloutReport, SlotStats, SweepReport, TenantPool};
+pub use pool::{
+    Drift, ReapReport, RolloutOptions, RolloutReport, SlotStats, SweepReport, TenantPool,
+};
 pub use ports::{FilePortStore, InMemoryPortStore, PortAllocationStore};
 pub use readiness::{ProbeError, ReadinessProbe, WahaHealthProbe};
 #[cfg(feature = "docker")]
@@ -107,7 +109,7 @@ pub use runtime::{
 #[cfg(feature = "swarm")]
 pub use runtime::{Reservations, SwarmOptions, SwarmRuntime};
 pub use spec::{
-    Addressing, ContainerSpec, Engine, EnvValue, EnvVar, ImageRef, Resources, RestartPolicy,
-    SizingPolicy, SizingRow, VolumeMount, WAHA_PORT, WAHA_SESSIONS_DIR,
+    Addressing, ContainerSpec, Engine, EnvValue, EnvVar, ImageRef, RESERVED_ENV_NAMES, Resources,
+    RestartPolicy, SizingPolicy, SizingRow, VolumeMount, WAHA_PORT, WAHA_SESSIONS_DIR,
 };
 pub use tenant::{ApiKey, ChipActivity, TenantExists, TenantId, TenantKeys, keys_from_directory};

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
@@ -28,7 +28,9 @@ pub trait PortAllocationStore: Send + Sync {
     async fn allocations(&self) -> Result<BTreeMap<String, u16>, Error>;
 }
 
-fn pick(
+/// The port `owner` holds in `table`, or the lowest free one of `range` (what
+/// [`PortAllocationStore::allocate`] picks), without recording it.
+pub(crate) fn pick(
     table: &BTreeMap<String, u16>,
     owner: &str,
     range: &RangeInclusive<u16>,
@@ -83,11 +85,13 @@ impl PortAllocationStore for InMemoryPortStore {
     }
 }
 
-/// Allocations in a JSON file, written atomically (temporary file, then rename) on every change.
+/// Allocations in a JSON file, written atomically and durably (temporary file, fsync, rename,
+/// fsync of the directory) on every change.
 ///
 /// One process at a time may use a file (the pool of one host); several pool replicas need a
-/// shared database-backed store behind the same trait. A corrupt file is reported as
-/// [`Error::PortStore`] and left untouched.
+/// shared database-backed store behind the same trait. A corrupt file (empty, torn, not JSON)
+/// is reported as [`Error::PortStore`] naming the file, by every method, and left untouched:
+/// fix or remove it by hand.
 #[derive(Debug)]
 pub struct FilePortStore {
     path: PathBuf,
@@ -119,14 +123,44 @@ impl FilePortStore {
         }
     }
 
+    /// Writes the table durably: a temporary file, fsynced, renamed over the file, then the
+    /// directory fsynced, so a crash leaves either the old or the new table, never an empty
+    /// or torn one.
     async fn save(&self, table: &BTreeMap<String, u16>) -> Result<(), Error> {
-        let io =
-            |e: std::io::Error| Error::PortStore(format!("writing {}: {e}", self.path.display()));
-        let tmp = self.path.with_extension("tmp");
         let body = serde_json::to_vec_pretty(table).map_err(|e| Error::PortStore(e.to_string()))?;
-        tokio::fs::write(&tmp, body).await.map_err(io)?;
-        tokio::fs::rename(&tmp, &self.path).await.map_err(io)
+        let path = self.path.clone();
+        let written = tokio::task::spawn_blocking(move || write_durably(&path, &body))
+            .await
+            .map_err(|e| Error::PortStore(format!("writing {}: {e}", self.path.display())))?;
+        written.map_err(|e| Error::PortStore(format!("writing {}: {e}", self.path.display())))
     }
+}
+
+fn write_durably(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(body)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    sync_parent(path)
+}
+
+/// Makes the rename itself durable (POSIX: the directory entry lives in the directory).
+#[cfg(unix)]
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Directories cannot be opened for syncing here; the rename is as durable as the OS makes it.
+#[cfg(not(unix))]
+fn sync_parent(_: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[async_trait]
@@ -205,12 +239,32 @@ mod tests {
         let reopened = FilePortStore::new(&path);
         assert_eq!(reopened.allocate("a", 4000..=4002).await.unwrap(), 4000);
         assert_eq!(reopened.allocations().await.unwrap().len(), 3);
-        tokio::fs::write(&path, b"{not json").await.unwrap();
-        assert!(matches!(
-            reopened.allocate("z", 4000..=4010).await,
-            Err(Error::PortStore(_))
-        ));
-        assert_eq!(tokio::fs::read(&path).await.unwrap(), b"{not json");
+        let saved = tokio::fs::read(&path).await.unwrap();
+        assert!(
+            !dir.join("ports.tmp").exists(),
+            "the temporary file was renamed"
+        );
+        // An empty (crash), torn or garbage file: a typed error naming the file from every
+        // method, and the file is never overwritten.
+        let torn = &saved[..saved.len() / 2];
+        for bad in [&b""[..], torn, b"{not json", &[0xff, 0x00, 0x13][..]] {
+            tokio::fs::write(&path, bad).await.unwrap();
+            let store = FilePortStore::new(&path);
+            for result in [
+                store.allocate("z", 4000..=4010).await.map(|_| ()),
+                store.allocate("a", 4000..=4010).await.map(|_| ()),
+                store.release("a").await,
+                store.allocations().await.map(|_| ()),
+            ] {
+                match result {
+                    Err(Error::PortStore(msg)) => {
+                        assert!(msg.contains(&path.display().to_string()), "{msg}")
+                    }
+                    other => panic!("expected PortStore for {bad:?}, got {other:?}"),
+                }
+            }
+            assert_eq!(tokio::fs::read(&path).await.unwrap(), bad);
+        }
         tokio::fs::remove_dir_all(&dir).await.unwrap();
     }
 }

@@ -33,7 +33,8 @@ pub trait ReadinessProbe: Send + Sync {
 
 /// The default probe: waha-client's [`health`](waha_client::WahaApi::health) (`GET /health`
 /// with the key, falling back to `GET /ping` when an old server answers 422), one attempt per
-/// poll, no retries (the pool polls).
+/// poll, no retries (the pool polls). It never follows a redirect: reqwest would carry the
+/// `X-Api-Key` header to the redirect target, so a 3xx answer is "not ready".
 #[derive(Debug, Clone)]
 pub struct WahaHealthProbe {
     http: reqwest::Client,
@@ -45,6 +46,8 @@ impl WahaHealthProbe {
     /// own `probe_timeout` and the time left).
     pub fn new(timeout: std::time::Duration) -> Result<Self, crate::Error> {
         let http = reqwest::Client::builder()
+            // A redirect target (possibly another host) would receive the API key.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout)
             .tcp_nodelay(true)
             .build()
@@ -74,5 +77,67 @@ impl ReadinessProbe for WahaHealthProbe {
             Err(WahaError::Unauthorized { .. }) => Err(ProbeError::Unauthorized),
             Err(e) => Err(ProbeError::NotReady(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Answers every request with `answer` and records the request heads it received.
+    async fn serve(answer: String) -> (Url, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 8192];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                log.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn the_probe_does_not_follow_a_redirect_and_so_never_sends_the_key_elsewhere() {
+        let (elsewhere, stolen) =
+            serve("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".into())
+                .await;
+        let (probed, asked) = serve(format!(
+            "HTTP/1.1 302 Found\r\nlocation: {elsewhere}health\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        ))
+        .await;
+        let probe = WahaHealthProbe::new(Duration::from_secs(2)).unwrap();
+        let key = ApiKey::new("probe-key-0123456789");
+        let result = probe.probe(&probed, &key).await;
+        assert!(
+            matches!(result, Err(ProbeError::NotReady(_))),
+            "a redirect is not ready: {result:?}"
+        );
+        assert!(
+            asked
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.contains("probe-key-0123456789")),
+            "the probed server got the key"
+        );
+        let stolen = stolen.lock().unwrap();
+        assert!(
+            stolen.is_empty(),
+            "the redirect target was asked: {stolen:?}"
+        );
     }
 }

@@ -246,8 +246,10 @@ async fn a_slow_start_within_the_deadline_succeeds() {
     // 4 s without listening: a short fixed timeout (say 2 s) would have given up.
     with_fixture(
         |c| {
-            c.extra_env
-                .push(("SIM_STARTUP_DELAY_MS".into(), "4000".into()));
+            c.extra_env.push(container_pool::EnvVar::plain(
+                "SIM_STARTUP_DELAY_MS",
+                "4000",
+            ));
             c.startup_deadline = Duration::from_secs(40);
         },
         |f| async move {
@@ -268,7 +270,8 @@ async fn a_container_that_never_gets_ready_fails_with_startup_timeout_at_the_dea
     // Listening, healthy for Docker (`/ping`), but `/health` answers 503 for 10 minutes.
     with_fixture(
         |c| {
-            c.extra_env.push(("SIM_BOOTING_MS".into(), "600000".into()));
+            c.extra_env
+                .push(container_pool::EnvVar::plain("SIM_BOOTING_MS", "600000"));
             c.startup_deadline = Duration::from_secs(4);
         },
         |f| async move {
@@ -618,8 +621,10 @@ async fn a_missing_image_is_image_missing_through_the_pool() {
 
 /// The simulator exits at once (status 1) when its configuration does not parse.
 fn broken_config(c: &mut PoolConfig) {
-    c.extra_env
-        .push(("SIM_TIME_SCALE".into(), "not-a-number".into()));
+    c.extra_env.push(container_pool::EnvVar::plain(
+        "SIM_TIME_SCALE",
+        "not-a-number",
+    ));
 }
 
 #[tokio::test]
@@ -770,9 +775,10 @@ async fn readiness_overhead_on_docker_is_measured() {
         |f| async move {
             for delay_ms in [0u64, 300] {
                 let mut config = f.pool.config().clone();
-                config
-                    .extra_env
-                    .push(("SIM_STARTUP_DELAY_MS".into(), delay_ms.to_string()));
+                config.extra_env.push(container_pool::EnvVar::plain(
+                    "SIM_STARTUP_DELAY_MS",
+                    delay_ms.to_string(),
+                ));
                 let pool = TenantPool::new(
                     f.runtime.clone(),
                     f.tenants.clone(),

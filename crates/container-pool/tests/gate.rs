@@ -179,17 +179,22 @@ impl TenantKeys for Keys {
     }
 }
 
+fn pool_config(deadline: Duration) -> PoolConfig {
+    let mut config = PoolConfig::new(ImageRef::parse("chipfleet/waha-sim:dev").unwrap());
+    config.name_prefix = "cp".into();
+    config.volumes = false;
+    config.startup_deadline = deadline;
+    config.poll_interval = Duration::from_millis(5);
+    config
+}
+
 fn pool_with(
     runtime: Arc<Scripted>,
     probe: Arc<ScriptedProbe>,
     deadline: Duration,
     hang_keys: bool,
 ) -> TenantPool {
-    let mut config = PoolConfig::new(ImageRef::parse("chipfleet/waha-sim:dev").unwrap());
-    config.name_prefix = "cp".into();
-    config.volumes = false;
-    config.startup_deadline = deadline;
-    config.poll_interval = Duration::from_millis(5);
+    let config = pool_config(deadline);
     TenantPool::new(runtime, Arc::new(Keys { hang: hang_keys }), probe, config).unwrap()
 }
 
@@ -493,4 +498,197 @@ async fn a_failed_create_emits_exactly_one_failed_event() {
     ));
     let kinds = drain(&mut rx);
     assert_eq!(failed_count(&kinds), 1, "{kinds:?}");
+}
+
+/// Everything `tracing` writes while the guard lives (this thread: the test runtime is
+/// single-threaded).
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || Captured(writer.clone()))
+        .finish();
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
+const OLD_KEY: &str = "an-old-rotated-key-9876543210";
+
+#[tokio::test]
+async fn health_check_output_is_scrubbed_in_logs_events_and_the_unhealthy_error() {
+    let (logs, _guard) = capture_logs();
+    let runtime = Scripted::new(
+        OnCreate::Ok,
+        vec![info(
+            ContainerState::Running,
+            HealthStatus::Unhealthy {
+                last_output: format!(
+                    "curl -H 'X-Api-Key: {KEY}' failed; WHATSAPP_API_KEY={OLD_KEY} rejected"
+                ),
+            },
+            true,
+        )],
+    );
+    let pool = pool_with(
+        runtime,
+        ScriptedProbe::new(vec![Ok(())]),
+        Duration::from_millis(300),
+        false,
+    );
+    let mut rx = pool.subscribe();
+    let err = pool.ensure(&acme()).await.unwrap_err();
+    match &err {
+        Error::Unhealthy { last_output, .. } => assert_eq!(
+            last_output,
+            "curl -H 'X-Api-Key: <redacted> failed; WHATSAPP_API_KEY=<redacted> rejected"
+        ),
+        other => panic!("expected Unhealthy, got {other:?}"),
+    }
+    let kinds = drain(&mut rx);
+    let details: Vec<&String> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            PoolEventKind::WaitingForHealth { detail, .. } => Some(detail),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        details.iter().any(|d| d.contains("<redacted>")),
+        "{kinds:?}"
+    );
+    let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.contains("waiting for readiness") && logged.contains("health check failing"),
+        "the capture works: {logged}"
+    );
+    let text = format!("{err} {err:?} {kinds:?} {logged}");
+    for secret in [KEY, OLD_KEY] {
+        assert!(!text.contains(secret), "a key leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn exit_logs_of_a_container_started_with_a_rotated_key_are_scrubbed() {
+    const DASHBOARD_PASSWORD: &str = "hunter2-dashboard-password";
+    let runtime = Arc::new(Scripted {
+        logs: vec![
+            format!("config: WAHA_API_KEY={OLD_KEY} engine=NOWEB"),
+            format!("fatal: key {KEY} refused"),
+            format!("dashboard login with {DASHBOARD_PASSWORD} failed"),
+        ],
+        ..Arc::into_inner(Scripted::new(
+            OnCreate::Ok,
+            vec![ContainerInfo {
+                exit_code: Some(1),
+                ..info(
+                    ContainerState::Exited { exit_code: Some(1) },
+                    HealthStatus::None,
+                    false,
+                )
+            }],
+        ))
+        .unwrap()
+    });
+    let mut config = pool_config(Duration::from_secs(5));
+    config.extra_env.push(container_pool::EnvVar::secret(
+        "WAHA_DASHBOARD_PASSWORD",
+        DASHBOARD_PASSWORD,
+    ));
+    let pool = TenantPool::new(
+        runtime,
+        Arc::new(Keys { hang: false }),
+        ScriptedProbe::new(vec![Ok(())]),
+        config,
+    )
+    .unwrap();
+    match pool.ensure(&acme()).await {
+        Err(Error::Exited { last_logs, .. }) => assert_eq!(
+            last_logs,
+            vec![
+                "config: WAHA_API_KEY=<redacted> engine=NOWEB".to_owned(),
+                "fatal: key <redacted> refused".to_owned(),
+                "dashboard login with <redacted> failed".to_owned(),
+            ]
+        ),
+        other => panic!("expected Exited, got {other:?}"),
+    }
+}
+
+/// A container of tenant `acme` whose slot label is `slot` (readable or not).
+fn labelled(id: &str, name: &str, slot: &str) -> ContainerInfo {
+    ContainerInfo {
+        id: ContainerId::new(id),
+        name: name.into(),
+        labels: [
+            (container_pool::labels::MANAGED_BY, "chipfleet"),
+            (container_pool::labels::TENANT, "acme"),
+            (container_pool::labels::SLOT, slot),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        ..info(ContainerState::Running, HealthStatus::None, true)
+    }
+}
+
+#[tokio::test]
+async fn tenant_stats_leaves_out_a_container_with_an_unreadable_slot_label() {
+    let runtime = Scripted::new(OnCreate::Ok, vec![]);
+    runtime.listed.lock().unwrap().extend([
+        labelled("c9", "cp-acme-garbled", "not-a-number"),
+        labelled("c1", "cp-acme-1", "1"),
+    ]);
+    let pool = pool_with(
+        runtime,
+        ScriptedProbe::new(vec![Ok(())]),
+        Duration::from_secs(5),
+        false,
+    );
+    let stats = pool.tenant_stats(&acme()).await.unwrap();
+    let slots: Vec<(u32, &str)> = stats
+        .iter()
+        .map(|s| (s.slot, s.container.as_str()))
+        .collect();
+    assert_eq!(slots, vec![(1, "cp-acme-1")]);
+}
+
+#[tokio::test]
+async fn removing_a_container_with_an_unreadable_slot_label_does_not_wait_for_slot_0() {
+    let runtime = Scripted::new(OnCreate::Ok, vec![]);
+    runtime
+        .listed
+        .lock()
+        .unwrap()
+        .push(labelled("c9", "cp-acme-garbled", "x"));
+    // An ensure of slot 0 holds that slot's flight (stuck reading the key) for 5 s.
+    let pool = pool_with(
+        runtime,
+        ScriptedProbe::new(vec![Ok(())]),
+        Duration::from_secs(5),
+        true,
+    );
+    let ensuring = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.ensure(&acme()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let removed = tokio::time::timeout(Duration::from_secs(2), pool.remove_tenant(&acme(), false))
+        .await
+        .expect("remove_tenant waited for slot 0's ensure")
+        .unwrap();
+    assert_eq!(removed, vec!["cp-acme-garbled"]);
+    ensuring.abort();
 }

@@ -135,8 +135,10 @@ async fn a_hundred_concurrent_ensures_make_one_container() {
 async fn a_slow_start_within_the_deadline_succeeds_and_reports_progress() {
     let mut cfg = config(&format!("test-{}", run_id()));
     // The simulator refuses connections for 1.5 s: more than a short fixed timeout allows.
-    cfg.extra_env
-        .push(("SIM_STARTUP_DELAY_MS".into(), "1500".into()));
+    cfg.extra_env.push(container_pool::EnvVar::plain(
+        "SIM_STARTUP_DELAY_MS",
+        "1500",
+    ));
     cfg.startup_deadline = Duration::from_secs(8);
     let f = fixture_with(cfg);
     let mut events = f.pool.subscribe();
@@ -168,8 +170,10 @@ async fn a_slow_start_within_the_deadline_succeeds_and_reports_progress() {
 #[tokio::test]
 async fn a_container_that_never_gets_ready_times_out_at_the_deadline() {
     let mut cfg = config(&format!("test-{}", run_id()));
-    cfg.extra_env
-        .push(("SIM_STARTUP_DELAY_MS".into(), "600000".into()));
+    cfg.extra_env.push(container_pool::EnvVar::plain(
+        "SIM_STARTUP_DELAY_MS",
+        "600000",
+    ));
     cfg.startup_deadline = Duration::from_millis(800);
     let f = fixture_with(cfg);
     let mut events = f.pool.subscribe();
@@ -228,8 +232,10 @@ async fn a_killed_container_is_recreated_by_the_next_ensure() {
 #[tokio::test]
 async fn a_process_that_exits_while_starting_is_reported_with_its_logs() {
     let mut cfg = config(&format!("test-{}", run_id()));
-    cfg.extra_env
-        .push(("SIM_STARTUP_DELAY_MS".into(), "600000".into()));
+    cfg.extra_env.push(container_pool::EnvVar::plain(
+        "SIM_STARTUP_DELAY_MS",
+        "600000",
+    ));
     let f = fixture_with(cfg);
     let pool = f.pool.clone();
     let waiting = tokio::spawn(async move { pool.ensure(&tenant("crashy")).await });
@@ -274,8 +280,10 @@ async fn a_missing_image_and_a_failed_start_are_distinct_errors() {
     );
 
     let mut cfg = config(&format!("test-{}", run_id()));
-    cfg.extra_env
-        .push(("SIM_TIME_SCALE".into(), "not-a-number".into()));
+    cfg.extra_env.push(container_pool::EnvVar::plain(
+        "SIM_TIME_SCALE",
+        "not-a-number",
+    ));
     let f = fixture_with(cfg);
     match f.pool.ensure(&tenant("acme")).await {
         Err(Error::StartFailed { reason, .. }) => {
@@ -317,8 +325,10 @@ fn capture_logs() -> (
 async fn the_api_key_never_appears_in_logs_debug_output_errors_or_events() {
     let (logs, _guard) = capture_logs();
     let mut cfg = config(&format!("test-{}", run_id()));
-    cfg.extra_env
-        .push(("SIM_STARTUP_DELAY_MS".into(), "600000".into()));
+    cfg.extra_env.push(container_pool::EnvVar::plain(
+        "SIM_STARTUP_DELAY_MS",
+        "600000",
+    ));
     cfg.startup_deadline = Duration::from_millis(300);
     let f = fixture_with(cfg);
     let t = tenant("secretive");
@@ -476,7 +486,7 @@ async fn rolling_replace_rolls_a_new_image_out_one_tenant_at_a_time_after_a_cana
     let probe: Arc<dyn ReadinessProbe> =
         Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap());
     let pool = TenantPool::new(runtime.clone(), old.tenants.clone(), probe.clone(), next).unwrap();
-    assert_eq!(pool.drifted().await.unwrap().len(), 3);
+    assert_eq!(pool.drifted().await.unwrap().drifted.len(), 3);
     let mut events = pool.subscribe();
     let report = pool
         .rolling_replace(&RolloutOptions {
@@ -515,7 +525,7 @@ async fn rolling_replace_rolls_a_new_image_out_one_tenant_at_a_time_after_a_cana
         .await
         .unwrap();
     assert_eq!(rest.replaced, vec!["cp-c-0"]);
-    assert!(pool.drifted().await.unwrap().is_empty());
+    assert!(pool.drifted().await.unwrap().drifted.is_empty());
 
     // An image that is not there: nothing is removed, no tenant is left without a container.
     let ids_before = container_ids(&runtime, &managed_by).await;
@@ -585,7 +595,7 @@ async fn rolling_replace_does_not_start_a_container_idle_reaping_stopped() {
     assert_eq!(sleepy.len(), 1);
     assert_eq!(sleepy[0].state, ContainerState::Created, "not started");
     assert_eq!(sleepy[0].image, "chipfleet/waha-sim:next");
-    assert!(pool.drifted().await.unwrap().is_empty());
+    assert!(pool.drifted().await.unwrap().drifted.is_empty());
     // The next ensure starts it.
     pool.ensure(&tenant("sleepy")).await.unwrap();
 }
@@ -694,6 +704,86 @@ async fn host_port_mode_allocates_from_the_range_and_keeps_the_allocation() {
 }
 
 #[tokio::test]
+async fn drift_allocates_no_port_and_one_unknown_container_does_not_stop_a_rollout() {
+    let managed_by = format!("test-{}", run_id());
+    let runtime = Arc::new(
+        InMemoryRuntime::new(Arc::new(SimLauncher::new()))
+            .with_images([IMAGE, "chipfleet/waha-sim:next"]),
+    );
+    let store = Arc::new(InMemoryPortStore::new());
+    let with_range = |image: &str, range: std::ops::RangeInclusive<u16>| {
+        let mut cfg = config(&managed_by);
+        cfg.image = ImageRef::parse(image).unwrap();
+        cfg.addressing = AddressingPolicy::HostPort {
+            bind: "127.0.0.1".parse().unwrap(),
+            ports: HostPorts::Range {
+                range,
+                store: store.clone(),
+            },
+        };
+        cfg
+    };
+    let old = fixture_on(runtime.clone(), with_range(IMAGE, 42000..=42002));
+    for name in ["a", "b", "c"] {
+        old.pool.ensure(&tenant(name)).await.unwrap();
+    }
+    let c_before = old.pool.containers(&tenant("c")).await.unwrap();
+    // c's allocation is lost (an operator edited the store): the drift query must not make
+    // one up.
+    store.release("cp-c-0").await.unwrap();
+    let probe: Arc<dyn ReadinessProbe> =
+        Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap());
+    let next = TenantPool::new(
+        runtime.clone(),
+        old.tenants.clone(),
+        probe.clone(),
+        with_range("chipfleet/waha-sim:next", 42000..=42002),
+    )
+    .unwrap();
+    let drift = next.drifted().await.unwrap();
+    assert_eq!(drift.drifted.len(), 3);
+    assert!(drift.unknown.is_empty());
+    let held: Vec<String> = store.allocations().await.unwrap().into_keys().collect();
+    assert_eq!(held, vec!["cp-a-0", "cp-b-0"], "drifted() allocated a port");
+
+    // With a range c cannot get a port in, c's wanted spec is unknown: reported, left alone,
+    // and a and b are still replaced.
+    let narrow = TenantPool::new(
+        runtime.clone(),
+        old.tenants.clone(),
+        probe,
+        with_range("chipfleet/waha-sim:next", 42000..=42001),
+    )
+    .unwrap();
+    let report = narrow
+        .rolling_replace(&RolloutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.replaced, vec!["cp-a-0", "cp-b-0"]);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.unknown.len(), 1, "{:?}", report.unknown);
+    assert_eq!(report.unknown[0].0, "cp-c-0");
+    assert!(
+        matches!(
+            report.unknown[0].1,
+            Error::PortsExhausted {
+                first: 42000,
+                last: 42001
+            }
+        ),
+        "{:?}",
+        report.unknown
+    );
+    let c_after = narrow.containers(&tenant("c")).await.unwrap();
+    assert_eq!(c_after.len(), 1);
+    assert_eq!(c_after[0].id, c_before[0].id, "c was not touched");
+    assert_eq!(c_after[0].state, ContainerState::Running);
+    let after = narrow.drifted().await.unwrap();
+    assert!(after.drifted.is_empty(), "{:?}", after.drifted);
+    assert_eq!(after.unknown.len(), 1);
+}
+
+#[tokio::test]
 async fn the_in_memory_runtime_passes_the_conformance_suite() {
     let key = "conformance-key-123456";
     let spec = container_pool::ContainerSpec {
@@ -784,7 +874,7 @@ async fn a_rotated_key_recreates_the_container_on_its_volume() {
 }
 
 async fn pool_has_drift(f: &Fixture) -> bool {
-    !f.pool.drifted().await.unwrap().is_empty()
+    !f.pool.drifted().await.unwrap().drifted.is_empty()
 }
 
 #[tokio::test]
@@ -923,7 +1013,7 @@ async fn a_failed_ensure_does_not_poison_the_next() {
 async fn a_removal_queued_behind_an_ensure_is_not_hidden_from_later_callers() {
     let mut cfg = config(&format!("test-{}", run_id()));
     cfg.extra_env
-        .push(("SIM_STARTUP_DELAY_MS".into(), "400".into()));
+        .push(container_pool::EnvVar::plain("SIM_STARTUP_DELAY_MS", "400"));
     let f = fixture_with(cfg);
     let t = tenant("raced");
     let first = {

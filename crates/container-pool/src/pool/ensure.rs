@@ -7,6 +7,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::deadline::Deadline;
 use super::{TenantPool, naming};
+use crate::spec::{API_KEY_VAR, AUTO_START_DELAY_VAR, ENGINE_VAR, WORKER_ID_VAR};
 use crate::{
     AddressingPolicy, ApiKey, ContainerId, ContainerInfo, ContainerSpec, ContainerState, EnvVar,
     Error, HostPorts, PoolEventKind, TenantEndpoint, TenantId, VolumeMount, WAHA_PORT,
@@ -16,6 +17,14 @@ use crate::{
 /// How often `ensure` goes round (a name taken by a concurrent creator, a container re-created
 /// for a rotated key) before giving up with the last error.
 const ATTEMPTS: usize = 3;
+
+/// How [`TenantPool::spec_for`] gets a [`HostPorts::Range`] port.
+enum HostPort<'a> {
+    /// Allocate it in the store (the spec is about to be created).
+    Allocate,
+    /// Take it from this snapshot of the store's allocations, writing nothing.
+    Preview(&'a BTreeMap<String, u16>),
+}
 
 /// Where a slot's container came from in this `ensure`.
 enum Found {
@@ -213,12 +222,41 @@ impl TenantPool {
     }
 
     /// The spec the pool creates for a tenant slot now (image, env, limits, labels, volume,
-    /// addressing, restart policy).
+    /// addressing, restart policy). With [`HostPorts::Range`] this allocates (and persists) the
+    /// container's host port.
     pub(crate) async fn build_spec(
         &self,
         tenant: &TenantId,
         slot: u32,
         key: &ApiKey,
+    ) -> Result<ContainerSpec, Error> {
+        self.spec_for(tenant, slot, Some(key), HostPort::Allocate)
+            .await
+    }
+
+    /// The hash of the spec [`build_spec`](Self::build_spec) would make now, with no side
+    /// effect: it needs no key (the hash leaves out secret values and the key-fingerprint
+    /// label) and allocates no port. A [`HostPorts::Range`] port is the one `ports` (the
+    /// store's allocations) gives the container, or the one the store would allocate next
+    /// (the trait's rule: the lowest free port of the range).
+    pub(crate) async fn wanted_spec_hash(
+        &self,
+        tenant: &TenantId,
+        slot: u32,
+        ports: &BTreeMap<String, u16>,
+    ) -> Result<String, Error> {
+        Ok(self
+            .spec_for(tenant, slot, None, HostPort::Preview(ports))
+            .await?
+            .spec_hash())
+    }
+
+    async fn spec_for(
+        &self,
+        tenant: &TenantId,
+        slot: u32,
+        key: Option<&ApiKey>,
+        host_port: HostPort<'_>,
     ) -> Result<ContainerSpec, Error> {
         let cfg = &self.inner.config;
         let name = naming::container_name(&cfg.name_prefix, tenant, slot);
@@ -240,19 +278,25 @@ impl TenantPool {
                 bind,
                 ports: HostPorts::Range { range, store },
             } => {
-                let port = store.allocate(&name, range.clone()).await?;
+                let port = match host_port {
+                    HostPort::Allocate => store.allocate(&name, range.clone()).await?,
+                    HostPort::Preview(ports) => crate::ports::pick(ports, &name, range)?,
+                };
                 crate::Addressing::HostPort { bind: *bind, port }
             }
         };
-        let stagger = cfg.auto_start.base.as_secs()
-            + naming::stable_share(&name, cfg.auto_start.spread.as_secs() + 1);
+        // `validate` checked that base + spread fits; the share is at most spread.
+        cfg.auto_start.max_delay_secs()?;
+        let share = naming::stable_share(&name, cfg.auto_start.spread.as_secs().saturating_add(1));
+        let stagger = cfg.auto_start.base.as_secs().saturating_add(share);
+        let secret_key = key.map_or("", ApiKey::expose_secret);
         let mut env = vec![
-            EnvVar::secret("WAHA_API_KEY", key.expose_secret()),
-            EnvVar::plain("WHATSAPP_DEFAULT_ENGINE", cfg.engine.as_str()),
-            EnvVar::plain("WAHA_WORKER_ID", &name),
-            EnvVar::plain("WAHA_AUTO_START_DELAY_SECONDS", stagger.to_string()),
+            EnvVar::secret(API_KEY_VAR, secret_key),
+            EnvVar::plain(ENGINE_VAR, cfg.engine.as_str()),
+            EnvVar::plain(WORKER_ID_VAR, &name),
+            EnvVar::plain(AUTO_START_DELAY_VAR, stagger.to_string()),
         ];
-        env.extend(cfg.extra_env.iter().map(|(k, v)| EnvVar::plain(k, v)));
+        env.extend(cfg.extra_env.iter().cloned());
         let mut spec_labels = BTreeMap::from([
             (labels::MANAGED_BY.to_owned(), cfg.managed_by.clone()),
             (labels::TENANT.to_owned(), tenant.as_str().to_owned()),
@@ -269,17 +313,21 @@ impl TenantPool {
             image: cfg.image.clone(),
             env,
             labels: BTreeMap::new(),
-            resources: cfg.sizing.resources(cfg.engine, cfg.sessions_per_container),
+            resources: cfg
+                .sizing
+                .try_resources(cfg.engine, cfg.sessions_per_container)?,
             addressing,
             container_port: WAHA_PORT,
             restart: cfg.restart,
         };
         spec.labels = spec_labels.clone();
         spec_labels.insert(labels::SPEC_HASH.to_owned(), spec.spec_hash());
-        spec_labels.insert(
-            labels::KEY_FINGERPRINT.to_owned(),
-            self.key_fingerprint(key),
-        );
+        if let Some(key) = key {
+            spec_labels.insert(
+                labels::KEY_FINGERPRINT.to_owned(),
+                self.key_fingerprint(key),
+            );
+        }
         spec.labels = spec_labels;
         Ok(spec)
     }

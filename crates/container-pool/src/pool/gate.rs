@@ -7,6 +7,7 @@ use url::Url;
 
 use super::TenantPool;
 use super::deadline::Deadline;
+use super::scrub::{scrub_lines, scrub_text};
 use crate::{
     ApiKey, ContainerId, ContainerInfo, ContainerState, Error, HealthStatus, PoolEventKind,
     ProbeError, ReadinessCheck, TenantId,
@@ -87,11 +88,20 @@ impl TenantPool {
                     self.emit(tenant, slot, name, PoolEventKind::Ready { took });
                     return Ok(url);
                 }
+                // Health-check output and probe errors are the container's own words: they may
+                // echo a key (the current one, or one rotated since).
                 Poll::Waiting {
                     check,
                     detail,
                     unhealthy,
-                } => (check, detail, unhealthy),
+                } => {
+                    let secrets = self.secrets(key);
+                    (
+                        check,
+                        scrub_text(&detail, &secrets),
+                        unhealthy.map(|output| scrub_text(&output, &secrets)),
+                    )
+                }
             };
             if deadline.passed() {
                 return Err(match unhealthy {
@@ -216,40 +226,21 @@ impl TenantPool {
             container: name.to_owned(),
             exit_code,
             oom_killed: info.oom_killed,
-            last_logs: scrub(last_logs, key),
+            last_logs: scrub_lines(last_logs, &self.secrets(key)),
         }
     }
-}
 
-/// Replaces the key's value in log lines (a server may echo its configuration).
-fn scrub(lines: Vec<String>, key: &ApiKey) -> Vec<String> {
-    let secret = key.expose_secret();
-    if secret.is_empty() {
-        return lines;
-    }
-    lines
-        .into_iter()
-        .map(|line| line.replace(secret, "<redacted>"))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scrub_replaces_every_occurrence_of_the_key() {
-        let key = ApiKey::new("s3cret-key-0123456789");
-        let lines = vec![
-            "WAHA_API_KEY=s3cret-key-0123456789 and again s3cret-key-0123456789".to_owned(),
-            "clean".to_owned(),
-        ];
-        assert_eq!(
-            scrub(lines, &key),
-            vec![
-                "WAHA_API_KEY=<redacted> and again <redacted>".to_owned(),
-                "clean".to_owned()
-            ]
-        );
+    /// What container output is scrubbed of: the key and the secret `extra_env` values.
+    fn secrets<'a>(&'a self, key: &'a ApiKey) -> Vec<&'a str> {
+        std::iter::once(key.expose_secret())
+            .chain(
+                self.inner
+                    .config
+                    .extra_env
+                    .iter()
+                    .filter(|e| e.value.as_plain().is_none())
+                    .map(|e| e.value.expose()),
+            )
+            .collect()
     }
 }

@@ -55,9 +55,16 @@ impl TenantPool {
         let containers = self.containers(tenant).await?;
         let mut removed = Vec::new();
         for c in containers {
-            let _hold = self
-                .hold_slot(tenant, naming::slot_of(&c).unwrap_or(0))
-                .await;
+            // A container with an unreadable slot label is still the tenant's and goes too;
+            // no `ensure` can be using it (they look slots up by label), so no slot is held
+            // (holding slot 0 would wait on, and clear, another container's flight).
+            let _hold = match naming::slot_of(&c) {
+                Some(slot) => Some(self.hold_slot(tenant, slot).await),
+                None => {
+                    warn!(container = %c.name, tenant = %tenant, "removing a container with an unreadable slot label");
+                    None
+                }
+            };
             self.remove_container(&c, "tenant removed", true).await?;
             removed.push(c.name);
         }
@@ -185,10 +192,15 @@ impl TenantPool {
         Ok(report)
     }
 
-    /// Resource use of each of the tenant's containers.
+    /// Resource use of each of the tenant's containers, in slot order. A container whose slot
+    /// label is unreadable is left out (with a warning in the log).
     pub async fn tenant_stats(&self, tenant: &TenantId) -> Result<Vec<SlotStats>, Error> {
         let mut out = Vec::new();
         for c in self.containers(tenant).await? {
+            let Some(slot) = naming::slot_of(&c) else {
+                warn!(container = %c.name, tenant = %tenant, "no stats for a container with an unreadable slot label");
+                continue;
+            };
             let stats = if c.state == ContainerState::Running {
                 match self.inner.runtime.stats(&c.id).await {
                     Ok(s) => Some(s),
@@ -199,7 +211,7 @@ impl TenantPool {
                 None
             };
             out.push(SlotStats {
-                slot: naming::slot_of(&c).unwrap_or(0),
+                slot,
                 container: c.name,
                 state: c.state,
                 stats,

@@ -6,6 +6,7 @@ mod gate;
 mod lifecycle;
 mod naming;
 mod rollout;
+mod scrub;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +16,7 @@ use std::time::Instant;
 use tokio::sync::broadcast;
 
 pub use lifecycle::{ReapReport, SlotStats, SweepReport};
-pub use rollout::{RolloutOptions, RolloutReport};
+pub use rollout::{Drift, RolloutOptions, RolloutReport};
 
 use crate::{
     ContainerId, ContainerRuntime, Error, KeyFingerprintSecret, LabelSelector, Placement,
@@ -302,5 +303,77 @@ mod tests {
         pool.sweep_orphans(&Keys, false).await.unwrap();
         let left: Vec<_> = pool.flights().keys().cloned().collect();
         assert_eq!(left, vec![(kept, 0)]);
+    }
+
+    fn pool_with(config: PoolConfig) -> TenantPool {
+        TenantPool::new(
+            Arc::new(InMemoryRuntime::new(Arc::new(Sims))),
+            Arc::new(Keys),
+            Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap()),
+            config,
+        )
+        .unwrap()
+    }
+
+    fn image() -> PoolConfig {
+        PoolConfig::new(ImageRef::parse("chipfleet/waha-sim:dev").unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_longest_auto_start_stagger_builds_a_spec_without_overflowing() {
+        let tenant = TenantId::new("acme").unwrap();
+        let key = ApiKey::new("key-0123456789");
+        for (base, spread) in [(0, u64::MAX), (7, u64::MAX - 7), (u64::MAX, 0)] {
+            let mut config = image();
+            config.auto_start = crate::AutoStartStagger {
+                base: Duration::from_secs(base),
+                spread: Duration::from_secs(spread),
+            };
+            let spec = pool_with(config)
+                .build_spec(&tenant, 0, &key)
+                .await
+                .unwrap();
+            let delay: u64 = spec
+                .env_value("WAHA_AUTO_START_DELAY_SECONDS")
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(delay >= base, "{delay} < {base}");
+        }
+    }
+
+    #[tokio::test]
+    async fn secret_extra_env_reaches_the_container_but_not_the_spec_hash() {
+        let tenant = TenantId::new("acme").unwrap();
+        let key = ApiKey::new("key-0123456789");
+        let spec_with = |plain: &str, secret: &str| {
+            let mut config = image();
+            config.extra_env = vec![
+                crate::EnvVar::plain("WAHA_LOG_LEVEL", plain),
+                crate::EnvVar::secret("WAHA_DASHBOARD_PASSWORD", secret),
+            ];
+            let pool = pool_with(config);
+            let tenant = tenant.clone();
+            let key = key.clone();
+            async move { pool.build_spec(&tenant, 0, &key).await.unwrap() }
+        };
+        let spec = spec_with("info", "hunter2-dashboard").await;
+        let password = spec
+            .env
+            .iter()
+            .find(|e| e.name == "WAHA_DASHBOARD_PASSWORD")
+            .unwrap();
+        assert_eq!(password.value.expose(), "hunter2-dashboard");
+        assert_eq!(spec.env_value("WAHA_DASHBOARD_PASSWORD"), None, "not plain");
+        assert!(!format!("{spec:?}").contains("hunter2"));
+        let hash = spec.spec_hash();
+        assert_eq!(
+            spec_with("info", "another-password").await.spec_hash(),
+            hash
+        );
+        assert_ne!(
+            spec_with("debug", "hunter2-dashboard").await.spec_hash(),
+            hash
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use tracing::{info, warn};
 
 use super::{TenantPool, naming};
-use crate::{ContainerInfo, ContainerState, Error, TenantId, labels};
+use crate::{AddressingPolicy, ContainerInfo, ContainerState, Error, HostPorts, TenantId, labels};
 
 /// How [`TenantPool::rolling_replace`] proceeds.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +30,9 @@ pub struct RolloutReport {
     pub replaced_stopped: Vec<String>,
     /// Containers whose replacement failed, with the error.
     pub failed: Vec<(String, Error)>,
+    /// Containers whose drift could not be determined (see [`Drift::unknown`]), with the
+    /// error: left untouched, while the rollout went on with the others.
+    pub unknown: Vec<(String, Error)>,
     /// Tenants with drifted containers that were not reached (halted, canary failed, or
     /// `max_tenants`).
     pub pending: Vec<TenantId>,
@@ -37,19 +40,44 @@ pub struct RolloutReport {
     pub canary_failed: bool,
 }
 
+/// What [`TenantPool::drifted`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Drift {
+    /// Containers whose spec-hash label differs from the spec the pool would create now, by
+    /// tenant (each with a readable slot label).
+    pub drifted: BTreeMap<TenantId, Vec<ContainerInfo>>,
+    /// Containers whose wanted spec could not be computed, with the error (e.g.
+    /// [`Error::PortsExhausted`]: a container with no host-port allocation and no free port).
+    pub unknown: Vec<(String, Error)>,
+}
+
 impl TenantPool {
     /// The managed containers whose spec-hash label differs from the spec the pool would create
-    /// now, grouped by tenant.
-    pub async fn drifted(&self) -> Result<BTreeMap<TenantId, Vec<ContainerInfo>>, Error> {
-        let mut out: BTreeMap<TenantId, Vec<ContainerInfo>> = BTreeMap::new();
+    /// now, grouped by tenant. A read-only query: it reads no API key and allocates no host
+    /// port. A container whose wanted spec cannot be computed is listed in
+    /// [`Drift::unknown`] and the others are still checked; `Err` only when listing the
+    /// containers or reading the port allocations fails. Containers without a readable tenant
+    /// or slot label are not the pool's to replace and are skipped.
+    pub async fn drifted(&self) -> Result<Drift, Error> {
+        let ports = match &self.inner.config.addressing {
+            AddressingPolicy::HostPort {
+                ports: HostPorts::Range { store, .. },
+                ..
+            } => store.allocations().await?,
+            _ => BTreeMap::new(),
+        };
+        let mut out = Drift::default();
         for c in self.inner.runtime.list(&self.managed_selector()).await? {
             let (Some(tenant), Some(slot)) = (naming::tenant_of(&c), naming::slot_of(&c)) else {
                 continue;
             };
-            let key = self.inner.keys.container_api_key(&tenant).await?;
-            let wanted = self.build_spec(&tenant, slot, &key).await?.spec_hash();
-            if c.label(labels::SPEC_HASH) != Some(wanted.as_str()) {
-                out.entry(tenant).or_default().push(c);
+            match self.wanted_spec_hash(&tenant, slot, &ports).await {
+                Ok(wanted) if c.label(labels::SPEC_HASH) == Some(wanted.as_str()) => {}
+                Ok(_) => out.drifted.entry(tenant).or_default().push(c),
+                Err(e) => {
+                    warn!(container = %c.name, error = %e, "cannot tell whether the container drifted");
+                    out.unknown.push((c.name, e));
+                }
             }
         }
         Ok(out)
@@ -67,7 +95,9 @@ impl TenantPool {
     /// returns [`Error::ImageMissing`] having removed nothing. (A container's name is its
     /// address on the network and its volume may be used by one WAHA at a time, so the old
     /// container is removed before the new one is created; a replacement that fails after the
-    /// removal leaves the slot empty until the next `ensure`, and is reported in `failed`.)
+    /// removal leaves the slot empty until the next `ensure`, and is reported in `failed`.) A
+    /// container whose drift cannot be determined is reported in `unknown` and left alone; it
+    /// neither stops the rollout nor counts as a failure of its tenant.
     pub async fn rolling_replace(&self, options: &RolloutOptions) -> Result<RolloutReport, Error> {
         let image = &self.inner.config.image;
         if !self.inner.runtime.has_image(image).await? {
@@ -75,7 +105,10 @@ impl TenantPool {
                 image: image.to_string(),
             });
         }
-        let mut drifted = self.drifted().await?;
+        let Drift {
+            mut drifted,
+            unknown,
+        } = self.drifted().await?;
         let mut order: Vec<TenantId> = Vec::new();
         if let Some(canary) = &options.canary
             && drifted.contains_key(canary)
@@ -88,7 +121,10 @@ impl TenantPool {
                 .filter(|t| Some(*t) != options.canary.as_ref())
                 .cloned(),
         );
-        let mut report = RolloutReport::default();
+        let mut report = RolloutReport {
+            unknown,
+            ..RolloutReport::default()
+        };
         let limit = options.max_tenants.unwrap_or(usize::MAX);
         for (done, tenant) in order.iter().enumerate() {
             if done >= limit {
@@ -98,7 +134,10 @@ impl TenantPool {
             let containers = drifted.remove(tenant).unwrap_or_default();
             let mut tenant_failed = false;
             for c in containers {
-                let slot = naming::slot_of(&c).unwrap_or(0);
+                // `drifted` keeps only containers with a slot label.
+                let Some(slot) = naming::slot_of(&c) else {
+                    continue;
+                };
                 match self.replace_slot(tenant, slot, &c).await {
                     Ok(true) => report.replaced.push(c.name),
                     Ok(false) => report.replaced_stopped.push(c.name),

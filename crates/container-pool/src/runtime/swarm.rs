@@ -191,9 +191,7 @@ impl SwarmRuntime {
         F: Fn(&mut bollard::models::ServiceSpec),
     {
         for _ in 0..5 {
-            let service = self.service(id).await?;
-            let version = service.version.and_then(|v| v.index).unwrap_or(0);
-            let mut spec = service.spec.unwrap_or_default();
+            let (mut spec, version) = editable(self.service(id).await?, id)?;
             change(&mut spec);
             let options = UpdateServiceOptionsBuilder::new()
                 .version(i32::try_from(version).unwrap_or(i32::MAX))
@@ -415,6 +413,25 @@ fn container_of(task: &Task) -> Option<String> {
         .container_id
         .clone()
         .filter(|c| !c.is_empty())
+}
+
+/// The spec and version an update starts from. A service the daemon reported without them is
+/// an error: writing back a default spec would wipe the service's image, env, mounts and
+/// labels.
+fn editable(
+    service: Service,
+    id: &ContainerId,
+) -> Result<(bollard::models::ServiceSpec, u64), Error> {
+    let missing = |what: &str| Error::Runtime {
+        operation: "update service",
+        message: format!("the daemon reported service {id} without its {what}"),
+    };
+    let version = service
+        .version
+        .and_then(|v| v.index)
+        .ok_or_else(|| missing("version"))?;
+    let spec = service.spec.ok_or_else(|| missing("spec"))?;
+    Ok((spec, version))
 }
 
 fn not_found_as(e: Error, id: &ContainerId) -> Error {
@@ -696,5 +713,46 @@ impl ContainerRuntime for SwarmRuntime {
             });
         }
         self.docker.remove_volume(name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bollard::models::{ObjectVersion, ServiceSpec};
+
+    use super::*;
+
+    #[test]
+    fn an_update_never_starts_from_a_spec_or_version_the_daemon_left_out() {
+        let id = ContainerId::new("svc1");
+        let spec = ServiceSpec {
+            name: Some("cp-acme-0".into()),
+            ..Default::default()
+        };
+        let version = Some(ObjectVersion { index: Some(7) });
+        let full = Service {
+            spec: Some(spec.clone()),
+            version: version.clone(),
+            ..Default::default()
+        };
+        assert_eq!(editable(full, &id).unwrap(), (spec.clone(), 7));
+        for partial in [
+            Service {
+                version,
+                ..Default::default()
+            },
+            Service {
+                spec: Some(spec),
+                ..Default::default()
+            },
+        ] {
+            match editable(partial, &id) {
+                Err(Error::Runtime { operation, message }) => {
+                    assert_eq!(operation, "update service");
+                    assert!(message.contains("svc1"), "{message}");
+                }
+                other => panic!("expected a runtime error, got {other:?}"),
+            }
+        }
     }
 }

@@ -4,6 +4,29 @@ use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::Error;
+
+/// `WAHA_API_KEY`: the tenant's API key (a secret).
+pub(crate) const API_KEY_VAR: &str = "WAHA_API_KEY";
+/// `WHATSAPP_DEFAULT_ENGINE`: the configured engine.
+pub(crate) const ENGINE_VAR: &str = "WHATSAPP_DEFAULT_ENGINE";
+/// `WAHA_WORKER_ID`: the container name.
+pub(crate) const WORKER_ID_VAR: &str = "WAHA_WORKER_ID";
+/// `WAHA_AUTO_START_DELAY_SECONDS`: the auto-start stagger.
+pub(crate) const AUTO_START_DELAY_VAR: &str = "WAHA_AUTO_START_DELAY_SECONDS";
+
+/// Variables [`PoolConfig::extra_env`](crate::PoolConfig::extra_env) may not set: the ones the
+/// pool sets itself, and WAHA's older key variable and its switch that turns the key off
+/// (either would replace or disable the tenant's key).
+pub const RESERVED_ENV_NAMES: &[&str] = &[
+    API_KEY_VAR,
+    "WHATSAPP_API_KEY",
+    "WAHA_NO_API_KEY",
+    ENGINE_VAR,
+    WORKER_ID_VAR,
+    AUTO_START_DELAY_VAR,
+];
+
 /// One environment variable of a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvVar {
@@ -29,6 +52,29 @@ impl EnvVar {
             name: name.into(),
             value: EnvValue::Secret(SecretString::from(value.into())),
         }
+    }
+
+    /// Checks that the variable can be passed to a container: a non-empty name without `=` or
+    /// NUL, and a value without NUL. The error names the variable, never a secret value.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.name.is_empty() {
+            return Err(Error::InvalidConfig(
+                "an environment variable has an empty name".into(),
+            ));
+        }
+        if self.name.contains(['=', '\0']) {
+            return Err(Error::InvalidConfig(format!(
+                "environment variable name {:?} must not contain `=` or NUL",
+                self.name
+            )));
+        }
+        if self.value.expose().contains('\0') {
+            return Err(Error::InvalidConfig(format!(
+                "the value of environment variable `{}` must not contain NUL",
+                self.name
+            )));
+        }
+        Ok(())
     }
 
     /// `NAME=value`, as container runtimes take it. The result holds the secret in clear text:

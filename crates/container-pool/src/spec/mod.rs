@@ -12,7 +12,8 @@ mod sizing;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-pub use env::{EnvValue, EnvVar};
+pub(crate) use env::{API_KEY_VAR, AUTO_START_DELAY_VAR, ENGINE_VAR, WORKER_ID_VAR};
+pub use env::{EnvValue, EnvVar, RESERVED_ENV_NAMES};
 pub use image::ImageRef;
 pub use sizing::{Engine, Resources, SizingPolicy, SizingRow};
 

@@ -76,6 +76,10 @@ pub struct SizingRow {
 /// under-provision); above the last row the last row is scaled linearly. The pids limit is
 /// `pids_base + pids_per_session × sessions` (Chromium starts many processes per session, so
 /// WEBJS gets more).
+///
+/// Container runtimes take limits as signed 64-bit numbers: [`try_resources`](Self::try_resources)
+/// (which [`PoolConfig::validate`](crate::PoolConfig::validate) calls for the configured engine
+/// and sessions) rejects limits above `i64::MAX`; [`resources`](Self::resources) saturates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SizingPolicy {
     webjs: Vec<SizingRow>,
@@ -87,6 +91,16 @@ pub struct SizingPolicy {
     pub pids_per_session_webjs: u64,
     /// Extra processes per session for NOWEB and GOWS.
     pub pids_per_session_light: u64,
+}
+
+/// Bytes per MiB.
+const MIB: u64 = 1024 * 1024;
+/// Billionths of a CPU per thousandth.
+const NANOS: u64 = 1_000_000;
+
+/// Whether a limit fits the signed 64-bit fields of container runtimes.
+fn fits(v: u64) -> bool {
+    i64::try_from(v).is_ok()
 }
 
 const fn row(sessions: u32, millicpus: u64, memory_mib: u64) -> SizingRow {
@@ -117,7 +131,8 @@ impl SizingPolicy {
     }
 
     /// Replaces the table of one engine. Rows must be non-empty, with strictly increasing
-    /// session counts and non-zero resources.
+    /// session counts and non-zero resources, and each row's limits (memory in bytes, CPU in
+    /// billionths) must fit a container runtime (`i64::MAX`).
     pub fn with_table(mut self, engine: Engine, rows: Vec<SizingRow>) -> Result<Self, Error> {
         let increasing = rows.windows(2).all(|w| w[0].sessions < w[1].sessions);
         let positive = rows
@@ -126,6 +141,15 @@ impl SizingPolicy {
         if rows.is_empty() || !increasing || !positive {
             return Err(Error::InvalidConfig(format!(
                 "sizing table for {engine} must be non-empty, strictly increasing in sessions, with non-zero values"
+            )));
+        }
+        if let Some(r) = rows.iter().find(|r| {
+            !fits(r.memory_mib.saturating_mul(MIB)) || !fits(r.millicpus.saturating_mul(NANOS))
+        }) {
+            return Err(Error::InvalidConfig(format!(
+                "sizing row for {engine} with {} sessions is too large: {} MiB and {} millicpus \
+                 exceed what a container runtime accepts",
+                r.sessions, r.memory_mib, r.millicpus
             )));
         }
         *self.table_mut(engine) = rows;
@@ -148,7 +172,8 @@ impl SizingPolicy {
         }
     }
 
-    /// The limits of a container running `engine` with up to `sessions` sessions.
+    /// The limits of a container running `engine` with up to `sessions` sessions. A limit too
+    /// large for a `u64` saturates at `u64::MAX` (see [`try_resources`](Self::try_resources)).
     pub fn resources(&self, engine: Engine, sessions: u32) -> Resources {
         let sessions = sessions.max(1);
         let table = self.table(engine);
@@ -156,7 +181,11 @@ impl SizingPolicy {
             Some(r) => (r.millicpus, r.memory_mib),
             None => {
                 let last = table[table.len() - 1];
-                let scale = |v: u64| (v * u64::from(sessions)).div_ceil(u64::from(last.sessions));
+                let scale = |v: u64| {
+                    let scaled =
+                        (u128::from(v) * u128::from(sessions)).div_ceil(u128::from(last.sessions));
+                    u64::try_from(scaled).unwrap_or(u64::MAX)
+                };
                 (scale(last.millicpus), scale(last.memory_mib))
             }
         };
@@ -165,9 +194,27 @@ impl SizingPolicy {
             Engine::Noweb | Engine::Gows => self.pids_per_session_light,
         };
         Resources {
-            memory_bytes: memory_mib * 1024 * 1024,
-            nano_cpus: millicpus * 1_000_000,
-            pids_limit: self.pids_base + per_session * u64::from(sessions),
+            memory_bytes: memory_mib.saturating_mul(MIB),
+            nano_cpus: millicpus.saturating_mul(NANOS),
+            pids_limit: self
+                .pids_base
+                .saturating_add(per_session.saturating_mul(u64::from(sessions))),
+        }
+    }
+
+    /// [`resources`](Self::resources), or [`Error::InvalidConfig`] when a limit exceeds what a
+    /// container runtime accepts (`i64::MAX`: bytes, billionths of a CPU, processes), e.g.
+    /// because of huge `pids_*` values or a session count far past the table.
+    pub fn try_resources(&self, engine: Engine, sessions: u32) -> Result<Resources, Error> {
+        let r = self.resources(engine, sessions);
+        if fits(r.memory_bytes) && fits(r.nano_cpus) && fits(r.pids_limit) {
+            Ok(r)
+        } else {
+            Err(Error::InvalidConfig(format!(
+                "the limits for {sessions} {engine} sessions are too large for a container \
+                 runtime: {r:?} (each must be at most {})",
+                i64::MAX
+            )))
         }
     }
 }
@@ -204,9 +251,38 @@ mod tests {
                 .with_table(Engine::Gows, vec![row(10, 1, 1), row(5, 1, 1)])
                 .is_err()
         );
-        let custom = p.with_table(Engine::Gows, vec![row(5, 250, 300)]).unwrap();
+        let custom = p
+            .clone()
+            .with_table(Engine::Gows, vec![row(5, 250, 300)])
+            .unwrap();
         assert_eq!(custom.resources(Engine::Gows, 5).nano_cpus, 250_000_000);
+        // Limits a container runtime cannot take (and whose bytes overflow a u64).
+        for huge in [row(1, 1, u64::MAX), row(1, u64::MAX / 1000, 1)] {
+            assert!(matches!(
+                p.clone().with_table(Engine::Gows, vec![huge]),
+                Err(Error::InvalidConfig(_))
+            ));
+        }
         assert!("gows".parse::<Engine>().is_ok());
         assert!("chromium".parse::<Engine>().is_err());
+    }
+
+    #[test]
+    fn limits_past_what_a_runtime_takes_saturate_and_are_rejected_not_a_panic() {
+        // The largest row a runtime accepts, scaled a thousandfold past the table.
+        let big = SizingPolicy::waha_guide()
+            .with_table(Engine::Noweb, vec![row(1, 1000, (i64::MAX as u64) / MIB)])
+            .unwrap();
+        assert!(big.try_resources(Engine::Noweb, 1).is_ok());
+        assert_eq!(big.resources(Engine::Noweb, 1000).memory_bytes, u64::MAX);
+        assert!(matches!(
+            big.try_resources(Engine::Noweb, 1000),
+            Err(Error::InvalidConfig(_))
+        ));
+        let mut pids = SizingPolicy::waha_guide();
+        pids.pids_per_session_light = u64::MAX;
+        assert_eq!(pids.resources(Engine::Gows, 2).pids_limit, u64::MAX);
+        assert!(pids.try_resources(Engine::Gows, 2).is_err());
+        assert!(pids.try_resources(Engine::Webjs, 2).is_ok());
     }
 }
