@@ -4,16 +4,7 @@
 
 mod pg_support;
 
-use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
 use tenant_isolation::{Error, PlanLimits, TenantDirectory, TenantSecrets, TenantStatus};
-
-async fn owner_client() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&pg_support::admin_url(), NoTls)
-        .await
-        .expect("PostgreSQL is required for this test (DATABASE_URL)");
-    tokio::spawn(connection);
-    client
-}
 
 /// A stored secret written around the crate (too short to be a key) makes `set_limits` fail
 /// with `CorruptData`, and the limits stay as they were; `set_secrets` is the repair.
@@ -21,7 +12,7 @@ async fn owner_client() -> tokio_postgres::Client {
 async fn a_change_to_a_corrupt_tenant_is_rolled_back() {
     let directory = pg_support::directory().await;
     let t = pg_support::tenant(directory.as_ref()).await;
-    let owner = owner_client().await;
+    let owner = pg_support::owner_client().await;
     owner
         .execute(
             "UPDATE tenants SET container_api_key = 'short' WHERE tenant_id = $1",

@@ -8,19 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use tenant_isolation::pg::PgQuotaLedger;
-use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
+use tenant_isolation::pg::reexports::tokio_postgres;
 use tenant_isolation::{
     ChipId, Error, ManualClock, NewTenant, PlanLimits, QuotaLedger, QuotaLimit, SlotKind,
     SystemClock, TenantDirectory, TenantId, TenantSecrets, TenantStatus,
 };
-
-async fn owner_client() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&pg_support::admin_url(), NoTls)
-        .await
-        .expect("PostgreSQL is required for this test (DATABASE_URL)");
-    tokio::spawn(connection);
-    client
-}
 
 async fn tenant_with(directory: &dyn TenantDirectory, limits: PlanLimits) -> TenantId {
     let id = TenantId::generate();
@@ -73,7 +65,7 @@ async fn reserve_rereads_status_and_limits_after_waiting_for_the_lock() {
         ledger.reserve(&t, SlotKind::Chip, &chip(1)).await.unwrap();
 
         // Another transaction holds the tenant's chip usage row.
-        let mut holder = owner_client().await;
+        let mut holder = pg_support::owner_client().await;
         let holder_tx = holder.transaction().await.unwrap();
         let holder_pid: i32 = holder_tx
             .query_one("SELECT pg_backend_pid()", &[])
@@ -92,7 +84,7 @@ async fn reserve_rereads_status_and_limits_after_waiting_for_the_lock() {
             let (ledger, t) = (ledger.clone(), t.clone());
             tokio::spawn(async move { ledger.reserve(&t, SlotKind::Chip, &chip(2)).await })
         };
-        let observer = owner_client().await;
+        let observer = pg_support::owner_client().await;
         wait_until_blocked_by(&observer, holder_pid).await;
         match change {
             "suspend" => {
@@ -171,7 +163,7 @@ async fn admit_send_rereads_status_and_limits_after_waiting_for_the_lock() {
         assert_eq!(ledger.admit_send(&t).await.unwrap().sent, 1);
 
         // Another transaction holds the tenant's counter row for the day.
-        let mut holder = owner_client().await;
+        let mut holder = pg_support::owner_client().await;
         let holder_tx = holder.transaction().await.unwrap();
         let holder_pid: i32 = holder_tx
             .query_one("SELECT pg_backend_pid()", &[])
@@ -191,7 +183,7 @@ async fn admit_send_rereads_status_and_limits_after_waiting_for_the_lock() {
             let (ledger, t) = (ledger.clone(), t.clone());
             tokio::spawn(async move { ledger.admit_send(&t).await })
         };
-        let observer = owner_client().await;
+        let observer = pg_support::owner_client().await;
         wait_until_blocked_by(&observer, holder_pid).await;
         match change {
             "suspend" => directory

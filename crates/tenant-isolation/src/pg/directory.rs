@@ -44,6 +44,21 @@ pub(crate) fn tenant_from_row(row: &Row) -> Result<Tenant, Error> {
     Ok(Tenant::new(id, status, limits, secrets))
 }
 
+/// Locks the tenant's row for the rest of `tx` and reads its status.
+async fn lock_status(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: &TenantId,
+) -> Result<TenantStatus, Error> {
+    let row = tx
+        .query_opt(
+            "SELECT status FROM tenants WHERE tenant_id = $1 FOR UPDATE",
+            &[&id.as_str()],
+        )
+        .await?
+        .ok_or_else(|| Error::TenantNotFound { tenant: id.clone() })?;
+    row.try_get::<_, String>(0)?.parse()
+}
+
 /// The tenant directory in PostgreSQL. Creating, listing and changing tenants is cross-tenant
 /// administration, so it goes through the explicitly named [`AdminDb`]. (A tenant-scoped
 /// transaction can read its own entry with [`TenantTx::tenant_record`](super::TenantTx::tenant_record).)
@@ -76,14 +91,7 @@ impl PgTenantDirectory {
     ) -> Result<Tenant, Error> {
         let mut conn = self.admin.connection().await?;
         let tx = conn.transaction().await?;
-        let row = tx
-            .query_opt(
-                "SELECT status FROM tenants WHERE tenant_id = $1 FOR UPDATE",
-                &[&id.as_str()],
-            )
-            .await?
-            .ok_or_else(|| Error::TenantNotFound { tenant: id.clone() })?;
-        let status: TenantStatus = row.try_get::<_, String>(0)?.parse()?;
+        let status = lock_status(&tx, id).await?;
         if status == TenantStatus::Deleted {
             return Err(Error::TenantDeleted { tenant: id.clone() });
         }
@@ -151,14 +159,7 @@ impl TenantDirectory for PgTenantDirectory {
     async fn set_status(&self, id: &TenantId, status: TenantStatus) -> Result<Tenant, Error> {
         let mut conn = self.admin.connection().await?;
         let tx = conn.transaction().await?;
-        let row = tx
-            .query_opt(
-                "SELECT status FROM tenants WHERE tenant_id = $1 FOR UPDATE",
-                &[&id.as_str()],
-            )
-            .await?
-            .ok_or_else(|| Error::TenantNotFound { tenant: id.clone() })?;
-        let from: TenantStatus = row.try_get::<_, String>(0)?.parse()?;
+        let from = lock_status(&tx, id).await?;
         if !from.can_become(status) {
             return Err(Error::InvalidStatusTransition {
                 tenant: id.clone(),

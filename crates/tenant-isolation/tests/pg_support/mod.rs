@@ -16,6 +16,11 @@ pub fn admin_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.into())
 }
 
+/// A plain client as the owner role (`DATABASE_URL`), for what tests do around the crate.
+pub async fn owner_client() -> tokio_postgres::Client {
+    scratch::owner_client(&admin_url()).await
+}
+
 pub fn app_url() -> String {
     std::env::var("APP_DATABASE_URL").unwrap_or_else(|_| DEFAULT_APP_URL.into())
 }
