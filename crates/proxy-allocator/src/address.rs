@@ -463,16 +463,20 @@ mod tests {
         }
     }
 
+    /// Parses `url`, which must be refused for its credentials: why, and the error as shown
+    /// (Display and Debug).
+    fn refused(url: &str) -> (CredentialProblem, String) {
+        let err = ProxyAddress::parse(url).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        (credential_problem_of(err), shown)
+    }
+
     #[test]
     fn http_user_names_with_a_colon_are_refused() {
         // Basic authentication sends base64("user:password"): the proxy would read "acct" as
         // the user and "42:hunter2" as the password.
-        let err = ProxyAddress::parse("http://acct%3A42:hunter2@h:3128").unwrap_err();
-        let shown = format!("{err} {err:?}");
-        assert_eq!(
-            credential_problem_of(err),
-            CredentialProblem::ColonInHttpUserName
-        );
+        let (problem, shown) = refused("http://acct%3A42:hunter2@h:3128");
+        assert_eq!(problem, CredentialProblem::ColonInHttpUserName);
         assert!(shown.contains("h:3128"), "{shown}");
         assert!(
             !shown.contains("hunter2") && !shown.contains("acct"),
@@ -546,11 +550,9 @@ mod tests {
             ("%7F", "\u{7f}"),
             ("%C2%85", "\u{85}"),
         ] {
-            let user = ProxyAddress::parse(&format!("http://qz{encoded}vx:hunter2@h:3128"));
-            let err = user.unwrap_err();
-            let shown = format!("{err} {err:?}");
+            let (problem, shown) = refused(&format!("http://qz{encoded}vx:hunter2@h:3128"));
             assert_eq!(
-                credential_problem_of(err),
+                problem,
                 CredentialProblem::ControlCharacterInUserName,
                 "{encoded}"
             );
@@ -559,11 +561,9 @@ mod tests {
                 !shown.contains("hunter2") && !shown.contains("qz") && !shown.contains("vx"),
                 "{shown}"
             );
-            let password = ProxyAddress::parse(&format!("http://qzvx:hun{encoded}ter2@h:3128"));
-            let err = password.unwrap_err();
-            let shown = format!("{err} {err:?}");
+            let (problem, shown) = refused(&format!("http://qzvx:hun{encoded}ter2@h:3128"));
             assert_eq!(
-                credential_problem_of(err),
+                problem,
                 CredentialProblem::ControlCharacterInPassword,
                 "{encoded}"
             );
@@ -608,7 +608,7 @@ mod tests {
     fn socks5_user_names_need_a_password() {
         for url in ["socks5://user@h:1080", "socks5://user:@h:1080"] {
             assert_eq!(
-                credential_problem_of(ProxyAddress::parse(url).unwrap_err()),
+                refused(url).0,
                 CredentialProblem::Socks5PasswordMissing,
                 "{url}"
             );
@@ -620,8 +620,8 @@ mod tests {
                 CredentialProblem::Socks5PasswordMissing
             );
         }
-        let err = ProxyAddress::parse("socks5://acct-42@h:1080").unwrap_err();
-        let shown = format!("{err} {err:?}");
+        let (problem, shown) = refused("socks5://acct-42@h:1080");
+        assert_eq!(problem, CredentialProblem::Socks5PasswordMissing);
         assert!(
             shown.contains("h:1080") && !shown.contains("acct"),
             "{shown}"

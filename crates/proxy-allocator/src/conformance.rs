@@ -30,7 +30,7 @@ use crate::error::{NoCapacityReason, ProxyError};
 use crate::health::{EgressIpProbe, HealthChecker, HealthReport};
 use crate::lease::{
     Allocation, AllocationRequest, Candidate, EgressIpChange, EgressIpUpdate, HistoryEvent,
-    LeaseHealth, LeaseUpdate, Replace,
+    LeaseHealth, LeaseUpdate, ProxyLease, Replace,
 };
 use crate::policy::AllocationPolicy;
 use crate::source::ProxySource;
@@ -131,6 +131,93 @@ fn request(tenant: &TenantId, chip: &ChipId, candidates: Vec<Candidate>) -> Allo
     }
 }
 
+/// A request that rotates `chip` away from `generation` to one of `candidates`.
+fn rotation(
+    tenant: &TenantId,
+    chip: &ChipId,
+    candidates: Vec<Candidate>,
+    generation: u64,
+) -> AllocationRequest {
+    let mut rotate = request(tenant, chip, candidates);
+    rotate.replace = Some(Replace {
+        generation,
+        reason: "test".into(),
+    });
+    rotate
+}
+
+/// Allocates `chip` on endpoint 1 of `s` and returns its lease.
+async fn leased(store: &dyn LeaseStore, s: &Scope, tenant: &TenantId, chip: &ChipId) -> ProxyLease {
+    store
+        .allocate(request(tenant, chip, vec![s.candidate(1, 5)]))
+        .await
+        .expect("allocates")
+        .into_lease()
+}
+
+/// Rotates `chip` away from `generation` to endpoint 2 of `s` and returns the new lease.
+async fn rotate(
+    store: &dyn LeaseStore,
+    s: &Scope,
+    tenant: &TenantId,
+    chip: &ChipId,
+    generation: u64,
+) -> ProxyLease {
+    store
+        .allocate(rotation(tenant, chip, vec![s.candidate(2, 5)], generation))
+        .await
+        .expect("rotates")
+        .into_lease()
+}
+
+/// The lease `chip` holds in `store`.
+async fn stored_lease(store: &dyn LeaseStore, tenant: &TenantId, chip: &ChipId) -> ProxyLease {
+    store
+        .lease(tenant, chip)
+        .await
+        .expect("read")
+        .expect("leased")
+}
+
+/// Reports a failure and then a success about each of the `stale` generations, none of which
+/// `chip` holds: each report must be [`LeaseUpdate::Superseded`] with `current`, and the stored
+/// lease must still be `current` (nothing counted, nothing reset).
+async fn assert_stale_reports_change_nothing(
+    store: &dyn LeaseStore,
+    tenant: &TenantId,
+    chip: &ChipId,
+    stale: &[u64],
+    current: &ProxyLease,
+    now: SystemTime,
+) {
+    for &generation in stale {
+        let failure = store
+            .record_failure(tenant, chip, generation, now)
+            .await
+            .expect("stale failure");
+        assert_eq!(
+            failure,
+            LeaseUpdate::Superseded(current.clone()),
+            "a failure about generation {generation}, which the chip does not hold, is not \
+             counted and returns the current lease"
+        );
+        let success = store
+            .record_success(tenant, chip, generation)
+            .await
+            .expect("stale success");
+        assert_eq!(
+            success,
+            LeaseUpdate::Superseded(current.clone()),
+            "a success about generation {generation}, which the chip does not hold, resets nothing"
+        );
+    }
+    assert_eq!(
+        store.lease(tenant, chip).await.expect("read").as_ref(),
+        Some(current),
+        "stale reports left the lease as it was"
+    );
+}
+
 /// A chip keeps its lease whatever the later candidates are; the lease reads back equal.
 pub async fn sticky_allocation(store: Arc<dyn LeaseStore>) {
     let s = Scope::new();
@@ -163,11 +250,7 @@ pub async fn sticky_allocation(store: Arc<dyn LeaseStore>) {
         Allocation::Existing(lease.clone()),
         "stickiness: same lease back"
     );
-    let read = store
-        .lease(&tenant, &chip)
-        .await
-        .expect("read")
-        .expect("leased");
+    let read = stored_lease(&*store, &tenant, &chip).await;
     assert_eq!(read, lease, "the stored lease equals the returned one");
 }
 
@@ -338,20 +421,12 @@ pub async fn release_frees_capacity_and_keeps_history(store: Arc<dyn LeaseStore>
 pub async fn rotation_is_atomic_and_fenced(store: Arc<dyn LeaseStore>) {
     let s = Scope::new();
     let (tenant, chip) = (s.tenant(), s.chip(1));
-    let lease = store
-        .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
-        .await
-        .expect("allocates")
-        .into_lease();
+    let lease = leased(&*store, &s, &tenant, &chip).await;
     store
         .record_failure(&tenant, &chip, lease.generation, t0())
         .await
         .expect("failure");
-    let mut rotate = request(&tenant, &chip, vec![s.candidate(2, 5)]);
-    rotate.replace = Some(Replace {
-        generation: lease.generation,
-        reason: "test".into(),
-    });
+    let mut rotate = rotation(&tenant, &chip, vec![s.candidate(2, 5)], lease.generation);
     rotate.now = t0() + Duration::from_secs(60);
     let rotated = store.allocate(rotate.clone()).await.expect("rotates");
     let Allocation::Rotated(new) = rotated else {
@@ -373,20 +448,12 @@ pub async fn rotation_is_atomic_and_fenced(store: Arc<dyn LeaseStore>) {
         Allocation::Existing(new.clone()),
         "a stale generation rotates nothing"
     );
-    let mut orphan = request(&tenant, &s.chip(9), vec![s.candidate(2, 5)]);
-    orphan.replace = Some(Replace {
-        generation: 1,
-        reason: "test".into(),
-    });
+    let orphan = rotation(&tenant, &s.chip(9), vec![s.candidate(2, 5)], 1);
     assert!(matches!(
         store.allocate(orphan).await,
         Err(ProxyError::NotLeased { .. })
     ));
-    let mut no_room = request(&tenant, &chip, vec![]);
-    no_room.replace = Some(Replace {
-        generation: new.generation,
-        reason: "test".into(),
-    });
+    let no_room = rotation(&tenant, &chip, vec![], new.generation);
     assert!(
         store.allocate(no_room).await.is_err(),
         "no candidate, no rotation"
@@ -422,12 +489,7 @@ pub async fn rotation_is_atomic_and_fenced(store: Arc<dyn LeaseStore>) {
 pub async fn failures_and_successes(store: Arc<dyn LeaseStore>) {
     let s = Scope::new();
     let (tenant, chip) = (s.tenant(), s.chip(1));
-    let generation = store
-        .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
-        .await
-        .expect("allocates")
-        .into_lease()
-        .generation;
+    let generation = leased(&*store, &s, &tenant, &chip).await.generation;
     for expected in 1..=3 {
         let update = store
             .record_failure(&tenant, &chip, generation, t0())
@@ -452,30 +514,14 @@ pub async fn failures_and_successes(store: Arc<dyn LeaseStore>) {
 pub async fn reports_are_fenced_by_generation(store: Arc<dyn LeaseStore>) {
     let s = Scope::new();
     let (tenant, chip) = (s.tenant(), s.chip(1));
-    let old = store
-        .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
-        .await
-        .expect("allocates")
-        .into_lease();
-    let mut rotate = request(&tenant, &chip, vec![s.candidate(2, 5)]);
-    rotate.replace = Some(Replace {
-        generation: old.generation,
-        reason: "test".into(),
-    });
-    let new = store.allocate(rotate).await.expect("rotates").into_lease();
+    let old = leased(&*store, &s, &tenant, &chip).await;
+    let new = rotate(&*store, &s, &tenant, &chip, old.generation).await;
     assert_eq!(new.generation, old.generation + 1);
 
-    // A failure seen on the old proxy is not the new proxy's.
+    // A failure (or success) seen on the old proxy is not the new proxy's.
     let later = t0() + Duration::from_secs(5);
-    let stale = store
-        .record_failure(&tenant, &chip, old.generation, later)
-        .await
-        .expect("stale failure");
-    assert_eq!(
-        stale,
-        LeaseUpdate::Superseded(new.clone()),
-        "a failure on a superseded generation is not counted and returns the current lease"
-    );
+    assert_stale_reports_change_nothing(&*store, &tenant, &chip, &[old.generation], &new, later)
+        .await;
     let counted = store
         .record_failure(&tenant, &chip, new.generation, later)
         .await
@@ -486,25 +532,10 @@ pub async fn reports_are_fenced_by_generation(store: Arc<dyn LeaseStore>) {
     assert_eq!(counted.consecutive_failures, 1);
     assert_eq!(counted.last_failure_at, Some(later));
 
-    // Nor does a success on the old proxy reset the new one's count.
-    let stale = store
-        .record_success(&tenant, &chip, old.generation)
-        .await
-        .expect("stale success");
-    assert_eq!(stale, LeaseUpdate::Superseded(counted.clone()));
-    // A generation the chip never had (ahead of it, or beyond what a store can hold) neither.
-    for never in [new.generation + 1, u64::MAX] {
-        let update = store
-            .record_failure(&tenant, &chip, never, later)
-            .await
-            .expect("unknown generation");
-        assert_eq!(update, LeaseUpdate::Superseded(counted.clone()), "{never}");
-    }
-    assert_eq!(
-        store.lease(&tenant, &chip).await.expect("read"),
-        Some(counted),
-        "stale reports left the lease as it was"
-    );
+    // Nor does a success on the old proxy reset the new one's count; nor does a report about a
+    // generation the chip never had (ahead of it, or beyond what a store can hold) count.
+    let stale = [old.generation, new.generation + 1, u64::MAX];
+    assert_stale_reports_change_nothing(&*store, &tenant, &chip, &stale, &counted, later).await;
     let reset = store
         .record_success(&tenant, &chip, new.generation)
         .await
@@ -520,17 +551,8 @@ pub async fn reports_are_fenced_by_generation(store: Arc<dyn LeaseStore>) {
 pub async fn generations_are_never_reused_after_release(store: Arc<dyn LeaseStore>) {
     let s = Scope::new();
     let (tenant, chip) = (s.tenant(), s.chip(1));
-    let first = store
-        .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
-        .await
-        .expect("allocates")
-        .into_lease();
-    let mut rotate = request(&tenant, &chip, vec![s.candidate(2, 5)]);
-    rotate.replace = Some(Replace {
-        generation: first.generation,
-        reason: "test".into(),
-    });
-    let rotated = store.allocate(rotate).await.expect("rotates").into_lease();
+    let first = leased(&*store, &s, &tenant, &chip).await;
+    let rotated = rotate(&*store, &s, &tenant, &chip, first.generation).await;
     let released = store
         .release(&tenant, &chip, t0())
         .await
@@ -550,24 +572,10 @@ pub async fn generations_are_never_reused_after_release(store: Arc<dyn LeaseStor
         "a lease allocated after a release continues from the chip's last generation"
     );
 
+    // Reports about a released lease are not counted against the chip's new lease.
     let later = t0() + Duration::from_secs(5);
-    for stale in [first.generation, released.generation] {
-        let failure = store
-            .record_failure(&tenant, &chip, stale, later)
-            .await
-            .expect("stale failure");
-        assert_eq!(
-            failure,
-            LeaseUpdate::Superseded(new.clone()),
-            "a failure about a released lease (generation {stale}) is not counted against the \
-             chip's new lease"
-        );
-        let success = store
-            .record_success(&tenant, &chip, stale)
-            .await
-            .expect("stale success");
-        assert_eq!(success, LeaseUpdate::Superseded(new.clone()));
-    }
+    let stale = [first.generation, released.generation];
+    assert_stale_reports_change_nothing(&*store, &tenant, &chip, &stale, &new, later).await;
     let counted = store
         .record_failure(&tenant, &chip, new.generation, later)
         .await
@@ -658,11 +666,7 @@ pub async fn concurrent_failure_reports_rotate_once(store: Arc<dyn LeaseStore>) 
             first.await.expect("task").expect("report"),
             second.await.expect("task").expect("report"),
         ];
-        let current = store
-            .lease(&tenant, &chip.chip)
-            .await
-            .expect("read")
-            .expect("leased");
+        let current = stored_lease(&*store, &tenant, &chip.chip).await;
         assert_eq!(
             current.generation,
             lease.generation + 1,
@@ -705,10 +709,7 @@ pub async fn endpoint_health_marks_leases(store: Arc<dyn LeaseStore>) {
     let tenant = s.tenant();
     let candidates = vec![s.candidate(1, 5), s.candidate(2, 5)];
     for n in 0..2 {
-        store
-            .allocate(request(&tenant, &s.chip(n), vec![s.candidate(1, 5)]))
-            .await
-            .expect("allocates");
+        leased(&*store, &s, &tenant, &s.chip(n)).await;
     }
     let bad = LeaseHealth::Unhealthy {
         reason: "proxy 127.0.0.1:1 is unreachable".into(),
@@ -726,11 +727,7 @@ pub async fn endpoint_health_marks_leases(store: Arc<dyn LeaseStore>) {
         0,
         "no change, no count"
     );
-    let lease = store
-        .lease(&tenant, &s.chip(0))
-        .await
-        .expect("read")
-        .expect("leased");
+    let lease = stored_lease(&*store, &tenant, &s.chip(0)).await;
     assert_eq!(lease.health, bad);
     let placed = store
         .allocate(request(&tenant, &s.chip(5), candidates.clone()))
@@ -746,11 +743,7 @@ pub async fn endpoint_health_marks_leases(store: Arc<dyn LeaseStore>) {
         .set_endpoint_health(&s.endpoint(1), LeaseHealth::Healthy, t0())
         .await
         .expect("recover");
-    let lease = store
-        .lease(&tenant, &s.chip(0))
-        .await
-        .expect("read")
-        .expect("leased");
+    let lease = stored_lease(&*store, &tenant, &s.chip(0)).await;
     assert!(lease.health.is_healthy());
     let events: Vec<_> = store
         .history(&tenant, &s.chip(0))
@@ -769,12 +762,7 @@ pub async fn endpoint_health_marks_leases(store: Arc<dyn LeaseStore>) {
             HistoryEvent::Recovered,
         ]
     );
-    let generation = store
-        .lease(&tenant, &s.chip(1))
-        .await
-        .expect("read")
-        .expect("leased")
-        .generation;
+    let generation = stored_lease(&*store, &tenant, &s.chip(1)).await.generation;
     let single = store
         .set_lease_health(&tenant, &s.chip(1), generation, bad.clone(), t0())
         .await
@@ -794,12 +782,7 @@ pub async fn endpoint_health_marks_leases(store: Arc<dyn LeaseStore>) {
 pub async fn egress_ip_changes_are_recorded(store: Arc<dyn LeaseStore>) {
     let s = Scope::new();
     let (tenant, chip) = (s.tenant(), s.chip(1));
-    let generation = store
-        .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
-        .await
-        .expect("allocates")
-        .lease()
-        .generation;
+    let generation = leased(&*store, &s, &tenant, &chip).await.generation;
     let a: IpAddr = "203.0.113.1".parse().expect("ip");
     let b: IpAddr = "2001:db8::2".parse().expect("ip");
     let record = async |ip| {
@@ -813,11 +796,7 @@ pub async fn egress_ip_changes_are_recorded(store: Arc<dyn LeaseStore>) {
     assert_eq!(record(a).await, EgressIpChange::First(a));
     assert_eq!(record(a).await, EgressIpChange::Unchanged(a));
     assert_eq!(record(b).await, EgressIpChange::Changed { from: a, to: b });
-    let lease = store
-        .lease(&tenant, &chip)
-        .await
-        .expect("read")
-        .expect("leased");
+    let lease = stored_lease(&*store, &tenant, &chip).await;
     assert_eq!(lease.egress_ip, Some(b));
     let changes: Vec<_> = store
         .history(&tenant, &chip)
@@ -837,11 +816,7 @@ pub async fn egress_ip_changes_are_recorded(store: Arc<dyn LeaseStore>) {
 pub async fn health_and_egress_ip_are_fenced_by_generation(store: Arc<dyn LeaseStore>) {
     let s = Scope::new();
     let (tenant, chip) = (s.tenant(), s.chip(1));
-    let old = store
-        .allocate(request(&tenant, &chip, vec![s.candidate(1, 5)]))
-        .await
-        .expect("allocates")
-        .into_lease();
+    let old = leased(&*store, &s, &tenant, &chip).await;
     let a: IpAddr = "203.0.113.1".parse().expect("ip");
     let b: IpAddr = "198.51.100.2".parse().expect("ip");
     let recorded = store
@@ -849,12 +824,7 @@ pub async fn health_and_egress_ip_are_fenced_by_generation(store: Arc<dyn LeaseS
         .await
         .expect("records");
     assert_eq!(recorded.change(), Some(EgressIpChange::First(a)));
-    let mut rotate = request(&tenant, &chip, vec![s.candidate(2, 5)]);
-    rotate.replace = Some(Replace {
-        generation: old.generation,
-        reason: "test".into(),
-    });
-    let new = store.allocate(rotate).await.expect("rotates").into_lease();
+    let new = rotate(&*store, &s, &tenant, &chip, old.generation).await;
     assert_eq!((new.egress_ip, new.health.is_healthy()), (None, true));
     let history_before = store.history(&tenant, &chip).await.expect("history");
 
@@ -862,36 +832,27 @@ pub async fn health_and_egress_ip_are_fenced_by_generation(store: Arc<dyn LeaseS
         reason: "proxy 127.0.0.1:1 is unreachable".into(),
     };
     let later = t0() + Duration::from_secs(5);
-    let stale = store
-        .set_lease_health(&tenant, &chip, old.generation, bad.clone(), later)
-        .await
-        .expect("stale verdict");
-    assert_eq!(
-        stale,
-        LeaseUpdate::Superseded(new.clone()),
-        "a verdict on a superseded generation is not applied and returns the current lease"
-    );
-    let stale = store
-        .record_egress_ip(&tenant, &chip, old.generation, b, later)
-        .await
-        .expect("stale egress ip");
-    assert_eq!(
-        stale,
-        EgressIpUpdate::Superseded(new.clone()),
-        "an egress IP seen through a superseded generation is not the new lease's"
-    );
-    // A generation the chip never had (ahead of it, or beyond what a store can hold) neither.
-    for never in [new.generation + 1, u64::MAX] {
+    // Neither on the superseded generation, nor on one the chip never had (ahead of it, or
+    // beyond what a store can hold).
+    for stale in [old.generation, new.generation + 1, u64::MAX] {
         let update = store
-            .set_lease_health(&tenant, &chip, never, bad.clone(), later)
+            .set_lease_health(&tenant, &chip, stale, bad.clone(), later)
             .await
-            .expect("unknown generation");
-        assert_eq!(update, LeaseUpdate::Superseded(new.clone()), "{never}");
+            .expect("stale verdict");
+        assert_eq!(
+            update,
+            LeaseUpdate::Superseded(new.clone()),
+            "a verdict on generation {stale} is not applied and returns the current lease"
+        );
         let update = store
-            .record_egress_ip(&tenant, &chip, never, b, later)
+            .record_egress_ip(&tenant, &chip, stale, b, later)
             .await
-            .expect("unknown generation");
-        assert_eq!(update, EgressIpUpdate::Superseded(new.clone()), "{never}");
+            .expect("stale egress ip");
+        assert_eq!(
+            update,
+            EgressIpUpdate::Superseded(new.clone()),
+            "an egress IP seen through generation {stale} is not the new lease's"
+        );
     }
     assert_eq!(
         store.lease(&tenant, &chip).await.expect("read"),
@@ -957,12 +918,7 @@ struct RotatingDuringCheck {
 
 impl RotatingDuringCheck {
     async fn rotate(&self) {
-        let current = self
-            .store
-            .lease(&self.tenant, &self.chip)
-            .await
-            .expect("read")
-            .expect("leased");
+        let current = stored_lease(&*self.store, &self.tenant, &self.chip).await;
         let others = self
             .candidates
             .iter()
@@ -1016,6 +972,27 @@ impl EgressIpProbe for Passes {
     }
 }
 
+/// Asserts that `check`, of `old`, was overtaken by a rotation: it is [`LeaseCheck::Superseded`],
+/// names `old`'s generation as the checked one and carries a later lease. Returns that lease and
+/// the check's result.
+fn overtaken(
+    check: LeaseCheck,
+    old: &ProxyLease,
+    what: &str,
+) -> (ProxyLease, Result<HealthReport, ProxyError>) {
+    let LeaseCheck::Superseded {
+        checked,
+        lease,
+        result,
+    } = check
+    else {
+        panic!("a {what} overtaken by a rotation is superseded, got {check:?}")
+    };
+    assert_eq!(checked, old.generation);
+    assert!(lease.generation > old.generation, "{lease:?}");
+    (lease, result)
+}
+
 /// [`ProxyAllocator::check_lease`] when another replica rotates the chip while the check runs
 /// (during the connectivity check, or during the egress probe): the result is
 /// [`LeaseCheck::Superseded`], and the new lease is neither marked with the old proxy's failure
@@ -1033,45 +1010,39 @@ pub async fn lease_checks_are_fenced_by_generation(store: Arc<dyn LeaseStore>) {
     let candidates = vec![s.candidate(0, 100), s.candidate(1, 100)];
     let old_ip: IpAddr = "203.0.113.1".parse().expect("ip");
     let new_ip: IpAddr = "198.51.100.2".parse().expect("ip");
+    // Allocates `chip` and returns its lease, with a checker (or probe) that rotates the chip
+    // while it runs and then answers `answer`.
+    let allocate_rotating = async |chip: &ChipId, answer: fn() -> Result<IpAddr, ProxyError>| {
+        let old = allocator
+            .allocate(&ChipProxyRequest::new(tenant.clone(), chip.clone()))
+            .await
+            .expect("allocates");
+        let rotating = RotatingDuringCheck {
+            store: store.clone(),
+            candidates: candidates.clone(),
+            tenant: tenant.clone(),
+            chip: chip.clone(),
+            answer,
+        };
+        (old, rotating)
+    };
 
     // 1. The connectivity check fails, but the chip was rotated while it ran.
     let chip = s.chip(1);
-    let old = allocator
-        .allocate(&ChipProxyRequest::new(tenant.clone(), chip.clone()))
-        .await
-        .expect("allocates");
-    let checker = RotatingDuringCheck {
-        store: store.clone(),
-        candidates: candidates.clone(),
-        tenant: tenant.clone(),
-        chip: chip.clone(),
-        answer: || {
-            Err(ProxyError::ProxyAuthRejected {
-                proxy: "127.0.0.1:20000".into(),
-            })
-        },
-    };
+    let (old, checker) = allocate_rotating(&chip, || {
+        Err(ProxyError::ProxyAuthRejected {
+            proxy: "127.0.0.1:20000".into(),
+        })
+    })
+    .await;
     let check = allocator
         .check_lease(&tenant, &chip, &checker, Some(&Passes(old_ip)))
         .await
         .expect("check ran");
-    let LeaseCheck::Superseded {
-        checked,
-        lease,
-        result,
-    } = check
-    else {
-        panic!("a check overtaken by a rotation is superseded, got {check:?}")
-    };
-    assert_eq!(checked, old.generation);
-    assert!(lease.generation > old.generation, "{lease:?}");
+    let (lease, result) = overtaken(check, &old, "check");
     assert_ne!(lease.endpoint, old.endpoint);
     assert!(matches!(result, Err(ProxyError::ProxyAuthRejected { .. })));
-    let current = store
-        .lease(&tenant, &chip)
-        .await
-        .expect("read")
-        .expect("leased");
+    let current = stored_lease(&*store, &tenant, &chip).await;
     assert!(
         current.health.is_healthy(),
         "the new lease is not marked with the old proxy's failure: {current:?}"
@@ -1087,26 +1058,12 @@ pub async fn lease_checks_are_fenced_by_generation(store: Arc<dyn LeaseStore>) {
 
     // 2. The check passes, the chip is rotated while the egress IP is probed.
     let chip = s.chip(2);
-    let old = allocator
-        .allocate(&ChipProxyRequest::new(tenant.clone(), chip.clone()))
-        .await
-        .expect("allocates");
-    let probe = RotatingDuringCheck {
-        store: store.clone(),
-        candidates,
-        tenant: tenant.clone(),
-        chip: chip.clone(),
-        answer: || Ok("203.0.113.1".parse().expect("ip")),
-    };
+    let (old, probe) = allocate_rotating(&chip, || Ok("203.0.113.1".parse().expect("ip"))).await;
     let check = allocator
         .check_lease(&tenant, &chip, &Passes(old_ip), Some(&probe))
         .await
         .expect("check ran");
-    let LeaseCheck::Superseded { checked, lease, .. } = check else {
-        panic!("a probe overtaken by a rotation is superseded, got {check:?}")
-    };
-    assert_eq!(checked, old.generation);
-    assert!(lease.generation > old.generation, "{lease:?}");
+    let (lease, _) = overtaken(check, &old, "probe");
     assert_eq!(
         lease.egress_ip, None,
         "the old proxy's egress IP is not the new lease's"
@@ -1132,12 +1089,7 @@ pub async fn lease_checks_are_fenced_by_generation(store: Arc<dyn LeaseStore>) {
     );
     assert_eq!(lease.egress_ip, Some(new_ip));
     assert_eq!(
-        store
-            .lease(&tenant, &chip)
-            .await
-            .expect("read")
-            .expect("leased")
-            .egress_ip,
+        stored_lease(&*store, &tenant, &chip).await.egress_ip,
         Some(new_ip)
     );
 }

@@ -550,6 +550,35 @@ mod tests {
         }
     }
 
+    /// Renders a session of a hand-built gateway (its fields are public, so it can bypass
+    /// `RotatingGatewaySource::new`) and returns the error that must refuse it.
+    fn hand_built_session_error(url: &str, base_user: &str, template: &str) -> ProxyError {
+        let gateway = GatewayEndpoint {
+            address: ProxyAddress::parse(url).unwrap(),
+            base_user: base_user.into(),
+            template: UsernameTemplate::parse(template).unwrap(),
+            countries: None,
+            default_country: None,
+            max_sessions: None,
+            session_id_length: 10,
+        };
+        gateway
+            .session_address(&gateway.new_session_id(), None)
+            .unwrap_err()
+    }
+
+    /// Asserts that `err` is `InvalidCredentials` for `expected`; returns `err` as shown
+    /// (Display and Debug).
+    #[track_caller]
+    fn assert_credential_problem(err: &ProxyError, expected: crate::CredentialProblem) -> String {
+        let shown = format!("{err} {err:?}");
+        assert!(
+            matches!(err, ProxyError::InvalidCredentials { problem, .. } if *problem == expected),
+            "expected {expected:?}: {shown}"
+        );
+        shown
+    }
+
     #[test]
     fn templates_that_render_unsendable_user_names_are_refused() {
         let config = |url: &str, template: &str| {
@@ -595,28 +624,8 @@ mod tests {
         // `GatewayEndpoint`'s fields are public, so it can bypass `RotatingGatewaySource::new`;
         // rendering a session still refuses the user name instead of producing a proxy whose
         // Basic credentials the gateway would split at the ':'.
-        let gateway = GatewayEndpoint {
-            address: ProxyAddress::parse("http://gw.example:823").unwrap(),
-            base_user: "acme".into(),
-            template: UsernameTemplate::parse("{user}:{session}").unwrap(),
-            countries: None,
-            default_country: None,
-            max_sessions: None,
-            session_id_length: 10,
-        };
-        let err = gateway
-            .session_address(&gateway.new_session_id(), None)
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ProxyError::InvalidCredentials {
-                    problem: crate::CredentialProblem::ColonInHttpUserName,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        let err = hand_built_session_error("http://gw.example:823", "acme", "{user}:{session}");
+        assert_credential_problem(&err, crate::CredentialProblem::ColonInHttpUserName);
     }
 
     /// Control characters in an HTTP gateway's user name (RFC 7617) are refused wherever they
@@ -642,41 +651,16 @@ mod tests {
         }
         // The base user comes from the URL, which refuses it (even percent-encoded).
         let err = ProxyAddress::parse("http://ac%0D%0Ame:s3cret@gw.example:823").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ProxyError::InvalidCredentials {
-                    problem: crate::CredentialProblem::ControlCharacterInUserName,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_credential_problem(&err, crate::CredentialProblem::ControlCharacterInUserName);
         // A hand-built endpoint (public fields) with a base user carrying CR/LF cannot render a
         // session with it.
-        let gateway = GatewayEndpoint {
-            address: ProxyAddress::parse("http://acme:s3cret@gw.example:823").unwrap(),
-            base_user: "acme\r\nX-Injected 1".into(),
-            template: UsernameTemplate::parse("{user}-{session}").unwrap(),
-            countries: None,
-            default_country: None,
-            max_sessions: None,
-            session_id_length: 10,
-        };
-        let err = gateway
-            .session_address(&gateway.new_session_id(), None)
-            .unwrap_err();
-        let shown = format!("{err} {err:?}");
-        assert!(
-            matches!(
-                err,
-                ProxyError::InvalidCredentials {
-                    problem: crate::CredentialProblem::ControlCharacterInUserName,
-                    ..
-                }
-            ),
-            "{shown}"
+        let err = hand_built_session_error(
+            "http://acme:s3cret@gw.example:823",
+            "acme\r\nX-Injected 1",
+            "{user}-{session}",
         );
+        let shown =
+            assert_credential_problem(&err, crate::CredentialProblem::ControlCharacterInUserName);
         assert!(
             !shown.contains("Injected") && !shown.contains("s3cret"),
             "{shown}"
@@ -695,39 +679,10 @@ mod tests {
     #[test]
     fn socks5_gateways_need_a_password() {
         let err = ProxyAddress::parse("socks5://acme@gw.example:1080").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ProxyError::InvalidCredentials {
-                    problem: crate::CredentialProblem::Socks5PasswordMissing,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_credential_problem(&err, crate::CredentialProblem::Socks5PasswordMissing);
         // A hand-built endpoint whose address has no password renders no session either.
-        let gateway = GatewayEndpoint {
-            address: ProxyAddress::parse("socks5://gw.example:1080").unwrap(),
-            base_user: "acme".into(),
-            template: UsernameTemplate::parse("{user}-{session}").unwrap(),
-            countries: None,
-            default_country: None,
-            max_sessions: None,
-            session_id_length: 10,
-        };
-        let err = gateway
-            .session_address(&gateway.new_session_id(), None)
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ProxyError::InvalidCredentials {
-                    problem: crate::CredentialProblem::Socks5PasswordMissing,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        let err = hand_built_session_error("socks5://gw.example:1080", "acme", "{user}-{session}");
+        assert_credential_problem(&err, crate::CredentialProblem::Socks5PasswordMissing);
     }
 
     #[test]
