@@ -4,15 +4,22 @@
 
 mod pg_support;
 
+use pg_support::scratch::{ScratchDb, owner_client};
+use tenant_isolation::pg::{AdminDb, MigrationConfig, PgTenantDirectory};
 use tenant_isolation::{Error, PlanLimits, TenantDirectory, TenantSecrets, TenantStatus};
 
 /// A stored secret written around the crate (too short to be a key) makes `set_limits` fail
-/// with `CorruptData`, and the limits stay as they were; `set_secrets` is the repair.
+/// with `CorruptData`, and the limits stay as they were; `set_secrets` is the repair. Runs in a
+/// scratch database, so a failing run never leaves a corrupt tenant in the shared one (where it
+/// would break every later `list`).
 #[tokio::test]
 async fn a_change_to_a_corrupt_tenant_is_rolled_back() {
-    let directory = pg_support::directory().await;
-    let t = pg_support::tenant(directory.as_ref()).await;
-    let owner = pg_support::owner_client().await;
+    let scratch = ScratchDb::create().await;
+    let admin = AdminDb::connect(&scratch.url, &pg_support::options()).unwrap();
+    admin.migrate(&MigrationConfig::default()).await.unwrap();
+    let directory = PgTenantDirectory::new(admin);
+    let t = pg_support::tenant(&directory).await;
+    let owner = owner_client(&scratch.url).await;
     owner
         .execute(
             "UPDATE tenants SET container_api_key = 'short' WHERE tenant_id = $1",
@@ -57,6 +64,8 @@ async fn a_change_to_a_corrupt_tenant_is_rolled_back() {
         .await
         .unwrap();
     assert_eq!(changed.limits, PlanLimits::new(1, 1, 1));
+    drop((owner, directory));
+    scratch.drop_db().await;
 }
 
 /// Missing and deleted tenants are told apart.
