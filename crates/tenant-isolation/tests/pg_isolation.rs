@@ -217,11 +217,7 @@ async fn a_pooled_connection_reused_after_commit_sees_no_tenant() {
         .await
         .expect("chipfleet_app is a safe role");
     let tx = db.scoped(&a).await.unwrap();
-    let pid: i32 = tx
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let pid = backend_pid(&tx).await;
     let seen: i64 = tx
         .query_one("SELECT count(*) FROM tenant_records", &[])
         .await
@@ -229,29 +225,7 @@ async fn a_pooled_connection_reused_after_commit_sees_no_tenant() {
         .get(0);
     assert!(seen > 0);
     tx.commit().await.unwrap();
-
-    let conn = pool.get().await.unwrap();
-    let reused: i32 = conn
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(reused, pid, "the test must look at the same connection");
-    let setting: Option<String> = conn
-        .query_one("SELECT current_setting('app.tenant_id', true)", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(
-        setting.as_deref().unwrap_or("").is_empty(),
-        "tenant leaked into the pool: {setting:?}"
-    );
-    let n: i64 = conn
-        .query_one("SELECT count(*) FROM tenant_records", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 0, "a reused connection sees no rows");
+    assert_clean_reuse(&pool, pid).await;
 }
 
 #[tokio::test]
