@@ -5,23 +5,21 @@ use waha_client::{
     ChatRef, NewSession, ProxyConfig, SeenReceipt, SessionConfig, SessionStatus, TextMessage,
     WahaApi, WebhookConfig,
 };
-use wiremock::matchers::{body_json, header, method, path, query_param};
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::ResponseTemplate;
+use wiremock::matchers::{body_json, header, query_param};
 
 use crate::support::*;
 
 #[tokio::test]
 async fn server_calls_send_the_api_key() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/ping"))
+    on("GET /ping")
         .and(header("x-api-key", API_KEY))
         .respond_with(json_response(200, json!({"message":"pong"})))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/api/server/version"))
+    on("GET /api/server/version")
         .and(header("x-api-key", API_KEY))
         .respond_with(json_response(
             200,
@@ -30,15 +28,16 @@ async fn server_calls_send_the_api_key() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/api/server/status"))
-        .respond_with(json_response(
+    mount(
+        &server,
+        "GET /api/server/status",
+        json_response(
             200,
             json!({"startTimestamp":1723788847247u64,"uptime":1234,"worker":{"id":""}}),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+        ),
+        1,
+    )
+    .await;
     let api = client(&server);
     api.ping().await.unwrap();
     assert_eq!(api.version().await.unwrap().version, "2024.10.8");
@@ -58,8 +57,7 @@ async fn session_lifecycle_requests_and_odd_answers() {
     );
     let config_json = serde_json::to_value(&config).unwrap();
 
-    Mock::given(method("GET"))
-        .and(path("/api/sessions"))
+    on("GET /api/sessions")
         .and(query_param("all", "true"))
         .respond_with(json_response(
             200,
@@ -68,8 +66,7 @@ async fn session_lifecycle_requests_and_odd_answers() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
+    on("POST /api/sessions")
         .and(body_json(
             json!({"name":"s1","config":config_json,"start":false}),
         ))
@@ -77,58 +74,64 @@ async fn session_lifecycle_requests_and_odd_answers() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("PUT"))
-        .and(path("/api/sessions/s1"))
+    on("PUT /api/sessions/s1")
         .and(body_json(json!({"config": config_json})))
         .respond_with(json_response(200, session_json("s1", "STOPPED")))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions/s1/start"))
-        .respond_with(json_response(201, session_json("s1", "STARTING")))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(json_response(
+    mount(
+        &server,
+        "POST /api/sessions/s1/start",
+        json_response(201, session_json("s1", "STARTING")),
+        1,
+    )
+    .await;
+    mount(
+        &server,
+        "GET /api/sessions/s1",
+        json_response(
             200,
             json!({"name":"s1","status":"SCAN_QR_CODE","me":null,"config":null,"engine":{}}),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s1/me"))
-        .respond_with(ResponseTemplate::new(200))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions/s1/restart"))
-        .respond_with(json_response(201, session_json("s1", "STARTING")))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions/s1/logout"))
-        .respond_with(ResponseTemplate::new(201))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions/s1/stop"))
-        .respond_with(ResponseTemplate::new(201))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("DELETE"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(ResponseTemplate::new(200))
-        .expect(2)
-        .mount(&server)
-        .await;
+        ),
+        1,
+    )
+    .await;
+    mount(
+        &server,
+        "GET /api/sessions/s1/me",
+        ResponseTemplate::new(200),
+        1,
+    )
+    .await;
+    mount(
+        &server,
+        "POST /api/sessions/s1/restart",
+        json_response(201, session_json("s1", "STARTING")),
+        1,
+    )
+    .await;
+    mount(
+        &server,
+        "POST /api/sessions/s1/logout",
+        ResponseTemplate::new(201),
+        1,
+    )
+    .await;
+    mount(
+        &server,
+        "POST /api/sessions/s1/stop",
+        ResponseTemplate::new(201),
+        1,
+    )
+    .await;
+    mount(
+        &server,
+        "DELETE /api/sessions/s1",
+        ResponseTemplate::new(200),
+        2,
+    )
+    .await;
 
     let api = client(&server);
     let all = api.list_sessions(true).await.unwrap();
@@ -157,12 +160,13 @@ async fn session_lifecycle_requests_and_odd_answers() {
 #[tokio::test]
 async fn names_are_percent_encoded_in_paths() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/a%20b%2F..%2Fx"))
-        .respond_with(json_response(200, session_json("a b/../x", "STOPPED")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "GET /api/sessions/a%20b%2F..%2Fx",
+        json_response(200, session_json("a b/../x", "STOPPED")),
+        1,
+    )
+    .await;
     let info = client(&server).get_session("a b/../x").await.unwrap();
     assert_eq!(info.name, "a b/../x");
 }
@@ -171,15 +175,13 @@ async fn names_are_percent_encoded_in_paths() {
 async fn qr_forms_and_pairing_code() {
     let server = server().await;
     let png = b"\x89PNG\r\n\x1a\nrest-of-image".to_vec();
-    Mock::given(method("GET"))
-        .and(path("/api/s1/auth/qr"))
+    on("GET /api/s1/auth/qr")
         .and(header("accept", "image/png"))
         .respond_with(ResponseTemplate::new(200).set_body_raw(png.clone(), "image/png"))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/api/s1/auth/qr"))
+    on("GET /api/s1/auth/qr")
         .and(header("accept", "application/json"))
         .and(query_param("format", "raw"))
         .respond_with(json_response(200, json!({"value":"2@qr-text"})))
@@ -187,8 +189,7 @@ async fn qr_forms_and_pairing_code() {
         .with_priority(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/api/s1/auth/qr"))
+    on("GET /api/s1/auth/qr")
         .and(header("accept", "application/json"))
         .respond_with(json_response(
             200,
@@ -198,8 +199,7 @@ async fn qr_forms_and_pairing_code() {
         .with_priority(2)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/api/s1/auth/request-code"))
+    on("POST /api/s1/auth/request-code")
         .and(body_json(json!({"phoneNumber":"5511999999999"})))
         .respond_with(json_response(201, json!({"code":"ABCD-ABCD"})))
         .expect(1)
@@ -220,8 +220,7 @@ async fn qr_forms_and_pairing_code() {
 #[tokio::test]
 async fn message_calls() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sendText"))
+    on("POST /api/sendText")
         .and(body_json(
             json!({"session":"s1","chatId":"5511999999999@c.us","text":"olá"}),
         ))
@@ -232,8 +231,7 @@ async fn message_calls() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sendSeen"))
+    on("POST /api/sendSeen")
         .and(body_json(
             json!({"session":"s1","chatId":"5511999999999@c.us"}),
         ))
@@ -241,9 +239,8 @@ async fn message_calls() {
         .expect(1)
         .mount(&server)
         .await;
-    for route in ["/api/startTyping", "/api/stopTyping"] {
-        Mock::given(method("POST"))
-            .and(path(route))
+    for route in ["POST /api/startTyping", "POST /api/stopTyping"] {
+        on(route)
             .and(body_json(
                 json!({"session":"s1","chatId":"5511999999999@c.us"}),
             ))
@@ -269,12 +266,13 @@ async fn message_calls() {
 #[tokio::test]
 async fn base_url_path_prefix_is_kept() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/waha/ping"))
-        .respond_with(json_response(200, json!({"message":"pong"})))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "GET /waha/ping",
+        json_response(200, json!({"message":"pong"})),
+        1,
+    )
+    .await;
     let api = waha_client::WahaClient::new(
         format!("{}/waha/", server.uri()).parse().unwrap(),
         waha_client::ApiKey::new(API_KEY),

@@ -7,8 +7,7 @@ use waha_client::{
     ClientConfig, HmacKey, SessionConfig, SessionStatus, Timeouts, WahaApi, WahaApiExt, WahaError,
     WebhookConfig, WebhookHmac,
 };
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
 
 use crate::support::*;
 
@@ -24,15 +23,26 @@ fn desired() -> SessionConfig {
     config
 }
 
-fn exists(name: &str) -> ResponseTemplate {
-    json_response(
-        422,
-        error_body(
-            422,
-            format!("Session '{name}' already exists. Use PUT to update it."),
-            "Unprocessable Entity",
-        ),
+/// `default` is found STOPPED with `config: null`, and must be updated exactly once to
+/// `desired()`.
+async fn mount_configless_default_and_its_update(server: &MockServer) {
+    mount(
+        server,
+        "GET /api/sessions/default",
+        json_response(200, session_json("default", "STOPPED")),
+        1,
     )
+    .await;
+    let mut updated = session_json("default", "STOPPED");
+    updated["config"] = serde_json::to_value(desired()).unwrap();
+    on("PUT /api/sessions/default")
+        .and(wiremock::matchers::body_json(
+            json!({"config": serde_json::to_value(desired()).unwrap()}),
+        ))
+        .respond_with(json_response(200, updated))
+        .expect(1)
+        .mount(server)
+        .await;
 }
 
 #[tokio::test]
@@ -43,32 +53,28 @@ async fn creates_then_is_a_no_op_on_the_second_call() {
     stored["config"] = serde_json::to_value(&config).unwrap();
     // The server echoes the defaults it filled in; still the same config.
     stored["config"]["debug"] = json!(false);
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(json_response(201, stored.clone()))
-        .up_to_n_times(1)
-        .expect(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(exists("s1"))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(json_response(200, stored))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("PUT"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(ResponseTemplate::new(500))
-        .expect(0)
-        .mount(&server)
-        .await;
+    mount_first(
+        &server,
+        "POST /api/sessions",
+        json_response(201, stored.clone()),
+        1,
+    )
+    .await;
+    mount(&server, "POST /api/sessions", already_exists("s1"), 1).await;
+    mount(
+        &server,
+        "GET /api/sessions/s1",
+        json_response(200, stored),
+        1,
+    )
+    .await;
+    mount(
+        &server,
+        "PUT /api/sessions/s1",
+        ResponseTemplate::new(500),
+        0,
+    )
+    .await;
     let api = client(&server);
     let first = api.ensure_session("s1", &config).await.unwrap();
     let second = api.ensure_session("s1", &config).await.unwrap();
@@ -78,30 +84,9 @@ async fn creates_then_is_a_no_op_on_the_second_call() {
 #[tokio::test]
 async fn existing_session_with_another_config_is_updated() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(exists("default"))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(&server, "POST /api/sessions", already_exists("default"), 1).await;
     // Old Core's built-in `default`: STOPPED, `config: null`.
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/default"))
-        .respond_with(json_response(200, session_json("default", "STOPPED")))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let mut updated = session_json("default", "STOPPED");
-    updated["config"] = serde_json::to_value(desired()).unwrap();
-    Mock::given(method("PUT"))
-        .and(path("/api/sessions/default"))
-        .and(wiremock::matchers::body_json(
-            json!({"config": serde_json::to_value(desired()).unwrap()}),
-        ))
-        .respond_with(json_response(200, updated))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_configless_default_and_its_update(&server).await;
     let info = client(&server)
         .ensure_session("default", &desired())
         .await
@@ -112,29 +97,23 @@ async fn existing_session_with_another_config_is_updated() {
 #[tokio::test]
 async fn empty_201_after_delete_is_checked() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(ResponseTemplate::new(201))
-        .expect(2)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/gone"))
-        .respond_with(json_response(
-            404,
-            error_body(404, "Session not found", "Not Found"),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(&server, "POST /api/sessions", ResponseTemplate::new(201), 2).await;
+    mount(
+        &server,
+        "GET /api/sessions/gone",
+        not_found("Session not found"),
+        1,
+    )
+    .await;
     let mut there = session_json("there", "STOPPED");
     there["config"] = serde_json::to_value(desired()).unwrap();
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/there"))
-        .respond_with(json_response(200, there))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "GET /api/sessions/there",
+        json_response(200, there),
+        1,
+    )
+    .await;
     // Found with the desired config: no PUT (the catch-all would answer one with 599).
     let api = client(&server);
     match api.ensure_session("gone", &desired()).await.unwrap_err() {
@@ -150,19 +129,13 @@ async fn empty_201_after_delete_is_checked() {
 #[tokio::test]
 async fn single_session_server_is_reported_not_hidden() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(json_response(
-            422,
-            error_body(
-                422,
-                "WAHA Core support only 'default' session.",
-                "Unprocessable Entity",
-            ),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "POST /api/sessions",
+        unprocessable("WAHA Core support only 'default' session."),
+        1,
+    )
+    .await;
     assert!(matches!(
         client(&server).ensure_session("chip_1", &desired()).await,
         Err(WahaError::SingleSessionServer { .. })
@@ -172,25 +145,20 @@ async fn single_session_server_is_reported_not_hidden() {
 #[tokio::test]
 async fn ensure_started_accepts_already_started() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions/s1/start"))
-        .respond_with(json_response(
-            422,
-            error_body(
-                422,
-                "Session 's1' is already started.",
-                "Unprocessable Entity",
-            ),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(json_response(200, session_json("s1", "WORKING")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "POST /api/sessions/s1/start",
+        already_started("s1"),
+        1,
+    )
+    .await;
+    mount(
+        &server,
+        "GET /api/sessions/s1",
+        json_response(200, session_json("s1", "WORKING")),
+        1,
+    )
+    .await;
     let info = client(&server).ensure_started("s1").await.unwrap();
     assert_eq!(info.status, SessionStatus::Working);
 }
@@ -200,30 +168,9 @@ async fn ensure_started_accepts_already_started() {
 #[tokio::test]
 async fn empty_201_then_a_session_with_another_config_is_updated() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(ResponseTemplate::new(201))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(&server, "POST /api/sessions", ResponseTemplate::new(201), 1).await;
     // Old Core: the session the server holds has no config at all.
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/default"))
-        .respond_with(json_response(200, session_json("default", "STOPPED")))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let mut updated = session_json("default", "STOPPED");
-    updated["config"] = serde_json::to_value(desired()).unwrap();
-    Mock::given(method("PUT"))
-        .and(path("/api/sessions/default"))
-        .and(wiremock::matchers::body_json(
-            json!({"config": serde_json::to_value(desired()).unwrap()}),
-        ))
-        .respond_with(json_response(200, updated))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_configless_default_and_its_update(&server).await;
     let info = client(&server)
         .ensure_session("default", &desired())
         .await
@@ -239,26 +186,21 @@ async fn a_timed_out_create_that_was_applied_still_converges() {
     let server = server().await;
     let mut stored = session_json("s1", "STOPPED");
     stored["config"] = serde_json::to_value(desired()).unwrap();
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(json_response(201, stored.clone()).set_delay(Duration::from_secs(3)))
-        .up_to_n_times(1)
-        .expect(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(exists("s1"))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(json_response(200, stored))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_first(
+        &server,
+        "POST /api/sessions",
+        json_response(201, stored.clone()).set_delay(Duration::from_secs(3)),
+        1,
+    )
+    .await;
+    mount(&server, "POST /api/sessions", already_exists("s1"), 1).await;
+    mount(
+        &server,
+        "GET /api/sessions/s1",
+        json_response(200, stored),
+        1,
+    )
+    .await;
     let api = client_with(
         &server,
         ClientConfig {

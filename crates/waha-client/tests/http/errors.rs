@@ -7,23 +7,25 @@ use waha_client::{
     ApiKey, ClientConfig, HealthSource, NewSession, RetryConfig, SessionConfig, SessionStatus,
     Timeouts, TransientCause, WahaApi, WahaClient, WahaError, WebhookConfig,
 };
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 use crate::support::*;
+
+/// Old Core's answer to `GET /health`.
+fn plus_only() -> ResponseTemplate {
+    unprocessable("The feature is available only in Plus version")
+}
 
 #[tokio::test]
 async fn unauthorized() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions"))
-        .respond_with(json_response(
-            401,
-            json!({"statusCode":401,"message":"Unauthorized"}),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "GET /api/sessions",
+        json_response(401, json!({"statusCode":401,"message":"Unauthorized"})),
+        1,
+    )
+    .await;
     let err = client(&server).list_sessions(false).await.unwrap_err();
     assert!(
         matches!(err, WahaError::Unauthorized { status: 401 }),
@@ -38,35 +40,23 @@ async fn unauthorized() {
 #[tokio::test]
 async fn create_with_an_unknown_event_or_a_bad_url_is_invalid() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
+    on("POST /api/sessions")
         .and(wiremock::matchers::body_partial_json(
             json!({"config": {"webhooks": [{"events": ["*"]}]}}),
         ))
-        .respond_with(json_response(
-            400,
-            error_body(
-                400,
-                json!(["config.webhooks.0.each value in events must be one of the following values: session.status, message, message.any, message.ack"]),
-                "Bad Request",
-            ),
-        ))
+        .respond_with(bad_request(json!([
+            "config.webhooks.0.each value in events must be one of the following values: session.status, message, message.any, message.ack"
+        ])))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
+    on("POST /api/sessions")
         .and(wiremock::matchers::body_partial_json(
             json!({"config": {"webhooks": [{"url": "not a url"}]}}),
         ))
-        .respond_with(json_response(
-            400,
-            error_body(
-                400,
-                json!(["config.webhooks.0.url must be a URL address"]),
-                "Bad Request",
-            ),
-        ))
+        .respond_with(bad_request(json!([
+            "config.webhooks.0.url must be a URL address"
+        ])))
         .expect(1)
         .mount(&server)
         .await;
@@ -105,26 +95,12 @@ async fn which_400s_are_invalid_and_which_are_booting() {
     let invalid = [
         (
             "s-pipe",
-            json_response(
-                400,
-                error_body(
-                    400,
-                    "Validation failed (boolean string is expected)",
-                    "Bad Request",
-                ),
-            ),
+            bad_request("Validation failed (boolean string is expected)"),
             "Validation failed (boolean string is expected)",
         ),
         (
             "s-parser",
-            json_response(
-                400,
-                error_body(
-                    400,
-                    "Unexpected token } in JSON at position 10",
-                    "Bad Request",
-                ),
-            ),
+            bad_request("Unexpected token } in JSON at position 10"),
             "Unexpected token } in JSON at position 10",
         ),
         (
@@ -150,20 +126,22 @@ async fn which_400s_are_invalid_and_which_are_booting() {
         ),
     ];
     for (name, answer, _) in &invalid {
-        Mock::given(method("GET"))
-            .and(path(format!("/api/sessions/{name}")))
-            .respond_with(answer.clone())
-            .expect(1)
-            .mount(&server)
-            .await;
+        mount(
+            &server,
+            format!("GET /api/sessions/{name}"),
+            answer.clone(),
+            1,
+        )
+        .await;
     }
     for (name, answer) in &booting {
-        Mock::given(method("GET"))
-            .and(path(format!("/api/sessions/{name}")))
-            .respond_with(answer.clone())
-            .expect(1)
-            .mount(&server)
-            .await;
+        mount(
+            &server,
+            format!("GET /api/sessions/{name}"),
+            answer.clone(),
+            1,
+        )
+        .await;
     }
     // Retries on: an Invalid answer must be asked once only (`expect(1)`).
     let api = client(&server);
@@ -196,12 +174,13 @@ async fn long_non_ascii_value_in_a_wrong_typed_field_is_a_decode_error() {
     for (name, prefix) in [("even", ""), ("odd", "x")] {
         let mut answer = session_json(name, "WORKING");
         answer["config"] = json!({"debug": format!("{prefix}{}", "é".repeat(400))});
-        Mock::given(method("GET"))
-            .and(path(format!("/api/sessions/{name}")))
-            .respond_with(json_response(200, answer))
-            .expect(1)
-            .mount(&server)
-            .await;
+        mount(
+            &server,
+            format!("GET /api/sessions/{name}"),
+            json_response(200, answer),
+            1,
+        )
+        .await;
     }
     let api = client(&server);
     for name in ["even", "odd"] {
@@ -223,12 +202,7 @@ async fn long_non_ascii_value_in_a_wrong_typed_field_is_a_decode_error() {
 #[tokio::test]
 async fn an_empty_session_list_body_is_a_decode_error() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions"))
-        .respond_with(ResponseTemplate::new(200))
-        .expect(2)
-        .mount(&server)
-        .await;
+    mount(&server, "GET /api/sessions", ResponseTemplate::new(200), 2).await;
     let api = client(&server);
     for all in [false, true] {
         match api.list_sessions(all).await {
@@ -249,25 +223,8 @@ async fn an_empty_session_list_body_is_a_decode_error() {
 #[tokio::test]
 async fn health_fallback_reports_a_failing_ping() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/health"))
-        .respond_with(json_response(
-            422,
-            error_body(
-                422,
-                "The feature is available only in Plus version",
-                "Unprocessable Entity",
-            ),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/ping"))
-        .respond_with(ResponseTemplate::new(503))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(&server, "GET /health", plus_only(), 1).await;
+    mount(&server, "GET /ping", ResponseTemplate::new(503), 1).await;
     let err = client(&server).health().await.unwrap_err();
     assert!(
         matches!(
@@ -286,24 +243,27 @@ async fn an_answer_over_the_size_limit_is_refused() {
     let server = server().await;
     let mut big = session_json("big", "WORKING");
     big["config"] = json!({"metadata": {"filler": "x".repeat(4096)}});
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/big"))
-        .respond_with(json_response(200, big.clone()))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/bigerror"))
-        .respond_with(json_response(500, big))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/small"))
-        .respond_with(json_response(200, session_json("small", "WORKING")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "GET /api/sessions/big",
+        json_response(200, big.clone()),
+        1,
+    )
+    .await;
+    mount(
+        &server,
+        "GET /api/sessions/bigerror",
+        json_response(500, big),
+        1,
+    )
+    .await;
+    mount(
+        &server,
+        "GET /api/sessions/small",
+        json_response(200, session_json("small", "WORKING")),
+        1,
+    )
+    .await;
     let api = client_with(
         &server,
         ClientConfig {
@@ -372,21 +332,15 @@ async fn a_chunked_answer_over_the_size_limit_is_refused() {
 #[tokio::test]
 async fn session_not_found_on_get_put_start_restart_logout_me() {
     let server = server().await;
-    let not_found = || json_response(404, error_body(404, "Session not found", "Not Found"));
-    for (verb, route) in [
-        ("GET", "/api/sessions/ghost"),
-        ("PUT", "/api/sessions/ghost"),
-        ("POST", "/api/sessions/ghost/start"),
-        ("POST", "/api/sessions/ghost/restart"),
-        ("POST", "/api/sessions/ghost/logout"),
-        ("GET", "/api/sessions/ghost/me"),
+    for route in [
+        "GET /api/sessions/ghost",
+        "PUT /api/sessions/ghost",
+        "POST /api/sessions/ghost/start",
+        "POST /api/sessions/ghost/restart",
+        "POST /api/sessions/ghost/logout",
+        "GET /api/sessions/ghost/me",
     ] {
-        Mock::given(method(verb))
-            .and(path(route))
-            .respond_with(not_found())
-            .expect(1)
-            .mount(&server)
-            .await;
+        mount(&server, route, not_found("Session not found"), 1).await;
     }
     let api = client(&server);
     let results = [
@@ -410,52 +364,30 @@ async fn session_not_found_on_get_put_start_restart_logout_me() {
 #[tokio::test]
 async fn create_conflicts_and_validation() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
+    on("POST /api/sessions")
         .and(wiremock::matchers::body_partial_json(
             json!({"name": "taken"}),
         ))
-        .respond_with(json_response(
-            422,
-            error_body(
-                422,
-                "Session 'taken' already exists. Use PUT to update it.",
-                "Unprocessable Entity",
-            ),
-        ))
+        .respond_with(already_exists("taken"))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
+    on("POST /api/sessions")
         .and(wiremock::matchers::body_partial_json(json!({"name": "other"})))
-        .respond_with(json_response(
-            422,
-            error_body(
-                422,
-                "WAHA Core support only 'default' session. If you want to run more then one WhatsApp account - please get WAHA PLUS version.",
-                "Unprocessable Entity",
-            ),
+        .respond_with(unprocessable(
+            "WAHA Core support only 'default' session. If you want to run more then one WhatsApp account - please get WAHA PLUS version.",
         ))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
+    on("POST /api/sessions")
         .and(wiremock::matchers::body_partial_json(
             json!({"name": "bad"}),
         ))
-        .respond_with(json_response(
-            400,
-            error_body(
-                400,
-                json!([
-                    "config.webhooks.0.url must be a URL address",
-                    "config.metadata must be a string map"
-                ]),
-                "Bad Request",
-            ),
-        ))
+        .respond_with(bad_request(json!([
+            "config.webhooks.0.url must be a URL address",
+            "config.metadata must be a string map"
+        ])))
         .expect(1)
         .mount(&server)
         .await;
@@ -481,19 +413,13 @@ async fn create_conflicts_and_validation() {
 #[tokio::test]
 async fn malformed_json_answer_is_invalid() {
     let server = server().await;
-    Mock::given(method("PUT"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(json_response(
-            400,
-            error_body(
-                400,
-                "Unexpected token } in JSON at position 10",
-                "Bad Request",
-            ),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "PUT /api/sessions/s1",
+        bad_request("Unexpected token } in JSON at position 10"),
+        1,
+    )
+    .await;
     let err = client(&server)
         .update_session("s1", &SessionConfig::default())
         .await
@@ -504,19 +430,13 @@ async fn malformed_json_answer_is_invalid() {
 #[tokio::test]
 async fn already_started() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions/s1/start"))
-        .respond_with(json_response(
-            422,
-            error_body(
-                422,
-                "Session 's1' is already started.",
-                "Unprocessable Entity",
-            ),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "POST /api/sessions/s1/start",
+        crate::support::already_started("s1"),
+        1,
+    )
+    .await;
     let err = client(&server).start_session("s1").await.unwrap_err();
     assert!(matches!(err, WahaError::AlreadyStarted { .. }), "{err:?}");
 }
@@ -524,29 +444,26 @@ async fn already_started() {
 #[tokio::test]
 async fn qr_not_ready_without_status_code_and_qr_not_running() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/api/starting/auth/qr"))
-        .respond_with(json_response(
+    mount(
+        &server,
+        "GET /api/starting/auth/qr",
+        json_response(
             422,
             json!({"error":"Session status is not as expected. Try again later or restart the session",
                    "session":"starting","status":"STARTING","expected":["SCAN_QR_CODE"]}),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/stopped/auth/qr"))
-        .respond_with(json_response(
-            404,
-            error_body(
-                404,
-                "We didn't find a session with name 'stopped'. Please start it first by using POST /api/sessions/stopped/start request",
-                "Not Found",
-            ),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+        ),
+        1,
+    )
+    .await;
+    mount(
+        &server,
+        "GET /api/stopped/auth/qr",
+        not_found(
+            "We didn't find a session with name 'stopped'. Please start it first by using POST /api/sessions/stopped/start request",
+        ),
+        1,
+    )
+    .await;
     let api = client(&server);
     match api.qr_png("starting").await.unwrap_err() {
         WahaError::NotReady {
@@ -569,25 +486,14 @@ async fn qr_not_ready_without_status_code_and_qr_not_running() {
 #[tokio::test]
 async fn health_falls_back_to_ping_on_old_core() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/health"))
-        .respond_with(json_response(
-            422,
-            error_body(
-                422,
-                "The feature is available only in Plus version",
-                "Unprocessable Entity",
-            ),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/ping"))
-        .respond_with(json_response(200, json!({"message":"pong"})))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(&server, "GET /health", plus_only(), 1).await;
+    mount(
+        &server,
+        "GET /ping",
+        json_response(200, json!({"message":"pong"})),
+        1,
+    )
+    .await;
     let health = client(&server).health().await.unwrap();
     assert_eq!(health.source, HealthSource::Ping);
     assert_eq!(health.status, "ok");
@@ -596,8 +502,7 @@ async fn health_falls_back_to_ping_on_old_core() {
 #[tokio::test]
 async fn health_report_and_unhealthy() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/health"))
+    on("GET /health")
         .respond_with(json_response(
             200,
             json!({"status":"ok","info":{},"error":{},"details":{"sessions":{"status":"up"}}}),
@@ -605,11 +510,12 @@ async fn health_report_and_unhealthy() {
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/health"))
-        .respond_with(json_response(503, json!({"status":"error","details":{}})))
-        .mount(&server)
-        .await;
+    stub(
+        &server,
+        "GET /health",
+        json_response(503, json!({"status":"error","details":{}})),
+    )
+    .await;
     let api = client(&server);
     let health = api.health().await.unwrap();
     assert_eq!(health.source, HealthSource::Health);
@@ -631,19 +537,15 @@ async fn health_report_and_unhealthy() {
 async fn gateway_errors_and_booting_400_are_transient() {
     let server = server().await;
     for (status, session) in [(502, "a"), (503, "b"), (504, "c")] {
-        Mock::given(method("GET"))
-            .and(path(format!("/api/sessions/{session}")))
-            .respond_with(ResponseTemplate::new(status).set_body_string("<html>bad gateway</html>"))
-            .expect(1)
-            .mount(&server)
-            .await;
-    }
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(ResponseTemplate::new(400))
-        .expect(1)
-        .mount(&server)
+        mount(
+            &server,
+            format!("GET /api/sessions/{session}"),
+            ResponseTemplate::new(status).set_body_string("<html>bad gateway</html>"),
+            1,
+        )
         .await;
+    }
+    mount(&server, "POST /api/sessions", ResponseTemplate::new(400), 1).await;
     let api = single_shot(&server);
     for (status, session) in [(502, "a"), (503, "b"), (504, "c")] {
         let err = api.get_session(session).await.unwrap_err();
@@ -672,15 +574,13 @@ async fn gateway_errors_and_booting_400_are_transient() {
 #[tokio::test]
 async fn unexpected_status_is_api_with_status_and_body() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/api/server/version"))
-        .respond_with(json_response(
-            500,
-            error_body(500, "Internal server error", "Internal"),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "GET /api/server/version",
+        json_response(500, error_body(500, "Internal server error", "Internal")),
+        1,
+    )
+    .await;
     match client(&server).version().await.unwrap_err() {
         WahaError::Api { status, body } => {
             assert_eq!(status, 500);
@@ -693,15 +593,13 @@ async fn unexpected_status_is_api_with_status_and_body() {
 #[tokio::test]
 async fn decode_error_names_the_path() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(json_response(
-            200,
-            json!({"name":"s1","status":"WORKING","me":{"id":42}}),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "GET /api/sessions/s1",
+        json_response(200, json!({"name":"s1","status":"WORKING","me":{"id":42}})),
+        1,
+    )
+    .await;
     match client(&server).get_session("s1").await.unwrap_err() {
         WahaError::Decode {
             operation, path, ..
@@ -746,22 +644,19 @@ async fn connection_refused_is_transient_connect() {
 #[tokio::test]
 async fn per_operation_timeouts() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/ping"))
-        .respond_with(
-            json_response(200, json!({"message":"pong"})).set_delay(Duration::from_secs(2)),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions/slow/stop"))
-        .respond_with(
-            json_response(201, session_json("slow", "STOPPED"))
-                .set_delay(Duration::from_millis(400)),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
+    stub(
+        &server,
+        "GET /ping",
+        json_response(200, json!({"message":"pong"})).set_delay(Duration::from_secs(2)),
+    )
+    .await;
+    mount(
+        &server,
+        "POST /api/sessions/slow/stop",
+        json_response(201, session_json("slow", "STOPPED")).set_delay(Duration::from_millis(400)),
+        1,
+    )
+    .await;
     let api = client_with(
         &server,
         ClientConfig {

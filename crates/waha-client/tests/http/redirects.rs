@@ -6,8 +6,7 @@ use waha_client::{
     ApiKey, ClientConfig, NewSession, ProxyConfig, SessionConfig, WahaApi, WahaClient, WahaError,
     WebhookConfig,
 };
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
 
 use crate::support::*;
 
@@ -35,24 +34,27 @@ fn config_with_secrets() -> SessionConfig {
 async fn redirects_are_not_followed_and_surface_as_api_errors() {
     let waha = server().await;
     let elsewhere = server().await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(redirect(307, &elsewhere, "/api/sessions/s1"))
-        .expect(1)
-        .mount(&waha)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(redirect(308, &elsewhere, "/api/sessions"))
-        .expect(1)
-        .mount(&waha)
-        .await;
-    Mock::given(method("PUT"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(redirect(301, &elsewhere, "/api/sessions/s1"))
-        .expect(1)
-        .mount(&waha)
-        .await;
+    mount(
+        &waha,
+        "GET /api/sessions/s1",
+        redirect(307, &elsewhere, "/api/sessions/s1"),
+        1,
+    )
+    .await;
+    mount(
+        &waha,
+        "POST /api/sessions",
+        redirect(308, &elsewhere, "/api/sessions"),
+        1,
+    )
+    .await;
+    mount(
+        &waha,
+        "PUT /api/sessions/s1",
+        redirect(301, &elsewhere, "/api/sessions/s1"),
+        1,
+    )
+    .await;
 
     // Retries on: a redirect must not be taken for a transient failure.
     let api = client(&waha);
@@ -95,18 +97,20 @@ async fn redirects_are_not_followed_and_surface_as_api_errors() {
 async fn an_answer_reached_through_a_followed_redirect_is_refused() {
     let waha = server().await;
     let elsewhere = server().await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(redirect(302, &elsewhere, "/api/sessions/s1"))
-        .expect(1)
-        .mount(&waha)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(json_response(200, session_json("s1", "WORKING")))
-        .expect(1)
-        .mount(&elsewhere)
-        .await;
+    mount(
+        &waha,
+        "GET /api/sessions/s1",
+        redirect(302, &elsewhere, "/api/sessions/s1"),
+        1,
+    )
+    .await;
+    mount(
+        &elsewhere,
+        "GET /api/sessions/s1",
+        json_response(200, session_json("s1", "WORKING")),
+        1,
+    )
+    .await;
     let api = WahaClient::with_http_client(
         waha.uri().parse().unwrap(),
         ApiKey::new(API_KEY),
@@ -135,12 +139,13 @@ async fn an_answer_reached_through_a_followed_redirect_is_refused() {
 #[tokio::test]
 async fn a_base_url_with_credentials_is_not_taken_for_a_redirect() {
     let waha = server().await;
-    Mock::given(method("GET"))
-        .and(path("/prefix/api/sessions/s1"))
-        .respond_with(json_response(200, session_json("s1", "WORKING")))
-        .expect(1)
-        .mount(&waha)
-        .await;
+    mount(
+        &waha,
+        "GET /prefix/api/sessions/s1",
+        json_response(200, session_json("s1", "WORKING")),
+        1,
+    )
+    .await;
     let port = waha.address().port();
     let api = WahaClient::new(
         format!("http://user:pass@127.0.0.1:{port}/prefix/")

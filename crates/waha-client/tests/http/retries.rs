@@ -11,28 +11,21 @@ use waha_client::{
     ApiKey, ClientConfig, NewSession, RetryConfig, SessionConfig, TextMessage, TransientCause,
     WahaApi, WahaClient, WahaError,
 };
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 use crate::support::*;
 
 #[tokio::test]
 async fn create_503_twice_then_201_succeeds() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(2)
-        .expect(2)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(json_response(201, session_json("s1", "STOPPED")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_first(&server, "POST /api/sessions", ResponseTemplate::new(503), 2).await;
+    mount(
+        &server,
+        "POST /api/sessions",
+        json_response(201, session_json("s1", "STOPPED")),
+        1,
+    )
+    .await;
     let created = client(&server)
         .create_session(&NewSession::new("s1", SessionConfig::default()))
         .await
@@ -44,20 +37,20 @@ async fn create_503_twice_then_201_succeeds() {
 #[tokio::test]
 async fn create_while_booting_400_then_201_succeeds() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(ResponseTemplate::new(400).set_body_string("Bad Request"))
-        .up_to_n_times(1)
-        .expect(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(json_response(201, session_json("s1", "STOPPED")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_first(
+        &server,
+        "POST /api/sessions",
+        ResponseTemplate::new(400).set_body_string("Bad Request"),
+        1,
+    )
+    .await;
+    mount(
+        &server,
+        "POST /api/sessions",
+        json_response(201, session_json("s1", "STOPPED")),
+        1,
+    )
+    .await;
     let created = client(&server)
         .create_session(&NewSession::new("s1", SessionConfig::default()))
         .await
@@ -68,19 +61,7 @@ async fn create_while_booting_400_then_201_succeeds() {
 #[tokio::test]
 async fn create_exists_is_not_retried() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(json_response(
-            422,
-            error_body(
-                422,
-                "Session 's1' already exists. Use PUT to update it.",
-                "Unprocessable Entity",
-            ),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(&server, "POST /api/sessions", already_exists("s1"), 1).await;
     let err = client(&server)
         .create_session(&NewSession::new("s1", SessionConfig::default()))
         .await
@@ -91,12 +72,7 @@ async fn create_exists_is_not_retried() {
 #[tokio::test]
 async fn send_text_is_not_repeated_once_it_may_have_arrived() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sendText"))
-        .respond_with(ResponseTemplate::new(503))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(&server, "POST /api/sendText", ResponseTemplate::new(503), 1).await;
     let err = client(&server)
         .send_text(&TextMessage::new("s1", "5511999999999@c.us", "hello"))
         .await
@@ -110,24 +86,20 @@ async fn send_text_is_not_repeated_once_it_may_have_arrived() {
 #[tokio::test]
 async fn probes_are_not_retried() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/ping"))
-        .respond_with(ResponseTemplate::new(503))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(&server, "GET /ping", ResponseTemplate::new(503), 1).await;
     assert!(client(&server).ping().await.is_err());
 }
 
 #[tokio::test]
 async fn retries_stop_at_max_retries() {
     let server = server().await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(ResponseTemplate::new(502))
-        .expect(4)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "GET /api/sessions/s1",
+        ResponseTemplate::new(502),
+        4,
+    )
+    .await;
     let api = client_with(
         &server,
         ClientConfig {
@@ -154,11 +126,12 @@ async fn retries_stop_at_max_retries() {
 #[tokio::test]
 async fn retries_stop_at_the_time_budget() {
     let server = server().await;
-    Mock::given(method("DELETE"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&server)
-        .await;
+    stub(
+        &server,
+        "DELETE /api/sessions/s1",
+        ResponseTemplate::new(503),
+    )
+    .await;
     let api = client_with(
         &server,
         ClientConfig {
@@ -187,19 +160,13 @@ async fn retries_stop_at_the_time_budget() {
 #[tokio::test]
 async fn validation_errors_are_not_retried() {
     let server = server().await;
-    Mock::given(method("PUT"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(json_response(
-            400,
-            error_body(
-                400,
-                json!(["config.proxy.server should not be empty"]),
-                "Bad Request",
-            ),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "PUT /api/sessions/s1",
+        bad_request(json!(["config.proxy.server should not be empty"])),
+        1,
+    )
+    .await;
     let err = client(&server)
         .update_session("s1", &SessionConfig::default())
         .await
@@ -212,13 +179,12 @@ async fn validation_errors_are_not_retried() {
 #[tokio::test]
 async fn the_time_budget_bounds_a_slow_attempt() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sessions"))
-        .respond_with(
-            json_response(201, session_json("s1", "STOPPED")).set_delay(Duration::from_secs(5)),
-        )
-        .mount(&server)
-        .await;
+    stub(
+        &server,
+        "POST /api/sessions",
+        json_response(201, session_json("s1", "STOPPED")).set_delay(Duration::from_secs(5)),
+    )
+    .await;
     let api = client_with(
         &server,
         ClientConfig {
@@ -270,15 +236,13 @@ impl Resolve for FailFirstLookup {
 #[tokio::test]
 async fn send_text_is_retried_when_the_connection_never_opened() {
     let server = server().await;
-    Mock::given(method("POST"))
-        .and(path("/api/sendText"))
-        .respond_with(json_response(
-            201,
-            json!({"id": "true_5511999999999@c.us_AAA"}),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "POST /api/sendText",
+        json_response(201, json!({"id": "true_5511999999999@c.us_AAA"})),
+        1,
+    )
+    .await;
     let resolver = Arc::new(FailFirstLookup {
         lookups: AtomicUsize::new(0),
     });

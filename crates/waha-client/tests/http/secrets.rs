@@ -8,8 +8,7 @@ use waha_client::{
     ApiKey, ClientConfig, CustomHeader, HmacKey, ProxyConfig, SessionConfig, SessionStatus,
     TransientCause, WahaApi, WahaClient, WahaError, WebhookConfig,
 };
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 use crate::support::*;
 
@@ -119,44 +118,28 @@ async fn client_config_and_errors_never_show_secrets() {
     echoed["config"] = serde_json::to_value(&config).unwrap();
 
     // WAHA echoes secrets in clear text; every error built from such answers must redact them.
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s500"))
-        .respond_with(json_response(500, echoed.clone()))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s503"))
-        .respond_with(
-            ResponseTemplate::new(503)
-                .set_body_string(format!("upstream said: WAHA_API_KEY={API_KEY}")),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s400"))
-        .respond_with(json_response(400, echoed.clone()))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s422"))
-        .respond_with(json_response(
-            422,
-            json!({"message": format!("odd {API_KEY}"), "config": echoed["config"]}),
-        ))
-        .mount(&server)
-        .await;
     let mut bad_password = echoed.clone();
     bad_password["config"]["proxy"]["password"] = json!(778_123_456);
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/decode"))
-        .respond_with(json_response(200, bad_password))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/ok"))
-        .respond_with(json_response(200, echoed))
-        .mount(&server)
-        .await;
+    for (name, answer) in [
+        ("s500", json_response(500, echoed.clone())),
+        (
+            "s503",
+            ResponseTemplate::new(503)
+                .set_body_string(format!("upstream said: WAHA_API_KEY={API_KEY}")),
+        ),
+        ("s400", json_response(400, echoed.clone())),
+        (
+            "s422",
+            json_response(
+                422,
+                json!({"message": format!("odd {API_KEY}"), "config": echoed["config"]}),
+            ),
+        ),
+        ("decode", json_response(200, bad_password)),
+        ("ok", json_response(200, echoed)),
+    ] {
+        stub(&server, format!("GET /api/sessions/{name}"), answer).await;
+    }
 
     let api = client_with(
         &server,
@@ -232,12 +215,13 @@ async fn decode_errors_never_quote_a_custom_header_value() {
     // A wrong type makes serde quote the value in its message.
     answer["config"] = json!({"webhooks": [{"url": "http://127.0.0.1:9/hook", "events": [],
         "customHeaders": [{"name": "X-Token", "value": 55_443_322}]}]});
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(json_response(200, answer))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "GET /api/sessions/s1",
+        json_response(200, answer),
+        1,
+    )
+    .await;
     let err = client(&server).get_session("s1").await.unwrap_err();
     let WahaError::Decode { path, .. } = &err else {
         panic!("expected Decode, got {err:?}");
@@ -251,18 +235,19 @@ async fn decode_errors_never_quote_a_custom_header_value() {
 async fn environment_answers_are_redacted_in_errors() {
     let server = server().await;
     // What `GET /api/server/environment` returns, here as the body of an unexpected answer.
-    Mock::given(method("GET"))
-        .and(path("/api/server/version"))
-        .respond_with(json_response(
+    mount(
+        &server,
+        "GET /api/server/version",
+        json_response(
             500,
             json!({"WAHA_API_KEY": API_KEY, "WAHA_DASHBOARD_PASSWORD": "dash-pw-1",
                    "WHATSAPP_SWAGGER_PASSWORD": "swag-pw-2",
                    "WHATSAPP_SESSIONS_POSTGRESQL_URL": "postgres://waha:db-pw-3@db:5432/waha",
                    "WHATSAPP_DEFAULT_ENGINE": "NOWEB"}),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+        ),
+        1,
+    )
+    .await;
     let err = client(&server).version().await.unwrap_err();
     let shown = format!("{err} | {err:?}");
     for secret in [API_KEY, "dash-pw-1", "swag-pw-2", "db-pw-3"] {
@@ -315,12 +300,13 @@ async fn decode_errors_never_quote_a_value_under_a_secret_parent() {
     for (name, config, _, _) in &cases {
         let mut answer = session_json(name, "WORKING");
         answer["config"] = config.clone();
-        Mock::given(method("GET"))
-            .and(path(format!("/api/sessions/{name}")))
-            .respond_with(json_response(200, answer))
-            .expect(1)
-            .mount(&server)
-            .await;
+        mount(
+            &server,
+            format!("GET /api/sessions/{name}"),
+            json_response(200, answer),
+            1,
+        )
+        .await;
     }
     let api = client(&server);
     for (name, _, expected_path, secret) in cases {
@@ -374,20 +360,20 @@ async fn retry_logs_carry_no_secret_and_no_body() {
     echoed["config"] = serde_json::to_value(secret_config()).unwrap();
     let mut unavailable = echoed.clone();
     unavailable["note"] = json!(format!("{BODY_MARKER} key={API_KEY}"));
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(json_response(503, unavailable))
-        .up_to_n_times(2)
-        .expect(2)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/sessions/s1"))
-        .respond_with(json_response(200, echoed))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_first(
+        &server,
+        "GET /api/sessions/s1",
+        json_response(503, unavailable),
+        2,
+    )
+    .await;
+    mount(
+        &server,
+        "GET /api/sessions/s1",
+        json_response(200, echoed),
+        1,
+    )
+    .await;
     let info = client(&server).get_session("s1").await.unwrap();
     assert_eq!(info.name, "s1");
 

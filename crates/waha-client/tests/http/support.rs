@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use waha_client::{ApiKey, ClientConfig, RetryConfig, WahaClient};
-use wiremock::matchers::any;
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::matchers::{any, method, path};
+use wiremock::{Mock, MockBuilder, MockServer, Request, Respond, ResponseTemplate};
 
 pub const API_KEY: &str = "test-api-key-5f1d";
 
@@ -84,6 +84,84 @@ pub fn session_json(name: &str, status: &str) -> Value {
 /// WAHA's error body.
 pub fn error_body(status: u16, message: impl Into<Value>, error: &str) -> Value {
     json!({"statusCode": status, "message": message.into(), "error": error})
+}
+
+/// WAHA's error response: `status` with its error body.
+fn error_response(status: u16, message: impl Into<Value>, error: &str) -> ResponseTemplate {
+    json_response(status, error_body(status, message, error))
+}
+
+/// 400 with WAHA's error body; `message` is a string or NestJS's list of messages.
+pub fn bad_request(message: impl Into<Value>) -> ResponseTemplate {
+    error_response(400, message, "Bad Request")
+}
+
+/// 404 with WAHA's error body.
+pub fn not_found(message: impl Into<Value>) -> ResponseTemplate {
+    error_response(404, message, "Not Found")
+}
+
+/// 422 with WAHA's error body.
+pub fn unprocessable(message: impl Into<Value>) -> ResponseTemplate {
+    error_response(422, message, "Unprocessable Entity")
+}
+
+/// WAHA's 422 to creating a session that exists.
+pub fn already_exists(name: &str) -> ResponseTemplate {
+    unprocessable(format!(
+        "Session '{name}' already exists. Use PUT to update it."
+    ))
+}
+
+/// WAHA's 422 to starting a session that runs.
+pub fn already_started(name: &str) -> ResponseTemplate {
+    unprocessable(format!("Session '{name}' is already started."))
+}
+
+/// A mock for `route`, written `"VERB /path"` (e.g. `"GET /api/sessions/s1"`): it matches that
+/// method and that path. Add matchers, then answer and mount it.
+pub fn on(route: impl AsRef<str>) -> MockBuilder {
+    let route = route.as_ref();
+    let (verb, route_path) = route
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("route {route:?} is not \"VERB /path\""));
+    Mock::given(method(verb)).and(path(route_path))
+}
+
+/// Answers `route` (`"VERB /path"`) with `response`, which must be asked exactly `times` times.
+pub async fn mount(
+    server: &MockServer,
+    route: impl AsRef<str>,
+    response: ResponseTemplate,
+    times: u64,
+) {
+    on(route)
+        .respond_with(response)
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+/// Answers the first `times` requests to `route` (`"VERB /path"`) with `response`, ahead of
+/// the route's other mocks, and expects exactly that many.
+pub async fn mount_first(
+    server: &MockServer,
+    route: impl AsRef<str>,
+    response: ResponseTemplate,
+    times: u64,
+) {
+    on(route)
+        .respond_with(response)
+        .up_to_n_times(times)
+        .expect(times)
+        .with_priority(1)
+        .mount(server)
+        .await;
+}
+
+/// Answers `route` (`"VERB /path"`) with `response` as often as asked, with no expected count.
+pub async fn stub(server: &MockServer, route: impl AsRef<str>, response: ResponseTemplate) {
+    on(route).respond_with(response).mount(server).await;
 }
 
 /// A 127.0.0.1 port with nothing listening.
