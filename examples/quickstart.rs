@@ -24,14 +24,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chipfleet::container_pool::{
-    self, ImageRef, InMemoryRuntime, LaunchSpec, LaunchedServer, PoolConfig, PoolEventKind,
-    ProcessLauncher, ServerHandle, TenantPool, WahaHealthProbe, keys_from_directory,
+    ImageRef, InMemoryRuntime, PoolConfig, PoolEventKind, TenantPool, WahaHealthProbe,
+    keys_from_directory,
 };
 use chipfleet::proxy_allocator::{
     AllocationPolicy, ChipProxyRequest, InMemoryLeaseStore, ProxyAllocator, StaticListSource,
@@ -41,10 +40,11 @@ use chipfleet::tenant_isolation::{
     PacerConfig, PlanLimits, QuotaLedger, SendPacer, SessionName, SlotKind, SystemClock,
     TenantDirectory, TenantId, TenantSecrets,
 };
+use chipfleet::waha_client::metadata;
 use chipfleet::waha_client::webhook::{EventPayload, MessageAck, WebhookEvent};
 use chipfleet::waha_client::{
-    HmacKey, ProxyConfig, SessionConfig, SessionStatus, TextMessage, WahaApi, WahaApiExt,
-    WahaClient, WebhookConfig,
+    HmacKey, SessionConfig, SessionStatus, TextMessage, WahaApi, WahaApiExt, WahaClient,
+    WebhookConfig,
 };
 use tokio::sync::mpsc;
 
@@ -69,7 +69,7 @@ async fn main() -> Result<(), BoxError> {
         "tenant {} created: status {:?}, limits {:?}, secrets {:?}",
         tenant.id, tenant.status, tenant.limits, tenant.secrets
     ));
-    let hmac_key = HmacKey::new(tenant.secrets.webhook_hmac_key.expose_secret());
+    let hmac_key = tenant.secrets.webhook_hmac_key.clone();
 
     // 2. Quota admission: two chips fit the plan, a third does not.
     let ledger = MemoryQuotaLedger::new(directory.clone(), Arc::new(SystemClock));
@@ -87,7 +87,9 @@ async fn main() -> Result<(), BoxError> {
     }
 
     // 3. The tenant's container, on the in-memory runtime (the embedded default).
-    let launcher = Arc::new(EmbeddedWaha::default());
+    // The embedded default's "containers": the WAHA simulator, in-process on 127.0.0.1 (the
+    // project's `waha_sim::SimLauncher`), configured by each container's environment.
+    let launcher = Arc::new(waha_sim::SimLauncher::new());
     let runtime = Arc::new(InMemoryRuntime::new(launcher.clone()));
     let mut config = PoolConfig::new(ImageRef::parse("devlikeapro/waha:latest")?);
     config.volumes = false;
@@ -175,21 +177,17 @@ async fn main() -> Result<(), BoxError> {
         let mut session_config = SessionConfig::default();
         session_config
             .metadata
-            .insert("tenant".into(), tenant_id.to_string());
+            .insert(metadata::TENANT.into(), tenant_id.to_string());
         session_config
             .metadata
-            .insert("chip".into(), chip.to_string());
-        let mut waha_proxy = ProxyConfig::new(proxy.server.clone());
-        if let (Some(user), Some(password)) = (&proxy.username, &proxy.password) {
-            waha_proxy = waha_proxy.with_credentials(user.clone(), password.expose());
-        }
-        session_config.proxy = Some(waha_proxy);
+            .insert(metadata::CHIP.into(), chip.to_string());
+        session_config.proxy = Some(proxy);
         session_config.webhooks.push(
             WebhookConfig::new(
                 webhook_url.clone(),
                 ["session.status", "message", "message.ack"],
             )
-            .signed_with(hmac_key.clone())?,
+            .signed_with(hmac_key.clone()),
         );
         let created = waha.ensure_session(name.as_str(), &session_config).await?;
         let repeated = waha.ensure_session(name.as_str(), &session_config).await?;
@@ -261,9 +259,11 @@ async fn main() -> Result<(), BoxError> {
                     let index = chips.iter().position(|c| c == &routed.chip).unwrap_or(0);
                     let phone: String =
                         phones[index].chars().filter(char::is_ascii_digit).collect();
+                    // The simulated phone: the in-process simulator of this tenant's container.
                     launcher
-                        .scan(&endpoint.base_url, &endpoint.api_key, name.as_str(), &phone)
-                        .await?;
+                        .control(&endpoint.container_name)
+                        .ok_or("the tenant's simulator is not running")?
+                        .scan_as(name.as_str(), waha_sim::Me::phone(&phone, "Acme"))?;
                     say(format!("a phone scanned the QR of {}", routed.chip));
                 }
                 SessionStatus::Working => {
@@ -378,8 +378,8 @@ async fn receive(
         Err(refused) => return (StatusCode::UNPROCESSABLE_ENTITY, refused.to_string()),
     };
     let (tenant, chip) = name.into_parts();
-    if event.metadata.get("tenant").map(String::as_str) != Some(tenant.as_str())
-        || event.metadata.get("chip").map(String::as_str) != Some(chip.as_str())
+    if event.metadata.get(metadata::TENANT).map(String::as_str) != Some(tenant.as_str())
+        || event.metadata.get(metadata::CHIP).map(String::as_str) != Some(chip.as_str())
     {
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -418,68 +418,4 @@ async fn post_webhook(url: &str, body: &[u8], signature: Option<&str>) -> Result
     let response = request.send().await?;
     let status = response.status();
     Ok(format!("{}: {}", status.as_u16(), response.text().await?))
-}
-
-/// The embedded default's "containers": the WAHA simulator, in-process on 127.0.0.1.
-#[derive(Default)]
-struct EmbeddedWaha {
-    http: reqwest::Client,
-}
-
-struct RunningWaha(waha_sim::RunningSimulator);
-
-#[async_trait]
-impl ServerHandle for RunningWaha {
-    async fn stop(self: Box<Self>) {
-        self.0.shutdown().await
-    }
-}
-
-#[async_trait]
-impl ProcessLauncher for EmbeddedWaha {
-    async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchedServer, container_pool::Error> {
-        let failed = |reason: String| container_pool::Error::StartFailed {
-            container: spec.name.clone(),
-            reason,
-        };
-        let key = spec
-            .env_value("WAHA_API_KEY")
-            .ok_or_else(|| failed("the container spec carries no WAHA_API_KEY".into()))?;
-        let sim = waha_sim::Simulator::builder()
-            .api_key(key)
-            .worker_id(spec.env_value("WAHA_WORKER_ID").unwrap_or(&spec.name))
-            .start()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let url = sim.url().parse().map_err(|e| failed(format!("{e}")))?;
-        Ok(LaunchedServer {
-            url,
-            handle: Box::new(RunningWaha(sim)),
-        })
-    }
-}
-
-impl EmbeddedWaha {
-    /// A phone scans the session's QR, through the simulator's control API (the same call a
-    /// test makes against a simulator running in a container).
-    async fn scan(
-        &self,
-        base: &url::Url,
-        key: &chipfleet::waha_client::ApiKey,
-        session: &str,
-        phone: &str,
-    ) -> Result<(), BoxError> {
-        let url = base.join(&format!("_sim/sessions/{session}/scan"))?;
-        let response = self
-            .http
-            .post(url)
-            .header("X-Api-Key", key.expose_secret())
-            .json(&serde_json::json!({ "id": format!("{phone}@c.us"), "pushName": "Acme" }))
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            return Err(format!("scan refused: {}", response.status()).into());
-        }
-        Ok(())
-    }
 }

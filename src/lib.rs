@@ -7,6 +7,7 @@
 //!
 //! | feature | crate | what it holds |
 //! |---|---|---|
+//! | (always) | [`fleet_vocab`] | the shared vocabulary: secret types, the clock, webhook metadata keys |
 //! | `waha-client` | [`waha_client`] | typed WAHA HTTP client, webhook types, HMAC verification |
 //! | `tenant-isolation` | [`tenant_isolation`] | tenant ids, session names, quotas, rate limits, PostgreSQL RLS |
 //! | `container-pool` | [`container_pool`] | one WAHA container per tenant (Docker, Swarm, in-memory) |
@@ -14,6 +15,8 @@
 //! | `session-supervisor` | [`session_supervisor`] | the controller: lifecycle, reconcile, webhooks, events |
 //!
 //! See the repository's `README.md` for the status of each crate.
+
+pub use fleet_vocab;
 
 #[cfg(feature = "waha-client")]
 pub use waha_client;

@@ -22,9 +22,9 @@ use container_pool::{
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
-/// Records when each launched simulator became ready.
+/// Records when each launched simulator became ready (around waha-sim's launcher).
 struct TimedLauncher {
-    inner: support::SimLauncher,
+    inner: waha_sim::SimLauncher,
     delay: Duration,
     ready_at: Mutex<Option<Instant>>,
 }
@@ -40,7 +40,7 @@ impl ProcessLauncher for TimedLauncher {
 
 fn pool(delay: Duration) -> (TenantPool, Arc<TimedLauncher>) {
     let launcher = Arc::new(TimedLauncher {
-        inner: support::SimLauncher::new(),
+        inner: waha_sim::SimLauncher::new(),
         delay,
         ready_at: Mutex::new(None),
     });

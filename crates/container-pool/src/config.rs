@@ -6,12 +6,23 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_vocab::{Clock, SystemClock};
+
 use crate::{
     Engine, EnvVar, Error, ImageRef, KeyFingerprintSecret, Placement, PortAllocationStore,
     RESERVED_ENV_NAMES, RestartPolicy, SizingPolicy,
 };
 
 /// How the pool addresses tenant containers.
+///
+/// Which one suits where (see `docs/container-pool.md`):
+/// - [`NetworkName`](Self::NetworkName): production on one host, the host application in a
+///   container on the same network; no port cap.
+/// - [`NetworkIp`](Self::NetworkIp) or [`HostPort`](Self::HostPort): a host application that
+///   runs outside Docker.
+/// - [`HostNetwork`](Self::HostNetwork): tests and single-host setups whose containers must
+///   reach services on the host's loopback (a webhook receiver on `127.0.0.1`); no network
+///   isolation between containers.
 #[derive(Clone)]
 pub enum AddressingPolicy {
     /// By container name on a user-defined network (the default, network `chipfleet`): no host
@@ -33,7 +44,40 @@ pub enum AddressingPolicy {
         /// Which host ports.
         ports: HostPorts,
     },
+    /// On the host's network (Docker's `host` network, no network namespace of its own): each
+    /// container's server listens on `bind` at its own port from `range`, allocated like
+    /// [`HostPorts::Range`] (kept in `store`, so a re-created container keeps it; ports
+    /// another process already listens on are skipped). The container shares the host's
+    /// loopback, so its webhooks reach a receiver on `127.0.0.1`; the pool reaches it at
+    /// `http://<bind>:<port>` (`127.0.0.1` when `bind` is unspecified).
+    ///
+    /// The port and address reach the server through the environment: `PORT` and
+    /// `WHATSAPP_API_PORT` (WAHA reads either) and `SIM_HOST` (the `waha-sim` image's listening
+    /// address; WAHA documents no such variable, so assume a real WAHA container listens on
+    /// every interface: its port is then open on all the host's addresses, guarded by its API
+    /// key only).
+    /// [`PoolConfig::validate`] rejects these names in [`extra_env`](PoolConfig::extra_env).
+    ///
+    /// For tests and single-host setups only: containers are not isolated from each other or
+    /// from the host's services. Not supported by the Swarm runtime
+    /// ([`Error::InvalidConfig`] from `create`).
+    HostNetwork {
+        /// The address each server listens on (`127.0.0.1` from
+        /// [`loopback_host_network`](AddressingPolicy::loopback_host_network)).
+        bind: IpAddr,
+        /// The ports the pool may use.
+        range: RangeInclusive<u16>,
+        /// Where allocations persist.
+        store: Arc<dyn PortAllocationStore>,
+    },
 }
+
+/// The variables that tell a host-network container its port (WAHA reads `WHATSAPP_API_PORT`
+/// and `PORT`, the simulator `PORT`).
+pub(crate) const HOST_NETWORK_PORT_VARS: [&str; 2] = ["PORT", "WHATSAPP_API_PORT"];
+
+/// The variable that tells the `waha-sim` image the address to listen on.
+pub(crate) const HOST_NETWORK_BIND_VAR: &str = "SIM_HOST";
 
 /// Which host ports [`AddressingPolicy::HostPort`] uses.
 #[derive(Clone)]
@@ -78,6 +122,11 @@ impl fmt::Debug for AddressingPolicy {
                 .field("bind", bind)
                 .field("ports", ports)
                 .finish(),
+            Self::HostNetwork { bind, range, .. } => f
+                .debug_struct("HostNetwork")
+                .field("bind", bind)
+                .field("range", range)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -88,6 +137,39 @@ impl AddressingPolicy {
         Self::HostPort {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             ports: HostPorts::Ephemeral,
+        }
+    }
+
+    /// [`HostNetwork`](Self::HostNetwork) with every server listening on `127.0.0.1`, on a port
+    /// from `range` kept in `store`.
+    pub fn loopback_host_network(
+        range: RangeInclusive<u16>,
+        store: Arc<dyn PortAllocationStore>,
+    ) -> Self {
+        Self::HostNetwork {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            range,
+            store,
+        }
+    }
+
+    /// The range and store of the modes that allocate host ports from one
+    /// ([`HostPorts::Range`], [`HostNetwork`](Self::HostNetwork)).
+    pub(crate) fn port_allocation(
+        &self,
+    ) -> Option<(&RangeInclusive<u16>, &Arc<dyn PortAllocationStore>)> {
+        match self {
+            Self::HostPort {
+                ports: HostPorts::Range { range, store },
+                ..
+            }
+            | Self::HostNetwork { range, store, .. } => Some((range, store)),
+            Self::HostPort {
+                ports: HostPorts::Ephemeral,
+                ..
+            }
+            | Self::NetworkName { .. }
+            | Self::NetworkIp { .. } => None,
         }
     }
 }
@@ -175,6 +257,9 @@ pub struct PoolConfig {
     /// The HMAC secret of the key-fingerprint label. Default `None`: each pool draws a random
     /// one (see [`KeyFingerprintSecret`] for why a deployment should set a shared one).
     pub key_fingerprint_secret: Option<KeyFingerprintSecret>,
+    /// The clock idle times are measured with (the workspace's one [`Clock`]). Default
+    /// [`SystemClock`]; tests inject a `ManualClock` to reach the idle TTL without sleeping.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl PoolConfig {
@@ -202,14 +287,17 @@ impl PoolConfig {
             idle_ttl: Duration::from_secs(30 * 60),
             idle_action: IdleAction::default(),
             key_fingerprint_secret: None,
+            clock: Arc::new(SystemClock),
         }
     }
 
     /// Checks the values that have no meaningful zero or empty form, and those that cannot
     /// work: a name prefix that is not a valid start of a container name, an empty network
-    /// name, a bad or reserved [`extra_env`](Self::extra_env) variable, limits too large for a
-    /// container runtime (see [`SizingPolicy::try_resources`]) and an auto-start stagger whose
-    /// `base + spread` overflows. All are [`Error::InvalidConfig`].
+    /// name, an empty host port range or one starting at 0, a bad or reserved
+    /// [`extra_env`](Self::extra_env) variable (with [`AddressingPolicy::HostNetwork`] also the
+    /// variables that carry its port and address), limits too large for a container runtime
+    /// (see [`SizingPolicy::try_resources`]) and an auto-start stagger whose `base + spread`
+    /// overflows. All are [`Error::InvalidConfig`].
     pub fn validate(&self) -> Result<Placement, Error> {
         let name_ok = |s: &str| {
             !s.is_empty()
@@ -235,25 +323,35 @@ impl PoolConfig {
                 "startup_deadline, poll_interval and probe_timeout must be positive".into(),
             ));
         }
-        match &self.addressing {
-            AddressingPolicy::NetworkName { network } | AddressingPolicy::NetworkIp { network }
-                if network.is_empty() =>
-            {
-                return Err(Error::InvalidConfig(
-                    "the addressing network name must not be empty".into(),
-                ));
-            }
-            AddressingPolicy::HostPort {
-                ports: HostPorts::Range { range, .. },
-                ..
-            } if range.is_empty() || *range.start() == 0 => {
-                return Err(Error::InvalidConfig(format!(
-                    "invalid host port range {range:?}"
-                )));
-            }
-            _ => {}
+        if let AddressingPolicy::NetworkName { network } | AddressingPolicy::NetworkIp { network } =
+            &self.addressing
+            && network.is_empty()
+        {
+            return Err(Error::InvalidConfig(
+                "the addressing network name must not be empty".into(),
+            ));
+        }
+        if let Some((range, _)) = self.addressing.port_allocation()
+            && (range.is_empty() || *range.start() == 0)
+        {
+            return Err(Error::InvalidConfig(format!(
+                "invalid host port range {range:?}"
+            )));
         }
         validate_extra_env(&self.extra_env)?;
+        if matches!(self.addressing, AddressingPolicy::HostNetwork { .. })
+            && let Some(var) = self.extra_env.iter().find(|var| {
+                HOST_NETWORK_PORT_VARS.contains(&var.name.as_str())
+                    || var.name == HOST_NETWORK_BIND_VAR
+            })
+        {
+            return Err(Error::InvalidConfig(format!(
+                "extra_env must not set `{}` with host-network addressing: the pool sets {} and {} to the container's port and address",
+                var.name,
+                HOST_NETWORK_PORT_VARS.join(", "),
+                HOST_NETWORK_BIND_VAR
+            )));
+        }
         self.sizing
             .try_resources(self.engine, self.sessions_per_container)?;
         self.auto_start.max_delay_secs()?;
@@ -374,6 +472,35 @@ mod tests {
             EnvVar::plain("WAHA_LOG_LEVEL", "debug"),
             EnvVar::secret("WAHA_DASHBOARD_PASSWORD", "hunter2-dashboard"),
         ];
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn host_network_needs_a_usable_range_and_owns_its_listen_variables() {
+        let store: Arc<dyn PortAllocationStore> = Arc::new(crate::InMemoryPortStore::new());
+        let mut c = config();
+        c.addressing = AddressingPolicy::loopback_host_network(4100..=4199, store.clone());
+        c.validate().unwrap();
+        let text = format!("{:?}", c.addressing);
+        assert!(
+            text.contains("HostNetwork") && text.contains("127.0.0.1"),
+            "{text}"
+        );
+        #[allow(clippy::reversed_empty_ranges)]
+        let bad_ranges = [0..=10, 10..=9];
+        for range in bad_ranges {
+            c.addressing = AddressingPolicy::loopback_host_network(range, store.clone());
+            assert!(invalid(&c).contains("port range"));
+        }
+        c.addressing = AddressingPolicy::loopback_host_network(4100..=4199, store.clone());
+        for name in ["PORT", "WHATSAPP_API_PORT", "SIM_HOST"] {
+            c.extra_env = vec![EnvVar::plain(name, "1")];
+            let msg = invalid(&c);
+            assert!(msg.contains(name) && msg.contains("host-network"), "{msg}");
+        }
+        // Other modes leave them to the caller, as before.
+        c.addressing = AddressingPolicy::loopback_ephemeral();
+        c.extra_env = vec![EnvVar::plain("SIM_HOST", "127.0.0.1")];
         c.validate().unwrap();
     }
 

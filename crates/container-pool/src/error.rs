@@ -1,10 +1,13 @@
 //! The crate's one error type.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tenant_isolation::TenantId;
 
 /// Everything that can go wrong in a runtime, the pool or a port store.
 ///
-/// Each variant says what the caller can do about it; [`Error::is_transient`] is the one place
+/// Each variant says what the caller can do about it; [`Error::is_retryable`] is the one place
 /// that decides whether retrying the same call later can help. No variant ever carries a
 /// secret: API keys travel only in the container's environment.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -118,13 +121,18 @@ pub enum Error {
     /// The configuration or an argument is invalid; fix it, retrying does not help.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
-    /// The tenant's secrets could not be read (unknown tenant, store down).
-    #[error("secrets of tenant `{tenant}` unavailable: {reason}")]
-    TenantSecrets {
+    /// The tenant directory could not answer for this tenant (unknown tenant, store down, pool
+    /// time-out). The directory's error is kept as the source, and
+    /// [`is_retryable`](Error::is_retryable) is its answer. It never carries a secret. (The
+    /// source is shared, so that this error stays `Clone`: downcast it to
+    /// `Arc<tenant_isolation::Error>`.)
+    #[error("tenant directory failed for tenant `{tenant}`: {source}")]
+    TenantDirectory {
         /// The tenant.
-        tenant: String,
-        /// Why (never the secret itself).
-        reason: String,
+        tenant: TenantId,
+        /// What the directory said.
+        #[source]
+        source: Arc<tenant_isolation::Error>,
     },
     /// The container runtime could not be reached (socket missing, daemon down, timeout).
     /// Transient: retry later.
@@ -145,15 +153,19 @@ pub enum Error {
 
 impl Error {
     /// Whether the same call may succeed later without anyone changing anything: the runtime
-    /// was unreachable, or the container was not ready in time.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::RuntimeUnavailable(_)
-                | Self::StartupTimeout { .. }
-                | Self::Conflict { .. }
-                | Self::EventsLagged { .. }
-        )
+    /// was unreachable, the container was not ready in time, or the tenant directory's own
+    /// error is retryable (a pool time-out, a lost connection).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::TenantDirectory { source, .. } => source.is_retryable(),
+            _ => matches!(
+                self,
+                Self::RuntimeUnavailable(_)
+                    | Self::StartupTimeout { .. }
+                    | Self::Conflict { .. }
+                    | Self::EventsLagged { .. }
+            ),
+        }
     }
 
     /// A short, stable name of the variant, for metrics labels and progress events.
@@ -170,7 +182,7 @@ impl Error {
             Self::Conflict { .. } => "conflict",
             Self::PortsExhausted { .. } => "ports_exhausted",
             Self::InvalidConfig(_) => "invalid_config",
-            Self::TenantSecrets { .. } => "tenant_secrets",
+            Self::TenantDirectory { .. } => "tenant_directory",
             Self::RuntimeUnavailable(_) => "runtime_unavailable",
             Self::Runtime { .. } => "runtime",
             Self::PortStore(_) => "port_store",

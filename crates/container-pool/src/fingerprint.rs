@@ -75,12 +75,15 @@ mod tests {
     fn fingerprints_are_keyed_stable_and_reveal_nothing() {
         let a = KeyFingerprintSecret::new([1u8; 32]).unwrap();
         let b = KeyFingerprintSecret::new([2u8; 32]).unwrap();
-        let key = ApiKey::new("tenant-key-0123456789");
+        let key = ApiKey::new("tenant-key-0123456789").unwrap();
         let fp = a.fingerprint(&key);
         assert_eq!(fp.len(), 32);
         assert_eq!(fp, a.fingerprint(&key), "stable");
         assert_ne!(fp, b.fingerprint(&key), "keyed by the secret");
-        assert_ne!(fp, a.fingerprint(&ApiKey::new("tenant-key-rotated")));
+        assert_ne!(
+            fp,
+            a.fingerprint(&ApiKey::new("tenant-key-rotated").unwrap())
+        );
         assert!(!fp.contains("tenant-key"));
         assert_eq!(format!("{a:?}"), "KeyFingerprintSecret(<redacted>)");
         assert!(KeyFingerprintSecret::new([0u8; 8]).is_err());

@@ -9,9 +9,9 @@
 //! The pool drives a [`ContainerRuntime`]: [`InMemoryRuntime`] (always compiled; runs servers
 //! in-process through a [`ProcessLauncher`]), `DockerRuntime` (feature `docker`) or
 //! `SwarmRuntime` (feature `swarm`: tenant containers as Swarm services, for fleets that
-//! outgrow one host). Here the in-memory runtime runs the project's WAHA simulator in-process,
-//! so the readiness gate talks
-//! real HTTP:
+//! outgrow one host). Here the in-memory runtime runs the project's WAHA simulator in-process
+//! (`waha_sim::SimLauncher`, from the unpublished `waha-sim` crate, a dev-dependency of this
+//! one: a host passes its own [`ProcessLauncher`]), so the readiness gate talks real HTTP:
 //!
 //! ```
 //! use std::sync::Arc;
@@ -19,38 +19,19 @@
 //! use async_trait::async_trait;
 //! use container_pool::*;
 //!
-//! /// Starts a WAHA-compatible simulator on 127.0.0.1 for each "container".
-//! struct Simulators;
-//! struct Running(waha_sim::RunningSimulator);
-//!
-//! #[async_trait]
-//! impl ServerHandle for Running {
-//!     async fn stop(self: Box<Self>) { self.0.shutdown().await }
-//! }
-//!
-//! #[async_trait]
-//! impl ProcessLauncher for Simulators {
-//!     async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchedServer, Error> {
-//!         let key = spec.env_value("WAHA_API_KEY").unwrap_or_default();
-//!         let sim = waha_sim::Simulator::builder().api_key(key).start().await
-//!             .map_err(|e| Error::StartFailed { container: spec.name.clone(), reason: e.to_string() })?;
-//!         let url = sim.url().parse().expect("the simulator's URL");
-//!         Ok(LaunchedServer { url, handle: Box::new(Running(sim)) })
-//!     }
-//! }
-//!
 //! /// Every tenant's container key (a real host passes its `TenantDirectory`).
 //! struct Keys;
 //! #[async_trait]
 //! impl TenantKeys for Keys {
 //!     async fn container_api_key(&self, tenant: &TenantId) -> Result<ApiKey, Error> {
-//!         Ok(ApiKey::new(format!("key-of-{tenant}-0123456789")))
+//!         Ok(ApiKey::new(format!("key-of-{tenant}-0123456789")).unwrap())
 //!     }
 //! }
 //!
 //! # #[tokio::main(flavor = "multi_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let runtime = Arc::new(InMemoryRuntime::new(Arc::new(Simulators)));
+//! // One WAHA simulator per "container", on 127.0.0.1, configured by its environment.
+//! let runtime = Arc::new(InMemoryRuntime::new(Arc::new(waha_sim::SimLauncher::new())));
 //! let probe = Arc::new(WahaHealthProbe::new(Duration::from_secs(2))?);
 //! let mut config = PoolConfig::new(ImageRef::parse("devlikeapro/waha:latest")?);
 //! config.volumes = false;
@@ -92,6 +73,7 @@ pub use endpoint::TenantEndpoint;
 pub use error::Error;
 pub use events::{PoolEvent, PoolEventKind, ReadinessCheck};
 pub use fingerprint::KeyFingerprintSecret;
+pub use fleet_vocab::{Clock, ManualClock, SystemClock};
 pub use labels::LabelSelector;
 pub use placement::Placement;
 pub use pool::{

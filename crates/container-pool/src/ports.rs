@@ -1,10 +1,14 @@
-//! Host-port allocation for [`HostPorts::Range`](crate::HostPorts::Range).
+//! Host-port allocation for [`HostPorts::Range`](crate::HostPorts::Range) and
+//! [`AddressingPolicy::HostNetwork`](crate::AddressingPolicy::HostNetwork).
 //!
 //! Each container (by name) owns one port from the configured range for as long as it exists:
 //! re-creating a tenant's container keeps its port, so whatever points at it stays valid. The
-//! allocation survives pool restarts when the store does ([`FilePortStore`]).
+//! allocation survives pool restarts when the store does ([`FilePortStore`]). For host-network
+//! containers, which bind their port themselves, ports another process already holds are
+//! skipped ([`PortAllocationStore::allocate_unbound`]).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +25,26 @@ pub trait PortAllocationStore: Send + Sync {
     /// [`Error::PortsExhausted`] when none is free.
     async fn allocate(&self, owner: &str, range: RangeInclusive<u16>) -> Result<u16, Error>;
 
+    /// Like [`allocate`](Self::allocate), but skips every port a socket on this host already
+    /// holds on `bind` (a listener could not be bound there now), the one `owner` holds
+    /// included: an owner whose port was taken meanwhile moves to the lowest usable free port.
+    /// For containers that bind their port on the host themselves (host-network addressing),
+    /// which would otherwise fail to start. Only "address in use" counts as taken; an address
+    /// this host does not have is left to the container to report.
+    ///
+    /// The provided implementation (for stores that predate this method) allocates as
+    /// [`allocate`](Self::allocate) does, without the check; [`InMemoryPortStore`] and
+    /// [`FilePortStore`] check.
+    async fn allocate_unbound(
+        &self,
+        owner: &str,
+        range: RangeInclusive<u16>,
+        bind: IpAddr,
+    ) -> Result<u16, Error> {
+        let _ = bind;
+        self.allocate(owner, range).await
+    }
+
     /// Frees `owner`'s port; freeing an owner without one succeeds.
     async fn release(&self, owner: &str) -> Result<(), Error>;
 
@@ -29,28 +53,46 @@ pub trait PortAllocationStore: Send + Sync {
 }
 
 /// The port `owner` holds in `table`, or the lowest free one of `range` (what
-/// [`PortAllocationStore::allocate`] picks), without recording it.
+/// [`PortAllocationStore::allocate`] picks), without recording it. A port `taken` says is held
+/// outside the table is skipped, `owner`'s own included (pass `|_| false` to skip none).
 pub(crate) fn pick(
     table: &BTreeMap<String, u16>,
     owner: &str,
     range: &RangeInclusive<u16>,
+    taken: impl Fn(u16) -> bool,
 ) -> Result<u16, Error> {
     if range.is_empty() {
         return Err(Error::InvalidConfig(format!(
             "empty host port range {range:?}"
         )));
     }
-    if let Some(port) = table.get(owner) {
-        return Ok(*port);
+    if let Some(&port) = table.get(owner)
+        && !taken(port)
+    {
+        return Ok(port);
     }
-    let used: std::collections::HashSet<u16> = table.values().copied().collect();
+    let used: std::collections::HashSet<u16> = table
+        .iter()
+        .filter(|(holder, _)| holder.as_str() != owner)
+        .map(|(_, port)| *port)
+        .collect();
     range
         .clone()
-        .find(|p| !used.contains(p))
+        .find(|p| !used.contains(p) && !taken(*p))
         .ok_or(Error::PortsExhausted {
             first: *range.start(),
             last: *range.end(),
         })
+}
+
+/// Whether a socket on this host already holds `port` on `bind`: binding a listener there
+/// fails with "address in use" (the listener is closed at once). Any other failure (an address
+/// this host does not have, a privileged port) does not count.
+pub(crate) fn is_bound(bind: IpAddr, port: u16) -> bool {
+    matches!(
+        std::net::TcpListener::bind((bind, port)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse
+    )
 }
 
 /// Allocations in memory; lost when the process ends.
@@ -64,15 +106,34 @@ impl InMemoryPortStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    async fn allocate_skipping(
+        &self,
+        owner: &str,
+        range: RangeInclusive<u16>,
+        taken: impl Fn(u16) -> bool,
+    ) -> Result<u16, Error> {
+        let mut table = self.table.lock().await;
+        let port = pick(&table, owner, &range, taken)?;
+        table.insert(owner.to_owned(), port);
+        Ok(port)
+    }
 }
 
 #[async_trait]
 impl PortAllocationStore for InMemoryPortStore {
     async fn allocate(&self, owner: &str, range: RangeInclusive<u16>) -> Result<u16, Error> {
-        let mut table = self.table.lock().await;
-        let port = pick(&table, owner, &range)?;
-        table.insert(owner.to_owned(), port);
-        Ok(port)
+        self.allocate_skipping(owner, range, |_| false).await
+    }
+
+    async fn allocate_unbound(
+        &self,
+        owner: &str,
+        range: RangeInclusive<u16>,
+        bind: IpAddr,
+    ) -> Result<u16, Error> {
+        self.allocate_skipping(owner, range, move |port| is_bound(bind, port))
+            .await
     }
 
     async fn release(&self, owner: &str) -> Result<(), Error> {
@@ -105,6 +166,22 @@ impl FilePortStore {
             path: path.into(),
             lock: Mutex::new(()),
         }
+    }
+
+    async fn allocate_skipping(
+        &self,
+        owner: &str,
+        range: RangeInclusive<u16>,
+        taken: impl Fn(u16) -> bool,
+    ) -> Result<u16, Error> {
+        let _guard = self.lock.lock().await;
+        let mut table = self.load().await?;
+        let port = pick(&table, owner, &range, taken)?;
+        if table.get(owner) != Some(&port) {
+            table.insert(owner.to_owned(), port);
+            self.save(&table).await?;
+        }
+        Ok(port)
     }
 
     async fn load(&self) -> Result<BTreeMap<String, u16>, Error> {
@@ -166,15 +243,17 @@ fn sync_parent(_: &Path) -> std::io::Result<()> {
 #[async_trait]
 impl PortAllocationStore for FilePortStore {
     async fn allocate(&self, owner: &str, range: RangeInclusive<u16>) -> Result<u16, Error> {
-        let _guard = self.lock.lock().await;
-        let mut table = self.load().await?;
-        if let Some(port) = table.get(owner) {
-            return Ok(*port);
-        }
-        let port = pick(&table, owner, &range)?;
-        table.insert(owner.to_owned(), port);
-        self.save(&table).await?;
-        Ok(port)
+        self.allocate_skipping(owner, range, |_| false).await
+    }
+
+    async fn allocate_unbound(
+        &self,
+        owner: &str,
+        range: RangeInclusive<u16>,
+        bind: IpAddr,
+    ) -> Result<u16, Error> {
+        self.allocate_skipping(owner, range, move |port| is_bound(bind, port))
+            .await
     }
 
     async fn release(&self, owner: &str) -> Result<(), Error> {
@@ -226,6 +305,77 @@ mod tests {
     #[tokio::test]
     async fn in_memory_store_allocates_lowest_free_sticky_ports() {
         exercise(&InMemoryPortStore::new()).await;
+    }
+
+    /// A loopback port held by the returned listener whose neighbour above was free when
+    /// looked at.
+    fn held_port_with_a_free_neighbour() -> (std::net::TcpListener, u16) {
+        for _ in 0..100 {
+            let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = held.local_addr().unwrap().port();
+            let Some(next) = port.checked_add(1) else {
+                continue;
+            };
+            if std::net::TcpListener::bind(("127.0.0.1", next)).is_ok() {
+                return (held, port);
+            }
+        }
+        panic!("found no two adjacent loopback ports");
+    }
+
+    async fn skips_bound_ports(store: &dyn PortAllocationStore) {
+        let lo = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let (held, port) = held_port_with_a_free_neighbour();
+        let next = port + 1;
+        assert!(is_bound(lo, port) && !is_bound(lo, next));
+        // A new owner skips the port a listener holds...
+        let unbound = store.allocate_unbound("x", port..=next, lo).await.unwrap();
+        assert_eq!(unbound, next);
+        // ...plain `allocate` (published ports, bound by the runtime) does not look.
+        assert_eq!(store.allocate("w", port..=next).await.unwrap(), port);
+        // An owner whose port is taken looks for another; with none free: exhausted, and the
+        // allocations are left as they were.
+        assert!(matches!(
+            store.allocate_unbound("w", port..=next, lo).await,
+            Err(Error::PortsExhausted { first, last }) if first == port && last == next
+        ));
+        let all = store.allocations().await.unwrap();
+        assert_eq!((all["w"], all["x"]), (port, next));
+        // With one free, it moves there.
+        store.release("x").await.unwrap();
+        assert_eq!(
+            store.allocate_unbound("w", port..=next, lo).await.unwrap(),
+            next
+        );
+        assert_eq!(
+            store.allocations().await.unwrap(),
+            BTreeMap::from([("w".to_owned(), next)])
+        );
+        // A port nobody holds any more is usable again.
+        drop(held);
+        assert_eq!(
+            store.allocate_unbound("v", port..=next, lo).await.unwrap(),
+            port
+        );
+    }
+
+    #[tokio::test]
+    async fn in_memory_store_skips_ports_a_socket_holds_when_asked() {
+        skips_bound_ports(&InMemoryPortStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn file_store_skips_ports_a_socket_holds_when_asked() {
+        let path = std::env::temp_dir().join(format!(
+            "container-pool-unbound-ports-{}.json",
+            std::process::id()
+        ));
+        let _ = tokio::fs::remove_file(&path).await;
+        skips_bound_ports(&FilePortStore::new(&path)).await;
+        // What it allocated was persisted.
+        let reopened = FilePortStore::new(&path).allocations().await.unwrap();
+        assert_eq!(reopened.len(), 2, "{reopened:?}");
+        tokio::fs::remove_file(&path).await.unwrap();
     }
 
     #[tokio::test]

@@ -18,6 +18,28 @@ pub enum ProbeError {
     /// started with a rotated key).
     #[error("the server refused the API key (HTTP 401/403)")]
     Unauthorized,
+    /// The probe cannot even be sent: the URL or the key cannot be used (for example a key
+    /// that is not a valid HTTP header value, a URL with a query). Polling cannot fix it: the pool stops at once
+    /// with [`Error::InvalidConfig`](crate::Error::InvalidConfig). The message carries no
+    /// secret.
+    #[error("the probe cannot be sent: {0}")]
+    Misconfigured(String),
+}
+
+impl ProbeError {
+    /// A short, stable name of the variant, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotReady(_) => "not_ready",
+            Self::Unauthorized => "unauthorized",
+            Self::Misconfigured(_) => "misconfigured",
+        }
+    }
+
+    /// Whether polling again can help: only for [`ProbeError::NotReady`].
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::NotReady(_))
+    }
 }
 
 /// The last readiness check: an authenticated HTTP request to the container.
@@ -71,7 +93,7 @@ impl ReadinessProbe for WahaHealthProbe {
             self.config.clone(),
             self.http.clone(),
         )
-        .map_err(|e| ProbeError::NotReady(e.to_string()))?;
+        .map_err(|e| ProbeError::Misconfigured(e.to_string()))?;
         match client.health().await {
             Ok(_) => Ok(()),
             Err(WahaError::Unauthorized { .. }) => Err(ProbeError::Unauthorized),
@@ -120,7 +142,7 @@ mod tests {
         ))
         .await;
         let probe = WahaHealthProbe::new(Duration::from_secs(2)).unwrap();
-        let key = ApiKey::new("probe-key-0123456789");
+        let key = ApiKey::new("probe-key-0123456789").unwrap();
         let result = probe.probe(&probed, &key).await;
         assert!(
             matches!(result, Err(ProbeError::NotReady(_))),
@@ -139,5 +161,23 @@ mod tests {
             stolen.is_empty(),
             "the redirect target was asked: {stolen:?}"
         );
+    }
+
+    /// A URL the client refuses (here one with a query) makes the probe unsendable: a
+    /// permanent `Misconfigured`, not a `NotReady` the pool would poll until its deadline.
+    /// Nothing is sent, and the key is not in the message.
+    #[tokio::test]
+    async fn an_unusable_url_is_misconfigured_not_not_ready() {
+        let (mut probed, asked) =
+            serve("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".into()).await;
+        probed.set_query(Some("x=1"));
+        let probe = WahaHealthProbe::new(Duration::from_secs(2)).unwrap();
+        let key = ApiKey::new("probe-key-0123456789").unwrap();
+        let err = probe.probe(&probed, &key).await.unwrap_err();
+        assert!(matches!(err, ProbeError::Misconfigured(_)), "{err:?}");
+        assert!(!err.is_retryable());
+        assert_eq!(err.kind(), "misconfigured");
+        assert!(!err.to_string().contains("0123456789"), "{err}");
+        assert!(asked.lock().unwrap().is_empty(), "nothing was sent");
     }
 }

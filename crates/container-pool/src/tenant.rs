@@ -37,11 +37,11 @@ pub trait ChipActivity: Send + Sync {
     async fn running_chips(&self, tenant: &TenantId, slot: u32) -> Result<u32, Error>;
 }
 
-fn directory_error(tenant: &TenantId, e: &tenant_isolation::Error) -> Error {
+fn directory_error(tenant: &TenantId, e: tenant_isolation::Error) -> Error {
     // tenant-isolation's errors never carry secret values.
-    Error::TenantSecrets {
-        tenant: tenant.to_string(),
-        reason: e.to_string(),
+    Error::TenantDirectory {
+        tenant: tenant.clone(),
+        source: Arc::new(e),
     }
 }
 
@@ -51,10 +51,8 @@ impl<D: TenantDirectory + ?Sized> TenantKeys for D {
         let record = self
             .get(tenant)
             .await
-            .map_err(|e| directory_error(tenant, &e))?;
-        Ok(ApiKey::new(
-            record.secrets.container_api_key.expose_secret(),
-        ))
+            .map_err(|e| directory_error(tenant, e))?;
+        Ok(record.secrets.container_api_key)
     }
 }
 
@@ -64,7 +62,7 @@ impl<D: TenantDirectory + ?Sized> TenantExists for D {
         match self.get(tenant).await {
             Ok(record) => Ok(record.status != TenantStatus::Deleted),
             Err(tenant_isolation::Error::TenantNotFound { .. }) => Ok(false),
-            Err(e) => Err(directory_error(tenant, &e)),
+            Err(e) => Err(directory_error(tenant, e)),
         }
     }
 }

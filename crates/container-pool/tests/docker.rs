@@ -1,5 +1,6 @@
 //! The pool on the real Docker daemon with the `waha-sim` image. Every container publishes its
-//! port on 127.0.0.1 (or is reached on a user network the test created). Each test labels what
+//! port on 127.0.0.1 (or is reached on a user network the test created, or runs on the host's
+//! network listening on 127.0.0.1 only). Each test labels what
 //! it creates with its own managed-by value and removes it at the end, also when the test body
 //! panics (the panic is re-raised after the clean-up); leftovers of killed runs are swept when
 //! the binary starts. These tests FAIL when Docker is not available.
@@ -13,9 +14,12 @@ use std::time::{Duration, Instant};
 
 use container_pool::{
     AddressingPolicy, ContainerRuntime, ContainerState, DockerRuntime, Error, ImageRef,
-    LabelSelector, PoolConfig, RestartPolicy, TenantPool, WahaHealthProbe, labels,
+    LabelSelector, PoolConfig, PortAllocationStore, RestartPolicy, TenantPool, WahaHealthProbe,
+    labels,
 };
 use futures::FutureExt;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha512;
 use support::{Activity, Tenants, run_id, tenant, tenants};
 use tokio::sync::OnceCell;
 
@@ -565,7 +569,7 @@ async fn the_docker_runtime_passes_the_conformance_suite() {
     let target = container_pool::conformance::ConformanceTarget {
         runtime: Arc::new(docker().await),
         spec,
-        api_key: container_pool::ApiKey::new(key),
+        api_key: container_pool::ApiKey::new(key).unwrap(),
         probe: Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap()),
         missing_image: ImageRef::parse("chipfleet/absent:1").unwrap(),
         timeout: Duration::from_secs(30),
@@ -851,4 +855,253 @@ async fn measure_overhead(f: &Fixture, pool: &TenantPool, delay_ms: u64) {
         pick(0.99),
         overheads[runs - 1]
     );
+}
+
+#[tokio::test]
+async fn host_network_containers_deliver_signed_webhooks_to_a_receiver_on_loopback() {
+    // Host-network addressing: the container shares the host's loopback, so a webhook aimed at
+    // 127.0.0.1 reaches this test's receiver. The first port of the range is held by this test,
+    // so the allocator must skip it; the range lies below the ephemeral ports (32768+), where
+    // nothing else in this binary binds.
+    let (blocker, first) = (20_000u16..21_000)
+        .find_map(|p| {
+            std::net::TcpListener::bind(("127.0.0.1", p))
+                .ok()
+                .map(|l| (l, p))
+        })
+        .expect("a free loopback port in 20000..21000");
+    let range = first..=first + 50;
+    let store = Arc::new(container_pool::InMemoryPortStore::new());
+    let addressing = AddressingPolicy::loopback_host_network(range.clone(), store.clone());
+    with_fixture(
+        |c| c.addressing = addressing,
+        |f| async move {
+            let receiver = WebhookReceiver::start().await;
+            let endpoint = f.pool.ensure(&tenant("hostnet")).await.unwrap();
+
+            // Its own port from the range (not the held one), on 127.0.0.1, on the host's
+            // network with nothing published.
+            assert_eq!(endpoint.base_url.host_str(), Some("127.0.0.1"));
+            let port = endpoint.base_url.port().unwrap();
+            assert!(
+                port != first && range.contains(&port),
+                "{port}: not in {range:?}, or the port this test holds"
+            );
+            let allocations = store.allocations().await.unwrap();
+            assert_eq!(allocations.get(&endpoint.container_name), Some(&port));
+            let inspect = f
+                .runtime
+                .client()
+                .inspect_container(endpoint.container.as_str(), None)
+                .await
+                .unwrap();
+            let host = inspect.host_config.unwrap();
+            assert_eq!(host.network_mode.as_deref(), Some("host"));
+            assert!(host.port_bindings.unwrap_or_default().is_empty());
+            let env = inspect.config.unwrap().env.unwrap();
+            for expected in [format!("PORT={port}"), "SIM_HOST=127.0.0.1".to_owned()] {
+                assert!(
+                    env.contains(&expected),
+                    "{expected} not in the container's env"
+                );
+            }
+
+            // A session in that container whose webhook points at the receiver, signed with a
+            // key only this session has.
+            let session = format!("hostnet-{}", run_id());
+            let hmac_key = format!("whsec-{}", run_id());
+            let http = reqwest::Client::new();
+            let created = http
+                .post(endpoint.base_url.join("api/sessions").unwrap())
+                .header("X-Api-Key", endpoint.api_key.expose_secret())
+                .json(&serde_json::json!({
+                    "name": session,
+                    "start": true,
+                    "config": {
+                        "metadata": { "container": endpoint.container_name },
+                        "webhooks": [{
+                            "url": receiver.url,
+                            "events": ["session.status"],
+                            "hmac": { "key": hmac_key }
+                        }]
+                    }
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status(), 201, "{:?}", created.text().await);
+
+            // Poll the receiver until a session.status webhook arrived, under a deadline.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let delivery = loop {
+                let status = receiver
+                    .deliveries()
+                    .into_iter()
+                    .find(|d| d.json()["event"] == "session.status");
+                if let Some(delivery) = status {
+                    break delivery;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no session.status webhook reached 127.0.0.1 within 20 s: {:?}",
+                    receiver.deliveries()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+
+            // Over loopback, to the URL given, signed with this session's key (HMAC-SHA512 of
+            // the exact body, computed here independently).
+            assert!(delivery.peer.ip().is_loopback(), "{:?}", delivery.peer);
+            assert!(
+                delivery.request_line.starts_with("POST /hook "),
+                "{}",
+                delivery.request_line
+            );
+            let mut mac = <Hmac<Sha512> as KeyInit>::new_from_slice(hmac_key.as_bytes()).unwrap();
+            mac.update(&delivery.body);
+            let expected = hex::encode(mac.finalize().into_bytes());
+            assert_eq!(delivery.headers.get("x-webhook-hmac"), Some(&expected));
+            assert_eq!(
+                delivery
+                    .headers
+                    .get("x-webhook-hmac-algorithm")
+                    .map(String::as_str),
+                Some("sha512")
+            );
+            // From that container's session: its name, the metadata given to it there, and the
+            // engine the pool configured.
+            let body = delivery.json();
+            assert_eq!(body["session"], session.as_str(), "{body}");
+            assert_eq!(body["payload"]["name"], session.as_str(), "{body}");
+            assert_eq!(
+                body["metadata"]["container"],
+                endpoint.container_name.as_str(),
+                "{body}"
+            );
+            assert_eq!(body["engine"], "NOWEB", "{body}");
+            // The session lives in that container (WAHA_WORKER_ID is the container name), and
+            // nothing else posted to the receiver.
+            let info: serde_json::Value = http
+                .get(
+                    endpoint
+                        .base_url
+                        .join(&format!("api/sessions/{session}"))
+                        .unwrap(),
+                )
+                .header("X-Api-Key", endpoint.api_key.expose_secret())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(
+                info["assignedWorker"],
+                endpoint.container_name.as_str(),
+                "{info}"
+            );
+            for other in receiver.deliveries() {
+                assert_eq!(other.json()["session"], session.as_str());
+            }
+        },
+    )
+    .await;
+    drop(blocker);
+}
+
+/// One request the [`WebhookReceiver`] got.
+#[derive(Debug, Clone)]
+struct Delivery {
+    /// Where the connection came from.
+    peer: std::net::SocketAddr,
+    /// `POST /hook HTTP/1.1`.
+    request_line: String,
+    /// Header names in lower case.
+    headers: std::collections::HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Delivery {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+}
+
+/// A webhook receiver on 127.0.0.1:0 that records every request and answers it 200. Minimal
+/// HTTP/1.1: one request per connection (it answers `connection: close`), bodies with a
+/// `Content-Length` (how the simulator sends them). Its tasks end with the test's runtime.
+struct WebhookReceiver {
+    url: String,
+    deliveries: Arc<std::sync::Mutex<Vec<Delivery>>>,
+}
+
+impl WebhookReceiver {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let deliveries = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = deliveries.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    if let Some(delivery) = read_webhook(stream, peer).await {
+                        sink.lock().unwrap().push(delivery);
+                    }
+                });
+            }
+        });
+        Self { url, deliveries }
+    }
+
+    fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().unwrap().clone()
+    }
+}
+
+/// Reads one request from `stream` and answers it 200; `None` when the request is cut short or
+/// has no `Content-Length`.
+async fn read_webhook(
+    mut stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<Delivery> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let request_line = lines.next()?.to_owned();
+    let headers: std::collections::HashMap<String, String> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let length: usize = headers.get("content-length")?.parse().ok()?;
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let _ = stream.shutdown().await;
+    Some(Delivery {
+        peer,
+        request_line,
+        headers,
+        body: buf[head_end..head_end + length].to_vec(),
+    })
 }

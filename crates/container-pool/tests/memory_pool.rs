@@ -4,11 +4,11 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use container_pool::{
     AddressingPolicy, ContainerRuntime, ContainerState, Error, HostPorts, IdleAction, ImageRef,
-    InMemoryPortStore, InMemoryRuntime, LabelSelector, PoolConfig, PoolEventKind,
+    InMemoryPortStore, InMemoryRuntime, LabelSelector, ManualClock, PoolConfig, PoolEventKind,
     PortAllocationStore, ReadinessProbe, RolloutOptions, TenantPool, WahaHealthProbe, labels,
 };
 use support::{Activity, Quirk, SimLauncher, Tenants, run_id, tenant, tenants};
@@ -197,7 +197,7 @@ async fn a_container_that_never_gets_ready_times_out_at_the_deadline() {
         other => panic!("expected StartupTimeout, got {other:?}"),
     }
     assert!(took < Duration::from_secs(2), "{took:?}");
-    assert!(err.is_transient());
+    assert!(err.is_retryable());
     let mut failed = Vec::new();
     while let Ok(e) = events.try_recv() {
         if let PoolEventKind::Failed { error, .. } = e.kind {
@@ -434,7 +434,9 @@ async fn orphan_sweep_removes_exactly_the_deleted_tenants_containers() {
 #[tokio::test]
 async fn idle_reaping_stops_exactly_the_idle_containers_after_the_ttl() {
     let mut cfg = config(&format!("test-{}", run_id()));
-    cfg.idle_ttl = Duration::from_millis(300);
+    let clock = ManualClock::new(SystemTime::now());
+    cfg.clock = Arc::new(clock.clone());
+    cfg.idle_ttl = Duration::from_secs(30 * 60);
     let f = fixture_with(cfg);
     let (busy, idle) = (tenant("busy"), tenant("idle"));
     f.pool.ensure(&busy).await.unwrap();
@@ -446,7 +448,10 @@ async fn idle_reaping_stops_exactly_the_idle_containers_after_the_ttl() {
         early.stopped.is_empty(),
         "nothing is reaped before the TTL: {early:?}"
     );
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    clock.advance(Duration::from_secs(30 * 60 - 1));
+    let almost = f.pool.reap_idle(&activity).await.unwrap();
+    assert!(almost.stopped.is_empty(), "one second short: {almost:?}");
+    clock.advance(Duration::from_secs(1));
     let report = f.pool.reap_idle(&activity).await.unwrap();
     assert_eq!(report.stopped, vec!["cp-idle-0"]);
     assert_eq!(
@@ -807,7 +812,7 @@ async fn the_in_memory_runtime_passes_the_conformance_suite() {
     let target = container_pool::conformance::ConformanceTarget {
         runtime: Arc::new(InMemoryRuntime::new(Arc::new(SimLauncher::new())).with_images([IMAGE])),
         spec,
-        api_key: container_pool::ApiKey::new(key),
+        api_key: container_pool::ApiKey::new(key).unwrap(),
         probe: Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap()),
         missing_image: ImageRef::parse("chipfleet/absent:1").unwrap(),
         timeout: Duration::from_secs(10),
@@ -1052,10 +1057,11 @@ async fn a_removal_queued_behind_an_ensure_is_not_hidden_from_later_callers() {
     );
 }
 
-/// A probe that waits `delay_ms` before asking the real one.
+/// A probe that waits `delay_ms` before asking the real one, and says when a probe begins.
 struct SlowProbe {
     inner: WahaHealthProbe,
     delay_ms: std::sync::atomic::AtomicU64,
+    probing: tokio::sync::Notify,
 }
 
 #[async_trait::async_trait]
@@ -1066,6 +1072,9 @@ impl ReadinessProbe for SlowProbe {
         key: &container_pool::ApiKey,
     ) -> Result<(), container_pool::ProbeError> {
         let ms = self.delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+        if ms > 0 {
+            self.probing.notify_one();
+        }
         tokio::time::sleep(Duration::from_millis(ms)).await;
         self.inner.probe(url, key).await
     }
@@ -1074,16 +1083,24 @@ impl ReadinessProbe for SlowProbe {
 #[tokio::test]
 async fn idle_reaping_looks_again_after_waiting_for_a_concurrent_ensure() {
     let mut cfg = config(&format!("test-{}", run_id()));
-    cfg.idle_ttl = Duration::from_millis(300);
+    let clock = ManualClock::new(SystemTime::now());
+    cfg.clock = Arc::new(clock.clone());
+    cfg.idle_ttl = Duration::from_secs(300);
     let runtime = Arc::new(InMemoryRuntime::new(Arc::new(SimLauncher::new())).with_images([IMAGE]));
     let probe = Arc::new(SlowProbe {
         inner: WahaHealthProbe::new(Duration::from_secs(1)).unwrap(),
         delay_ms: 0.into(),
+        probing: tokio::sync::Notify::new(),
     });
     let pool = TenantPool::new(runtime.clone(), tenants(), probe.clone(), cfg).unwrap();
     let t = tenant("revived");
     pool.ensure(&t).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    // Recorded as idle by a first reap, then idle past the TTL.
+    assert_eq!(
+        pool.reap_idle(&Activity::default()).await.unwrap().idle,
+        vec!["cp-revived-0"]
+    );
+    clock.advance(Duration::from_secs(301));
     // Idle past the TTL; now an ensure holds the slot (its probe is slow) while reaping runs.
     probe
         .delay_ms
@@ -1093,7 +1110,8 @@ async fn idle_reaping_looks_again_after_waiting_for_a_concurrent_ensure() {
         let t = t.clone();
         tokio::spawn(async move { pool.ensure(&t).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The ensure holds the slot once its (slow) probe has begun.
+    probe.probing.notified().await;
     let report = pool.reap_idle(&Activity::default()).await.unwrap();
     ensure.await.unwrap().unwrap();
     assert!(

@@ -264,7 +264,7 @@ async fn conformance(runtime: Arc<SwarmRuntime>, image: &str) {
     let target = container_pool::conformance::ConformanceTarget {
         runtime,
         spec: host_port_spec(image),
-        api_key: container_pool::ApiKey::new(CONFORMANCE_KEY),
+        api_key: container_pool::ApiKey::new(CONFORMANCE_KEY).unwrap(),
         probe: Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap()),
         missing_image: ImageRef::parse("chipfleet/absent:1").unwrap(),
         timeout: Duration::from_secs(60),

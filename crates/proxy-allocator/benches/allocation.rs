@@ -18,7 +18,10 @@ fn allocator(store: Arc<dyn LeaseStore>, run: &str) -> ProxyAllocator {
     let entries = (0..100u16).map(|n| {
         let address = ProxyAddress::new(ProxyScheme::Http, "127.0.0.1", 30_000 + n)
             .expect("address")
-            .with_credentials("bench", Some("secret".into()))
+            .with_credentials(
+                "bench",
+                Some(proxy_allocator::ProxyPassword::new("secret").expect("a valid password")),
+            )
             .expect("credentials");
         StaticProxyEntry::new(address)
             .expect("entry")

@@ -115,6 +115,19 @@ impl ProxyAddress {
         Ok(self)
     }
 
+    /// Wraps a decoded password, naming the problem (never the value) when it is refused.
+    fn password_from(&self, password: String) -> Result<ProxyPassword, ProxyError> {
+        let problem = if has_control(&password) {
+            CredentialProblem::ControlCharacterInPassword
+        } else {
+            CredentialProblem::PasswordTooLong
+        };
+        ProxyPassword::new(password).map_err(|_| ProxyError::InvalidCredentials {
+            proxy: self.host_port(),
+            problem,
+        })
+    }
+
     /// Parses a proxy URL. See the type docs for the accepted forms.
     ///
     /// Errors never contain the URL (it may carry a password).
@@ -162,10 +175,15 @@ impl ProxyAddress {
             if user.is_empty() {
                 return Err(ProxyError::url("the user name before '@' is empty"));
             }
-            let password = password
+            let password = match password
                 .map(|p| percent_decode(p, "password"))
                 .transpose()?
-                .map(ProxyPassword::new);
+            {
+                // `user:@host`: an empty password is no password.
+                Some(password) if password.is_empty() => None,
+                Some(password) => Some(address.password_from(password)?),
+                None => None,
+            };
             address = address.with_credentials(user, password)?;
         }
         Ok(address)
@@ -243,7 +261,7 @@ fn credential_problem(
     if username.is_empty() {
         return Err(CredentialProblem::EmptyUserName);
     }
-    let password = password.map(ProxyPassword::expose);
+    let password = password.map(ProxyPassword::expose_secret);
     match scheme {
         ProxyScheme::Http => {
             if username.contains(':') {
@@ -357,32 +375,32 @@ mod tests {
         assert_eq!(a.host(), "proxy.example");
         assert_eq!(a.port(), 1080);
         assert_eq!(a.username(), Some("user"));
-        assert_eq!(a.password().unwrap().expose(), "pass");
+        assert_eq!(a.password().unwrap().expose_secret(), "pass");
     }
 
     #[test]
     fn reserved_characters_in_credentials_survive_percent_decoding() {
         let a = ProxyAddress::parse("http://us%40er:p%40ss%3Aw%2Frd@10.0.0.1:3128/").unwrap();
         assert_eq!(a.username(), Some("us@er"));
-        assert_eq!(a.password().unwrap().expose(), "p@ss:w/rd");
+        assert_eq!(a.password().unwrap().expose_secret(), "p@ss:w/rd");
         // SOCKS5 sends the user name as raw bytes: a ':' in it is fine there.
         let s = ProxyAddress::parse("socks5://us%3Aer:pw@10.0.0.1:1080").unwrap();
         assert_eq!(s.username(), Some("us:er"));
         // An unencoded '@' in the password still works: the last '@' ends the userinfo.
         let b = ProxyAddress::parse("http://user:p@ss@10.0.0.1:3128").unwrap();
-        assert_eq!(b.password().unwrap().expose(), "p@ss");
+        assert_eq!(b.password().unwrap().expose_secret(), "p@ss");
         // A ':' after the first one belongs to the password.
         let c = ProxyAddress::parse("http://user:a:b@10.0.0.1:3128").unwrap();
-        assert_eq!(c.password().unwrap().expose(), "a:b");
+        assert_eq!(c.password().unwrap().expose_secret(), "a:b");
     }
 
     #[test]
     fn percent_and_reserved_characters_in_a_password_round_trip() {
         let a = ProxyAddress::parse("socks5://u:p%40ss%3Aw%2Frd%25@h:1080").unwrap();
-        assert_eq!(a.password().unwrap().expose(), "p@ss:w/rd%");
+        assert_eq!(a.password().unwrap().expose_secret(), "p@ss:w/rd%");
         // Multi-byte UTF-8, percent-encoded byte by byte.
         let b = ProxyAddress::parse("http://u:%C3%A7%C3%A3o@h:1").unwrap();
-        assert_eq!(b.password().unwrap().expose(), "ção");
+        assert_eq!(b.password().unwrap().expose_secret(), "ção");
     }
 
     #[test]
@@ -486,7 +504,10 @@ mod tests {
         assert!(ProxyAddress::parse("http://acct:a%3Ab@h:3128").is_ok());
         let built = ProxyAddress::new(ProxyScheme::Http, "h", 3128)
             .unwrap()
-            .with_credentials("acct:42", Some("hunter2".into()))
+            .with_credentials(
+                "acct:42",
+                Some(ProxyPassword::new("hunter2").expect("a valid password")),
+            )
             .unwrap_err();
         assert_eq!(
             credential_problem_of(built),
@@ -575,31 +596,31 @@ mod tests {
             assert_eq!(
                 credential_problem_of(
                     http()
-                        .with_credentials(format!("ac{raw}ct"), Some("pw".into()))
+                        .with_credentials(
+                            format!("ac{raw}ct"),
+                            Some(ProxyPassword::new("pw").expect("a valid password"))
+                        )
                         .unwrap_err()
                 ),
                 CredentialProblem::ControlCharacterInUserName,
                 "{encoded}"
             );
+            // SOCKS5 sends the user name as length-prefixed bytes (RFC 1929): nothing to break
+            // there. A password is never built with a control character (`ProxyPassword`).
+            let socks = ProxyAddress::parse(&format!("socks5://ac{encoded}ct:pw@h:1080")).unwrap();
+            assert_eq!(socks.username(), Some(format!("ac{raw}ct").as_str()));
+            let (problem, _) = refused(&format!("socks5://acct:pw{encoded}@h:1080"));
             assert_eq!(
-                credential_problem_of(
-                    http()
-                        .with_credentials("acct", Some(format!("pw{raw}").into()))
-                        .unwrap_err()
-                ),
+                problem,
                 CredentialProblem::ControlCharacterInPassword,
                 "{encoded}"
             );
-            // SOCKS5 sends both as length-prefixed bytes (RFC 1929): nothing to break there.
-            let socks =
-                ProxyAddress::parse(&format!("socks5://ac{encoded}ct:pw{encoded}@h:1080")).unwrap();
-            assert_eq!(socks.username(), Some(format!("ac{raw}ct").as_str()));
-            assert_eq!(socks.password().unwrap().expose(), format!("pw{raw}"));
+            assert!(ProxyPassword::new(format!("pw{raw}")).is_err());
         }
         // Printable non-ASCII and spaces are not control characters.
         let fine = ProxyAddress::parse("http://a%20%C3%A7:p%20%C3%A3%20@h:3128").unwrap();
         assert_eq!(fine.username(), Some("a ç"));
-        assert_eq!(fine.password().unwrap().expose(), "p ã ");
+        assert_eq!(fine.password().unwrap().expose_secret(), "p ã ");
     }
 
     /// RFC 1929's username/password sub-negotiation carries a password of 1 to 255 bytes; there
@@ -614,12 +635,12 @@ mod tests {
             );
         }
         let socks = || ProxyAddress::new(ProxyScheme::Socks5, "h", 1080).unwrap();
-        for password in [None, Some(ProxyPassword::new(""))] {
-            assert_eq!(
-                credential_problem_of(socks().with_credentials("user", password).unwrap_err()),
-                CredentialProblem::Socks5PasswordMissing
-            );
-        }
+        // An empty password cannot be built (`ProxyPassword` refuses it), so `None` is the case.
+        assert!(ProxyPassword::new("").is_err());
+        assert_eq!(
+            credential_problem_of(socks().with_credentials("user", None).unwrap_err()),
+            CredentialProblem::Socks5PasswordMissing
+        );
         let (problem, shown) = refused("socks5://acct-42@h:1080");
         assert_eq!(problem, CredentialProblem::Socks5PasswordMissing);
         assert!(

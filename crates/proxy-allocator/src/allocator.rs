@@ -20,7 +20,6 @@ use crate::lease::{
 use crate::policy::{AllocationPolicy, CountryMatch};
 use crate::source::ProxySource;
 use crate::store::LeaseStore;
-use crate::waha::WahaProxyConfig;
 use tenant_isolation::{ChipId, TenantId};
 
 /// What the allocator needs to know about a chip.
@@ -464,9 +463,12 @@ impl ProxyAllocator {
     }
 
     /// The WAHA session `proxy` object for a lease. Fails with [`ProxyError::InvalidConfig`]
-    /// when the lease is on a SOCKS5 proxy, which WAHA cannot use (see [`WahaProxyConfig`]).
-    pub async fn waha_proxy(&self, lease: &ProxyLease) -> Result<WahaProxyConfig, ProxyError> {
-        WahaProxyConfig::try_from(&self.proxy_address(lease).await?)
+    /// when the lease is on a SOCKS5 proxy, which WAHA cannot use (see [`ProxyAddress::waha_proxy`]).
+    pub async fn waha_proxy(
+        &self,
+        lease: &ProxyLease,
+    ) -> Result<waha_client::ProxyConfig, ProxyError> {
+        self.proxy_address(lease).await?.waha_proxy()
     }
 
     /// The chip's proxy history, oldest first.
@@ -624,8 +626,8 @@ impl ProxyAllocator {
         avoid: &HashSet<EndpointId>,
     ) -> Result<Vec<Candidate>, ProxyError> {
         let no_capacity = |reason| ProxyError::NoCapacity {
-            tenant: request.tenant.to_string(),
-            chip: request.chip.to_string(),
+            tenant: request.tenant.clone(),
+            chip: request.chip.clone(),
             reason,
         };
         if endpoints.is_empty() {

@@ -107,7 +107,10 @@ impl Scope {
         let entries = (0..count).map(|n| {
             let address = ProxyAddress::new(ProxyScheme::Http, "127.0.0.1", 20_000 + n as u16)
                 .expect("valid address")
-                .with_credentials("u", Some("p".into()))
+                .with_credentials(
+                    "u",
+                    Some(crate::ProxyPassword::new("p").expect("a valid password")),
+                )
                 .expect("valid credentials");
             StaticProxyEntry::new(address)
                 .expect("valid entry")

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tenant_isolation::{ChipId, TenantId};
+
 use crate::endpoint::EndpointId;
 
 /// Everything that can go wrong while configuring sources, allocating leases or checking proxies.
@@ -49,10 +51,10 @@ pub enum ProxyError {
     /// cap, or relax the policy; retrying later helps once capacity is freed.
     #[error("no proxy endpoint can take chip {chip} of tenant {tenant}: {reason}")]
     NoCapacity {
-        /// The tenant, as text.
-        tenant: String,
-        /// The chip, as text.
-        chip: String,
+        /// The tenant.
+        tenant: TenantId,
+        /// The chip.
+        chip: ChipId,
         /// Why no candidate was eligible.
         reason: NoCapacityReason,
     },
@@ -60,10 +62,10 @@ pub enum ProxyError {
     /// The chip holds no lease. Allocate one first.
     #[error("chip {chip} of tenant {tenant} holds no proxy lease")]
     NotLeased {
-        /// The tenant, as text.
-        tenant: String,
-        /// The chip, as text.
-        chip: String,
+        /// The tenant.
+        tenant: TenantId,
+        /// The chip.
+        chip: ChipId,
     },
 
     /// A lease points at an endpoint its source no longer offers. Allocate again
@@ -140,13 +142,18 @@ pub enum ProxyError {
         source: std::io::Error,
     },
 
-    /// The lease store failed (database unreachable, pool exhausted, serialization conflict
-    /// retries exhausted). Usually transient: retry later.
+    /// The lease store failed (database unreachable, pool exhausted, a statement refused,
+    /// conflict retries exhausted). [`ProxyError::is_retryable`] says whether retrying later
+    /// can help: for `PostgresLeaseStore` the source is the [`tenant_isolation::Error`] and its
+    /// own `is_retryable` decides (lost connections, pool time-outs, serialization failures and
+    /// deadlocks are retryable; a refused statement, a failed migration or a bad database URL
+    /// are not); a store failure with any other source counts as retryable.
     #[error("lease store failed during {operation}: {source}")]
     Store {
         /// What the store was doing.
         operation: &'static str,
-        /// The backend error (never contains a connection string).
+        /// The backend error (never contains a connection string): a
+        /// [`tenant_isolation::Error`] for `PostgresLeaseStore`.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -219,17 +226,44 @@ pub enum CredentialProblem {
          leave out the user name for a proxy without authentication"
     )]
     Socks5PasswordMissing,
+    /// The password is longer than a secret may be (4096 bytes).
+    #[error("the password is longer than 4096 bytes")]
+    PasswordTooLong,
 }
 
 impl ProxyError {
+    /// A short, stable name of the variant, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::InvalidProxyUrl { .. } => "invalid_proxy_url",
+            ProxyError::InvalidCredentials { .. } => "invalid_credentials",
+            ProxyError::InvalidConfig { .. } => "invalid_config",
+            ProxyError::NoCapacity { .. } => "no_capacity",
+            ProxyError::NotLeased { .. } => "not_leased",
+            ProxyError::EndpointGone { .. } => "endpoint_gone",
+            ProxyError::ProxyAuthRejected { .. } => "proxy_auth_rejected",
+            ProxyError::ProxyUnreachable { .. } => "proxy_unreachable",
+            ProxyError::ProxyRefused { .. } => "proxy_refused",
+            ProxyError::ProxyProtocol { .. } => "proxy_protocol",
+            ProxyError::Timeout { .. } => "timeout",
+            ProxyError::EgressCheck { .. } => "egress_check",
+            ProxyError::SourceFile { .. } => "source_file",
+            ProxyError::Store { .. } => "store",
+            ProxyError::Corrupt { .. } => "corrupt",
+        }
+    }
+
     /// Whether the same call may succeed if tried again later (without changing configuration).
     pub fn is_retryable(&self) -> bool {
         match self {
             ProxyError::NoCapacity { reason, .. } => *reason == NoCapacityReason::AllBusy,
+            // The database's own classification, when the store is built on tenant-isolation's.
+            ProxyError::Store { source, .. } => source
+                .downcast_ref::<tenant_isolation::Error>()
+                .is_none_or(tenant_isolation::Error::is_retryable),
             ProxyError::ProxyUnreachable { .. }
             | ProxyError::ProxyRefused { .. }
-            | ProxyError::Timeout { .. }
-            | ProxyError::Store { .. } => true,
+            | ProxyError::Timeout { .. } => true,
             ProxyError::InvalidProxyUrl { .. }
             | ProxyError::InvalidCredentials { .. }
             | ProxyError::InvalidConfig { .. }

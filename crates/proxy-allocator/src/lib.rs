@@ -36,7 +36,7 @@
 //! // The WAHA session `proxy` object: the password arrives decoded and intact.
 //! let proxy = allocator.waha_proxy(&lease).await?;
 //! assert_eq!(proxy.server, "203.0.113.7:3128");
-//! assert_eq!(proxy.password.as_ref().map(|p| p.expose()), Some("p@ss:w/rd%"));
+//! assert_eq!(proxy.password.as_ref().map(|p| p.expose_secret()), Some("p@ss:w/rd%"));
 //! assert!(!format!("{proxy:?}").contains("p@ss")); // redacted in Debug
 //! # Ok(()) }
 //! ```
@@ -55,7 +55,7 @@
 //!   a target you choose and measures the latency; [`HttpEchoProbe`] reads the egress IP from an
 //!   echo URL you supply. [`ProxyAllocator::check_endpoints`] and
 //!   [`ProxyAllocator::check_lease`] record the verdicts.
-//! - [`WahaProxyConfig`]: the WAHA session `proxy` object for a lease (HTTP proxies only: WAHA
+//! - [`ProxyAddress::waha_proxy`]: the WAHA session `proxy` object (`waha_client::ProxyConfig`) for a lease (HTTP proxies only: WAHA
 //!   tunnels with HTTP `CONNECT`).
 //!
 //! # Secrets
@@ -114,4 +114,3 @@ pub use store::MockLeaseStore;
 pub use store::memory::InMemoryLeaseStore;
 #[cfg(feature = "postgres")]
 pub use store::postgres::PostgresLeaseStore;
-pub use waha::WahaProxyConfig;

@@ -1,49 +1,36 @@
-//! The WAHA session `proxy` object for a lease.
+//! The WAHA session `proxy` object for a lease: [`waha_client::ProxyConfig`].
 
-use serde::{Deserialize, Serialize};
+use waha_client::ProxyConfig;
 
 use crate::address::{ProxyAddress, ProxyScheme};
 use crate::error::ProxyError;
-use crate::secret::ProxyPassword;
 
-/// The `proxy` field of a WAHA session config: `{"server", "username", "password"}`.
-///
-/// `server` is `host:port` (`[v6]:port` for IPv6): WAHA prefixes `http://` and tunnels with
-/// HTTP `CONNECT`, so only HTTP proxies can be handed to it. It never carries credentials.
-/// `username` and `password` are the decoded values: WAHA puts them into Basic
-/// `Proxy-Authorization` as they are, so `@`, `:`, `/` and `%` in the password arrive intact,
-/// and so do all but `:` in the user name (Basic authentication cannot carry a `:` there, so
-/// [`ProxyAddress`] refuses one when it is built, as it refuses control characters in either
-/// value, which RFC 7617 forbids). `Debug` redacts the password; serializing
-/// writes it (WAHA needs it), so never log the serialized form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WahaProxyConfig {
-    /// `host:port`.
-    pub server: String,
-    /// The proxy user name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// The proxy password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<ProxyPassword>,
-}
-
-impl TryFrom<&ProxyAddress> for WahaProxyConfig {
-    type Error = ProxyError;
-
-    /// Fails with [`ProxyError::InvalidConfig`] for a SOCKS5 proxy: WAHA's `proxy.server` is
-    /// `host:port` of an HTTP proxy (a `socks5://` prefix is not understood). Keep SOCKS5
-    /// endpoints away from WAHA chips, for example with labels.
-    fn try_from(address: &ProxyAddress) -> Result<Self, Self::Error> {
-        match address.scheme() {
-            ProxyScheme::Http => Ok(Self {
-                server: address.host_port(),
-                username: address.username().map(str::to_owned),
-                password: address.password().cloned(),
+impl ProxyAddress {
+    /// The `proxy` field of a WAHA session config for this proxy: `{"server", "username",
+    /// "password"}`.
+    ///
+    /// `server` is `host:port` (`[v6]:port` for IPv6): WAHA prefixes `http://` and tunnels with
+    /// HTTP `CONNECT`, so only HTTP proxies can be handed to it. It never carries credentials.
+    /// `username` and `password` are the decoded values: WAHA puts them into Basic
+    /// `Proxy-Authorization` as they are, so `@`, `:`, `/` and `%` in the password arrive
+    /// intact, and so do all but `:` in the user name (Basic authentication cannot carry a `:`
+    /// there, so [`ProxyAddress`] refuses one when it is built, as it refuses control characters
+    /// in either value, which RFC 7617 forbids).
+    ///
+    /// # Errors
+    /// [`ProxyError::InvalidConfig`] for a SOCKS5 proxy: WAHA's `proxy.server` is `host:port` of
+    /// an HTTP proxy (a `socks5://` prefix is not understood). Keep SOCKS5 endpoints away from
+    /// WAHA chips, for example with labels.
+    pub fn waha_proxy(&self) -> Result<ProxyConfig, ProxyError> {
+        match self.scheme() {
+            ProxyScheme::Http => Ok(ProxyConfig {
+                server: self.host_port(),
+                username: self.username().map(str::to_owned),
+                password: self.password().cloned(),
             }),
             ProxyScheme::Socks5 => Err(ProxyError::config(format!(
                 "WAHA sessions take HTTP proxies only (WAHA tunnels with HTTP CONNECT); \
-                 {address} is a SOCKS5 proxy"
+                 {self} is a SOCKS5 proxy"
             ))),
         }
     }
@@ -57,7 +44,7 @@ mod tests {
     fn reserved_characters_survive_and_debug_redacts() {
         let address =
             ProxyAddress::parse("http://us%40er%2F%25:p%40ss%3Aw%2Frd%25@10.0.0.1:3128").unwrap();
-        let config = WahaProxyConfig::try_from(&address).unwrap();
+        let config = address.waha_proxy().unwrap();
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(
             json,
@@ -66,14 +53,14 @@ mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains("p@ss"), "{debug}");
         let v6 = ProxyAddress::parse("http://[::1]:3128").unwrap();
-        let json = serde_json::to_value(WahaProxyConfig::try_from(&v6).unwrap()).unwrap();
+        let json = serde_json::to_value(v6.waha_proxy().unwrap()).unwrap();
         assert_eq!(json, serde_json::json!({"server": "[::1]:3128"}));
     }
 
     #[test]
     fn socks5_is_refused_without_leaking_the_password() {
         let socks = ProxyAddress::parse("socks5://u:hunter2@10.0.0.1:1080").unwrap();
-        let err = WahaProxyConfig::try_from(&socks).unwrap_err();
+        let err = socks.waha_proxy().unwrap_err();
         assert!(matches!(err, ProxyError::InvalidConfig { .. }), "{err:?}");
         let text = format!("{err} {err:?}");
         assert!(text.contains("10.0.0.1:1080"), "{text}");

@@ -568,7 +568,7 @@ async fn gateway_rotation_changes_the_session_and_the_user_name() {
         Some(format!("user-acme-session-{session}-country-br").as_str())
     );
     assert_eq!(
-        waha.password.as_ref().map(|p| p.expose()),
+        waha.password.as_ref().map(|p| p.expose_secret()),
         Some("p@ss:w/rd")
     );
     let json = serde_json::to_value(&waha).expect("json");

@@ -173,7 +173,10 @@ fn checker(target: TargetAddr) -> TunnelHealthChecker {
 fn with_password(proxy: &ProxyAddress, password: &str) -> ProxyAddress {
     proxy
         .clone()
-        .with_credentials(proxy.username().expect("user"), Some(password.into()))
+        .with_credentials(
+            proxy.username().expect("user"),
+            Some(proxy_allocator::ProxyPassword::new(password).expect("a valid password")),
+        )
         .expect("credentials")
 }
 

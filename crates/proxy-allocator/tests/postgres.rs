@@ -1,6 +1,12 @@
 //! PostgreSQL-only behaviour: stickiness across restarts, atomicity across replicas, migrations.
 #![cfg(feature = "postgres")]
 
+/// tenant-isolation's throw-away databases (`ScratchDb`), shared rather than copied. It reads
+/// `admin_url()` from this file.
+#[path = "../../tenant-isolation/tests/pg_support/scratch.rs"]
+#[allow(dead_code)]
+mod scratch;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -10,15 +16,21 @@ use proxy_allocator::{
     RotatingGatewayConfig, RotatingGatewaySource, StaticListSource, StaticProxyEntry,
     UsernameTemplate,
 };
+use tenant_isolation::pg::reexports::tokio_postgres;
+use tenant_isolation::pg::{
+    AdminDb, MIGRATIONS_TABLE, MigrationConfig, MigrationId, MigrationSet, PoolOptions,
+};
 use tenant_isolation::{ChipId, TenantId};
 
-fn url() -> String {
+/// The owner role's URL (`DATABASE_URL`): the lease store's tables are platform data, owned and
+/// used by that role.
+fn admin_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://chipfleet:chipfleet@127.0.0.1:5432/chipfleet".into())
 }
 
 async fn store() -> Arc<PostgresLeaseStore> {
-    let store = PostgresLeaseStore::from_url(&url(), 8).expect("store");
+    let store = PostgresLeaseStore::from_url(&admin_url(), 8).expect("store");
     store.migrate().await.unwrap_or_else(|err| {
         panic!("PostgreSQL must be running (scripts/test-env.sh); migrate failed: {err}")
     });
@@ -33,7 +45,10 @@ fn static_source(run: &str, count: u16) -> Arc<dyn ProxySource> {
     let entries = (0..count).map(|n| {
         let address = ProxyAddress::new(ProxyScheme::Http, "127.0.0.1", 21_000 + n)
             .expect("address")
-            .with_credentials("u", Some("p@ss".into()))
+            .with_credentials(
+                "u",
+                Some(proxy_allocator::ProxyPassword::new("p@ss").expect("a valid password")),
+            )
             .expect("credentials");
         StaticProxyEntry::new(address)
             .expect("entry")
@@ -174,7 +189,7 @@ async fn default_ids_survive_a_restart_and_never_store_the_user_name() {
     }
 
     // Nothing the store wrote carries the user name.
-    let (raw, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+    let (raw, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
         .await
         .expect("PostgreSQL must be running (scripts/test-env.sh)");
     tokio::spawn(connection);
@@ -283,20 +298,201 @@ async fn replicas_share_capacity_atomically() {
     }
 }
 
+const LEASES_V1: MigrationId = MigrationId {
+    component: "proxy-allocator",
+    version: 1,
+};
+const TENANCY_V1: MigrationId = MigrationId {
+    component: "tenant-isolation",
+    version: 1,
+};
+
+/// The rows of the shared migration table, `(component, version, name, checksum)`, in key order.
+async fn recorded_migrations(
+    client: &tokio_postgres::Client,
+) -> Vec<(String, i32, String, String)> {
+    client
+        .query(
+            &format!(
+                "SELECT component, version, name, checksum FROM {MIGRATIONS_TABLE} \
+                 ORDER BY component COLLATE \"C\", version"
+            ),
+            &[],
+        )
+        .await
+        .expect("the migration table")
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect()
+}
+
+/// The row the first migration of `set` is recorded as once applied.
+fn first_recorded(set: &MigrationSet) -> (String, i32, String, String) {
+    let migration = &set.migrations()[0];
+    (
+        set.component().to_owned(),
+        migration.version(),
+        migration.name().to_owned(),
+        migration.checksum(),
+    )
+}
+
+/// Four replicas start at once on a fresh database: two migrate the lease store alone, two run
+/// a host's single migration run with every component (tenant-isolation's set, then this
+/// crate's). Under the one transaction-scoped advisory lock each migration is applied by
+/// exactly one run, and the migration table then holds exactly the two components' versions,
+/// with their checksums.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_migrations_are_safe_and_idempotent() {
+async fn concurrent_migrations_apply_each_version_exactly_once() {
+    let scratch = scratch::ScratchDb::create().await;
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..4 {
-        tasks.spawn(async {
-            PostgresLeaseStore::from_url(&url(), 2)
-                .expect("store")
-                .migrate()
-                .await
+    for n in 0..4 {
+        let url = scratch.url.clone();
+        tasks.spawn(async move {
+            let options = PoolOptions {
+                max_size: 2,
+                ..PoolOptions::default()
+            };
+            if n % 2 == 0 {
+                let store = PostgresLeaseStore::connect(&url, &options).expect("store");
+                store.migrate().await.map_err(|err| err.to_string())
+            } else {
+                let admin = AdminDb::connect(&url, &options).expect("admin");
+                admin
+                    .migrate_with(
+                        &MigrationConfig::default(),
+                        &[PostgresLeaseStore::MIGRATIONS],
+                    )
+                    .await
+                    .map_err(|err| err.to_string())
+            }
         });
     }
+    let mut applied = Vec::new();
+    let mut runs = 0;
     while let Some(joined) = tasks.join_next().await {
-        joined.expect("task").expect("migrate");
+        let report = joined
+            .expect("task")
+            .unwrap_or_else(|err| panic!("every concurrent migration succeeds: {err}"));
+        assert!(
+            report.adopted.is_empty(),
+            "a fresh database has nothing to adopt: {report:?}"
+        );
+        applied.extend(report.applied);
+        runs += 1;
     }
+    assert_eq!(runs, 4);
+    applied.sort_unstable();
+    assert_eq!(
+        applied,
+        [LEASES_V1, TENANCY_V1],
+        "each migration is applied by exactly one run"
+    );
+
+    let client = scratch::owner_client(&scratch.url).await;
+    assert_eq!(
+        recorded_migrations(&client).await,
+        [
+            first_recorded(&PostgresLeaseStore::MIGRATIONS),
+            first_recorded(&AdminDb::MIGRATIONS)
+        ],
+        "exactly the two components' versions are recorded"
+    );
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() \
+             AND tablename IN ('proxy_endpoints', 'proxy_leases', 'proxy_lease_history', 'tenants')",
+            &[],
+        )
+        .await
+        .expect("tables")
+        .get(0);
+    assert_eq!(tables, 4, "both components' tables exist");
+    let no_own_table: bool = client
+        .query_one(
+            "SELECT to_regclass('proxy_allocator_migrations') IS NULL",
+            &[],
+        )
+        .await
+        .expect("lookup")
+        .get(0);
+    assert!(no_own_table, "the crate keeps no version table of its own");
+
+    // Idempotent: a later start applies nothing.
+    let again = PostgresLeaseStore::from_url(&scratch.url, 1)
+        .expect("store")
+        .migrate()
+        .await
+        .expect("migrate again");
+    assert!(again.applied.is_empty(), "{again:?}");
+    assert_eq!(again.already_applied, [LEASES_V1]);
+    drop(client);
+    scratch.drop_db().await;
+}
+
+/// A database migrated by a build from before the shared runner (the lease tables, and version
+/// 1 in `proxy_allocator_migrations` without a checksum) upgrades cleanly: the version is
+/// adopted with the embedded checksum, nothing is applied again, a later run adopts nothing,
+/// and the store works on the tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_per_crate_runner_upgrades_cleanly() {
+    let scratch = scratch::ScratchDb::create().await;
+    let client = scratch::owner_client(&scratch.url).await;
+    client
+        .batch_execute(&format!(
+            "BEGIN;
+             {}
+             CREATE TABLE proxy_allocator_migrations (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO proxy_allocator_migrations (version) VALUES (1);
+             COMMIT;",
+            PostgresLeaseStore::MIGRATIONS.migrations()[0].sql()
+        ))
+        .await
+        .expect("the schema as the earlier build left it");
+
+    let store = PostgresLeaseStore::from_url(&scratch.url, 2).expect("store");
+    let report = store.migrate().await.expect("upgrade");
+    assert_eq!(report.adopted, [LEASES_V1], "{report:?}");
+    assert_eq!(report.already_applied, [LEASES_V1], "{report:?}");
+    assert!(
+        report.applied.is_empty(),
+        "nothing is applied again: {report:?}"
+    );
+    assert_eq!(
+        recorded_migrations(&client).await,
+        [first_recorded(&PostgresLeaseStore::MIGRATIONS)]
+    );
+    let again = store.migrate().await.expect("migrate again");
+    assert!(
+        again.adopted.is_empty() && again.applied.is_empty(),
+        "{again:?}"
+    );
+
+    let allocation = store
+        .allocate(AllocationRequest {
+            tenant: TenantId::generate(),
+            chip: ChipId::new("upgraded").expect("chip"),
+            candidates: vec![Candidate {
+                endpoint: "pg-upgraded".parse().expect("id"),
+                tier: 0,
+                cap: 10,
+                exclusive: false,
+                session_id: None,
+                country: None,
+            }],
+            replace: None,
+            now: std::time::SystemTime::now(),
+        })
+        .await
+        .expect("allocates on the upgraded tables");
+    assert!(
+        matches!(allocation, Allocation::Created(_)),
+        "{allocation:?}"
+    );
+    drop((store, client));
+    scratch.drop_db().await;
 }
 
 #[tokio::test]
@@ -305,6 +501,14 @@ async fn bad_database_urls_do_not_leak_the_password() {
         PostgresLeaseStore::from_url("postgres://u:hunter2@127.0.0.1:5432/db?sslmode=bogus", 1)
             .expect_err("invalid url");
     assert!(!format!("{err} {err:?}").contains("hunter2"));
+    assert!(
+        matches!(err, ProxyError::InvalidConfig { .. }),
+        "a bad URL is configuration: {err:?}"
+    );
+    assert!(
+        !err.is_retryable(),
+        "a bad URL stays bad (tenant-isolation's classification): {err:?}"
+    );
     let store =
         PostgresLeaseStore::from_url("postgres://u:hunter2@127.0.0.1:1/db", 1).expect("lazy");
     let err = store
@@ -312,7 +516,13 @@ async fn bad_database_urls_do_not_leak_the_password() {
         .await
         .expect_err("nothing listens on port 1");
     assert!(matches!(err, ProxyError::Store { .. }));
-    assert!(err.is_retryable());
+    let source = std::error::Error::source(&err)
+        .and_then(|source| source.downcast_ref::<tenant_isolation::Error>())
+        .expect("the tenant-isolation error is the source");
+    assert!(
+        source.is_retryable() && err.is_retryable(),
+        "an unreachable database is retryable: {err:?}"
+    );
     assert!(!format!("{err} {err:?} {store:?}").contains("hunter2"));
 }
 
@@ -321,7 +531,7 @@ async fn bad_database_urls_do_not_leak_the_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_first_allocation_returns_the_winner_on_a_one_connection_pool() {
     let run = run();
-    let store = PostgresLeaseStore::from_url(&url(), 1).expect("store");
+    let store = PostgresLeaseStore::from_url(&admin_url(), 1).expect("store");
     store.migrate().await.unwrap_or_else(|err| {
         panic!("PostgreSQL must be running (scripts/test-env.sh); migrate failed: {err}")
     });
@@ -329,7 +539,7 @@ async fn a_lost_first_allocation_returns_the_winner_on_a_one_connection_pool() {
     let (winner_endpoint, our_endpoint) = (format!("pg-{run}-winner"), format!("pg-{run}-ours"));
 
     // The winner: an uncommitted first allocation of the same chip, on another endpoint.
-    let (mut raw, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+    let (mut raw, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
         .await
         .expect("PostgreSQL must be running (scripts/test-env.sh)");
     tokio::spawn(connection);
@@ -417,7 +627,7 @@ async fn leases_written_by_earlier_builds_continue_past_their_history() {
         format!("pg-{run}-legacy-2"),
         format!("pg-{run}-legacy-3"),
     );
-    let (mut raw, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+    let (mut raw, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
         .await
         .expect("PostgreSQL must be running (scripts/test-env.sh)");
     tokio::spawn(connection);

@@ -36,14 +36,10 @@ pub enum Error {
         /// Why it was refused.
         reason: SessionNameRejection,
     },
-    /// A secret failed validation. The value itself is never included.
-    #[error("invalid {what}: {reason}")]
-    InvalidSecret {
-        /// Which secret (for example `container API key`).
-        what: &'static str,
-        /// Why it was refused.
-        reason: &'static str,
-    },
+    /// A secret was refused (empty, control characters) or could not be minted (the OS
+    /// random source failed). The value itself is never included.
+    #[error(transparent)]
+    Secret(#[from] fleet_vocab::SecretError),
     /// A configuration value is out of range or inconsistent. Fix the configuration.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {
@@ -127,28 +123,25 @@ pub enum Error {
         /// Why it is unsafe.
         reason: String,
     },
-    /// A schema migration failed or an applied migration differs from the embedded one.
-    /// Nothing of the failing migration was applied (migrations are transactional).
-    #[error("migration {version} ({name}) failed: {reason}")]
+    /// A schema migration failed, or an applied migration differs from the embedded one
+    /// ([`MigrationProblem::Edited`]). Nothing of the run was applied (one transaction).
+    #[error("migration {version} ({name}) of {component}: {problem}")]
     Migration {
-        /// The migration's version.
+        /// The component whose migration it is (`tenant-isolation`, `proxy-allocator`, ...).
+        component: &'static str,
+        /// The migration's version within its component.
         version: i32,
         /// The migration's name.
         name: &'static str,
-        /// What went wrong.
-        reason: String,
+        /// What is wrong.
+        #[source]
+        problem: MigrationProblem,
     },
     /// Stored data does not pass validation (it was written around this crate). The value is
     /// left untouched; repair it by hand.
     #[error("stored data is corrupt: {detail}")]
     CorruptData {
         /// What is wrong (never a secret value).
-        detail: String,
-    },
-    /// The operating system's random number source failed while generating key material.
-    #[error("random number source failed: {detail}")]
-    Entropy {
-        /// The OS error.
         detail: String,
     },
     /// A statement inside a tenant-scoped transaction failed earlier (PostgreSQL then aborts
@@ -176,7 +169,7 @@ pub enum Error {
     /// help.
     #[cfg(feature = "postgres")]
     #[error("database error: {0}")]
-    Database(DatabaseError),
+    Database(#[source] DatabaseError),
     /// No pooled PostgreSQL connection could be obtained (timeout or connect failure).
     #[cfg(feature = "postgres")]
     #[error("database pool: {0}")]
@@ -184,26 +177,59 @@ pub enum Error {
 }
 
 impl Error {
+    /// A short, stable name of the variant, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidId { .. } => "invalid_id",
+            Error::InvalidSessionName { .. } => "invalid_session_name",
+            Error::Secret(_) => "secret",
+            Error::InvalidConfig { .. } => "invalid_config",
+            Error::TenantNotFound { .. } => "tenant_not_found",
+            Error::TenantAlreadyExists { .. } => "tenant_already_exists",
+            Error::TenantSuspended { .. } => "tenant_suspended",
+            Error::TenantDeleted { .. } => "tenant_deleted",
+            Error::InvalidStatusTransition { .. } => "invalid_status_transition",
+            Error::QuotaExceeded { .. } => "quota_exceeded",
+            Error::VersionConflict { .. } => "version_conflict",
+            Error::RowSecurityViolation { .. } => "row_security_violation",
+            Error::UnsafeDatabaseRole { .. } => "unsafe_database_role",
+            Error::Migration { .. } => "migration",
+            Error::CorruptData { .. } => "corrupt_data",
+            Error::TransactionAborted { .. } => "transaction_aborted",
+            Error::ChipSlotRequired { .. } => "chip_slot_required",
+            #[cfg(feature = "postgres")]
+            Error::Database(_) => "database",
+            #[cfg(feature = "postgres")]
+            Error::Pool(_) => "pool",
+        }
+    }
+
     /// Whether retrying the same operation later can succeed without changing anything:
-    /// lost or closed connections (I/O errors), pool time-outs, serialization failures,
-    /// deadlocks, server shut-downs and "too many connections". Decided here and nowhere else.
-    /// Client-side errors without an SQL state (a row count or a column type that does not
-    /// match, a value that cannot be encoded) are not retryable: they would fail again.
+    /// pool time-outs and connect failures, and database errors that
+    /// `DatabaseError::is_retryable` classifies as retryable (lost or closed connections,
+    /// serialization failures, deadlocks, server shut-downs, "too many connections"), also when
+    /// a migration's SQL failed that way. Client-side errors without an SQL state (a row count
+    /// or a column type that does not match, a value that cannot be encoded) are not retryable:
+    /// they would fail again. Other crates' PostgreSQL stores delegate to this predicate.
     pub fn is_retryable(&self) -> bool {
         match self {
             #[cfg(feature = "postgres")]
-            Error::Database(err) => match err.code() {
-                Some(code) => {
-                    *code == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
-                        || *code == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
-                        || *code == tokio_postgres::error::SqlState::ADMIN_SHUTDOWN
-                        || *code == tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW
-                        || *code == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS
-                }
-                None => err.is_connection_lost(),
-            },
+            Error::Database(err)
+            | Error::Migration {
+                problem: MigrationProblem::Refused(err),
+                ..
+            } => err.is_retryable(),
+            // A pool time-out (busy database) or a connection that could not be opened
+            // (refused, lost) is worth retrying; a refused password or a missing database is
+            // not, nor is a closed pool.
             #[cfg(feature = "postgres")]
-            Error::Pool(_) => true,
+            Error::Pool(err) => match err {
+                deadpool_postgres::PoolError::Timeout(_) => true,
+                deadpool_postgres::PoolError::Backend(err) => {
+                    database::driver_error_is_retryable(err)
+                }
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -215,6 +241,24 @@ impl Error {
             reason,
         }
     }
+}
+
+/// Why [`Error::Migration`] was returned. The whole migration run was rolled back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrationProblem {
+    /// The migration was changed after it had been applied: the SHA-256 of its embedded SQL
+    /// differs from the one recorded when it was applied. Add a new migration instead.
+    #[error(
+        "it was changed after it had been applied (its checksum differs); add a new migration \
+         instead of editing an applied one"
+    )]
+    Edited,
+    /// PostgreSQL refused the migration's SQL (or the statement was cancelled).
+    /// [`Error::is_retryable`] follows [`DatabaseError::is_retryable`].
+    #[cfg(feature = "postgres")]
+    #[error("PostgreSQL refused it: {0}")]
+    Refused(#[source] DatabaseError),
 }
 
 /// Clips untrusted input for inclusion in an error message.

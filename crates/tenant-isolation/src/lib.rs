@@ -78,7 +78,8 @@ pub use directory::memory::MemoryTenantDirectory;
 pub use directory::{TenantDirectory, require_active};
 #[cfg(feature = "postgres")]
 pub use error::DatabaseError;
-pub use error::{Error, IdKind, IdRejection, SessionNameRejection};
+pub use error::{Error, IdKind, IdRejection, MigrationProblem, SessionNameRejection};
+pub use fleet_vocab::metadata;
 pub use id::{ChipId, TenantId};
 pub use namespace::{MAX_CACHE_KEY, MAX_STORE_NAME, ScopedName, StoreKind, TenantNamespace};
 #[cfg(feature = "mock")]
@@ -89,6 +90,6 @@ pub use pacing::{Pace, PaceLimit, SendPacer, WarmupCurve};
 pub use quota::MockQuotaLedger;
 pub use quota::memory::MemoryQuotaLedger;
 pub use quota::{QuotaLedger, QuotaLimit, QuotaUsage, Reservation, SendAdmission, SlotKind};
-pub use secret::{ApiKey, HmacKey};
+pub use secret::{ApiKey, HmacKey, SecretError};
 pub use session_name::SessionName;
 pub use tenant::{NewTenant, PlanLimits, Tenant, TenantSecrets, TenantStatus};

@@ -10,10 +10,16 @@
 //! - [`TenantDb`] connects as the application role (`APP_DATABASE_URL`, default
 //!   `chipfleet_app`), which owns nothing. Its only way to run a statement is
 //!   [`TenantDb::scoped`], which opens a transaction and sets `app.tenant_id` first.
+//!
+//! The PostgreSQL stack of the workspace lives here, and other crates build on it rather than
+//! keeping their own: [`build_pool`] and [`PoolOptions`] (clean recycling), the migration runner
+//! (a crate declares its migrations as a [`MigrationSet`]; a host applies every component's in
+//! one run with [`AdminDb::migrate_with`], or [`run_migrations`] for sets that need no tenant
+//! schema), and the retry classification ([`Error::is_retryable`](crate::Error::is_retryable)).
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use crate::TenantId;
@@ -28,10 +34,15 @@ mod tenant_db;
 
 pub use admin_db::AdminDb;
 pub use directory::PgTenantDirectory;
-pub use migrations::{ADVISORY_LOCK_KEY, MigrationConfig, MigrationReport};
+pub use migrations::{
+    ADVISORY_LOCK_KEY, MIGRATIONS_TABLE, Migration, MigrationConfig, MigrationId, MigrationReport,
+    MigrationSet, run_migrations,
+};
 pub use quota::PgQuotaLedger;
 pub use records::{Expect, StoredRecord};
 pub use tenant_db::{TenantDb, TenantTx};
+
+pub use crate::error::MigrationProblem;
 
 /// Re-exports of the PostgreSQL crates, so users need not depend on matching versions.
 pub mod reexports {
@@ -60,14 +71,20 @@ impl Default for PoolOptions {
     }
 }
 
-/// Builds a pool (no I/O) over plain TCP. For TLS, build your own `deadpool_postgres::Pool`
-/// and use `from_pool`.
+/// Builds a pool (no I/O) over plain TCP: the pool every PostgreSQL backend of the workspace
+/// uses ([`AdminDb`], [`TenantDb`], and other crates' stores such as proxy-allocator's lease
+/// store). For TLS, build your own `deadpool_postgres::Pool` the same way (with
+/// [`RecyclingMethod::Clean`]) and use `from_pool`.
 ///
 /// Connections are recycled with [`RecyclingMethod::Clean`] (`RESET ALL`, `DISCARD TEMP`,
 /// `pg_advisory_unlock_all()`, ...): whatever session state raw SQL left behind (a
 /// session-level `SET app.tenant_id`, a temporary table with a tenant's rows) never reaches the
 /// next user of the connection. It costs one round trip per checkout.
-pub(crate) fn build_pool(url: &str, options: &PoolOptions) -> Result<Pool, Error> {
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for a URL that is not a PostgreSQL connection string (the URL is
+/// never echoed) or pool settings deadpool refuses.
+pub fn build_pool(url: &str, options: &PoolOptions) -> Result<Pool, Error> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|_| Error::InvalidConfig {
         reason: "the database URL is not a valid PostgreSQL connection string".into(),
     })?;
@@ -88,6 +105,19 @@ pub(crate) fn build_pool(url: &str, options: &PoolOptions) -> Result<Pool, Error
         .map_err(|e| Error::InvalidConfig {
             reason: format!("database pool: {e}"),
         })
+}
+
+/// A pooled connection that is discarded (closed, never pooled again) unless disarmed by taking
+/// it out: for connections whose session may be in an unknown state (an unfinished transaction,
+/// a failed `COMMIT`).
+pub(crate) struct DiscardGuard(pub(crate) Option<Object>);
+
+impl Drop for DiscardGuard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(Object::take(conn));
+        }
+    }
 }
 
 /// Maps a database error; a row-level security refusal becomes [`Error::RowSecurityViolation`].

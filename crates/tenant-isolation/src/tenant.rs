@@ -125,7 +125,7 @@ impl TenantSecrets {
     /// Both secrets freshly generated from the OS CSPRNG.
     ///
     /// # Errors
-    /// [`Error::Entropy`] when the OS random source fails.
+    /// [`Error::Secret`] when the OS random source fails.
     pub fn generate() -> Result<Self, Error> {
         Ok(TenantSecrets {
             container_api_key: ApiKey::generate()?,

@@ -8,7 +8,7 @@ use pg_support::scratch::{ScratchDb, owner_client};
 use tenant_isolation::pg::{AdminDb, MigrationConfig, PgTenantDirectory};
 use tenant_isolation::{Error, PlanLimits, TenantDirectory, TenantSecrets, TenantStatus};
 
-/// A stored secret written around the crate (too short to be a key) makes `set_limits` fail
+/// A stored secret written around the crate (with a control character: no key can hold one) makes `set_limits` fail
 /// with `CorruptData`, and the limits stay as they were; `set_secrets` is the repair. Runs in a
 /// scratch database, so a failing run never leaves a corrupt tenant in the shared one (where it
 /// would break every later `list`).
@@ -22,7 +22,7 @@ async fn a_change_to_a_corrupt_tenant_is_rolled_back() {
     let owner = owner_client(&scratch.url).await;
     owner
         .execute(
-            "UPDATE tenants SET container_api_key = 'short' WHERE tenant_id = $1",
+            "UPDATE tenants SET container_api_key = 'hunter' || chr(9) || 'value' WHERE tenant_id = $1",
             &[&t.as_str()],
         )
         .await
@@ -33,7 +33,7 @@ async fn a_change_to_a_corrupt_tenant_is_rolled_back() {
         Err(Error::CorruptData { detail }) => {
             assert!(detail.contains("container API key"), "{detail}");
             assert!(
-                !detail.contains("short"),
+                !detail.contains("hunter"),
                 "no stored value in errors: {detail}"
             );
         }

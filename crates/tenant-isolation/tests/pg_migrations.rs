@@ -4,11 +4,58 @@
 mod pg_support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tenant_isolation::Error;
-use tenant_isolation::pg::{AdminDb, MigrationConfig};
+use tenant_isolation::pg::reexports::tokio_postgres::Client;
+use tenant_isolation::pg::{
+    AdminDb, MIGRATIONS_TABLE, Migration, MigrationConfig, MigrationId, MigrationProblem,
+    MigrationSet, build_pool, run_migrations,
+};
 
 use pg_support::scratch::{ScratchDb, owner_client};
+
+const TENANCY_V1: MigrationId = MigrationId {
+    component: "tenant-isolation",
+    version: 1,
+};
+
+/// The rows of the migration table, `(component, version, name, checksum)`, in key order.
+async fn recorded(client: &Client) -> Vec<(String, i32, String, String)> {
+    client
+        .query(
+            &format!(
+                "SELECT component, version, name, checksum FROM {MIGRATIONS_TABLE} \
+                 ORDER BY component COLLATE \"C\", version"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect()
+}
+
+/// The row `migration` of `set` is recorded as once applied.
+fn row_of(set: &MigrationSet, migration: &Migration) -> (String, i32, String, String) {
+    (
+        set.component().to_owned(),
+        migration.version(),
+        migration.name().to_owned(),
+        migration.checksum(),
+    )
+}
+
+/// What a run of `sets` leaves in the migration table, in key order.
+fn rows_of(sets: &[MigrationSet]) -> Vec<(String, i32, String, String)> {
+    let mut rows: Vec<_> = sets
+        .iter()
+        .flat_map(|set| set.migrations().iter().map(move |m| row_of(set, m)))
+        .collect();
+    rows.sort();
+    rows
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_migrations_apply_once() {
@@ -30,21 +77,17 @@ async fn concurrent_migrations_apply_once() {
             .await
             .unwrap()
             .expect("every concurrent migration succeeds");
-        if report.applied == vec![1] {
+        if report.applied == [TENANCY_V1] {
             applied += 1;
         } else {
-            assert_eq!(report.already_applied, vec![1]);
+            assert!(report.applied.is_empty(), "{report:?}");
+            assert_eq!(report.already_applied, [TENANCY_V1]);
         }
     }
     assert_eq!(applied, 1, "exactly one run applies the migration");
 
     let client = owner_client(&scratch.url).await;
-    let versions: i64 = client
-        .query_one("SELECT count(*) FROM tenant_isolation_migrations", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(versions, 1);
+    assert_eq!(recorded(&client).await, rows_of(&[AdminDb::MIGRATIONS]));
     let rls = client
         .query(
             "SELECT relname::text, relrowsecurity, relforcerowsecurity FROM pg_class
@@ -105,9 +148,10 @@ async fn an_edited_migration_is_refused() {
     admin.migrate(&MigrationConfig::default()).await.unwrap();
     let client = owner_client(&scratch.url).await;
     client
-        .batch_execute(
-            "UPDATE tenant_isolation_migrations SET checksum = 'edited' WHERE version = 1",
-        )
+        .batch_execute(&format!(
+            "UPDATE {MIGRATIONS_TABLE} SET checksum = 'edited'
+              WHERE component = 'tenant-isolation' AND version = 1"
+        ))
         .await
         .unwrap();
     let err = admin
@@ -115,9 +159,18 @@ async fn an_edited_migration_is_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Migration { version: 1, .. }),
+        matches!(
+            err,
+            Error::Migration {
+                component: "tenant-isolation",
+                version: 1,
+                problem: MigrationProblem::Edited,
+                ..
+            }
+        ),
         "{err:?}"
     );
+    assert!(!err.is_retryable(), "{err:?}");
     drop(client);
     drop(admin);
     scratch.drop_db().await;
@@ -163,5 +216,338 @@ async fn bad_role_configuration_is_refused_and_applies_nothing() {
     assert_eq!(tables, 0, "a refused run leaves nothing behind");
     drop(client);
     drop(admin);
+    scratch.drop_db().await;
+}
+
+fn id(component: &'static str, version: i32) -> MigrationId {
+    MigrationId { component, version }
+}
+
+/// Two other components, declared the way other crates declare theirs: `widgets` (numbered
+/// from 1, like tenant-isolation's) and `gadgets`, whose table refers to `widgets`.
+const WIDGETS_MIGRATIONS: &[Migration] = &[
+    Migration::new(
+        1,
+        "widgets",
+        "CREATE TABLE widgets (id integer PRIMARY KEY)",
+    ),
+    Migration::new(
+        2,
+        "widget-names",
+        "ALTER TABLE widgets ADD COLUMN name text",
+    ),
+];
+const WIDGETS: MigrationSet = MigrationSet::new("widgets", WIDGETS_MIGRATIONS);
+const GADGETS_MIGRATIONS: &[Migration] = &[Migration::new(
+    1,
+    "gadgets",
+    "CREATE TABLE gadgets (widget integer NOT NULL REFERENCES widgets (id))",
+)];
+const GADGETS: MigrationSet = MigrationSet::new("gadgets", GADGETS_MIGRATIONS);
+/// `widgets` in a later build: one version more.
+const WIDGETS_LATER_MIGRATIONS: &[Migration] = &[
+    WIDGETS_MIGRATIONS[0],
+    WIDGETS_MIGRATIONS[1],
+    Migration::new(
+        3,
+        "widget-sizes",
+        "ALTER TABLE widgets ADD COLUMN size integer",
+    ),
+];
+const WIDGETS_LATER: MigrationSet = MigrationSet::new("widgets", WIDGETS_LATER_MIGRATIONS);
+
+/// The extension point: a host applies tenant-isolation's set and other components' sets in
+/// one run; versions are tracked per component (three components have a version 1), and a later
+/// build of one component applies exactly its new version.
+#[tokio::test]
+async fn components_are_applied_in_one_run_and_tracked_apart() {
+    let scratch = ScratchDb::create().await;
+    let admin = AdminDb::connect(&scratch.url, &pg_support::options()).unwrap();
+    let config = MigrationConfig::default();
+    let report = admin
+        .migrate_with(&config, &[WIDGETS, GADGETS])
+        .await
+        .expect("one run, three components");
+    assert_eq!(
+        report.applied,
+        [
+            TENANCY_V1,
+            id("widgets", 1),
+            id("widgets", 2),
+            id("gadgets", 1)
+        ],
+        "every migration once, components in the order given"
+    );
+    assert!(
+        report.already_applied.is_empty() && report.adopted.is_empty(),
+        "{report:?}"
+    );
+    assert!(report.admin_policy_changed);
+    let client = owner_client(&scratch.url).await;
+    assert_eq!(
+        recorded(&client).await,
+        rows_of(&[AdminDb::MIGRATIONS, WIDGETS, GADGETS]),
+        "exactly these versions, with their checksums"
+    );
+    client
+        .batch_execute(
+            "INSERT INTO widgets (id, name) VALUES (1, 'w'); INSERT INTO gadgets (widget) VALUES (1)",
+        )
+        .await
+        .expect("the components' tables, as migrated");
+
+    // A later build of `widgets`, run on its own (no tenant schema, no grants).
+    let pool = build_pool(&scratch.url, &pg_support::options()).unwrap();
+    let later = run_migrations(&pool, &[WIDGETS_LATER])
+        .await
+        .expect("the later build");
+    assert_eq!(later.applied, [id("widgets", 3)]);
+    assert_eq!(later.already_applied, [id("widgets", 1), id("widgets", 2)]);
+    assert!(!later.admin_policy_changed);
+    assert_eq!(
+        recorded(&client).await,
+        rows_of(&[AdminDb::MIGRATIONS, WIDGETS_LATER, GADGETS])
+    );
+
+    // The host's run again: nothing left to do.
+    let again = admin
+        .migrate_with(&config, &[WIDGETS_LATER, GADGETS])
+        .await
+        .unwrap();
+    assert!(again.applied.is_empty(), "{again:?}");
+    assert_eq!(again.already_applied.len(), 5, "{again:?}");
+
+    // A component given twice is refused before anything runs.
+    let twice = admin
+        .migrate_with(&config, &[AdminDb::MIGRATIONS])
+        .await
+        .unwrap_err();
+    assert!(matches!(twice, Error::InvalidConfig { .. }), "{twice:?}");
+    drop((client, admin, pool));
+    scratch.drop_db().await;
+}
+
+/// A database migrated before the per-component table (versions in
+/// `tenant_isolation_migrations`, with checksums) upgrades cleanly: its versions are adopted
+/// with their checksum and time, nothing is applied again, later runs adopt nothing, and the
+/// earlier table stays for builds that still read it.
+#[tokio::test]
+async fn the_earlier_version_table_is_adopted_once() {
+    let scratch = ScratchDb::create().await;
+    let client = owner_client(&scratch.url).await;
+    let tenancy = &AdminDb::MIGRATIONS.migrations()[0];
+    // What the earlier runner left behind: its version table, migration 0001 and its row.
+    client
+        .batch_execute(&format!(
+            "BEGIN;
+             CREATE TABLE tenant_isolation_migrations (
+                 version    integer PRIMARY KEY,
+                 name       text NOT NULL,
+                 checksum   text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );
+             {}
+             COMMIT;",
+            tenancy.sql()
+        ))
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO tenant_isolation_migrations (version, name, checksum, applied_at)
+             VALUES (1, $1, $2, '2025-01-02 03:04:05+00')",
+            &[&tenancy.name(), &tenancy.checksum()],
+        )
+        .await
+        .unwrap();
+
+    let admin = AdminDb::connect(&scratch.url, &pg_support::options()).unwrap();
+    let report = admin
+        .migrate(&MigrationConfig::default())
+        .await
+        .expect("the upgrade");
+    assert_eq!(report.adopted, [TENANCY_V1], "{report:?}");
+    assert_eq!(report.already_applied, [TENANCY_V1], "{report:?}");
+    assert!(
+        report.applied.is_empty(),
+        "nothing is applied again: {report:?}"
+    );
+    assert_eq!(recorded(&client).await, rows_of(&[AdminDb::MIGRATIONS]));
+    let applied_at: String = client
+        .query_one(
+            &format!(
+                "SELECT to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')
+                   FROM {MIGRATIONS_TABLE} WHERE component = 'tenant-isolation' AND version = 1"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        applied_at, "2025-01-02 03:04:05",
+        "the original time is kept"
+    );
+
+    let again = admin.migrate(&MigrationConfig::default()).await.unwrap();
+    assert!(
+        again.adopted.is_empty() && again.applied.is_empty(),
+        "{again:?}"
+    );
+    let earlier_rows: i64 = client
+        .query_one("SELECT count(*) FROM tenant_isolation_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        earlier_rows, 1,
+        "the earlier table stays, for builds that still read it"
+    );
+    drop((client, admin));
+    scratch.drop_db().await;
+}
+
+/// A migration whose SQL waits for a lock on `lock_probe`.
+const WAITS_MIGRATIONS: &[Migration] = &[Migration::new(
+    1,
+    "waits-for-a-lock",
+    "SELECT count(*) FROM lock_probe",
+)];
+const WAITS: MigrationSet = MigrationSet::new("lock-probe", WAITS_MIGRATIONS);
+
+/// Advisory locks held or awaited in the client's database.
+async fn advisory_locks(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until a session waits for a lock on `lock_probe`; returns its pid.
+async fn lock_waiter(client: &Client) -> i32 {
+    for _ in 0..400 {
+        let waiter = client
+            .query_opt(
+                "SELECT pid FROM pg_locks
+                  WHERE relation = 'lock_probe'::regclass AND NOT granted LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = waiter {
+            return row.get(0);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the migration never waited for the lock on lock_probe");
+}
+
+/// A migration run abandoned while its SQL waits for a lock that another session holds (its
+/// future dropped, or its statement cancelled by the server) leaves no advisory lock behind:
+/// the next run gets the migration lock at once, not when the other session lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_migration_leaves_no_lock() {
+    let scratch = ScratchDb::create().await;
+    let admin = AdminDb::connect(&scratch.url, &pg_support::options()).unwrap();
+    let config = MigrationConfig::default();
+    admin.migrate(&config).await.unwrap();
+    let observer = owner_client(&scratch.url).await;
+    observer
+        .batch_execute("CREATE TABLE lock_probe (v integer)")
+        .await
+        .unwrap();
+    // Another session holds the lock for the whole test.
+    let blocker = owner_client(&scratch.url).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE lock_probe IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    // 1. The run's future is dropped (a start-up timeout, a shutdown) while its SQL waits.
+    let run = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            admin
+                .migrate_with(&MigrationConfig::default(), &[WAITS])
+                .await
+        })
+    };
+    lock_waiter(&observer).await;
+    assert_eq!(
+        advisory_locks(&observer).await,
+        1,
+        "the waiting run holds the migration lock"
+    );
+    run.abort();
+    assert!(run.await.expect_err("aborted").is_cancelled());
+    let next = tokio::time::timeout(Duration::from_secs(10), admin.migrate(&config))
+        .await
+        .expect("the next run gets the migration lock at once: the abandoned one was cancelled")
+        .expect("the next run");
+    assert!(next.applied.is_empty(), "{next:?}");
+    assert_eq!(
+        advisory_locks(&observer).await,
+        0,
+        "no advisory lock is left"
+    );
+
+    // 2. The server cancels the waiting statement (pg_cancel_backend): the run fails, typed,
+    //    and leaves no lock either.
+    let run = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            admin
+                .migrate_with(&MigrationConfig::default(), &[WAITS])
+                .await
+        })
+    };
+    let pid = lock_waiter(&observer).await;
+    let signalled: bool = observer
+        .query_one("SELECT pg_cancel_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(signalled);
+    let err = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the cancelled run ends")
+        .unwrap()
+        .expect_err("a cancelled migration fails");
+    match &err {
+        Error::Migration {
+            component: "lock-probe",
+            version: 1,
+            problem: MigrationProblem::Refused(db),
+            ..
+        } => assert_eq!(db.code().map(|c| c.code()), Some("57014"), "{db:?}"),
+        other => panic!("expected the migration to fail as cancelled, got {other:?}"),
+    }
+    tokio::time::timeout(Duration::from_secs(10), admin.migrate(&config))
+        .await
+        .expect("the next run gets the migration lock at once")
+        .expect("the next run");
+    assert_eq!(
+        advisory_locks(&observer).await,
+        0,
+        "no advisory lock is left"
+    );
+
+    // Neither abandoned run recorded anything.
+    let probe_rows: i64 = observer
+        .query_one(
+            &format!("SELECT count(*) FROM {MIGRATIONS_TABLE} WHERE component = 'lock-probe'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(probe_rows, 0);
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    drop((observer, blocker, admin));
     scratch.drop_db().await;
 }

@@ -85,7 +85,7 @@ fn call_overhead(c: &mut Criterion) {
     // The default configuration: retries enabled, metrics and tracing calls in place.
     let client = WahaClient::with_config(
         base.parse().expect("url"),
-        ApiKey::new(KEY),
+        ApiKey::new(KEY).unwrap(),
         ClientConfig::default(),
     )
     .expect("client");
@@ -169,7 +169,7 @@ fn paired(_: &mut Criterion) {
     let base = server(&runtime);
     let client = WahaClient::with_config(
         base.parse().expect("url"),
-        ApiKey::new(KEY),
+        ApiKey::new(KEY).unwrap(),
         ClientConfig::default(),
     )
     .expect("client");

@@ -22,7 +22,7 @@ pub trait WahaApiExt: WahaApi {
     ///    the stored config differs).
     ///
     /// Old Core's built-in `default` session (`config: null`) takes path 2. Any other error
-    /// (for example `SingleSessionServer`, `Invalid`, `EmptyHmacKey`) is returned unchanged.
+    /// (for example `SingleSessionServer`, `Invalid`) is returned unchanged.
     async fn ensure_session(
         &self,
         name: &str,

@@ -4,7 +4,8 @@ use std::fmt;
 
 use crate::model::SessionStatus;
 
-/// Everything that can go wrong talking to WAHA or checking its webhooks.
+/// Everything that can go wrong talking to WAHA. (A refused webhook delivery is a
+/// [`WebhookError`](crate::webhook::WebhookError).)
 ///
 /// Each variant says what the caller can do. Only [`WahaError::Transient`] is worth retrying
 /// ([`WahaError::is_retryable`]); the client already retried it where that is safe, within its
@@ -121,35 +122,6 @@ pub enum WahaError {
         /// The limit in bytes.
         limit: usize,
     },
-
-    /// A webhook HMAC key is empty: when verifying, any sender could compute the "signature";
-    /// in a session config, WAHA would send the events unsigned. Configure a non-empty key.
-    #[error("the webhook HMAC key is empty; configure a non-empty key")]
-    EmptyHmacKey,
-
-    /// A webhook arrived without `X-Webhook-Hmac`: reject it (configure `hmac.key` on the
-    /// session, or the sender is not WAHA).
-    #[error("webhook signature header X-Webhook-Hmac is missing")]
-    SignatureMissing,
-
-    /// `X-Webhook-Hmac` is not 128 hex digits: reject the webhook.
-    #[error("webhook signature is malformed: {reason}")]
-    SignatureMalformed {
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-
-    /// The signature does not match the body and key: reject the webhook (forged, altered, or
-    /// signed with another key).
-    #[error("webhook signature does not match the body")]
-    SignatureMismatch,
-
-    /// `X-Webhook-Hmac-Algorithm` names an algorithm other than `sha512`: reject the webhook.
-    #[error("unsupported webhook signature algorithm {algorithm:?} (only sha512 is supported)")]
-    UnsupportedSignatureAlgorithm {
-        /// The algorithm the header named (truncated).
-        algorithm: String,
-    },
 }
 
 /// Why a [`WahaError::Transient`] happened.
@@ -222,11 +194,6 @@ impl WahaError {
             Self::Decode { .. } => "decode",
             Self::SessionNotCreated { .. } => "session_not_created",
             Self::ResponseTooLarge { .. } => "response_too_large",
-            Self::EmptyHmacKey => "empty_hmac_key",
-            Self::SignatureMissing => "signature_missing",
-            Self::SignatureMalformed { .. } => "signature_malformed",
-            Self::SignatureMismatch => "signature_mismatch",
-            Self::UnsupportedSignatureAlgorithm { .. } => "unsupported_signature_algorithm",
         }
     }
 

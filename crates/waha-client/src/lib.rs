@@ -17,11 +17,11 @@
 //! use waha_client::{ApiKey, HmacKey, WahaClient, webhook};
 //!
 //! // Construction does no I/O.
-//! let client = WahaClient::new("http://127.0.0.1:3000".parse()?, ApiKey::new("my-api-key"))?;
+//! let client = WahaClient::new("http://127.0.0.1:3000".parse()?, ApiKey::new("my-api-key")?)?;
 //! assert!(!format!("{client:?}").contains("my-api-key"));
 //!
 //! // Webhooks are verified over the raw body before parsing.
-//! let key = HmacKey::new("my-secret-key");
+//! let key = HmacKey::new("my-secret-key")?;
 //! let body = br#"{"event":"message","session":"default","engine":"WEBJS"}"#;
 //! let signature = webhook::sign(&key, body);
 //! assert!(signature.starts_with("208f8a55"));
@@ -34,23 +34,26 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use waha_client::{
-//!     ApiKey, ProxyConfig, SessionConfig, WahaApi, WahaApiExt, WahaClient, WahaError,
-//!     WebhookConfig,
+//!     ApiKey, HmacKey, ProxyConfig, ProxyPassword, SessionConfig, WahaApi, WahaApiExt,
+//!     WahaClient, WahaError, WebhookConfig,
 //! };
 //!
 //! # async fn provision() -> Result<(), WahaError> {
 //! let api: Arc<dyn WahaApi> = Arc::new(WahaClient::new(
 //!     "http://waha-tenant-1:3000".parse().expect("a URL"),
-//!     ApiKey::new("my-api-key"),
+//!     ApiKey::new("my-api-key").expect("a valid key"),
 //! )?);
 //! api.ping().await?;
 //!
 //! let mut config = SessionConfig::default();
-//! config.metadata.insert("tenant".into(), "t1".into());
-//! config.proxy = Some(ProxyConfig::new("proxy:3128").with_credentials("user", "password"));
+//! config.metadata.insert(waha_client::metadata::TENANT.into(), "t1".into());
+//! config.proxy = Some(ProxyConfig::new("proxy:3128").with_credentials(
+//!     "user",
+//!     ProxyPassword::new("password").expect("a valid password"),
+//! ));
 //! config.webhooks.push(
 //!     WebhookConfig::new("http://chipfleet:8080/webhooks", ["session.status", "message"])
-//!         .signed_with("hmac-key")?,
+//!         .signed_with(HmacKey::new("hmac-key").expect("a valid key")),
 //! );
 //! // Creates, or updates an existing session; safe to call again and again.
 //! api.ensure_session("t1_chip1", &config).await?;
@@ -79,6 +82,7 @@ pub use api::MockWahaApi;
 pub use api::WahaApi;
 pub use ensure::WahaApiExt;
 pub use error::{TransientCause, WahaError};
+pub use fleet_vocab::metadata;
 pub use http::{ClientConfig, RetryConfig, Timeouts, WahaClient};
 pub use model::{
     ChatRef, ClientNames, CustomHeader, EngineInfo, HealthSource, Me, NewSession, NowebConfig,

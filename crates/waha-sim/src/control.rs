@@ -3,13 +3,42 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::SimError;
+use crate::calls::CallRecord;
 use crate::faults::Faults;
 use crate::session::lifecycle::Refusal;
-use crate::session::{AckLevel, Me, SessionStatus};
+use crate::session::{AckLevel, DisconnectReason, Me, SessionStatus};
 use crate::state::SimState;
 use crate::time_scale::deadline_after;
 use crate::webhook::WebhookStats;
+
+/// A snapshot of a running simulator (`GET /_sim/stats`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct SimStats {
+    /// Sessions that exist.
+    pub sessions: usize,
+    /// Timers waiting in the queue (QR expiries, start-ups, restarts, acks).
+    pub pending_timers: usize,
+    /// Webhook delivery counters.
+    pub webhooks: WebhookStats,
+    /// Mutating calls received since the start (see [`SimulatorControl::calls`]).
+    pub calls: u64,
+}
+
+impl SimState {
+    pub(crate) fn stats(&self) -> SimStats {
+        SimStats {
+            sessions: self.session_count(),
+            pending_timers: self.scheduler.pending(),
+            webhooks: self.webhook_counters.snapshot(),
+            calls: self.calls.total(),
+        }
+    }
+}
 
 /// Drives a running simulator: scans QR codes, injects failures and disconnects, acks messages,
 /// toggles faults. Cheap to clone; usable from any thread or runtime.
@@ -70,19 +99,34 @@ impl SimulatorControl {
             .map_err(|r| refusal_error(session, r))
     }
 
-    /// The session goes FAILED; an `engine.event` (`session.failed`) carries `reason`.
-    pub fn fail(&self, session: &str, reason: &str) -> Result<(), SimError> {
+    /// The session (STARTING, SCAN_QR_CODE or WORKING) goes FAILED without a word from the
+    /// engine, as a blocked account does, and stays so until restarted.
+    pub fn fail(&self, session: &str) -> Result<(), SimError> {
         self.running()?
-            .fail(session, reason)
+            .fail(session)
             .map(drop)
             .map_err(|r| refusal_error(session, r))
     }
 
-    /// A WORKING session loses its connection: an `engine.event` (`connection.closed`) carries
-    /// `reason`, the session goes STARTING and, still logged in, WORKING again.
-    pub fn disconnect(&self, session: &str, reason: &str) -> Result<(), SimError> {
+    /// The engine drops the session's connection (STARTING, SCAN_QR_CODE or WORKING) for
+    /// `reason`: it says so in its own shape (`engine.event`; `state.change` first on WEBJS),
+    /// then WAHA reacts as it does for the simulator's engine: a final FAILED, a reconnect, or
+    /// (WEBJS) a FAILED followed by a restart. See [`DisconnectReason`] for every rendition.
+    pub fn disconnect(&self, session: &str, reason: DisconnectReason) -> Result<(), SimError> {
         self.running()?
             .disconnect(session, reason)
+            .map(drop)
+            .map_err(|r| refusal_error(session, r))
+    }
+
+    /// The silent-WORKING fault (GOWS before 2026.7.1, after a replaced, banned or outdated
+    /// client): the WORKING session keeps reporting WORKING, but nothing is delivered any more
+    /// (no webhook at all: incoming messages are swallowed) and sends do not progress
+    /// (`sendText` answers 201 with an id, then no ack ever comes). It ends at the session's
+    /// next status change: a restart, stop, logout, PUT or [`SimulatorControl::disconnect`].
+    pub fn silence(&self, session: &str) -> Result<(), SimError> {
+        self.running()?
+            .silence(session)
             .map(drop)
             .map_err(|r| refusal_error(session, r))
     }
@@ -113,7 +157,8 @@ impl SimulatorControl {
     }
 
     /// Replaces the faults in force (`startup_delay` and `booting` only matter at start; use
-    /// [`SimulatorControl::set_booting`] for a booting window now).
+    /// [`SimulatorControl::set_booting`] for a booting window now). Faults that carry a seed
+    /// restart the webhook faults' random sequence from it; faults without one keep it.
     pub fn set_faults(&self, faults: Faults) -> Result<(), SimError> {
         faults.validate()?;
         self.state.set_faults(faults);
@@ -154,6 +199,30 @@ impl SimulatorControl {
     /// Webhook delivery counters and the number of dispatcher tasks alive.
     pub fn webhook_stats(&self) -> WebhookStats {
         self.state.webhook_counters.snapshot()
+    }
+
+    /// Sessions, pending timers, webhook counters and calls received (what `/_sim/stats`
+    /// answers).
+    pub fn stats(&self) -> SimStats {
+        self.state.stats()
+    }
+
+    /// The mutating calls received (the most recent 100 000), oldest first: who, what, when
+    /// (see [`CallRecord`]). For example, "at most one create per chip":
+    /// `calls().iter().filter(|c| c.is_create() && c.status == 201 && c.session.as_deref() ==
+    /// Some(chip))` counts at most one.
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.state.calls.snapshot(None)
+    }
+
+    /// The mutating calls about `session`.
+    pub fn calls_for(&self, session: &str) -> Vec<CallRecord> {
+        self.state.calls.snapshot(Some(session))
+    }
+
+    /// Forgets the calls logged so far (their numbering goes on).
+    pub fn clear_calls(&self) {
+        self.state.calls.clear();
     }
 
     /// Waits (wall-clock `timeout`) until the session has `status`.

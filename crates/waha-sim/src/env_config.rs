@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::SimError;
-use crate::faults::BootingStatus;
+use crate::faults::{BootingHealth, BootingStatus};
 use crate::settings::{CrashBehaviour, Engine};
 use crate::simulator::SimulatorBuilder;
 
@@ -25,7 +25,7 @@ impl SimulatorBuilder {
     /// | variable | meaning | default |
     /// |---|---|---|
     /// | `PORT` | listening port | `3000` |
-    /// | `SIM_HOST` | listening address | `0.0.0.0` |
+    /// | `SIM_HOST` | listening address (an IP address; container-pool's host-network mode sets `127.0.0.1`) | `0.0.0.0` |
     /// | `WAHA_API_KEY` / `WHATSAPP_API_KEY` | API key (plain or `sha512:<hex>`) | none: open |
     /// | `WAHA_NO_API_KEY` | `true` disables the key | `false` |
     /// | `WHATSAPP_DEFAULT_ENGINE` | `WEBJS`, `NOWEB`, `GOWS` | `WEBJS` |
@@ -34,15 +34,28 @@ impl SimulatorBuilder {
     /// | `WHATSAPP_RESTART_ALL_SESSIONS` | start every restored session | `false` |
     /// | `SIM_STATE_DIR` | state directory; empty or `none` disables | `/app/.sessions` |
     /// | `SIM_TIME_SCALE` | time scale factor | `1` |
-    /// | `SIM_STARTUP_DELAY_MS`, `SIM_BOOTING_MS`, `SIM_BOOTING_STATUS` (`400`/`503`), `SIM_LATENCY_MS`, `SIM_ERROR_RATE`, `SIM_SLOW_STOP_MS`, `SIM_WEBHOOK_DROP_RATE`, `SIM_WEBHOOK_DUPLICATE_RATE`, `SIM_WEBHOOK_REORDER_RATE` | faults | none |
-    /// | `SIM_STARTING_MS`, `SIM_FIRST_QR_MS`, `SIM_QR_REFRESH_MS`, `SIM_QR_REFRESHES`, `SIM_QR_WAIT_MS`, `SIM_ACK_INTERVAL_MS` (`0`: acks only through the control API) | timings | WAHA's |
+    /// | `SIM_STARTUP_DELAY_MS`, `SIM_BOOTING_MS`, `SIM_BOOTING_STATUS` (`400`/`503`), `SIM_BOOTING_HEALTH` (`503`/`200`), `SIM_LATENCY_MS`, `SIM_ERROR_RATE`, `SIM_SLOW_STOP_MS`, `SIM_WEBHOOK_DROP_RATE`, `SIM_WEBHOOK_DUPLICATE_RATE`, `SIM_WEBHOOK_REORDER_RATE` | faults | none |
+    /// | `SIM_SEED` | seed of the webhook faults (replays a run) | random, logged at start |
+    /// | `SIM_STARTING_MS`, `SIM_FIRST_QR_MS`, `SIM_QR_REFRESH_MS`, `SIM_QR_REFRESHES`, `SIM_QR_WAIT_MS`, `SIM_ACK_INTERVAL_MS` (`0`: acks only through the control API), `SIM_RESTART_DELAY_MS` | timings | WAHA's |
     /// | `SIM_VERSION`, `SIM_TIER` | reported version and tier | `2026.6.1`, `PLUS` |
     ///
     /// A crash exits the process. Any unparsable value is an [`SimError::InvalidSetting`]
     /// naming the variable.
     pub fn from_env_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, SimError> {
+        SimulatorBuilder::default()
+            .crash_behaviour(CrashBehaviour::ExitProcess)
+            .apply_env_vars(var)
+    }
+
+    /// Applies the variables of [`SimulatorBuilder::from_env_vars`] that are set on top of
+    /// `self`; the listening address and the state directory are always set (from `PORT`,
+    /// `SIM_HOST`, `SIM_STATE_DIR` or their defaults).
+    pub(crate) fn apply_env_vars(
+        self,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SimError> {
         let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-        let mut builder = SimulatorBuilder::default().crash_behaviour(CrashBehaviour::ExitProcess);
+        let mut builder = self;
 
         let port: u16 = parse(&get, "PORT")?.unwrap_or(3000);
         let host: IpAddr = parse(&get, "SIM_HOST")?.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -52,7 +65,7 @@ impl SimulatorBuilder {
         if !no_key {
             if let Some(key) = get("WAHA_API_KEY").or_else(|| get("WHATSAPP_API_KEY")) {
                 builder = builder.api_key(key);
-            } else {
+            } else if builder.api_key.is_none() {
                 tracing::warn!("no WAHA_API_KEY set: the API accepts every call");
             }
         }
@@ -70,10 +83,11 @@ impl SimulatorBuilder {
             })?;
             builder = builder.auto_start_delay(delay);
         }
-        builder = builder
-            .restart_all_sessions(flag(&get, "WHATSAPP_RESTART_ALL_SESSIONS")?.unwrap_or(false));
+        if let Some(all) = flag(&get, "WHATSAPP_RESTART_ALL_SESSIONS")? {
+            builder = builder.restart_all_sessions(all);
+        }
         match var("SIM_STATE_DIR") {
-            Some(dir) if dir.trim().is_empty() || dir.trim() == "none" => {}
+            Some(dir) if dir.trim().is_empty() || dir.trim() == "none" => builder.state_dir = None,
             Some(dir) => builder = builder.state_dir(PathBuf::from(dir)),
             None => builder = builder.state_dir(DEFAULT_STATE_DIR),
         }
@@ -102,6 +116,21 @@ impl SimulatorBuilder {
                 }
             };
         }
+        if let Some(health) = get("SIM_BOOTING_HEALTH") {
+            faults.booting_health = match health.trim() {
+                "503" => BootingHealth::Unavailable,
+                "200" => BootingHealth::Ok,
+                _ => {
+                    return Err(SimError::setting(
+                        "SIM_BOOTING_HEALTH",
+                        "expected 503 or 200",
+                    ));
+                }
+            };
+        }
+        if let Some(seed) = parse::<u64>(&get, "SIM_SEED")? {
+            faults.seed = Some(seed);
+        }
         set_ms(&get, "SIM_LATENCY_MS", &mut faults.latency)?;
         set_ms(&get, "SIM_SLOW_STOP_MS", &mut faults.slow_stop)?;
         for (name, field) in [
@@ -124,6 +153,7 @@ impl SimulatorBuilder {
         set_ms(&get, "SIM_FIRST_QR_MS", &mut timings.first_qr)?;
         set_ms(&get, "SIM_QR_REFRESH_MS", &mut timings.qr_refresh)?;
         set_ms(&get, "SIM_QR_WAIT_MS", &mut timings.qr_wait)?;
+        set_ms(&get, "SIM_RESTART_DELAY_MS", &mut timings.restart_delay)?;
         if let Some(n) = parse(&get, "SIM_QR_REFRESHES")? {
             timings.qr_refreshes = n;
         }
@@ -207,8 +237,14 @@ mod tests {
             ("SIM_BOOTING_STATUS", "503"),
             ("SIM_ERROR_RATE", "0.25"),
             ("SIM_ACK_INTERVAL_MS", "0"),
+            ("SIM_SEED", "42"),
+            ("SIM_BOOTING_HEALTH", "200"),
+            ("SIM_RESTART_DELAY_MS", "50"),
         ])
         .unwrap();
+        assert_eq!(b.faults.seed, Some(42));
+        assert_eq!(b.faults.booting_health, BootingHealth::Ok);
+        assert_eq!(b.timings.restart_delay, Duration::from_millis(50));
         assert_eq!(b.bind.port(), 3100);
         assert_eq!(b.api_key.as_deref(), Some("old-name-key"));
         assert_eq!(b.engine, Engine::Noweb);
@@ -227,6 +263,19 @@ mod tests {
     }
 
     #[test]
+    fn sim_host_sets_the_listening_address() {
+        let b = builder(&[("PORT", "4100"), ("SIM_HOST", "127.0.0.1")]).unwrap();
+        assert_eq!(b.bind, "127.0.0.1:4100".parse().unwrap());
+        let b = builder(&[("SIM_HOST", "::1")]).unwrap();
+        assert_eq!(b.bind, "[::1]:3000".parse().unwrap());
+        // An address, not a name: the binary resolves nothing before it binds.
+        let error = builder(&[("SIM_HOST", "localhost")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("SIM_HOST"), "{error}");
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         for (name, value) in [
             ("PORT", "70000"),
@@ -234,6 +283,8 @@ mod tests {
             ("WAHA_NO_API_KEY", "maybe"),
             ("SIM_ERROR_RATE", "2"),
             ("SIM_BOOTING_STATUS", "418"),
+            ("SIM_BOOTING_HEALTH", "204"),
+            ("SIM_SEED", "-1"),
             ("SIM_LATENCY_MS", "-1"),
         ] {
             let error = builder(&[(name, value)]).unwrap_err().to_string();

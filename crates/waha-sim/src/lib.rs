@@ -46,19 +46,36 @@
 //! `/api/{name}/auth/request-code`, `/api/sendText`, `/api/sendSeen`, `/api/startTyping`,
 //! `/api/stopTyping`.
 //!
-//! The control API, for simulators running in a container (same API key):
+//! The control API, for simulators running in a container (same API key, exempt from the
+//! latency, booting and error-rate faults); [`SimControlClient`] calls it with typed bodies:
 //!
 //! | call | effect |
 //! |---|---|
+//! | `GET /_sim/sessions/{name}` | the session's `SessionInfo` ([`SimSession`]) |
 //! | `POST /_sim/sessions/{name}/scan` `{id?, pushName?}` | [`SimulatorControl::scan`] |
-//! | `POST /_sim/sessions/{name}/fail` `{reason}` | [`SimulatorControl::fail`] |
-//! | `POST /_sim/sessions/{name}/disconnect` `{reason}` | [`SimulatorControl::disconnect`] |
+//! | `POST /_sim/sessions/{name}/fail` | [`SimulatorControl::fail`] |
+//! | `POST /_sim/sessions/{name}/disconnect` `{reason}` ([`DisconnectReason`]) | [`SimulatorControl::disconnect`] |
+//! | `POST /_sim/sessions/{name}/silence` | [`SimulatorControl::silence`] |
 //! | `POST /_sim/sessions/{name}/messages` `{from, text}` | [`SimulatorControl::receive_message`] |
 //! | `POST /_sim/messages/{id}/ack` `{ack: 3 \| "READ"}` | [`SimulatorControl::ack`] |
-//! | `GET`/`PUT /_sim/faults` ([`Faults`] JSON) | [`SimulatorControl::set_faults`] |
+//! | `GET`/`PUT /_sim/faults` ([`Faults`] JSON, with `seed`) | [`SimulatorControl::set_faults`] |
 //! | `POST /_sim/booting` `{durationMs}` | [`SimulatorControl::set_booting`] |
 //! | `POST /_sim/crash` | [`SimulatorControl::crash`] |
-//! | `GET /_sim/stats` | session count, pending timers, [`WebhookStats`] |
+//! | `GET /_sim/stats` | [`SimStats`]: sessions, pending timers, [`WebhookStats`], calls |
+//! | `GET /_sim/calls[?session=]`, `DELETE /_sim/calls` | [`SimulatorControl::calls`] ([`CallRecord`]s), [`SimulatorControl::clear_calls`] |
+//!
+//! # Faults like the real server's
+//! Engine-shaped disconnects ([`DisconnectReason`]: Baileys status codes, whatsmeow event
+//! names, WEBJS states and `state.change`), the QR window (60 s, then 20 s refreshes, 6 codes,
+//! then FAILED, scaled), a silent WORKING session ([`SimulatorControl::silence`]), a booting
+//! window whose `/health` already answers 200 ([`BootingHealth::Ok`]), webhook drops retried
+//! on the webhook's policy, lost answers (duplicates) and reordering drawn from a seed
+//! ([`Faults::seed`]: same seed, same decisions), and a log of every mutating call.
+//!
+//! # In-process containers (feature `pool`)
+//! `SimLauncher` implements container-pool's `ProcessLauncher`: its `InMemoryRuntime` starts
+//! one simulator per "container", configured by the container's environment, with one state
+//! directory per volume.
 //!
 //! # Binary and image
 //! The `waha-sim` binary reads WAHA's environment variables (see
@@ -71,14 +88,19 @@
 //! stay cheap (see `docs/benchmarks.md`).
 
 mod api_key;
+mod calls;
 #[cfg(feature = "docker")]
 pub mod container;
 mod control;
+mod control_client;
+mod control_wire;
 mod env_config;
 mod error;
 mod faults;
 pub mod healthcheck;
 mod persistence;
+#[cfg(feature = "pool")]
+mod pool;
 mod qr;
 mod scheduler;
 mod server;
@@ -91,11 +113,15 @@ mod webhook;
 mod wire;
 
 pub use api_key::ApiKey;
-pub use control::SimulatorControl;
+pub use calls::CallRecord;
+pub use control::{SimStats, SimulatorControl};
+pub use control_client::{SimControlClient, SimControlError, SimSession};
 pub use env_config::DEFAULT_STATE_DIR;
 pub use error::SimError;
-pub use faults::{BootingStatus, Faults};
-pub use session::{AckLevel, Me, SessionStatus};
+pub use faults::{BootingHealth, BootingStatus, Faults};
+#[cfg(feature = "pool")]
+pub use pool::SimLauncher;
+pub use session::{AckLevel, DisconnectReason, Me, SessionStatus};
 pub use settings::{CrashBehaviour, Engine, Timings};
 pub use simulator::{RunningSimulator, Simulator, SimulatorBuilder};
 pub use time_scale::TimeScale;

@@ -1,5 +1,5 @@
 //! One timer queue for the whole simulator (no task per session): QR refreshes, start-up
-//! completions, restored-session auto-starts and automatic acks.
+//! completions, restarts after a disconnect, restored-session auto-starts and automatic acks.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -20,6 +20,8 @@ pub(crate) enum Timer {
     Started { session: String, generation: u32 },
     /// The QR code expired.
     QrExpired { session: String, generation: u32 },
+    /// A session FAILED by a disconnect is started again (WEBJS).
+    Restart { session: String, generation: u32 },
     /// Start a session restored from the state directory.
     AutoStart { session: String },
     /// Acknowledge a sent message.

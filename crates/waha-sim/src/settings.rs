@@ -57,6 +57,10 @@ pub struct Timings {
     pub ack_interval: Option<Duration>,
     /// How long a reordered webhook delivery is held back. Default 500 ms.
     pub reorder_delay: Duration,
+    /// How long an engine waits before it starts again after a disconnect (see
+    /// [`DisconnectReason`](crate::DisconnectReason)): NOWEB's fixed restart delay, the first
+    /// step of GOWS's reconnect, WEBJS's restart after a transient FAILED. Default 2 s.
+    pub restart_delay: Duration,
 }
 
 impl Default for Timings {
@@ -69,6 +73,7 @@ impl Default for Timings {
             qr_wait: Duration::from_secs(5),
             ack_interval: Some(Duration::from_secs(1)),
             reorder_delay: Duration::from_millis(500),
+            restart_delay: Duration::from_secs(2),
         }
     }
 }

@@ -201,6 +201,8 @@ impl SimulatorBuilder {
     pub async fn start(self) -> Result<RunningSimulator, SimError> {
         let time_scale = TimeScale::new(self.time_scale)?;
         self.faults.validate()?;
+        let mut faults = self.faults.clone();
+        let seed = *faults.seed.get_or_insert_with(|| fastrand::u64(..));
         let key = match &self.api_key {
             None => KeyCheck::Disabled,
             Some(raw) => KeyCheck::from_setting("api_key", raw)?,
@@ -249,8 +251,7 @@ impl SimulatorBuilder {
             crash: self.crash,
             webhook_timeout: self.webhook_timeout,
         };
-        let (state, events) =
-            SimState::new(settings, environment, self.faults.clone(), persistence);
+        let (state, events) = SimState::new(settings, environment, faults, persistence);
         let state = Arc::new(state);
         let mut autostart = Vec::new();
         for session in restored {
@@ -273,7 +274,7 @@ impl SimulatorBuilder {
         } else {
             format!("http://{addr}")
         };
-        tracing::info!(%url, "waha-sim started");
+        tracing::info!(%url, seed, "waha-sim started (replay its webhook faults with this seed)");
         Ok(RunningSimulator {
             url,
             addr,
@@ -412,6 +413,8 @@ async fn serve(
     let shutdown = async move {
         let _ = signal.wait_for(|s| *s != RunSignal::Run).await.map(|_| ());
     };
+    // The peer's address reaches the call log.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -11,6 +11,7 @@ use bollard::models::{ContainerCreateBody, HealthStatusEnum, HostConfig, PortBin
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use serde_json::json;
 use waha_sim::container::{DEFAULT_IMAGE_TAG, IMAGE_PORT, build_default_image};
+use waha_sim::{ApiKey, SessionStatus, SimControlClient};
 
 const KEY: &str = "container-test-key-91b2";
 
@@ -146,16 +147,22 @@ async fn exercise(docker: &Docker, name: &str, port_key: &str) -> Result<(), Str
         .await
         .unwrap();
     assert_eq!(qr.status(), 200);
-    let scanned: serde_json::Value = http
-        .post(format!("{base}/_sim/sessions/in-container/scan"))
-        .header("X-Api-Key", KEY)
-        .json(&json!({}))
-        .send()
+    // A test of a simulator in a container drives it through the typed control client.
+    let control =
+        SimControlClient::new(&base, Some(ApiKey::new(KEY))).map_err(|e| e.to_string())?;
+    let scanned = control
+        .scan("in-container")
         .await
-        .unwrap()
-        .json()
+        .map_err(|e| format!("scan: {e}"))?;
+    assert_eq!(scanned.status, SessionStatus::Working);
+    let calls = control
+        .calls_for("in-container")
         .await
-        .unwrap();
-    assert_eq!(scanned["status"], "WORKING");
+        .map_err(|e| format!("calls: {e}"))?;
+    assert_eq!(
+        calls.iter().filter(|c| c.is_create()).count(),
+        1,
+        "{calls:?}"
+    );
     Ok(())
 }

@@ -1,12 +1,12 @@
 //! Finding or creating a tenant slot's container, then gating on readiness.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use tracing::{Instrument, info, info_span, warn};
 
 use super::deadline::Deadline;
 use super::{TenantPool, naming};
+use crate::config::{HOST_NETWORK_BIND_VAR, HOST_NETWORK_PORT_VARS};
 use crate::spec::{API_KEY_VAR, AUTO_START_DELAY_VAR, ENGINE_VAR, WORKER_ID_VAR};
 use crate::{
     AddressingPolicy, ApiKey, ContainerId, ContainerInfo, ContainerSpec, ContainerState, EnvVar,
@@ -18,9 +18,11 @@ use crate::{
 /// for a rotated key) before giving up with the last error.
 const ATTEMPTS: usize = 3;
 
-/// How [`TenantPool::spec_for`] gets a [`HostPorts::Range`] port.
+/// How [`TenantPool::spec_for`] gets a [`HostPorts::Range`] or
+/// [`AddressingPolicy::HostNetwork`] port.
 enum HostPort<'a> {
-    /// Allocate it in the store (the spec is about to be created).
+    /// Allocate it in the store (the spec is about to be created); for host networking, ports
+    /// a socket on this host already holds are skipped.
     Allocate,
     /// Take it from this snapshot of the store's allocations, writing nothing.
     Preview(&'a BTreeMap<String, u16>),
@@ -222,8 +224,9 @@ impl TenantPool {
     }
 
     /// The spec the pool creates for a tenant slot now (image, env, limits, labels, volume,
-    /// addressing, restart policy). With [`HostPorts::Range`] this allocates (and persists) the
-    /// container's host port.
+    /// addressing, restart policy). With [`HostPorts::Range`] or
+    /// [`AddressingPolicy::HostNetwork`] this allocates (and persists) the container's host
+    /// port.
     pub(crate) async fn build_spec(
         &self,
         tenant: &TenantId,
@@ -236,9 +239,10 @@ impl TenantPool {
 
     /// The hash of the spec [`build_spec`](Self::build_spec) would make now, with no side
     /// effect: it needs no key (the hash leaves out secret values and the key-fingerprint
-    /// label) and allocates no port. A [`HostPorts::Range`] port is the one `ports` (the
-    /// store's allocations) gives the container, or the one the store would allocate next
-    /// (the trait's rule: the lowest free port of the range).
+    /// label) and allocates no port. A [`HostPorts::Range`] or host-network port is the one
+    /// `ports` (the store's allocations) gives the container, or the one the store would
+    /// allocate next (the trait's rule: the lowest free port of the range; whether a socket
+    /// holds it is not looked at, so the running container's own port counts as its own).
     pub(crate) async fn wanted_spec_hash(
         &self,
         tenant: &TenantId,
@@ -280,29 +284,55 @@ impl TenantPool {
             } => {
                 let port = match host_port {
                     HostPort::Allocate => store.allocate(&name, range.clone()).await?,
-                    HostPort::Preview(ports) => crate::ports::pick(ports, &name, range)?,
+                    HostPort::Preview(ports) => crate::ports::pick(ports, &name, range, |_| false)?,
                 };
                 crate::Addressing::HostPort { bind: *bind, port }
             }
+            // The container binds the port itself on the host: skip ports already held there.
+            AddressingPolicy::HostNetwork { bind, range, store } => {
+                let port = match host_port {
+                    HostPort::Allocate => {
+                        store.allocate_unbound(&name, range.clone(), *bind).await?
+                    }
+                    HostPort::Preview(ports) => crate::ports::pick(ports, &name, range, |_| false)?,
+                };
+                crate::Addressing::HostNetwork { bind: *bind, port }
+            }
+        };
+        // On the host's network the server listens on its allocated port, told through the
+        // environment; elsewhere on WAHA's own port inside the container.
+        let (container_port, listen_env): (u16, Vec<EnvVar>) = match &addressing {
+            crate::Addressing::HostNetwork { bind, port } => (
+                *port,
+                HOST_NETWORK_PORT_VARS
+                    .iter()
+                    .map(|var| EnvVar::plain(*var, port.to_string()))
+                    .chain([EnvVar::plain(HOST_NETWORK_BIND_VAR, bind.to_string())])
+                    .collect(),
+            ),
+            _ => (WAHA_PORT, Vec::new()),
         };
         // `validate` checked that base + spread fits; the share is at most spread.
         cfg.auto_start.max_delay_secs()?;
         let share = naming::stable_share(&name, cfg.auto_start.spread.as_secs().saturating_add(1));
         let stagger = cfg.auto_start.base.as_secs().saturating_add(share);
-        let secret_key = key.map_or("", ApiKey::expose_secret);
         let mut env = vec![
-            EnvVar::secret(API_KEY_VAR, secret_key),
+            match key {
+                Some(key) => EnvVar::api_key(API_KEY_VAR, key.clone()),
+                None => EnvVar::secret(API_KEY_VAR, ""),
+            },
             EnvVar::plain(ENGINE_VAR, cfg.engine.as_str()),
             EnvVar::plain(WORKER_ID_VAR, &name),
             EnvVar::plain(AUTO_START_DELAY_VAR, stagger.to_string()),
         ];
+        env.extend(listen_env);
         env.extend(cfg.extra_env.iter().cloned());
         let mut spec_labels = BTreeMap::from([
             (labels::MANAGED_BY.to_owned(), cfg.managed_by.clone()),
             (labels::TENANT.to_owned(), tenant.as_str().to_owned()),
             (labels::SLOT.to_owned(), slot.to_string()),
             (labels::ADDRESSING.to_owned(), addressing.label_value()),
-            (labels::PORT.to_owned(), WAHA_PORT.to_string()),
+            (labels::PORT.to_owned(), container_port.to_string()),
         ]);
         let mut spec = ContainerSpec {
             volume: cfg.volumes.then(|| VolumeMount {
@@ -317,7 +347,7 @@ impl TenantPool {
                 .sizing
                 .try_resources(cfg.engine, cfg.sessions_per_container)?,
             addressing,
-            container_port: WAHA_PORT,
+            container_port,
             restart: cfg.restart,
         };
         spec.labels = spec_labels.clone();
@@ -338,6 +368,6 @@ impl TenantPool {
             .idle_since
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        idle.insert(id.clone(), Instant::now());
+        idle.insert(id.clone(), self.inner.config.clock.now());
     }
 }

@@ -190,6 +190,11 @@ impl TenantPool {
                     container: name.to_owned(),
                 });
             }
+            Ok(Err(ProbeError::Misconfigured(reason))) => {
+                return Err(Error::InvalidConfig(format!(
+                    "container `{name}` cannot be probed: {reason}"
+                )));
+            }
             Ok(Err(ProbeError::NotReady(e))) => e,
             Err(_) => format!("probe timed out after {limit:?}"),
         };
@@ -239,7 +244,7 @@ impl TenantPool {
                     .extra_env
                     .iter()
                     .filter(|e| e.value.as_plain().is_none())
-                    .map(|e| e.value.expose()),
+                    .map(|e| e.value.expose_secret()),
             )
             .collect()
     }

@@ -1,14 +1,14 @@
 //! Explicit lifecycle: removal, idle reaping, orphan sweep, per-tenant stats.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::SystemTime;
 
 use tracing::{info, warn};
 
 use super::{TenantPool, naming};
 use crate::{
-    AddressingPolicy, ChipActivity, ContainerId, ContainerInfo, ContainerState, ContainerStats,
-    Error, HostPorts, IdleAction, PoolEventKind, TenantExists, TenantId,
+    ChipActivity, ContainerId, ContainerInfo, ContainerState, ContainerStats, Error, IdleAction,
+    PoolEventKind, TenantExists, TenantId,
 };
 
 /// What [`TenantPool::reap_idle`] did.
@@ -228,14 +228,7 @@ impl TenantPool {
     ) -> Result<(), Error> {
         self.inner.runtime.remove(&c.id).await?;
         self.idle_map().remove(&c.id);
-        if let (
-            true,
-            AddressingPolicy::HostPort {
-                ports: HostPorts::Range { store, .. },
-                ..
-            },
-        ) = (release_port, &self.inner.config.addressing)
-        {
+        if release_port && let Some((_, store)) = self.inner.config.addressing.port_allocation() {
             store.release(&c.name).await?;
         }
         if let (Some(tenant), Some(slot)) = (naming::tenant_of(c), naming::slot_of(c)) {
@@ -265,11 +258,11 @@ impl TenantPool {
             self.touch(&c.id);
             return Ok(false);
         }
-        let since = *self
-            .idle_map()
-            .entry(c.id.clone())
-            .or_insert_with(Instant::now);
-        if since.elapsed() < self.inner.config.idle_ttl {
+        let now = self.inner.config.clock.now();
+        let since = *self.idle_map().entry(c.id.clone()).or_insert(now);
+        // A clock set back reads as "not idle yet", never as a negative idle time.
+        let idle_for = now.duration_since(since).unwrap_or_default();
+        if idle_for < self.inner.config.idle_ttl {
             report.idle.push(c.name.clone());
             return Ok(false);
         }
@@ -278,7 +271,7 @@ impl TenantPool {
 
     fn idle_map(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ContainerId, Instant>> {
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ContainerId, SystemTime>> {
         self.inner
             .idle_since
             .lock()

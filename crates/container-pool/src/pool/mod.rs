@@ -11,7 +11,7 @@ mod scrub;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::SystemTime;
 
 use tokio::sync::broadcast;
 
@@ -48,7 +48,7 @@ struct Inner {
     placement: Placement,
     events: broadcast::Sender<PoolEvent>,
     flights: Mutex<HashMap<(TenantId, u32), Arc<Flight>>>,
-    idle_since: Mutex<HashMap<ContainerId, Instant>>,
+    idle_since: Mutex<HashMap<ContainerId, SystemTime>>,
     fingerprints: KeyFingerprintSecret,
 }
 
@@ -267,7 +267,7 @@ mod tests {
     #[async_trait]
     impl TenantKeys for Keys {
         async fn container_api_key(&self, tenant: &TenantId) -> Result<ApiKey, Error> {
-            Ok(ApiKey::new(format!("key-of-{tenant}-0123456789")))
+            Ok(ApiKey::new(format!("key-of-{tenant}-0123456789")).unwrap())
         }
     }
 
@@ -276,6 +276,63 @@ mod tests {
         async fn tenant_exists(&self, tenant: &TenantId) -> Result<bool, Error> {
             Ok(tenant.as_str() != "gone")
         }
+    }
+
+    /// The directory's own error is kept as the source, with its retryability: a pool time-out
+    /// (a busy database) stays retryable through `ensure`, an unknown tenant does not.
+    #[tokio::test]
+    async fn directory_errors_keep_their_cause_and_retryability_through_ensure() {
+        use tenant_isolation::MockTenantDirectory;
+        let mut directory = MockTenantDirectory::new();
+        directory.expect_get().returning(|tenant| {
+            if tenant.as_str() == "busy" {
+                Err(tenant_isolation::Error::Pool(
+                    deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait),
+                ))
+            } else {
+                Err(tenant_isolation::Error::TenantNotFound {
+                    tenant: tenant.clone(),
+                })
+            }
+        });
+        let mut config = PoolConfig::new(ImageRef::parse("chipfleet/waha-sim:dev").unwrap());
+        config.volumes = false;
+        let pool = TenantPool::new(
+            Arc::new(InMemoryRuntime::new(Arc::new(Sims))),
+            crate::keys_from_directory(Arc::new(directory)),
+            Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap()),
+            config,
+        )
+        .unwrap();
+        let busy = TenantId::new("busy").unwrap();
+        let err = pool.ensure(&busy).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::TenantDirectory { tenant, .. } if *tenant == busy),
+            "{err:?}"
+        );
+        assert!(
+            err.is_retryable(),
+            "a pool time-out stays retryable: {err:?}"
+        );
+        assert_eq!(err.kind(), "tenant_directory");
+        let source = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<Arc<tenant_isolation::Error>>())
+            .expect("the directory's error is the source");
+        assert!(
+            matches!(**source, tenant_isolation::Error::Pool(_)),
+            "{source:?}"
+        );
+
+        let unknown = TenantId::new("unknown").unwrap();
+        let err = pool.ensure(&unknown).await.unwrap_err();
+        assert!(!err.is_retryable(), "{err:?}");
+        let source = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<Arc<tenant_isolation::Error>>())
+            .expect("the directory's error is the source");
+        assert!(
+            matches!(**source, tenant_isolation::Error::TenantNotFound { .. }),
+            "{source:?}"
+        );
     }
 
     #[tokio::test]
@@ -320,9 +377,71 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn host_network_containers_listen_on_their_own_allocated_port() {
+        use crate::PortAllocationStore;
+        // The first port of the range is held by a socket: the allocator must skip it.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let first = held.local_addr().unwrap().port();
+        let range = first..=first.saturating_add(50);
+        let store = Arc::new(crate::InMemoryPortStore::new());
+        let mut config = image();
+        config.volumes = false;
+        config.addressing =
+            crate::AddressingPolicy::loopback_host_network(range.clone(), store.clone());
+        let pool = pool_with(config);
+        let key = ApiKey::new("key-0123456789").unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        let spec = pool.build_spec(&acme, 0, &key).await.unwrap();
+        let crate::Addressing::HostNetwork { bind, port } = spec.addressing.clone() else {
+            panic!("not host-network: {:?}", spec.addressing);
+        };
+        assert_eq!(bind.to_string(), "127.0.0.1");
+        assert!(
+            port != first && range.contains(&port),
+            "{port} not in {range:?} or the held {first}"
+        );
+        // The server is told its port and address; labels and spec agree with them.
+        assert_eq!(spec.container_port, port);
+        for var in ["PORT", "WHATSAPP_API_PORT"] {
+            assert_eq!(
+                spec.env_value(var),
+                Some(port.to_string().as_str()),
+                "{var}"
+            );
+        }
+        assert_eq!(spec.env_value("SIM_HOST"), Some("127.0.0.1"));
+        assert_eq!(spec.labels[labels::PORT], port.to_string());
+        assert_eq!(
+            spec.labels[labels::ADDRESSING],
+            format!("hostnet:127.0.0.1:{port}")
+        );
+        let allocations = store.allocations().await.unwrap();
+        assert_eq!(allocations[&spec.name], port);
+        // A re-creation keeps the port, and the read-only drift hash agrees with the spec.
+        assert_eq!(
+            pool.build_spec(&acme, 0, &key)
+                .await
+                .unwrap()
+                .container_port,
+            port
+        );
+        assert_eq!(
+            pool.wanted_spec_hash(&acme, 0, &allocations).await.unwrap(),
+            spec.spec_hash()
+        );
+        // The in-memory runtime ignores the addressing (its servers are on loopback anyway):
+        // `ensure` works, and removing the tenant frees the port.
+        let endpoint = pool.ensure(&acme).await.unwrap();
+        assert_eq!(endpoint.base_url.host_str(), Some("127.0.0.1"));
+        pool.remove_tenant(&acme, false).await.unwrap();
+        assert!(store.allocations().await.unwrap().is_empty());
+        drop(held);
+    }
+
+    #[tokio::test]
     async fn the_longest_auto_start_stagger_builds_a_spec_without_overflowing() {
         let tenant = TenantId::new("acme").unwrap();
-        let key = ApiKey::new("key-0123456789");
+        let key = ApiKey::new("key-0123456789").unwrap();
         for (base, spread) in [(0, u64::MAX), (7, u64::MAX - 7), (u64::MAX, 0)] {
             let mut config = image();
             config.auto_start = crate::AutoStartStagger {
@@ -345,7 +464,7 @@ mod tests {
     #[tokio::test]
     async fn secret_extra_env_reaches_the_container_but_not_the_spec_hash() {
         let tenant = TenantId::new("acme").unwrap();
-        let key = ApiKey::new("key-0123456789");
+        let key = ApiKey::new("key-0123456789").unwrap();
         let spec_with = |plain: &str, secret: &str| {
             let mut config = image();
             config.extra_env = vec![
@@ -363,7 +482,7 @@ mod tests {
             .iter()
             .find(|e| e.name == "WAHA_DASHBOARD_PASSWORD")
             .unwrap();
-        assert_eq!(password.value.expose(), "hunter2-dashboard");
+        assert_eq!(password.value.expose_secret(), "hunter2-dashboard");
         assert_eq!(spec.env_value("WAHA_DASHBOARD_PASSWORD"), None, "not plain");
         assert!(!format!("{spec:?}").contains("hunter2"));
         let hash = spec.spec_hash();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use tracing::{info, warn};
 
 use super::{TenantPool, naming};
-use crate::{AddressingPolicy, ContainerInfo, ContainerState, Error, HostPorts, TenantId, labels};
+use crate::{ContainerInfo, ContainerState, Error, TenantId, labels};
 
 /// How [`TenantPool::rolling_replace`] proceeds.
 #[derive(Debug, Clone, Default)]
@@ -59,12 +59,9 @@ impl TenantPool {
     /// containers or reading the port allocations fails. Containers without a readable tenant
     /// or slot label are not the pool's to replace and are skipped.
     pub async fn drifted(&self) -> Result<Drift, Error> {
-        let ports = match &self.inner.config.addressing {
-            AddressingPolicy::HostPort {
-                ports: HostPorts::Range { store, .. },
-                ..
-            } => store.allocations().await?,
-            _ => BTreeMap::new(),
+        let ports = match self.inner.config.addressing.port_allocation() {
+            Some((_, store)) => store.allocations().await?,
+            None => BTreeMap::new(),
         };
         let mut out = Drift::default();
         for c in self.inner.runtime.list(&self.managed_selector()).await? {

@@ -34,7 +34,9 @@ use crate::{Addressing, ContainerSpec, Error, LabelSelector, RestartPolicy, labe
 /// Containers get the spec's limits, labels, restart policy and named volume; with network
 /// addressing they join the user-defined bridge network (created, labelled, when missing) and
 /// are reachable by name from other containers on it; with host-port addressing they publish
-/// the WAHA port on the configured address.
+/// the WAHA port on the configured address; with host-network addressing they run on the
+/// host's network (`network_mode: host`, nothing published) and their server listens on the
+/// spec's address and port itself.
 #[derive(Debug, Clone)]
 pub struct DockerRuntime {
     docker: Docker,
@@ -129,6 +131,9 @@ impl DockerRuntime {
     }
 }
 
+/// Docker's network mode for [`Addressing::HostNetwork`].
+const HOST_NETWORK_MODE: &str = "host";
+
 fn restart_policy(policy: RestartPolicy) -> DockerRestart {
     let (name, retries) = match policy {
         RestartPolicy::No => (RestartPolicyNameEnum::NO, None),
@@ -197,12 +202,15 @@ impl ContainerRuntime for DockerRuntime {
                     None,
                 )
             }
+            // The host's network stack: no port to publish, the server binds its own.
+            Addressing::HostNetwork { .. } => (Some(HOST_NETWORK_MODE.to_owned()), None, None),
         };
+        let host_network = matches!(spec.addressing, Addressing::HostNetwork { .. });
         let body = ContainerCreateBody {
             image: Some(image.clone()),
             env: Some(spec.env.iter().map(crate::EnvVar::to_assignment).collect()),
             labels: Some(spec.labels.clone().into_iter().collect()),
-            exposed_ports: Some(vec![port_key]),
+            exposed_ports: (!host_network).then(|| vec![port_key]),
             host_config: Some(HostConfig {
                 memory: Some(to_i64(spec.resources.memory_bytes)),
                 nano_cpus: Some(to_i64(spec.resources.nano_cpus)),

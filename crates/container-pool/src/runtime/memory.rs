@@ -44,7 +44,7 @@ impl LaunchSpec {
         self.env
             .iter()
             .find(|e| e.name == name)
-            .map(|e| e.value.expose())
+            .map(|e| e.value.expose_secret())
     }
 }
 

@@ -12,7 +12,8 @@
 //!   the task binds the port on all its interfaces (Swarm has no host-IP setting), and the URL
 //!   uses the spec's bind address (`127.0.0.1` when unspecified) for a task on this node, the
 //!   node's address for a task elsewhere. Network addressing attaches the task to an attachable
-//!   overlay network (created when missing) with the service name as alias.
+//!   overlay network (created when missing) with the service name as alias. Host-network
+//!   addressing is refused by `create` ([`Error::InvalidConfig`]).
 //! - Health: Swarm reports a task `running` only after the image's health check passed
 //!   (`starting` before); for a task on this node the container's own health is read.
 //! - `logs_tail` reads the service's logs (every node); `stats` and the event stream's
@@ -325,6 +326,8 @@ impl SwarmRuntime {
                 };
                 format!("http://{host}:{published}")
             }
+            // `create` refuses it: no service of this runtime has it.
+            Addressing::HostNetwork { .. } => return None,
         };
         url::Url::parse(&text).ok()
     }
@@ -388,6 +391,23 @@ impl SwarmRuntime {
             .await
             .map_err(|e| docker_error("inspect image", e))?;
         inspect.id.ok_or(Error::ImageMissing { image })
+    }
+}
+
+/// Host-network addressing is refused with [`Error::InvalidConfig`]: a task may run on any
+/// node, and the URL it implies (the node's own loopback) only reaches a task on this node, so
+/// the pool could not address tenants reliably; Swarm's host network also gives no isolation
+/// between services. Use host-port or network addressing.
+fn supported(addressing: &Addressing) -> Result<(), Error> {
+    match addressing {
+        Addressing::HostNetwork { .. } => Err(Error::InvalidConfig(
+            "host-network addressing is not supported by the Swarm runtime (a task may run on \
+             any node, whose loopback is not this host's); use host-port or network addressing"
+                .into(),
+        )),
+        Addressing::NetworkName { .. }
+        | Addressing::NetworkIp { .. }
+        | Addressing::HostPort { .. } => Ok(()),
     }
 }
 
@@ -458,6 +478,7 @@ impl ContainerRuntime for SwarmRuntime {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId, Error> {
+        supported(&spec.addressing)?;
         let image = self.task_image(spec).await?;
         let owner = spec
             .labels
@@ -721,6 +742,31 @@ mod tests {
     use bollard::models::{ObjectVersion, ServiceSpec};
 
     use super::*;
+
+    #[test]
+    fn host_network_addressing_is_a_config_error_on_swarm() {
+        let host_network = Addressing::HostNetwork {
+            bind: "127.0.0.1".parse().unwrap(),
+            port: 4100,
+        };
+        match supported(&host_network) {
+            Err(Error::InvalidConfig(message)) => {
+                assert!(message.contains("host-network"), "{message}")
+            }
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+        for ok in [
+            Addressing::HostPort {
+                bind: "127.0.0.1".parse().unwrap(),
+                port: 0,
+            },
+            Addressing::NetworkName {
+                network: "chipfleet".into(),
+            },
+        ] {
+            supported(&ok).unwrap();
+        }
+    }
 
     #[test]
     fn an_update_never_starts_from_a_spec_or_version_the_daemon_left_out() {

@@ -4,7 +4,7 @@ use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::Error;
+use crate::{ApiKey, Error};
 
 /// `WAHA_API_KEY`: the tenant's API key (a secret).
 pub(crate) const API_KEY_VAR: &str = "WAHA_API_KEY";
@@ -54,6 +54,15 @@ impl EnvVar {
         }
     }
 
+    /// The tenant's API key as a variable: kept as the [`ApiKey`] itself (never exposed to be
+    /// wrapped again); it never prints and is not part of the spec hash.
+    pub fn api_key(name: impl Into<String>, key: ApiKey) -> Self {
+        Self {
+            name: name.into(),
+            value: EnvValue::ApiKey(key),
+        }
+    }
+
     /// Checks that the variable can be passed to a container: a non-empty name without `=` or
     /// NUL, and a value without NUL. The error names the variable, never a secret value.
     pub fn validate(&self) -> Result<(), Error> {
@@ -68,7 +77,7 @@ impl EnvVar {
                 self.name
             )));
         }
-        if self.value.expose().contains('\0') {
+        if self.value.expose_secret().contains('\0') {
             return Err(Error::InvalidConfig(format!(
                 "the value of environment variable `{}` must not contain NUL",
                 self.name
@@ -80,7 +89,7 @@ impl EnvVar {
     /// `NAME=value`, as container runtimes take it. The result holds the secret in clear text:
     /// pass it straight to the runtime, never to a log.
     pub fn to_assignment(&self) -> String {
-        format!("{}={}", self.name, self.value.expose())
+        format!("{}={}", self.name, self.value.expose_secret())
     }
 }
 
@@ -91,6 +100,8 @@ pub enum EnvValue {
     Plain(String),
     /// A secret; `Debug` prints `<redacted>`.
     Secret(SecretString),
+    /// The tenant's API key; `Debug` prints `<redacted>`.
+    ApiKey(ApiKey),
 }
 
 impl EnvValue {
@@ -98,15 +109,16 @@ impl EnvValue {
     pub fn as_plain(&self) -> Option<&str> {
         match self {
             Self::Plain(v) => Some(v),
-            Self::Secret(_) => None,
+            Self::Secret(_) | Self::ApiKey(_) => None,
         }
     }
 
     /// The value itself, secret or not. Only runtimes call this, to hand it to the process.
-    pub fn expose(&self) -> &str {
+    pub fn expose_secret(&self) -> &str {
         match self {
             Self::Plain(v) => v,
             Self::Secret(s) => s.expose_secret(),
+            Self::ApiKey(key) => key.expose_secret(),
         }
     }
 }
@@ -116,6 +128,7 @@ impl fmt::Debug for EnvValue {
         match self {
             Self::Plain(v) => f.debug_tuple("Plain").field(v).finish(),
             Self::Secret(_) => f.write_str("Secret(<redacted>)"),
+            Self::ApiKey(key) => write!(f, "{key:?}"),
         }
     }
 }
@@ -125,6 +138,7 @@ impl PartialEq for EnvValue {
         match (self, other) {
             (Self::Plain(a), Self::Plain(b)) => a == b,
             (Self::Secret(a), Self::Secret(b)) => a.expose_secret() == b.expose_secret(),
+            (Self::ApiKey(a), Self::ApiKey(b)) => a == b,
             _ => false,
         }
     }

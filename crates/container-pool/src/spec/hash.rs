@@ -25,7 +25,9 @@ impl ContainerSpec {
         for e in env {
             match &e.value {
                 EnvValue::Plain(v) => field(&format!("env:{}", e.name), v),
-                EnvValue::Secret(_) => field(&format!("secret:{}", e.name), ""),
+                EnvValue::Secret(_) | EnvValue::ApiKey(_) => {
+                    field(&format!("secret:{}", e.name), "")
+                }
             }
         }
         for (k, v) in &self.labels {

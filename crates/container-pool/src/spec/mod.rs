@@ -91,6 +91,17 @@ pub enum Addressing {
         /// The host port; `0` lets the runtime pick a free one.
         port: u16,
     },
+    /// Run on the host's network stack (Docker's `host` network): the server itself listens on
+    /// `bind:port` (`http://<bind>:<port>`; `127.0.0.1` when `bind` is unspecified), so it shares
+    /// the host's loopback and reaches services there. No network isolation; not on Swarm.
+    /// The pool sets [`container_port`](ContainerSpec::container_port) to `port` and tells the
+    /// server its address through the environment.
+    HostNetwork {
+        /// The address the server listens on, usually `127.0.0.1`.
+        bind: IpAddr,
+        /// The port the server listens on (never 0: the pool allocates it).
+        port: u16,
+    },
 }
 
 impl Addressing {
@@ -100,6 +111,7 @@ impl Addressing {
             Self::NetworkName { network } => format!("name:{network}"),
             Self::NetworkIp { network } => format!("ip:{network}"),
             Self::HostPort { bind, port } => format!("host:{bind}:{port}"),
+            Self::HostNetwork { bind, port } => format!("hostnet:{bind}:{port}"),
         }
     }
 
@@ -120,6 +132,13 @@ impl Addressing {
                     port: port.parse().ok()?,
                 })
             }
+            "hostnet" => {
+                let (bind, port) = rest.rsplit_once(':')?;
+                Some(Self::HostNetwork {
+                    bind: bind.parse().ok()?,
+                    port: port.parse().ok()?,
+                })
+            }
             _ => None,
         }
     }
@@ -128,7 +147,7 @@ impl Addressing {
     pub fn network(&self) -> Option<&str> {
         match self {
             Self::NetworkName { network } | Self::NetworkIp { network } => Some(network),
-            Self::HostPort { .. } => None,
+            Self::HostPort { .. } | Self::HostNetwork { .. } => None,
         }
     }
 }

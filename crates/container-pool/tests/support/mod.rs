@@ -1,39 +1,18 @@
-//! Shared by the integration tests: an in-process `waha-sim` launcher, tenant keys, helpers.
+//! Shared by the integration tests: the in-process `waha-sim` launcher, tenant keys, helpers.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use container_pool::{
-    ApiKey, ChipActivity, Error, LaunchSpec, LaunchedServer, ProcessLauncher, ServerHandle,
-    TenantExists, TenantId, TenantKeys,
+    ApiKey, ChipActivity, Error, LaunchSpec, LaunchedServer, ProcessLauncher, TenantExists,
+    TenantId, TenantKeys,
 };
-use waha_sim::{CrashBehaviour, RunningSimulator, SimulatorBuilder};
-
 /// Starts `waha-sim` in-process on 127.0.0.1:0, configured by the container's environment
 /// (WAHA and `SIM_*` variables), with one state directory per volume name.
-pub struct SimLauncher {
-    state_root: PathBuf,
-}
-
-impl SimLauncher {
-    pub fn new() -> Self {
-        let state_root =
-            std::env::temp_dir().join(format!("container-pool-sim-{}", ulid::Ulid::new()));
-        Self { state_root }
-    }
-}
-
-impl Drop for SimLauncher {
-    /// Test clean-up: the simulators' state directories go with the launcher.
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.state_root);
-    }
-}
+pub use waha_sim::SimLauncher;
 
 /// A misbehaviour of [`QuirkyLauncher`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -89,40 +68,6 @@ impl ProcessLauncher for QuirkyLauncher {
     }
 }
 
-struct SimHandle(RunningSimulator);
-
-#[async_trait]
-impl ServerHandle for SimHandle {
-    async fn stop(self: Box<Self>) {
-        self.0.shutdown().await;
-    }
-}
-
-#[async_trait]
-impl ProcessLauncher for SimLauncher {
-    async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchedServer, Error> {
-        let fail = |reason: String| Error::StartFailed {
-            container: spec.name.clone(),
-            reason,
-        };
-        let mut builder =
-            SimulatorBuilder::from_env_vars(|name| spec.env_value(name).map(str::to_owned))
-                .map_err(|e| fail(e.to_string()))?
-                .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-                .crash_behaviour(CrashBehaviour::StopServer);
-        builder = match &spec.volume {
-            Some(volume) => builder.state_dir(self.state_root.join(volume)),
-            None => builder,
-        };
-        let sim = builder.start().await.map_err(|e| fail(e.to_string()))?;
-        let url = url::Url::parse(sim.url()).map_err(|e| fail(e.to_string()))?;
-        Ok(LaunchedServer {
-            url,
-            handle: Box::new(SimHandle(sim)),
-        })
-    }
-}
-
 /// Tenant keys from a map; unknown tenants get a deterministic key. Also answers "exists?".
 #[derive(Default)]
 pub struct Tenants {
@@ -158,7 +103,7 @@ impl Tenants {
 #[async_trait]
 impl TenantKeys for Tenants {
     async fn container_api_key(&self, tenant: &TenantId) -> Result<ApiKey, Error> {
-        Ok(ApiKey::new(self.key_of(tenant)))
+        Ok(ApiKey::new(self.key_of(tenant)).unwrap())
     }
 }
 

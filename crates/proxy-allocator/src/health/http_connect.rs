@@ -14,7 +14,10 @@ const MAX_HEAD: usize = 16 * 1024;
 /// The `Proxy-Authorization` header line for the proxy's credentials, if it has any.
 pub(crate) fn proxy_authorization(proxy: &ProxyAddress) -> Option<String> {
     let user = proxy.username()?;
-    let password = proxy.password().map(|p| p.expose()).unwrap_or_default();
+    let password = proxy
+        .password()
+        .map(|p| p.expose_secret())
+        .unwrap_or_default();
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     Some(format!("Proxy-Authorization: Basic {token}\r\n"))
 }

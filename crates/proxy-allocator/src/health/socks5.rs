@@ -33,7 +33,7 @@ pub(crate) async fn handshake(
             user.as_bytes(),
             proxy
                 .password()
-                .map(|p| p.expose().as_bytes())
+                .map(|p| p.expose_secret().as_bytes())
                 .unwrap_or_default(),
         )
     });

@@ -532,7 +532,7 @@ mod tests {
             address.username().unwrap(),
             format!("user-acme-session-{session}-country-br")
         );
-        assert_eq!(address.password().unwrap().expose(), "p@ss");
+        assert_eq!(address.password().unwrap().expose_secret(), "p@ss");
         assert!(endpoints[0].serves_country("PT".parse().unwrap()));
     }
 

@@ -305,7 +305,7 @@ mod tests {
         let EndpointKind::Fixed(address) = &endpoints[0].kind else {
             panic!("static entries are fixed endpoints")
         };
-        assert_eq!(address.password().unwrap().expose(), "p/w");
+        assert_eq!(address.password().unwrap().expose_secret(), "p/w");
         assert_eq!(endpoints[1].id.as_str(), "http://10.0.0.2:3128");
         assert!(
             endpoints[2]

@@ -177,16 +177,16 @@ pub(crate) fn choose(
 
 pub(crate) fn all_busy(tenant: &TenantId, chip: &ChipId) -> ProxyError {
     ProxyError::NoCapacity {
-        tenant: tenant.to_string(),
-        chip: chip.to_string(),
+        tenant: tenant.clone(),
+        chip: chip.clone(),
         reason: NoCapacityReason::AllBusy,
     }
 }
 
 pub(crate) fn not_leased(tenant: &TenantId, chip: &ChipId) -> ProxyError {
     ProxyError::NotLeased {
-        tenant: tenant.to_string(),
-        chip: chip.to_string(),
+        tenant: tenant.clone(),
+        chip: chip.clone(),
     }
 }
 

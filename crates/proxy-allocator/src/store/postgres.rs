@@ -1,5 +1,12 @@
 //! The PostgreSQL lease store: survives restarts, allocates atomically across replicas.
 //!
+//! It is built on tenant-isolation's PostgreSQL stack (`tenant_isolation::pg`), not a stack of
+//! its own: the pool ([`pg::build_pool`], [`PoolOptions`], clean recycling), the migration
+//! runner (its migrations are the [`MigrationSet`] [`PostgresLeaseStore::MIGRATIONS`], applied
+//! under the one transaction-scoped advisory lock with checksums), and the retry
+//! classification (every database failure is a [`ProxyError::Store`] whose source is the
+//! [`tenant_isolation::Error`], so [`ProxyError::is_retryable`] delegates to it).
+//!
 //! # How allocation stays atomic
 //! One transaction per allocation: it locks the chip's lease row (`SELECT ... FOR UPDATE`, for
 //! rotations), makes sure every candidate has a row in `proxy_endpoints`, then locks all
@@ -9,27 +16,29 @@
 //! could touch one of those endpoints waits for the locks, so the cap and tenant exclusivity
 //! hold across any number of replicas. A second, concurrent first allocation of the same chip is
 //! caught by the primary key (`INSERT ... ON CONFLICT DO NOTHING`) and answered with the lease
-//! that won. Serialization failures and deadlocks (possible between a rotation and an endpoint
-//! health update) are retried with backoff.
+//! that won. Failures that tenant-isolation classifies as retryable (serialization failures,
+//! deadlocks, possible between a rotation and an endpoint health update, lost connections, pool
+//! time-outs) are retried with backoff, on the operations that are safe to repeat.
 //!
 //! The new lease's generation is computed in the same statement that writes it: one more than
 //! the highest generation in the chip's history (and, for a rotation, at least the old one plus
 //! one), so it is never one the chip had before, even after a release.
 //!
 //! # Schema
-//! Tables `proxy_endpoints`, `proxy_leases` and `proxy_lease_history`, created by
-//! [`PostgresLeaseStore::migrate`], which records its versions in `proxy_allocator_migrations`
-//! and runs under its own advisory lock, independent of other crates' migrations.
+//! Tables `proxy_endpoints`, `proxy_leases` and `proxy_lease_history`
+//! (`migrations/0001_leases.sql`), recorded as component `proxy-allocator` in tenant-isolation's
+//! migration table. Platform data, not tenant rows: no row-level security; connect as the role
+//! that owns the tables (`DATABASE_URL`), never as the tenant-scoped application role.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tenant_isolation::pg::reexports::tokio_postgres::Row;
+use tenant_isolation::pg::reexports::tokio_postgres::types::ToSql;
+use tenant_isolation::pg::reexports::{deadpool_postgres, tokio_postgres};
+use tenant_isolation::pg::{self, Migration, MigrationReport, MigrationSet, PoolOptions};
 
 use crate::endpoint::EndpointId;
 use crate::error::ProxyError;
@@ -40,48 +49,11 @@ use crate::lease::{
 use crate::store::{CandidateState, LeaseStore, all_busy, choose, not_leased};
 use tenant_isolation::{ChipId, TenantId};
 
-/// `pg_advisory_lock` key serializing this crate's migrations ("proxyall" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7072_6f78_7961_6c6c;
-
-const MIGRATIONS: &[(i32, &str)] = &[(
+/// This crate's migrations, in order. Never edit a released one: add a version.
+const LEASE_MIGRATIONS: &[Migration] = &[Migration::new(
     1,
-    r#"
-CREATE TABLE proxy_endpoints (
-    id            text PRIMARY KEY,
-    healthy       boolean NOT NULL DEFAULT true,
-    health_reason text,
-    checked_at    timestamptz
-);
-CREATE TABLE proxy_leases (
-    tenant_id            text NOT NULL,
-    chip_id              text NOT NULL,
-    endpoint_id          text NOT NULL REFERENCES proxy_endpoints (id),
-    session_id           text,
-    country              text,
-    generation           bigint NOT NULL CHECK (generation > 0),
-    assigned_at          timestamptz NOT NULL,
-    healthy              boolean NOT NULL DEFAULT true,
-    health_reason        text,
-    consecutive_failures integer NOT NULL DEFAULT 0,
-    last_failure_at      timestamptz,
-    egress_ip            inet,
-    PRIMARY KEY (tenant_id, chip_id)
-);
-CREATE INDEX proxy_leases_endpoint ON proxy_leases (endpoint_id);
-CREATE UNIQUE INDEX proxy_leases_gateway_session
-    ON proxy_leases (endpoint_id, session_id) WHERE session_id IS NOT NULL;
-CREATE TABLE proxy_lease_history (
-    id          bigserial PRIMARY KEY,
-    tenant_id   text NOT NULL,
-    chip_id     text NOT NULL,
-    at          timestamptz NOT NULL,
-    endpoint_id text NOT NULL,
-    session_id  text,
-    generation  bigint NOT NULL,
-    event       text NOT NULL
-);
-CREATE INDEX proxy_lease_history_chip ON proxy_lease_history (tenant_id, chip_id, id);
-"#,
+    "leases",
+    include_str!("../../migrations/0001_leases.sql"),
 )];
 
 /// The generation of the chip's next lease (`$1` tenant, `$2` chip): one more than any recorded
@@ -99,11 +71,15 @@ const COLUMNS: &str = "tenant_id, chip_id, endpoint_id, session_id, country, gen
 
 /// Leases in PostgreSQL, shared by every replica that uses the same database.
 ///
-/// Creating one does no I/O; call [`PostgresLeaseStore::migrate`] once at start-up (it is
-/// idempotent and safe to run from several replicas at once).
+/// Creating one does no I/O. Its tables come from [`PostgresLeaseStore::MIGRATIONS`]: a host
+/// that also uses tenant-isolation's tables applies both in its one migration run
+/// (`AdminDb::migrate_with(&config, &[PostgresLeaseStore::MIGRATIONS])`); a host that uses only
+/// this store calls [`PostgresLeaseStore::migrate`] once at start-up. Both are idempotent and
+/// safe to run from several replicas at once. Connect as the role that owns the tables
+/// (`DATABASE_URL`): the tables are platform data, without row-level security.
 #[derive(Clone)]
 pub struct PostgresLeaseStore {
-    pool: Pool,
+    pool: deadpool_postgres::Pool,
 }
 
 impl std::fmt::Debug for PostgresLeaseStore {
@@ -115,96 +91,72 @@ impl std::fmt::Debug for PostgresLeaseStore {
 }
 
 impl PostgresLeaseStore {
-    /// A store on an existing pool.
-    pub fn new(pool: Pool) -> Self {
+    /// This crate's migrations (component `proxy-allocator`), for the host's one migration run
+    /// next to the other components' sets. Databases migrated by builds before the shared
+    /// runner kept these versions in `proxy_allocator_migrations`; that table is adopted.
+    pub const MIGRATIONS: MigrationSet = MigrationSet::new("proxy-allocator", LEASE_MIGRATIONS)
+        .adopting("proxy_allocator_migrations");
+
+    /// A store on an existing pool. Build it like [`pg::build_pool`] does (in particular with
+    /// `RecyclingMethod::Clean`), e.g. for TLS.
+    pub fn new(pool: deadpool_postgres::Pool) -> Self {
         Self { pool }
     }
 
-    /// A store with its own pool of at most `max_connections` connections to `url`
-    /// (`postgres://user:password@host:port/db`). Connects lazily; errors never contain the URL.
-    pub fn from_url(url: &str, max_connections: usize) -> Result<Self, ProxyError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|_| ProxyError::config("the database URL is not a valid PostgreSQL URL"))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(max_connections.max(1))
-            .build()
-            .map_err(|e| ProxyError::Store {
-                operation: "build the connection pool",
-                source: Box::new(e),
-            })?;
-        Ok(Self { pool })
+    /// A store with its own pool to `url` (`postgres://user:password@host:port/db`), built by
+    /// [`pg::build_pool`] with `options`. Connects lazily.
+    ///
+    /// # Errors
+    /// [`ProxyError::InvalidConfig`] for an invalid URL (never echoed) or pool settings.
+    pub fn connect(url: &str, options: &PoolOptions) -> Result<Self, ProxyError> {
+        pg::build_pool(url, options)
+            .map(Self::new)
+            .map_err(|err| match err {
+                tenant_isolation::Error::InvalidConfig { reason } => {
+                    ProxyError::InvalidConfig { reason }
+                }
+                other => store_error("build the connection pool", other),
+            })
     }
 
-    /// Creates or upgrades the tables. Runs under a PostgreSQL advisory lock, so concurrent
-    /// callers wait for each other; already-applied versions are skipped.
-    pub async fn migrate(&self) -> Result<(), ProxyError> {
-        let mut client = self.client("migrate").await?;
-        client
-            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+    /// [`PostgresLeaseStore::connect`] with at most `max_connections` connections (at least
+    /// one) and the other [`PoolOptions`] defaults. Errors never contain the URL.
+    ///
+    /// # Errors
+    /// As [`PostgresLeaseStore::connect`].
+    pub fn from_url(url: &str, max_connections: usize) -> Result<Self, ProxyError> {
+        Self::connect(
+            url,
+            &PoolOptions {
+                max_size: max_connections.max(1),
+                ..PoolOptions::default()
+            },
+        )
+    }
+
+    /// Creates or upgrades this store's tables alone: [`pg::run_migrations`] with
+    /// [`PostgresLeaseStore::MIGRATIONS`] (one transaction under the shared transaction-scoped
+    /// advisory lock; already-applied versions are skipped, an edited one is refused). A host
+    /// that migrates tenant-isolation too should apply both in one run instead (see the type's
+    /// documentation).
+    ///
+    /// # Errors
+    /// [`ProxyError::Store`] whose source is the [`tenant_isolation::Error`] (a failed or
+    /// edited migration is `tenant_isolation::Error::Migration`).
+    pub async fn migrate(&self) -> Result<MigrationReport, ProxyError> {
+        pg::run_migrations(&self.pool, &[Self::MIGRATIONS])
             .await
-            .map_err(store_err("take the migration lock"))?;
-        let result = async {
-            client
-                .batch_execute(
-                    "CREATE TABLE IF NOT EXISTS proxy_allocator_migrations (
-                         version integer PRIMARY KEY,
-                         applied_at timestamptz NOT NULL DEFAULT now())",
-                )
-                .await
-                .map_err(store_err("create the migrations table"))?;
-            for (version, sql) in MIGRATIONS {
-                let tx = client
-                    .transaction()
-                    .await
-                    .map_err(store_err("begin a migration"))?;
-                let applied = tx
-                    .query_opt(
-                        "SELECT 1 FROM proxy_allocator_migrations WHERE version = $1",
-                        &[version],
-                    )
-                    .await
-                    .map_err(store_err("read migrations"))?
-                    .is_some();
-                if !applied {
-                    tx.batch_execute(sql)
-                        .await
-                        .map_err(store_err("apply a migration"))?;
-                    tx.execute(
-                        "INSERT INTO proxy_allocator_migrations (version) VALUES ($1)",
-                        &[version],
-                    )
-                    .await
-                    .map_err(store_err("record a migration"))?;
-                    tracing::info!(version, "proxy-allocator migration applied");
-                }
-                tx.commit().await.map_err(store_err("commit a migration"))?;
-            }
-            Ok(())
-        }
-        .await;
-        let unlock = client
-            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-            .await
-            .map_err(store_err("release the migration lock"));
-        result.and(unlock.map(|_| ()))
+            .map_err(|err| store_error("migrate", err))
     }
 
     async fn client(
         &self,
         operation: &'static str,
     ) -> Result<deadpool_postgres::Object, ProxyError> {
-        self.pool.get().await.map_err(|e| ProxyError::Store {
-            operation,
-            source: Box::new(e),
-        })
+        self.pool
+            .get()
+            .await
+            .map_err(|err| store_error(operation, err))
     }
 
     /// Runs `body` in a transaction on a pooled connection and commits it. An error from
@@ -601,8 +553,11 @@ impl PostgresLeaseStore {
     }
 }
 
-/// Runs a write, retrying serialization failures, deadlocks and pool/connection trouble a few
-/// times with jittered exponential backoff.
+/// Runs a write that is safe to repeat, retrying it a few times with jittered exponential
+/// backoff while it fails with a store error that tenant-isolation classifies as retryable
+/// (serialization failures, deadlocks, lost connections, pool time-outs; see
+/// [`ProxyError::is_retryable`]). Other errors, including a retryable `NoCapacity`, which is a
+/// verdict rather than a failure, are returned at once.
 async fn retrying<T, F, Fut>(f: F) -> Result<T, ProxyError>
 where
     F: FnMut() -> Fut,
@@ -615,27 +570,23 @@ where
             .with_max_times(6)
             .with_jitter(),
     )
-    .when(is_conflict)
+    .when(|err| matches!(err, ProxyError::Store { .. }) && err.is_retryable())
     .await
 }
 
-fn is_conflict(err: &ProxyError) -> bool {
-    let ProxyError::Store { source, .. } = err else {
-        return false;
-    };
-    source
-        .downcast_ref::<tokio_postgres::Error>()
-        .and_then(tokio_postgres::Error::code)
-        .is_some_and(|code| {
-            *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED
-        })
+/// A failed step of the store: the tenant-isolation error (a PostgreSQL error reduced to what
+/// carries no row contents, a pool failure, a migration failure) becomes the source, which
+/// [`ProxyError::is_retryable`] asks.
+fn store_error(operation: &'static str, err: impl Into<tenant_isolation::Error>) -> ProxyError {
+    ProxyError::Store {
+        operation,
+        source: Box::new(err.into()),
+    }
 }
 
+/// [`store_error`] for `map_err` on a statement.
 fn store_err(operation: &'static str) -> impl Fn(tokio_postgres::Error) -> ProxyError {
-    move |e| ProxyError::Store {
-        operation,
-        source: Box::new(e),
-    }
+    move |err| store_error(operation, err)
 }
 
 fn split_health(health: &LeaseHealth) -> (bool, Option<String>) {

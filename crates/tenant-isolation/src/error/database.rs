@@ -63,6 +63,48 @@ impl DatabaseError {
     pub fn is_connection_lost(&self) -> bool {
         self.inner.connection_lost
     }
+
+    /// Whether retrying the same operation later can succeed without changing anything: a
+    /// lost or closed connection, or an SQL state that says so: serialization failure (40001),
+    /// deadlock (40P01), admin shutdown (57P01), cannot connect now (57P03), too many
+    /// connections (53300). The one place that classifies PostgreSQL errors for retries;
+    /// [`Error::is_retryable`] and other crates' stores delegate to it. Client-side errors
+    /// without an SQL state (a row count or a column type that does not match, a value that
+    /// cannot be encoded) are not retryable: they would fail again.
+    ///
+    /// "Retryable" says the failure was transient, not that repeating is harmless: a lost
+    /// connection during `COMMIT` leaves the outcome unknown, so only repeat operations that
+    /// are idempotent.
+    pub fn is_retryable(&self) -> bool {
+        retryable(self.code(), self.is_connection_lost())
+    }
+}
+
+/// The rule of [`DatabaseError::is_retryable`], on the parts it looks at.
+fn retryable(code: Option<&SqlState>, connection_lost: bool) -> bool {
+    match code {
+        Some(code) => {
+            *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+        }
+        None => connection_lost,
+    }
+}
+
+/// Whether a connection was lost or could not be opened at the I/O level.
+fn is_lost(err: &tokio_postgres::Error) -> bool {
+    err.is_closed()
+        || std::error::Error::source(err)
+            .is_some_and(|c| c.downcast_ref::<std::io::Error>().is_some())
+}
+
+/// [`DatabaseError::is_retryable`] for a driver error the pool reports by reference (a
+/// connection that could not be opened: refused is retryable, a wrong password is not).
+pub(crate) fn driver_error_is_retryable(err: &tokio_postgres::Error) -> bool {
+    retryable(err.code(), is_lost(err))
 }
 
 impl From<tokio_postgres::Error> for DatabaseError {
@@ -79,8 +121,7 @@ impl From<tokio_postgres::Error> for DatabaseError {
             },
             None => {
                 let cause = std::error::Error::source(&err);
-                let io = cause.is_some_and(|c| c.downcast_ref::<std::io::Error>().is_some());
-                let connection_lost = err.is_closed() || io;
+                let connection_lost = is_lost(&err);
                 let mut message = err.to_string();
                 if !connection_lost && let Some(cause) = cause {
                     // A conversion error's cause can quote the value (e.g. JSON decoding):

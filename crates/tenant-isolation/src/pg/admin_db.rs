@@ -6,7 +6,7 @@ use deadpool_postgres::{Object, Pool};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::migrations::{self, MigrationConfig, MigrationReport};
+use super::migrations::{self, MigrationConfig, MigrationReport, MigrationSet};
 use super::{PoolOptions, build_pool};
 use crate::TenantId;
 use crate::error::Error;
@@ -46,18 +46,42 @@ impl AdminDb {
         })
     }
 
-    /// Applies the embedded migrations and the access grants. Safe to call from every replica
-    /// at start-up, concurrently: everything runs in one transaction holding
-    /// `pg_advisory_xact_lock(ADVISORY_LOCK_KEY)`, so one run applies and the others wait, then
-    /// find nothing left to do.
+    /// tenant-isolation's own migrations (component `tenant-isolation`). [`AdminDb::migrate`]
+    /// and [`AdminDb::migrate_with`] always apply them first.
+    pub const MIGRATIONS: MigrationSet = migrations::OWN;
+
+    /// Applies tenant-isolation's migrations and the access grants: the same as
+    /// [`AdminDb::migrate_with`] without other components.
     ///
     /// # Errors
-    /// [`Error::Migration`], [`Error::InvalidConfig`] (unknown role, bad role name), database
-    /// errors. On error nothing of this run is applied.
+    /// As [`AdminDb::migrate_with`].
     pub async fn migrate(&self, config: &MigrationConfig) -> Result<MigrationReport, Error> {
-        let mut conn = self.pool.get().await?;
-        let client: &mut tokio_postgres::Client = &mut conn;
-        migrations::run(client, config).await
+        self.migrate_with(config, &[]).await
+    }
+
+    /// The host's one migration run: tenant-isolation's own migrations
+    /// ([`AdminDb::MIGRATIONS`]), then each of `components` in the order given (e.g.
+    /// `proxy_allocator::PostgresLeaseStore::MIGRATIONS`, later the supervisor's), then the
+    /// access grants for `config`. Safe to call from every replica at start-up, concurrently:
+    /// everything runs in one transaction holding `pg_advisory_xact_lock(ADVISORY_LOCK_KEY)`, so
+    /// one run applies and the others wait, then find nothing left to do. Versions are recorded
+    /// per component, with checksums, in [`MIGRATIONS_TABLE`](super::MIGRATIONS_TABLE); see
+    /// [`run_migrations`](super::run_migrations) for what happens when the future is dropped.
+    ///
+    /// # Errors
+    /// [`Error::Migration`] (a migration failed, or an applied one was edited),
+    /// [`Error::InvalidConfig`] (unknown role, a component given twice, an invalid set),
+    /// [`Error::InvalidId`] (a bad role name), database errors. On error nothing of this run is
+    /// applied.
+    pub async fn migrate_with(
+        &self,
+        config: &MigrationConfig,
+        components: &[MigrationSet],
+    ) -> Result<MigrationReport, Error> {
+        let mut sets = Vec::with_capacity(components.len() + 1);
+        sets.push(Self::MIGRATIONS);
+        sets.extend_from_slice(components);
+        migrations::run(&self.pool, &sets, Some(config)).await
     }
 
     pub(crate) async fn connection(&self) -> Result<Object, Error> {

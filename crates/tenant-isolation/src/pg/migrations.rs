@@ -1,13 +1,43 @@
-//! Embedded migrations, applied under a transaction-scoped advisory lock.
+//! The migration runner: every component's embedded migrations, applied in one transaction
+//! under a transaction-scoped advisory lock, with per-component version tracking and checksums.
+//!
+//! A component (a crate) declares its ordered migrations as a [`MigrationSet`]; a host applies
+//! all of its components' sets in one run: [`AdminDb::migrate_with`](super::AdminDb::migrate_with)
+//! (tenant-isolation's own set first, then the others, then the access grants), or
+//! [`run_migrations`] for sets that need no tenant schema. Applied versions are recorded per
+//! component in [`MIGRATIONS_TABLE`], keyed by `(component, version)`, so two components'
+//! version numbers never collide.
 
+use deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
-use tokio_postgres::Client;
+use tokio_postgres::{CancelToken, Client, NoTls, Transaction};
 
-use crate::error::{Error, IdKind, IdRejection};
+use super::DiscardGuard;
+use crate::error::{DatabaseError, Error, IdKind, IdRejection, MigrationProblem};
 
-/// The advisory lock key every migration run takes (`pg_advisory_xact_lock`): the bytes
-/// `"cf_tenan"` as a big-endian `i64`.
+/// The advisory lock key every migration run takes (`pg_advisory_xact_lock`, never a
+/// session-level lock): the bytes `"cf_tenan"` as a big-endian `i64`. One key for every
+/// component, so runs of different hosts and components never interleave.
 pub const ADVISORY_LOCK_KEY: i64 = 0x6366_5f74_656e_616e;
+
+/// The table every run records applied migrations in: one row per `(component, version)`, with
+/// the migration's name, the SHA-256 of its SQL (hex) and when it was applied.
+pub const MIGRATIONS_TABLE: &str = "chipfleet_migrations";
+
+/// The component tenant-isolation records its own migrations under.
+const COMPONENT: &str = "tenant-isolation";
+
+/// tenant-isolation's migrations, in order.
+const OWN_MIGRATIONS: &[Migration] = &[Migration::new(
+    1,
+    "tenancy",
+    include_str!("../../migrations/0001_tenancy.sql"),
+)];
+
+/// tenant-isolation's set. Builds before the shared runner recorded these versions in
+/// `tenant_isolation_migrations` (with checksums); that table is adopted.
+pub(crate) const OWN: MigrationSet =
+    MigrationSet::new(COMPONENT, OWN_MIGRATIONS).adopting("tenant_isolation_migrations");
 
 /// The tables this crate owns; each has row-level security forced.
 pub(crate) const TABLES: [&str; 5] = [
@@ -29,17 +59,133 @@ const APP_WRITABLE: [&str; 4] = [
 /// Name of the permissive policy that lets the admin role see every row.
 pub(crate) const ADMIN_POLICY: &str = "chipfleet_admin";
 
-struct Migration {
+/// One embedded schema migration of a component: a version (unique and increasing within the
+/// component), a name, and its SQL. Never edit one that was released: its checksum is recorded
+/// when it is applied, and an applied migration whose SQL changed is refused
+/// ([`MigrationProblem::Edited`]). Add a new version instead.
+///
+/// The SQL runs inside the run's transaction, so it cannot use statements that refuse to run
+/// in one (`CREATE INDEX CONCURRENTLY`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migration {
     version: i32,
     name: &'static str,
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "tenancy",
-    sql: include_str!("../../migrations/0001_tenancy.sql"),
-}];
+impl Migration {
+    /// A migration; usually `Migration::new(1, "name", include_str!("../migrations/0001_name.sql"))`.
+    pub const fn new(version: i32, name: &'static str, sql: &'static str) -> Self {
+        Migration { version, name, sql }
+    }
+
+    /// Its version within its component.
+    pub fn version(&self) -> i32 {
+        self.version
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Its SQL.
+    pub fn sql(&self) -> &'static str {
+        self.sql
+    }
+
+    /// The checksum recorded when it is applied: the SHA-256 of its SQL, in lower-case hex.
+    pub fn checksum(&self) -> String {
+        hex::encode(Sha256::digest(self.sql.as_bytes()))
+    }
+
+    fn refused(&self, set: &MigrationSet, problem: MigrationProblem) -> Error {
+        Error::Migration {
+            component: set.component,
+            version: self.version,
+            name: self.name,
+            problem,
+        }
+    }
+}
+
+/// A component's ordered migrations, recorded under the component's name.
+///
+/// ```
+/// use tenant_isolation::pg::{Migration, MigrationSet};
+///
+/// const MIGRATIONS: &[Migration] = &[
+///     Migration::new(1, "widgets", "CREATE TABLE widgets (id integer PRIMARY KEY)"),
+///     Migration::new(2, "widget-names", "ALTER TABLE widgets ADD COLUMN name text"),
+/// ];
+/// // What a host passes to `AdminDb::migrate_with`, next to the other components' sets.
+/// const WIDGETS: MigrationSet = MigrationSet::new("widgets", MIGRATIONS);
+/// assert_eq!(WIDGETS.migrations().len(), 2);
+/// ```
+///
+/// A run checks every set before it touches the database: the component is 1 to 63 of
+/// `[a-z0-9-]` (a letter or digit at both ends) and appears once per run; versions are above 0
+/// and strictly increasing; names are not empty ([`Error::InvalidConfig`] otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MigrationSet {
+    component: &'static str,
+    migrations: &'static [Migration],
+    legacy_table: Option<&'static str>,
+}
+
+impl MigrationSet {
+    /// The migrations of `component`, in version order.
+    pub const fn new(component: &'static str, migrations: &'static [Migration]) -> Self {
+        MigrationSet {
+            component,
+            migrations,
+            legacy_table: None,
+        }
+    }
+
+    /// Adopts the version table this component kept before it used this runner (a table in the
+    /// current schema with an integer `version` column and, optionally, `name`, `checksum` and
+    /// `applied_at`): each run first records its versions in [`MIGRATIONS_TABLE`] (once; a
+    /// version already recorded there is left alone), with the recorded checksum, or the
+    /// embedded migration's when the old table kept none. The old table is left in place, so a
+    /// build from before the runner still finds its versions.
+    pub const fn adopting(self, legacy_table: &'static str) -> Self {
+        MigrationSet {
+            legacy_table: Some(legacy_table),
+            ..self
+        }
+    }
+
+    /// The component's name, e.g. `tenant-isolation`.
+    pub fn component(&self) -> &'static str {
+        self.component
+    }
+
+    /// Its migrations, in version order.
+    pub fn migrations(&self) -> &'static [Migration] {
+        self.migrations
+    }
+
+    /// The version table it adopts, if any (see [`MigrationSet::adopting`]).
+    pub fn legacy_table(&self) -> Option<&'static str> {
+        self.legacy_table
+    }
+}
+
+/// A migration, named by its component and its version within it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MigrationId {
+    /// The component, e.g. `tenant-isolation`.
+    pub component: &'static str,
+    /// The version within the component.
+    pub version: i32,
+}
+
+impl std::fmt::Display for MigrationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.component, self.version)
+    }
+}
 
 /// Who gets which access. Plain data.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,126 +212,318 @@ impl Default for MigrationConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MigrationReport {
-    /// Versions applied by this run.
-    pub applied: Vec<i32>,
-    /// Versions that were already applied.
-    pub already_applied: Vec<i32>,
-    /// Whether the admin policy had to be (re)created for the configured admin role.
+    /// Migrations applied by this run, in the order they were applied.
+    pub applied: Vec<MigrationId>,
+    /// Migrations of the run's sets that were already applied (adopted ones included).
+    pub already_applied: Vec<MigrationId>,
+    /// Versions this run recorded from a component's legacy version table
+    /// ([`MigrationSet::adopting`]); only the first run on an older database adopts any.
+    pub adopted: Vec<MigrationId>,
+    /// Whether the admin policy had to be (re)created for the configured admin role (always
+    /// `false` for [`run_migrations`], which grants nothing).
     pub admin_policy_changed: bool,
 }
 
-fn checksum(sql: &str) -> String {
-    hex::encode(Sha256::digest(sql.as_bytes()))
+/// Applies `sets` (each component's migrations; components in the order given) in ONE
+/// transaction holding `pg_advisory_xact_lock(ADVISORY_LOCK_KEY)`, recording each applied
+/// version with its checksum in [`MIGRATIONS_TABLE`]. Safe to call from every replica at
+/// start-up: concurrent runs wait for the lock, then find nothing left to do.
+///
+/// This grants nothing: it is for components whose tables need no tenant schema or roles (such
+/// as proxy-allocator's lease store). A host that uses tenant-isolation's tables runs
+/// [`AdminDb::migrate_with`](super::AdminDb::migrate_with) instead, which applies
+/// tenant-isolation's own set first and grants access last, in the same transaction. Connect
+/// `pool` as the role that owns the tables (`DATABASE_URL`).
+///
+/// If the future is dropped before the run ends (a start-up timeout, a shutdown), the
+/// statement in progress is cancelled on the server and the connection is closed, never pooled:
+/// the transaction and its advisory lock end at once instead of waiting on the server.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for an invalid set (see [`MigrationSet`]); [`Error::Migration`]
+/// when a migration's SQL fails or an applied one was edited; [`Error::Database`],
+/// [`Error::Pool`]. On error nothing of the run is applied.
+pub async fn run_migrations(pool: &Pool, sets: &[MigrationSet]) -> Result<MigrationReport, Error> {
+    run(pool, sets, None).await
 }
 
-/// Validates a role name and returns it double-quoted for SQL.
-fn quoted_role(name: &str) -> Result<String, Error> {
-    let bad = |reason| Err(Error::invalid_id(IdKind::Role, name, reason));
-    if name.is_empty() {
-        return bad(IdRejection::Empty);
-    }
-    if name.len() > 63 {
-        return bad(IdRejection::TooManyBytes {
-            len: name.len(),
-            max: 63,
-        });
-    }
-    if let Some((at, ch)) = name
-        .chars()
-        .enumerate()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
-    {
-        return bad(IdRejection::InvalidChar {
-            ch,
-            at,
-            allowed: "A-Z, a-z, 0-9 and '_'",
-        });
-    }
-    Ok(format!("\"{name}\""))
-}
-
-/// Runs every pending migration and the access step in ONE transaction holding
-/// `pg_advisory_xact_lock(ADVISORY_LOCK_KEY)`.
+/// Runs `sets` and then, with `access`, tenant-isolation's access step (grants, admin policy),
+/// all in one transaction under the advisory lock.
 pub(crate) async fn run(
-    client: &mut Client,
-    config: &MigrationConfig,
+    pool: &Pool,
+    sets: &[MigrationSet],
+    access: Option<&MigrationConfig>,
 ) -> Result<MigrationReport, Error> {
-    let app = quoted_role(&config.app_role)?;
+    validate(sets)?;
+    if let Some(config) = access {
+        quoted_role(&config.app_role)?;
+    }
+    let conn = pool.get().await?;
+    let cancel = conn.cancel_token();
+    let mut flight = InFlight {
+        conn: DiscardGuard(Some(conn)),
+        cancel: Some(cancel),
+    };
+    let result = apply(flight.client()?, sets, access).await;
+    match result {
+        Ok(report) => {
+            flight.release();
+            Ok(report)
+        }
+        Err(err) => {
+            flight.discard();
+            Err(err)
+        }
+    }
+}
+
+/// The connection of a run in progress. Until the run ends, dropping it (the run's future was
+/// dropped mid-statement) asks the server to cancel the statement in progress and closes the
+/// connection: the transaction ends with it, and so does its advisory lock, even when the
+/// statement was waiting for another session's lock (a session that merely closed its socket
+/// would keep waiting, and keep the lock, until then).
+struct InFlight {
+    conn: DiscardGuard,
+    cancel: Option<CancelToken>,
+}
+
+impl InFlight {
+    fn client(&mut self) -> Result<&mut Client, Error> {
+        match self.conn.0.as_mut() {
+            Some(conn) => {
+                let client: &mut Client = conn;
+                Ok(client)
+            }
+            // Only `release` empties it, and that consumes the guard.
+            None => Err(Error::InvalidConfig {
+                reason: "the migration connection was already released".into(),
+            }),
+        }
+    }
+
+    /// The run ended (committed): the connection goes back to the pool.
+    fn release(mut self) {
+        self.cancel = None;
+        drop(self.conn.0.take());
+    }
+
+    /// The run failed: nothing is in progress, and the connection is closed (its transaction
+    /// was rolled back or the connection is gone).
+    fn discard(mut self) {
+        self.cancel = None;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(token) = self.cancel.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    if let Err(err) = token.cancel_query(NoTls).await {
+                        tracing::warn!(
+                            error = %DatabaseError::from(err),
+                            "could not cancel an abandoned migration run"
+                        );
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(
+                "an abandoned migration run could not be cancelled (no Tokio runtime); its \
+                 connection is closed"
+            ),
+        }
+        // Then `conn` drops: the connection is closed, never pooled.
+    }
+}
+
+/// The run itself, in one transaction.
+async fn apply(
+    client: &mut Client,
+    sets: &[MigrationSet],
+    access: Option<&MigrationConfig>,
+) -> Result<MigrationReport, Error> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADVISORY_LOCK_KEY])
         .await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS tenant_isolation_migrations (
-             version    integer PRIMARY KEY,
-             name       text NOT NULL,
-             checksum   text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         )",
-    )
+    tx.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
+             component  text        NOT NULL,
+             version    integer     NOT NULL,
+             name       text        NOT NULL,
+             checksum   text        NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (component, version)
+         )"
+    ))
     .await?;
-    let applied: Vec<(i32, String)> = tx
-        .query(
-            "SELECT version, checksum FROM tenant_isolation_migrations ORDER BY version",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .collect::<Result<_, Error>>()?;
-
     let mut report = MigrationReport {
         applied: Vec::new(),
         already_applied: Vec::new(),
+        adopted: Vec::new(),
         admin_policy_changed: false,
     };
-    for migration in MIGRATIONS {
-        let sum = checksum(migration.sql);
-        match applied.iter().find(|(v, _)| *v == migration.version) {
-            Some((_, stored)) if *stored == sum => report.already_applied.push(migration.version),
-            Some(_) => {
-                return Err(Error::Migration {
-                    version: migration.version,
-                    name: migration.name,
-                    reason: "it was changed after it had been applied (checksum differs); \
-                             add a new migration instead of editing an applied one"
-                        .into(),
-                });
-            }
+    for set in sets {
+        if let Some(legacy) = set.legacy_table {
+            report.adopted.extend(adopt(&tx, set, legacy).await?);
+        }
+    }
+    let components: Vec<&str> = sets.iter().map(|set| set.component).collect();
+    let recorded: Vec<(String, i32, String)> = tx
+        .query(
+            &format!(
+                "SELECT component, version, checksum FROM {MIGRATIONS_TABLE}
+                  WHERE component = ANY($1) ORDER BY component, version"
+            ),
+            &[&components],
+        )
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+        .collect::<Result<_, Error>>()?;
+    for set in sets {
+        apply_set(&tx, set, &recorded, &mut report).await?;
+    }
+    if let Some(config) = access {
+        report.admin_policy_changed = grant_access(&tx, config).await?;
+    }
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// Applies the pending migrations of one set; refuses an applied one whose SQL changed.
+async fn apply_set(
+    tx: &Transaction<'_>,
+    set: &MigrationSet,
+    recorded: &[(String, i32, String)],
+    report: &mut MigrationReport,
+) -> Result<(), Error> {
+    for migration in set.migrations {
+        let id = MigrationId {
+            component: set.component,
+            version: migration.version,
+        };
+        let checksum = migration.checksum();
+        let stored = recorded
+            .iter()
+            .find(|(component, version, _)| {
+                component == set.component && *version == migration.version
+            })
+            .map(|(_, _, stored)| stored);
+        match stored {
+            Some(stored) if *stored == checksum => report.already_applied.push(id),
+            Some(_) => return Err(migration.refused(set, MigrationProblem::Edited)),
             None => {
-                tx.batch_execute(migration.sql)
-                    .await
-                    .map_err(|e| Error::Migration {
-                        version: migration.version,
-                        name: migration.name,
-                        reason: match e.as_db_error() {
-                            Some(db) => db.message().to_owned(),
-                            None => e.to_string(),
-                        },
-                    })?;
+                tx.batch_execute(migration.sql).await.map_err(|e| {
+                    migration.refused(set, MigrationProblem::Refused(DatabaseError::from(e)))
+                })?;
                 tx.execute(
-                    "INSERT INTO tenant_isolation_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    &[&migration.version, &migration.name, &sum],
+                    &format!(
+                        "INSERT INTO {MIGRATIONS_TABLE} (component, version, name, checksum)
+                         VALUES ($1, $2, $3, $4)"
+                    ),
+                    &[
+                        &set.component,
+                        &migration.version,
+                        &migration.name,
+                        &checksum,
+                    ],
                 )
                 .await?;
                 tracing::info!(
+                    component = set.component,
                     version = migration.version,
                     name = migration.name,
                     "migration applied"
                 );
-                report.applied.push(migration.version);
+                report.applied.push(id);
             }
         }
     }
-    if let Some((newest, _)) = applied.last()
-        && MIGRATIONS.iter().all(|m| m.version < *newest)
+    let newest = recorded
+        .iter()
+        .filter(|(component, ..)| component == set.component)
+        .map(|(_, version, _)| *version)
+        .max();
+    if let Some(newest) = newest
+        && set.migrations.iter().all(|m| m.version < newest)
     {
         tracing::warn!(
+            component = set.component,
             version = newest,
-            "the database has a newer tenant-isolation migration than this build knows"
+            "the database has a newer migration of this component than this build knows"
         );
     }
+    Ok(())
+}
 
-    // Access: grants (idempotent) and the admin policy (recreated only when it differs).
+/// Records the versions of `set`'s legacy version table that [`MIGRATIONS_TABLE`] does not
+/// hold yet; returns them. Idempotent: a second run finds them recorded and adopts nothing.
+/// The legacy table's columns are read through `to_jsonb`, so a table without `name`,
+/// `checksum` or `applied_at` takes the embedded migration's name and checksum and the time of
+/// adoption (a version unknown to this build and without a checksum is recorded with an empty
+/// one, which a later build that embeds it refuses as edited rather than silently accept).
+async fn adopt(
+    tx: &Transaction<'_>,
+    set: &MigrationSet,
+    legacy: &str,
+) -> Result<Vec<MigrationId>, Error> {
+    let exists: bool = tx
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&legacy])
+        .await?
+        .try_get(0)?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let versions: Vec<i32> = set.migrations.iter().map(|m| m.version).collect();
+    let names: Vec<&str> = set.migrations.iter().map(|m| m.name).collect();
+    let checksums: Vec<String> = set.migrations.iter().map(Migration::checksum).collect();
+    // `legacy` was validated as an identifier (see `validate`).
+    let rows = tx
+        .query(
+            &format!(
+                "INSERT INTO {MIGRATIONS_TABLE} (component, version, name, checksum, applied_at)
+                 SELECT $1::text, l.version,
+                        COALESCE(l.j ->> 'name', e.name, 'unknown'),
+                        COALESCE(l.j ->> 'checksum', e.checksum, ''),
+                        COALESCE((l.j ->> 'applied_at')::timestamptz, now())
+                   FROM (SELECT (to_jsonb(t) ->> 'version')::integer AS version, to_jsonb(t) AS j
+                           FROM \"{legacy}\" t) l
+                   LEFT JOIN unnest($2::integer[], $3::text[], $4::text[])
+                          AS e(version, name, checksum) ON e.version = l.version
+                 ON CONFLICT (component, version) DO NOTHING
+                 RETURNING version"
+            ),
+            &[&set.component, &versions, &names, &checksums],
+        )
+        .await?;
+    let mut adopted = rows
+        .iter()
+        .map(|row| {
+            Ok(MigrationId {
+                component: set.component,
+                version: row.try_get(0)?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    adopted.sort_unstable();
+    if !adopted.is_empty() {
+        tracing::info!(
+            component = set.component,
+            table = legacy,
+            versions = adopted.len(),
+            "versions adopted from the legacy migration table"
+        );
+    }
+    Ok(adopted)
+}
+
+/// tenant-isolation's access step: grants (idempotent) and the admin policy (recreated only
+/// when it differs). Returns whether the policy changed.
+async fn grant_access(tx: &Transaction<'_>, config: &MigrationConfig) -> Result<bool, Error> {
+    let app = quoted_role(&config.app_role)?;
     let admin_name: String = match &config.admin_role {
         Some(name) => name.clone(),
         None => tx
@@ -233,6 +571,7 @@ pub(crate) async fn run(
         ))
         .await?;
     }
+    let mut changed = false;
     for table in TABLES {
         let current = tx
             .query_opt(
@@ -248,16 +587,104 @@ pub(crate) async fn run(
                  CREATE POLICY {ADMIN_POLICY} ON {table} TO {admin} USING (true) WITH CHECK (true);"
             ))
             .await?;
-            report.admin_policy_changed = true;
+            changed = true;
         }
     }
-    tx.commit().await?;
-    Ok(report)
+    Ok(changed)
+}
+
+/// Checks every set of a run before anything touches the database.
+fn validate(sets: &[MigrationSet]) -> Result<(), Error> {
+    let invalid = |reason: String| Err(Error::InvalidConfig { reason });
+    for (at, set) in sets.iter().enumerate() {
+        let component = set.component;
+        if !valid_name(component, b'-') {
+            return invalid(format!(
+                "migration component {component:?} must be 1 to 63 of [a-z0-9-], with a letter \
+                 or digit at both ends"
+            ));
+        }
+        if sets[..at].iter().any(|other| other.component == component) {
+            return invalid(format!(
+                "migration component {component:?} is given more than once in one run"
+            ));
+        }
+        if let Some(table) = set.legacy_table
+            && !valid_name(table, b'_')
+        {
+            return invalid(format!(
+                "legacy migration table {table:?} of {component:?} must be 1 to 63 of [a-z0-9_], \
+                 with a letter or digit at both ends"
+            ));
+        }
+        let mut previous = 0;
+        for migration in set.migrations {
+            if migration.version <= previous {
+                return invalid(format!(
+                    "migrations of {component:?} need versions above 0 in increasing order \
+                     ({} comes after {previous})",
+                    migration.version
+                ));
+            }
+            if migration.name.is_empty() {
+                return invalid(format!(
+                    "migration {} of {component:?} has no name",
+                    migration.version
+                ));
+            }
+            previous = migration.version;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is 1 to 63 ASCII lower-case letters, digits and `separator`, with a letter or
+/// digit at both ends.
+fn valid_name(name: &str, separator: u8) -> bool {
+    let edge = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes.iter().all(|b| edge(b) || *b == separator)
+        && bytes.first().is_some_and(edge)
+        && bytes.last().is_some_and(edge)
+}
+
+/// Validates a role name and returns it double-quoted for SQL.
+fn quoted_role(name: &str) -> Result<String, Error> {
+    let bad = |reason| Err(Error::invalid_id(IdKind::Role, name, reason));
+    if name.is_empty() {
+        return bad(IdRejection::Empty);
+    }
+    if name.len() > 63 {
+        return bad(IdRejection::TooManyBytes {
+            len: name.len(),
+            max: 63,
+        });
+    }
+    if let Some((at, ch)) = name
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
+        return bad(IdRejection::InvalidChar {
+            ch,
+            at,
+            allowed: "A-Z, a-z, 0-9 and '_'",
+        });
+    }
+    Ok(format!("\"{name}\""))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn invalid(sets: &[MigrationSet]) -> String {
+        match validate(sets) {
+            Err(Error::InvalidConfig { reason }) => reason,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
 
     #[test]
     fn role_names_are_validated_before_reaching_sql() {
@@ -268,7 +695,47 @@ mod tests {
     }
 
     #[test]
-    fn migrations_are_ordered_and_unique() {
-        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+    fn the_own_set_is_valid() {
+        validate(&[OWN]).expect("tenant-isolation's own set");
+        assert_eq!(OWN.component(), "tenant-isolation");
+        assert_eq!(OWN.legacy_table(), Some("tenant_isolation_migrations"));
+    }
+
+    #[test]
+    fn checksums_are_sha256_hex_of_the_sql() {
+        let m = Migration::new(1, "abc", "abc");
+        assert_eq!(
+            m.checksum(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn sets_are_checked_before_any_sql() {
+        const A: &[Migration] = &[Migration::new(1, "a", "SELECT 1")];
+        const UNORDERED: &[Migration] = &[
+            Migration::new(2, "b", "SELECT 1"),
+            Migration::new(1, "a", "SELECT 1"),
+        ];
+        const DUPLICATE: &[Migration] = &[
+            Migration::new(1, "a", "SELECT 1"),
+            Migration::new(1, "b", "SELECT 1"),
+        ];
+        const ZERO: &[Migration] = &[Migration::new(0, "a", "SELECT 1")];
+        const NAMELESS: &[Migration] = &[Migration::new(1, "", "SELECT 1")];
+
+        validate(&[OWN, MigrationSet::new("proxy-allocator", A)]).expect("two components");
+        assert!(invalid(&[OWN, OWN]).contains("more than once"));
+        assert!(invalid(&[MigrationSet::new("x", UNORDERED)]).contains("increasing"));
+        assert!(invalid(&[MigrationSet::new("x", DUPLICATE)]).contains("increasing"));
+        assert!(invalid(&[MigrationSet::new("x", ZERO)]).contains("above 0"));
+        assert!(invalid(&[MigrationSet::new("x", NAMELESS)]).contains("no name"));
+        // Leaked for the test only: components are `&'static str`.
+        let long: &'static str = Box::leak("a".repeat(64).into_boxed_str());
+        for bad in ["", "Upper", "-edge", "edge-", "a_b", "x\"; --", long] {
+            invalid(&[MigrationSet::new(bad, A)]);
+        }
+        invalid(&[MigrationSet::new("x", A).adopting("bad\"table")]);
+        validate(&[MigrationSet::new("x", A).adopting("old_versions")]).expect("legacy table");
     }
 }

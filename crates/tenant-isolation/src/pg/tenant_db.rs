@@ -10,7 +10,7 @@ use tokio_postgres::types::ToSql;
 use super::directory::{TENANT_COLUMNS, tenant_from_row};
 use super::migrations::{ADMIN_POLICY, TABLES};
 use super::records::{Expect, StoredRecord, record_from_row, validate_key, validate_kind};
-use super::{PoolOptions, build_pool, db_error};
+use super::{DiscardGuard, PoolOptions, build_pool, db_error};
 use crate::error::Error;
 use crate::{Tenant, TenantId};
 
@@ -171,17 +171,6 @@ impl fmt::Debug for TenantTx {
 const COMMIT: &str = "COMMIT; RESET ALL";
 /// See [`COMMIT`].
 const ROLLBACK: &str = "ROLLBACK; RESET ALL";
-
-/// A connection that is discarded (closed, never pooled) unless disarmed.
-struct DiscardGuard(Option<Object>);
-
-impl Drop for DiscardGuard {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
-            drop(Object::take(conn));
-        }
-    }
-}
 
 impl Drop for TenantTx {
     fn drop(&mut self) {

@@ -157,9 +157,6 @@ impl WahaApi for WahaClient {
 
     async fn create_session(&self, new: &NewSession) -> Result<Option<SessionInfo>, WahaError> {
         check_session_name(&new.name)?;
-        if let Some(config) = &new.config {
-            config.check_signing_keys()?;
-        }
         let request = Request::new(Operation::CreateSession, RequestPath::fixed(SESSIONS))
             .session(&new.name)
             .json(new)?;
@@ -171,7 +168,6 @@ impl WahaApi for WahaClient {
         name: &str,
         config: &SessionConfig,
     ) -> Result<SessionInfo, WahaError> {
-        config.check_signing_keys()?;
         let request = Request::new(
             Operation::UpdateSession,
             RequestPath::session(SESSIONS, name, "")?,

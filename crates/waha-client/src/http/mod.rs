@@ -43,7 +43,7 @@ const JSON: &str = "application/json";
 /// config.retry = RetryConfig::disabled();
 /// let client = WahaClient::with_config(
 ///     "http://127.0.0.1:3000".parse()?,
-///     ApiKey::new("my-api-key"),
+///     ApiKey::new("my-api-key")?,
 ///     config,
 /// )?;
 /// assert!(!format!("{client:?}").contains("my-api-key"));
@@ -59,7 +59,7 @@ struct Inner {
     base: Url,
     /// The base URL's path without its trailing `/` (`""` for the root).
     base_path: String,
-    api_key: ApiKey,
+    api_key: Option<ApiKey>,
     api_key_header: Option<HeaderValue>,
     config: ClientConfig,
 }
@@ -115,7 +115,10 @@ impl WahaClient {
     /// # Errors
     /// [`WahaError::Invalid`] when the URL is not an `http`/`https` base URL or the key is not a
     /// valid header value.
-    pub fn new(base_url: Url, api_key: ApiKey) -> Result<Self, WahaError> {
+    ///
+    /// `api_key` is an [`ApiKey`], or `None` for a server that runs without one
+    /// (`WAHA_NO_API_KEY`): then no `X-Api-Key` header is sent.
+    pub fn new(base_url: Url, api_key: impl Into<Option<ApiKey>>) -> Result<Self, WahaError> {
         Self::with_config(base_url, api_key, ClientConfig::default())
     }
 
@@ -125,7 +128,7 @@ impl WahaClient {
     /// As [`WahaClient::new`]; also when the TLS backend cannot be set up.
     pub fn with_config(
         base_url: Url,
-        api_key: ApiKey,
+        api_key: impl Into<Option<ApiKey>>,
         config: ClientConfig,
     ) -> Result<Self, WahaError> {
         let http = Client::builder()
@@ -163,7 +166,7 @@ impl WahaClient {
     ///     .build()?;
     /// let client = WahaClient::with_http_client(
     ///     "http://127.0.0.1:3000".parse()?,
-    ///     ApiKey::new("my-api-key"),
+    ///     ApiKey::new("my-api-key")?,
     ///     ClientConfig::default(),
     ///     http,
     /// )?;
@@ -174,7 +177,7 @@ impl WahaClient {
     /// As [`WahaClient::new`].
     pub fn with_http_client(
         base_url: Url,
-        api_key: ApiKey,
+        api_key: impl Into<Option<ApiKey>>,
         config: ClientConfig,
         http: Client,
     ) -> Result<Self, WahaError> {
@@ -189,14 +192,15 @@ impl WahaClient {
                 "the WAHA base URL must not have a query or a fragment",
             ));
         }
-        let api_key_header = if api_key.is_empty() {
-            None
-        } else {
+        let api_key: Option<ApiKey> = api_key.into();
+        let api_key_header = if let Some(api_key) = &api_key {
             let mut value = HeaderValue::from_str(api_key.expose_secret()).map_err(|_| {
                 WahaError::invalid("the API key contains characters not allowed in an HTTP header")
             })?;
             value.set_sensitive(true);
             Some(value)
+        } else {
+            None
         };
         let base_path = base_url.path().trim_end_matches('/').to_owned();
         Ok(Self {
@@ -351,7 +355,11 @@ impl WahaClient {
         if status.is_success() {
             Ok(body)
         } else {
-            Err(classify(status, &body, inner.api_key.expose_secret()))
+            Err(classify(
+                status,
+                &body,
+                inner.api_key.as_ref().map_or("", ApiKey::expose_secret),
+            ))
         }
     }
 }

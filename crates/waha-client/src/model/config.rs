@@ -2,8 +2,8 @@
 //!
 //! Every field is optional on the wire. `null` and a missing field both decode to the empty
 //! value, and empty values are left out when serialising, so a config survives a round trip
-//! through the server unchanged. Secrets are [`crate::secret`] types: `Debug` redacts them,
-//! `Serialize` writes them (WAHA needs them). Two plain strings can hold secrets too, so their
+//! through the server unchanged. Secrets are [`crate::secret`] types: `Debug` redacts them, and
+//! the fields holding them name `serialize_with = "fleet_vocab::expose"` (WAHA needs the values). Two plain strings can hold secrets too, so their
 //! `Debug` is written by hand: a webhook `url` shows only its scheme, host and port, and a
 //! proxy `server` hides credentials written into it (`user:password@host:port`).
 
@@ -12,8 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::lenient::null_as_default;
-use crate::error::WahaError;
+use super::lenient::{null_as_default, valid_secret_or_none};
 use crate::redact::{redact_authority, redact_url};
 use crate::secret::{HeaderValueSecret, HmacKey, ProxyPassword};
 
@@ -63,24 +62,6 @@ impl SessionConfig {
         self.normalized() == other.normalized()
     }
 
-    /// Refuses a webhook `hmac.key` that is present but empty (WAHA would send that webhook
-    /// unsigned). The client checks this before sending a config.
-    ///
-    /// # Errors
-    /// [`WahaError::EmptyHmacKey`].
-    pub fn check_signing_keys(&self) -> Result<(), WahaError> {
-        let empty = self
-            .webhooks
-            .iter()
-            .filter_map(|webhook| webhook.hmac.as_ref()?.key.as_ref())
-            .any(HmacKey::is_empty);
-        if empty {
-            Err(WahaError::EmptyHmacKey)
-        } else {
-            Ok(())
-        }
-    }
-
     fn normalized(&self) -> Self {
         let mut config = self.clone();
         if config.debug == Some(false) {
@@ -105,8 +86,14 @@ pub struct ProxyConfig {
     /// Proxy user name, if the proxy needs authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// Proxy password (secret).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Proxy password (secret). A stored value that is not a valid secret (empty, control
+    /// characters) reads as `None`.
+    #[serde(
+        default,
+        serialize_with = "fleet_vocab::expose_option",
+        deserialize_with = "valid_secret_or_none",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub password: Option<ProxyPassword>,
 }
 
@@ -124,10 +111,10 @@ impl ProxyConfig {
     pub fn with_credentials(
         mut self,
         username: impl Into<String>,
-        password: impl Into<ProxyPassword>,
+        password: ProxyPassword,
     ) -> Self {
         self.username = Some(username.into());
-        self.password = Some(password.into());
+        self.password = Some(password);
         self
     }
 }
@@ -176,17 +163,12 @@ impl WebhookConfig {
         }
     }
 
-    /// The same webhook, signed with `key`.
-    ///
-    /// # Errors
-    /// [`WahaError::EmptyHmacKey`] for an empty key: WAHA would send the events unsigned.
-    pub fn signed_with(mut self, key: impl Into<HmacKey>) -> Result<Self, WahaError> {
-        let key = key.into();
-        if key.is_empty() {
-            return Err(WahaError::EmptyHmacKey);
-        }
+    /// The same webhook, signed with `key` (an [`HmacKey`] is never empty, so WAHA always
+    /// signs what it sends).
+    #[must_use]
+    pub fn signed_with(mut self, key: HmacKey) -> Self {
         self.hmac = Some(WebhookHmac { key: Some(key) });
-        Ok(self)
+        self
     }
 }
 
@@ -228,8 +210,14 @@ impl fmt::Debug for ProxyConfig {
 /// The HMAC signing settings of a webhook.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookHmac {
-    /// The signing key (secret). No key means no signature.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The signing key (secret). No key means no signature. A stored value that is not a valid
+    /// secret (empty, control characters) reads as `None`.
+    #[serde(
+        default,
+        serialize_with = "fleet_vocab::expose_option",
+        deserialize_with = "valid_secret_or_none",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub key: Option<HmacKey>,
 }
 
@@ -266,6 +254,7 @@ pub struct CustomHeader {
     /// Header name.
     pub name: String,
     /// Header value (secret).
+    #[serde(serialize_with = "fleet_vocab::expose")]
     pub value: HeaderValueSecret,
 }
 

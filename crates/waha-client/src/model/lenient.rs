@@ -38,3 +38,14 @@ fn to_whole_number<'de, D: Deserializer<'de>>(value: f64) -> Result<u64, D::Erro
         )))
     }
 }
+
+/// An optional secret; `null`, a missing field, or a value the secret type refuses (empty,
+/// control characters) becomes `None`, so one odd config stored on the server (by another
+/// client) cannot make a whole session list undecodable. The refused value is never quoted.
+pub(crate) fn valid_secret_or_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<String>,
+{
+    Ok(Option::<String>::deserialize(deserializer)?.and_then(|value| T::try_from(value).ok()))
+}

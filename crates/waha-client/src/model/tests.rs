@@ -48,10 +48,10 @@ fn full_config_round_trips_with_secrets() {
         "client":{"deviceName":"Fleet","browserName":"Chrome"}}"#;
     let config: SessionConfig = decode("get_session", body.as_bytes()).unwrap();
     let proxy = config.proxy.as_ref().unwrap();
-    assert_eq!(proxy.password, Some(ProxyPassword::new("p:/@")));
+    assert_eq!(proxy.password, Some(ProxyPassword::new("p:/@").unwrap()));
     assert_eq!(
         config.webhooks[0].hmac.as_ref().unwrap().key,
-        Some(HmacKey::new("hk"))
+        Some(HmacKey::new("hk").unwrap())
     );
     assert_eq!(
         config.webhooks[0].retries.as_ref().unwrap().policy,

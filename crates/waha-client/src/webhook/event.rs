@@ -6,6 +6,7 @@ use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::error::WebhookError;
 use super::payload::EventPayload;
 use super::signature::verify_headers;
 use crate::error::WahaError;
@@ -30,7 +31,7 @@ const OPERATION: &str = "webhook";
 /// assert_eq!(event.metadata["tenant"], "t1");
 /// let EventPayload::SessionStatus(change) = event.payload else { panic!("typed payload") };
 /// assert_eq!(change.status, SessionStatus::Starting);
-/// # Ok::<(), waha_client::WahaError>(())
+/// # Ok::<(), waha_client::webhook::WebhookError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebhookEvent {
@@ -78,8 +79,8 @@ impl WebhookEvent {
     /// Parses a webhook body. Verify its signature first ([`WebhookEvent::from_signed`]).
     ///
     /// # Errors
-    /// [`WahaError::Decode`] naming the JSON path that failed (e.g. `payload.status`).
-    pub fn from_slice(body: &[u8]) -> Result<Self, WahaError> {
+    /// [`WebhookError::Decode`] naming the JSON path that failed (e.g. `payload.status`).
+    pub fn from_slice(body: &[u8]) -> Result<Self, WebhookError> {
         let envelope: Envelope = decode(OPERATION, body)?;
         let payload = EventPayload::from_event(&envelope.event, envelope.payload)?;
         Ok(Self {
@@ -100,7 +101,11 @@ impl WebhookEvent {
     /// # Errors
     /// The signature errors of [`verify`](super::verify), then those of
     /// [`WebhookEvent::from_slice`].
-    pub fn from_signed(key: &HmacKey, headers: &HeaderMap, body: &[u8]) -> Result<Self, WahaError> {
+    pub fn from_signed(
+        key: &HmacKey,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Self, WebhookError> {
         verify_headers(key, headers, body)?;
         Self::from_slice(body)
     }

@@ -127,6 +127,40 @@ pub enum MessageAck {
     Other(i64),
 }
 
+impl MessageAck {
+    /// Whether an ack `new` that arrives after `old` replaces it. Acks only move forward, along
+    /// one total order:
+    ///
+    /// `Pending (0) < Error (-1) < Server (1) < Device (2) < Read (3) < Played (4) < Other(n > 4)`
+    ///
+    /// - `Error` ranks just above `Pending`: a message that never reached the server can fail,
+    ///   but once the server or a device has it, a late `Error` is not believed; and a positive
+    ///   ack after `Error` is evidence the message went through after all, so it replaces it.
+    /// - `Other(n)` with `n > 4` (a state newer than this crate) ranks above `Played`, by its
+    ///   number; `Other(n)` with `n < -1` (an unknown failure) ranks as `Error`.
+    /// - An equal rank never supersedes: a duplicate changes nothing.
+    ///
+    /// ```
+    /// use waha_client::webhook::MessageAck;
+    /// assert!(MessageAck::supersedes(MessageAck::Server, MessageAck::Read));
+    /// assert!(!MessageAck::supersedes(MessageAck::Read, MessageAck::Device));
+    /// assert!(!MessageAck::supersedes(MessageAck::Device, MessageAck::Error));
+    /// assert!(MessageAck::supersedes(MessageAck::Error, MessageAck::Server));
+    /// ```
+    pub fn supersedes(old: Self, new: Self) -> bool {
+        new.rank() > old.rank()
+    }
+
+    /// The position in the order [`supersedes`](Self::supersedes) documents: the ack number
+    /// doubled, so that every failure (`-1` and below) fits between `Pending` and `Server`.
+    fn rank(self) -> i128 {
+        match i64::from(self) {
+            failure if failure < 0 => 1,
+            state => i128::from(state) * 2,
+        }
+    }
+}
+
 impl From<i64> for MessageAck {
     fn from(value: i64) -> Self {
         match value {

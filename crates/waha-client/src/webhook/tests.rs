@@ -1,7 +1,7 @@
 //! Webhook envelopes as WAHA sends them.
 
 use super::*;
-use crate::WahaError;
+
 use crate::model::SessionStatus;
 
 #[test]
@@ -80,11 +80,11 @@ fn other_events_are_kept_raw() {
 fn bad_payload_names_its_path() {
     let body = br#"{"event":"message.ack","session":"s1","payload":{"id":"m1","ack":"read"}}"#;
     match WebhookEvent::from_slice(body).unwrap_err() {
-        WahaError::Decode { path, .. } => assert_eq!(path, "payload.ack"),
+        WebhookError::Decode { path, .. } => assert_eq!(path, "payload.ack"),
         other => panic!("expected Decode, got {other:?}"),
     }
     match WebhookEvent::from_slice(br#"{"session":"s1"}"#).unwrap_err() {
-        WahaError::Decode { path, message, .. } => {
+        WebhookError::Decode { path, message, .. } => {
             // A missing field is named in the path, not only in the message.
             assert_eq!(path, "event");
             assert!(message.contains("missing field"), "{message}");
@@ -95,7 +95,7 @@ fn bad_payload_names_its_path() {
 
 #[test]
 fn signed_events_are_verified_before_parsing() {
-    let key = crate::HmacKey::new("tenant-key");
+    let key = crate::HmacKey::new("tenant-key").unwrap();
     let body =
         br#"{"event":"session.status","session":"s1","payload":{"name":"s1","status":"WORKING"}}"#;
     let mut headers = http::HeaderMap::new();
@@ -105,7 +105,7 @@ fn signed_events_are_verified_before_parsing() {
         br#"{"event":"session.status","session":"s2","payload":{"name":"s1","status":"WORKING"}}"#;
     assert!(matches!(
         WebhookEvent::from_signed(&key, &headers, tampered),
-        Err(WahaError::SignatureMismatch)
+        Err(WebhookError::SignatureMismatch)
     ));
 }
 
@@ -123,7 +123,7 @@ fn long_non_ascii_value_in_a_wrong_typed_field_is_a_decode_error_not_a_panic() {
             "payload": {"name": "s1", "status": "WORKING"},
         });
         match WebhookEvent::from_slice(body.to_string().as_bytes()) {
-            Err(WahaError::Decode { path, message, .. }) => {
+            Err(WebhookError::Decode { path, message, .. }) => {
                 assert_eq!(path, "timestamp");
                 // serde's message would quote the string; it is never kept.
                 assert!(!message.contains('é'), "{message}");
@@ -138,7 +138,7 @@ fn long_non_ascii_value_in_a_wrong_typed_field_is_a_decode_error_not_a_panic() {
         });
         assert!(matches!(
             WebhookEvent::from_slice(body.to_string().as_bytes()),
-            Err(WahaError::Decode { .. })
+            Err(WebhookError::Decode { .. })
         ));
     }
 }
@@ -156,7 +156,7 @@ fn message_fields_the_server_always_sends_are_required() {
             payload.as_object_mut().unwrap().remove(field);
             let body = serde_json::json!({"event": event, "session": "s1", "payload": payload});
             match WebhookEvent::from_slice(body.to_string().as_bytes()) {
-                Err(WahaError::Decode { path, message, .. }) => {
+                Err(WebhookError::Decode { path, message, .. }) => {
                     assert_eq!(path, format!("payload.{field}"), "{event}");
                     assert!(message.contains("missing field"), "{message}");
                 }
@@ -166,7 +166,7 @@ fn message_fields_the_server_always_sends_are_required() {
     }
     let ack = br#"{"event":"message.ack","session":"s1","payload":{"id":"m1","from":"a","to":"b","ack":3}}"#;
     match WebhookEvent::from_slice(ack) {
-        Err(WahaError::Decode { path, .. }) => assert_eq!(path, "payload.fromMe"),
+        Err(WebhookError::Decode { path, .. }) => assert_eq!(path, "payload.fromMe"),
         other => panic!("ack without fromMe: expected Decode, got {other:?}"),
     }
 
@@ -182,4 +182,34 @@ fn message_fields_the_server_always_sends_are_required() {
         (message.timestamp, message.to, message.body),
         (None, None, None)
     );
+}
+
+#[test]
+fn acks_only_move_forward_along_one_order() {
+    use MessageAck::{Device, Error, Other, Pending, Played, Read, Server};
+    let order = [
+        Pending,
+        Error,
+        Server,
+        Device,
+        Read,
+        Played,
+        Other(5),
+        Other(9),
+    ];
+    for (i, old) in order.iter().enumerate() {
+        for (j, new) in order.iter().enumerate() {
+            assert_eq!(
+                MessageAck::supersedes(*old, *new),
+                j > i,
+                "{old:?} -> {new:?}"
+            );
+        }
+    }
+    // An unknown failure ranks as `Error`; a hand-built known number ranks as its variant.
+    assert!(!MessageAck::supersedes(Error, Other(-7)));
+    assert!(!MessageAck::supersedes(Other(-7), Error));
+    assert!(MessageAck::supersedes(Other(-7), Server));
+    assert!(!MessageAck::supersedes(Device, Other(2)));
+    assert!(MessageAck::supersedes(Other(2), Read));
 }

@@ -49,11 +49,13 @@ async fn session_lifecycle_requests_and_odd_answers() {
     let server = server().await;
     let mut config = SessionConfig::default();
     config.metadata.insert("tenant".into(), "t1".into());
-    config.proxy = Some(ProxyConfig::new("127.0.0.1:3128").with_credentials("u", "p@ss:/"));
+    config.proxy = Some(
+        ProxyConfig::new("127.0.0.1:3128")
+            .with_credentials("u", ProxyPassword::new("p@ss:/").unwrap()),
+    );
     config.webhooks.push(
         WebhookConfig::new("http://127.0.0.1:9/hook", ["session.status"])
-            .signed_with("hk")
-            .unwrap(),
+            .signed_with(HmacKey::new("hk").unwrap()),
     );
     let config_json = serde_json::to_value(&config).unwrap();
 
@@ -275,8 +277,31 @@ async fn base_url_path_prefix_is_kept() {
     .await;
     let api = waha_client::WahaClient::new(
         format!("{}/waha/", server.uri()).parse().unwrap(),
-        waha_client::ApiKey::new(API_KEY),
+        waha_client::ApiKey::new(API_KEY).unwrap(),
     )
     .unwrap();
     api.ping().await.unwrap();
+}
+
+/// A server started with `WAHA_NO_API_KEY` takes no key: `WahaClient::new(url, None)` sends no
+/// `X-Api-Key` header at all (an `ApiKey` is never empty, so "no key" is `None`).
+#[tokio::test]
+async fn a_client_without_a_key_sends_no_key_header() {
+    let server = server().await;
+    mount(
+        &server,
+        "GET /ping",
+        json_response(200, json!({"message":"pong"})),
+        1,
+    )
+    .await;
+    let api = waha_client::WahaClient::new(server.uri().parse().unwrap(), None).unwrap();
+    api.ping().await.unwrap();
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    assert!(
+        requests[0].headers.get("x-api-key").is_none(),
+        "{:?}",
+        requests[0].headers
+    );
 }

@@ -18,11 +18,13 @@ fn redirect(status: u16, to: &MockServer, route: &str) -> ResponseTemplate {
 
 fn config_with_secrets() -> SessionConfig {
     SessionConfig {
-        proxy: Some(ProxyConfig::new("127.0.0.1:3128").with_credentials("u", "proxy-pw-2202")),
+        proxy: Some(
+            ProxyConfig::new("127.0.0.1:3128")
+                .with_credentials("u", ProxyPassword::new("proxy-pw-2202").unwrap()),
+        ),
         webhooks: vec![
             WebhookConfig::new("http://127.0.0.1:9/hook", ["message"])
-                .signed_with("hmac-key-2203")
-                .unwrap(),
+                .signed_with(HmacKey::new("hmac-key-2203").unwrap()),
         ],
         ..SessionConfig::default()
     }
@@ -113,7 +115,7 @@ async fn an_answer_reached_through_a_followed_redirect_is_refused() {
     .await;
     let api = WahaClient::with_http_client(
         waha.uri().parse().unwrap(),
-        ApiKey::new(API_KEY),
+        ApiKey::new(API_KEY).unwrap(),
         ClientConfig {
             retry: fast_retries(),
             ..ClientConfig::default()
@@ -151,7 +153,7 @@ async fn a_base_url_with_credentials_is_not_taken_for_a_redirect() {
         format!("http://user:pass@127.0.0.1:{port}/prefix/")
             .parse()
             .unwrap(),
-        ApiKey::new(API_KEY),
+        ApiKey::new(API_KEY).unwrap(),
     )
     .unwrap();
     assert_eq!(api.get_session("s1").await.unwrap().name, "s1");

@@ -253,7 +253,7 @@ async fn send_text_is_retried_when_the_connection_never_opened() {
     let port = server.address().port();
     let api = WahaClient::with_http_client(
         format!("http://waha.test:{port}").parse().unwrap(),
-        ApiKey::new(API_KEY),
+        ApiKey::new(API_KEY).unwrap(),
         ClientConfig {
             retry: fast_retries(),
             ..ClientConfig::default()

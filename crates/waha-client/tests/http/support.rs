@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use waha_client::{ApiKey, ClientConfig, RetryConfig, WahaClient};
+pub use waha_client::{HeaderValueSecret, HmacKey, ProxyPassword};
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockBuilder, MockServer, Request, Respond, ResponseTemplate};
 
@@ -49,7 +50,12 @@ pub fn fast_retries() -> RetryConfig {
 }
 
 pub fn client_with(server: &MockServer, config: ClientConfig) -> WahaClient {
-    WahaClient::with_config(server.uri().parse().unwrap(), ApiKey::new(API_KEY), config).unwrap()
+    WahaClient::with_config(
+        server.uri().parse().unwrap(),
+        ApiKey::new(API_KEY).unwrap(),
+        config,
+    )
+    .unwrap()
 }
 
 pub fn client(server: &MockServer) -> WahaClient {

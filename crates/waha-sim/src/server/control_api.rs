@@ -3,32 +3,38 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
+use crate::control_wire::{
+    BootingRequest, DisconnectRequest, IncomingMessage, MessageCreated, ScanRequest,
+};
 use crate::faults::Faults;
 use crate::server::body::JsonObject;
 use crate::server::{AppState, session_info};
 use crate::session::lifecycle::Refusal;
 use crate::session::{AckLevel, Me, SessionView};
-use crate::state::SimState;
+use crate::wire::ApiError;
 use crate::wire::api_error::json;
-use crate::wire::{ApiError, required_strings};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
+        .route("/_sim/sessions/{session}", get(session))
         .route("/_sim/sessions/{session}/scan", post(scan))
         .route("/_sim/sessions/{session}/fail", post(fail))
         .route("/_sim/sessions/{session}/disconnect", post(disconnect))
+        .route("/_sim/sessions/{session}/silence", post(silence))
         .route("/_sim/sessions/{session}/messages", post(receive))
         .route("/_sim/messages/{id}/ack", post(ack))
         .route("/_sim/faults", get(get_faults).put(put_faults))
         .route("/_sim/booting", post(booting))
         .route("/_sim/crash", post(crash))
         .route("/_sim/stats", get(stats))
+        .route("/_sim/calls", get(calls).delete(clear_calls))
 }
 
 fn refused(refusal: Refusal) -> ApiError {
@@ -45,35 +51,55 @@ fn refused(refusal: Refusal) -> ApiError {
     }
 }
 
+/// Reads a control body into its type; any mismatch is a 400 with serde's message.
+fn parse<T: DeserializeOwned>(body: Map<String, Value>) -> Result<T, ApiError> {
+    serde_json::from_value(Value::Object(body))
+        .map_err(|e| ApiError::Validation(vec![e.to_string()]))
+}
+
+/// A control action's answer: the session's `SessionInfo` (201), or the refusal.
+fn answer(state: &AppState, result: Result<SessionView, ApiError>) -> Response {
+    match result {
+        Ok(view) => session_info(state, StatusCode::CREATED, &view, false),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn session(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    match state.view(&name) {
+        Some(view) => session_info(&state, StatusCode::OK, &view, false),
+        None => ApiError::not_found("Session not found").into_response(),
+    }
+}
+
 async fn scan(
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonObject(body): JsonObject,
 ) -> Response {
-    let me = match (body.get("id"), body.get("pushName")) {
-        (None, None) => Ok(None),
-        (Some(Value::String(id)), push_name) => Ok(Some(Me {
-            id: id.clone(),
-            push_name: push_name
-                .and_then(Value::as_str)
-                .unwrap_or(&name)
-                .to_owned(),
+    let me = parse::<ScanRequest>(body).and_then(|request| match request {
+        ScanRequest {
+            id: None,
+            push_name: None,
+        } => Ok(None),
+        ScanRequest {
+            id: Some(id),
+            push_name,
+        } => Ok(Some(Me {
+            id,
+            push_name: push_name.unwrap_or_else(|| name.clone()),
         })),
-        _ => Err(ApiError::Validation(vec!["id must be a string".to_owned()])),
-    };
+        ScanRequest { id: None, .. } => {
+            Err(ApiError::Validation(vec!["id must be a string".to_owned()]))
+        }
+    });
     let result = me.and_then(|me| state.scan(&name, me).map_err(refused));
-    match result {
-        Ok(view) => session_info(&state, StatusCode::CREATED, &view, false),
-        Err(error) => error.into_response(),
-    }
+    answer(&state, result)
 }
 
-async fn fail(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    JsonObject(body): JsonObject,
-) -> Response {
-    interrupt(&state, &name, &body, SimState::fail)
+async fn fail(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let result = state.fail(&name).map_err(refused);
+    answer(&state, result)
 }
 
 async fn disconnect(
@@ -81,22 +107,14 @@ async fn disconnect(
     Path(name): Path<String>,
     JsonObject(body): JsonObject,
 ) -> Response {
-    interrupt(&state, &name, &body, SimState::disconnect)
+    let result = parse::<DisconnectRequest>(body)
+        .and_then(|request| state.disconnect(&name, request.reason).map_err(refused));
+    answer(&state, result)
 }
 
-/// `fail` and `disconnect`: `{reason}` in, the session's `SessionInfo` out.
-fn interrupt(
-    state: &SimState,
-    name: &str,
-    body: &Map<String, Value>,
-    apply: fn(&SimState, &str, &str) -> Result<SessionView, Refusal>,
-) -> Response {
-    let result = required_strings(body, ["reason"])
-        .and_then(|[reason]| apply(state, name, &reason).map_err(refused));
-    match result {
-        Ok(view) => session_info(state, StatusCode::CREATED, &view, false),
-        Err(error) => error.into_response(),
-    }
+async fn silence(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let result = state.silence(&name).map_err(refused);
+    answer(&state, result)
 }
 
 async fn receive(
@@ -104,10 +122,13 @@ async fn receive(
     Path(name): Path<String>,
     JsonObject(body): JsonObject,
 ) -> Response {
-    let result = required_strings(&body, ["from", "text"])
-        .and_then(|[from, text]| state.receive(&name, &from, &text).map_err(refused));
+    let result = parse::<IncomingMessage>(body).and_then(|message| {
+        state
+            .receive(&name, &message.from, &message.text)
+            .map_err(refused)
+    });
     match result {
-        Ok(id) => json(StatusCode::CREATED, &json!({ "id": id })),
+        Ok(id) => json(StatusCode::CREATED, &MessageCreated { id }),
         Err(error) => error.into_response(),
     }
 }
@@ -141,28 +162,26 @@ async fn get_faults(State(state): State<AppState>) -> Response {
 }
 
 async fn put_faults(State(state): State<AppState>, JsonObject(body): JsonObject) -> Response {
-    let faults: Faults = match serde_json::from_value(Value::Object(body)) {
+    let faults: Faults = match parse(body) {
         Ok(faults) => faults,
-        Err(e) => return ApiError::Validation(vec![e.to_string()]).into_response(),
+        Err(error) => return error.into_response(),
     };
     if let Err(e) = faults.validate() {
         return ApiError::Validation(vec![e.to_string()]).into_response();
     }
-    state.set_faults(faults.clone());
-    json(StatusCode::OK, &faults)
+    state.set_faults(faults);
+    // The faults now in force (with the seed in use).
+    json(StatusCode::OK, &state.faults())
 }
 
 async fn booting(State(state): State<AppState>, JsonObject(body): JsonObject) -> Response {
-    let result = body
-        .get("durationMs")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| {
-            ApiError::Validation(vec!["durationMs must be a non-negative integer".to_owned()])
-        });
-    match result {
-        Ok(ms) => {
-            state.set_booting(Some(Duration::from_millis(ms)));
-            json(StatusCode::CREATED, &json!({ "booting": ms > 0 }))
+    match parse::<BootingRequest>(body) {
+        Ok(request) => {
+            state.set_booting(Some(Duration::from_millis(request.duration_ms)));
+            json(
+                StatusCode::CREATED,
+                &json!({ "booting": request.duration_ms > 0 }),
+            )
         }
         Err(error) => error.into_response(),
     }
@@ -178,12 +197,18 @@ async fn crash(State(state): State<AppState>) -> Response {
 }
 
 async fn stats(State(state): State<AppState>) -> Response {
-    json(
-        StatusCode::OK,
-        &json!({
-            "sessions": state.session_count(),
-            "pendingTimers": state.scheduler.pending(),
-            "webhooks": state.webhook_counters.snapshot(),
-        }),
-    )
+    json(StatusCode::OK, &state.stats())
+}
+
+/// `GET /_sim/calls[?session=<name>]`.
+async fn calls(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let session = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == "session")
+        .map(|(_, value)| value.into_owned());
+    json(StatusCode::OK, &state.calls.snapshot(session.as_deref()))
+}
+
+async fn clear_calls(State(state): State<AppState>) -> Response {
+    state.calls.clear();
+    json(StatusCode::OK, &json!({}))
 }

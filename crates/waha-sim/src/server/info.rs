@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
+use crate::faults::BootingHealth;
 use crate::server::AppState;
 use crate::state::now_ms;
 use crate::wire::api_error::json;
@@ -24,7 +25,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
             }),
         );
     }
-    if state.is_booting() {
+    if state.is_booting() && state.faults().booting_health == BootingHealth::Unavailable {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({

@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
-use crate::server::AppState;
 use crate::server::body::JsonObject;
+use crate::server::{AppState, about_session};
 use crate::session::SessionStatus;
 use crate::session::lifecycle::{Refusal, WORKING};
 use crate::state::SimState;
@@ -51,16 +51,20 @@ pub(crate) async fn send_text(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Response {
-    let result = session_name(&body).and_then(|name| {
-        let [chat_id, text] = required_strings(&body, ["chatId", "text"])?;
+    let name = match session_name(&body) {
+        Ok(name) => name,
+        Err(error) => return error.into_response(),
+    };
+    let result = required_strings(&body, ["chatId", "text"]).and_then(|[chat_id, text]| {
         state
             .send_text(&name, &chat_id, &text)
             .map_err(|r| refusal(&name, r))
     });
-    match result {
+    let response = match result {
         Ok(message) => json(StatusCode::CREATED, &message),
         Err(error) => error.into_response(),
-    }
+    };
+    about_session(response, Some(&name))
 }
 
 /// What `sendSeen` and the typing routes check: a chat and a WORKING session.
@@ -74,18 +78,20 @@ pub(crate) async fn send_seen(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Response {
-    match chat_action(&state, &body) {
+    let response = match chat_action(&state, &body) {
         Ok(()) => json(StatusCode::CREATED, &serde_json::json!({})),
         Err(error) => error.into_response(),
-    }
+    };
+    about_session(response, session_name(&body).ok().as_deref())
 }
 
 pub(crate) async fn typing(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Response {
-    match chat_action(&state, &body) {
+    let response = match chat_action(&state, &body) {
         Ok(()) => empty(StatusCode::CREATED),
         Err(error) => error.into_response(),
-    }
+    };
+    about_session(response, session_name(&body).ok().as_deref())
 }

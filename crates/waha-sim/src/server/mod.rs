@@ -68,6 +68,21 @@ async fn not_found(request: axum::extract::Request) -> ApiError {
     ))
 }
 
+/// Names, on a response, the session a call was about when the path does not (the body's
+/// `name` or `session`): the call log reads it.
+#[derive(Clone, Debug)]
+pub(crate) struct CallSession(pub(crate) String);
+
+/// Tags `response` with the session the call was about, if known.
+pub(crate) fn about_session(mut response: Response, session: Option<&str>) -> Response {
+    if let Some(session) = session {
+        response
+            .extensions_mut()
+            .insert(CallSession(session.to_owned()));
+    }
+    response
+}
+
 /// A `SessionInfo` answer.
 pub(crate) fn session_info(
     state: &SimState,

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::server::body::JsonObject;
 use crate::server::query::optional_bool;
-use crate::server::{AppState, session_info, slow_stop};
+use crate::server::{AppState, about_session, session_info, slow_stop};
 use crate::session::lifecycle::Refusal;
 use crate::wire::api_error::{empty, json};
 use crate::wire::{ApiError, validate_create, validate_update};
@@ -39,16 +39,24 @@ pub(crate) async fn create(
 ) -> Response {
     let request = match validate_create(&body) {
         Ok(request) => request,
-        Err(error) => return error.into_response(),
+        Err(error) => {
+            let named = body.get("name").and_then(serde_json::Value::as_str);
+            return about_session(error.into_response(), named);
+        }
     };
-    let wanted = request.name.clone();
+    let wanted = request.name.clone().unwrap_or_default();
     match state.create(request.name, request.config, request.start) {
-        Ok(view) => session_info(&state, StatusCode::CREATED, &view, false),
-        Err(_) => ApiError::unprocessable(format!(
-            "Session '{}' already exists. Use PUT to update it.",
-            wanted.unwrap_or_default()
-        ))
-        .into_response(),
+        Ok(view) => about_session(
+            session_info(&state, StatusCode::CREATED, &view, false),
+            Some(&view.name),
+        ),
+        Err(_) => about_session(
+            ApiError::unprocessable(format!(
+                "Session '{wanted}' already exists. Use PUT to update it."
+            ))
+            .into_response(),
+            Some(&wanted),
+        ),
     }
 }
 

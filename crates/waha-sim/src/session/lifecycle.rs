@@ -2,14 +2,15 @@
 //! transition, emits its events and schedules its timers.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::scheduler::Timer;
-use crate::session::{AckLevel, Me, Session, SessionStatus, SessionView};
+use crate::session::disconnect::{Reaction, qr_expired_event};
+use crate::session::{AckLevel, DisconnectReason, Me, Session, SessionStatus, SessionView};
+use crate::settings::Engine;
 use crate::state::{SentMessage, SimState, now_ms};
 use crate::webhook::{
-    AckPayload, EngineEventData, EngineEventPayload, EventPayload, MessagePayload, OutgoingEvent,
-    StatusPayload,
+    AckPayload, EventPayload, MessagePayload, OutgoingEvent, StateChangePayload, StatusPayload,
 };
 use crate::wire::SessionConfig;
 
@@ -169,43 +170,75 @@ impl SimState {
         })
     }
 
-    /// Control: the session fails with a reason.
-    pub(crate) fn fail(&self, name: &str, reason: &str) -> Result<SessionView, Refusal> {
-        self.interrupt(
-            name,
-            CONNECTED,
-            "session.failed",
-            reason,
-            SessionStatus::Failed,
-        )
+    /// Control: the session goes FAILED without a word from the engine (a blocked account shows
+    /// only as FAILED); it stays so until restarted.
+    pub(crate) fn fail(&self, name: &str) -> Result<SessionView, Refusal> {
+        self.with_session(name, |state, session| {
+            require_status(session, CONNECTED)?;
+            state.transition(name, session, SessionStatus::Failed);
+            Ok(())
+        })
     }
 
-    /// Control: the connection drops with a reason; the session reconnects (STARTING, then
-    /// WORKING again since it is still logged in).
-    pub(crate) fn disconnect(&self, name: &str, reason: &str) -> Result<SessionView, Refusal> {
-        self.interrupt(
-            name,
-            WORKING,
-            "connection.closed",
-            reason,
-            SessionStatus::Starting,
-        )
-    }
-
-    /// An injected engine event: a session in one of the `expected` statuses emits
-    /// `engine.event` (`kind`, `reason`), then moves to `next`.
-    fn interrupt(
+    /// Control: the engine drops the connection for `reason`. It says so in its own shape
+    /// (`state.change` first on WEBJS, then `engine.event`), then WAHA reacts as it does for
+    /// that engine (see [`DisconnectReason`]).
+    pub(crate) fn disconnect(
         &self,
         name: &str,
-        expected: &'static [&'static str],
-        kind: &'static str,
-        reason: &str,
-        next: SessionStatus,
+        reason: DisconnectReason,
     ) -> Result<SessionView, Refusal> {
         self.with_session(name, |state, session| {
-            require_status(session, expected)?;
-            state.emit_engine_event(name, session, kind, reason);
-            state.transition(name, session, next);
+            require_status(session, CONNECTED)?;
+            // The engine noticed: whatever silence there was is over.
+            session.silent = false;
+            let engine = state.settings.engine;
+            if let Some(webjs_state) = reason.state_change(engine) {
+                state.emit(
+                    name,
+                    session,
+                    "state.change",
+                    EventPayload::State(StateChangePayload { state: webjs_state }),
+                );
+            }
+            state.emit(
+                name,
+                session,
+                "engine.event",
+                EventPayload::Engine(reason.engine_event(engine, now_ms())),
+            );
+            match reason.reaction(engine) {
+                Reaction::Fail { logged_out } => {
+                    // A logged-out account is gone before FAILED is announced (as `logout`
+                    // does), so the FAILED webhook carries no `me`.
+                    if logged_out {
+                        session.me = None;
+                    }
+                    state.transition(name, session, SessionStatus::Failed);
+                }
+                Reaction::Reconnect => state.reconnect(name, session),
+                Reaction::FailThenRestart => {
+                    state.transition(name, session, SessionStatus::Failed);
+                    state.scheduler.schedule(
+                        state.settings.scaled(state.settings.timings.restart_delay),
+                        Timer::Restart {
+                            session: name.to_owned(),
+                            generation: session.generation,
+                        },
+                    );
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Control: the silent-WORKING fault. The session stays WORKING, but emits nothing (no
+    /// webhook at all), incoming messages are swallowed and sent ones never get an ack, until
+    /// its next status change (a restart, a stop, a logout, a disconnect).
+    pub(crate) fn silence(&self, name: &str) -> Result<SessionView, Refusal> {
+        self.with_session(name, |_, session| {
+            require_status(session, WORKING)?;
+            session.silent = true;
             Ok(())
         })
     }
@@ -223,6 +256,8 @@ impl SimState {
             .filter(|s| s.is_running())
             .ok_or(Refusal::NotFound)?;
         let me = working_account(session)?;
+        // A silent session accepts the send, which then never progresses.
+        let silent = session.silent;
         let message = MessagePayload {
             id: format!("true_{chat_id}_{}", message_suffix()),
             timestamp: now_ms() / 1000,
@@ -249,7 +284,7 @@ impl SimState {
                 to: chat_id.to_owned(),
             },
         );
-        if let Some(interval) = self.settings.timings.ack_interval {
+        if !silent && let Some(interval) = self.settings.timings.ack_interval {
             let interval = self.settings.scaled(interval);
             for (n, level) in [AckLevel::Server, AckLevel::Device, AckLevel::Read]
                 .into_iter()
@@ -345,9 +380,17 @@ impl SimState {
                 if session.qr_refreshes < self.settings.timings.qr_refreshes {
                     self.refresh_qr(&name, session);
                 } else {
-                    self.emit_engine_event(&name, session, "session.failed", "QR code expired");
+                    if let Some(event) = qr_expired_event(self.settings.engine, now_ms()) {
+                        self.emit(&name, session, "engine.event", EventPayload::Engine(event));
+                    }
                     self.transition(&name, session, SessionStatus::Failed);
                 }
+            }),
+            Timer::Restart {
+                session: name,
+                generation,
+            } => self.if_current(&name, generation, SessionStatus::Failed, |session| {
+                self.transition(&name, session, SessionStatus::Starting);
             }),
             Timer::AutoStart { session: name } => {
                 let _ = self.start(&name);
@@ -409,18 +452,12 @@ impl SimState {
     }
 
     fn transition(&self, name: &str, session: &mut Session, to: SessionStatus) {
-        session.status = to;
-        session.generation = session.generation.wrapping_add(1);
-        session.qr = None;
+        enter(session, to);
         let timings = &self.settings.timings;
         match to {
-            SessionStatus::Starting => self.scheduler.schedule(
-                self.settings.scaled(timings.starting),
-                Timer::Started {
-                    session: name.to_owned(),
-                    generation: session.generation,
-                },
-            ),
+            SessionStatus::Starting => {
+                self.schedule_started(name, session, self.settings.scaled(timings.starting));
+            }
             SessionStatus::ScanQrCode => {
                 session.qr = Some(new_qr_value().into_boxed_str());
                 session.qr_refreshes = 0;
@@ -434,7 +471,44 @@ impl SimState {
             }
             SessionStatus::Stopped | SessionStatus::Working | SessionStatus::Failed => {}
         }
-        tracing::debug!(session = name, status = %to, "session status");
+        self.announce(name, session);
+    }
+
+    /// NOWEB's restart and GOWS's reconnect after a disconnect: STARTING now, up again after the
+    /// restart delay plus the usual start-up.
+    fn reconnect(&self, name: &str, session: &mut Session) {
+        enter(session, SessionStatus::Starting);
+        let timings = &self.settings.timings;
+        let delay = self
+            .settings
+            .scaled(timings.restart_delay)
+            .saturating_add(self.settings.scaled(timings.starting));
+        self.schedule_started(name, session, delay);
+        self.announce(name, session);
+    }
+
+    fn schedule_started(&self, name: &str, session: &Session, delay: Duration) {
+        self.scheduler.schedule(
+            delay,
+            Timer::Started {
+                session: name.to_owned(),
+                generation: session.generation,
+            },
+        );
+    }
+
+    /// Emits the new status (WEBJS also reports its `CONNECTED` state first) and wakes the
+    /// status waiters.
+    fn announce(&self, name: &str, session: &Session) {
+        tracing::debug!(session = name, status = %session.status, "session status");
+        if session.status == SessionStatus::Working && self.settings.engine == Engine::Webjs {
+            self.emit(
+                name,
+                session,
+                "state.change",
+                EventPayload::State(StateChangePayload { state: "CONNECTED" }),
+            );
+        }
         self.emit_status(name, session);
         self.notify_status_change();
     }
@@ -466,23 +540,12 @@ impl SimState {
         );
     }
 
-    fn emit_engine_event(&self, name: &str, session: &Session, kind: &'static str, reason: &str) {
-        self.emit(
-            name,
-            session,
-            "engine.event",
-            EventPayload::Engine(EngineEventPayload {
-                event: kind,
-                data: EngineEventData {
-                    reason: reason.to_owned(),
-                },
-            }),
-        );
-    }
-
     /// Queues `event` if one of the session's webhooks wants it (nothing is built otherwise,
-    /// so sessions without webhooks cost nothing here).
+    /// so sessions without webhooks cost nothing here). A silent session emits nothing.
     fn emit(&self, name: &str, session: &Session, event: &'static str, payload: EventPayload) {
+        if session.silent {
+            return;
+        }
         let Some(config) = &session.config else {
             return;
         };
@@ -500,6 +563,15 @@ impl SimState {
             faults: self.faults(),
         });
     }
+}
+
+/// A session enters a status: timers set for the previous one go stale, the QR is gone and so
+/// is any silence.
+fn enter(session: &mut Session, to: SessionStatus) {
+    session.status = to;
+    session.generation = session.generation.wrapping_add(1);
+    session.qr = None;
+    session.silent = false;
 }
 
 /// Refuses unless the session's status is one of `expected`.

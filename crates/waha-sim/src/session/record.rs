@@ -14,6 +14,9 @@ pub(crate) struct Session {
     /// The current QR value while in SCAN_QR_CODE.
     pub(crate) qr: Option<Box<str>>,
     pub(crate) qr_refreshes: u8,
+    /// The silent-WORKING fault: WORKING, yet nothing is delivered and sends do not progress.
+    /// Ends at the next status change.
+    pub(crate) silent: bool,
     /// Bumped at every transition; timers carry the generation they were set for and are
     /// ignored when it no longer matches.
     pub(crate) generation: u32,
@@ -27,6 +30,7 @@ impl Session {
             me,
             qr: None,
             qr_refreshes: 0,
+            silent: false,
             generation: 0,
         }
     }

@@ -14,7 +14,7 @@ pub enum SessionStatus {
     ScanQrCode,
     /// Logged in and connected.
     Working,
-    /// Failed; stays so until restarted.
+    /// Failed; stays so until restarted (WEBJS restarts by itself after most disconnects).
     Failed,
 }
 

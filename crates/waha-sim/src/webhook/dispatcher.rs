@@ -1,6 +1,11 @@
 //! Delivers events to each session's webhooks: in order per destination URL on the first
 //! attempt, retries on their own schedule (so one failing event does not hold back the rest),
-//! with the drop / duplicate / reorder faults applied per delivery.
+//! with the drop / duplicate / reorder faults decided per delivery when its event is taken
+//! (from the seeded random source, in event order: see [`crate::Faults`]).
+//!
+//! As WAHA: `X-Webhook-Request-Id` is one per (event, webhook) and every retry reuses it;
+//! `X-Webhook-Timestamp` is the event's creation time (the body's `timestamp`), not the send
+//! time.
 //!
 //! Each destination URL gets a lane: a queue and one task that makes the first attempts in
 //! order. A lane whose queue is empty, with no first attempt in flight and nothing sent to it
@@ -10,15 +15,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::Retryable;
 use bytes::Bytes;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use crate::faults::chance;
-use crate::state::{SimState, now_ms};
+use crate::faults::DeliveryPlan;
+use crate::state::SimState;
 use crate::time_scale::deadline_after;
 use crate::webhook::retry::RetrySchedule;
 use crate::webhook::signature::sign;
@@ -32,14 +37,20 @@ pub(crate) const LANE_IDLE: Duration = Duration::from_secs(30);
 /// The wall-clock floor of [`LANE_IDLE`], so a tiny time scale cannot make the sweep spin.
 const MIN_LANE_IDLE: Duration = Duration::from_millis(10);
 
-/// One POST to one webhook (retries reuse it).
+/// One event to one webhook (retries reuse it).
 struct Delivery {
     config: Arc<SessionConfig>,
     index: usize,
     body: Bytes,
     request_id: String,
+    /// When the event happened (`X-Webhook-Timestamp`).
+    timestamp_ms: u64,
     session: String,
     event: &'static str,
+    /// What the webhook faults decided for it.
+    plan: DeliveryPlan,
+    /// Attempts made so far, lost ones included.
+    tries: AtomicU32,
 }
 
 impl Delivery {
@@ -54,6 +65,13 @@ enum DeliveryError {
     Status(u16),
     #[error("transport error: {0}")]
     Transport(String),
+    /// The drop fault lost the attempt before it reached the receiver.
+    #[error("the attempt was lost on its way (drop fault)")]
+    Lost,
+    /// The duplicate fault lost the receiver's answer: the receiver has the delivery, the
+    /// simulator retries it.
+    #[error("the receiver's answer was lost (duplicate fault)")]
+    AnswerLost,
     /// The HMAC could not be keyed (not expected: HMAC takes keys of any length).
     #[error("cannot compute the HMAC signature")]
     Signing,
@@ -166,7 +184,7 @@ pub(crate) async fn run(state: Arc<SimState>, mut events: UnboundedReceiver<Outg
     }
 }
 
-/// Queues one event's deliveries, applying the webhook faults.
+/// Queues one event's deliveries, deciding the webhook faults for each.
 fn dispatch(sender: &Arc<Sender>, lanes: &mut HashMap<String, Lane>, event: &OutgoingEvent) {
     let state = &sender.state;
     let body = Bytes::from(event.body(&state.environment));
@@ -174,42 +192,35 @@ fn dispatch(sender: &Arc<Sender>, lanes: &mut HashMap<String, Lane>, event: &Out
         if !webhook.wants(event.event) {
             continue;
         }
-        let faults = &event.faults;
-        if chance(faults.webhook_drop_rate) {
-            WebhookCounters::bump(&state.webhook_counters.dropped, "dropped");
-            tracing::debug!(session = %event.session, event = event.event, "webhook dropped (fault)");
-            continue;
-        }
-        let copies = if chance(faults.webhook_duplicate_rate) {
-            WebhookCounters::bump(&state.webhook_counters.duplicated, "duplicated");
-            2
-        } else {
-            1
+        let tries = RetrySchedule::new(webhook.retries.as_ref(), state.settings.time_scale)
+            .attempts()
+            .saturating_add(1);
+        let plan = state.plan_delivery(&event.faults, tries);
+        let delivery = Delivery {
+            config: Arc::clone(&event.config),
+            index,
+            body: body.clone(),
+            request_id: ulid::Ulid::new().to_string(),
+            timestamp_ms: event.timestamp_ms,
+            session: event.session.clone(),
+            event: event.event,
+            plan,
+            tries: AtomicU32::new(0),
         };
-        for _ in 0..copies {
-            let delivery = Delivery {
-                config: Arc::clone(&event.config),
-                index,
-                body: body.clone(),
-                request_id: ulid::Ulid::new().to_string(),
-                session: event.session.clone(),
-                event: event.event,
-            };
-            if chance(faults.webhook_reorder_rate) {
-                WebhookCounters::bump(&state.webhook_counters.reordered, "reordered");
-                let hold = state.settings.scaled(state.settings.timings.reorder_delay);
-                let sender = Arc::clone(sender);
-                tokio::spawn(async move {
-                    tokio::time::sleep(hold).await;
-                    sender.deliver(delivery).await;
-                });
-            } else if let Some(lane) = lanes.get_mut(&webhook.url) {
-                lane.send(delivery);
-            } else {
-                let mut lane = Lane::open(sender);
-                lane.send(delivery);
-                lanes.insert(webhook.url.clone(), lane);
-            }
+        if plan.held {
+            WebhookCounters::bump(&state.webhook_counters.reordered, "reordered");
+            let hold = state.settings.scaled(state.settings.timings.reorder_delay);
+            let sender = Arc::clone(sender);
+            tokio::spawn(async move {
+                tokio::time::sleep(hold).await;
+                sender.deliver(delivery).await;
+            });
+        } else if let Some(lane) = lanes.get_mut(&webhook.url) {
+            lane.send(delivery);
+        } else {
+            let mut lane = Lane::open(sender);
+            lane.send(delivery);
+            lanes.insert(webhook.url.clone(), lane);
         }
     }
 }
@@ -263,14 +274,25 @@ impl Sender {
     }
 
     async fn attempt(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        let counters = &self.state.webhook_counters;
+        let n = delivery.tries.fetch_add(1, Ordering::Relaxed);
+        if n < delivery.plan.lost {
+            WebhookCounters::bump(&counters.dropped, "dropped");
+            tracing::debug!(
+                session = %delivery.session,
+                event = delivery.event,
+                "webhook attempt lost (drop fault)"
+            );
+            return Err(DeliveryError::Lost);
+        }
         let webhook = delivery.webhook();
-        WebhookCounters::bump(&self.state.webhook_counters.attempts, "attempt");
+        WebhookCounters::bump(&counters.attempts, "attempt");
         let mut request = self
             .client
             .post(&webhook.url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header("X-Webhook-Request-Id", &delivery.request_id)
-            .header("X-Webhook-Timestamp", now_ms().to_string());
+            .header("X-Webhook-Timestamp", delivery.timestamp_ms.to_string());
         if let Some(key) = webhook
             .hmac
             .as_ref()
@@ -290,10 +312,13 @@ impl Sender {
             .send()
             .await
             .map_err(|e| DeliveryError::Transport(e.without_url().to_string()))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(DeliveryError::Status(response.status().as_u16()))
+        if !response.status().is_success() {
+            return Err(DeliveryError::Status(response.status().as_u16()));
         }
+        if n == delivery.plan.lost && delivery.plan.answer_lost {
+            WebhookCounters::bump(&counters.duplicated, "duplicated");
+            return Err(DeliveryError::AnswerLost);
+        }
+        Ok(())
     }
 }

@@ -42,17 +42,18 @@ pub(crate) struct AckPayload {
     pub(crate) ack_name: &'static str,
 }
 
-/// `engine.event` payload: `{"event":"<kind>","data":{"reason":"..."}}`.
+/// `engine.event` payload: `{"event":"<engine's event name>","data":<engine's data>}`, in
+/// each engine's own shape (see [`crate::DisconnectReason`]).
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct EngineEventPayload {
     pub(crate) event: &'static str,
-    pub(crate) data: EngineEventData,
+    pub(crate) data: serde_json::Value,
 }
 
-/// The data of an `engine.event`.
+/// `state.change` payload (WEBJS): `{"state":"CONFLICT"}`.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct EngineEventData {
-    pub(crate) reason: String,
+pub(crate) struct StateChangePayload {
+    pub(crate) state: &'static str,
 }
 
 /// Any payload.
@@ -63,6 +64,7 @@ pub(crate) enum EventPayload {
     Message(MessagePayload),
     Ack(AckPayload),
     Engine(EngineEventPayload),
+    State(StateChangePayload),
 }
 
 /// An event on its way to the dispatcher, with a snapshot of the session's config and account

@@ -8,8 +8,8 @@ mod stats;
 
 pub(crate) use dispatcher::run as run_dispatcher;
 pub(crate) use envelope::{
-    AckPayload, EngineEventData, EngineEventPayload, EventPayload, MessagePayload, OutgoingEvent,
-    StatusPayload,
+    AckPayload, EngineEventPayload, EventPayload, MessagePayload, OutgoingEvent,
+    StateChangePayload, StatusPayload,
 };
 pub(crate) use stats::WebhookCounters;
 pub use stats::WebhookStats;

@@ -42,6 +42,13 @@ impl RetrySchedule {
     }
 }
 
+impl RetrySchedule {
+    /// Retries the webhook allows after the first attempt.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempts
+    }
+}
+
 impl Iterator for RetrySchedule {
     type Item = Duration;
 

@@ -2,22 +2,25 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What happened to webhook deliveries so far, and how many dispatcher tasks are alive now.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct WebhookStats {
-    /// HTTP requests sent (first attempts, retries and duplicates).
+    /// HTTP requests sent (first attempts and retries; attempts lost by the drop fault never
+    /// left, so they are not counted here).
     pub attempts: u64,
-    /// Deliveries that got a 2xx.
+    /// Deliveries that got a 2xx (and kept it).
     pub delivered: u64,
     /// Deliveries abandoned after the last retry.
     pub failed: u64,
-    /// Deliveries dropped by the drop fault.
+    /// Attempts lost by the drop fault before they reached the receiver (each retried on the
+    /// webhook's policy while retries are left).
     pub dropped: u64,
-    /// Extra copies sent by the duplicate fault.
+    /// Answers lost by the duplicate fault: the receiver had the delivery, which was retried
+    /// (so it arrives again while retries are left).
     pub duplicated: u64,
     /// Deliveries held back by the reorder fault.
     pub reordered: u64,

@@ -127,12 +127,11 @@ fn check_config(path: &str, value: &Value, errors: &mut Vec<String>) {
     };
     if let Some(metadata) = present(config, "metadata") {
         let p = format!("{path}.metadata");
-        if let Some(map) = as_object(&p, metadata, errors) {
-            for (key, v) in map {
-                if !v.is_string() {
-                    errors.push(format!("{p}.{key} must be a string"));
-                }
-            }
+        // WAHA's own wording, once whatever the number of offending values.
+        if let Some(map) = as_object(&p, metadata, errors)
+            && map.values().any(|v| !v.is_string())
+        {
+            errors.push(format!("{p} accepts string key-value pairs only"));
         }
     }
     if let Some(proxy) = present(config, "proxy") {
@@ -333,7 +332,7 @@ mod tests {
         let m = messages(json!({
             "start": "yes",
             "config": {
-                "metadata": {"n": 1},
+                "metadata": {"n": 1, "m": true, "ok": "yes"},
                 "proxy": {"username": "u"},
                 "webhooks": [{"url": "not a url", "events": ["*"],
                               "retries": {"policy": "sometimes"}}]
@@ -341,7 +340,7 @@ mod tests {
         }));
         assert_eq!(m.len(), 6, "{m:?}");
         assert!(m.contains(&"start must be a boolean value".to_owned()));
-        assert!(m.contains(&"config.metadata.n must be a string".to_owned()));
+        assert!(m.contains(&"config.metadata accepts string key-value pairs only".to_owned()));
         assert!(m.contains(&"config.proxy.server must be a string".to_owned()));
         assert!(m.contains(&"config.webhooks.0.url must be a URL address".to_owned()));
         assert!(

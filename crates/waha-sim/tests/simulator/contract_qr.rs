@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::json;
-use waha_sim::SessionStatus;
+use waha_sim::{Engine, SessionStatus};
 
-use crate::support::{Api, WAIT, call, call_json, start, start_with};
+use crate::support::{Api, Receiver, WAIT, call, call_json, fast, start, start_with, webhook};
 
 async fn scan_ready(sim: &waha_sim::RunningSimulator, api: &Api, name: &str) {
     call(api.post("/api/sessions", json!({"name": name, "start": true}))).await;
@@ -181,6 +181,7 @@ async fn qr_refreshes_then_fails_after_the_last_refresh() {
         let payload = &delivery.json["payload"];
         let entry = match delivery.json["event"].as_str().unwrap() {
             "session.status" => payload["status"].as_str().unwrap().to_owned(),
+            // WEBJS (the default engine): whatsapp-web.js's own words.
             "engine.event" => format!(
                 "engine.event {} ({})",
                 payload["event"].as_str().unwrap(),
@@ -200,10 +201,66 @@ async fn qr_refreshes_then_fails_after_the_last_refresh() {
             "SCAN_QR_CODE",
             "SCAN_QR_CODE",
             "SCAN_QR_CODE",
-            "engine.event session.failed (QR code expired)",
+            "engine.event disconnected (Max qrcode retries reached)",
             "FAILED"
         ],
         "first QR plus two refreshes, each re-emitting SCAN_QR_CODE, then the reason and FAILED"
+    );
+}
+
+/// WAHA's QR window with its own timings, at the simulator's time scale (0.01): the first QR
+/// lives 60 s, each later one 20 s, 6 codes in all, then FAILED; on NOWEB, Baileys' close with
+/// 408 ("QR refs attempts ended") comes right before FAILED.
+#[tokio::test]
+async fn qr_window_is_60_s_then_20_s_six_codes_then_failed() {
+    let sim = fast().engine(Engine::Noweb).start().await.unwrap();
+    let api = Api::new(&sim);
+    let mut hook = Receiver::start().await;
+    let config = json!({"webhooks": [webhook(&hook.url, &["session.status", "engine.event"])]});
+    call(api.post(
+        "/api/sessions",
+        json!({"name": "window", "start": true, "config": config}),
+    ))
+    .await;
+    let mut codes = Vec::new(); // when each SCAN_QR_CODE (a new code) happened
+    let engine = loop {
+        let delivery = hook.next().await;
+        let json = &delivery.json;
+        match (
+            json["event"].as_str().unwrap(),
+            json["payload"]["status"].as_str(),
+        ) {
+            ("session.status", Some("SCAN_QR_CODE")) => {
+                codes.push(json["timestamp"].as_u64().unwrap());
+            }
+            ("engine.event", _) => break delivery,
+            ("session.status", Some("STARTING")) => {}
+            other => panic!("unexpected {other:?}: {json}"),
+        }
+    };
+    assert_eq!(codes.len(), 6, "six QR codes");
+    let gaps: Vec<u64> = codes.windows(2).map(|w| w[1] - w[0]).collect();
+    // Event timestamps are whole milliseconds: 600 ms and 200 ms scaled, give or take one.
+    assert!(gaps[0] >= 599, "first QR lives 60 s: {gaps:?}");
+    assert!(
+        gaps[1..].iter().all(|g| *g >= 199),
+        "refreshes 20 s apart: {gaps:?}"
+    );
+    let payload = &engine.json["payload"];
+    assert_eq!(payload["event"], "connection.update");
+    let error = &payload["data"]["lastDisconnect"]["error"]["output"];
+    assert_eq!(error["statusCode"], 408);
+    assert_eq!(error["payload"]["message"], "QR refs attempts ended");
+    let expired_after = engine.json["timestamp"].as_u64().unwrap() - codes[5];
+    assert!(
+        expired_after >= 199,
+        "the last code lives 20 s too: {expired_after}"
+    );
+    let failed = hook.next_event("session.status").await;
+    assert_eq!(failed.json["payload"]["status"], "FAILED");
+    assert_eq!(
+        sim.control().session_status("window"),
+        Some(SessionStatus::Failed)
     );
 }
 

@@ -181,7 +181,15 @@ async fn create_validation_is_a_400_message_list() {
     }});
     let (status, body) = call_json(api.post("/api/sessions", bad)).await;
     assert_eq!(status, 400);
-    assert_eq!(body["message"].as_array().unwrap().len(), 4, "{body}");
+    let messages = body["message"].as_array().unwrap();
+    assert_eq!(messages.len(), 4, "{body}");
+    // The real server's wording for a non-string metadata value.
+    assert!(
+        messages.contains(&json!(
+            "config.metadata accepts string key-value pairs only"
+        )),
+        "{body}"
+    );
     assert_eq!(
         api_get_status(&api, "v").await,
         404,
@@ -352,4 +360,33 @@ async fn me_is_the_account_empty_when_not_logged_in_404_when_not_running() {
     let (status, body) = call_json(api.get("/api/sessions/m/me")).await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"id": "5511999990001@c.us", "pushName": "Ana"}));
+}
+
+#[tokio::test]
+async fn non_string_metadata_values_are_refused_in_the_servers_words() {
+    let sim = start().await;
+    let api = Api::new(&sim);
+    let metadata = json!({"n": 5, "flag": true, "nested": {"a": "b"}, "ok": "fine"});
+    let (status, body) = call_json(api.post(
+        "/api/sessions",
+        json!({"name": "meta", "config": {"metadata": metadata}}),
+    ))
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["message"],
+        json!(["config.metadata accepts string key-value pairs only"]),
+        "one message, however many values are wrong"
+    );
+    call(api.post("/api/sessions", json!({"name": "meta"}))).await;
+    let (status, body) = call_json(api.put(
+        "/api/sessions/meta",
+        json!({"config": {"metadata": {"n": 1}}}),
+    ))
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["message"],
+        json!(["config.metadata accepts string key-value pairs only"])
+    );
 }

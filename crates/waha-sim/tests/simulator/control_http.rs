@@ -51,14 +51,28 @@ async fn scan_fail_messages_ack_over_http() {
     );
     assert_eq!(call(api.post(&path, json!({"ack": "LOUD"}))).await.0, 400);
 
-    let (status, _) = call(api.post("/_sim/sessions/h/disconnect", json!({"reason": "net"}))).await;
-    assert_eq!(status, 201);
+    let (status, body) = call_json(api.post(
+        "/_sim/sessions/h/disconnect",
+        json!({"reason": "connectionLost"}),
+    ))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        call(api.post("/_sim/sessions/h/disconnect", json!({"reason": "net"})))
+            .await
+            .0,
+        400,
+        "not a reason"
+    );
     sim.control()
         .wait_for_status("h", SessionStatus::Working, WAIT)
         .await
         .unwrap();
-    let (status, body) =
-        call_json(api.post("/_sim/sessions/h/fail", json!({"reason": "banned"}))).await;
+    let (status, body) = call_json(api.post("/_sim/sessions/h/silence", json!({}))).await;
+    assert_eq!((status, body["status"].clone()), (201, json!("WORKING")));
+    let (status, body) = call_json(api.get("/_sim/sessions/h")).await;
+    assert_eq!((status, body["name"].clone()), (200, json!("h")));
+    let (status, body) = call_json(api.post("/_sim/sessions/h/fail", json!({}))).await;
     assert_eq!((status, body["status"].clone()), (201, json!("FAILED")));
     let (status, _) = call(api.post("/_sim/sessions/h/scan", json!({}))).await;
     assert_eq!(status, 409);
@@ -106,6 +120,10 @@ async fn faults_booting_stats_and_crash_over_http() {
     assert_eq!(stats["sessions"], 0);
     assert!(stats["webhooks"]["attempts"].is_u64());
     assert_eq!(stats["webhooks"]["dispatchers"], 0);
+    assert!(
+        stats["pendingTimers"].is_u64() && stats["calls"].is_u64(),
+        "{stats}"
+    );
 
     assert_eq!(call(api.post("/_sim/crash", json!({}))).await.0, 202);
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;

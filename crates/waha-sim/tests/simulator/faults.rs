@@ -3,9 +3,14 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use waha_sim::{BootingStatus, Faults, SessionStatus};
+use waha_sim::{AckLevel, BootingHealth, BootingStatus, Faults, SessionStatus, WebhookStats};
 
-use crate::support::{Api, Receiver, WAIT, call, call_json, fast, start, start_with, webhook};
+use crate::support::{
+    Api, Receiver, WAIT, call, call_json, eventually, fast, hooked_session, start, start_with,
+    webhook,
+};
+
+const FROM: &str = "5511900000000@c.us";
 
 #[tokio::test]
 async fn startup_delay_refuses_connections_until_it_listens() {
@@ -49,6 +54,36 @@ async fn booting_window_ping_answers_sessions_do_not() {
         );
         assert_eq!(call(api.get("/health")).await.0, 200);
     }
+}
+
+/// What the seed report saw: a booting container whose `/health` already answers 200 while
+/// session calls still get 400, for a while.
+#[tokio::test]
+async fn booting_with_a_healthy_health_check_still_refuses_session_calls() {
+    let faults = Faults::none()
+        .with_booting(Duration::from_secs(30), BootingStatus::BadRequest) // 300 ms
+        .with_booting_health(BootingHealth::Ok);
+    let sim = fast().faults(faults).start().await.unwrap();
+    let api = Api::new(&sim);
+    assert_eq!(call(api.get("/health")).await.0, 200);
+    let (status, body) = call_json(api.post("/api/sessions", json!({"name": "early"}))).await;
+    assert_eq!((status, body["statusCode"].clone()), (400, json!(400)));
+    // Retrying (as a client must) gets through once the window is over.
+    let deadline = Instant::now() + WAIT;
+    let created = loop {
+        let (status, _) = call(api.post("/api/sessions", json!({"name": "early"}))).await;
+        if status != 400 || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(created, 201);
+    assert_eq!(call(api.get("/health")).await.0, 200);
+    // The same mode at run time, over HTTP.
+    call(api.put("/_sim/faults", json!({"bootingHealth": "200"}))).await;
+    sim.control().set_booting(Some(Duration::from_secs(3600)));
+    assert_eq!(call(api.get("/health")).await.0, 200);
+    assert_eq!(call(api.get("/api/sessions")).await.0, 400);
 }
 
 #[tokio::test]
@@ -121,51 +156,137 @@ async fn slow_stop_delays_stop_restart_and_delete() {
     }
 }
 
-async fn hooked_session(sim: &waha_sim::RunningSimulator, name: &str) -> Receiver {
+async fn status_hook(sim: &waha_sim::RunningSimulator, name: &str) -> Receiver {
     let hook = Receiver::start().await;
     let config = json!({"webhooks": [webhook(&hook.url, &["session.status"])]});
     call(Api::new(sim).post("/api/sessions", json!({"name": name, "config": config}))).await;
     hook
 }
 
+/// A session whose webhook takes `session.status` with these retries, created stopped.
+async fn session_with_retries(
+    sim: &waha_sim::RunningSimulator,
+    name: &str,
+    retries: serde_json::Value,
+) -> Receiver {
+    let hook = Receiver::start().await;
+    let config = json!({"webhooks": [{
+        "url": hook.url, "events": ["session.status"], "retries": retries
+    }]});
+    call(Api::new(sim).post("/api/sessions", json!({"name": name, "config": config}))).await;
+    hook
+}
+
+/// Every attempt lost: none reaches the receiver, each is retried on the webhook's policy
+/// (here 2 retries), then the delivery is abandoned.
 #[tokio::test]
-async fn dropped_webhooks_never_arrive() {
-    let sim = start().await;
-    let mut hook = hooked_session(&sim, "dr").await;
+async fn dropped_attempts_are_retried_then_abandoned() {
+    // STARTING is held: exactly one event.
+    let sim = start_with(|t| t.starting = Duration::from_secs(3600)).await;
+    let hook = session_with_retries(
+        &sim,
+        "dr",
+        json!({"policy": "constant", "delaySeconds": 1, "attempts": 2}),
+    )
+    .await;
     sim.control()
         .set_faults(Faults::none().with_webhook_faults(1.0, 0.0, 0.0))
         .unwrap();
     call(Api::new(&sim).post("/api/sessions/dr/start", json!({}))).await;
-    sim.control()
-        .wait_for_status("dr", SessionStatus::ScanQrCode, WAIT)
-        .await
-        .unwrap();
-    hook.expect_silence(Duration::from_millis(150)).await;
-    assert!(sim.control().webhook_stats().dropped >= 2);
+    let control = sim.control();
+    eventually("the delivery to be abandoned", || {
+        control.webhook_stats().failed == 1
+    })
+    .await;
+    let stats = control.webhook_stats();
+    assert_eq!(
+        stats.dropped, 3,
+        "the first attempt and two retries were lost"
+    );
+    assert_eq!((stats.attempts, stats.delivered), (0, 0));
+    assert_eq!(hook.hits(), 0, "nothing reached the receiver");
 }
 
+/// Dropped attempts are retried as WAHA retries a failed delivery: with half the attempts
+/// lost and WAHA's default 15 retries, every event still arrives, exactly once.
 #[tokio::test]
-async fn duplicated_webhooks_arrive_twice_with_the_same_event_id() {
-    let sim = start().await;
-    let mut hook = hooked_session(&sim, "du").await;
+async fn dropped_deliveries_arrive_through_retries() {
+    let sim = fast()
+        .faults(Faults::none().with_seed(11))
+        .start()
+        .await
+        .unwrap();
+    let mut hook = Receiver::start().await;
+    hooked_session(&sim, "dr", &hook, &["message"], true).await;
+    let control = sim.control();
+    control
+        .set_faults(
+            Faults::none()
+                .with_seed(11)
+                .with_webhook_faults(0.5, 0.0, 0.0),
+        )
+        .unwrap();
+    for i in 0..20 {
+        control
+            .receive_message("dr", FROM, &format!("m{i:02}"))
+            .unwrap();
+    }
+    eventually("20 deliveries", || control.webhook_stats().delivered == 20).await;
+    let stats = control.webhook_stats();
+    assert!(stats.dropped > 0, "{stats:?}");
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    let mut texts: Vec<String> = hook
+        .drain()
+        .iter()
+        .map(|d| d.json["payload"]["body"].as_str().unwrap().to_owned())
+        .collect();
+    texts.sort();
+    let expected: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(texts, expected, "each event arrived once");
+    assert_eq!(hook.hits(), 20, "lost attempts never reached the receiver");
+}
+
+/// A lost answer makes WAHA retry a delivery the receiver already has: the same body arrives
+/// again after the retry delay, with the same event id, request id and timestamp header.
+#[tokio::test]
+async fn duplicated_webhooks_arrive_twice_as_a_retry() {
+    let sim = start_with(|t| t.starting = Duration::from_secs(3600)).await;
+    let mut hook = session_with_retries(
+        &sim,
+        "du",
+        json!({"policy": "constant", "delaySeconds": 5, "attempts": 3}), // 50 ms
+    )
+    .await;
     sim.control()
         .set_faults(Faults::none().with_webhook_faults(0.0, 1.0, 0.0))
         .unwrap();
     call(Api::new(&sim).post("/api/sessions/du/start", json!({}))).await;
     let a = hook.next().await;
     let b = hook.next().await;
-    assert_eq!(a.json["id"], b.json["id"]);
     assert_eq!(a.json["payload"]["status"], "STARTING");
-    assert_ne!(
-        a.headers["x-webhook-request-id"],
-        b.headers["x-webhook-request-id"]
+    assert_eq!(a.body, b.body);
+    assert_eq!(a.json["id"], b.json["id"]);
+    for header in ["x-webhook-request-id", "x-webhook-timestamp"] {
+        assert_eq!(a.headers[header], b.headers[header], "{header}");
+    }
+    assert!(
+        b.at - a.at >= Duration::from_millis(45),
+        "{:?}",
+        b.at - a.at
     );
+    let control = sim.control();
+    eventually("the retry to be counted", || {
+        control.webhook_stats().delivered == 1
+    })
+    .await;
+    assert_eq!(control.webhook_stats().duplicated, 1);
+    hook.expect_silence(Duration::from_millis(100)).await;
 }
 
 #[tokio::test]
 async fn reordered_webhooks_are_overtaken() {
     let sim = start_with(|t| t.reorder_delay = Duration::from_secs(50)).await; // 500 ms scaled
-    let mut hook = hooked_session(&sim, "ro").await;
+    let mut hook = status_hook(&sim, "ro").await;
     let control = sim.control();
     control
         .set_faults(Faults::none().with_webhook_faults(0.0, 0.0, 1.0))
@@ -203,4 +324,163 @@ async fn crash_stops_the_server_abruptly() {
         sim.control().scan("x"),
         Err(waha_sim::SimError::Stopped)
     ));
+}
+
+/// What one seeded run delivered: the first attempts in arrival order, what came later
+/// (retries, held-back deliveries) sorted, and the fault counters.
+#[derive(Debug, PartialEq)]
+struct Run {
+    in_order: Vec<String>,
+    later: Vec<String>,
+    counts: [u64; 6],
+}
+
+fn counts(stats: WebhookStats) -> [u64; 6] {
+    [
+        stats.dropped,
+        stats.duplicated,
+        stats.reordered,
+        stats.attempts,
+        stats.delivered,
+        stats.failed,
+    ]
+}
+
+/// 40 incoming messages under drop, duplicate and reorder faults drawn from `seed`.
+async fn seeded_run(seed: u64) -> Run {
+    // Retries and held-back deliveries wait 300 s (3 s here): long after the first attempts,
+    // which all go out in order on one lane, in a few milliseconds on an idle machine. The
+    // split at 1.5 s leaves 1.5 s of margin on both sides for a loaded one.
+    let sim = start_with(|t| t.reorder_delay = Duration::from_secs(300)).await;
+    let api = Api::new(&sim);
+    let mut hook = Receiver::start().await;
+    let config = json!({"webhooks": [{
+        "url": hook.url, "events": ["message"],
+        "retries": {"policy": "constant", "delaySeconds": 300, "attempts": 1}
+    }]});
+    call(api.post(
+        "/api/sessions",
+        json!({"name": "seeded", "config": config, "start": true}),
+    ))
+    .await;
+    let control = sim.control();
+    control
+        .wait_for_status("seeded", SessionStatus::ScanQrCode, WAIT)
+        .await
+        .unwrap();
+    control.scan("seeded").unwrap();
+    control
+        .set_faults(
+            Faults::none()
+                .with_seed(seed)
+                .with_webhook_faults(0.3, 0.3, 0.2),
+        )
+        .unwrap();
+    assert_eq!(control.faults().seed, Some(seed));
+    let began = Instant::now();
+    for i in 0..40 {
+        control
+            .receive_message("seeded", FROM, &format!("m{i:02}"))
+            .unwrap();
+    }
+    eventually("every delivery to be delivered or abandoned", || {
+        let stats = control.webhook_stats();
+        stats.delivered + stats.failed == 40
+    })
+    .await;
+    let split = began + Duration::from_millis(1500);
+    let (mut in_order, mut later) = (Vec::new(), Vec::new());
+    for delivery in hook.drain() {
+        let text = delivery.json["payload"]["body"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if delivery.at < split {
+            in_order.push(text);
+        } else {
+            later.push(text);
+        }
+    }
+    later.sort();
+    Run {
+        in_order,
+        later,
+        counts: counts(control.webhook_stats()),
+    }
+}
+
+/// A failing run can be replayed: the same seed and the same events give the same delivery
+/// sequence (which deliveries are lost, duplicated, held back; the order of first attempts),
+/// and another seed another one.
+#[tokio::test]
+async fn the_same_seed_replays_the_same_delivery_sequence() {
+    let (first, again, other) = tokio::join!(seeded_run(7), seeded_run(7), seeded_run(8));
+    assert_eq!(first, again);
+    assert_ne!(first, other);
+    let [dropped, duplicated, reordered, ..] = first.counts;
+    assert!(
+        dropped > 0 && duplicated > 0 && reordered > 0,
+        "every webhook fault took part: {first:?}"
+    );
+}
+
+/// A random seed is picked and reported when none is given, so any run can be replayed.
+#[tokio::test]
+async fn a_seed_is_always_reported() {
+    let sim = start().await;
+    let seed = sim.control().faults().seed.expect("a seed is reported");
+    let (status, faults) = call_json(Api::new(&sim).get("/_sim/faults")).await;
+    assert_eq!((status, faults["seed"].as_u64()), (200, Some(seed)));
+    // Faults without a seed keep the sequence (and the seed reported).
+    sim.control()
+        .set_faults(Faults::none().with_latency(Duration::ZERO))
+        .unwrap();
+    assert_eq!(sim.control().faults().seed, Some(seed));
+}
+
+/// GOWS before 2026.7.1, after a replaced, banned or outdated client: the session stays
+/// WORKING, nothing is delivered and sends never progress, until it is restarted.
+#[tokio::test]
+async fn a_silent_session_stays_working_but_delivers_nothing() {
+    let sim = start_with(|t| t.ack_interval = Some(Duration::from_secs(1))).await; // 10 ms
+    let api = Api::new(&sim);
+    let mut hook = Receiver::start().await;
+    let events = ["session.status", "message", "message.any", "message.ack"];
+    hooked_session(&sim, "quiet", &hook, &events, true).await;
+    hook.statuses_until("WORKING").await;
+    let control = sim.control();
+    control.silence("quiet").unwrap();
+
+    control.receive_message("quiet", FROM, "hello?").unwrap();
+    let (status, sent) = call_json(api.post(
+        "/api/sendText",
+        json!({"session": "quiet", "chatId": FROM, "text": "anyone?"}),
+    ))
+    .await;
+    assert_eq!((status, sent["ack"].clone()), (201, json!(0)));
+    let (_, info) = call_json(api.get("/api/sessions/quiet")).await;
+    assert_eq!(info["status"], "WORKING", "the status still says WORKING");
+    assert_eq!(
+        control.session_status("quiet"),
+        Some(SessionStatus::Working)
+    );
+    // No message, no message.any, no ack (the acks would come 10 ms apart).
+    hook.expect_silence(Duration::from_millis(200)).await;
+    control
+        .ack(sent["id"].as_str().unwrap(), AckLevel::Read)
+        .unwrap();
+    hook.expect_silence(Duration::from_millis(50)).await;
+
+    // A restart ends it.
+    let (status, _) = call(api.post("/api/sessions/quiet/restart", json!({}))).await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        hook.statuses_until("WORKING").await,
+        ["STOPPED", "STARTING", "WORKING"]
+    );
+    control.receive_message("quiet", FROM, "back").unwrap();
+    assert_eq!(
+        hook.next_event("message").await.json["payload"]["body"],
+        "back"
+    );
 }

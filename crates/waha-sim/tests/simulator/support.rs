@@ -104,12 +104,16 @@ pub struct Delivery {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub json: Value,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 struct ReceiverState {
     tx: mpsc::UnboundedSender<Delivery>,
     failures_left: AtomicUsize,
     hits: Mutex<Vec<Instant>>,
+    /// `X-Webhook-Request-Id` of every request, failed ones included.
+    request_ids: Mutex<Vec<String>>,
     /// How long the first request is held before it is answered.
     first_answer_delay: Duration,
 }
@@ -142,6 +146,7 @@ impl Receiver {
             tx,
             failures_left: AtomicUsize::new(failures),
             hits: Mutex::new(Vec::new()),
+            request_ids: Mutex::new(Vec::new()),
             first_answer_delay,
         });
         let app = axum::Router::new()
@@ -161,6 +166,20 @@ impl Receiver {
     /// When each request arrived, failed ones included.
     pub fn hit_times(&self) -> Vec<Instant> {
         self.state.hits.lock().unwrap().clone()
+    }
+
+    /// The `X-Webhook-Request-Id` of each request, failed ones included.
+    pub fn request_ids(&self) -> Vec<String> {
+        self.state.request_ids.lock().unwrap().clone()
+    }
+
+    /// Every delivery received and not taken yet, without waiting.
+    pub fn drain(&mut self) -> Vec<Delivery> {
+        let mut all = Vec::new();
+        while let Ok(delivery) = self.rx.try_recv() {
+            all.push(delivery);
+        }
+        all
     }
 
     pub async fn next(&mut self) -> Delivery {
@@ -206,11 +225,18 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
+    let at = Instant::now();
     let first = {
         let mut hits = state.hits.lock().unwrap();
-        hits.push(Instant::now());
+        hits.push(at);
         hits.len() == 1
     };
+    let request_id = headers
+        .get("x-webhook-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    state.request_ids.lock().unwrap().push(request_id);
     if first && !state.first_answer_delay.is_zero() {
         tokio::time::sleep(state.first_answer_delay).await;
     }
@@ -226,8 +252,43 @@ async fn receive(
         headers,
         body,
         json,
+        at,
     });
     StatusCode::OK
+}
+
+/// Polls `check` (every 5 ms) until it holds, panicking after [`WAIT`] with `what`.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Creates `name` with a webhook to `hook` for `events`, starts it, and (when `scan`) logs it
+/// in once it asks for a QR scan.
+pub async fn hooked_session(
+    sim: &RunningSimulator,
+    name: &str,
+    hook: &Receiver,
+    events: &[&str],
+    scan: bool,
+) {
+    let config = serde_json::json!({"webhooks": [webhook(&hook.url, events)]});
+    let (status, _) = call(Api::new(sim).post(
+        "/api/sessions",
+        serde_json::json!({"name": name, "config": config, "start": true}),
+    ))
+    .await;
+    assert_eq!(status, 201);
+    if scan {
+        sim.control()
+            .wait_for_status(name, waha_sim::SessionStatus::ScanQrCode, WAIT)
+            .await
+            .unwrap();
+        sim.control().scan(name).unwrap();
+    }
 }
 
 /// A webhook config for `url` with these events.

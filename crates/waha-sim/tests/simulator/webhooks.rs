@@ -44,6 +44,8 @@ async fn round_trip_signature_verifies_with_an_independent_hmac() {
         .parse()
         .unwrap();
     assert!(ts > 1_600_000_000_000);
+    // When the event was created (the body's `timestamp`), not when it was sent.
+    assert_eq!(Some(ts), delivery.json["timestamp"].as_u64());
     assert_eq!(headers["x-tenant"], "t1");
     assert_eq!(headers["authorization"], "Bearer abc");
     assert_eq!(headers["content-type"], "application/json");
@@ -142,6 +144,17 @@ async fn failed_deliveries_are_retried_per_policy() {
     let first = hook.next().await;
     assert_eq!(first.json["payload"]["status"], "STARTING");
     assert_eq!(hook.hits(), 3, "two failures, then success");
+    // One request id per (event, webhook): every retry reuses it.
+    let ids = hook.request_ids();
+    assert!(
+        !ids[0].is_empty() && ids.iter().all(|id| *id == ids[0]),
+        "{ids:?}"
+    );
+    assert_eq!(
+        first.headers["x-webhook-timestamp"].to_str().unwrap(),
+        first.json["timestamp"].to_string(),
+        "retries keep the event's timestamp"
+    );
     tokio::time::timeout(WAIT, async {
         while sim.control().webhook_stats().delivered == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -170,7 +183,9 @@ async fn deliveries_are_abandoned_after_the_last_retry() {
         .wait_for_status("ab", SessionStatus::ScanQrCode, WAIT)
         .await
         .unwrap();
-    sim.control().fail("ab", "test").unwrap();
+    sim.control()
+        .disconnect("ab", waha_sim::DisconnectReason::LoggedOut)
+        .unwrap();
     tokio::time::timeout(WAIT, async {
         while sim.control().webhook_stats().failed == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;

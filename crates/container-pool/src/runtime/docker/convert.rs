@@ -1,6 +1,7 @@
 //! Translating bollard's types and errors into the runtime's.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, ContainerStatsResponse, ContainerSummary,
@@ -64,7 +65,8 @@ fn container_port(labels: &BTreeMap<String, String>) -> u16 {
         .unwrap_or(WAHA_PORT)
 }
 
-/// Where a running container is reachable, from its addressing label.
+/// Where a running container is reachable, from its addressing label (a host-network
+/// container at its own address and port: nothing is published).
 pub(crate) fn url_for(
     labels: &BTreeMap<String, String>,
     name: &str,
@@ -91,6 +93,15 @@ pub(crate) fn url_for(
                 host_ip.clone()
             };
             format!("http://{host}:{host_port}")
+        }
+        // The server listens on the host itself; an unspecified address is reached on loopback.
+        Addressing::HostNetwork { bind, port } => {
+            let host = if bind.is_unspecified() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                bind
+            };
+            format!("http://{}", SocketAddr::new(host, port))
         }
     };
     Url::parse(&text).ok()
@@ -411,5 +422,23 @@ mod tests {
             url_for(&l, "x", &any, &HashMap::new()).unwrap().as_str(),
             "http://127.0.0.1:4002/"
         );
+        // Host network: the label's own address and port, whatever Docker reports.
+        for (label, url) in [
+            ("hostnet:127.0.0.1:4100", "http://127.0.0.1:4100/"),
+            ("hostnet:0.0.0.0:4101", "http://127.0.0.1:4101/"),
+            ("hostnet:::1:4102", "http://[::1]:4102/"),
+        ] {
+            l.insert(labels::ADDRESSING.to_owned(), label.to_owned());
+            l.insert(labels::PORT.to_owned(), "4100".to_owned());
+            assert_eq!(
+                url_for(&l, "x", &published, &ips).unwrap().as_str(),
+                url,
+                "{label}"
+            );
+            let parsed = Addressing::from_label_value(label).unwrap();
+            assert!(matches!(parsed, Addressing::HostNetwork { .. }), "{label}");
+            assert_eq!(parsed.label_value(), label);
+            assert_eq!(parsed.network(), None);
+        }
     }
 }

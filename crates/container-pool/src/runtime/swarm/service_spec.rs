@@ -105,6 +105,8 @@ fn addressing(spec: &ContainerSpec) -> (Option<Vec<NetworkAttachmentConfig>>, En
                 ..Default::default()
             },
         ),
+        // Refused by `SwarmRuntime::create` before a service is built.
+        Addressing::HostNetwork { .. } => (None, EndpointSpec::default()),
     }
 }
 
