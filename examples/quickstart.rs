@@ -173,6 +173,7 @@ async fn main() -> Result<(), BoxError> {
             lease.endpoint,
             again == lease
         ));
+        promise(again == lease, "a chip's proxy lease is sticky")?;
 
         let mut session_config = SessionConfig::default();
         session_config
@@ -191,12 +192,27 @@ async fn main() -> Result<(), BoxError> {
         );
         let created = waha.ensure_session(name.as_str(), &session_config).await?;
         let repeated = waha.ensure_session(name.as_str(), &session_config).await?;
+        // What the server accepted, from its own log: one create, and nothing for the repeat
+        // (which tries a create first, is answered 422 "already exists", then only reads).
+        let accepted: Vec<_> = launcher
+            .control(&endpoint.container_name)
+            .ok_or("the tenant's simulator is not running")?
+            .calls_for(name.as_str())
+            .into_iter()
+            .filter(|call| (200..300).contains(&call.status))
+            .collect();
         say(format!(
-            "session {} ensured (status {:?}); ensuring again changed nothing: {}",
+            "session {} ensured (status {:?}); ensuring again changed nothing: {} \
+             (the server accepted {} mutating call(s) for it)",
             created.name,
             created.status,
-            repeated.config == created.config
+            repeated.config == created.config,
+            accepted.len()
         ));
+        promise(
+            repeated.config == created.config && accepted.len() == 1 && accepted[0].is_create(),
+            "ensuring a session twice creates it once and changes nothing the second time",
+        )?;
         let slot = ledger
             .reserve(&tenant_id, SlotKind::RunningSession, chip)
             .await?;
@@ -220,6 +236,10 @@ async fn main() -> Result<(), BoxError> {
     )
     .await?;
     say(format!("forged webhook answered {forged}"));
+    promise(
+        forged.starts_with("401:"),
+        "a webhook with a forged signature is refused",
+    )?;
     let foreign_body =
         br#"{"event":"session.status","session":"test_1","payload":{"name":"test_1","status":"WORKING"}}"#;
     let signature = chipfleet::waha_client::webhook::sign(&hmac_key, foreign_body);
@@ -227,6 +247,10 @@ async fn main() -> Result<(), BoxError> {
     say(format!(
         "correctly signed webhook for the foreign session `test_1` answered {foreign}"
     ));
+    promise(
+        foreign.starts_with("422:"),
+        "a correctly signed webhook for a session that is not ours is refused",
+    )?;
 
     // 7. Wait for each chip to ask for a scan (pushed, not polled), show its QR, scan it.
     let mut working = HashMap::new();
@@ -402,6 +426,15 @@ async fn serve_webhooks(receiver: WebhookReceiver) -> Result<SocketAddr, BoxErro
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(addr)
+}
+
+/// Fails the run (non-zero exit) when a promise of the README does not hold.
+fn promise(holds: bool, what: &str) -> Result<(), BoxError> {
+    if holds {
+        Ok(())
+    } else {
+        Err(format!("broken promise: {what}").into())
+    }
 }
 
 /// Posts a body to the webhook endpoint as a sender would; returns "STATUS: reason".

@@ -36,11 +36,16 @@ PG_APP=chipfleet_app
 PG_APP_PASSWORD=chipfleet_app
 PG_BYPASS=chipfleet_bypass
 PG_OWNER_MEMBER=chipfleet_owner_member
+# A role without BYPASSRLS of its own, member of the BYPASSRLS role through a group role (it
+# could SET ROLE to it). The owner role has no CREATEROLE, so tests cannot create it themselves.
+PG_BYPASS_GROUP=chipfleet_bypass_group
+PG_BYPASS_MEMBER=chipfleet_bypass_member
 
 PROXY_PORT=18888
 PROXY_USER=chipfleet
 # tinyproxy 1.11's config grammar accepts only [A-Za-z0-9._-] in BasicAuth credentials, so the
-# reserved characters CONTRACT.md mentions (@ : /) are covered by unit tests, not by this proxy.
+# reserved characters of proxy passwords (@ : /; docs/waha-contract.md, "Session config") are
+# covered by unit tests, not by this proxy.
 PROXY_PASSWORD='s3cr-et.p_ss'
 
 DOCKER_SOCKET=/var/run/docker.sock
@@ -140,6 +145,13 @@ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_OWNER_MEMBER') THEN
     CREATE ROLE $PG_OWNER_MEMBER LOGIN PASSWORD '$PG_OWNER_MEMBER' IN ROLE $PG_OWNER;
   END IF;
+  -- And one that only belongs, through a group role, to the BYPASSRLS role.
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_BYPASS_GROUP') THEN
+    CREATE ROLE $PG_BYPASS_GROUP NOLOGIN NOBYPASSRLS IN ROLE $PG_BYPASS;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_BYPASS_MEMBER') THEN
+    CREATE ROLE $PG_BYPASS_MEMBER LOGIN NOBYPASSRLS PASSWORD '$PG_BYPASS_MEMBER' IN ROLE $PG_BYPASS_GROUP;
+  END IF;
 END
 \$\$;
 SQL
@@ -151,11 +163,11 @@ if [ "$(psql_admin -d postgres -c "\"SELECT 1 FROM pg_database WHERE datname = '
   psql_admin -d postgres -c "\"CREATE DATABASE $PG_DB OWNER $PG_OWNER\"" >/dev/null \
     || fail "$step" "could not create database $PG_DB"
 fi
-psql_admin -d "$PG_DB" -c "\"GRANT CONNECT, TEMPORARY ON DATABASE $PG_DB TO $PG_APP, $PG_BYPASS; GRANT USAGE ON SCHEMA public TO $PG_APP, $PG_BYPASS\"" >/dev/null \
+psql_admin -d "$PG_DB" -c "\"GRANT CONNECT, TEMPORARY ON DATABASE $PG_DB TO $PG_APP, $PG_BYPASS, $PG_BYPASS_MEMBER; GRANT USAGE ON SCHEMA public TO $PG_APP, $PG_BYPASS, $PG_BYPASS_MEMBER\"" >/dev/null \
   || fail "$step" "could not grant $PG_APP access to $PG_DB"
 PGPASSWORD="$PG_APP_PASSWORD" psql -qAt -h 127.0.0.1 -p "$PG_PORT" -U "$PG_APP" -d "$PG_DB" -c 'SELECT 1' >/dev/null \
   || fail "$step" "the app role cannot log in over TCP on 127.0.0.1:$PG_PORT (check pg_hba.conf)"
-log "postgresql: ready (database $PG_DB, roles $PG_OWNER, $PG_APP, and the must-be-refused $PG_BYPASS, $PG_OWNER_MEMBER)"
+log "postgresql: ready (database $PG_DB, roles $PG_OWNER, $PG_APP, and the must-be-refused $PG_BYPASS, $PG_OWNER_MEMBER, $PG_BYPASS_MEMBER)"
 
 # --- step: tinyproxy ----------------------------------------------------------------------
 step=tinyproxy
@@ -215,6 +227,7 @@ export DATABASE_URL=postgres://$PG_OWNER:$PG_OWNER_PASSWORD@127.0.0.1:$PG_PORT/$
 export APP_DATABASE_URL=postgres://$PG_APP:$PG_APP_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
 export BYPASS_DATABASE_URL=postgres://$PG_BYPASS:$PG_BYPASS@127.0.0.1:$PG_PORT/$PG_DB
 export OWNER_MEMBER_DATABASE_URL=postgres://$PG_OWNER_MEMBER:$PG_OWNER_MEMBER@127.0.0.1:$PG_PORT/$PG_DB
+export BYPASS_MEMBER_DATABASE_URL=postgres://$PG_BYPASS_MEMBER:$PG_BYPASS_MEMBER@127.0.0.1:$PG_PORT/$PG_DB
 export TEST_PROXY_URL=http://$PROXY_USER:$PROXY_PASSWORD@127.0.0.1:$PROXY_PORT
 ENV
 log "ready"

@@ -39,7 +39,8 @@ pub enum AddressingPolicy {
     },
     /// Through published host ports.
     HostPort {
-        /// The host address ports are bound to (default `127.0.0.1`).
+        /// The host address ports are bound to (default `127.0.0.1`); an IPv4 address
+        /// ([`PoolConfig::validate`] refuses an IPv6 one).
         bind: IpAddr,
         /// Which host ports.
         ports: HostPorts,
@@ -63,7 +64,8 @@ pub enum AddressingPolicy {
     /// ([`Error::InvalidConfig`] from `create`).
     HostNetwork {
         /// The address each server listens on (`127.0.0.1` from
-        /// [`loopback_host_network`](AddressingPolicy::loopback_host_network)).
+        /// [`loopback_host_network`](AddressingPolicy::loopback_host_network)); an IPv4
+        /// address ([`PoolConfig::validate`] refuses an IPv6 one).
         bind: IpAddr,
         /// The ports the pool may use.
         range: RangeInclusive<u16>,
@@ -293,7 +295,7 @@ impl PoolConfig {
 
     /// Checks the values that have no meaningful zero or empty form, and those that cannot
     /// work: a name prefix that is not a valid start of a container name, an empty network
-    /// name, an empty host port range or one starting at 0, a bad or reserved
+    /// name, an IPv6 host bind address, an empty host port range or one starting at 0, a bad or reserved
     /// [`extra_env`](Self::extra_env) variable (with [`AddressingPolicy::HostNetwork`] also the
     /// variables that carry its port and address), limits too large for a container runtime
     /// (see [`SizingPolicy::try_resources`]) and an auto-start stagger whose `base + spread`
@@ -330,6 +332,14 @@ impl PoolConfig {
             return Err(Error::InvalidConfig(
                 "the addressing network name must not be empty".into(),
             ));
+        }
+        if let AddressingPolicy::HostPort { bind, .. } | AddressingPolicy::HostNetwork { bind, .. } =
+            &self.addressing
+            && bind.is_ipv6()
+        {
+            return Err(Error::InvalidConfig(format!(
+                "the host bind address `{bind}` is IPv6, which host-port and host-network addressing do not support (the Docker runtime addresses a container by its IPv4 port binding, and the waha-sim image's health check probes 127.0.0.1): bind 127.0.0.1 (or 0.0.0.0), or use network addressing"
+            )));
         }
         if let Some((range, _)) = self.addressing.port_allocation()
             && (range.is_empty() || *range.start() == 0)
@@ -502,6 +512,49 @@ mod tests {
         c.addressing = AddressingPolicy::loopback_ephemeral();
         c.extra_env = vec![EnvVar::plain("SIM_HOST", "127.0.0.1")];
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_host_bind_address_is_refused_with_a_clear_message() {
+        let store: Arc<dyn PortAllocationStore> = Arc::new(crate::InMemoryPortStore::new());
+        for bind in ["::1", "::", "::ffff:127.0.0.1"] {
+            let bind: IpAddr = bind.parse().unwrap();
+            for addressing in [
+                AddressingPolicy::HostPort {
+                    bind,
+                    ports: HostPorts::Ephemeral,
+                },
+                AddressingPolicy::HostPort {
+                    bind,
+                    ports: HostPorts::Range {
+                        range: 4100..=4199,
+                        store: store.clone(),
+                    },
+                },
+                AddressingPolicy::HostNetwork {
+                    bind,
+                    range: 4100..=4199,
+                    store: store.clone(),
+                },
+            ] {
+                let mut c = config();
+                c.addressing = addressing;
+                let msg = invalid(&c);
+                assert!(
+                    msg.contains("IPv6") && msg.contains(&bind.to_string()),
+                    "{msg}"
+                );
+            }
+        }
+        // IPv4 binds, loopback or every interface, are fine.
+        for bind in ["127.0.0.1", "0.0.0.0"] {
+            let mut c = config();
+            c.addressing = AddressingPolicy::HostPort {
+                bind: bind.parse().unwrap(),
+                ports: HostPorts::Ephemeral,
+            };
+            c.validate().unwrap();
+        }
     }
 
     #[test]

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 
+use crate::spec::WORKER_ID_VAR;
 use crate::{
-    ApiKey, ContainerId, ContainerRuntime, ContainerSpec, ContainerState, Error, ImageRef,
+    ApiKey, ContainerId, ContainerRuntime, ContainerSpec, ContainerState, EnvVar, Error, ImageRef,
     LabelSelector, ReadinessProbe, RuntimeEventKind, VolumeMount, WAHA_SESSIONS_DIR, labels,
 };
 
@@ -28,8 +29,9 @@ pub struct ConformanceTarget {
     /// The runtime under test.
     pub runtime: Arc<dyn ContainerRuntime>,
     /// A spec for an image that starts, writes at least one log line and serves HTTP. Its name
-    /// and volume are replaced and the managed-by, tenant, addressing and port labels set per
-    /// check; everything else (image, env, addressing) is used as given. Its env must set
+    /// and volume are replaced, `WAHA_WORKER_ID` is set to the name (the probe checks it) and
+    /// the managed-by, tenant, incarnation, addressing and port labels are set per check;
+    /// everything else (image, env, addressing) is used as given. Its env must set
     /// `WAHA_API_KEY` to `api_key`.
     pub spec: ContainerSpec,
     /// The key the probe presents.
@@ -87,10 +89,14 @@ impl ConformanceTarget {
             .insert(labels::ADDRESSING.to_owned(), spec.addressing.label_value());
         spec.labels
             .insert(labels::PORT.to_owned(), spec.container_port.to_string());
+        spec.labels
+            .insert(labels::INCARNATION.to_owned(), format!("incarnation-{n}"));
         spec.volume = Some(VolumeMount {
             name: format!("{}-vol", spec.name),
             target: WAHA_SESSIONS_DIR.to_owned(),
         });
+        spec.env.retain(|e| e.name != WORKER_ID_VAR);
+        spec.env.push(EnvVar::plain(WORKER_ID_VAR, &spec.name));
         (spec, LabelSelector::new(labels::MANAGED_BY, owner))
     }
 
@@ -102,7 +108,8 @@ impl ConformanceTarget {
             if info.state == ContainerState::Running
                 && let Some(url) = &info.url
             {
-                match self.probe.probe(url, &self.api_key).await {
+                // The container's name is its worker id (`fresh` sets `WAHA_WORKER_ID`).
+                match self.probe.probe(url, &self.api_key, &info.name).await {
                     Ok(()) => return url.clone(),
                     Err(e) => last = e.to_string(),
                 }
@@ -140,6 +147,7 @@ pub async fn run(target: &ConformanceTarget) {
     stop_and_remove_are_idempotent(target).await;
     unknown_ids_are_not_found(target).await;
     volumes_are_labelled_and_kept(target).await;
+    a_volume_with_other_labels_is_never_mounted(target).await;
 }
 
 async fn create_makes_a_created_container(t: &ConformanceTarget) {
@@ -370,4 +378,88 @@ async fn volumes_are_labelled_and_kept(t: &ConformanceTarget) {
         .await
         .or_fail(check, "list volumes");
     assert!(gone.is_empty(), "[{check}] a removed volume is not listed");
+}
+
+/// A volume is created with its container's volume labels; an existing volume is mounted only
+/// by a container whose volume labels it carries (the same incarnation gets it back), and a
+/// container of another incarnation or another pool is refused with
+/// [`Error::VolumeConflict`]: no container is created and the volume keeps its labels.
+async fn a_volume_with_other_labels_is_never_mounted(t: &ConformanceTarget) {
+    let check = "volume-owner";
+    let (first, selector) = t.fresh(check);
+    let volume = first.volume.clone().map(|v| v.name).unwrap_or_default();
+    let id = t.runtime.create(&first).await.or_fail(check, "create");
+    let labelled = |listed: Vec<crate::VolumeInfo>| {
+        listed
+            .into_iter()
+            .find(|v| v.name == volume)
+            .map(|v| v.labels)
+            .unwrap_or_else(|| panic!("[{check}] the volume {volume} is not listed"))
+    };
+    let created = labelled(
+        t.runtime
+            .list_volumes(&selector)
+            .await
+            .or_fail(check, "list volumes"),
+    );
+    for (key, value) in first.volume_labels() {
+        assert_eq!(
+            created.get(&key),
+            Some(&value),
+            "[{check}] a new volume carries its container's label {key}"
+        );
+    }
+    t.runtime.remove(&id).await.or_fail(check, "remove");
+
+    // The same tenant under a new incarnation, and another pool: refused, nothing created.
+    let (mut reincarnated, _) = t.fresh(check);
+    reincarnated.volume = first.volume.clone();
+    reincarnated.labels = first.labels.clone();
+    reincarnated.labels.insert(
+        labels::INCARNATION.to_owned(),
+        format!("another-{}", nonce()),
+    );
+    let (mut foreign, foreign_selector) = t.fresh(check);
+    foreign.volume = first.volume.clone();
+    foreign.labels.insert(
+        labels::INCARNATION.to_owned(),
+        first.labels[labels::INCARNATION].clone(),
+    );
+    for (spec, what) in [
+        (&reincarnated, "another incarnation"),
+        (&foreign, "another pool"),
+    ] {
+        match t.runtime.create(spec).await {
+            Err(Error::VolumeConflict { volume: named, .. }) => assert_eq!(
+                named, volume,
+                "[{check}] the conflict names the volume ({what})"
+            ),
+            other => panic!("[{check}] a volume of {what} must be VolumeConflict, got {other:?}"),
+        }
+    }
+    for selector in [&selector, &foreign_selector] {
+        let made = t.runtime.list(selector).await.or_fail(check, "list");
+        assert!(
+            made.is_empty(),
+            "[{check}] a refused container was created anyway: {made:?}"
+        );
+    }
+    let kept = labelled(
+        t.runtime
+            .list_volumes(&selector)
+            .await
+            .or_fail(check, "list volumes"),
+    );
+    assert_eq!(kept, created, "[{check}] a refused volume keeps its labels");
+
+    // The same incarnation gets its own volume back.
+    let (mut same, _) = t.fresh(check);
+    same.volume = first.volume.clone();
+    same.labels = first.labels.clone();
+    let again = t
+        .runtime
+        .create(&same)
+        .await
+        .or_fail(check, "create on its own volume");
+    t.cleanup(&again, &same).await;
 }

@@ -87,6 +87,34 @@ pub enum Error {
         /// Container name or id.
         container: String,
     },
+    /// The server answering at the container's address reports another worker id
+    /// (`WAHA_WORKER_ID`) than the one the pool gave the container (its name): something else
+    /// holds the address (a recycled address or port). The pool sends it nothing more (only
+    /// the readiness probe reached it) and returns no endpoint. Find what holds the address;
+    /// retrying does not help.
+    #[error(
+        "the server at container `{container}`'s address reports worker id `{reported}`: another container answers there"
+    )]
+    WorkerMismatch {
+        /// Container name (the worker id the pool expected).
+        container: String,
+        /// The worker id the server reported (scrubbed of secrets like
+        /// [`Error::Exited`]'s `last_logs`).
+        reported: String,
+    },
+    /// An existing volume the container would mount carries labels that are not this
+    /// container's: another tenant incarnation (a purged tenant whose id was reused: its
+    /// WhatsApp logins are in there), another pool (`managed-by`), or none of the pool's labels
+    /// at all. It is never mounted and left untouched, and no container is created. Remove or
+    /// rename the volume deliberately (it holds someone's sessions), or restore the tenant it
+    /// belongs to; retrying does not help.
+    #[error("volume `{volume}` is not this container's: {reason}")]
+    VolumeConflict {
+        /// The volume's name.
+        volume: String,
+        /// Which labels differ (their values; labels carry no secret).
+        reason: String,
+    },
     /// An event stream fell behind and lost events. Re-list what you track (the stream goes on
     /// with newer events).
     #[error("the event stream lost {missed} events because its reader fell behind")]
@@ -177,6 +205,8 @@ impl Error {
             Self::StartupTimeout { .. } => "startup_timeout",
             Self::Exited { .. } => "exited",
             Self::Unauthorized { .. } => "unauthorized",
+            Self::WorkerMismatch { .. } => "worker_mismatch",
+            Self::VolumeConflict { .. } => "volume_conflict",
             Self::EventsLagged { .. } => "events_lagged",
             Self::NotFound { .. } => "not_found",
             Self::Conflict { .. } => "conflict",

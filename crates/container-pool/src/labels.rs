@@ -21,6 +21,45 @@ pub const KEY_FINGERPRINT: &str = "io.chipfleet.key-fingerprint";
 pub const ADDRESSING: &str = "io.chipfleet.addressing";
 /// The port WAHA listens on inside the container.
 pub const PORT: &str = "io.chipfleet.port";
+/// The tenant's incarnation (`tenant_isolation::Incarnation`), minted when the tenant was
+/// created: a tenant id reused after a purge gets a new one, so its containers and volumes
+/// are told apart from the old tenant's. Not part of the spec hash.
+pub const INCARNATION: &str = "io.chipfleet.incarnation";
+
+/// The labels a tenant volume carries, copied from its container's: the pool, the tenant, the
+/// slot and the tenant's incarnation. An existing volume is mounted only when it carries
+/// every one of these that the container has, with the same values
+/// ([`check_volume_labels`]); every runtime creates volumes with them.
+pub const VOLUME_LABELS: [&str; 4] = [MANAGED_BY, TENANT, SLOT, INCARNATION];
+
+/// Whether an existing volume `volume`, labelled `found`, may be mounted by a container that
+/// wants `wanted` on it (the [`VOLUME_LABELS`] of the container, as
+/// [`ContainerSpec::volume_labels`](crate::ContainerSpec::volume_labels) gives them): every
+/// wanted label must be there with the same value, or it is
+/// [`Error::VolumeConflict`](crate::Error::VolumeConflict) naming what differs. Runtimes call
+/// it before mounting a volume that already exists (the conformance suite checks it).
+pub fn check_volume_labels(
+    volume: &str,
+    wanted: &std::collections::BTreeMap<String, String>,
+    found: &std::collections::BTreeMap<String, String>,
+) -> Result<(), crate::Error> {
+    let differences: Vec<String> = wanted
+        .iter()
+        .filter(|(key, value)| found.get(*key) != Some(*value))
+        .map(|(key, value)| match found.get(key) {
+            Some(other) => format!("`{key}` is `{other}`, not `{value}`"),
+            None => format!("it has no `{key}` label (wanted `{value}`)"),
+        })
+        .collect();
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::Error::VolumeConflict {
+            volume: volume.to_owned(),
+            reason: differences.join("; "),
+        })
+    }
+}
 
 /// A set of `key=value` labels that must all match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,5 +85,44 @@ impl LabelSelector {
     /// Whether `labels` carry every required pair.
     pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
         self.0.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::Error;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_volume_is_mountable_only_with_every_wanted_label() {
+        let wanted = labels(&[(MANAGED_BY, "cf"), (TENANT, "acme"), (INCARNATION, "inc-2")]);
+        let mut same = wanted.clone();
+        same.insert("other".into(), "x".into());
+        check_volume_labels("v", &wanted, &same).unwrap();
+        let older = labels(&[(MANAGED_BY, "cf"), (TENANT, "acme"), (INCARNATION, "inc-1")]);
+        match check_volume_labels("v", &wanted, &older) {
+            Err(Error::VolumeConflict { volume, reason }) => {
+                assert_eq!(volume, "v");
+                assert!(
+                    reason.contains(INCARNATION) && reason.contains("inc-1"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let unlabelled = BTreeMap::new();
+        let err = check_volume_labels("v", &wanted, &unlabelled).unwrap_err();
+        assert_eq!(err.kind(), "volume_conflict");
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains(MANAGED_BY), "{err}");
     }
 }

@@ -19,12 +19,16 @@
 //! use async_trait::async_trait;
 //! use container_pool::*;
 //!
-//! /// Every tenant's container key (a real host passes its `TenantDirectory`).
+//! /// Every tenant's container key and incarnation (a real host passes its `TenantDirectory`).
 //! struct Keys;
 //! #[async_trait]
 //! impl TenantKeys for Keys {
 //!     async fn container_api_key(&self, tenant: &TenantId) -> Result<ApiKey, Error> {
 //!         Ok(ApiKey::new(format!("key-of-{tenant}-0123456789")).unwrap())
+//!     }
+//!     async fn incarnation(&self, tenant: &TenantId) -> Result<Incarnation, Error> {
+//!         // A directory mints it when the tenant is created, and keeps it.
+//!         Ok(Incarnation::parse(&format!("first-life-of-{tenant}")).unwrap())
 //!     }
 //! }
 //!
@@ -94,4 +98,6 @@ pub use spec::{
     Addressing, ContainerSpec, Engine, EnvValue, EnvVar, ImageRef, RESERVED_ENV_NAMES, Resources,
     RestartPolicy, SizingPolicy, SizingRow, VolumeMount, WAHA_PORT, WAHA_SESSIONS_DIR,
 };
-pub use tenant::{ApiKey, ChipActivity, TenantExists, TenantId, TenantKeys, keys_from_directory};
+pub use tenant::{
+    ApiKey, ChipActivity, Incarnation, TenantExists, TenantId, TenantKeys, keys_from_directory,
+};

@@ -3,9 +3,11 @@
 //!
 //! Each container (by name) owns one port from the configured range for as long as it exists:
 //! re-creating a tenant's container keeps its port, so whatever points at it stays valid. The
-//! allocation survives pool restarts when the store does ([`FilePortStore`]). For host-network
-//! containers, which bind their port themselves, ports another process already holds are
-//! skipped ([`PortAllocationStore::allocate_unbound`]).
+//! allocation survives pool restarts when the store does ([`FilePortStore`]); a port a
+//! container of the pool holds by its labels is recorded again when the store lost it
+//! ([`PortAllocationStore::reserve`]). Ports another process already holds on the host are
+//! skipped ([`PortAllocationStore::allocate_unbound`]): a published port or a host-network
+//! server could not bind them.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -28,9 +30,9 @@ pub trait PortAllocationStore: Send + Sync {
     /// Like [`allocate`](Self::allocate), but skips every port a socket on this host already
     /// holds on `bind` (a listener could not be bound there now), the one `owner` holds
     /// included: an owner whose port was taken meanwhile moves to the lowest usable free port.
-    /// For containers that bind their port on the host themselves (host-network addressing),
-    /// which would otherwise fail to start. Only "address in use" counts as taken; an address
-    /// this host does not have is left to the container to report.
+    /// For containers whose port is bound on the host (published host ports, host-network
+    /// servers), which would otherwise fail to start. Only "address in use" counts as taken;
+    /// an address this host does not have is left to the container to report.
     ///
     /// The provided implementation (for stores that predate this method) allocates as
     /// [`allocate`](Self::allocate) does, without the check; [`InMemoryPortStore`] and
@@ -43,6 +45,20 @@ pub trait PortAllocationStore: Send + Sync {
     ) -> Result<u16, Error> {
         let _ = bind;
         self.allocate(owner, range).await
+    }
+
+    /// Records that `owner` holds `port` (a container found holding it, which the store had
+    /// lost: an in-memory store after a restart, a replaced file), replacing any other port
+    /// recorded for `owner`. `Ok(false)`, and nothing changes, when another owner holds
+    /// `port` in the store. The pool calls it before allocating, for every port its
+    /// containers hold by their labels, so it never hands a held port to another container.
+    ///
+    /// The provided implementation (for stores that predate this method) records nothing and
+    /// returns `Ok(false)`: such a store cannot recover a lost allocation.
+    /// [`InMemoryPortStore`] and [`FilePortStore`] record it.
+    async fn reserve(&self, owner: &str, port: u16) -> Result<bool, Error> {
+        let _ = (owner, port);
+        Ok(false)
     }
 
     /// Frees `owner`'s port; freeing an owner without one succeeds.
@@ -83,6 +99,19 @@ pub(crate) fn pick(
             first: *range.start(),
             last: *range.end(),
         })
+}
+
+/// [`PortAllocationStore::reserve`] on a table: `owner` now holds `port` unless another owner
+/// does. Returns whether it holds it, and whether the table changed.
+fn reserve_in(table: &mut BTreeMap<String, u16>, owner: &str, port: u16) -> (bool, bool) {
+    if table
+        .iter()
+        .any(|(holder, held)| *held == port && holder.as_str() != owner)
+    {
+        return (false, false);
+    }
+    let changed = table.insert(owner.to_owned(), port) != Some(port);
+    (true, changed)
 }
 
 /// Whether a socket on this host already holds `port` on `bind`: binding a listener there
@@ -134,6 +163,10 @@ impl PortAllocationStore for InMemoryPortStore {
     ) -> Result<u16, Error> {
         self.allocate_skipping(owner, range, move |port| is_bound(bind, port))
             .await
+    }
+
+    async fn reserve(&self, owner: &str, port: u16) -> Result<bool, Error> {
+        Ok(reserve_in(&mut *self.table.lock().await, owner, port).0)
     }
 
     async fn release(&self, owner: &str) -> Result<(), Error> {
@@ -256,6 +289,16 @@ impl PortAllocationStore for FilePortStore {
             .await
     }
 
+    async fn reserve(&self, owner: &str, port: u16) -> Result<bool, Error> {
+        let _guard = self.lock.lock().await;
+        let mut table = self.load().await?;
+        let (held, changed) = reserve_in(&mut table, owner, port);
+        if changed {
+            self.save(&table).await?;
+        }
+        Ok(held)
+    }
+
     async fn release(&self, owner: &str) -> Result<(), Error> {
         let _guard = self.lock.lock().await;
         let mut table = self.load().await?;
@@ -300,6 +343,16 @@ mod tests {
             store.allocate("e", empty).await,
             Err(Error::InvalidConfig(_))
         ));
+        // A port a container was found holding is recorded for it, and then never given to
+        // another owner; a port another owner holds is not taken from it.
+        assert!(store.reserve("found", 4005).await.unwrap());
+        assert!(store.reserve("found", 4005).await.unwrap(), "idempotent");
+        assert!(!store.reserve("intruder", 4005).await.unwrap());
+        assert!(!store.reserve("found", 4001).await.unwrap(), "d holds 4001");
+        assert_eq!(store.allocations().await.unwrap()["found"], 4005);
+        assert_eq!(store.allocate("f", 4005..=4006).await.unwrap(), 4006);
+        store.release("found").await.unwrap();
+        store.release("f").await.unwrap();
     }
 
     #[tokio::test]

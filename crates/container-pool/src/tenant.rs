@@ -1,4 +1,4 @@
-//! The seams to the tenant directory: API keys, existence, chip activity.
+//! The seams to the tenant directory: API keys and incarnations, existence, chip activity.
 //!
 //! [`TenantKeys`] and [`TenantExists`] are implemented for every
 //! [`tenant_isolation::TenantDirectory`], so a host passes its directory as it is.
@@ -10,15 +10,23 @@ use tenant_isolation::{TenantDirectory, TenantStatus};
 
 use crate::Error;
 
-pub use tenant_isolation::TenantId;
+pub use tenant_isolation::{Incarnation, TenantId};
 pub use waha_client::ApiKey;
 
-/// Where the pool gets each tenant's container API key (the tenant's secrets).
+/// Where the pool gets what it needs of a tenant's record: its container API key (from the
+/// tenant's secrets) and its incarnation.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait TenantKeys: Send + Sync {
     /// The API key the tenant's containers are started with and the endpoint carries.
     async fn container_api_key(&self, tenant: &TenantId) -> Result<ApiKey, Error>;
+
+    /// The tenant's incarnation (minted when the tenant was created; a tenant id reused after
+    /// a purge has a new one). The pool labels the tenant's containers and volumes with it
+    /// ([`labels::INCARNATION`](crate::labels::INCARNATION)) and never mounts a volume, or
+    /// uses a container, labelled with another one: a reused tenant id does not inherit the
+    /// old tenant's WhatsApp logins.
+    async fn incarnation(&self, tenant: &TenantId) -> Result<Incarnation, Error>;
 }
 
 /// Whether a tenant still exists, for the orphan sweep.
@@ -54,6 +62,14 @@ impl<D: TenantDirectory + ?Sized> TenantKeys for D {
             .map_err(|e| directory_error(tenant, e))?;
         Ok(record.secrets.container_api_key)
     }
+
+    async fn incarnation(&self, tenant: &TenantId) -> Result<Incarnation, Error> {
+        let record = self
+            .get(tenant)
+            .await
+            .map_err(|e| directory_error(tenant, e))?;
+        Ok(record.incarnation)
+    }
 }
 
 #[async_trait]
@@ -78,5 +94,9 @@ struct DirectoryKeys(Arc<dyn TenantDirectory>);
 impl TenantKeys for DirectoryKeys {
     async fn container_api_key(&self, tenant: &TenantId) -> Result<ApiKey, Error> {
         self.0.container_api_key(tenant).await
+    }
+
+    async fn incarnation(&self, tenant: &TenantId) -> Result<Incarnation, Error> {
+        self.0.incarnation(tenant).await
     }
 }

@@ -374,12 +374,27 @@ async fn twenty_tenants_ensured_concurrently_give_twenty_ready_containers() {
     .await;
 }
 
+/// The labels of the tenant's volumes (this fixture's pool only).
+async fn tenant_volumes(
+    f: &Fixture,
+    t: &container_pool::TenantId,
+) -> Vec<container_pool::VolumeInfo> {
+    f.runtime
+        .list_volumes(&f.selector().and(labels::TENANT, t.as_str()))
+        .await
+        .unwrap()
+}
+
+/// A tenant's volume comes back, sessions and all, to the same incarnation of the tenant; a
+/// new tenant under the same id (a new incarnation) is refused it with a typed conflict, gets
+/// no container, and leaves the volume untouched.
 #[tokio::test]
-async fn a_reused_volume_brings_old_sessions_back() {
+async fn a_reused_volume_brings_old_sessions_back_only_to_the_same_incarnation() {
     with_fixture(
         |_| {},
         |f| async move {
             let t = tenant("keeper");
+            let earlier = f.tenants.incarnation_of(&t);
             let first = f.pool.ensure(&t).await.unwrap();
             let created = reqwest::Client::new()
                 .post(first.base_url.join("api/sessions").unwrap())
@@ -391,20 +406,61 @@ async fn a_reused_volume_brings_old_sessions_back() {
             assert_eq!(created.status(), 201);
             // Wait until the simulator has written the session's state file (it coalesces
             // writes), then the container goes; the volume stays.
-            wait_for_file(
-                &f.runtime,
-                &first.container,
-                &format!("/app/.sessions/{}.json", hex_of("chip-old")),
-            )
-            .await;
-            f.runtime
-                .stop(&first.container, Duration::from_secs(5))
-                .await
-                .unwrap();
-            f.pool.remove_tenant(&t, false).await.unwrap();
+            let state_file = format!("/app/.sessions/{}.json", hex_of("chip-old"));
+            wait_for_file(&f.runtime, &first.container, &state_file).await;
+            let stop_and_remove = |id: container_pool::ContainerId| {
+                let f = f.clone();
+                let t = t.clone();
+                async move {
+                    f.runtime.stop(&id, Duration::from_secs(5)).await.unwrap();
+                    f.pool.remove_tenant(&t, false).await.unwrap();
+                }
+            };
+            stop_and_remove(first.container.clone()).await;
+            let volumes = tenant_volumes(&f, &t).await;
+            assert_eq!(volumes.len(), 1, "{volumes:?}");
+            assert_eq!(
+                volumes[0]
+                    .labels
+                    .get(labels::INCARNATION)
+                    .map(String::as_str),
+                Some(earlier.as_str()),
+                "the volume carries the tenant's incarnation"
+            );
+
+            // The same incarnation: its own volume, its old sessions.
             let second = f.pool.ensure(&t).await.unwrap();
             assert_ne!(second.container, first.container);
             let sessions = get_sessions(&second).await;
+            assert!(sessions.to_string().contains("chip-old"), "{sessions}");
+            stop_and_remove(second.container.clone()).await;
+
+            // The id reused by a new tenant: refused, nothing created, the volume as it was.
+            f.tenants.reincarnate(&t);
+            let err = f.pool.ensure(&t).await.unwrap_err();
+            match &err {
+                Error::VolumeConflict { volume, reason } => {
+                    assert_eq!(*volume, volumes[0].name);
+                    assert!(reason.contains(earlier.as_str()), "{reason}");
+                }
+                other => panic!("expected VolumeConflict, got {other:?}"),
+            }
+            assert!(!err.is_retryable());
+            assert!(
+                f.pool.containers(&t).await.unwrap().is_empty(),
+                "a container was created for the new tenant"
+            );
+            assert_eq!(
+                tenant_volumes(&f, &t).await,
+                volumes,
+                "the volume was changed"
+            );
+
+            // Restored (the earlier incarnation again), the tenant still finds its sessions:
+            // the refusal touched nothing in the volume.
+            f.tenants.restore(&t, earlier);
+            let restored = f.pool.ensure(&t).await.unwrap();
+            let sessions = get_sessions(&restored).await;
             assert!(sessions.to_string().contains("chip-old"), "{sessions}");
         },
     )

@@ -10,3 +10,13 @@ fn the_docker_suite_needs_the_docker_feature() {
          `cargo test -p container-pool --all-features` (a Docker daemon is required)"
     );
 }
+
+/// The same guard for the Swarm suite (`tests/swarm.rs`, feature `swarm`).
+#[cfg(not(feature = "swarm"))]
+#[test]
+fn the_swarm_suite_needs_the_swarm_feature() {
+    panic!(
+        "the Swarm tests (tests/swarm.rs) were not built: run \
+         `cargo test -p container-pool --all-features` (a Docker daemon is required)"
+    );
+}

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use container_pool::{
     ApiKey, ContainerId, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState,
-    ContainerStats, Error, HealthStatus, ImageRef, LabelSelector, PoolConfig, PoolEventKind,
-    ProbeError, ReadinessCheck, ReadinessProbe, RuntimeEvent, TenantId, TenantKeys, TenantPool,
-    VolumeInfo,
+    ContainerStats, Error, HealthStatus, ImageRef, Incarnation, LabelSelector, PoolConfig,
+    PoolEventKind, ProbeError, ReadinessCheck, ReadinessProbe, RuntimeEvent, TenantId, TenantKeys,
+    TenantPool, VolumeInfo,
 };
 use futures::stream::BoxStream;
 use url::Url;
@@ -137,10 +137,12 @@ impl ContainerRuntime for Scripted {
     }
 }
 
-/// Answers from a script (the last one repeats) and counts the calls.
+/// Answers from a script (the last one repeats), counts the calls and records the worker id
+/// each call expected.
 struct ScriptedProbe {
     answers: Mutex<VecDeque<Result<(), ProbeError>>>,
     calls: AtomicUsize,
+    workers: Mutex<Vec<String>>,
 }
 
 impl ScriptedProbe {
@@ -148,14 +150,16 @@ impl ScriptedProbe {
         Arc::new(Self {
             answers: Mutex::new(answers.into()),
             calls: AtomicUsize::new(0),
+            workers: Mutex::new(Vec::new()),
         })
     }
 }
 
 #[async_trait]
 impl ReadinessProbe for ScriptedProbe {
-    async fn probe(&self, _: &Url, _: &ApiKey) -> Result<(), ProbeError> {
+    async fn probe(&self, _: &Url, _: &ApiKey, worker_id: &str) -> Result<(), ProbeError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.workers.lock().unwrap().push(worker_id.to_owned());
         let mut answers = self.answers.lock().unwrap();
         if answers.len() > 1 {
             answers.pop_front().unwrap()
@@ -165,17 +169,25 @@ impl ReadinessProbe for ScriptedProbe {
     }
 }
 
+#[derive(Default)]
 struct Keys {
     hang: bool,
+    /// Signalled when a read that hangs has begun (the ensure then holds its slot's flight).
+    reading: tokio::sync::Notify,
 }
 
 #[async_trait]
 impl TenantKeys for Keys {
     async fn container_api_key(&self, _: &TenantId) -> Result<ApiKey, Error> {
         if self.hang {
+            self.reading.notify_one();
             futures::future::pending::<()>().await;
         }
         Ok(ApiKey::new(KEY).unwrap())
+    }
+
+    async fn incarnation(&self, _: &TenantId) -> Result<Incarnation, Error> {
+        Ok(Incarnation::parse("first-life").unwrap())
     }
 }
 
@@ -195,7 +207,11 @@ fn pool_with(
     hang_keys: bool,
 ) -> TenantPool {
     let config = pool_config(deadline);
-    TenantPool::new(runtime, Arc::new(Keys { hang: hang_keys }), probe, config).unwrap()
+    let keys = Keys {
+        hang: hang_keys,
+        ..Keys::default()
+    };
+    TenantPool::new(runtime, Arc::new(keys), probe, config).unwrap()
 }
 
 fn acme() -> TenantId {
@@ -320,6 +336,41 @@ async fn a_refused_key_is_unauthorized_at_once_not_a_timeout() {
     assert!(!err.is_retryable());
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(probe.calls.load(Ordering::SeqCst), 1);
+}
+
+/// The probe is asked for the container's own worker id (its name, the pool's
+/// `WAHA_WORKER_ID`); a server reporting another one stops the wait at once with a typed,
+/// permanent error, scrubbed like all container output, and exactly one `Failed` event.
+#[tokio::test]
+async fn a_server_reporting_another_worker_id_is_a_mismatch_at_once() {
+    let runtime = Scripted::new(
+        OnCreate::Ok,
+        vec![info(ContainerState::Running, HealthStatus::None, true)],
+    );
+    let probe = ScriptedProbe::new(vec![Err(ProbeError::WorkerMismatch {
+        expected: "cp-acme-0".into(),
+        reported: format!("cp-other-0/{KEY}"),
+    })]);
+    let pool = pool_with(runtime, probe.clone(), Duration::from_secs(10), false);
+    let mut rx = pool.subscribe();
+    let started = Instant::now();
+    let err = pool.ensure(&acme()).await.unwrap_err();
+    match &err {
+        Error::WorkerMismatch {
+            container,
+            reported,
+        } => {
+            assert_eq!(container, "cp-acme-0");
+            assert_eq!(reported, "cp-other-0/<redacted>");
+        }
+        other => panic!("expected WorkerMismatch, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+    assert_eq!(err.kind(), "worker_mismatch");
+    assert!(started.elapsed() < Duration::from_secs(2), "not polled");
+    assert_eq!(probe.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(*probe.workers.lock().unwrap(), vec!["cp-acme-0".to_owned()]);
+    assert_eq!(failed_count(&drain(&mut rx)), 1);
 }
 
 #[tokio::test]
@@ -609,7 +660,7 @@ async fn exit_logs_of_a_container_started_with_a_rotated_key_are_scrubbed() {
     ));
     let pool = TenantPool::new(
         runtime,
-        Arc::new(Keys { hang: false }),
+        Arc::new(Keys::default()),
         ScriptedProbe::new(vec![Ok(())]),
         config,
     )
@@ -674,17 +725,23 @@ async fn removing_a_container_with_an_unreadable_slot_label_does_not_wait_for_sl
         .unwrap()
         .push(labelled("c9", "cp-acme-garbled", "x"));
     // An ensure of slot 0 holds that slot's flight (stuck reading the key) for 5 s.
-    let pool = pool_with(
+    let keys = Arc::new(Keys {
+        hang: true,
+        ..Keys::default()
+    });
+    let pool = TenantPool::new(
         runtime,
+        keys.clone(),
         ScriptedProbe::new(vec![Ok(())]),
-        Duration::from_secs(5),
-        true,
-    );
+        pool_config(Duration::from_secs(5)),
+    )
+    .unwrap();
     let ensuring = tokio::spawn({
         let pool = pool.clone();
         async move { pool.ensure(&acme()).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The ensure holds slot 0's flight once it is reading the key.
+    keys.reading.notified().await;
     let removed = tokio::time::timeout(Duration::from_secs(2), pool.remove_tenant(&acme(), false))
         .await
         .expect("remove_tenant waited for slot 0's ensure")

@@ -370,33 +370,139 @@ async fn the_api_key_never_appears_in_logs_debug_output_errors_or_events() {
     }
 }
 
-#[tokio::test]
-async fn a_reused_volume_brings_old_sessions_back() {
-    let f = fixture();
-    let t = tenant("keeper");
-    let first = f.pool.ensure(&t).await.unwrap();
-    let http = reqwest::Client::new();
-    let created = http
-        .post(first.base_url.join("api/sessions").unwrap())
-        .header("X-Api-Key", first.api_key.expose_secret())
-        .json(&serde_json::json!({ "name": "chip-old" }))
+/// Creates session `name` in the container behind `endpoint`.
+async fn create_session(endpoint: &container_pool::TenantEndpoint, name: &str) {
+    let created = reqwest::Client::new()
+        .post(endpoint.base_url.join("api/sessions").unwrap())
+        .header("X-Api-Key", endpoint.api_key.expose_secret())
+        .json(&serde_json::json!({ "name": name }))
         .send()
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    f.pool.remove_tenant(&t, false).await.unwrap();
-    let second = f.pool.ensure(&t).await.unwrap();
-    assert_ne!(second.container, first.container);
-    let listed: serde_json::Value = http
-        .get(second.base_url.join("api/sessions?all=true").unwrap())
-        .header("X-Api-Key", second.api_key.expose_secret())
+}
+
+/// Every session the container behind `endpoint` knows, as JSON text.
+async fn sessions(endpoint: &container_pool::TenantEndpoint) -> String {
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(endpoint.base_url.join("api/sessions?all=true").unwrap())
+        .header("X-Api-Key", endpoint.api_key.expose_secret())
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert!(listed.to_string().contains("chip-old"), "{listed}");
+    listed.to_string()
+}
+
+/// The labels of the tenant's volumes, by name.
+async fn volume_labels(
+    f: &Fixture,
+    t: &container_pool::TenantId,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    let selector = LabelSelector::new(labels::MANAGED_BY, &f.pool.config().managed_by)
+        .and(labels::TENANT, t.as_str());
+    f.runtime
+        .list_volumes(&selector)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.name, v.labels))
+        .collect()
+}
+
+/// The same tenant (same incarnation) gets its own volume back, with its sessions.
+#[tokio::test]
+async fn a_reused_volume_brings_old_sessions_back_to_the_same_incarnation() {
+    let f = fixture();
+    let t = tenant("keeper");
+    let first = f.pool.ensure(&t).await.unwrap();
+    create_session(&first, "chip-old").await;
+    let volumes = volume_labels(&f, &t).await;
+    assert_eq!(
+        volumes["cp-keeper-0-sessions"][labels::INCARNATION],
+        f.tenants.incarnation_of(&t).as_str(),
+        "the volume is labelled with the tenant's incarnation"
+    );
+    f.pool.remove_tenant(&t, false).await.unwrap();
+    let second = f.pool.ensure(&t).await.unwrap();
+    assert_ne!(second.container, first.container);
+    let listed = sessions(&second).await;
+    assert!(listed.contains("chip-old"), "{listed}");
+}
+
+/// A tenant purged with its volume kept, then created again under the same id (a new
+/// incarnation): its volume is refused with a typed conflict, nothing is created or mounted,
+/// and the volume is left as it was (the earlier tenant, restored, still finds its sessions).
+#[tokio::test]
+async fn a_reused_tenant_id_never_mounts_the_earlier_tenants_volume() {
+    let f = fixture();
+    let t = tenant("reused");
+    let earlier = f.tenants.incarnation_of(&t);
+    let first = f.pool.ensure(&t).await.unwrap();
+    create_session(&first, "chip-of-the-earlier-customer").await;
+    f.pool.remove_tenant(&t, false).await.unwrap();
+    let before = volume_labels(&f, &t).await;
+
+    let later = f.tenants.reincarnate(&t);
+    assert_ne!(later, earlier);
+    let err = f.pool.ensure(&t).await.unwrap_err();
+    match &err {
+        Error::VolumeConflict { volume, reason } => {
+            assert_eq!(volume, "cp-reused-0-sessions");
+            assert!(
+                reason.contains(labels::INCARNATION) && reason.contains(earlier.as_str()),
+                "{reason}"
+            );
+        }
+        other => panic!("expected VolumeConflict, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+    assert_eq!(err.kind(), "volume_conflict");
+    assert!(
+        f.pool.containers(&t).await.unwrap().is_empty(),
+        "nothing was created"
+    );
+    assert_eq!(
+        volume_labels(&f, &t).await,
+        before,
+        "the volume is untouched"
+    );
+
+    // The earlier tenant (restored from a backup, say) still gets its own volume back.
+    f.tenants.restore(&t, earlier);
+    let restored = f.pool.ensure(&t).await.unwrap();
+    let listed = sessions(&restored).await;
+    assert!(listed.contains("chip-of-the-earlier-customer"), "{listed}");
+}
+
+/// The earlier tenant's container still runs (purged without removing it): the new
+/// incarnation is not handed that container either; it is removed (its volume kept) and the
+/// volume refused.
+#[tokio::test]
+async fn a_reused_tenant_id_is_not_handed_the_earlier_tenants_running_container() {
+    let f = fixture();
+    let t = tenant("running");
+    let first = f.pool.ensure(&t).await.unwrap();
+    let mut events = f.pool.subscribe();
+    f.tenants.reincarnate(&t);
+    let err = f.pool.ensure(&t).await.unwrap_err();
+    assert!(matches!(err, Error::VolumeConflict { .. }), "{err:?}");
+    assert!(matches!(
+        f.runtime.inspect(&first.container).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(f.pool.containers(&t).await.unwrap().is_empty());
+    let mut removed = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let PoolEventKind::Removed { reason } = event.kind {
+            removed.push(reason);
+        }
+    }
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(removed[0].contains("incarnation"), "{removed:?}");
+    assert_eq!(volume_labels(&f, &t).await.len(), 1, "the volume is kept");
 }
 
 #[tokio::test]
@@ -930,6 +1036,173 @@ async fn a_container_that_refuses_the_current_key_is_unauthorized_without_waitin
     );
 }
 
+/// The server at the container's address reports another worker id (another container
+/// answers there): a typed mismatch at once, and no endpoint with the tenant's key.
+#[tokio::test]
+async fn a_server_reporting_another_worker_id_is_never_handed_out() {
+    let runtime = Arc::new(
+        InMemoryRuntime::new(Arc::new(support::QuirkyLauncher::new(Quirk::WrongWorker)))
+            .with_images([IMAGE]),
+    );
+    let f = fixture_on(runtime, config(&format!("test-{}", run_id())));
+    let started = Instant::now();
+    let err = f.pool.ensure(&tenant("acme")).await.unwrap_err();
+    match &err {
+        Error::WorkerMismatch {
+            container,
+            reported,
+        } => {
+            assert_eq!(container, "cp-acme-0");
+            assert_eq!(reported, "someone-else");
+        }
+        other => panic!("expected WorkerMismatch, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "not polled until the deadline"
+    );
+}
+
+/// A server that reports no worker id (old WAHA Core) is accepted.
+#[tokio::test]
+async fn a_server_reporting_no_worker_id_is_accepted() {
+    let runtime = Arc::new(
+        InMemoryRuntime::new(Arc::new(support::QuirkyLauncher::new(Quirk::NoWorker)))
+            .with_images([IMAGE]),
+    );
+    let f = fixture_on(runtime, config(&format!("test-{}", run_id())));
+    f.pool.ensure(&tenant("acme")).await.unwrap();
+}
+
+/// A loopback port held by the returned listener, with the next `extra` ports above it free
+/// when looked at.
+fn held_port_with_free_neighbours(extra: u16) -> (std::net::TcpListener, u16) {
+    for _ in 0..100 {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        if port.checked_add(extra).is_none() {
+            continue;
+        }
+        let free =
+            (1..=extra).all(|n| std::net::TcpListener::bind(("127.0.0.1", port + n)).is_ok());
+        if free {
+            return (held, port);
+        }
+    }
+    panic!("found no loopback port with {extra} free neighbours");
+}
+
+fn host_port_range(
+    managed_by: &str,
+    range: std::ops::RangeInclusive<u16>,
+    store: Arc<dyn PortAllocationStore>,
+) -> PoolConfig {
+    let mut cfg = config(managed_by);
+    cfg.addressing = AddressingPolicy::HostPort {
+        bind: "127.0.0.1".parse().unwrap(),
+        ports: HostPorts::Range { range, store },
+    };
+    cfg
+}
+
+/// Host-port mode never allocates a port a socket on this host already holds (the container's
+/// published port could not be bound).
+#[tokio::test]
+async fn host_port_mode_skips_ports_already_bound_on_the_host() {
+    let (held, first) = held_port_with_free_neighbours(2);
+    let store = Arc::new(InMemoryPortStore::new());
+    let f = fixture_with(host_port_range(
+        &format!("test-{}", run_id()),
+        first..=first + 2,
+        store.clone(),
+    ));
+    f.pool.ensure(&tenant("a")).await.unwrap();
+    let allocations = store.allocations().await.unwrap();
+    assert_eq!(allocations["cp-a-0"], first + 1, "{allocations:?}");
+    drop(held);
+}
+
+/// A restarted pool whose store lost its allocations (an in-memory store; a file removed)
+/// never hands a port a running container holds to another one: it records the running
+/// containers' ports from their labels first. A persisted file keeps them anyway.
+#[tokio::test]
+async fn a_restarted_pool_never_reissues_a_port_a_running_container_holds() {
+    let managed_by = format!("test-{}", run_id());
+    let runtime = Arc::new(InMemoryRuntime::new(Arc::new(SimLauncher::new())).with_images([IMAGE]));
+    let range = 43000..=43009;
+    async fn addressing(f: &Fixture, name: &str) -> Option<String> {
+        f.runtime
+            .list(&LabelSelector::new(
+                labels::MANAGED_BY,
+                &f.pool.config().managed_by,
+            ))
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.label(labels::ADDRESSING).map(str::to_owned))
+    }
+    let before = fixture_on(
+        runtime.clone(),
+        host_port_range(
+            &managed_by,
+            range.clone(),
+            Arc::new(InMemoryPortStore::new()),
+        ),
+    );
+    before.pool.ensure(&tenant("a")).await.unwrap();
+    let a_port = addressing(&before, "cp-a-0").await.unwrap();
+
+    // Restart with an empty store: a's port is recorded again, and b gets another one.
+    let lost = Arc::new(InMemoryPortStore::new());
+    let after = fixture_on(
+        runtime.clone(),
+        host_port_range(&managed_by, range.clone(), lost.clone()),
+    );
+    after.pool.ensure(&tenant("b")).await.unwrap();
+    let b_port = addressing(&after, "cp-b-0").await.unwrap();
+    assert_ne!(
+        b_port, a_port,
+        "a running container's port was issued again"
+    );
+    let held = lost.allocations().await.unwrap();
+    assert_eq!(
+        format!("host:127.0.0.1:{}", held["cp-a-0"]),
+        a_port,
+        "{held:?}"
+    );
+
+    // With a file store the allocations survive the restart as they are.
+    let path = std::env::temp_dir().join(format!("cp-ports-{managed_by}.json"));
+    let _ = std::fs::remove_file(&path);
+    let file = Arc::new(container_pool::FilePortStore::new(&path));
+    let persisted = fixture_on(
+        runtime.clone(),
+        host_port_range(&managed_by, range.clone(), file.clone()),
+    );
+    persisted.pool.ensure(&tenant("c")).await.unwrap();
+    let reopened = fixture_on(
+        runtime,
+        host_port_range(
+            &managed_by,
+            range,
+            Arc::new(container_pool::FilePortStore::new(&path)),
+        ),
+    );
+    reopened.pool.ensure(&tenant("d")).await.unwrap();
+    let mut ports = std::collections::BTreeSet::new();
+    for name in ["cp-a-0", "cp-b-0", "cp-c-0", "cp-d-0"] {
+        ports.insert(addressing(&reopened, name).await.unwrap());
+    }
+    assert_eq!(
+        ports.len(),
+        4,
+        "every running container has its own port: {ports:?}"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
 #[tokio::test]
 async fn a_start_cancelled_mid_launch_does_not_wedge_the_container() {
     let launcher = Arc::new(support::QuirkyLauncher::new(Quirk::HangFirst));
@@ -1070,13 +1343,14 @@ impl ReadinessProbe for SlowProbe {
         &self,
         url: &url::Url,
         key: &container_pool::ApiKey,
+        worker_id: &str,
     ) -> Result<(), container_pool::ProbeError> {
         let ms = self.delay_ms.load(std::sync::atomic::Ordering::SeqCst);
         if ms > 0 {
             self.probing.notify_one();
         }
         tokio::time::sleep(Duration::from_millis(ms)).await;
-        self.inner.probe(url, key).await
+        self.inner.probe(url, key, worker_id).await
     }
 }
 

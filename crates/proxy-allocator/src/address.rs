@@ -47,8 +47,9 @@ impl fmt::Display for ProxyScheme {
 /// contain `:`, HTTP user names and passwords may not contain control characters, a SOCKS5
 /// user name needs a password, and SOCKS5 user names and passwords are at most 255 bytes.
 ///
-/// `Debug` redacts the password and `Display` prints only `scheme://host:port`, so an address
-/// can be logged safely.
+/// `Debug` prints the scheme, host, port and whether there are credentials (never the user
+/// name, which on a rotating gateway carries the session id, nor the password) and `Display`
+/// prints only `scheme://host:port`, so an address can be logged safely.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProxyAddress {
     scheme: ProxyScheme,
@@ -232,14 +233,16 @@ impl FromStr for ProxyAddress {
     }
 }
 
+/// Scheme, host, port and whether the address carries credentials: never the user name (a
+/// rotating gateway's user names carry the session id, and providers put account ids there)
+/// nor the password.
 impl fmt::Debug for ProxyAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProxyAddress")
             .field("scheme", &self.scheme)
             .field("host", &self.host)
             .field("port", &self.port)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("credentials", &self.username.is_some())
             .finish()
     }
 }
@@ -666,5 +669,28 @@ mod tests {
         let a = ProxyAddress::parse("http://user:hunter2@h:80").unwrap();
         assert!(!format!("{a:?}").contains("hunter2"));
         assert_eq!(a.to_string(), "http://h:80");
+    }
+
+    /// A rotating gateway's user name carries the session id (and often the account id), so
+    /// `Debug` says only whether credentials are there.
+    #[test]
+    fn debug_never_shows_the_user_name() {
+        let user = "brd-customer-hl_1234-zone-residential-session-k3x9q2m1zp";
+        let a = ProxyAddress::parse(&format!("http://{user}:hunter2@gw.example:22225")).unwrap();
+        let shown = format!("{a:?} {a:#?}");
+        for secret in [user, "k3x9q2m1zp", "hl_1234", "hunter2"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(
+            format!("{a:?}"),
+            r#"ProxyAddress { scheme: Http, host: "gw.example", port: 22225, credentials: true }"#
+        );
+        let socks = ProxyAddress::parse("socks5://acct-42:pw@[2001:db8::1]:1080").unwrap();
+        assert!(!format!("{socks:?}").contains("acct-42"));
+        let bare = ProxyAddress::parse("socks5://10.0.0.1:1080").unwrap();
+        assert_eq!(
+            format!("{bare:?}"),
+            r#"ProxyAddress { scheme: Socks5, host: "10.0.0.1", port: 1080, credentials: false }"#
+        );
     }
 }

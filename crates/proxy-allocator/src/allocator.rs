@@ -471,13 +471,42 @@ impl ProxyAllocator {
         self.proxy_address(lease).await?.waha_proxy()
     }
 
-    /// The chip's proxy history, oldest first.
+    /// The chip's proxy history, oldest first (within the store's
+    /// [`HistoryRetention`](crate::HistoryRetention)).
     pub async fn history(
         &self,
         tenant: &TenantId,
         chip: &ChipId,
     ) -> Result<Vec<ProxyHistoryEntry>, ProxyError> {
         self.store.history(tenant, chip).await
+    }
+
+    /// Removes the history entries older than the store's retention allows, as of the
+    /// allocator's clock ([`LeaseStore::prune_history`]), and returns how many went. Call it
+    /// periodically, e.g. daily; generations and leases are untouched.
+    pub async fn prune_history(&self) -> Result<u64, ProxyError> {
+        let removed = self.store.prune_history(self.clock.now()).await?;
+        if removed > 0 {
+            info!(removed, "proxy lease history pruned");
+        }
+        Ok(removed)
+    }
+
+    /// Erases the tenant's proxy data when the tenant is purged ([`LeaseStore::purge_tenant`]):
+    /// every lease of `tenant` (their endpoints' capacity is free at once) and its chips'
+    /// history; returns how many leases were removed (0 for an unknown tenant). Other tenants
+    /// are untouched, and the chips' generations are kept, so a tenant id created again never
+    /// sees a generation reused. The allocator keeps no per-tenant or per-endpoint state of
+    /// its own (endpoint load lives in the store), so there is nothing else to release.
+    ///
+    /// Call it from the host's tenant offboarding, after the tenant's chips are stopped and
+    /// before `tenant_isolation::pg::AdminDb::purge_tenant`: if that second step fails,
+    /// running both again is safe (this one then answers 0). See `docs/proxy-allocator.md`,
+    /// "Tenant purge".
+    pub async fn purge_tenant(&self, tenant: &TenantId) -> Result<u64, ProxyError> {
+        let removed = self.store.purge_tenant(tenant).await?;
+        info!(tenant = %tenant, leases = removed, "tenant's proxy leases and history purged");
+        Ok(removed)
     }
 
     /// Checks every endpoint the source offers (gateways through a throw-away session) and

@@ -13,7 +13,9 @@
 //! }
 //! ```
 //!
-//! The checks need a multi-threaded tokio runtime (the macro's tests use one).
+//! The checks need a multi-threaded tokio runtime (the macro's tests use one), and a store
+//! built with the default [`HistoryRetention`](crate::HistoryRetention) (the history checks
+//! count on its limits).
 //!
 //! [`lease_store_conformance!`]: crate::lease_store_conformance
 
@@ -39,6 +41,14 @@ use crate::source::static_list::{StaticListSource, StaticProxyEntry};
 use crate::store::LeaseStore;
 use crate::{ProxyAddress, ProxyScheme};
 
+mod purge;
+mod retention;
+
+pub use purge::purging_a_tenant_removes_only_its_leases_and_history;
+pub use retention::{
+    generations_survive_a_history_purge, history_keeps_the_newest_entries_per_chip,
+};
+
 /// Generates one `#[tokio::test]` per conformance check. The argument is an expression that,
 /// called with no arguments, returns a future of an `Arc<dyn LeaseStore>`.
 #[macro_export]
@@ -54,7 +64,9 @@ macro_rules! lease_store_conformance {
             lease_checks_are_fenced_by_generation,
             chips_without_lease_are_not_leased, parallel_allocation_respects_cap_and_stickiness,
             oversubscription_gives_exactly_the_capacity, parallel_exclusivity_keeps_tenants_apart,
-            gateway_sessions_are_distinct_and_sticky);
+            gateway_sessions_are_distinct_and_sticky, history_keeps_the_newest_entries_per_chip,
+            generations_survive_a_history_purge,
+            purging_a_tenant_removes_only_its_leases_and_history);
     };
     (@tests $make:expr; $($check:ident),*) => {
         $(

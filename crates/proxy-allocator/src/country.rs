@@ -1,4 +1,9 @@
-//! ISO 3166-1 alpha-2 country codes and the phone-prefix table used for country matching.
+//! ISO 3166-1 alpha-2 country codes, and the country of a phone number.
+//!
+//! A phone number's country comes from libphonenumber's numbering-plan metadata (the maintained
+//! `phonenumber` crate), which tells apart the countries that share a calling code: `+1` is the
+//! United States, Canada and the Caribbean, `+7` Russia and Kazakhstan, `+44` the United Kingdom,
+//! Guernsey, Jersey and the Isle of Man.
 
 use std::fmt;
 use std::str::FromStr;
@@ -70,12 +75,15 @@ impl<'de> Deserialize<'de> for CountryCode {
     }
 }
 
-/// International calling codes and the country each one is matched to.
+/// International calling codes and the country earlier releases matched each one to.
 ///
-/// Matching is by longest prefix, so `351` (Portugal) wins over `35`-anything and `1` stays
-/// the fallback for the North American Numbering Plan. Shared codes map to their largest member:
-/// `1` → `US` (Canada and the Caribbean share it), `7` → `RU` (Kazakhstan shares it). Hosts
-/// that know better pass [`crate::ChipProxyRequest::country`] explicitly, which always wins.
+/// No longer consulted: [`country_for_phone`] reads libphonenumber's metadata, which tells the
+/// members of a shared code apart (this table mapped every `+1` to `US` and every `+7` to `RU`).
+/// Kept so that code naming it still builds; it will be removed in the next breaking release.
+#[deprecated(
+    note = "country_for_phone uses libphonenumber's metadata (the phonenumber crate); this table \
+            is no longer consulted"
+)]
 pub const CALLING_CODES: &[(&str, CountryCode)] = &[
     ("1", CountryCode::from_static("US")),
     ("7", CountryCode::from_static("RU")),
@@ -141,19 +149,39 @@ pub const CALLING_CODES: &[(&str, CountryCode)] = &[
     ("972", CountryCode::from_static("IL")),
 ];
 
-/// The country of a phone number in international form, by longest calling-code prefix.
+/// The country of a phone number in international form, from libphonenumber's metadata.
 ///
 /// Accepts `+55 11 99999-9999`, `5511999999999`, `005511999999999` and WhatsApp chat ids such as
-/// `5511999999999@c.us` (separators are ignored). Returns `None` when the number is too short,
-/// contains letters, or starts with a code that is not in [`CALLING_CODES`].
+/// `5511999999999@c.us`: separators (space, `-`, `.`, parentheses) are ignored, and the number
+/// is read as international whether or not it starts with `+`. A calling code shared by
+/// several countries is resolved by the number's own digits, as libphonenumber does: `+1 416`
+/// is Canada, `+1 876` Jamaica, `+1 415` the United States, `+7 7` Kazakhstan, `+7 9` Russia.
+///
+/// Returns `None` when the number has letters or other characters, fewer than 8 or more than 15
+/// digits (E.164), no known calling code, or no single country: a number under a shared code
+/// that no member's numbering plan covers (it is not guessed to be the largest member's), or a
+/// non-geographic code such as `+800`. The first call loads the metadata (once per process).
 ///
 /// ```
 /// use proxy_allocator::{country_for_phone, CountryCode};
-/// assert_eq!(country_for_phone("+55 11 99999-9999"), Some("BR".parse().unwrap()));
-/// assert_eq!(country_for_phone("351912345678"), Some("PT".parse().unwrap()));
+/// let country = |code: &str| code.parse::<CountryCode>().ok();
+/// assert_eq!(country_for_phone("+55 11 99999-9999"), country("BR"));
+/// assert_eq!(country_for_phone("351912345678"), country("PT"));
+/// assert_eq!(country_for_phone("+1 416 234 5678"), country("CA"));
+/// assert_eq!(country_for_phone("+1 415 555 0100"), country("US"));
 /// assert_eq!(country_for_phone("not a number"), None);
 /// ```
 pub fn country_for_phone(phone: &str) -> Option<CountryCode> {
+    let digits = international_digits(phone)?;
+    let number = phonenumber::parse(None, format!("+{digits}")).ok()?;
+    let region = number.country().id().into_region()?;
+    let code: &str = region.as_ref();
+    code.parse().ok()
+}
+
+/// The digits of `phone` in international form (without `+` or a leading `00`), or `None` when
+/// it holds anything but digits and separators, or cannot be a whole E.164 number.
+fn international_digits(phone: &str) -> Option<String> {
     let number = phone.split('@').next().unwrap_or_default();
     let mut digits = String::with_capacity(number.len());
     for c in number.chars() {
@@ -163,16 +191,29 @@ pub fn country_for_phone(phone: &str) -> Option<CountryCode> {
             _ => return None,
         }
     }
-    let digits = digits.strip_prefix("00").unwrap_or(&digits);
-    // E.164: at most 15 digits; anything under 8 cannot be a full international number.
-    if !(8..=15).contains(&digits.len()) {
-        return None;
+    if digits.starts_with("00") {
+        digits.replace_range(..2, "");
     }
-    CALLING_CODES
-        .iter()
-        .filter(|(code, _)| digits.starts_with(code))
-        .max_by_key(|(code, _)| code.len())
-        .map(|(_, country)| *country)
+    // E.164: at most 15 digits; anything under 8 cannot be a full international number.
+    (8..=15).contains(&digits.len()).then_some(digits)
+}
+
+/// `phonenumber`'s `Country::id` answers `Option<Id>` in some 0.3 releases and
+/// `Result<Option<Id>, _>` in later ones; both read the same here, so either release builds.
+trait IntoRegion {
+    fn into_region(self) -> Option<phonenumber::country::Id>;
+}
+
+impl IntoRegion for Option<phonenumber::country::Id> {
+    fn into_region(self) -> Option<phonenumber::country::Id> {
+        self
+    }
+}
+
+impl<E> IntoRegion for Result<Option<phonenumber::country::Id>, E> {
+    fn into_region(self) -> Option<phonenumber::country::Id> {
+        self.ok().flatten()
+    }
 }
 
 #[cfg(test)]
@@ -184,10 +225,11 @@ mod tests {
     }
 
     #[test]
-    fn longest_prefix_wins() {
+    fn numbers_map_to_their_country() {
         assert_eq!(country_for_phone("5511999999999"), Some(cc("BR")));
         assert_eq!(country_for_phone("+1 415 555 0100"), Some(cc("US")));
-        assert_eq!(country_for_phone("447911123456"), Some(cc("GB")));
+        // libphonenumber's example UK mobile number. (`+44 7911 1...` is a Guernsey range.)
+        assert_eq!(country_for_phone("447400123456"), Some(cc("GB")));
         assert_eq!(country_for_phone("351912345678"), Some(cc("PT")));
         assert_eq!(country_for_phone("34612345678"), Some(cc("ES")));
         assert_eq!(country_for_phone("5215512345678"), Some(cc("MX")));
@@ -198,6 +240,19 @@ mod tests {
         assert_eq!(country_for_phone("5511999999999@c.us"), Some(cc("BR")));
     }
 
+    /// The hand-written prefix table this replaced matched every `+1` to the United States and
+    /// every `+7` to Russia.
+    #[test]
+    fn shared_calling_codes_are_told_apart() {
+        assert_eq!(country_for_phone("+1 416 234 5678"), Some(cc("CA")));
+        assert_eq!(country_for_phone("+1 (876) 927-1234"), Some(cc("JM")));
+        assert_eq!(country_for_phone("+7 701 123 4567"), Some(cc("KZ")));
+        assert_eq!(country_for_phone("77011234567@c.us"), Some(cc("KZ")));
+        // The larger members keep their own numbers.
+        assert_eq!(country_for_phone("+1 201 555 0123"), Some(cc("US")));
+        assert_eq!(country_for_phone("+7 912 345 6789"), Some(cc("RU")));
+    }
+
     #[test]
     fn unknown_or_malformed_numbers_have_no_country() {
         assert_eq!(country_for_phone(""), None);
@@ -205,9 +260,12 @@ mod tests {
         assert_eq!(country_for_phone("55abc9999999"), None);
         assert_eq!(country_for_phone("8881234567890"), None);
         assert_eq!(country_for_phone("1234567890123456"), None);
+        // A non-geographic code (international freephone) has no country.
+        assert_eq!(country_for_phone("+800 1234 5678"), None);
     }
 
     #[test]
+    #[allow(deprecated)]
     fn table_codes_are_unique_digits() {
         let mut seen = std::collections::HashSet::new();
         for (code, _) in CALLING_CODES {

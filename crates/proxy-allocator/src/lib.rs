@@ -47,10 +47,14 @@
 //!   [`UsernameTemplate`]), [`ChainedSource`] to combine them.
 //! - [`LeaseStore`]: [`InMemoryLeaseStore`] (always compiled) and, with the `postgres` feature,
 //!   `PostgresLeaseStore`, which survives restarts and allocates atomically across replicas.
-//!   [`conformance`] is the suite both pass.
+//!   [`conformance`] is the suite both pass. Each chip's history is kept within a
+//!   [`HistoryRetention`] (a count per chip on write, an age through
+//!   [`LeaseStore::prune_history`]); generations never depend on it.
 //! - [`ProxyAllocator`] applies the [`AllocationPolicy`]: stickiness, a cap per endpoint,
 //!   country matching ([`country_for_phone`]), optional tenant exclusivity, release on chip
-//!   deletion, rotation after repeated failures with a cooldown.
+//!   deletion, rotation after repeated failures with a cooldown, and
+//!   [`ProxyAllocator::purge_tenant`], which erases a purged tenant's leases and history
+//!   (before `AdminDb::purge_tenant`; generations are kept).
 //! - Health: [`TunnelHealthChecker`] opens an HTTP `CONNECT` or SOCKS5 tunnel through a proxy to
 //!   a target you choose and measures the latency; [`HttpEchoProbe`] reads the egress IP from an
 //!   echo URL you supply. [`ProxyAllocator::check_endpoints`] and
@@ -60,8 +64,10 @@
 //!
 //! # Secrets
 //! Passwords live in [`ProxyPassword`], whose `Debug` and `Display` print `<redacted>`.
-//! [`ProxyAddress`] shows only `scheme://host:port`; errors and log lines name proxies by
-//! endpoint id or `host:port` and never echo a URL.
+//! [`ProxyAddress`] shows only `scheme://host:port` (`Display`) or the scheme, host, port and
+//! whether there are credentials (`Debug`: never the user name, which on a gateway carries the
+//! session id); errors and log lines name proxies by endpoint id or `host:port` and never echo
+//! a URL.
 //!
 //! # Features
 //! - `postgres`: `PostgresLeaseStore` (deadpool-postgres, tokio-postgres).
@@ -78,6 +84,7 @@ mod error;
 mod health;
 mod lease;
 mod policy;
+mod retention;
 mod secret;
 mod source;
 mod store;
@@ -86,6 +93,7 @@ mod waha;
 pub use address::{ProxyAddress, ProxyScheme};
 pub use allocator::{ChipProxyRequest, EndpointCheck, FailureOutcome, LeaseCheck, ProxyAllocator};
 pub use clock::{Clock, ManualClock, SystemClock};
+#[allow(deprecated)] // `CALLING_CODES` stays exported for code that names it.
 pub use country::{CALLING_CODES, CountryCode, country_for_phone};
 pub use endpoint::{EndpointId, EndpointKind, ProxyEndpoint};
 pub use error::{CredentialProblem, NoCapacityReason, ProxyError};
@@ -99,6 +107,7 @@ pub use lease::{
     HistoryEvent, LeaseHealth, LeaseUpdate, ProxyHistoryEntry, ProxyLease, Replace,
 };
 pub use policy::{AllocationPolicy, CountryMatch};
+pub use retention::HistoryRetention;
 pub use secret::ProxyPassword;
 #[cfg(feature = "mock")]
 pub use source::MockProxySource;
@@ -111,6 +120,6 @@ pub use source::static_list::{StaticListSource, StaticProxyEntry};
 pub use store::LeaseStore;
 #[cfg(feature = "mock")]
 pub use store::MockLeaseStore;
-pub use store::memory::InMemoryLeaseStore;
+pub use store::memory::{InMemoryLeaseStore, InMemoryStoreSize};
 #[cfg(feature = "postgres")]
 pub use store::postgres::PostgresLeaseStore;

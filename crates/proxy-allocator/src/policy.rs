@@ -76,7 +76,8 @@ impl AllocationPolicy {
 /// The longest accepted [`AllocationPolicy::rotation_cooldown`].
 const MAX_ROTATION_COOLDOWN: Duration = Duration::from_secs(365 * 24 * 3600);
 
-mod secs {
+/// A `Duration` as whole seconds, for configuration files (`#[serde(with = ...)]`).
+pub(crate) mod secs {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -324,6 +324,70 @@ async fn rotation_needs_repeated_failures_and_a_cooldown() {
     );
 }
 
+/// `ProxyAllocator::prune_history` applies the store's age limit as of the allocator's clock:
+/// what is older than 90 days goes, newer history stays, and a chip deleted and created again
+/// after its history went keeps counting its generations (a late failure about its old lease
+/// is `Superseded`).
+#[tokio::test]
+async fn pruning_history_keeps_generations_and_recent_entries() {
+    let clock = Arc::new(ManualClock::new(start()));
+    let a = allocator(endpoints(&["a", "b"]), rotating(1, 0)).with_clock(clock.clone());
+    let old = ChipProxyRequest::new(tenant("acme"), chip("old"));
+    let first = a.allocate(&old).await.expect("allocates");
+    let FailureOutcome::Rotated { to: second, .. } = a
+        .report_failure(&old, first.generation)
+        .await
+        .expect("rotates")
+    else {
+        panic!("one failure rotates under this policy");
+    };
+    a.release(&old.tenant, &old.chip)
+        .await
+        .expect("release")
+        .expect("the chip held a lease");
+    assert_eq!(
+        a.prune_history().await.expect("prune"),
+        0,
+        "nothing is old yet"
+    );
+
+    clock.advance(Duration::from_secs(60 * 86_400));
+    let young = ChipProxyRequest::new(tenant("acme"), chip("young"));
+    a.allocate(&young).await.expect("allocates");
+    clock.advance(Duration::from_secs(31 * 86_400));
+    assert_eq!(
+        a.prune_history().await.expect("prune"),
+        4,
+        "the old chip's 91-day-old entries: assigned, rotated away, assigned, released"
+    );
+    assert!(
+        a.history(&old.tenant, &old.chip)
+            .await
+            .expect("history")
+            .is_empty()
+    );
+    assert_eq!(
+        a.history(&young.tenant, &young.chip)
+            .await
+            .expect("history")
+            .len(),
+        1,
+        "31 days old: kept"
+    );
+
+    let again = a.allocate(&old).await.expect("allocates again");
+    assert_eq!(again.generation, second.generation + 1);
+    assert_eq!(
+        a.report_failure(&old, second.generation)
+            .await
+            .expect("report"),
+        FailureOutcome::Superseded {
+            lease: again.clone()
+        },
+        "a late failure about the deleted chip's lease is not the new lease's"
+    );
+}
+
 /// A failure reported on a generation the chip has already left (another replica rotated it)
 /// is not counted against the new lease and rotates nothing.
 #[tokio::test]
@@ -469,6 +533,12 @@ impl LeaseStore for AnotherReplicaRotatesFirst {
         c: &ChipId,
     ) -> Result<Vec<ProxyHistoryEntry>, ProxyError> {
         self.inner.history(t, c).await
+    }
+    async fn prune_history(&self, now: SystemTime) -> Result<u64, ProxyError> {
+        self.inner.prune_history(now).await
+    }
+    async fn purge_tenant(&self, t: &TenantId) -> Result<u64, ProxyError> {
+        self.inner.purge_tenant(t).await
     }
 }
 

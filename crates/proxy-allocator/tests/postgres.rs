@@ -302,10 +302,21 @@ const LEASES_V1: MigrationId = MigrationId {
     component: "proxy-allocator",
     version: 1,
 };
-const TENANCY_V1: MigrationId = MigrationId {
-    component: "tenant-isolation",
-    version: 1,
-};
+
+/// Every migration of `sets`, in `MigrationId` order (component, then version).
+fn every_id(sets: &[MigrationSet]) -> Vec<MigrationId> {
+    let mut ids: Vec<MigrationId> = sets
+        .iter()
+        .flat_map(|set| {
+            set.migrations().iter().map(move |migration| MigrationId {
+                component: set.component(),
+                version: migration.version(),
+            })
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
 
 /// The rows of the shared migration table, `(component, version, name, checksum)`, in key order.
 async fn recorded_migrations(
@@ -326,15 +337,19 @@ async fn recorded_migrations(
         .collect()
 }
 
-/// The row the first migration of `set` is recorded as once applied.
-fn first_recorded(set: &MigrationSet) -> (String, i32, String, String) {
-    let migration = &set.migrations()[0];
-    (
-        set.component().to_owned(),
-        migration.version(),
-        migration.name().to_owned(),
-        migration.checksum(),
-    )
+/// The rows the migrations of `set` are recorded as once applied, in version order.
+fn all_recorded(set: &MigrationSet) -> Vec<(String, i32, String, String)> {
+    set.migrations()
+        .iter()
+        .map(|migration| {
+            (
+                set.component().to_owned(),
+                migration.version(),
+                migration.name().to_owned(),
+                migration.checksum(),
+            )
+        })
+        .collect()
 }
 
 /// Four replicas start at once on a fresh database: two migrate the lease store alone, two run
@@ -385,7 +400,7 @@ async fn concurrent_migrations_apply_each_version_exactly_once() {
     applied.sort_unstable();
     assert_eq!(
         applied,
-        [LEASES_V1, TENANCY_V1],
+        every_id(&[PostgresLeaseStore::MIGRATIONS, AdminDb::MIGRATIONS]),
         "each migration is applied by exactly one run"
     );
 
@@ -393,21 +408,23 @@ async fn concurrent_migrations_apply_each_version_exactly_once() {
     assert_eq!(
         recorded_migrations(&client).await,
         [
-            first_recorded(&PostgresLeaseStore::MIGRATIONS),
-            first_recorded(&AdminDb::MIGRATIONS)
-        ],
+            all_recorded(&PostgresLeaseStore::MIGRATIONS),
+            all_recorded(&AdminDb::MIGRATIONS)
+        ]
+        .concat(),
         "exactly the two components' versions are recorded"
     );
     let tables: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() \
-             AND tablename IN ('proxy_endpoints', 'proxy_leases', 'proxy_lease_history', 'tenants')",
+             AND tablename IN ('proxy_endpoints', 'proxy_leases', 'proxy_lease_history', \
+                               'proxy_chip_generations', 'tenants')",
             &[],
         )
         .await
         .expect("tables")
         .get(0);
-    assert_eq!(tables, 4, "both components' tables exist");
+    assert_eq!(tables, 5, "both components' tables exist");
     let no_own_table: bool = client
         .query_one(
             "SELECT to_regclass('proxy_allocator_migrations') IS NULL",
@@ -425,17 +442,18 @@ async fn concurrent_migrations_apply_each_version_exactly_once() {
         .await
         .expect("migrate again");
     assert!(again.applied.is_empty(), "{again:?}");
-    assert_eq!(again.already_applied, [LEASES_V1]);
+    assert_eq!(
+        again.already_applied,
+        every_id(&[PostgresLeaseStore::MIGRATIONS])
+    );
     drop(client);
     scratch.drop_db().await;
 }
 
-/// A database migrated by a build from before the shared runner (the lease tables, and version
-/// 1 in `proxy_allocator_migrations` without a checksum) upgrades cleanly: the version is
-/// adopted with the embedded checksum, nothing is applied again, a later run adopts nothing,
-/// and the store works on the tables.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_of_the_per_crate_runner_upgrades_cleanly() {
+/// A scratch database as a build from before the shared runner left it: the lease tables of
+/// version 1, recorded in `proxy_allocator_migrations` without a checksum, and `rows` (SQL run
+/// in the same transaction).
+async fn legacy_database(rows: &str) -> (scratch::ScratchDb, tokio_postgres::Client) {
     let scratch = scratch::ScratchDb::create().await;
     let client = scratch::owner_client(&scratch.url).await;
     client
@@ -446,23 +464,42 @@ async fn a_database_of_the_per_crate_runner_upgrades_cleanly() {
                  version integer PRIMARY KEY,
                  applied_at timestamptz NOT NULL DEFAULT now());
              INSERT INTO proxy_allocator_migrations (version) VALUES (1);
+             {rows}
              COMMIT;",
             PostgresLeaseStore::MIGRATIONS.migrations()[0].sql()
         ))
         .await
         .expect("the schema as the earlier build left it");
+    (scratch, client)
+}
 
+/// The versions after 1 of this crate's set: what an upgrade from the per-crate runner applies.
+fn versions_after_the_first() -> Vec<MigrationId> {
+    every_id(&[PostgresLeaseStore::MIGRATIONS])
+        .into_iter()
+        .filter(|id| id.version > 1)
+        .collect()
+}
+
+/// A database migrated by a build from before the shared runner (the lease tables, and version
+/// 1 in `proxy_allocator_migrations` without a checksum) upgrades cleanly: the version is
+/// adopted with the embedded checksum, only the later versions are applied, a later run adopts
+/// and applies nothing, and the store works on the tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_per_crate_runner_upgrades_cleanly() {
+    let (scratch, client) = legacy_database("").await;
     let store = PostgresLeaseStore::from_url(&scratch.url, 2).expect("store");
     let report = store.migrate().await.expect("upgrade");
     assert_eq!(report.adopted, [LEASES_V1], "{report:?}");
     assert_eq!(report.already_applied, [LEASES_V1], "{report:?}");
-    assert!(
-        report.applied.is_empty(),
-        "nothing is applied again: {report:?}"
+    assert_eq!(
+        report.applied,
+        versions_after_the_first(),
+        "version 1 is not applied again: {report:?}"
     );
     assert_eq!(
         recorded_migrations(&client).await,
-        [first_recorded(&PostgresLeaseStore::MIGRATIONS)]
+        all_recorded(&PostgresLeaseStore::MIGRATIONS)
     );
     let again = store.migrate().await.expect("migrate again");
     assert!(
@@ -491,6 +528,125 @@ async fn a_database_of_the_per_crate_runner_upgrades_cleanly() {
         matches!(allocation, Allocation::Created(_)),
         "{allocation:?}"
     );
+    drop((store, client));
+    scratch.drop_db().await;
+}
+
+/// Migration 2 fills `proxy_chip_generations` from what earlier builds wrote (the history and
+/// the leases), so that from then on the history may be pruned, or even deleted by hand,
+/// without a chip ever getting a generation again: a released chip continues from its last
+/// lease, a leased one that an earlier build had restarted at generation 1 moves past the
+/// released generation 2, and a lease whose history is gone keeps its own generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_2_keeps_every_generation_earlier_builds_handed_out() {
+    let tenant = TenantId::generate();
+    let history = |chip: &str, endpoint: &str, generation: i64, event: &str| {
+        format!(
+            "INSERT INTO proxy_lease_history \
+                 (tenant_id, chip_id, at, endpoint_id, session_id, generation, event) \
+             VALUES ('{tenant}', '{chip}', now(), '{endpoint}', NULL, {generation}, \
+                     '{{\"kind\":\"{event}\"}}');"
+        )
+    };
+    let lease = |chip: &str, endpoint: &str, generation: i64| {
+        format!(
+            "INSERT INTO proxy_leases (tenant_id, chip_id, endpoint_id, generation, assigned_at) \
+             VALUES ('{tenant}', '{chip}', '{endpoint}', {generation}, now());"
+        )
+    };
+    let rows = [
+        "INSERT INTO proxy_endpoints (id) VALUES ('e1'), ('e2'), ('e3');".to_owned(),
+        // Released after a rotation: generations 1 and 2, no lease.
+        history("released", "e1", 1, "assigned"),
+        history("released", "e2", 2, "assigned"),
+        history("released", "e2", 2, "released"),
+        // Released at 2, then restarted at 1 by an earlier build: history up to 2, lease at 1.
+        history("restarted", "e1", 2, "assigned"),
+        history("restarted", "e1", 2, "released"),
+        history("restarted", "e1", 1, "assigned"),
+        lease("restarted", "e1", 1),
+        // A lease at 5 whose history was deleted by hand.
+        lease("bare", "e3", 5),
+    ]
+    .concat();
+    let (scratch, client) = legacy_database(&rows).await;
+    let store = PostgresLeaseStore::from_url(&scratch.url, 2).expect("store");
+    let report = store.migrate().await.expect("upgrade");
+    assert_eq!(report.applied, versions_after_the_first(), "{report:?}");
+    let mut counters: Vec<(String, i64)> = client
+        .query(
+            "SELECT chip_id, last_generation FROM proxy_chip_generations WHERE tenant_id = $1",
+            &[&tenant.as_str()],
+        )
+        .await
+        .expect("counters")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    counters.sort();
+    assert_eq!(
+        counters,
+        [
+            ("bare".to_owned(), 5),
+            ("released".to_owned(), 2),
+            ("restarted".to_owned(), 2)
+        ]
+    );
+
+    // From here on the history may go (a prune, or by hand): generations do not depend on it.
+    client
+        .execute("DELETE FROM proxy_lease_history", &[])
+        .await
+        .expect("history deleted");
+    let candidate = |endpoint: &str| Candidate {
+        endpoint: endpoint.parse().expect("id"),
+        tier: 0,
+        cap: 10,
+        exclusive: false,
+        session_id: None,
+        country: None,
+    };
+    let allocate = |chip: &str, endpoint: &str, replace: Option<u64>| AllocationRequest {
+        tenant: tenant.clone(),
+        chip: ChipId::new(chip).expect("chip"),
+        candidates: vec![candidate(endpoint)],
+        replace: replace.map(|generation| proxy_allocator::Replace {
+            generation,
+            reason: "test".into(),
+        }),
+        now: std::time::SystemTime::now(),
+    };
+    let released = store
+        .allocate(allocate("released", "e1", None))
+        .await
+        .expect("allocates");
+    assert!(matches!(released, Allocation::Created(_)), "{released:?}");
+    assert_eq!(
+        released.lease().generation,
+        3,
+        "continues past generation 2"
+    );
+    let restarted = store
+        .allocate(allocate("restarted", "e2", Some(1)))
+        .await
+        .expect("rotates");
+    assert!(matches!(restarted, Allocation::Rotated(_)), "{restarted:?}");
+    assert_eq!(
+        restarted.lease().generation,
+        3,
+        "moves past the released generation 2, not to it"
+    );
+    let bare = ChipId::new("bare").expect("chip");
+    store
+        .release(&tenant, &bare, std::time::SystemTime::now())
+        .await
+        .expect("release")
+        .expect("the chip held a lease");
+    let again = store
+        .allocate(allocate("bare", "e3", None))
+        .await
+        .expect("allocates");
+    assert_eq!(again.lease().generation, 6);
     drop((store, client));
     scratch.drop_db().await;
 }
@@ -616,7 +772,9 @@ async fn a_lost_first_allocation_returns_the_winner_on_a_one_connection_pool() {
 /// new leases move past every generation they hold. Earlier builds restarted a chip at
 /// generation 1 after a release, so a chip may hold generation 1 while its history already
 /// records generation 2 (its released lease): rotating it must not hand out 2 again, or a late
-/// report about the released lease would count against the new one.
+/// report about the released lease would count against the new one. (The rows are written after
+/// migration 2 ran, so the chip has no `proxy_chip_generations` row: its first new generation
+/// also looks past its history and its lease.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_written_by_earlier_builds_continue_past_their_history() {
     let run = run();

@@ -11,3 +11,13 @@ fn the_postgres_suite_needs_the_postgres_feature() {
          (a PostgreSQL server is required; run scripts/test-env.sh first)"
     );
 }
+
+/// The same guard for the mock test in tests/allocator.rs, which needs the `mock` feature.
+#[cfg(not(feature = "mock"))]
+#[test]
+fn the_mock_suite_needs_the_mock_feature() {
+    panic!(
+        "the `mock` test (tests/allocator.rs) was not built: run \
+         `cargo test -p proxy-allocator --all-features`"
+    );
+}

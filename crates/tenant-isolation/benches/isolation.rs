@@ -3,10 +3,18 @@
 //!
 //! Needs PostgreSQL (`DATABASE_URL`, `APP_DATABASE_URL`, same defaults as the tests).
 //! Run: `cargo bench -p tenant-isolation --all-features --bench isolation -- --warm-up-time 1 --measurement-time 3`
+//!
+//! Besides criterion's groups, a `cargo bench` run prints one line comparing the two read
+//! transactions (`tenant_read_transaction/scoped_rls` vs `plain_no_rls`) measured in
+//! alternating blocks, so that drift of a shared machine between criterion's separate
+//! measurement windows does not end up in the ratio. To run only the read figures, add the
+//! filter `tenant_read` after `--` (the reservations groups are then skipped; the ratio line
+//! is still printed).
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
@@ -123,6 +131,82 @@ fn single_pool(url: &str) -> Pool {
 const READ: &str = "SELECT key, value, version FROM tenant_records WHERE tenant_id = $1 AND kind = 'bench' AND key = $2";
 const READ_PLAIN: &str = "SELECT key, value, version FROM bench_plain_records WHERE tenant_id = $1 AND kind = 'bench' AND key = $2";
 
+/// One tenant-scoped read transaction: `TenantDb::scoped` (`BEGIN` + tenant setting), the
+/// `SELECT` under RLS, `commit` (`COMMIT; RESET ALL`).
+async fn scoped_read(db: &TenantDb, tenant: &TenantId, key: &str) {
+    let tx = db.scoped(tenant).await.unwrap();
+    black_box(tx.query_opt(READ, &[&tenant.as_str(), &key]).await.unwrap());
+    tx.commit().await.unwrap();
+}
+
+/// The same read without RLS, the baseline: `BEGIN`, the `SELECT` on the RLS-free copy,
+/// `COMMIT`.
+async fn plain_read(plain: &Pool, tenant: &TenantId, key: &str) {
+    let conn = plain.get().await.unwrap();
+    conn.batch_execute("BEGIN").await.unwrap();
+    let statement = conn.prepare_cached(READ_PLAIN).await.unwrap();
+    black_box(
+        conn.query_opt(&statement, &[&tenant.as_str(), &key])
+            .await
+            .unwrap(),
+    );
+    conn.batch_execute("COMMIT").await.unwrap();
+}
+
+/// Measures both read transactions in alternating blocks (the order flips every round) and
+/// prints reads/s for each and the ratio scoped / plain (the median of the rounds' ratios).
+fn print_read_transaction_ratio(
+    rt: &tokio::runtime::Runtime,
+    db: &TenantDb,
+    plain: &Pool,
+    tenant: &TenantId,
+    key: &str,
+) {
+    const ROUNDS: usize = 9;
+    const BLOCK: u32 = 400;
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    let mut scoped_total = Duration::ZERO;
+    let mut plain_total = Duration::ZERO;
+    rt.block_on(async {
+        for round in 0..ROUNDS {
+            let mut scoped_time = Duration::ZERO;
+            let mut plain_time = Duration::ZERO;
+            let scoped_first = round % 2 == 0;
+            for scoped in [scoped_first, !scoped_first] {
+                let started = Instant::now();
+                for _ in 0..BLOCK {
+                    if scoped {
+                        scoped_read(db, tenant, key).await;
+                    } else {
+                        plain_read(plain, tenant, key).await;
+                    }
+                }
+                if scoped {
+                    scoped_time = started.elapsed();
+                } else {
+                    plain_time = started.elapsed();
+                }
+            }
+            // Same number of reads in both blocks: reads/s scoped ÷ reads/s plain.
+            ratios.push(plain_time.as_secs_f64() / scoped_time.as_secs_f64());
+            scoped_total += scoped_time;
+            plain_total += plain_time;
+        }
+    });
+    ratios.sort_by(f64::total_cmp);
+    let reads = f64::from(BLOCK) * ROUNDS as f64;
+    println!(
+        "tenant_read_transaction interleaved ({ROUNDS} rounds of {BLOCK} reads each): \
+         scoped_rls {:.0} reads/s, plain_no_rls {:.0} reads/s, \
+         scoped/plain {:.3} (median of rounds; min {:.3}, max {:.3})",
+        reads / scoped_total.as_secs_f64(),
+        reads / plain_total.as_secs_f64(),
+        ratios[ROUNDS / 2],
+        ratios[0],
+        ratios[ROUNDS - 1],
+    );
+}
+
 fn scoped_reads(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (admin, db, plain, tenant) = rt.block_on(async {
@@ -165,26 +249,16 @@ fn scoped_reads(c: &mut Criterion) {
     let mut group = c.benchmark_group("tenant_read_transaction");
     group.throughput(Throughput::Elements(1));
     group.bench_function("scoped_rls", |b| {
-        b.to_async(&rt).iter(|| async {
-            let tx = db.scoped(&tenant).await.unwrap();
-            black_box(tx.query_opt(READ, &[&tenant.as_str(), &key]).await.unwrap());
-            tx.commit().await.unwrap();
-        })
+        b.to_async(&rt).iter(|| scoped_read(&db, &tenant, key))
     });
     group.bench_function("plain_no_rls", |b| {
-        b.to_async(&rt).iter(|| async {
-            let conn = plain.get().await.unwrap();
-            conn.batch_execute("BEGIN").await.unwrap();
-            let statement = conn.prepare_cached(READ_PLAIN).await.unwrap();
-            black_box(
-                conn.query_opt(&statement, &[&tenant.as_str(), &key])
-                    .await
-                    .unwrap(),
-            );
-            conn.batch_execute("COMMIT").await.unwrap();
-        })
+        b.to_async(&rt).iter(|| plain_read(&plain, &tenant, key))
     });
     group.finish();
+    // Only in a real `cargo bench` run (criterion's own test mode runs each routine once).
+    if std::env::args().any(|arg| arg == "--bench") {
+        print_read_transaction_ratio(&rt, &db, &plain, &tenant, key);
+    }
 
     let mut group = c.benchmark_group("tenant_read_query");
     group.throughput(Throughput::Elements(1));

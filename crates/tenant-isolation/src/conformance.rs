@@ -51,6 +51,7 @@ pub async fn tenant_directory(directory: Arc<dyn TenantDirectory>) {
     directory_status_transitions(directory.as_ref()).await;
     directory_updates_limits_and_secrets(directory.as_ref()).await;
     directory_lists_tenants(directory.as_ref()).await;
+    directory_keeps_incarnations(directory.as_ref()).await;
 }
 
 /// Runs every quota check, including the 50-for-10 race.

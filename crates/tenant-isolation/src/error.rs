@@ -114,14 +114,30 @@ pub enum Error {
         detail: String,
     },
     /// The database role of a tenant-scoped pool could see other tenants' rows (it owns the
-    /// tables, is a superuser, bypasses RLS, or is covered by the admin policy). Connect the
-    /// application as a role that owns nothing.
+    /// tables, is a superuser, bypasses RLS, is a member (directly or through other roles) of
+    /// a superuser or `BYPASSRLS` role, or is covered by the admin policy). Connect the
+    /// application as a role that owns nothing and belongs to no such role.
     #[error("database role {role:?} is unsafe for tenant-scoped access: {reason}")]
     UnsafeDatabaseRole {
         /// The role.
         role: String,
         /// Why it is unsafe.
         reason: String,
+    },
+    /// A table that tenant-scoped access relies on (tenant-isolation's `tenants`, or a table a
+    /// registered migration set declares tenant-scoped with
+    /// [`MigrationSet::tenant_tables`](crate::pg::MigrationSet::tenant_tables)) is missing or
+    /// not protected by row-level security, so the application role could read or write other
+    /// tenants' rows through it. Tenant-scoped access is refused until the schema is fixed (run
+    /// the migrations; restore `ENABLE`/`FORCE ROW LEVEL SECURITY`).
+    #[error(
+        "table {table:?} is declared tenant-scoped but {problem}; tenant-scoped access is refused"
+    )]
+    UnprotectedTable {
+        /// The table.
+        table: String,
+        /// What is wrong with it.
+        problem: RowSecurityProblem,
     },
     /// A schema migration failed, or an applied migration differs from the embedded one
     /// ([`MigrationProblem::Edited`]). Nothing of the run was applied (one transaction).
@@ -193,6 +209,7 @@ impl Error {
             Error::VersionConflict { .. } => "version_conflict",
             Error::RowSecurityViolation { .. } => "row_security_violation",
             Error::UnsafeDatabaseRole { .. } => "unsafe_database_role",
+            Error::UnprotectedTable { .. } => "unprotected_table",
             Error::Migration { .. } => "migration",
             Error::CorruptData { .. } => "corrupt_data",
             Error::TransactionAborted { .. } => "transaction_aborted",
@@ -261,6 +278,32 @@ pub enum MigrationProblem {
     Refused(#[source] DatabaseError),
 }
 
+/// Why [`Error::UnprotectedTable`] was returned: what a tenant-scoped table lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RowSecurityProblem {
+    /// The table does not exist in the current schema (the migrations that create it have not
+    /// run on this database).
+    Missing,
+    /// Row-level security is not enabled on it: every row is visible to every role with access.
+    NotEnabled,
+    /// Row-level security is enabled but not forced: the table's owner (and its members) are
+    /// exempt from the policies.
+    NotForced,
+}
+
+impl fmt::Display for RowSecurityProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RowSecurityProblem::Missing => "it does not exist in the current schema",
+            RowSecurityProblem::NotEnabled => "row-level security is not enabled on it",
+            RowSecurityProblem::NotForced => {
+                "row-level security is enabled but not forced on it (its owner is exempt)"
+            }
+        })
+    }
+}
+
 /// Clips untrusted input for inclusion in an error message.
 pub(crate) fn clip(input: &str) -> String {
     const MAX: usize = 64;
@@ -291,6 +334,8 @@ pub enum IdKind {
     RecordKey,
     /// A PostgreSQL role name.
     Role,
+    /// A tenant [`Incarnation`](crate::Incarnation).
+    Incarnation,
 }
 
 impl fmt::Display for IdKind {
@@ -303,6 +348,7 @@ impl fmt::Display for IdKind {
             IdKind::RecordKind => "record kind",
             IdKind::RecordKey => "record key",
             IdKind::Role => "role name",
+            IdKind::Incarnation => "tenant incarnation",
         })
     }
 }

@@ -1,4 +1,4 @@
-//! `TenantId` and `ChipId`: small, validated, cheap to clone.
+//! `TenantId`, `ChipId` and a tenant's `Incarnation`: small, validated, cheap to clone.
 
 use std::fmt;
 use std::str::FromStr;
@@ -189,13 +189,178 @@ impl TenantId {
 impl ChipId {
     /// A fresh chip id: a lower-case ULID (time-ordered, 26 characters).
     pub fn generate() -> Self {
-        ChipId(ulid::Ulid::new().to_string().to_ascii_lowercase())
+        ChipId(ulid::Ulid::generate().to_string().to_ascii_lowercase())
+    }
+}
+
+/// Which life of a tenant id this is: an id minted when the tenant is created, stored with it,
+/// and never changed while the tenant exists (status, limits and secret changes keep it).
+///
+/// A host that purges a tenant and later creates one under the same [`TenantId`] gets a new
+/// incarnation ([`NewTenant::new`](crate::NewTenant::new) mints one), so anything labelled with
+/// the old one (a container volume holding the old customer's WhatsApp logins, say) can be told
+/// apart and refused. Restoring a tenant from a backup keeps its incarnation
+/// ([`NewTenant::with_incarnation`](crate::NewTenant::with_incarnation)).
+///
+/// [`Incarnation::generate`] returns a ULID (26 characters, upper-case Crockford base-32).
+/// [`Incarnation::parse`] accepts 1 to 64 characters of `A-Z`, `a-z`, `0-9` and `-` (so the
+/// UUIDs PostgreSQL filled in for tenants created before incarnations existed parse too).
+///
+/// ```
+/// use tenant_isolation::Incarnation;
+/// let minted = Incarnation::generate();
+/// assert_eq!(minted.as_str().len(), 26);
+/// assert_ne!(minted, Incarnation::generate());
+/// let restored: Incarnation = minted.as_str().parse()?;
+/// assert_eq!(restored, minted);
+/// assert!(Incarnation::parse("a_b").is_err());
+/// # Ok::<(), tenant_isolation::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Incarnation(String);
+
+impl Incarnation {
+    /// The maximum length in characters.
+    pub const MAX_LEN: usize = 64;
+
+    /// A fresh incarnation: a ULID (time-ordered, 26 characters).
+    pub fn generate() -> Self {
+        Incarnation(ulid::Ulid::generate().to_string())
+    }
+
+    /// Validates and wraps a stored or restored incarnation.
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`] with [`IdKind::Incarnation`] when the input is empty, longer than
+    /// 64 characters, or has a character outside `A-Z`, `a-z`, `0-9`, `-`.
+    pub fn parse(input: &str) -> Result<Self, Error> {
+        Self::checked(input).map_err(|reason| Error::invalid_id(IdKind::Incarnation, input, reason))
+    }
+
+    fn checked(input: &str) -> Result<Self, IdRejection> {
+        if input.is_empty() {
+            return Err(IdRejection::Empty);
+        }
+        let len = input.chars().count();
+        if len > Self::MAX_LEN {
+            return Err(IdRejection::TooLong {
+                len,
+                max: Self::MAX_LEN,
+            });
+        }
+        if let Some((at, ch)) = input
+            .chars()
+            .enumerate()
+            .find(|(_, ch)| !(ch.is_ascii_alphanumeric() || *ch == '-'))
+        {
+            return Err(IdRejection::InvalidChar {
+                ch,
+                at,
+                allowed: "A-Z, a-z, 0-9 and '-'",
+            });
+        }
+        Ok(Incarnation(input.to_owned()))
+    }
+
+    /// The incarnation as a string slice (e.g. for a container volume label).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Incarnation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Incarnation {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::parse(s)
+    }
+}
+
+impl AsRef<str> for Incarnation {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for Incarnation {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Incarnation {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn incarnations_are_minted_fresh_and_parse_back() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100 {
+            let minted = Incarnation::generate();
+            assert_eq!(minted.as_str().len(), 26, "a ULID");
+            assert_eq!(Incarnation::parse(minted.as_str()).unwrap(), minted);
+            assert_eq!(minted.to_string(), minted.as_str());
+            assert!(seen.insert(minted), "every incarnation is new");
+        }
+        // What PostgreSQL filled in for tenants from before incarnations.
+        Incarnation::parse("0f531ded-c090-4c35-a4fb-7d4528c5808a").unwrap();
+        Incarnation::parse(&"A".repeat(64)).unwrap();
+    }
+
+    #[test]
+    fn incarnation_refusals_are_typed() {
+        let reason = |input: &str| match Incarnation::parse(input) {
+            Err(Error::InvalidId {
+                kind: IdKind::Incarnation,
+                reason,
+                ..
+            }) => reason,
+            other => panic!("expected an invalid incarnation, got {other:?}"),
+        };
+        assert_eq!(reason(""), IdRejection::Empty);
+        assert_eq!(
+            reason(&"a".repeat(65)),
+            IdRejection::TooLong { len: 65, max: 64 }
+        );
+        assert!(matches!(
+            reason("a_b"),
+            IdRejection::InvalidChar { ch: '_', at: 1, .. }
+        ));
+        assert!(matches!(
+            reason("ab c"),
+            IdRejection::InvalidChar { ch: ' ', at: 2, .. }
+        ));
+        assert!(matches!(
+            reason("é"),
+            IdRejection::InvalidChar {
+                ch: 'é', at: 0, ..
+            }
+        ));
+        assert!("x/y".parse::<Incarnation>().is_err());
+    }
+
+    #[test]
+    fn incarnation_serde_validates() {
+        let minted = Incarnation::generate();
+        let json = serde_json::to_string(&minted).unwrap();
+        assert_eq!(json, format!("\"{minted}\""));
+        assert_eq!(serde_json::from_str::<Incarnation>(&json).unwrap(), minted);
+        assert!(serde_json::from_str::<Incarnation>("\"../x\"").is_err());
+        assert!(serde_json::from_str::<Incarnation>("\"\"").is_err());
+    }
 
     #[test]
     fn generated_ids_are_valid() {

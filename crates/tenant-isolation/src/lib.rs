@@ -6,7 +6,8 @@
 //!   54 characters, parseable back for webhook routing; foreign names such as `default` or
 //!   `test_1` are refused with a typed error).
 //! - **Tenant directory.** [`TenantDirectory`]: status (active, suspended, deleted), plan
-//!   limits, and secrets as redacting types ([`ApiKey`], [`HmacKey`]).
+//!   limits, secrets as redacting types ([`ApiKey`], [`HmacKey`]), and an [`Incarnation`]
+//!   minted at creation that tells a re-created tenant from an earlier one with the same id.
 //! - **Quotas and admission.** [`QuotaLedger`]: atomic check-and-reserve; racing callers never
 //!   push a tenant past a limit, and the loser gets [`Error::QuotaExceeded`] naming it.
 //! - **Pacing.** [`SendPacer`]: token buckets per tenant and per chip, a warm-up curve for new
@@ -78,9 +79,11 @@ pub use directory::memory::MemoryTenantDirectory;
 pub use directory::{TenantDirectory, require_active};
 #[cfg(feature = "postgres")]
 pub use error::DatabaseError;
-pub use error::{Error, IdKind, IdRejection, MigrationProblem, SessionNameRejection};
+pub use error::{
+    Error, IdKind, IdRejection, MigrationProblem, RowSecurityProblem, SessionNameRejection,
+};
 pub use fleet_vocab::metadata;
-pub use id::{ChipId, TenantId};
+pub use id::{ChipId, Incarnation, TenantId};
 pub use namespace::{MAX_CACHE_KEY, MAX_STORE_NAME, ScopedName, StoreKind, TenantNamespace};
 #[cfg(feature = "mock")]
 pub use pacing::MockSendPacer;

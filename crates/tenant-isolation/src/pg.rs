@@ -9,7 +9,10 @@
 //!   policy that the migration grants to the admin role.
 //! - [`TenantDb`] connects as the application role (`APP_DATABASE_URL`, default
 //!   `chipfleet_app`), which owns nothing. Its only way to run a statement is
-//!   [`TenantDb::scoped`], which opens a transaction and sets `app.tenant_id` first.
+//!   [`TenantDb::scoped`], which opens a transaction and sets `app.tenant_id` first. Before
+//!   use, [`TenantDb::verify_role`] (or [`TenantDb::verify_role_with`] and the other
+//!   components' sets) checks that the role cannot bypass row-level security and that every
+//!   tenant table has it enabled and forced.
 //!
 //! The PostgreSQL stack of the workspace lives here, and other crates build on it rather than
 //! keeping their own: [`build_pool`] and [`PoolOptions`] (clean recycling), the migration runner
@@ -30,6 +33,7 @@ mod directory;
 mod migrations;
 mod quota;
 mod records;
+mod role_check;
 mod tenant_db;
 
 pub use admin_db::AdminDb;

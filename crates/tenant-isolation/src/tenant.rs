@@ -1,4 +1,4 @@
-//! A tenant: status, plan limits and secrets.
+//! A tenant: incarnation, status, plan limits and secrets.
 
 use std::fmt;
 use std::str::FromStr;
@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::{ApiKey, HmacKey, QuotaLimit, TenantId};
+use crate::{ApiKey, HmacKey, Incarnation, QuotaLimit, TenantId};
 
 /// Whether a tenant may operate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -139,6 +139,9 @@ impl TenantSecrets {
 pub struct NewTenant {
     /// The new tenant's id.
     pub id: TenantId,
+    /// Its incarnation: freshly minted by [`NewTenant::new`]; set by
+    /// [`NewTenant::with_incarnation`] only to restore a tenant from a backup.
+    pub incarnation: Incarnation,
     /// Its plan limits.
     pub limits: PlanLimits,
     /// Its secrets.
@@ -146,12 +149,25 @@ pub struct NewTenant {
 }
 
 impl NewTenant {
-    /// A new tenant from its parts.
+    /// A new tenant from its parts, with a freshly minted [`Incarnation`]: a tenant created
+    /// again under the id of a purged one is a new incarnation, and nothing labelled with the
+    /// old one is its.
     pub fn new(id: TenantId, limits: PlanLimits, secrets: TenantSecrets) -> Self {
         NewTenant {
             id,
+            incarnation: Incarnation::generate(),
             limits,
             secrets,
+        }
+    }
+
+    /// The same, with the given incarnation instead of a fresh one: for a host restoring a
+    /// tenant (and its volumes) from a backup, which is the same life of the tenant. Never use
+    /// it to give a new customer an earlier tenant's incarnation.
+    pub fn with_incarnation(self, incarnation: Incarnation) -> Self {
+        NewTenant {
+            incarnation,
+            ..self
         }
     }
 }
@@ -162,6 +178,10 @@ impl NewTenant {
 pub struct Tenant {
     /// Its id.
     pub id: TenantId,
+    /// Which life of `id` this is: minted when the tenant was created and never changed while
+    /// it exists. Label what belongs to this tenant outside the directory (container volumes)
+    /// with [`Incarnation::as_str`], and refuse what carries another one.
+    pub incarnation: Incarnation,
     /// Whether it may operate.
     pub status: TenantStatus,
     /// Its plan limits.
@@ -171,15 +191,17 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    /// A tenant with the given status (for backends and test doubles).
+    /// A tenant with the given incarnation and status (for backends and test doubles).
     pub fn new(
         id: TenantId,
+        incarnation: Incarnation,
         status: TenantStatus,
         limits: PlanLimits,
         secrets: TenantSecrets,
     ) -> Self {
         Tenant {
             id,
+            incarnation,
             status,
             limits,
             secrets,
@@ -233,12 +255,24 @@ mod tests {
         let hmac = secrets.webhook_hmac_key.expose_secret().to_owned();
         let tenant = Tenant::new(
             TenantId::new("acme").unwrap(),
+            Incarnation::generate(),
             TenantStatus::Active,
             PlanLimits::new(1, 1, 1),
             secrets,
         );
         let text = format!("{tenant:?} {tenant:#?}");
         assert!(!text.contains(&raw) && !text.contains(&hmac), "{text}");
+    }
+
+    #[test]
+    fn new_tenants_get_fresh_incarnations_unless_restored() {
+        let id = TenantId::new("acme").unwrap();
+        let limits = PlanLimits::new(1, 1, 1);
+        let first = NewTenant::new(id.clone(), limits, TenantSecrets::generate().unwrap());
+        let again = NewTenant::new(id, limits, TenantSecrets::generate().unwrap());
+        assert_ne!(first.incarnation, again.incarnation);
+        let restored = again.with_incarnation(first.incarnation.clone());
+        assert_eq!(restored.incarnation, first.incarnation);
     }
 
     #[test]

@@ -425,3 +425,46 @@ fn bad_settings_are_refused() {
     assert!(WarmupCurve::new(vec![40, 20]).is_err());
     assert_eq!(WarmupCurve::flat(5).unwrap().per_day(100), 5);
 }
+
+/// 10,000 chips of 1,000 tenants go through the pacer a second apart: each is announced as an
+/// old number, sends once and is deleted (`forget_chip`). Afterwards the pacer holds no chip,
+/// and at any time only the buckets of the tenants that sent within about one refill period
+/// (20 s by default), not one per tenant that ever sent: an idle tenant's bucket is full again,
+/// so dropping it changes nothing.
+#[tokio::test]
+async fn many_chips_leave_a_bounded_pacer() {
+    let clock = ManualClock::new(start());
+    let pacer = MemorySendPacer::new(no_spacing(), Arc::new(clock.clone())).unwrap();
+    let mut peak_tenants = 0;
+    for n in 0..10_000 {
+        let tenant = TenantId::new(format!("t{}", n / 10)).unwrap();
+        let chip = ChipId::new(format!("c{n}")).unwrap();
+        pacer
+            .chip_activated(&tenant, &chip, clock.now() - 30 * DAY)
+            .await
+            .unwrap();
+        assert!(matches!(
+            pacer.acquire(&tenant, &chip).await.unwrap(),
+            Pace::Go { .. }
+        ));
+        pacer.forget_chip(&tenant, &chip).await.unwrap();
+        peak_tenants = peak_tenants.max(pacer.tracked_tenants());
+        clock.advance(Duration::from_secs(1));
+    }
+    assert_eq!(pacer.tracked_chips(), 0, "deleted chips are forgotten");
+    // Ten seconds of sends per tenant, and a sweep at least every 20 s.
+    assert!(
+        peak_tenants <= 5,
+        "idle tenant buckets are dropped: {peak_tenants} held at once"
+    );
+
+    // A minute later, the next send sweeps every idle bucket away.
+    clock.advance(Duration::from_secs(60));
+    let (t, a, _) = ids();
+    assert!(matches!(
+        pacer.acquire(&t, &a).await.unwrap(),
+        Pace::Go { .. }
+    ));
+    assert_eq!(pacer.tracked_tenants(), 1, "only the tenant that just sent");
+    assert_eq!(pacer.tracked_chips(), 1);
+}

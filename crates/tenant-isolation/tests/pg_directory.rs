@@ -6,7 +6,9 @@ mod pg_support;
 
 use pg_support::scratch::{ScratchDb, owner_client};
 use tenant_isolation::pg::{AdminDb, MigrationConfig, PgTenantDirectory};
-use tenant_isolation::{Error, PlanLimits, TenantDirectory, TenantSecrets, TenantStatus};
+use tenant_isolation::{
+    Error, NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets, TenantStatus,
+};
 
 /// A stored secret written around the crate (with a control character: no key can hold one) makes `set_limits` fail
 /// with `CorruptData`, and the limits stay as they were; `set_secrets` is the repair. Runs in a
@@ -72,7 +74,7 @@ async fn a_change_to_a_corrupt_tenant_is_rolled_back() {
 #[tokio::test]
 async fn changes_to_missing_or_deleted_tenants_say_which() {
     let directory = pg_support::directory().await;
-    let missing = tenant_isolation::TenantId::generate();
+    let missing = TenantId::generate();
     assert!(matches!(
         directory
             .set_limits(&missing, PlanLimits::new(1, 1, 1))
@@ -94,4 +96,51 @@ async fn changes_to_missing_or_deleted_tenants_say_which() {
             .await,
         Err(Error::TenantDeleted { .. })
     ));
+}
+
+/// Ids are never reused, except after `AdminDb::purge_tenant` erased the tenant: a tenant
+/// created again under a purged id is a new incarnation, so nothing labelled with the old one
+/// (its container volume) is taken for the new tenant's. The tenant-scoped view of a tenant
+/// carries the same incarnation as the directory.
+#[tokio::test]
+async fn a_tenant_created_again_after_a_purge_is_a_new_incarnation() {
+    let admin = pg_support::admin().await;
+    let directory = PgTenantDirectory::new(admin.clone());
+    let id = TenantId::generate();
+    let limits = PlanLimits::new(1, 1, 1);
+    let first = directory
+        .create(NewTenant::new(
+            id.clone(),
+            limits,
+            TenantSecrets::generate().unwrap(),
+        ))
+        .await
+        .unwrap();
+    let db = pg_support::app().await;
+    let tx = db.scoped(&id).await.unwrap();
+    assert_eq!(
+        tx.tenant_record().await.unwrap().incarnation,
+        first.incarnation,
+        "the tenant-scoped view reads the stored incarnation"
+    );
+    tx.commit().await.unwrap();
+
+    assert!(admin.purge_tenant(&id).await.unwrap(), "the tenant existed");
+    let again = directory
+        .create(NewTenant::new(
+            id.clone(),
+            limits,
+            TenantSecrets::generate().unwrap(),
+        ))
+        .await
+        .expect("a purged id can be created again");
+    assert_ne!(
+        again.incarnation, first.incarnation,
+        "a tenant created again after a purge is a new incarnation"
+    );
+    assert_eq!(
+        directory.get(&id).await.unwrap().incarnation,
+        again.incarnation
+    );
+    assert!(admin.purge_tenant(&id).await.unwrap());
 }

@@ -185,7 +185,17 @@ async fn without_a_tenant_the_app_role_sees_and_writes_nothing() {
             &[&a.as_str()],
         )
         .await;
-    assert!(insert.is_err(), "no tenant set, no insert");
+    let err = insert.expect_err("no tenant set, no insert");
+    let db = err.as_db_error().expect("a server error, not a client one");
+    assert_eq!(
+        db.code(),
+        &tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE
+    );
+    assert!(
+        db.message().contains("row-level security"),
+        "refused by the row-security policy: {}",
+        db.message()
+    );
     // The app role cannot write the directory at all.
     let grab = client
         .execute(
@@ -193,7 +203,17 @@ async fn without_a_tenant_the_app_role_sees_and_writes_nothing() {
             &[&a.as_str()],
         )
         .await;
-    assert!(grab.is_err(), "the app role has no UPDATE on tenants");
+    let err = grab.expect_err("the app role has no UPDATE on tenants");
+    let db = err.as_db_error().expect("a server error, not a client one");
+    assert_eq!(
+        db.code(),
+        &tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE
+    );
+    assert!(
+        db.message().contains("permission denied"),
+        "refused by the grants: {}",
+        db.message()
+    );
 }
 
 fn single_connection_pool() -> Pool {
@@ -547,6 +567,20 @@ async fn a_member_of_the_owner_role_is_refused() {
     assert_refused(
         pg_support::owner_member_url(),
         "is a member of the owner of",
+    )
+    .await;
+}
+
+/// A role with no BYPASSRLS of its own that belongs (through another role) to one that has it
+/// could `SET ROLE` to it and read every tenant's rows: it is refused, naming that role.
+#[tokio::test]
+async fn a_member_of_a_bypassrls_role_is_refused() {
+    assert_refused(
+        pg_support::bypass_member_url(),
+        &format!(
+            "is a member of role {:?}, which has BYPASSRLS",
+            pg_support::bypass_role()
+        ),
     )
     .await;
 }

@@ -3,22 +3,40 @@
 
 mod pg_support;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenant_isolation::Error;
 use tenant_isolation::pg::reexports::tokio_postgres::Client;
 use tenant_isolation::pg::{
     AdminDb, MIGRATIONS_TABLE, Migration, MigrationConfig, MigrationId, MigrationProblem,
-    MigrationSet, build_pool, run_migrations,
+    MigrationSet, PgTenantDirectory, TenantDb, build_pool, run_migrations,
 };
+use tenant_isolation::{ApiKey, Error, RowSecurityProblem, TenantDirectory};
 
+use pg_support::app_url_for;
 use pg_support::scratch::{ScratchDb, owner_client};
 
 const TENANCY_V1: MigrationId = MigrationId {
     component: "tenant-isolation",
     version: 1,
 };
+const TENANCY_V2: MigrationId = MigrationId {
+    component: "tenant-isolation",
+    version: 2,
+};
+
+/// Every migration of tenant-isolation's own set, in order.
+fn own_ids() -> Vec<MigrationId> {
+    AdminDb::MIGRATIONS
+        .migrations()
+        .iter()
+        .map(|m| MigrationId {
+            component: "tenant-isolation",
+            version: m.version(),
+        })
+        .collect()
+}
 
 /// The rows of the migration table, `(component, version, name, checksum)`, in key order.
 async fn recorded(client: &Client) -> Vec<(String, i32, String, String)> {
@@ -77,14 +95,14 @@ async fn concurrent_migrations_apply_once() {
             .await
             .unwrap()
             .expect("every concurrent migration succeeds");
-        if report.applied == [TENANCY_V1] {
+        if report.applied == own_ids() {
             applied += 1;
         } else {
             assert!(report.applied.is_empty(), "{report:?}");
-            assert_eq!(report.already_applied, [TENANCY_V1]);
+            assert_eq!(report.already_applied, own_ids());
         }
     }
-    assert_eq!(applied, 1, "exactly one run applies the migration");
+    assert_eq!(applied, 1, "exactly one run applies the migrations");
 
     let client = owner_client(&scratch.url).await;
     assert_eq!(recorded(&client).await, rows_of(&[AdminDb::MIGRATIONS]));
@@ -268,14 +286,10 @@ async fn components_are_applied_in_one_run_and_tracked_apart() {
         .migrate_with(&config, &[WIDGETS, GADGETS])
         .await
         .expect("one run, three components");
+    let mut expected = own_ids();
+    expected.extend([id("widgets", 1), id("widgets", 2), id("gadgets", 1)]);
     assert_eq!(
-        report.applied,
-        [
-            TENANCY_V1,
-            id("widgets", 1),
-            id("widgets", 2),
-            id("gadgets", 1)
-        ],
+        report.applied, expected,
         "every migration once, components in the order given"
     );
     assert!(
@@ -315,7 +329,11 @@ async fn components_are_applied_in_one_run_and_tracked_apart() {
         .await
         .unwrap();
     assert!(again.applied.is_empty(), "{again:?}");
-    assert_eq!(again.already_applied.len(), 5, "{again:?}");
+    assert_eq!(
+        again.already_applied.len(),
+        own_ids().len() + 4,
+        "{again:?}"
+    );
 
     // A component given twice is refused before anything runs.
     let twice = admin
@@ -368,9 +386,10 @@ async fn the_earlier_version_table_is_adopted_once() {
         .expect("the upgrade");
     assert_eq!(report.adopted, [TENANCY_V1], "{report:?}");
     assert_eq!(report.already_applied, [TENANCY_V1], "{report:?}");
-    assert!(
-        report.applied.is_empty(),
-        "nothing is applied again: {report:?}"
+    assert_eq!(
+        report.applied,
+        own_ids()[1..],
+        "nothing is applied again, only the versions after the earlier runner's: {report:?}"
     );
     assert_eq!(recorded(&client).await, rows_of(&[AdminDb::MIGRATIONS]));
     let applied_at: String = client
@@ -549,5 +568,177 @@ async fn an_abandoned_migration_leaves_no_lock() {
     assert_eq!(probe_rows, 0);
     blocker.batch_execute("ROLLBACK").await.unwrap();
     drop((observer, blocker, admin));
+    scratch.drop_db().await;
+}
+
+/// A database at tenant-isolation's version 1 with tenants in it upgrades to incarnations:
+/// version 2 gives every existing tenant its own (which the directory reads back as a valid
+/// `Incarnation`), and leaves no default behind, so a row that names no incarnation is refused.
+#[tokio::test]
+async fn existing_tenants_get_their_own_incarnation() {
+    let scratch = ScratchDb::create().await;
+    // Version 1 alone, as a build from before incarnations left it.
+    let v1_only: &'static [Migration] = &AdminDb::MIGRATIONS.migrations()[..1];
+    let pool = build_pool(&scratch.url, &pg_support::options()).unwrap();
+    run_migrations(&pool, &[MigrationSet::new("tenant-isolation", v1_only)])
+        .await
+        .expect("version 1");
+    let owner = owner_client(&scratch.url).await;
+    let key = ApiKey::generate().unwrap();
+    let ids = ["old-1", "old-2", "old-3"];
+    for tenant in ids {
+        // No admin policy yet: the owner writes each row as its tenant.
+        owner
+            .batch_execute(&format!(
+                "BEGIN;
+                 SELECT set_config('app.tenant_id', '{tenant}', true);
+                 INSERT INTO tenants (tenant_id, max_chips, max_running_sessions,
+                                      max_sends_per_day, container_api_key, webhook_hmac_key)
+                 VALUES ('{tenant}', 1, 1, 1, '{key}', '{key}');
+                 COMMIT;",
+                key = key.expose_secret()
+            ))
+            .await
+            .unwrap();
+    }
+
+    let admin = AdminDb::connect(&scratch.url, &pg_support::options()).unwrap();
+    let report = admin
+        .migrate(&MigrationConfig::default())
+        .await
+        .expect("the upgrade");
+    assert_eq!(report.already_applied, [TENANCY_V1], "{report:?}");
+    assert_eq!(report.applied, [TENANCY_V2], "{report:?}");
+    let tenants = PgTenantDirectory::new(admin.clone())
+        .list()
+        .await
+        .expect("every existing tenant reads back whole");
+    assert_eq!(tenants.len(), ids.len());
+    let incarnations: HashSet<_> = tenants.iter().map(|t| t.incarnation.clone()).collect();
+    assert_eq!(
+        incarnations.len(),
+        ids.len(),
+        "every existing tenant gets its own incarnation"
+    );
+
+    let refused = admin
+        .execute(
+            "INSERT INTO tenants (tenant_id, max_chips, max_running_sessions, max_sends_per_day,
+                                  container_api_key, webhook_hmac_key)
+             VALUES ('new-1', 1, 1, 1, $1, $1)",
+            &[&key.expose_secret()],
+        )
+        .await;
+    match refused {
+        Err(Error::Database(db)) => {
+            assert_eq!(db.code().map(|c| c.code()), Some("23502"), "{db:?}");
+            assert_eq!(db.column(), Some("incarnation"), "{db:?}");
+        }
+        other => panic!("a tenant without an incarnation must be refused: {other:?}"),
+    }
+    drop((owner, admin, pool));
+    scratch.drop_db().await;
+}
+
+/// Another component's tenant table, created the way tenant-isolation's are.
+const NOTES_MIGRATIONS: &[Migration] = &[Migration::new(
+    1,
+    "notes",
+    "CREATE TABLE notes (
+         tenant_id text NOT NULL REFERENCES tenants (tenant_id) ON DELETE CASCADE,
+         key       text NOT NULL,
+         body      text NOT NULL,
+         PRIMARY KEY (tenant_id, key)
+     );
+     ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+     ALTER TABLE notes FORCE ROW LEVEL SECURITY;
+     CREATE POLICY tenant_isolation ON notes
+       USING      (tenant_id = nullif(current_setting('app.tenant_id', true), '')::text)
+       WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::text);",
+)];
+const NOTES: MigrationSet = MigrationSet::new("notes", NOTES_MIGRATIONS).tenant_tables(&["notes"]);
+
+/// A table another component declares tenant-scoped gets what tenant-isolation's own tenant
+/// tables get from the host's run: the application role may use it (its own tenant's rows
+/// only) and the admin policy shows the owner every row. `verify_role_with` checks its
+/// row-level security (refusing it once it is no longer forced, naming it); `verify_role`, which
+/// knows only tenant-isolation's tables, does not look at it.
+#[tokio::test]
+async fn declared_tenant_tables_are_granted_and_verified() {
+    let scratch = ScratchDb::create().await;
+    let admin = AdminDb::connect(&scratch.url, &pg_support::options()).unwrap();
+    let report = admin
+        .migrate_with(&MigrationConfig::default(), &[NOTES])
+        .await
+        .expect("tenant-isolation and notes in one run");
+    assert!(report.applied.contains(&id("notes", 1)), "{report:?}");
+    let owner = owner_client(&scratch.url).await;
+    let admin_policies: i64 = owner
+        .query_one(
+            "SELECT count(*) FROM pg_policies
+              WHERE tablename = 'notes' AND policyname = 'chipfleet_admin'
+                AND roles = ARRAY[$1]::name[]",
+            &[&pg_support::admin_role()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        admin_policies, 1,
+        "the admin policy covers the declared table"
+    );
+
+    let directory = PgTenantDirectory::new(admin.clone());
+    let a = pg_support::tenant(&directory).await;
+    let b = pg_support::tenant(&directory).await;
+    let db = TenantDb::connect(&app_url_for(&scratch), &pg_support::options())
+        .await
+        .expect("the app role on the scratch database");
+    db.verify_role_with(&[NOTES])
+        .await
+        .expect("a declared table with forced row-level security is safe");
+    for tenant in [&a, &b] {
+        let tx = db.scoped(tenant).await.unwrap();
+        tx.execute(
+            "INSERT INTO notes (tenant_id, key, body) VALUES ($1, 'k', 'v')",
+            &[&tenant.as_str()],
+        )
+        .await
+        .expect("the app role is granted the declared table");
+        tx.commit().await.unwrap();
+    }
+    let tx = db.scoped(&a).await.unwrap();
+    let seen: i64 = tx
+        .query_one("SELECT count(*) FROM notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        seen, 1,
+        "row-level security shows a tenant its own rows only"
+    );
+    tx.commit().await.unwrap();
+    let all: i64 = admin
+        .query("SELECT count(*) FROM notes", &[])
+        .await
+        .unwrap()[0]
+        .get(0);
+    assert_eq!(all, 2, "the admin policy shows every tenant's rows");
+
+    owner
+        .batch_execute("ALTER TABLE notes NO FORCE ROW LEVEL SECURITY")
+        .await
+        .unwrap();
+    match db.verify_role_with(&[NOTES]).await {
+        Err(Error::UnprotectedTable { table, problem }) => {
+            assert_eq!(table, "notes");
+            assert_eq!(problem, RowSecurityProblem::NotForced);
+        }
+        other => panic!("a declared table without forced row-level security: {other:?}"),
+    }
+    db.verify_role()
+        .await
+        .expect("verify_role checks tenant-isolation's own tables only");
+    drop((owner, admin, db, directory));
     scratch.drop_db().await;
 }

@@ -6,21 +6,15 @@ mod pg_support;
 
 use std::sync::Arc;
 
+use pg_support::app_url_for;
 use pg_support::scratch::{ScratchDb, owner_client};
 use tenant_isolation::pg::{
     AdminDb, Expect, MigrationConfig, PgQuotaLedger, PgTenantDirectory, TenantDb,
 };
 use tenant_isolation::{
-    ApiKey, ChipId, Error, HmacKey, NewTenant, PlanLimits, QuotaLedger, SlotKind, SystemClock,
-    TenantDirectory, TenantId, TenantSecrets,
+    ApiKey, ChipId, Error, HmacKey, NewTenant, PlanLimits, QuotaLedger, RowSecurityProblem,
+    SlotKind, SystemClock, TenantDirectory, TenantId, TenantSecrets,
 };
-
-/// The application role's URL for the scratch database.
-fn app_url_for(scratch: &ScratchDb) -> String {
-    let base = pg_support::app_url();
-    let (prefix, _) = base.rsplit_once('/').expect("URL has a database");
-    format!("{prefix}/{}", scratch.name)
-}
 
 async fn migrated(scratch: &ScratchDb, config: &MigrationConfig) -> AdminDb {
     let admin = AdminDb::connect(&scratch.url, &pg_support::options()).unwrap();
@@ -198,5 +192,68 @@ async fn verify_role_refuses_a_role_the_admin_policy_covers() {
         }
         other => panic!("a role covered by the admin policy must be refused: {other:?}"),
     }
+    scratch.drop_db().await;
+}
+
+/// `TenantDb::connect` (through `verify_role`) must be refused, naming `table` and `problem`.
+async fn assert_unprotected(url: &str, table: &str, problem: RowSecurityProblem) {
+    match TenantDb::connect(url, &pg_support::options()).await {
+        Err(Error::UnprotectedTable {
+            table: got,
+            problem: why,
+        }) => {
+            assert_eq!(got, table, "the refusal names the table");
+            assert_eq!(why, problem, "the refusal says what {table} lacks");
+        }
+        other => panic!("{table} without forced row-level security was accepted: {other:?}"),
+    }
+}
+
+/// A tenant table whose row-level security was switched off (every row visible), or left on
+/// but not forced (its owner exempt), makes `verify_role` refuse tenant-scoped access with
+/// `UnprotectedTable` naming the table; so does the directory table. Restored, access is
+/// accepted again.
+#[tokio::test]
+async fn verify_role_refuses_tables_without_forced_row_security() {
+    let scratch = ScratchDb::create().await;
+    migrated(&scratch, &MigrationConfig::default()).await;
+    let app_url = app_url_for(&scratch);
+    TenantDb::connect(&app_url, &pg_support::options())
+        .await
+        .expect("a freshly migrated schema is safe");
+    let owner = owner_client(&scratch.url).await;
+
+    owner
+        .batch_execute("ALTER TABLE quota_usage DISABLE ROW LEVEL SECURITY")
+        .await
+        .unwrap();
+    assert_unprotected(&app_url, "quota_usage", RowSecurityProblem::NotEnabled).await;
+
+    owner
+        .batch_execute(
+            "ALTER TABLE quota_usage ENABLE ROW LEVEL SECURITY;
+             ALTER TABLE tenant_records NO FORCE ROW LEVEL SECURITY",
+        )
+        .await
+        .unwrap();
+    assert_unprotected(&app_url, "tenant_records", RowSecurityProblem::NotForced).await;
+
+    owner
+        .batch_execute(
+            "ALTER TABLE tenant_records FORCE ROW LEVEL SECURITY;
+             ALTER TABLE tenants NO FORCE ROW LEVEL SECURITY",
+        )
+        .await
+        .unwrap();
+    assert_unprotected(&app_url, "tenants", RowSecurityProblem::NotForced).await;
+
+    owner
+        .batch_execute("ALTER TABLE tenants FORCE ROW LEVEL SECURITY")
+        .await
+        .unwrap();
+    TenantDb::connect(&app_url, &pg_support::options())
+        .await
+        .expect("restored, the schema is safe again");
+    drop(owner);
     scratch.drop_db().await;
 }

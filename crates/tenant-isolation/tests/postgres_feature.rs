@@ -10,3 +10,13 @@ fn the_postgres_suite_needs_the_postgres_feature() {
          (a PostgreSQL server is required; run scripts/test-env.sh first)"
     );
 }
+
+/// The same guard for tests/mocks.rs, which needs the `mock` feature.
+#[cfg(not(feature = "mock"))]
+#[test]
+fn the_mock_suite_needs_the_mock_feature() {
+    panic!(
+        "the `mock` tests (tests/mocks.rs) were not built: run \
+         `cargo test -p tenant-isolation --all-features`"
+    );
+}

@@ -1,5 +1,6 @@
-//! From an HTTP exchange to a typed result: the mapping of WAHA's answers (CONTRACT.md's error
-//! rows) to [`WahaError`], JSON decoding that names the failing path, and transport errors.
+//! From an HTTP exchange to a typed result: the mapping of WAHA's answers
+//! (`docs/waha-contract.md`, "Error bodies" and the errors of "Calls and their answers") to
+//! [`WahaError`], JSON decoding that names the failing path, and transport errors.
 
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -141,8 +142,8 @@ fn nest_error_messages(json: Option<&Value>, api_key: &str) -> Option<Vec<String
 }
 
 /// Decodes a JSON answer; an error names the JSON path that failed. An empty body is a
-/// [`WahaError::Decode`] too: use [`decode_optional`] for the answers CONTRACT says may be
-/// empty.
+/// [`WahaError::Decode`] too: use [`decode_optional`] for the answers `docs/waha-contract.md`
+/// ("Sessions") says may be empty.
 ///
 /// The success path is plain serde: path tracking costs on every value it visits, so it runs
 /// only after a failure, to name the path (decoding is deterministic, so it fails again at the

@@ -290,8 +290,8 @@ mod tests {
 
     impl Scratch {
         fn new(tag: &str) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("waha-sim-unit-{tag}-{}", ulid::Ulid::new()));
+            let dir = std::env::temp_dir()
+                .join(format!("waha-sim-unit-{tag}-{}", ulid::Ulid::generate()));
             std::fs::create_dir_all(&dir).unwrap();
             Self(dir)
         }

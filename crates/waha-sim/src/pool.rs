@@ -77,7 +77,7 @@ impl SimLauncher {
     pub fn new() -> Self {
         let root = std::env::temp_dir().join(format!(
             "waha-sim-volumes-{}",
-            ulid::Ulid::new().to_string().to_lowercase()
+            ulid::Ulid::generate().to_string().to_lowercase()
         ));
         Self::on(root, true)
     }

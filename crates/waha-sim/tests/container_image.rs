@@ -33,7 +33,7 @@ async fn image_builds_runs_gets_healthy_and_answers() {
 
     let name = format!(
         "waha-sim-test-{}",
-        ulid::Ulid::new().to_string().to_lowercase()
+        ulid::Ulid::generate().to_string().to_lowercase()
     );
     let port_key = format!("{IMAGE_PORT}/tcp");
     let body = ContainerCreateBody {

@@ -1,6 +1,8 @@
 //! Finding or creating a tenant slot's container, then gating on readiness.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
 
 use tracing::{Instrument, info, info_span, warn};
 
@@ -10,8 +12,8 @@ use crate::config::{HOST_NETWORK_BIND_VAR, HOST_NETWORK_PORT_VARS};
 use crate::spec::{API_KEY_VAR, AUTO_START_DELAY_VAR, ENGINE_VAR, WORKER_ID_VAR};
 use crate::{
     AddressingPolicy, ApiKey, ContainerId, ContainerInfo, ContainerSpec, ContainerState, EnvVar,
-    Error, HostPorts, PoolEventKind, TenantEndpoint, TenantId, VolumeMount, WAHA_PORT,
-    WAHA_SESSIONS_DIR, labels,
+    Error, HostPorts, Incarnation, PoolEventKind, PortAllocationStore, TenantEndpoint, TenantId,
+    VolumeMount, WAHA_PORT, WAHA_SESSIONS_DIR, labels,
 };
 
 /// How often `ensure` goes round (a name taken by a concurrent creator, a container re-created
@@ -21,11 +23,32 @@ const ATTEMPTS: usize = 3;
 /// How [`TenantPool::spec_for`] gets a [`HostPorts::Range`] or
 /// [`AddressingPolicy::HostNetwork`] port.
 enum HostPort<'a> {
-    /// Allocate it in the store (the spec is about to be created); for host networking, ports
-    /// a socket on this host already holds are skipped.
+    /// Allocate it in the store (the spec is about to be created), skipping ports a socket on
+    /// this host already holds and ports this pool's containers hold by their labels.
     Allocate,
     /// Take it from this snapshot of the store's allocations, writing nothing.
     Preview(&'a BTreeMap<String, u16>),
+}
+
+/// Why an existing container of the slot cannot be used and must be re-created, if so: it
+/// exited (or died), it belongs to another incarnation of the tenant (a tenant id reused after
+/// a purge: it runs on the earlier tenant's volume), or it was created, never started, with
+/// another API key.
+fn unusable(c: &ContainerInfo, fingerprint: &str, incarnation: &Incarnation) -> Option<String> {
+    if c.state.is_terminal() {
+        Some(format!("it was {}", c.state))
+    } else if c.label(labels::INCARNATION) != Some(incarnation.as_str()) {
+        Some(format!(
+            "it belongs to another incarnation of the tenant ({}), not {incarnation}",
+            c.label(labels::INCARNATION).unwrap_or("none")
+        ))
+    } else if c.state == ContainerState::Created
+        && c.label(labels::KEY_FINGERPRINT) != Some(fingerprint)
+    {
+        Some("it was created with another API key".to_owned())
+    } else {
+        None
+    }
 }
 
 /// Where a slot's container came from in this `ensure`.
@@ -81,11 +104,11 @@ impl TenantPool {
         deadline: &Deadline,
     ) -> Result<TenantEndpoint, Error> {
         let runtime = &self.inner.runtime;
-        let key = deadline
+        let (key, incarnation) = deadline
             .run(
                 name,
-                "reading the tenant's API key",
-                self.inner.keys.container_api_key(tenant),
+                "reading the tenant's API key and incarnation",
+                self.tenant_record(tenant),
             )
             .await?;
         let fingerprint = self.key_fingerprint(&key);
@@ -94,24 +117,17 @@ impl TenantPool {
             let existing = deadline
                 .run(name, "listing containers", self.find_slot(tenant, slot))
                 .await?;
+            if let Some(c) = &existing
+                && let Some(reason) = unusable(c, &fingerprint, &incarnation)
+            {
+                info!(container = %c.name, %reason, "re-creating the container");
+                deadline
+                    .run(name, "removing the old container", runtime.remove(&c.id))
+                    .await?;
+                self.emit(tenant, slot, &c.name, PoolEventKind::Removed { reason });
+                continue;
+            }
             let (id, found) = match existing {
-                Some(c)
-                    if c.state.is_terminal()
-                        || (c.state == ContainerState::Created
-                            && c.label(labels::KEY_FINGERPRINT) != Some(fingerprint.as_str())) =>
-                {
-                    let reason = if c.state.is_terminal() {
-                        format!("it was {}", c.state)
-                    } else {
-                        "it was created with another API key".to_owned()
-                    };
-                    info!(container = %c.name, %reason, "re-creating the container");
-                    deadline
-                        .run(name, "removing the old container", runtime.remove(&c.id))
-                        .await?;
-                    self.emit(tenant, slot, &c.name, PoolEventKind::Removed { reason });
-                    continue;
-                }
                 Some(c) if c.state == ContainerState::Created => {
                     self.emit(tenant, slot, &c.name, PoolEventKind::Starting);
                     deadline
@@ -125,7 +141,7 @@ impl TenantPool {
                     (c.id, Found::Existing { key_matches })
                 }
                 None => match self
-                    .create_and_start(tenant, slot, name, &key, deadline)
+                    .create_and_start(tenant, slot, name, &key, &incarnation, deadline)
                     .await
                 {
                     Ok(id) => (id, Found::Created),
@@ -194,13 +210,24 @@ impl TenantPool {
         Ok(found.into_iter().next())
     }
 
-    /// Creates and starts the slot's container; [`Error::Conflict`] when the name is taken.
+    /// The tenant's container API key and incarnation, read together.
+    pub(super) async fn tenant_record(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(ApiKey, Incarnation), Error> {
+        let keys = &self.inner.keys;
+        tokio::try_join!(keys.container_api_key(tenant), keys.incarnation(tenant))
+    }
+
+    /// Creates and starts the slot's container; [`Error::Conflict`] when the name is taken,
+    /// [`Error::VolumeConflict`] when its volume exists but is not this tenant incarnation's.
     async fn create_and_start(
         &self,
         tenant: &TenantId,
         slot: u32,
         name: &str,
         key: &ApiKey,
+        incarnation: &Incarnation,
         deadline: &Deadline,
     ) -> Result<ContainerId, Error> {
         let runtime = &self.inner.runtime;
@@ -208,7 +235,7 @@ impl TenantPool {
             .run(
                 name,
                 "building the spec",
-                self.build_spec(tenant, slot, key),
+                self.build_spec(tenant, slot, key, incarnation),
             )
             .await?;
         self.emit(tenant, slot, name, PoolEventKind::Creating);
@@ -226,20 +253,22 @@ impl TenantPool {
     /// The spec the pool creates for a tenant slot now (image, env, limits, labels, volume,
     /// addressing, restart policy). With [`HostPorts::Range`] or
     /// [`AddressingPolicy::HostNetwork`] this allocates (and persists) the container's host
-    /// port.
+    /// port: never one a socket on this host holds, nor one that a container of this pool
+    /// holds by its labels (recorded in the store first if the store lost it).
     pub(crate) async fn build_spec(
         &self,
         tenant: &TenantId,
         slot: u32,
         key: &ApiKey,
+        incarnation: &Incarnation,
     ) -> Result<ContainerSpec, Error> {
-        self.spec_for(tenant, slot, Some(key), HostPort::Allocate)
+        self.spec_for(tenant, slot, Some((key, incarnation)), HostPort::Allocate)
             .await
     }
 
     /// The hash of the spec [`build_spec`](Self::build_spec) would make now, with no side
-    /// effect: it needs no key (the hash leaves out secret values and the key-fingerprint
-    /// label) and allocates no port. A [`HostPorts::Range`] or host-network port is the one
+    /// effect: it needs no key or incarnation (the hash leaves out secret values, the
+    /// key-fingerprint label and the incarnation label) and allocates no port. A [`HostPorts::Range`] or host-network port is the one
     /// `ports` (the store's allocations) gives the container, or the one the store would
     /// allocate next (the trait's rule: the lowest free port of the range; whether a socket
     /// holds it is not looked at, so the running container's own port counts as its own).
@@ -255,13 +284,16 @@ impl TenantPool {
             .spec_hash())
     }
 
+    /// The spec for a tenant slot; `record` (the tenant's key and incarnation) is `None` for
+    /// the spec-hash preview, which leaves both out.
     async fn spec_for(
         &self,
         tenant: &TenantId,
         slot: u32,
-        key: Option<&ApiKey>,
+        record: Option<(&ApiKey, &Incarnation)>,
         host_port: HostPort<'_>,
     ) -> Result<ContainerSpec, Error> {
+        let key = record.map(|(key, _)| key);
         let cfg = &self.inner.config;
         let name = naming::container_name(&cfg.name_prefix, tenant, slot);
         let addressing = match &cfg.addressing {
@@ -282,20 +314,16 @@ impl TenantPool {
                 bind,
                 ports: HostPorts::Range { range, store },
             } => {
-                let port = match host_port {
-                    HostPort::Allocate => store.allocate(&name, range.clone()).await?,
-                    HostPort::Preview(ports) => crate::ports::pick(ports, &name, range, |_| false)?,
-                };
+                let port = self
+                    .host_port(&name, range, store.as_ref(), *bind, host_port)
+                    .await?;
                 crate::Addressing::HostPort { bind: *bind, port }
             }
-            // The container binds the port itself on the host: skip ports already held there.
+            // The container binds the port itself on the host.
             AddressingPolicy::HostNetwork { bind, range, store } => {
-                let port = match host_port {
-                    HostPort::Allocate => {
-                        store.allocate_unbound(&name, range.clone(), *bind).await?
-                    }
-                    HostPort::Preview(ports) => crate::ports::pick(ports, &name, range, |_| false)?,
-                };
+                let port = self
+                    .host_port(&name, range, store.as_ref(), *bind, host_port)
+                    .await?;
                 crate::Addressing::HostNetwork { bind: *bind, port }
             }
         };
@@ -334,6 +362,13 @@ impl TenantPool {
             (labels::ADDRESSING.to_owned(), addressing.label_value()),
             (labels::PORT.to_owned(), container_port.to_string()),
         ]);
+        // Not in the spec hash (like the key fingerprint): the preview leaves it out.
+        if let Some((_, incarnation)) = record {
+            spec_labels.insert(
+                labels::INCARNATION.to_owned(),
+                incarnation.as_str().to_owned(),
+            );
+        }
         let mut spec = ContainerSpec {
             volume: cfg.volumes.then(|| VolumeMount {
                 name: naming::volume_name(&name),
@@ -360,6 +395,60 @@ impl TenantPool {
         }
         spec.labels = spec_labels;
         Ok(spec)
+    }
+
+    /// The host port of container `name` from `range`: allocated in `store` (the spec is about
+    /// to be created), or previewed from a snapshot of its allocations.
+    ///
+    /// Allocating skips every port a socket on this host holds on `bind` (a published port or
+    /// a host-network server could not bind it) and, first, records in the store the ports
+    /// this pool's existing containers hold by their labels, so a store that lost them (an
+    /// in-memory store after a restart, a replaced file) never hands one to another container.
+    async fn host_port(
+        &self,
+        name: &str,
+        range: &RangeInclusive<u16>,
+        store: &dyn PortAllocationStore,
+        bind: IpAddr,
+        host_port: HostPort<'_>,
+    ) -> Result<u16, Error> {
+        match host_port {
+            HostPort::Allocate => {
+                self.reserve_held_ports(range, store).await?;
+                store.allocate_unbound(name, range.clone(), bind).await
+            }
+            HostPort::Preview(ports) => crate::ports::pick(ports, name, range, |_| false),
+        }
+    }
+
+    /// Records in `store` the port of every container of this pool whose addressing label
+    /// names one in `range` and that the store does not have under the container's name.
+    async fn reserve_held_ports(
+        &self,
+        range: &RangeInclusive<u16>,
+        store: &dyn PortAllocationStore,
+    ) -> Result<(), Error> {
+        let allocations = store.allocations().await?;
+        for c in self.inner.runtime.list(&self.managed_selector()).await? {
+            let Some(port) = c
+                .label(labels::ADDRESSING)
+                .and_then(crate::Addressing::from_label_value)
+                .and_then(|addressing| addressing.host_port())
+            else {
+                continue;
+            };
+            if !range.contains(&port) || allocations.get(&c.name) == Some(&port) {
+                continue;
+            }
+            if !store.reserve(&c.name, port).await? {
+                warn!(
+                    container = %c.name,
+                    port,
+                    "a container holds a host port that the port store gives another owner"
+                );
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn touch(&self, id: &ContainerId) {

@@ -35,7 +35,8 @@ impl TenantPool {
     /// any) allows it and the HTTP probe answers, or until the deadline.
     ///
     /// - An exit, a restart by the restart policy (a crash loop) or a dead container is
-    ///   [`Error::Exited`] at once; a probe answer of 401/403 is [`Error::Unauthorized`] at once.
+    ///   [`Error::Exited`] at once; a probe answer of 401/403 is [`Error::Unauthorized`] at once,
+    ///   and a server reporting another worker id [`Error::WorkerMismatch`].
     /// - The HTTP probe runs while Docker health is healthy, absent, or still starting with no
     ///   failed check (so a fast server is not held back by the health-check interval); it
     ///   never runs while the health check is failing.
@@ -183,11 +184,21 @@ impl TenantPool {
             .probe_timeout
             .min(deadline.left())
             .max(Duration::from_millis(1));
-        let detail = match tokio::time::timeout(limit, self.inner.probe.probe(url, key)).await {
+        // The pool set `WAHA_WORKER_ID` to the container's name: the probe checks that the
+        // server answering at the address is this container.
+        let probe = self.inner.probe.probe(url, key, name);
+        let detail = match tokio::time::timeout(limit, probe).await {
             Ok(Ok(())) => return Ok(Poll::Ready(url.clone())),
             Ok(Err(ProbeError::Unauthorized)) => {
                 return Err(Error::Unauthorized {
                     container: name.to_owned(),
+                });
+            }
+            // Another server holds the address: never hand it the tenant's endpoint.
+            Ok(Err(ProbeError::WorkerMismatch { reported, .. })) => {
+                return Err(Error::WorkerMismatch {
+                    container: name.to_owned(),
+                    reported: scrub_text(&reported, &self.secrets(key)),
                 });
             }
             Ok(Err(ProbeError::Misconfigured(reason))) => {

@@ -141,6 +141,12 @@ impl TenantPool {
     /// current key). A container whose spec drifted is used as it is: replacing it is
     /// [`rolling_replace`](Self::rolling_replace)'s job.
     ///
+    /// Nothing of another incarnation of the tenant is used (a tenant id reused after a purge):
+    /// such a container is removed, and a volume labelled with another incarnation (or another
+    /// pool) is never mounted: [`Error::VolumeConflict`], with nothing created and the volume
+    /// left as it is. A server that answers at the container's address but reports another
+    /// worker id than the container's name is [`Error::WorkerMismatch`].
+    ///
     /// Everything (key lookup, listing, creating, starting, readiness) runs under one
     /// [`startup_deadline`](crate::PoolConfig::startup_deadline). Cancelling the call (dropping
     /// the future) is safe: the next call carries on from whatever state the container is in.
@@ -269,6 +275,10 @@ mod tests {
         async fn container_api_key(&self, tenant: &TenantId) -> Result<ApiKey, Error> {
             Ok(ApiKey::new(format!("key-of-{tenant}-0123456789")).unwrap())
         }
+
+        async fn incarnation(&self, _: &TenantId) -> Result<crate::Incarnation, Error> {
+            Ok(incarnation())
+        }
     }
 
     #[async_trait]
@@ -362,6 +372,11 @@ mod tests {
         assert_eq!(left, vec![(kept, 0)]);
     }
 
+    /// The one incarnation of every tenant here.
+    fn incarnation() -> crate::Incarnation {
+        crate::Incarnation::parse("first-life").unwrap()
+    }
+
     fn pool_with(config: PoolConfig) -> TenantPool {
         TenantPool::new(
             Arc::new(InMemoryRuntime::new(Arc::new(Sims))),
@@ -391,7 +406,10 @@ mod tests {
         let pool = pool_with(config);
         let key = ApiKey::new("key-0123456789").unwrap();
         let acme = TenantId::new("acme").unwrap();
-        let spec = pool.build_spec(&acme, 0, &key).await.unwrap();
+        let spec = pool
+            .build_spec(&acme, 0, &key, &incarnation())
+            .await
+            .unwrap();
         let crate::Addressing::HostNetwork { bind, port } = spec.addressing.clone() else {
             panic!("not host-network: {:?}", spec.addressing);
         };
@@ -419,7 +437,7 @@ mod tests {
         assert_eq!(allocations[&spec.name], port);
         // A re-creation keeps the port, and the read-only drift hash agrees with the spec.
         assert_eq!(
-            pool.build_spec(&acme, 0, &key)
+            pool.build_spec(&acme, 0, &key, &incarnation())
                 .await
                 .unwrap()
                 .container_port,
@@ -449,7 +467,7 @@ mod tests {
                 spread: Duration::from_secs(spread),
             };
             let spec = pool_with(config)
-                .build_spec(&tenant, 0, &key)
+                .build_spec(&tenant, 0, &key, &incarnation())
                 .await
                 .unwrap();
             let delay: u64 = spec
@@ -474,7 +492,11 @@ mod tests {
             let pool = pool_with(config);
             let tenant = tenant.clone();
             let key = key.clone();
-            async move { pool.build_spec(&tenant, 0, &key).await.unwrap() }
+            async move {
+                pool.build_spec(&tenant, 0, &key, &incarnation())
+                    .await
+                    .unwrap()
+            }
         };
         let spec = spec_with("info", "hunter2-dashboard").await;
         let password = spec

@@ -173,8 +173,8 @@ impl TenantPool {
         self.remove_container(old, "spec drift: replaced", false)
             .await?;
         if !running {
-            let key = self.inner.keys.container_api_key(tenant).await?;
-            let spec = self.build_spec(tenant, slot, &key).await?;
+            let (key, incarnation) = self.tenant_record(tenant).await?;
+            let spec = self.build_spec(tenant, slot, &key, &incarnation).await?;
             self.inner.runtime.create(&spec).await?;
             return Ok(false);
         }

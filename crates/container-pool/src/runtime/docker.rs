@@ -110,24 +110,33 @@ impl DockerRuntime {
         }
     }
 
+    /// Creates the spec's volume with its [volume labels](ContainerSpec::volume_labels), or
+    /// checks that the volume already there carries them
+    /// ([`labels::check_volume_labels`]): a volume of another tenant incarnation or another
+    /// pool is never mounted ([`Error::VolumeConflict`]) and is left as it is.
     pub(crate) async fn ensure_volume(&self, spec: &ContainerSpec) -> Result<(), Error> {
         let Some(volume) = &spec.volume else {
             return Ok(());
         };
-        let volume_labels = [labels::MANAGED_BY, labels::TENANT, labels::SLOT]
-            .iter()
-            .filter_map(|k| spec.labels.get(*k).map(|v| ((*k).to_owned(), v.clone())))
-            .collect();
-        // Creating an existing volume returns it unchanged (its data and labels are kept).
-        self.docker
-            .create_volume(VolumeCreateRequest {
-                name: Some(volume.name.clone()),
-                labels: Some(volume_labels),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| docker_error("create volume", e))?;
-        Ok(())
+        let wanted = spec.volume_labels();
+        let found = match self.docker.inspect_volume(&volume.name).await {
+            Ok(found) => found,
+            Err(e) => match docker_error("inspect volume", e) {
+                Error::NotFound { .. } => self
+                    .docker
+                    .create_volume(VolumeCreateRequest {
+                        name: Some(volume.name.clone()),
+                        labels: Some(wanted.clone().into_iter().collect()),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| docker_error("create volume", e))?,
+                other => return Err(other),
+            },
+        };
+        // Creating a volume someone else created meanwhile returns theirs, labels and all:
+        // checked like one found.
+        labels::check_volume_labels(&volume.name, &wanted, &found.labels.into_iter().collect())
     }
 }
 

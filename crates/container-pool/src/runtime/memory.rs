@@ -6,6 +6,7 @@
 //! readiness gate runs against real HTTP, exactly as with Docker. The runtime itself depends on
 //! no server crate.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use super::{
     ContainerId, ContainerInfo, ContainerRuntime, ContainerState, ContainerStats, HealthStatus,
     RuntimeEvent, RuntimeEventKind, VolumeInfo,
 };
-use crate::{ContainerSpec, EnvVar, Error, LabelSelector};
+use crate::{ContainerSpec, EnvVar, Error, LabelSelector, labels};
 
 /// What a [`ProcessLauncher`] is asked to start: the parts of a [`ContainerSpec`] a process
 /// sees.
@@ -125,6 +126,10 @@ struct LabelledEvent {
 
 /// A [`ContainerRuntime`] that keeps containers in memory and runs each one's server
 /// in-process through a [`ProcessLauncher`].
+///
+/// Volumes are records with labels, kept when their container goes, and checked like Docker's
+/// before they are mounted again ([`labels::check_volume_labels`]); the launcher keeps the
+/// state per volume name.
 ///
 /// Differences from Docker, all documented in `docs/container-pool.md`: no image health
 /// checks ([`HealthStatus::None`]), no restart policy (a killed server stays exited), no
@@ -259,12 +264,21 @@ impl ContainerRuntime for InMemoryRuntime {
                     name: spec.name.clone(),
                 });
             }
+            // An existing volume is mounted only when it is this container's (same pool,
+            // tenant, slot and incarnation); otherwise nothing is created.
+            if let Some(v) = &spec.volume {
+                let wanted = spec.volume_labels();
+                match state.volumes.entry(v.name.clone()) {
+                    Entry::Occupied(found) => {
+                        labels::check_volume_labels(&v.name, &wanted, found.get())?;
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(wanted);
+                    }
+                }
+            }
             state.next_id += 1;
             let id = ContainerId::new(format!("mem-{:08}", state.next_id));
-            if let Some(v) = &spec.volume {
-                let labels = spec.labels.clone();
-                state.volumes.entry(v.name.clone()).or_insert(labels);
-            }
             state.containers.insert(
                 id.clone(),
                 Record {

@@ -34,6 +34,12 @@ use crate::{ContainerSpec, Error, ImageRef, LabelSelector};
 /// - `create` makes a container in state [`ContainerState::Created`] (and the spec's volume and
 ///   network when missing). A missing image is [`Error::ImageMissing`]; a name already in use
 ///   is [`Error::Conflict`]. Nothing is started.
+/// - A volume `create` makes carries the spec's
+///   [volume labels](crate::ContainerSpec::volume_labels); a volume that already exists is
+///   mounted only when it carries all of them with the same values
+///   ([`labels::check_volume_labels`](crate::labels::check_volume_labels)), otherwise `create`
+///   is [`Error::VolumeConflict`], creates nothing and leaves the volume as it is (a reused
+///   tenant id never gets the earlier tenant's volume).
 /// - `start` starts a created or exited container; a container that cannot start is
 ///   [`Error::StartFailed`]. Starting a running container is not an error.
 /// - `inspect`, `logs_tail` and `stats` of an unknown id are [`Error::NotFound`].
@@ -93,7 +99,7 @@ pub trait ContainerRuntime: Send + Sync {
         Ok(true)
     }
 
-    /// Volumes carrying the selector's labels.
+    /// Volumes carrying the selector's labels, with all their labels.
     async fn list_volumes(&self, selector: &LabelSelector) -> Result<Vec<VolumeInfo>, Error>;
 
     /// Removes a volume; removing a missing one succeeds. A volume still in use is

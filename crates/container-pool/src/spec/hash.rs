@@ -8,9 +8,10 @@ use crate::labels;
 impl ContainerSpec {
     /// A stable hash of everything that requires re-creating the container when it changes:
     /// image, plain environment, secret variable *names* (not values), limits, volume, addressing
-    /// mode, port and restart policy. Labels are included except the hash label itself and the
-    /// key-fingerprint label (a key rotation is not spec drift: `ensure` handles it). 16 hex
-    /// characters.
+    /// mode, port and restart policy. Labels are included except the hash label itself, the
+    /// key-fingerprint label (a key rotation is not spec drift: `ensure` handles it) and the
+    /// incarnation label (a container of another incarnation is not drifted but foreign:
+    /// `ensure` replaces it). 16 hex characters.
     pub fn spec_hash(&self) -> String {
         let mut h = Sha256::new();
         let mut field = |k: &str, v: &str| {
@@ -31,7 +32,7 @@ impl ContainerSpec {
             }
         }
         for (k, v) in &self.labels {
-            if k != labels::SPEC_HASH && k != labels::KEY_FINGERPRINT {
+            if k != labels::SPEC_HASH && k != labels::KEY_FINGERPRINT && k != labels::INCARNATION {
                 field(&format!("label:{k}"), v);
             }
         }

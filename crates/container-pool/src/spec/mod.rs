@@ -48,6 +48,21 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// The labels its volume carries: those of [`labels::VOLUME_LABELS`](crate::labels::VOLUME_LABELS)
+    /// that the container has. A runtime creates the volume with them, and mounts an existing
+    /// volume only when it carries them all
+    /// ([`check_volume_labels`](crate::labels::check_volume_labels)).
+    pub fn volume_labels(&self) -> BTreeMap<String, String> {
+        crate::labels::VOLUME_LABELS
+            .iter()
+            .filter_map(|key| {
+                self.labels
+                    .get(*key)
+                    .map(|value| ((*key).to_owned(), value.clone()))
+            })
+            .collect()
+    }
+
     /// The value of a plain (non-secret) environment variable.
     pub fn env_value(&self, name: &str) -> Option<&str> {
         self.env
@@ -140,6 +155,17 @@ impl Addressing {
                 })
             }
             _ => None,
+        }
+    }
+
+    /// The host port it takes: the published port of [`HostPort`](Self::HostPort) (`None` for
+    /// `0`, the runtime's choice) or the listening port of [`HostNetwork`](Self::HostNetwork).
+    pub fn host_port(&self) -> Option<u16> {
+        match self {
+            Self::HostPort { port, .. } | Self::HostNetwork { port, .. } => {
+                (*port != 0).then_some(*port)
+            }
+            Self::NetworkName { .. } | Self::NetworkIp { .. } => None,
         }
     }
 

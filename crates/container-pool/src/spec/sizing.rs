@@ -72,10 +72,10 @@ pub struct SizingRow {
 /// Maps engine × sessions per container to [`Resources`].
 ///
 /// The default is WAHA's published sizing guide (1, 10 and 50 sessions per engine; see
-/// `CONTRACT.md`). For a session count between two rows the next larger row applies (never
-/// under-provision); above the last row the last row is scaled linearly. The pids limit is
-/// `pids_base + pids_per_session × sessions` (Chromium starts many processes per session, so
-/// WEBJS gets more).
+/// `docs/waha-contract.md`, "Sizing"). For a session count between two rows the next larger
+/// row applies (never under-provision); above the last row the last row is scaled linearly.
+/// The pids limit is `pids_base + pids_per_session × sessions` (Chromium starts many processes
+/// per session, so WEBJS gets more).
 ///
 /// Container runtimes take limits as signed 64-bit numbers: [`try_resources`](Self::try_resources)
 /// (which [`PoolConfig::validate`](crate::PoolConfig::validate) calls for the configured engine

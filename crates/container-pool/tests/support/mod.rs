@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use container_pool::{
-    ApiKey, ChipActivity, Error, LaunchSpec, LaunchedServer, ProcessLauncher, TenantExists,
-    TenantId, TenantKeys,
+    ApiKey, ChipActivity, Error, Incarnation, LaunchSpec, LaunchedServer, ProcessLauncher,
+    TenantExists, TenantId, TenantKeys,
 };
 /// Starts `waha-sim` in-process on 127.0.0.1:0, configured by the container's environment
 /// (WAHA and `SIM_*` variables), with one state directory per volume name.
@@ -23,6 +23,12 @@ pub enum Quirk {
     FailFirst,
     /// Every server is started with a key other than the container's `WAHA_API_KEY`.
     WrongKey,
+    /// Every server reports the worker id `someone-else` instead of the container's
+    /// `WAHA_WORKER_ID` (another container answering at the address).
+    WrongWorker,
+    /// Every server is started without `WAHA_WORKER_ID`, so it reports no worker id (like old
+    /// WAHA Core).
+    NoWorker,
 }
 
 /// A [`SimLauncher`] with one [`Quirk`]; counts launches.
@@ -63,15 +69,28 @@ impl ProcessLauncher for QuirkyLauncher {
                 ));
                 self.inner.launch(&spec).await
             }
+            Quirk::WrongWorker | Quirk::NoWorker => {
+                let mut spec = spec.clone();
+                spec.env.retain(|e| e.name != "WAHA_WORKER_ID");
+                if self.quirk == Quirk::WrongWorker {
+                    spec.env.push(container_pool::EnvVar::plain(
+                        "WAHA_WORKER_ID",
+                        "someone-else",
+                    ));
+                }
+                self.inner.launch(&spec).await
+            }
             _ => self.inner.launch(spec).await,
         }
     }
 }
 
-/// Tenant keys from a map; unknown tenants get a deterministic key. Also answers "exists?".
+/// Tenant keys and incarnations from maps; an unknown tenant gets a fresh key and incarnation
+/// on first use, which it keeps. Also answers "exists?".
 #[derive(Default)]
 pub struct Tenants {
     keys: Mutex<HashMap<TenantId, String>>,
+    incarnations: Mutex<HashMap<TenantId, Incarnation>>,
     deleted: Mutex<Vec<TenantId>>,
 }
 
@@ -81,18 +100,48 @@ impl Tenants {
             .lock()
             .unwrap()
             .entry(tenant.clone())
-            .or_insert_with(|| format!("key-{}-{}", tenant.as_str(), ulid::Ulid::new()))
+            .or_insert_with(|| format!("key-{}-{}", tenant.as_str(), ulid::Ulid::generate()))
             .clone()
     }
 
     /// Gives the tenant a new key (a rotation); returns it.
     pub fn rotate(&self, tenant: &TenantId) -> String {
-        let key = format!("rotated-{}-{}", tenant.as_str(), ulid::Ulid::new());
+        let key = format!("rotated-{}-{}", tenant.as_str(), ulid::Ulid::generate());
         self.keys
             .lock()
             .unwrap()
             .insert(tenant.clone(), key.clone());
         key
+    }
+
+    /// The tenant's incarnation (minted on first use, then kept).
+    pub fn incarnation_of(&self, tenant: &TenantId) -> Incarnation {
+        self.incarnations
+            .lock()
+            .unwrap()
+            .entry(tenant.clone())
+            .or_insert_with(Incarnation::generate)
+            .clone()
+    }
+
+    /// The tenant was purged and a new one created under the same id: a new incarnation and a
+    /// new key. Returns the new incarnation.
+    pub fn reincarnate(&self, tenant: &TenantId) -> Incarnation {
+        self.rotate(tenant);
+        let fresh = Incarnation::generate();
+        self.incarnations
+            .lock()
+            .unwrap()
+            .insert(tenant.clone(), fresh.clone());
+        fresh
+    }
+
+    /// Gives the tenant this incarnation (a tenant restored from a backup keeps its own).
+    pub fn restore(&self, tenant: &TenantId, incarnation: Incarnation) {
+        self.incarnations
+            .lock()
+            .unwrap()
+            .insert(tenant.clone(), incarnation);
     }
 
     pub fn delete(&self, tenant: &TenantId) {
@@ -104,6 +153,10 @@ impl Tenants {
 impl TenantKeys for Tenants {
     async fn container_api_key(&self, tenant: &TenantId) -> Result<ApiKey, Error> {
         Ok(ApiKey::new(self.key_of(tenant)).unwrap())
+    }
+
+    async fn incarnation(&self, tenant: &TenantId) -> Result<Incarnation, Error> {
+        Ok(self.incarnation_of(tenant))
     }
 }
 
@@ -141,7 +194,7 @@ pub fn tenants() -> Arc<Tenants> {
 
 /// A short per-run id usable in names and labels.
 pub fn run_id() -> String {
-    ulid::Ulid::new().to_string().to_lowercase()[16..].to_owned()
+    ulid::Ulid::generate().to_string().to_lowercase()[16..].to_owned()
 }
 
 pub const FAST: Duration = Duration::from_millis(20);

@@ -1,9 +1,9 @@
 //! The in-memory lease store: one process, no persistence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -13,25 +13,63 @@ use crate::lease::{
     Allocation, AllocationRequest, EgressIpChange, EgressIpUpdate, EndpointLoad, HistoryEvent,
     LeaseHealth, LeaseUpdate, ProxyHistoryEntry, ProxyLease,
 };
+use crate::retention::HistoryRetention;
 use crate::store::{CandidateState, LeaseStore, all_busy, choose, new_lease, not_leased};
 use tenant_isolation::{ChipId, TenantId};
 
 type ChipKey = (TenantId, ChipId);
 
+/// How often, at most, the store applies its retention's age limit by itself (in the times
+/// its calls are given), or its `max_age` if that is shorter.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
 /// Leases in a mutex-guarded map: atomic within one process, lost on restart.
 ///
 /// The default for tests, examples and single-process hosts. Every operation takes one lock for
 /// a few map updates, so allocation is O(number of candidates).
+///
+/// What it keeps, and for how long (see [`InMemoryLeaseStore::size`]):
+/// - a lease per chip that holds one, and per endpoint its health and lease counts;
+/// - each chip's history, within the [`HistoryRetention`] (default 100 entries per chip, 90
+///   days): the count is applied on every append, the age by
+///   [`LeaseStore::prune_history`] and, at most once an hour of the times the calls carry, by
+///   the store itself, so the history of released chips goes away without a caller;
+/// - each chip's highest generation, about a hundred bytes per chip ever leased, for the life of
+///   the store: it is what keeps generations unique after release, after the history is gone
+///   and after [`LeaseStore::purge_tenant`], which removes a tenant's leases and history but
+///   keeps these (see [`LeaseStore`]).
 #[derive(Debug, Default)]
 pub struct InMemoryLeaseStore {
     state: Mutex<State>,
 }
 
+/// What an [`InMemoryLeaseStore`] holds at one moment ([`InMemoryLeaseStore::size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct InMemoryStoreSize {
+    /// Active leases.
+    pub leases: usize,
+    /// Chips with at least one history entry.
+    pub chips_with_history: usize,
+    /// History entries over all chips.
+    pub history_entries: usize,
+    /// Chips whose highest generation is remembered: every chip ever leased (never evicted).
+    pub generation_counters: usize,
+    /// Endpoints with a health record or lease counts.
+    pub endpoints: usize,
+}
+
 #[derive(Debug, Default)]
 struct State {
+    retention: HistoryRetention,
     leases: HashMap<ChipKey, ProxyLease>,
     endpoints: HashMap<EndpointId, EndpointState>,
-    history: HashMap<ChipKey, Vec<ProxyHistoryEntry>>,
+    history: HashMap<ChipKey, VecDeque<ProxyHistoryEntry>>,
+    /// The highest generation each chip ever had. Neither release nor the history's retention
+    /// touches it.
+    generations: HashMap<ChipKey, u64>,
+    /// When the store last applied the age limit by itself.
+    last_sweep: Option<SystemTime>,
 }
 
 #[derive(Debug)]
@@ -52,9 +90,35 @@ impl Default for EndpointState {
 }
 
 impl InMemoryLeaseStore {
-    /// An empty store.
+    /// An empty store with the default [`HistoryRetention`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store keeping history within `retention`.
+    ///
+    /// # Errors
+    /// [`ProxyError::InvalidConfig`] from [`HistoryRetention::validate`].
+    pub fn with_retention(retention: HistoryRetention) -> Result<Self, ProxyError> {
+        retention.validate()?;
+        Ok(Self {
+            state: Mutex::new(State {
+                retention,
+                ..State::default()
+            }),
+        })
+    }
+
+    /// What the store holds now: for monitoring, and for tests that check it stays bounded.
+    pub fn size(&self) -> InMemoryStoreSize {
+        let state = self.lock();
+        InMemoryStoreSize {
+            leases: state.leases.len(),
+            chips_with_history: state.history.len(),
+            history_entries: state.history.values().map(VecDeque::len).sum(),
+            generation_counters: state.generations.len(),
+            endpoints: state.endpoints.len(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -89,37 +153,93 @@ impl State {
         Some(lease)
     }
 
+    /// Appends to the chip's history and drops its oldest entries beyond the retention's count.
     fn log(&mut self, lease: &ProxyLease, at: SystemTime, event: HistoryEvent) {
-        self.history
+        let keep = usize::try_from(self.retention.max_entries_per_chip)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let entries = self
+            .history
             .entry((lease.tenant.clone(), lease.chip.clone()))
-            .or_default()
-            .push(ProxyHistoryEntry {
-                at,
-                endpoint: lease.endpoint.clone(),
-                session_id: lease.session_id.clone(),
-                generation: lease.generation,
-                event,
-            });
+            .or_default();
+        entries.push_back(ProxyHistoryEntry {
+            at,
+            endpoint: lease.endpoint.clone(),
+            session_id: lease.session_id.clone(),
+            generation: lease.generation,
+            event,
+        });
+        while entries.len() > keep {
+            entries.pop_front();
+        }
     }
 
-    /// The generation of the chip's next lease: one more than any it ever had, so that a report
-    /// about an earlier lease (rotated away, or released before the chip was allocated again)
-    /// never matches the new one. The history keeps every generation (each lease is recorded as
-    /// assigned) and survives release.
-    fn next_generation(&self, key: &ChipKey, current: Option<&ProxyLease>) -> u64 {
-        let recorded = self
-            .history
+    /// Takes the generation of the chip's next lease: one more than any it ever had (its
+    /// counter, and its current lease's), so that a report about an earlier lease (rotated
+    /// away, or released before the chip was allocated again) never matches the new one. The
+    /// counter is kept apart from the history, which retention shortens, and survives release.
+    /// Call it only once the lease will be written (under the same lock).
+    fn take_generation(&mut self, key: &ChipKey, current: Option<&ProxyLease>) -> u64 {
+        let highest = self
+            .generations
             .get(key)
-            .into_iter()
-            .flatten()
-            .map(|entry| entry.generation);
-        current
-            .map(|lease| lease.generation)
-            .into_iter()
-            .chain(recorded)
-            .max()
+            .copied()
             .unwrap_or(0)
-            .saturating_add(1)
+            .max(current.map_or(0, |lease| lease.generation));
+        let next = highest.saturating_add(1);
+        self.generations.insert(key.clone(), next);
+        next
+    }
+
+    /// Removes the history entries recorded before `now - max_age`, and the chips left with
+    /// none; returns how many entries went.
+    fn prune(&mut self, now: SystemTime) -> u64 {
+        let Some(cutoff) = self.retention.cutoff(now) else {
+            return 0;
+        };
+        let mut removed = 0_usize;
+        self.history.retain(|_, entries| {
+            let before = entries.len();
+            entries.retain(|entry| entry.at >= cutoff);
+            removed += before - entries.len();
+            !entries.is_empty()
+        });
+        u64::try_from(removed).unwrap_or(u64::MAX)
+    }
+
+    /// Removes every lease of `tenant` (with its endpoints' counts) and every history entry of
+    /// its chips; returns how many leases went. The generation counters stay.
+    fn purge(&mut self, tenant: &TenantId) -> u64 {
+        let keys: Vec<ChipKey> = self
+            .leases
+            .keys()
+            .filter(|(owner, _)| owner == tenant)
+            .cloned()
+            .collect();
+        let mut removed = 0_u64;
+        for key in &keys {
+            if self.remove(key).is_some() {
+                removed += 1;
+            }
+        }
+        self.history.retain(|(owner, _), _| owner != tenant);
+        removed
+    }
+
+    /// Applies the age limit by itself, at most once per [`SWEEP_EVERY`] (or `max_age`, if
+    /// shorter) of the times the calls carry; a time that jumps back by as much counts too.
+    fn sweep(&mut self, now: SystemTime) {
+        let every = self.retention.max_age.min(SWEEP_EVERY);
+        let due = self
+            .last_sweep
+            .is_none_or(|last| match now.duration_since(last) {
+                Ok(ahead) => ahead >= every,
+                Err(behind) => behind.duration() >= every,
+            });
+        if due {
+            self.last_sweep = Some(now);
+            self.prune(now);
+        }
     }
 
     fn candidate_state(
@@ -196,6 +316,7 @@ impl LeaseStore for InMemoryLeaseStore {
 
     async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, ProxyError> {
         let mut state = self.lock();
+        state.sweep(request.now);
         let key = (request.tenant.clone(), request.chip.clone());
         let existing = state.leases.get(&key).cloned();
         let old = match (existing, &request.replace) {
@@ -211,7 +332,7 @@ impl LeaseStore for InMemoryLeaseStore {
         })
         .ok_or_else(|| all_busy(&request.tenant, &request.chip))?
         .clone();
-        let generation = state.next_generation(&key, old.as_ref());
+        let generation = state.take_generation(&key, old.as_ref());
         if let (Some(old), Some(replace)) = (&old, &request.replace) {
             state.remove(&key);
             state.log(
@@ -239,6 +360,7 @@ impl LeaseStore for InMemoryLeaseStore {
         now: SystemTime,
     ) -> Result<Option<ProxyLease>, ProxyError> {
         let mut state = self.lock();
+        state.sweep(now);
         let removed = state.remove(&(tenant.clone(), chip.clone()));
         if let Some(lease) = &removed {
             state.log(lease, now, HistoryEvent::Released);
@@ -253,11 +375,12 @@ impl LeaseStore for InMemoryLeaseStore {
         generation: u64,
         now: SystemTime,
     ) -> Result<LeaseUpdate, ProxyError> {
-        self.lock()
-            .update_generation(tenant, chip, generation, |lease| {
-                lease.consecutive_failures = lease.consecutive_failures.saturating_add(1);
-                lease.last_failure_at = Some(now);
-            })
+        let mut state = self.lock();
+        state.sweep(now);
+        state.update_generation(tenant, chip, generation, |lease| {
+            lease.consecutive_failures = lease.consecutive_failures.saturating_add(1);
+            lease.last_failure_at = Some(now);
+        })
     }
 
     async fn record_success(
@@ -281,6 +404,7 @@ impl LeaseStore for InMemoryLeaseStore {
         now: SystemTime,
     ) -> Result<LeaseUpdate, ProxyError> {
         let mut state = self.lock();
+        state.sweep(now);
         let lease = state.lease_mut(tenant, chip)?;
         if lease.generation != generation {
             return Ok(LeaseUpdate::Superseded(lease.clone()));
@@ -302,6 +426,7 @@ impl LeaseStore for InMemoryLeaseStore {
         now: SystemTime,
     ) -> Result<u64, ProxyError> {
         let mut state = self.lock();
+        state.sweep(now);
         state.endpoints.entry(endpoint.clone()).or_default().health = health.clone();
         let keys: Vec<ChipKey> = state
             .leases
@@ -327,6 +452,7 @@ impl LeaseStore for InMemoryLeaseStore {
         now: SystemTime,
     ) -> Result<EgressIpUpdate, ProxyError> {
         let mut state = self.lock();
+        state.sweep(now);
         let lease = state.lease_mut(tenant, chip)?;
         if lease.generation != generation {
             return Ok(EgressIpUpdate::Superseded(lease.clone()));
@@ -400,7 +526,132 @@ impl LeaseStore for InMemoryLeaseStore {
             .lock()
             .history
             .get(&(tenant.clone(), chip.clone()))
-            .cloned()
+            .map(|entries| entries.iter().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn prune_history(&self, now: SystemTime) -> Result<u64, ProxyError> {
+        Ok(self.lock().prune(now))
+    }
+
+    async fn purge_tenant(&self, tenant: &TenantId) -> Result<u64, ProxyError> {
+        Ok(self.lock().purge(tenant))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::Candidate;
+
+    /// 10,000 chips of 100 tenants go through the store a minute apart: each is allocated, its
+    /// lease flaps three times, and it is released. With a one-hour retention of 4 entries per
+    /// chip, the store never holds more than about two hours' worth of released chips' history,
+    /// however many chips went through. What it keeps for good is one generation counter per
+    /// chip ever leased, by design.
+    #[tokio::test]
+    async fn many_chips_leave_a_bounded_footprint() {
+        const CHIPS: usize = 10_000;
+        const STEP: Duration = Duration::from_secs(60);
+        let store = InMemoryLeaseStore::with_retention(HistoryRetention {
+            max_entries_per_chip: 4,
+            max_age: Duration::from_secs(3600),
+        })
+        .expect("valid retention");
+        let tenants: Vec<TenantId> = (0..100)
+            .map(|n| TenantId::new(format!("t{n}")).expect("tenant"))
+            .collect();
+        let candidate = Candidate {
+            endpoint: EndpointId::new("e-1").expect("endpoint"),
+            tier: 0,
+            cap: u32::MAX,
+            exclusive: false,
+            session_id: None,
+            country: None,
+        };
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let (mut peak_chips, mut peak_entries) = (0, 0);
+        let mut last = None;
+        for n in 0..CHIPS {
+            let now = start + STEP * u32::try_from(n).expect("small");
+            let tenant = &tenants[n % tenants.len()];
+            let chip = ChipId::new(format!("c{n}")).expect("chip");
+            let lease = store
+                .allocate(AllocationRequest {
+                    tenant: tenant.clone(),
+                    chip: chip.clone(),
+                    candidates: vec![candidate.clone()],
+                    replace: None,
+                    now,
+                })
+                .await
+                .expect("allocates")
+                .into_lease();
+            for flap in 0..3 {
+                let health = if flap % 2 == 0 {
+                    LeaseHealth::Unhealthy {
+                        reason: "down".into(),
+                    }
+                } else {
+                    LeaseHealth::Healthy
+                };
+                let update = store
+                    .set_lease_health(tenant, &chip, lease.generation, health, now)
+                    .await
+                    .expect("health");
+                assert!(update.is_applied(), "{update:?}");
+            }
+            store.release(tenant, &chip, now).await.expect("release");
+            let size = store.size();
+            peak_chips = peak_chips.max(size.chips_with_history);
+            peak_entries = peak_entries.max(size.history_entries);
+            last = Some((tenant.clone(), chip));
+        }
+
+        // Released within the last hour, plus up to an hour between two sweeps: ~121 chips.
+        assert!(
+            peak_chips <= 130,
+            "the history of released chips is forgotten after max_age: {peak_chips} chips"
+        );
+        assert!(peak_entries <= 4 * 130, "{peak_entries} history entries");
+        let size = store.size();
+        assert_eq!(size.leases, 0);
+        assert_eq!(size.endpoints, 1);
+        assert_eq!(
+            size.generation_counters, CHIPS,
+            "one generation counter per chip ever leased, kept for good"
+        );
+
+        // The count limit: the last chip's five entries (assigned, three flaps, released) are
+        // its newest four.
+        let (tenant, chip) = last.expect("a chip went through");
+        let events: Vec<HistoryEvent> = store
+            .history(&tenant, &chip)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|entry| entry.event)
+            .collect();
+        assert_eq!(
+            events,
+            [
+                HistoryEvent::MarkedUnhealthy {
+                    reason: "down".into()
+                },
+                HistoryEvent::Recovered,
+                HistoryEvent::MarkedUnhealthy {
+                    reason: "down".into()
+                },
+                HistoryEvent::Released,
+            ]
+        );
+
+        // Everything is older than max_age a day later: an explicit prune empties the history.
+        let later =
+            start + STEP * u32::try_from(CHIPS).expect("small") + Duration::from_secs(86_400);
+        let removed = store.prune_history(later).await.expect("prune");
+        assert!(removed > 0);
+        assert_eq!(store.size().history_entries, 0);
+        assert_eq!(store.size().chips_with_history, 0);
     }
 }

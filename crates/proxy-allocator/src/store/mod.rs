@@ -35,10 +35,12 @@ use tenant_isolation::{ChipId, TenantId};
 ///   (failures reset, health healthy); of any other generation it returns the current lease
 ///   unchanged; for a chip without a lease it is [`ProxyError::NotLeased`];
 /// - every new lease (a chip's first, one allocated after a [`release`](LeaseStore::release),
-///   a rotation's) gets a generation one more than the highest the chip ever had, as kept in
-///   its history: a chip's first lease is generation 1, a rotation normally old + 1, and no two
-///   of a chip's lease lifetimes share a generation. Choosing it is part of the atomic
-///   allocation;
+///   a rotation's) gets a generation one more than the highest the chip ever had: a chip's
+///   first lease is generation 1, a rotation normally old + 1, and no two of a chip's lease
+///   lifetimes share a generation, ever. The store keeps each chip's highest generation apart
+///   from its history (which the retention and [`prune_history`](LeaseStore::prune_history)
+///   shorten): that record survives release and is never pruned. Choosing the next
+///   generation, recording it and writing the lease are one atomic step;
 /// - [`record_failure`](LeaseStore::record_failure),
 ///   [`record_success`](LeaseStore::record_success),
 ///   [`set_lease_health`](LeaseStore::set_lease_health) and
@@ -49,7 +51,15 @@ use tenant_isolation::{ChipId, TenantId};
 ///   and the update are one atomic step. Since generations are never reused, a report about a
 ///   lease released before the chip was allocated again is `Superseded` too;
 /// - history is appended for assignment, rotation, release, health transitions and egress-IP
-///   changes, and survives release;
+///   changes, and survives release, within the store's
+///   [`HistoryRetention`](crate::HistoryRetention): a chip keeps at most
+///   `max_entries_per_chip` entries (the newest; older ones are dropped in the step that
+///   appends), and [`prune_history`](LeaseStore::prune_history) removes entries older than
+///   `max_age`;
+/// - [`purge_tenant`](LeaseStore::purge_tenant) removes every lease and every history entry of
+///   one tenant in one atomic step, frees their endpoints' capacity (and exclusivity) and
+///   touches no other tenant; it keeps the tenant's chips' highest generations, so a chip of a
+///   tenant id created again never gets a generation it had before the purge;
 /// - calls on a chip without a lease (other than `allocate`, `lease`, `release`, `history`)
 ///   fail with [`ProxyError::NotLeased`].
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -137,12 +147,31 @@ pub trait LeaseStore: Send + Sync {
     /// Active leases per endpoint the store knows about.
     async fn endpoint_loads(&self) -> Result<Vec<EndpointLoad>, ProxyError>;
 
-    /// The chip's proxy history, oldest first (kept after release).
+    /// The chip's proxy history, oldest first (kept after release, within the store's
+    /// [`HistoryRetention`](crate::HistoryRetention)).
     async fn history(
         &self,
         tenant: &TenantId,
         chip: &ChipId,
     ) -> Result<Vec<ProxyHistoryEntry>, ProxyError>;
+
+    /// Applies the age limit of the store's [`HistoryRetention`](crate::HistoryRetention):
+    /// removes every history entry (of every chip, leased or released) recorded before
+    /// `now - max_age`, and returns how many were removed. Leases and generations are
+    /// untouched. Idempotent and safe to run from several replicas at once; call it
+    /// periodically (e.g. daily).
+    async fn prune_history(&self, now: SystemTime) -> Result<u64, ProxyError>;
+
+    /// Erases a tenant's proxy data, when the tenant is purged: removes every lease of
+    /// `tenant` (freeing their endpoints' capacity) and every history entry of its chips,
+    /// leased or released, in one atomic step, and returns how many leases were removed (0
+    /// for a tenant the store knows nothing of). Other tenants are untouched, and so are
+    /// endpoint health records and the chips' highest generations: a chip of a tenant id
+    /// created again continues past every generation it had, so a late report about a purged
+    /// lease is [`LeaseUpdate::Superseded`]. Idempotent (a second call returns 0) and safe to
+    /// retry. A lease allocated for the tenant after the call (a chip not stopped first) is
+    /// an ordinary lease: stop the tenant's chips before purging.
+    async fn purge_tenant(&self, tenant: &TenantId) -> Result<u64, ProxyError>;
 }
 
 /// What a backend knows about one candidate when choosing.

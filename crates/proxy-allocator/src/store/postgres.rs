@@ -20,15 +20,29 @@
 //! deadlocks, possible between a rotation and an endpoint health update, lost connections, pool
 //! time-outs) are retried with backoff, on the operations that are safe to repeat.
 //!
-//! The new lease's generation is computed in the same statement that writes it: one more than
-//! the highest generation in the chip's history (and, for a rotation, at least the old one plus
-//! one), so it is never one the chip had before, even after a release.
+//! The new lease's generation is taken from the chip's row in `proxy_chip_generations` (the
+//! highest generation the chip ever had, kept apart from the history), in the allocating
+//! transaction, by one upsert that increments it under the row's lock: it is never one the chip
+//! had before, even after a release or after its history was pruned.
 //!
 //! # Schema
 //! Tables `proxy_endpoints`, `proxy_leases` and `proxy_lease_history`
-//! (`migrations/0001_leases.sql`), recorded as component `proxy-allocator` in tenant-isolation's
-//! migration table. Platform data, not tenant rows: no row-level security; connect as the role
-//! that owns the tables (`DATABASE_URL`), never as the tenant-scoped application role.
+//! (`migrations/0001_leases.sql`), `proxy_chip_generations` and an index on the history's
+//! times (`migrations/0002_chip_generations.sql`), recorded as component `proxy-allocator` in
+//! tenant-isolation's migration table. Platform data, not tenant rows: no row-level security;
+//! connect as the role that owns the tables (`DATABASE_URL`), never as the tenant-scoped
+//! application role.
+//!
+//! # History retention
+//! Every statement that appends to a chip's history also drops the chip's oldest entries beyond
+//! the store's [`HistoryRetention`] count (one statement: the insert is a data-modifying `WITH`
+//! of the delete); [`LeaseStore::prune_history`] deletes entries older than its age, in batches.
+//!
+//! # Tenant purge
+//! [`LeaseStore::purge_tenant`] deletes the tenant's `proxy_leases` and `proxy_lease_history`
+//! rows in one transaction, retried like the other writes; `proxy_chip_generations` keeps its
+//! rows, so a tenant id created again never sees a generation reused. A purge hook, not a
+//! foreign key: these tables reference no `tenants` table (see `docs/proxy-allocator.md`).
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -46,25 +60,62 @@ use crate::lease::{
     Allocation, AllocationRequest, EgressIpChange, EgressIpUpdate, EndpointLoad, HistoryEvent,
     LeaseHealth, LeaseUpdate, ProxyHistoryEntry, ProxyLease,
 };
+use crate::retention::HistoryRetention;
 use crate::store::{CandidateState, LeaseStore, all_busy, choose, not_leased};
 use tenant_isolation::{ChipId, TenantId};
 
 /// This crate's migrations, in order. Never edit a released one: add a version.
-const LEASE_MIGRATIONS: &[Migration] = &[Migration::new(
-    1,
-    "leases",
-    include_str!("../../migrations/0001_leases.sql"),
-)];
+const LEASE_MIGRATIONS: &[Migration] = &[
+    Migration::new(
+        1,
+        "leases",
+        include_str!("../../migrations/0001_leases.sql"),
+    ),
+    Migration::new(
+        2,
+        "chip generations",
+        include_str!("../../migrations/0002_chip_generations.sql"),
+    ),
+];
 
-/// The generation of the chip's next lease (`$1` tenant, `$2` chip): one more than any recorded
-/// in its history. Every lease is recorded there as assigned, in the transaction that creates
-/// it, and history survives release, so this is one more than any generation the chip ever had:
-/// a report about an earlier lease (rotated away, or released before the chip was allocated
-/// again) never matches the new one. It runs inside the allocating transaction after the chip's
-/// lease row is locked (or, for a first allocation, in the `INSERT` that the primary key
-/// serializes), so two allocations of one chip cannot both use it.
-const NEXT_GENERATION: &str = "(SELECT COALESCE(max(generation), 0) + 1 FROM proxy_lease_history \
-     WHERE tenant_id = $1 AND chip_id = $2)";
+/// Takes the generation of the chip's next lease (`$1` tenant, `$2` chip, `$3` the generation
+/// of the lease being replaced, or 0) and records it: one more than the highest the chip ever
+/// had, from its row in `proxy_chip_generations`, which neither release nor the history's
+/// retention touches. So a report about an earlier lease (rotated away, or released before the
+/// chip was allocated again) never matches the new one.
+///
+/// The upsert increments the row under its lock, on the latest committed version (`ON CONFLICT
+/// DO UPDATE`), so two transactions never take the same value; it runs in the allocating
+/// transaction right before the lease is written, so a lost race (the lease's primary key) or
+/// any later failure rolls it back. A chip without a row yet (its first lease, or one whose
+/// rows an earlier build wrote after migration 2 ran) starts past its history and `$3`.
+const NEXT_GENERATION: &str = "INSERT INTO proxy_chip_generations AS g \
+         (tenant_id, chip_id, last_generation) \
+     VALUES ($1, $2, GREATEST($3::bigint, \
+         (SELECT COALESCE(max(generation), 0) FROM proxy_lease_history \
+          WHERE tenant_id = $1 AND chip_id = $2)) + 1) \
+     ON CONFLICT (tenant_id, chip_id) DO UPDATE \
+         SET last_generation = GREATEST(g.last_generation + 1, EXCLUDED.last_generation) \
+     RETURNING last_generation";
+
+/// Appends one history entry (`$1`..`$7`: tenant, chip, at, endpoint, session, generation,
+/// event) and drops the chip's oldest entries beyond the retention's count (`$8`: the count
+/// minus one). One statement: the insert is a data-modifying `WITH`, whose row the delete
+/// does not see (both run on the statement's snapshot), so the delete keeps the newest `$8`
+/// entries that were there before, and the new one makes the count.
+const APPEND_HISTORY: &str = "WITH added AS ( \
+         INSERT INTO proxy_lease_history \
+             (tenant_id, chip_id, at, endpoint_id, session_id, generation, event) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)) \
+     DELETE FROM proxy_lease_history \
+     WHERE tenant_id = $1 AND chip_id = $2 \
+       AND id <= (SELECT id FROM proxy_lease_history \
+                  WHERE tenant_id = $1 AND chip_id = $2 \
+                  ORDER BY id DESC OFFSET $8 LIMIT 1)";
+
+/// History rows deleted per statement by [`LeaseStore::prune_history`], so a large backlog is
+/// removed in short transactions.
+const PRUNE_BATCH: i64 = 10_000;
 
 const COLUMNS: &str = "tenant_id, chip_id, endpoint_id, session_id, country, generation, \
      assigned_at, healthy, health_reason, consecutive_failures, last_failure_at, egress_ip";
@@ -80,12 +131,14 @@ const COLUMNS: &str = "tenant_id, chip_id, endpoint_id, session_id, country, gen
 #[derive(Clone)]
 pub struct PostgresLeaseStore {
     pool: deadpool_postgres::Pool,
+    retention: HistoryRetention,
 }
 
 impl std::fmt::Debug for PostgresLeaseStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresLeaseStore")
             .field("pool", &self.pool.status())
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -97,10 +150,28 @@ impl PostgresLeaseStore {
     pub const MIGRATIONS: MigrationSet = MigrationSet::new("proxy-allocator", LEASE_MIGRATIONS)
         .adopting("proxy_allocator_migrations");
 
-    /// A store on an existing pool. Build it like [`pg::build_pool`] does (in particular with
-    /// `RecyclingMethod::Clean`), e.g. for TLS.
+    /// A store on an existing pool, with the default [`HistoryRetention`]. Build the pool like
+    /// [`pg::build_pool`] does (in particular with `RecyclingMethod::Clean`), e.g. for TLS.
     pub fn new(pool: deadpool_postgres::Pool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            retention: HistoryRetention::default(),
+        }
+    }
+
+    /// The same store keeping history within `retention` (default
+    /// [`HistoryRetention::default`]). Every replica should use the same retention.
+    ///
+    /// # Errors
+    /// [`ProxyError::InvalidConfig`] from [`HistoryRetention::validate`].
+    pub fn with_retention(self, retention: HistoryRetention) -> Result<Self, ProxyError> {
+        retention.validate()?;
+        Ok(Self { retention, ..self })
+    }
+
+    /// `$8` of [`APPEND_HISTORY`]: the newest entries kept besides the one appended.
+    fn history_keep(&self) -> i64 {
+        i64::from(self.retention.max_entries_per_chip.max(1)) - 1
     }
 
     /// A store with its own pool to `url` (`postgres://user:password@host:port/db`), built by
@@ -304,6 +375,15 @@ impl PostgresLeaseStore {
         .ok_or_else(|| all_busy(&request.tenant, &request.chip))?;
         let country = candidate.country.map(|c| c.to_string());
         let endpoint = candidate.endpoint.as_str();
+        let keep = self.history_keep();
+        let replaced = existing
+            .as_ref()
+            .map_or(0, |old| i64::try_from(old.generation).unwrap_or(i64::MAX));
+        let generation: i64 = tx
+            .query_one(NEXT_GENERATION, &[&tenant, &chip, &replaced])
+            .await
+            .map_err(store_err("take the next generation"))?
+            .get(0);
         let allocation = match (&existing, &request.replace) {
             (Some(old), Some(replace)) => {
                 insert_history(
@@ -313,14 +393,14 @@ impl PostgresLeaseStore {
                     &HistoryEvent::RotatedAway {
                         reason: replace.reason.clone(),
                     },
+                    keep,
                 )
                 .await?;
-                let generation = i64::try_from(old.generation + 1).unwrap_or(i64::MAX);
                 let row = tx
                     .query_one(
                         &format!(
                             "UPDATE proxy_leases SET endpoint_id = $3, session_id = $4, \
-                             country = $5, generation = GREATEST($6, {NEXT_GENERATION}), \
+                             country = $5, generation = $6, \
                              assigned_at = $7, healthy = true, \
                              health_reason = NULL, consecutive_failures = 0, \
                              last_failure_at = NULL, egress_ip = NULL \
@@ -346,7 +426,7 @@ impl PostgresLeaseStore {
                         &format!(
                             "INSERT INTO proxy_leases (tenant_id, chip_id, endpoint_id, \
                              session_id, country, generation, assigned_at) \
-                             VALUES ($1, $2, $3, $4, $5, {NEXT_GENERATION}, $6) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7) \
                              ON CONFLICT (tenant_id, chip_id) DO NOTHING RETURNING {COLUMNS}"
                         ),
                         &[
@@ -355,6 +435,7 @@ impl PostgresLeaseStore {
                             &endpoint,
                             &candidate.session_id,
                             &country,
+                            &generation,
                             &request.now,
                         ],
                     )
@@ -382,6 +463,7 @@ impl PostgresLeaseStore {
             allocation.lease(),
             request.now,
             &HistoryEvent::Assigned,
+            keep,
         )
         .await?;
         tx.commit().await.map_err(store_err("commit allocation"))?;
@@ -396,6 +478,7 @@ impl PostgresLeaseStore {
     ) -> Result<u64, ProxyError> {
         let (healthy, reason) = split_health(health);
         let event = event_json(&HistoryEvent::health_change(health))?;
+        let keep = self.history_keep();
         self.in_transaction("set endpoint health", async |tx| {
             tx.execute(
                 "INSERT INTO proxy_endpoints (id, healthy, health_reason, checked_at) \
@@ -405,22 +488,34 @@ impl PostgresLeaseStore {
             )
             .await
             .map_err(store_err("record endpoint health"))?;
-            let changed = tx
-                .execute(
+            // As in APPEND_HISTORY, the trim does not see the rows `added` inserts: it keeps
+            // the newest `$6` each chip had, and the new one makes the count.
+            let changed: i64 = tx
+                .query_one(
                     "WITH changed AS ( \
                          UPDATE proxy_leases SET healthy = $2, health_reason = $3 \
                          WHERE endpoint_id = $1 \
                            AND (healthy <> $2 OR health_reason IS DISTINCT FROM $3) \
-                         RETURNING tenant_id, chip_id, endpoint_id, session_id, generation) \
-                     INSERT INTO proxy_lease_history \
-                         (tenant_id, chip_id, at, endpoint_id, session_id, generation, event) \
-                     SELECT tenant_id, chip_id, $4, endpoint_id, session_id, generation, $5 \
-                     FROM changed",
-                    &[&endpoint.as_str(), &healthy, &reason, &now, &event],
+                         RETURNING tenant_id, chip_id, endpoint_id, session_id, generation), \
+                     added AS ( \
+                         INSERT INTO proxy_lease_history \
+                             (tenant_id, chip_id, at, endpoint_id, session_id, generation, event) \
+                         SELECT tenant_id, chip_id, $4, endpoint_id, session_id, generation, $5 \
+                         FROM changed), \
+                     trimmed AS ( \
+                         DELETE FROM proxy_lease_history AS h USING changed AS c \
+                         WHERE h.tenant_id = c.tenant_id AND h.chip_id = c.chip_id \
+                           AND h.id <= (SELECT x.id FROM proxy_lease_history AS x \
+                                        WHERE x.tenant_id = c.tenant_id \
+                                          AND x.chip_id = c.chip_id \
+                                        ORDER BY x.id DESC OFFSET $6 LIMIT 1)) \
+                     SELECT count(*) FROM changed",
+                    &[&endpoint.as_str(), &healthy, &reason, &now, &event, &keep],
                 )
                 .await
-                .map_err(store_err("mark leases"))?;
-            Ok(changed)
+                .map_err(store_err("mark leases"))?
+                .get(0);
+            Ok(u64::try_from(changed).unwrap_or_default())
         })
         .await
     }
@@ -455,6 +550,7 @@ impl PostgresLeaseStore {
         now: SystemTime,
     ) -> Result<LeaseUpdate, ProxyError> {
         let (healthy, reason) = split_health(health);
+        let keep = self.history_keep();
         self.in_transaction("set lease health", async |tx| {
             let lease = Self::lock_lease(tx, tenant, chip).await?;
             if lease.generation != generation {
@@ -474,7 +570,7 @@ impl PostgresLeaseStore {
                 .await
                 .map_err(store_err("set lease health"))?;
             let lease = lease_from_row(&row)?;
-            insert_history(tx, &lease, now, &HistoryEvent::health_change(health)).await?;
+            insert_history(tx, &lease, now, &HistoryEvent::health_change(health), keep).await?;
             Ok(LeaseUpdate::Applied(lease))
         })
         .await
@@ -488,6 +584,7 @@ impl PostgresLeaseStore {
         ip: IpAddr,
         now: SystemTime,
     ) -> Result<EgressIpUpdate, ProxyError> {
+        let keep = self.history_keep();
         self.in_transaction("record egress ip", async |tx| {
             let lease = Self::lock_lease(tx, tenant, chip).await?;
             if lease.generation != generation {
@@ -516,6 +613,7 @@ impl PostgresLeaseStore {
                     from: lease.egress_ip,
                     to: ip,
                 },
+                keep,
             )
             .await?;
             Ok(EgressIpUpdate::Applied {
@@ -526,12 +624,49 @@ impl PostgresLeaseStore {
         .await
     }
 
+    /// Deletes up to [`PRUNE_BATCH`] history rows recorded before `cutoff`; returns how many.
+    async fn prune_batch(&self, cutoff: SystemTime) -> Result<u64, ProxyError> {
+        let client = self.client("prune history").await?;
+        client
+            .execute(
+                "DELETE FROM proxy_lease_history WHERE id IN \
+                 (SELECT id FROM proxy_lease_history WHERE at < $1 LIMIT $2)",
+                &[&cutoff, &PRUNE_BATCH],
+            )
+            .await
+            .map_err(store_err("prune history"))
+    }
+
+    /// One attempt of [`LeaseStore::purge_tenant`]: the tenant's leases, then its history, in
+    /// one transaction (the order in which allocation, release and the health updates lock a
+    /// chip's rows). `proxy_chip_generations` is left alone.
+    async fn try_purge_tenant(&self, tenant: &TenantId) -> Result<u64, ProxyError> {
+        self.in_transaction("purge tenant", async |tx| {
+            let leases = tx
+                .execute(
+                    "DELETE FROM proxy_leases WHERE tenant_id = $1",
+                    &[&tenant.as_str()],
+                )
+                .await
+                .map_err(store_err("delete the tenant's leases"))?;
+            tx.execute(
+                "DELETE FROM proxy_lease_history WHERE tenant_id = $1",
+                &[&tenant.as_str()],
+            )
+            .await
+            .map_err(store_err("delete the tenant's history"))?;
+            Ok(leases)
+        })
+        .await
+    }
+
     async fn try_release(
         &self,
         tenant: &TenantId,
         chip: &ChipId,
         now: SystemTime,
     ) -> Result<Option<ProxyLease>, ProxyError> {
+        let keep = self.history_keep();
         self.in_transaction("release", async |tx| {
             let row = tx
                 .query_opt(
@@ -545,7 +680,7 @@ impl PostgresLeaseStore {
                 .map_err(store_err("delete the lease"))?;
             let lease = row.map(|row| lease_from_row(&row)).transpose()?;
             if let Some(lease) = &lease {
-                insert_history(tx, lease, now, &HistoryEvent::Released).await?;
+                insert_history(tx, lease, now, &HistoryEvent::Released, keep).await?;
             }
             Ok(lease)
         })
@@ -602,17 +737,18 @@ fn event_json(event: &HistoryEvent) -> Result<String, ProxyError> {
     })
 }
 
+/// Appends one entry to the lease's chip's history and drops the chip's oldest entries beyond
+/// the retention's count (`keep`: see [`PostgresLeaseStore::history_keep`]).
 async fn insert_history(
     tx: &deadpool_postgres::Transaction<'_>,
     lease: &ProxyLease,
     at: SystemTime,
     event: &HistoryEvent,
+    keep: i64,
 ) -> Result<(), ProxyError> {
     let generation = i64::try_from(lease.generation).unwrap_or(i64::MAX);
     tx.execute(
-        "INSERT INTO proxy_lease_history \
-             (tenant_id, chip_id, at, endpoint_id, session_id, generation, event) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        APPEND_HISTORY,
         &[
             &lease.tenant.as_str(),
             &lease.chip.as_str(),
@@ -621,6 +757,7 @@ async fn insert_history(
             &lease.session_id,
             &generation,
             &event_json(event)?,
+            &keep,
         ],
     )
     .await
@@ -877,5 +1014,30 @@ impl LeaseStore for PostgresLeaseStore {
                 })
             })
             .collect()
+    }
+
+    async fn prune_history(&self, now: SystemTime) -> Result<u64, ProxyError> {
+        let Some(cutoff) = self.retention.cutoff(now) else {
+            return Ok(0);
+        };
+        // In batches, each its own short statement: a large backlog (the first prune after an
+        // upgrade) never holds many row locks for long. Deleting is idempotent, so a batch that
+        // fails with a retryable error (a deadlock with a writer trimming the same chip) is
+        // retried.
+        let mut removed = 0_u64;
+        loop {
+            let batch = retrying(|| self.prune_batch(cutoff)).await?;
+            removed = removed.saturating_add(batch);
+            if batch < PRUNE_BATCH.unsigned_abs() {
+                return Ok(removed);
+            }
+        }
+    }
+
+    async fn purge_tenant(&self, tenant: &TenantId) -> Result<u64, ProxyError> {
+        // Deleting is idempotent, so a transaction that fails with a retryable error (a
+        // deadlock with `set_endpoint_health` updating the same leases) is retried; a retry
+        // after a lost COMMIT reply finds nothing left and answers 0.
+        retrying(|| self.try_purge_tenant(tenant)).await
     }
 }

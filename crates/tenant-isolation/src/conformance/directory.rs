@@ -2,8 +2,8 @@
 
 use super::{create_tenant, unique_tenant};
 use crate::{
-    Error, NewTenant, PlanLimits, TenantDirectory, TenantSecrets, TenantStatus,
-    directory::require_active,
+    Error, Incarnation, NewTenant, PlanLimits, Tenant, TenantDirectory, TenantSecrets,
+    TenantStatus, directory::require_active,
 };
 
 /// A created tenant is active, readable, and keeps its limits and secrets.
@@ -185,5 +185,78 @@ pub async fn directory_lists_tenants(directory: &dyn TenantDirectory) {
     assert!(
         all.windows(2).all(|w| w[0].id < w[1].id),
         "list must be ordered by id"
+    );
+}
+
+/// Each tenant gets its own incarnation when it is created (the one its [`NewTenant`] carries),
+/// and keeps it through every update (limits, secrets, suspension, reactivation, deletion) and
+/// every reread (`get`, `list`); a tenant created with a given incarnation (a restore) keeps
+/// exactly that one.
+pub async fn directory_keeps_incarnations(directory: &dyn TenantDirectory) {
+    let limits = PlanLimits::new(1, 1, 1);
+    let secrets = || TenantSecrets::generate().expect("random");
+    let new = NewTenant::new(unique_tenant(), limits, secrets());
+    let minted = new.incarnation.clone();
+    let a = directory.create(new).await.expect("create");
+    assert_eq!(
+        a.incarnation, minted,
+        "create must store the incarnation the new tenant carries"
+    );
+    let b = directory
+        .create(NewTenant::new(unique_tenant(), limits, secrets()))
+        .await
+        .expect("create");
+    assert_ne!(
+        a.incarnation, b.incarnation,
+        "two tenants must get different incarnations"
+    );
+
+    let id = a.id;
+    let keeps = |tenant: Tenant, after: &str| {
+        assert_eq!(
+            tenant.incarnation, minted,
+            "a tenant's incarnation must survive {after}"
+        );
+    };
+    let set = directory.set_limits(&id, PlanLimits::new(2, 2, 2)).await;
+    keeps(set.expect("set_limits"), "set_limits");
+    let set = directory.set_secrets(&id, secrets()).await;
+    keeps(set.expect("set_secrets"), "set_secrets");
+    let set = directory.set_status(&id, TenantStatus::Suspended).await;
+    keeps(set.expect("suspend"), "a suspension");
+    let set = directory.set_status(&id, TenantStatus::Active).await;
+    keeps(set.expect("reactivate"), "a reactivation");
+    keeps(directory.get(&id).await.expect("get"), "a reread");
+    let listed = directory
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .find(|t| t.id == id)
+        .expect("the tenant is listed");
+    keeps(listed, "a listing");
+    let set = directory.set_status(&id, TenantStatus::Deleted).await;
+    keeps(set.expect("delete"), "a deletion");
+    keeps(
+        directory.get(&id).await.expect("get"),
+        "a reread after deletion",
+    );
+
+    // A host restoring a tenant from a backup gives it its incarnation back.
+    let restored = Incarnation::parse(&format!(
+        "backup-{}",
+        Incarnation::generate().as_str().to_ascii_lowercase()
+    ))
+    .expect("a valid incarnation");
+    let new = NewTenant::new(unique_tenant(), limits, secrets()).with_incarnation(restored.clone());
+    let c = directory.create(new).await.expect("create");
+    assert_eq!(
+        c.incarnation, restored,
+        "create must keep a given incarnation"
+    );
+    assert_eq!(
+        directory.get(&c.id).await.expect("get").incarnation,
+        restored,
+        "a given incarnation must survive a reread"
     );
 }

@@ -55,7 +55,13 @@ impl TenantDirectory for MemoryTenantDirectory {
         if tenants.contains_key(&new.id) {
             return Err(Error::TenantAlreadyExists { tenant: new.id });
         }
-        let tenant = Tenant::new(new.id, TenantStatus::Active, new.limits, new.secrets);
+        let tenant = Tenant::new(
+            new.id,
+            new.incarnation,
+            TenantStatus::Active,
+            new.limits,
+            new.secrets,
+        );
         tenants.insert(tenant.id.clone(), tenant.clone());
         tracing::info!(tenant = %tenant.id, "tenant created");
         Ok(tenant)

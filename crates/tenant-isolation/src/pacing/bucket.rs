@@ -44,6 +44,14 @@ impl TokenBucket {
     pub(crate) fn take(&mut self) {
         self.tokens = (self.tokens - 1.0).max(0.0);
     }
+
+    /// Whether the bucket would be full at `now` (`false` for a `now` before its last refill):
+    /// then it behaves exactly like a new full bucket, and need not be kept.
+    pub(crate) fn is_full(&self, now: SystemTime, capacity: f64, per_second: f64) -> bool {
+        now.duration_since(self.last).is_ok_and(|elapsed| {
+            self.tokens + elapsed.as_secs_f64() * per_second >= capacity - EPSILON
+        })
+    }
 }
 
 #[cfg(test)]
@@ -67,5 +75,19 @@ mod tests {
         // A clock going backwards neither adds nor panics.
         b.refill(t0, 2.0, 0.5);
         assert!(b.wait(0.5).is_some());
+    }
+
+    #[test]
+    fn a_bucket_is_full_once_refilled() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1000);
+        let mut b = TokenBucket::full(2.0, t0);
+        assert!(b.is_full(t0, 2.0, 0.5));
+        b.take();
+        assert!(!b.is_full(t0 + Duration::from_secs(1), 2.0, 0.5));
+        assert!(b.is_full(t0 + Duration::from_secs(2), 2.0, 0.5));
+        assert!(
+            !b.is_full(t0 - Duration::from_secs(1), 2.0, 0.5),
+            "a clock gone back"
+        );
     }
 }

@@ -90,6 +90,8 @@ struct ChipPace {
 struct PacerState {
     tenants: HashMap<TenantId, TokenBucket>,
     chips: HashMap<(TenantId, ChipId), ChipPace>,
+    /// When idle tenant buckets were last dropped.
+    last_sweep: Option<SystemTime>,
 }
 
 /// Token buckets in process memory, per tenant and per chip.
@@ -104,6 +106,13 @@ struct PacerState {
 ///   jitter) plus `chip_min_gap`.
 ///
 /// Per tenant: a burst bucket. A send is counted against all of them or none.
+///
+/// Memory: a chip's state (warm-up age, the day's count, burst, gap) is kept until
+/// [`forget_chip`](SendPacer::forget_chip), which deleting a chip must call: dropping it earlier
+/// would restart the chip's warm-up. A tenant's bucket is dropped once it has refilled
+/// completely, when it is the same as a new one: `acquire` sweeps the idle ones at most once
+/// per `tenant_burst × tenant_refill_every` (20 s by default). [`MemorySendPacer::tracked_chips`]
+/// and [`MemorySendPacer::tracked_tenants`] say what is held.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -154,6 +163,42 @@ impl MemorySendPacer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Chips whose pacing state is held (until [`forget_chip`](SendPacer::forget_chip)).
+    pub fn tracked_chips(&self) -> usize {
+        self.state().chips.len()
+    }
+
+    /// Tenants whose burst bucket is held: those that sent recently enough for it not to have
+    /// refilled (idle ones are dropped as `acquire` goes).
+    pub fn tracked_tenants(&self) -> usize {
+        self.state().tenants.len()
+    }
+
+    /// Drops the tenant buckets that have refilled completely (a new bucket is full, so
+    /// nothing changes for their tenants), at most once per the time an empty bucket takes to
+    /// refill, or when the clock went back by as much.
+    fn sweep_idle_tenants(&self, state: &mut PacerState, now: SystemTime) {
+        let every = self
+            .config
+            .tenant_refill_every
+            .saturating_mul(self.config.tenant_burst);
+        let due = state
+            .last_sweep
+            .is_none_or(|last| match now.duration_since(last) {
+                Ok(ahead) => ahead >= every,
+                Err(behind) => behind.duration() >= every,
+            });
+        if !due {
+            return;
+        }
+        state.last_sweep = Some(now);
+        let capacity = f64::from(self.config.tenant_burst);
+        let rate = 1.0 / self.config.tenant_refill_every.as_secs_f64();
+        state
+            .tenants
+            .retain(|_, bucket| !bucket.is_full(now, capacity, rate));
+    }
+
     fn jitter(&self) -> Duration {
         let (min, max) = (self.config.jitter_min, self.config.jitter_max);
         let span = u64::try_from((max - min).as_millis()).unwrap_or(u64::MAX);
@@ -194,7 +239,8 @@ impl fmt::Debug for MemorySendPacer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemorySendPacer")
             .field("config", &self.config)
-            .field("chips", &self.state().chips.len())
+            .field("chips", &self.tracked_chips())
+            .field("tenants", &self.tracked_tenants())
             .finish_non_exhaustive()
     }
 }
@@ -234,6 +280,7 @@ impl SendPacer for MemorySendPacer {
 
         let mut guard = self.state();
         let state = &mut *guard;
+        self.sweep_idle_tenants(state, now);
         let tenant_bucket = state
             .tenants
             .entry(tenant.clone())

@@ -113,8 +113,9 @@ impl AdminDb {
     }
 
     /// Erases a tenant and every row it owns (the directory entry included, so its id could
-    /// be created again: prefer [`TenantStatus::Deleted`](crate::TenantStatus) unless the data
-    /// must be erased). Returns whether the tenant existed.
+    /// be created again, as a new [`Incarnation`](crate::Incarnation): prefer
+    /// [`TenantStatus::Deleted`](crate::TenantStatus) unless the data must be erased). Returns
+    /// whether the tenant existed.
     ///
     /// # Errors
     /// [`Error::Database`], [`Error::Pool`].

@@ -8,12 +8,12 @@ use tokio_postgres::Row;
 use super::{AdminDb, stored_u32, to_i32};
 use crate::error::Error;
 use crate::{
-    ApiKey, HmacKey, NewTenant, PlanLimits, Tenant, TenantDirectory, TenantId, TenantSecrets,
-    TenantStatus,
+    ApiKey, HmacKey, Incarnation, NewTenant, PlanLimits, Tenant, TenantDirectory, TenantId,
+    TenantSecrets, TenantStatus,
 };
 
-pub(crate) const TENANT_COLUMNS: &str = "tenant_id, status, max_chips, max_running_sessions, \
-     max_sends_per_day, container_api_key, webhook_hmac_key";
+pub(crate) const TENANT_COLUMNS: &str = "tenant_id, incarnation, status, max_chips, \
+     max_running_sessions, max_sends_per_day, container_api_key, webhook_hmac_key";
 
 /// Decodes a `tenants` row, re-validating everything (data written around this crate is
 /// reported as [`Error::CorruptData`], never trusted).
@@ -22,6 +22,12 @@ pub(crate) fn tenant_from_row(row: &Row) -> Result<Tenant, Error> {
     let id = TenantId::new(raw_id.as_str()).map_err(|e| Error::CorruptData {
         detail: format!("tenants.tenant_id: {e}"),
     })?;
+    let incarnation =
+        Incarnation::parse(&row.try_get::<_, String>("incarnation")?).map_err(|e| {
+            Error::CorruptData {
+                detail: format!("tenants.incarnation of tenant {id}: {e}"),
+            }
+        })?;
     let status: TenantStatus = row.try_get::<_, String>("status")?.parse()?;
     let limits = PlanLimits::new(
         stored_u32(row.try_get("max_chips")?, "max_chips")?,
@@ -41,7 +47,7 @@ pub(crate) fn tenant_from_row(row: &Row) -> Result<Tenant, Error> {
         webhook_hmac_key: HmacKey::new(row.try_get::<_, String>("webhook_hmac_key")?)
             .map_err(corrupt_secret("webhook HMAC key"))?,
     };
-    Ok(Tenant::new(id, status, limits, secrets))
+    Ok(Tenant::new(id, incarnation, status, limits, secrets))
 }
 
 /// Locks the tenant's row for the rest of `tx` and reads its status.
@@ -110,8 +116,9 @@ impl TenantDirectory for PgTenantDirectory {
         let conn = self.admin.connection().await?;
         let sql = format!(
             "INSERT INTO tenants (tenant_id, status, max_chips, max_running_sessions,
-                                  max_sends_per_day, container_api_key, webhook_hmac_key)
-             VALUES ($1, 'active', $2, $3, $4, $5, $6)
+                                  max_sends_per_day, container_api_key, webhook_hmac_key,
+                                  incarnation)
+             VALUES ($1, 'active', $2, $3, $4, $5, $6, $7)
              ON CONFLICT (tenant_id) DO NOTHING
              RETURNING {TENANT_COLUMNS}"
         );
@@ -125,6 +132,7 @@ impl TenantDirectory for PgTenantDirectory {
                     &to_i32(new.limits.max_sends_per_day),
                     &new.secrets.container_api_key.expose_secret(),
                     &new.secrets.webhook_hmac_key.expose_secret(),
+                    &new.incarnation.as_str(),
                 ],
             )
             .await?;

@@ -6,7 +6,11 @@
 //! (tenant-isolation's own set first, then the others, then the access grants), or
 //! [`run_migrations`] for sets that need no tenant schema. Applied versions are recorded per
 //! component in [`MIGRATIONS_TABLE`], keyed by `(component, version)`, so two components'
-//! version numbers never collide.
+//! version numbers never collide. A set also declares which of its tables hold tenant rows
+//! ([`MigrationSet::tenant_tables`]); the access step grants the application role those tables
+//! and puts them under the admin policy, and
+//! [`TenantDb::verify_role_with`](super::TenantDb::verify_role_with) checks their row-level
+//! security.
 
 use deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
@@ -28,33 +32,37 @@ pub const MIGRATIONS_TABLE: &str = "chipfleet_migrations";
 const COMPONENT: &str = "tenant-isolation";
 
 /// tenant-isolation's migrations, in order.
-const OWN_MIGRATIONS: &[Migration] = &[Migration::new(
-    1,
-    "tenancy",
-    include_str!("../../migrations/0001_tenancy.sql"),
-)];
+const OWN_MIGRATIONS: &[Migration] = &[
+    Migration::new(
+        1,
+        "tenancy",
+        include_str!("../../migrations/0001_tenancy.sql"),
+    ),
+    Migration::new(
+        2,
+        "incarnation",
+        include_str!("../../migrations/0002_incarnation.sql"),
+    ),
+];
+
+/// The tenant directory: every tenant table refers to it. Row-level security is forced on it
+/// like on the tenant tables, but the application role only reads it (its own row), so it is
+/// not declared as a tenant table (those are granted `INSERT, UPDATE, DELETE` too).
+pub(crate) const DIRECTORY_TABLE: &str = "tenants";
+
+/// tenant-isolation's tenant tables (see [`MigrationSet::tenant_tables`]).
+const OWN_TENANT_TABLES: &[&str] = &[
+    "quota_usage",
+    "quota_reservations",
+    "daily_sends",
+    "tenant_records",
+];
 
 /// tenant-isolation's set. Builds before the shared runner recorded these versions in
 /// `tenant_isolation_migrations` (with checksums); that table is adopted.
-pub(crate) const OWN: MigrationSet =
-    MigrationSet::new(COMPONENT, OWN_MIGRATIONS).adopting("tenant_isolation_migrations");
-
-/// The tables this crate owns; each has row-level security forced.
-pub(crate) const TABLES: [&str; 5] = [
-    "tenants",
-    "quota_usage",
-    "quota_reservations",
-    "daily_sends",
-    "tenant_records",
-];
-
-/// The tables the application role may write (it only reads `tenants`, its own row).
-const APP_WRITABLE: [&str; 4] = [
-    "quota_usage",
-    "quota_reservations",
-    "daily_sends",
-    "tenant_records",
-];
+pub(crate) const OWN: MigrationSet = MigrationSet::new(COMPONENT, OWN_MIGRATIONS)
+    .adopting("tenant_isolation_migrations")
+    .tenant_tables(OWN_TENANT_TABLES);
 
 /// Name of the permissive policy that lets the admin role see every row.
 pub(crate) const ADMIN_POLICY: &str = "chipfleet_admin";
@@ -125,22 +133,58 @@ impl Migration {
 ///
 /// A run checks every set before it touches the database: the component is 1 to 63 of
 /// `[a-z0-9-]` (a letter or digit at both ends) and appears once per run; versions are above 0
-/// and strictly increasing; names are not empty ([`Error::InvalidConfig`] otherwise).
+/// and strictly increasing; names are not empty; declared tenant tables are 1 to 63 of
+/// `[a-z0-9_]` (a letter or digit at both ends), declared once per run, and none of them is
+/// `tenants` or the migration table ([`Error::InvalidConfig`] otherwise).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MigrationSet {
     component: &'static str,
     migrations: &'static [Migration],
     legacy_table: Option<&'static str>,
+    tenant_tables: &'static [&'static str],
 }
 
 impl MigrationSet {
-    /// The migrations of `component`, in version order.
+    /// The migrations of `component`, in version order. It declares no tenant tables.
     pub const fn new(component: &'static str, migrations: &'static [Migration]) -> Self {
         MigrationSet {
             component,
             migrations,
             legacy_table: None,
+            tenant_tables: &[],
         }
+    }
+
+    /// Declares the tables of this component that hold tenant rows, in the current schema.
+    /// Its migrations must create each one the way tenant-isolation's are (see
+    /// `docs/tenant-isolation.md`): a `tenant_id text NOT NULL REFERENCES tenants (tenant_id)
+    /// ON DELETE CASCADE` column first in every key and index, row-level security `ENABLE`d and
+    /// `FORCE`d, and the `tenant_isolation` policy on `app.tenant_id`.
+    ///
+    /// Then [`AdminDb::migrate_with`](super::AdminDb::migrate_with) grants the application role
+    /// `SELECT, INSERT, UPDATE, DELETE` on them and puts them under the admin policy, exactly
+    /// as tenant-isolation's own tenant tables (which its set declares this way), and
+    /// [`TenantDb::verify_role_with`](super::TenantDb::verify_role_with) refuses tenant-scoped
+    /// access while one of them lacks forced row-level security. A set that declares tenant
+    /// tables needs that access step: [`run_migrations`] refuses it.
+    ///
+    /// ```
+    /// use tenant_isolation::pg::{Migration, MigrationSet};
+    ///
+    /// const MIGRATIONS: &[Migration] = &[Migration::new(1, "notes", "CREATE TABLE notes ...")];
+    /// const NOTES: MigrationSet = MigrationSet::new("notes", MIGRATIONS).tenant_tables(&["notes"]);
+    /// assert_eq!(NOTES.declared_tenant_tables(), ["notes"]);
+    /// ```
+    pub const fn tenant_tables(self, tables: &'static [&'static str]) -> Self {
+        MigrationSet {
+            tenant_tables: tables,
+            ..self
+        }
+    }
+
+    /// The tables it declares tenant-scoped (see [`MigrationSet::tenant_tables`]).
+    pub fn declared_tenant_tables(&self) -> &'static [&'static str] {
+        self.tenant_tables
     }
 
     /// Adopts the version table this component kept before it used this runner (a table in the
@@ -191,8 +235,8 @@ impl std::fmt::Display for MigrationId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MigrationConfig {
     /// The application role that [`TenantDb`](crate::pg::TenantDb) connects as; it is granted
-    /// `SELECT` on `tenants` and `SELECT, INSERT, UPDATE, DELETE` on the tenant-owned tables
-    /// (default `chipfleet_app`).
+    /// `SELECT` on `tenants` and `SELECT, INSERT, UPDATE, DELETE` on every table the run's sets
+    /// declare tenant-scoped ([`MigrationSet::tenant_tables`]) (default `chipfleet_app`).
     pub app_role: String,
     /// The role the `chipfleet_admin` policy (see every row) applies to; `None` (the default)
     /// means the role running the migration, i.e. the owner behind [`AdminDb`](crate::pg::AdminDb).
@@ -230,7 +274,8 @@ pub struct MigrationReport {
 /// start-up: concurrent runs wait for the lock, then find nothing left to do.
 ///
 /// This grants nothing: it is for components whose tables need no tenant schema or roles (such
-/// as proxy-allocator's lease store). A host that uses tenant-isolation's tables runs
+/// as proxy-allocator's lease store), so a set that declares tenant tables
+/// ([`MigrationSet::tenant_tables`]) is refused. A host that uses tenant-isolation's tables runs
 /// [`AdminDb::migrate_with`](super::AdminDb::migrate_with) instead, which applies
 /// tenant-isolation's own set first and grants access last, in the same transaction. Connect
 /// `pool` as the role that owns the tables (`DATABASE_URL`).
@@ -240,9 +285,9 @@ pub struct MigrationReport {
 /// the transaction and its advisory lock end at once instead of waiting on the server.
 ///
 /// # Errors
-/// [`Error::InvalidConfig`] for an invalid set (see [`MigrationSet`]); [`Error::Migration`]
-/// when a migration's SQL fails or an applied one was edited; [`Error::Database`],
-/// [`Error::Pool`]. On error nothing of the run is applied.
+/// [`Error::InvalidConfig`] for an invalid set (see [`MigrationSet`]) or one that declares
+/// tenant tables; [`Error::Migration`] when a migration's SQL fails or an applied one was
+/// edited; [`Error::Database`], [`Error::Pool`]. On error nothing of the run is applied.
 pub async fn run_migrations(pool: &Pool, sets: &[MigrationSet]) -> Result<MigrationReport, Error> {
     run(pool, sets, None).await
 }
@@ -255,8 +300,11 @@ pub(crate) async fn run(
     access: Option<&MigrationConfig>,
 ) -> Result<MigrationReport, Error> {
     validate(sets)?;
-    if let Some(config) = access {
-        quoted_role(&config.app_role)?;
+    match access {
+        Some(config) => {
+            quoted_role(&config.app_role)?;
+        }
+        None => refuse_tenant_tables(sets)?,
     }
     let conn = pool.get().await?;
     let cancel = conn.cancel_token();
@@ -387,7 +435,7 @@ async fn apply(
         apply_set(&tx, set, &recorded, &mut report).await?;
     }
     if let Some(config) = access {
-        report.admin_policy_changed = grant_access(&tx, config).await?;
+        report.admin_policy_changed = grant_access(&tx, config, sets).await?;
     }
     tx.commit().await?;
     Ok(report)
@@ -520,9 +568,42 @@ async fn adopt(
     Ok(adopted)
 }
 
-/// tenant-isolation's access step: grants (idempotent) and the admin policy (recreated only
-/// when it differs). Returns whether the policy changed.
-async fn grant_access(tx: &Transaction<'_>, config: &MigrationConfig) -> Result<bool, Error> {
+/// Every table whose row-level security keeps tenants apart, for a run (or a check) of `sets`:
+/// the directory (`tenants`), then each set's declared tenant tables, each once.
+pub(crate) fn protected_tables(sets: &[MigrationSet]) -> Vec<&'static str> {
+    let mut tables = vec![DIRECTORY_TABLE];
+    for &table in sets.iter().flat_map(|set| set.tenant_tables) {
+        if !tables.contains(&table) {
+            tables.push(table);
+        }
+    }
+    tables
+}
+
+/// A run without the access step cannot grant declared tenant tables: refuse such sets rather
+/// than leave tables that neither the application role nor the admin role can use.
+fn refuse_tenant_tables(sets: &[MigrationSet]) -> Result<(), Error> {
+    match sets.iter().find(|set| !set.tenant_tables.is_empty()) {
+        Some(set) => Err(Error::InvalidConfig {
+            reason: format!(
+                "component {:?} declares tenant tables; apply it with AdminDb::migrate_with, \
+                 which grants the application role access to them and puts them under the admin \
+                 policy",
+                set.component
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// tenant-isolation's access step: grants (idempotent) on the directory and on every tenant
+/// table the sets declare, and the admin policy on each of them (recreated only when it
+/// differs). Returns whether the policy changed on any table.
+async fn grant_access(
+    tx: &Transaction<'_>,
+    config: &MigrationConfig,
+    sets: &[MigrationSet],
+) -> Result<bool, Error> {
     let app = quoted_role(&config.app_role)?;
     let admin_name: String = match &config.admin_role {
         Some(name) => name.clone(),
@@ -563,16 +644,17 @@ async fn grant_access(tx: &Transaction<'_>, config: &MigrationConfig) -> Result<
             ),
         });
     }
-    tx.batch_execute(&format!("GRANT SELECT ON tenants TO {app}"))
+    // Table names were validated as identifiers (see `validate`).
+    tx.batch_execute(&format!("GRANT SELECT ON \"{DIRECTORY_TABLE}\" TO {app}"))
         .await?;
-    for table in APP_WRITABLE {
+    for table in sets.iter().flat_map(|set| set.tenant_tables) {
         tx.batch_execute(&format!(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {app}"
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON \"{table}\" TO {app}"
         ))
         .await?;
     }
     let mut changed = false;
-    for table in TABLES {
+    for table in protected_tables(sets) {
         let current = tx
             .query_opt(
                 "SELECT 1 FROM pg_policies
@@ -583,8 +665,9 @@ async fn grant_access(tx: &Transaction<'_>, config: &MigrationConfig) -> Result<
             .await?;
         if current.is_none() {
             tx.batch_execute(&format!(
-                "DROP POLICY IF EXISTS {ADMIN_POLICY} ON {table};
-                 CREATE POLICY {ADMIN_POLICY} ON {table} TO {admin} USING (true) WITH CHECK (true);"
+                "DROP POLICY IF EXISTS {ADMIN_POLICY} ON \"{table}\";
+                 CREATE POLICY {ADMIN_POLICY} ON \"{table}\" TO {admin}
+                     USING (true) WITH CHECK (true);"
             ))
             .await?;
             changed = true;
@@ -616,6 +699,30 @@ fn validate(sets: &[MigrationSet]) -> Result<(), Error> {
                 "legacy migration table {table:?} of {component:?} must be 1 to 63 of [a-z0-9_], \
                  with a letter or digit at both ends"
             ));
+        }
+        for (at_table, table) in set.tenant_tables.iter().enumerate() {
+            if !valid_name(table, b'_') {
+                return invalid(format!(
+                    "tenant table {table:?} of {component:?} must be 1 to 63 of [a-z0-9_], with \
+                     a letter or digit at both ends"
+                ));
+            }
+            if *table == DIRECTORY_TABLE || *table == MIGRATIONS_TABLE {
+                return invalid(format!(
+                    "{component:?} cannot declare {table:?} a tenant table: it belongs to \
+                     tenant-isolation"
+                ));
+            }
+            let declared_before = sets[..at]
+                .iter()
+                .flat_map(|other| other.tenant_tables.iter().copied())
+                .chain(set.tenant_tables[..at_table].iter().copied())
+                .any(|other| other == *table);
+            if declared_before {
+                return invalid(format!(
+                    "tenant table {table:?} is declared more than once in one run"
+                ));
+            }
         }
         let mut previous = 0;
         for migration in set.migrations {
@@ -699,6 +806,62 @@ mod tests {
         validate(&[OWN]).expect("tenant-isolation's own set");
         assert_eq!(OWN.component(), "tenant-isolation");
         assert_eq!(OWN.legacy_table(), Some("tenant_isolation_migrations"));
+        assert_eq!(OWN.declared_tenant_tables(), OWN_TENANT_TABLES);
+        assert_eq!(
+            protected_tables(&[OWN]),
+            [
+                "tenants",
+                "quota_usage",
+                "quota_reservations",
+                "daily_sends",
+                "tenant_records"
+            ]
+        );
+    }
+
+    #[test]
+    fn protected_tables_are_the_directory_and_every_declared_table_once() {
+        const A: &[Migration] = &[Migration::new(1, "a", "SELECT 1")];
+        let notes = MigrationSet::new("notes", A).tenant_tables(&["notes", "note_tags"]);
+        let tables = protected_tables(&[OWN, notes, OWN]);
+        assert_eq!(tables[0], DIRECTORY_TABLE);
+        assert_eq!(tables.len(), 1 + OWN_TENANT_TABLES.len() + 2, "{tables:?}");
+        assert!(tables.ends_with(&["notes", "note_tags"]), "{tables:?}");
+    }
+
+    #[test]
+    fn declared_tenant_tables_are_checked_before_any_sql() {
+        const A: &[Migration] = &[Migration::new(1, "a", "SELECT 1")];
+        let set = |tables: &'static [&'static str]| MigrationSet::new("x", A).tenant_tables(tables);
+        validate(&[OWN, set(&["notes", "note_tags"])]).expect("valid tenant tables");
+        for bad in ["", "Notes", "_notes", "notes_", "no-tes", "x\"; --"] {
+            // Leaked for the test only: table names are `&'static`.
+            let tables: &'static [&'static str] = Box::leak(vec![bad].into_boxed_slice());
+            assert!(invalid(&[set(tables)]).contains("[a-z0-9_]"), "{bad:?}");
+        }
+        assert!(invalid(&[set(&["tenants"])]).contains("belongs to tenant-isolation"));
+        assert!(invalid(&[set(&[MIGRATIONS_TABLE])]).contains("belongs to tenant-isolation"));
+        assert!(invalid(&[set(&["notes", "notes"])]).contains("more than once"));
+        assert!(invalid(&[OWN, set(&["tenant_records"])]).contains("more than once"));
+    }
+
+    /// `run_migrations` grants nothing, so it refuses a set that declares tenant tables, before
+    /// it connects (the pool points nowhere).
+    #[tokio::test]
+    async fn run_migrations_refuses_sets_with_tenant_tables() {
+        const A: &[Migration] = &[Migration::new(1, "a", "SELECT 1")];
+        let pool = crate::pg::build_pool(
+            "postgres://nobody@127.0.0.1:1/nowhere",
+            &crate::pg::PoolOptions::default(),
+        )
+        .expect("a valid URL");
+        let notes = MigrationSet::new("notes", A).tenant_tables(&["notes"]);
+        match run_migrations(&pool, &[notes]).await {
+            Err(Error::InvalidConfig { reason }) => {
+                assert!(reason.contains("AdminDb::migrate_with"), "{reason}")
+            }
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
     }
 
     #[test]

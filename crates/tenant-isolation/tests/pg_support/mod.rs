@@ -41,6 +41,13 @@ pub fn app_role() -> String {
     user_of(&app_url())
 }
 
+/// The application role's URL for a scratch database.
+pub fn app_url_for(scratch: &scratch::ScratchDb) -> String {
+    let base = app_url();
+    let (prefix, _) = base.rsplit_once('/').expect("URL has a database");
+    format!("{prefix}/{}", scratch.name)
+}
+
 pub fn options() -> PoolOptions {
     PoolOptions {
         max_size: 6,
@@ -98,5 +105,19 @@ pub fn bypass_url() -> String {
 pub fn owner_member_url() -> String {
     std::env::var("OWNER_MEMBER_DATABASE_URL").unwrap_or_else(|_| {
         "postgres://chipfleet_owner_member:chipfleet_owner_member@127.0.0.1:5432/chipfleet".into()
+    })
+}
+
+/// The role with BYPASSRLS (`BYPASS_DATABASE_URL`'s user).
+pub fn bypass_role() -> String {
+    user_of(&bypass_url())
+}
+
+/// A role without BYPASSRLS of its own that is a member of the BYPASSRLS role through another
+/// role (`chipfleet_bypass_member` → `chipfleet_bypass_group` → `chipfleet_bypass`, created by
+/// `scripts/test-env.sh`, as the owner role may not create roles); must be refused too.
+pub fn bypass_member_url() -> String {
+    std::env::var("BYPASS_MEMBER_DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://chipfleet_bypass_member:chipfleet_bypass_member@127.0.0.1:5432/chipfleet".into()
     })
 }

@@ -143,8 +143,8 @@ impl WahaApi for WahaClient {
         if all {
             request = request.query("all=true");
         }
-        // CONTRACT: always an array. An empty body is a `Decode` error, never "no sessions":
-        // a reconciler would take that for every session gone.
+        // `docs/waha-contract.md`, "Sessions": always an array. An empty body is a `Decode`
+        // error, never "no sessions": a reconciler would take that for every session gone.
         decode("list_sessions", &self.execute(&request).await?)
     }
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::error::WahaError;
+
 /// Configuration of a [`WahaClient`](crate::WahaClient). `Default` gives the values documented
 /// on each field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +15,14 @@ pub struct ClientConfig {
     /// The largest answer body (in bytes) the client reads; a larger one is
     /// [`WahaError::ResponseTooLarge`](crate::WahaError::ResponseTooLarge). Default 8 MiB.
     pub max_response_bytes: usize,
+    /// Whether requests go through the proxy the environment names (`HTTP_PROXY`,
+    /// `HTTPS_PROXY`, `ALL_PROXY` and their lowercase forms, minus `NO_PROXY`). Default
+    /// `false`: the client connects straight to the base URL whatever the environment says,
+    /// so the API key and request bodies (proxy passwords, webhook HMAC keys) never pass
+    /// through a proxy that was set for other traffic. Set it only when the WAHA server really
+    /// is reached through that proxy. (A session's own proxy, `SessionConfig::proxy`, is
+    /// unrelated: WAHA uses it for WhatsApp's traffic.)
+    pub use_system_proxy: bool,
 }
 
 impl Default for ClientConfig {
@@ -21,7 +31,38 @@ impl Default for ClientConfig {
             timeouts: Timeouts::default(),
             retry: RetryConfig::default(),
             max_response_bytes: 8 * 1024 * 1024,
+            use_system_proxy: false,
         }
+    }
+}
+
+impl ClientConfig {
+    /// The `reqwest::Client` [`WahaClient::with_config`](crate::WahaClient::with_config)
+    /// builds: redirects never followed, [`Timeouts::connect`], `TCP_NODELAY`, this crate's
+    /// user agent, and no proxy unless [`use_system_proxy`](Self::use_system_proxy) is set.
+    /// Build one here to share its connection pool through
+    /// [`WahaClient::with_http_client`](crate::WahaClient::with_http_client) (container-pool's
+    /// readiness probe does).
+    ///
+    /// # Errors
+    /// [`WahaError::Invalid`] when the TLS backend cannot be set up.
+    pub fn build_http_client(&self) -> Result<reqwest::Client, WahaError> {
+        let mut builder = reqwest::Client::builder()
+            // Never follow a redirect: reqwest would carry `X-Api-Key` to another host (it
+            // strips only `Authorization`, `Cookie` and `Proxy-Authorization`) and re-send
+            // request bodies (proxy passwords, HMAC keys) on 307/308. A 3xx is an `Api` error.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.timeouts.connect)
+            .tcp_nodelay(true)
+            .user_agent(concat!("waha-client/", env!("CARGO_PKG_VERSION")));
+        if !self.use_system_proxy {
+            // reqwest reads HTTP_PROXY/HTTPS_PROXY/ALL_PROXY by default: the key and the
+            // bodies would go to whatever proxy the process environment names.
+            builder = builder.no_proxy();
+        }
+        builder
+            .build()
+            .map_err(|err| WahaError::invalid(format!("could not build the HTTP client: {err}")))
     }
 }
 

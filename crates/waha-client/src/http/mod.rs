@@ -122,7 +122,9 @@ impl WahaClient {
         Self::with_config(base_url, api_key, ClientConfig::default())
     }
 
-    /// A client with its own configuration.
+    /// A client with its own configuration, over the `reqwest::Client` that
+    /// [`ClientConfig::build_http_client`] builds (no redirects followed; the environment's
+    /// proxy variables ignored unless [`ClientConfig::use_system_proxy`] is set).
     ///
     /// # Errors
     /// As [`WahaClient::new`]; also when the TLS backend cannot be set up.
@@ -131,16 +133,7 @@ impl WahaClient {
         api_key: impl Into<Option<ApiKey>>,
         config: ClientConfig,
     ) -> Result<Self, WahaError> {
-        let http = Client::builder()
-            // Never follow a redirect: reqwest would carry `X-Api-Key` to another host (it
-            // strips only `Authorization`, `Cookie` and `Proxy-Authorization`) and re-send
-            // request bodies (proxy passwords, HMAC keys) on 307/308. A 3xx is an `Api` error.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.timeouts.connect)
-            .tcp_nodelay(true)
-            .user_agent(concat!("waha-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|err| WahaError::invalid(format!("could not build the HTTP client: {err}")))?;
+        let http = config.build_http_client()?;
         Self::with_http_client(base_url, api_key, config, http)
     }
 
@@ -157,6 +150,11 @@ impl WahaClient {
     /// (a redirect was followed) is refused with [`WahaError::Invalid`], but by then the
     /// request has already been sent to the redirect target. With `Policy::none()`, a 3xx
     /// answer is [`WahaError::Api`] with its status, as with [`WahaClient::new`].
+    ///
+    /// A `reqwest::Client` also sends every request through the proxy that `HTTP_PROXY`,
+    /// `HTTPS_PROXY` or `ALL_PROXY` names unless it was built with `.no_proxy()`, and
+    /// [`ClientConfig::use_system_proxy`] cannot change a client built elsewhere.
+    /// [`ClientConfig::build_http_client`] builds one with both settings right.
     ///
     /// ```
     /// use waha_client::{ApiKey, ClientConfig, WahaClient};

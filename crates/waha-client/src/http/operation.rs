@@ -136,9 +136,9 @@ impl Operation {
             | Self::LogoutSession
             | Self::RequestPairingCode
             | Self::SendText => Repeat::IfNotSent,
-            // Reads; PUT (full replace); DELETE and stop (idempotent per CONTRACT); create (a
-            // repeat of an applied create answers AlreadyExists); start (a repeat answers
-            // AlreadyStarted); seen and typing (same end state).
+            // Reads; PUT (full replace); DELETE and stop (idempotent: `docs/waha-contract.md`,
+            // "Sessions"); create (a repeat of an applied create answers AlreadyExists); start
+            // (a repeat answers AlreadyStarted); seen and typing (same end state).
             Self::Version
             | Self::ServerStatus
             | Self::ListSessions

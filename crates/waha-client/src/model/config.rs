@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lenient::{null_as_default, valid_secret_or_none};
 use crate::redact::{redact_authority, redact_url};
-use crate::secret::{HeaderValueSecret, HmacKey, ProxyPassword};
+use crate::secret::{HeaderValueSecret, HmacKey, ProxyPassword, REDACTED};
 
 /// A session's configuration: webhooks, metadata, proxy, engine options and client names.
 ///
@@ -78,7 +78,8 @@ impl SessionConfig {
 
 /// A proxy for the session's connection to WhatsApp.
 ///
-/// `Debug` redacts the password, and credentials written into `server`.
+/// `Debug` redacts the password, the user name (gateway user names carry session ids), and
+/// credentials written into `server`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProxyConfig {
     /// `host:port`; WAHA adds `http://` when there is no scheme.
@@ -199,9 +200,10 @@ impl fmt::Debug for ProxyConfig {
             username,
             password,
         } = self;
+        // Gateway user names carry session ids and targeting options: only their presence shows.
         f.debug_struct("ProxyConfig")
             .field("server", &redact_authority(server))
-            .field("username", username)
+            .field("username", &username.as_ref().map(|_| REDACTED))
             .field("password", password)
             .finish()
     }

@@ -1,5 +1,6 @@
-//! serde models of WAHA's requests and answers, shaped by what the real server sends
-//! (see `CONTRACT.md`): empty bodies, `"me": null`, `"engine": {}`, `"config": null`.
+//! serde models of WAHA's requests and answers, shaped by what the real server sends (see
+//! `docs/waha-contract.md`, "Sessions"): empty bodies, `"me": null`, `"engine": {}`,
+//! `"config": null`.
 
 mod config;
 pub(crate) mod lenient;

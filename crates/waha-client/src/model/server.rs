@@ -68,10 +68,41 @@ pub struct ServerStatus {
     pub worker: Option<WorkerInfo>,
 }
 
+impl ServerStatus {
+    /// The worker id the server reports (its `WAHA_WORKER_ID`), or `None` when it reports none:
+    /// no `worker` object, or an empty id (a server started without the variable; old Core
+    /// versions do not report one).
+    pub fn worker_id(&self) -> Option<&str> {
+        self.worker
+            .as_ref()
+            .map(|worker| worker.id.as_str())
+            .filter(|id| !id.is_empty())
+    }
+}
+
 /// The worker of a server (`WAHA_WORKER_ID`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerInfo {
     /// The worker id (empty when not set).
     #[serde(default)]
     pub id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(body: &str) -> ServerStatus {
+        serde_json::from_str(body).unwrap()
+    }
+
+    #[test]
+    fn the_worker_id_is_reported_only_when_the_server_has_one() {
+        let named = status(r#"{"startTimestamp":1,"uptime":2,"worker":{"id":"cf-acme-0"}}"#);
+        assert_eq!(named.worker_id(), Some("cf-acme-0"));
+        let empty = status(r#"{"startTimestamp":1,"uptime":2,"worker":{"id":""}}"#);
+        assert_eq!(empty.worker_id(), None);
+        let absent = status(r#"{"startTimestamp":1,"uptime":2}"#);
+        assert_eq!(absent.worker_id(), None);
+    }
 }

@@ -1,4 +1,4 @@
-//! The real server's odd answers (CONTRACT.md) all decode.
+//! The real server's odd answers (`docs/waha-contract.md`, "Sessions") all decode.
 
 use super::*;
 use crate::response::{decode, decode_optional};

@@ -143,9 +143,10 @@ fn long_non_ascii_value_in_a_wrong_typed_field_is_a_decode_error_not_a_panic() {
     }
 }
 
-/// CONTRACT/OpenAPI: a message always carries `from`, `fromMe` and `hasMedia` (and an ack
-/// `fromMe`). A missing one is a decode error naming it, never an invented `""` or `false`:
-/// an outgoing message taken for an incoming one would be answered by its own sender.
+/// `docs/waha-contract.md`, "Messages and acks" (WAHA's OpenAPI): a message always carries
+/// `from`, `fromMe` and `hasMedia` (and an ack `fromMe`). A missing one is a decode error
+/// naming it, never an invented `""` or `false`: an outgoing message taken for an incoming one
+/// would be answered by its own sender.
 #[test]
 fn message_fields_the_server_always_sends_are_required() {
     let complete = serde_json::json!({"id": "m1", "timestamp": 1_717_000_000, "from": "5522@c.us",

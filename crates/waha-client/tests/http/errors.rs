@@ -1,4 +1,4 @@
-//! Every error row of CONTRACT.md maps to its typed error.
+//! Every error answer of `docs/waha-contract.md` maps to its typed error.
 
 use std::time::Duration;
 
@@ -34,9 +34,10 @@ async fn unauthorized() {
     assert!(!err.is_retryable());
 }
 
-/// CONTRACT: "A non-string metadata value, an unknown event name (also `"*"`), a URL that is
-/// not a URL, or a proxy without `server` → 400", in NestJS's ValidationPipe shape (`message`
-/// a list). Two of them this client can send (events and URLs are free strings).
+/// `docs/waha-contract.md`, "Session config": a metadata value that is not a string, an
+/// unknown event name (`"*"` included), a webhook `url` that is not a URL and a proxy without
+/// `server` are each a 400, in NestJS's ValidationPipe shape (`message` a list). Two of them
+/// this client can send (events and URLs are free strings).
 #[tokio::test]
 async fn create_with_an_unknown_event_or_a_bad_url_is_invalid() {
     let server = server().await;
@@ -197,8 +198,9 @@ async fn long_non_ascii_value_in_a_wrong_typed_field_is_a_decode_error() {
     }
 }
 
-/// CONTRACT: `GET /api/sessions` always answers an array. An empty 200 is not "no sessions"
-/// (a reconciler would conclude that every session is gone) but an answer it cannot read.
+/// `docs/waha-contract.md`, "Sessions": `GET /api/sessions` always answers an array. An empty
+/// 200 is not "no sessions" (a reconciler would conclude that every session is gone) but an
+/// answer it cannot read.
 #[tokio::test]
 async fn an_empty_session_list_body_is_a_decode_error() {
     let server = server().await;

@@ -1,9 +1,10 @@
-//! The HTTP client against an HTTP fake (wiremock on 127.0.0.1), written from CONTRACT.md's
-//! facts. One test binary, one module per concern.
+//! The HTTP client against an HTTP fake (wiremock on 127.0.0.1), written from the facts in
+//! `docs/waha-contract.md`. One test binary, one module per concern.
 
 mod calls;
 mod ensure;
 mod errors;
+mod proxy;
 mod redirects;
 mod retries;
 mod secrets;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::json;
 use waha_client::{
-    ApiKey, ClientConfig, NewSession, RetryConfig, SessionConfig, TextMessage, TransientCause,
-    WahaApi, WahaClient, WahaError,
+    ApiKey, ClientConfig, NewSession, RetryConfig, SessionConfig, SessionStatus, TextMessage,
+    TransientCause, WahaApi, WahaClient, WahaError,
 };
 use wiremock::ResponseTemplate;
 
@@ -54,8 +54,10 @@ async fn create_while_booting_400_then_201_succeeds() {
     let created = client(&server)
         .create_session(&NewSession::new("s1", SessionConfig::default()))
         .await
-        .unwrap();
-    assert!(created.is_some());
+        .unwrap()
+        .expect("the retried create answers the session");
+    assert_eq!(created.name, "s1");
+    assert_eq!(created.status, SessionStatus::Stopped);
 }
 
 #[tokio::test]
@@ -87,7 +89,17 @@ async fn send_text_is_not_repeated_once_it_may_have_arrived() {
 async fn probes_are_not_retried() {
     let server = server().await;
     mount(&server, "GET /ping", ResponseTemplate::new(503), 1).await;
-    assert!(client(&server).ping().await.is_err());
+    let err = client(&server).ping().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WahaError::Transient {
+                cause: TransientCause::Unavailable { status: 503 },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -146,7 +158,17 @@ async fn retries_stop_at_the_time_budget() {
         },
     );
     let started = Instant::now();
-    assert!(api.delete_session("s1").await.is_err());
+    let err = api.delete_session("s1").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WahaError::Transient {
+                cause: TransientCause::Unavailable { status: 503 } | TransientCause::Timeout,
+                ..
+            }
+        ),
+        "the budget ends the retries with the last transient answer: {err:?}"
+    );
     // A functional bound, not a speed goal: the budget stops a 1000-retry policy early.
     assert!(
         started.elapsed() < Duration::from_secs(5),

@@ -553,7 +553,7 @@ impl SimState {
             return;
         }
         self.publish(OutgoingEvent {
-            id: format!("evt_{}", ulid::Ulid::new().to_string().to_lowercase()),
+            id: format!("evt_{}", ulid::Ulid::generate().to_string().to_lowercase()),
             timestamp_ms: now_ms(),
             session: name.to_owned(),
             event,

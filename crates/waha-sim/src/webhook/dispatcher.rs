@@ -200,7 +200,7 @@ fn dispatch(sender: &Arc<Sender>, lanes: &mut HashMap<String, Lane>, event: &Out
             config: Arc::clone(&event.config),
             index,
             body: body.clone(),
-            request_id: ulid::Ulid::new().to_string(),
+            request_id: ulid::Ulid::generate().to_string(),
             timestamp_ms: event.timestamp_ms,
             session: event.session.clone(),
             event: event.event,

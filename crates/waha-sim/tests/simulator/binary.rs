@@ -51,7 +51,7 @@ fn spawn_healthy(port: u16, vars: &[(&str, &str)], stdout: Stdio, stderr: Stdio)
             began.elapsed() < Duration::from_secs(10),
             "binary never became healthy"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     child
 }
@@ -109,6 +109,24 @@ async fn binary_serves_from_env_answers_healthcheck_and_exits_on_crash() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    // `SIM_STATE_DIR` is where the session is written (hex of its name); a crash flushes
+    // nothing, so wait for the writer first.
+    let file = dir.0.join(format!("{}.json", hex::encode("persisted")));
+    let began = Instant::now();
+    let stored = loop {
+        let stored = std::fs::read(&file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+        if let Some(stored) = stored {
+            break stored;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "the session was never written to the state directory"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(stored["name"], "persisted");
     let crash = http
         .post(format!("{base}/_sim/crash"))
         .header("X-Api-Key", KEY)
@@ -118,10 +136,7 @@ async fn binary_serves_from_env_answers_healthcheck_and_exits_on_crash() {
     assert_eq!(crash.status(), 202);
     let status = wait_exit(&mut child);
     assert_eq!(status.code(), Some(70));
-    assert!(
-        std::fs::read_dir(&dir.0).unwrap().count() >= 1,
-        "the session was written to the state directory"
-    );
+    assert!(file.is_file(), "the written session survives the crash");
 }
 
 #[test]
@@ -184,9 +199,24 @@ async fn the_binary_never_prints_keys_or_config_secrets() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    // The first delivery failed and was retried (a logged failure), then signed and delivered.
-    let delivery = hook.next_event("session.status").await;
+    // The first delivery (STARTING) failed and was retried (a logged failure), then signed and
+    // delivered: its request id was seen twice.
+    let delivery = loop {
+        let delivery = hook.next_event("session.status").await;
+        if delivery.json["payload"]["status"] == "STARTING" {
+            break delivery;
+        }
+    };
     assert!(delivery.headers.contains_key("x-webhook-hmac"));
+    let request_id = delivery.headers["x-webhook-request-id"].to_str().unwrap();
+    assert_eq!(
+        hook.request_ids()
+            .iter()
+            .filter(|id| id.as_str() == request_id)
+            .count(),
+        2,
+        "the failed first attempt, then its retry"
+    );
     let invalid = http
         .put(format!("{base}/api/sessions/s"))
         .header("X-Api-Key", API_KEY)

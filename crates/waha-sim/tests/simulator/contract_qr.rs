@@ -1,6 +1,6 @@
 //! QR code and pairing code routes.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde_json::json;
@@ -264,14 +264,43 @@ async fn qr_window_is_60_s_then_20_s_six_codes_then_failed() {
     );
 }
 
+/// Milliseconds since the Unix epoch, as the webhooks' `timestamp` counts them.
+fn now_ms() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is past 1970");
+    u64::try_from(since_epoch.as_millis()).expect("milliseconds since 1970 fit in a u64")
+}
+
 #[tokio::test]
 async fn qr_value_changes_at_refresh() {
-    let sim = start_with(|t| t.first_qr = Duration::from_secs(20)).await; // 200 ms
+    let sim = start_with(|t| t.first_qr = Duration::from_secs(50)).await; // 500 ms
     let api = Api::new(&sim);
-    scan_ready(&sim, &api, "v").await;
-    let (_, first) = call_json(api.get("/api/v/auth/qr?format=raw")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, second) = call_json(api.get("/api/v/auth/qr?format=raw")).await;
+    let mut hook = Receiver::start().await;
+    let config = json!({"webhooks": [webhook(&hook.url, &["session.status"])]});
+    call(api.post(
+        "/api/sessions",
+        json!({"name": "v", "start": true, "config": config}),
+    ))
+    .await;
+    assert_eq!(
+        hook.statuses_until("SCAN_QR_CODE").await,
+        ["STARTING", "SCAN_QR_CODE"]
+    );
+    let (status, first) = call_json(api.get("/api/v/auth/qr?format=raw")).await;
+    assert_eq!(status, 200);
+    let first_read_ms = now_ms();
+    // The refresh re-emits SCAN_QR_CODE, with a new code.
+    let refresh = hook.next_event("session.status").await;
+    assert_eq!(refresh.json["payload"]["status"], "SCAN_QR_CODE");
+    let refreshed_ms = refresh.json["timestamp"].as_u64().unwrap();
+    assert!(
+        first_read_ms < refreshed_ms,
+        "the first code was read before the refresh ({first_read_ms} < {refreshed_ms})"
+    );
+    let (status, second) = call_json(api.get("/api/v/auth/qr?format=raw")).await;
+    assert_eq!(status, 200);
+    assert!(second["value"].is_string(), "{second}");
     assert_ne!(first["value"], second["value"]);
 }
 

@@ -1,4 +1,5 @@
-//! One test per CONTRACT row of the sessions table (status code and body shape).
+//! One test per session call of `docs/waha-contract.md`, "Sessions" ("Calls and their
+//! answers"): status code and body shape.
 
 use serde_json::json;
 use waha_sim::SessionStatus;

@@ -6,35 +6,77 @@ use serde_json::json;
 use waha_sim::{AckLevel, BootingHealth, BootingStatus, Faults, SessionStatus, WebhookStats};
 
 use crate::support::{
-    Api, Receiver, WAIT, call, call_json, eventually, fast, hooked_session, start, start_with,
-    webhook,
+    Api, Delivery, Receiver, WAIT, call, call_json, eventually, fast, hooked_session, start,
+    start_with, webhook,
 };
 
 const FROM: &str = "5511900000000@c.us";
 
+/// Sends `POST /api/sessions {"name": name}` every 10 ms while the booting window refuses it
+/// with `booting` (the body's `statusCode` too), and returns the status of the first answer
+/// that is not a refusal; fails after [`WAIT`] of refusals.
+async fn create_once_booted(api: &Api, name: &str, booting: u16) -> u16 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = call_json(api.post("/api/sessions", json!({"name": name}))).await;
+        if status != booting {
+            return status;
+        }
+        assert_eq!(body["statusCode"], booting, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "still refused with {booting} after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `TimeScale` computes in `f64`: a scaled window may end a hair before its nominal length.
+const SCALE_ROUNDING: Duration = Duration::from_millis(5);
+
 #[tokio::test]
 async fn startup_delay_refuses_connections_until_it_listens() {
+    let delay = Duration::from_millis(500); // 50 s scaled
+    let began = Instant::now();
     let sim = fast()
-        .faults(Faults::none().with_startup_delay(Duration::from_secs(30))) // 300 ms
+        .faults(Faults::none().with_startup_delay(Duration::from_secs(50)))
         .start()
         .await
         .unwrap();
     let url = format!("{}/ping", sim.url());
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let error = http.get(&url).send().await.expect_err("not listening yet");
     assert!(error.is_connect(), "{error}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(call(http.get(&url)).await.0, 200);
+    // Every try is refused (a connection error, nothing else) until the server listens.
+    let deadline = Instant::now() + WAIT;
+    let answer = loop {
+        match http.get(&url).send().await {
+            Ok(response) => break response,
+            Err(error) => {
+                assert!(error.is_connect(), "{error}");
+                assert!(Instant::now() < deadline, "still refused after {WAIT:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert_eq!(answer.status(), 200);
+    let listening_after = began.elapsed();
+    assert!(
+        listening_after + SCALE_ROUNDING >= delay,
+        "it listened before the start-up delay was over: {listening_after:?}"
+    );
 }
 
 #[tokio::test]
 async fn booting_window_ping_answers_sessions_do_not() {
+    let window = Duration::from_millis(500); // 50 s scaled
     for (status, code) in [
         (BootingStatus::BadRequest, 400),
         (BootingStatus::ServiceUnavailable, 503),
     ] {
+        let began = Instant::now();
         let sim = fast()
-            .faults(Faults::none().with_booting(Duration::from_secs(30), status)) // 300 ms
+            .faults(Faults::none().with_booting(Duration::from_secs(50), status))
             .start()
             .await
             .unwrap();
@@ -45,12 +87,12 @@ async fn booting_window_ping_answers_sessions_do_not() {
         let (got, body) = call_json(api.post("/api/sessions", json!({"name": "b"}))).await;
         assert_eq!(got, code);
         assert_eq!(body["statusCode"], code);
-        tokio::time::sleep(Duration::from_millis(350)).await;
-        assert_eq!(
-            call(api.post("/api/sessions", json!({"name": "b"})))
-                .await
-                .0,
-            201
+        // Retried until the window is over: refused with `code` until then, created after.
+        assert_eq!(create_once_booted(&api, "b", code).await, 201);
+        let open_after = began.elapsed();
+        assert!(
+            open_after + SCALE_ROUNDING >= window,
+            "session calls went through before the booting window was over: {open_after:?}"
         );
         assert_eq!(call(api.get("/health")).await.0, 200);
     }
@@ -60,27 +102,31 @@ async fn booting_window_ping_answers_sessions_do_not() {
 /// session calls still get 400, for a while.
 #[tokio::test]
 async fn booting_with_a_healthy_health_check_still_refuses_session_calls() {
+    let window = Duration::from_millis(500); // 50 s scaled
     let faults = Faults::none()
-        .with_booting(Duration::from_secs(30), BootingStatus::BadRequest) // 300 ms
+        .with_booting(Duration::from_secs(50), BootingStatus::BadRequest)
         .with_booting_health(BootingHealth::Ok);
+    let began = Instant::now();
     let sim = fast().faults(faults).start().await.unwrap();
     let api = Api::new(&sim);
     assert_eq!(call(api.get("/health")).await.0, 200);
     let (status, body) = call_json(api.post("/api/sessions", json!({"name": "early"}))).await;
     assert_eq!((status, body["statusCode"].clone()), (400, json!(400)));
-    // Retrying (as a client must) gets through once the window is over.
-    let deadline = Instant::now() + WAIT;
-    let created = loop {
-        let (status, _) = call(api.post("/api/sessions", json!({"name": "early"}))).await;
-        if status != 400 || Instant::now() > deadline {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(created, 201);
+    // Retrying (as a client must) gets through once the window is over, not before.
+    assert_eq!(create_once_booted(&api, "early", 400).await, 201);
+    let open_after = began.elapsed();
+    assert!(
+        open_after + SCALE_ROUNDING >= window,
+        "session calls went through before the booting window was over: {open_after:?}"
+    );
     assert_eq!(call(api.get("/health")).await.0, 200);
     // The same mode at run time, over HTTP.
-    call(api.put("/_sim/faults", json!({"bootingHealth": "200"}))).await;
+    let (status, faults) =
+        call_json(api.put("/_sim/faults", json!({"bootingHealth": "200"}))).await;
+    assert_eq!(
+        (status, faults["bootingHealth"].clone()),
+        (200, json!("200"))
+    );
     sim.control().set_booting(Some(Duration::from_secs(3600)));
     assert_eq!(call(api.get("/health")).await.0, 200);
     assert_eq!(call(api.get("/api/sessions")).await.0, 400);
@@ -123,11 +169,14 @@ async fn error_rate_answers_500_on_api_calls_only() {
     );
     assert_eq!(call(api.get("/api/server/status")).await.0, 200);
     assert_eq!(call(api.get("/ping")).await.0, 200);
-    assert!(
-        sim.control()
-            .set_faults(Faults::none().with_error_rate(2.0))
-            .is_err()
-    );
+    let refused = sim
+        .control()
+        .set_faults(Faults::none().with_error_rate(2.0))
+        .expect_err("a probability above 1 is refused");
+    let waha_sim::SimError::InvalidSetting { setting, .. } = &refused else {
+        panic!("not an invalid setting: {refused}");
+    };
+    assert_eq!(setting, "faults.errorRate");
 }
 
 #[tokio::test]
@@ -139,10 +188,10 @@ async fn slow_stop_delays_stop_restart_and_delete() {
         .unwrap();
     let api = Api::new(&sim);
     call(api.post("/api/sessions", json!({"name": "s", "start": true}))).await;
-    for (path, delete) in [
-        ("/api/sessions/s/stop", false),
-        ("/api/sessions/s/restart", false),
-        ("/api/sessions/s", true),
+    for (path, delete, expected) in [
+        ("/api/sessions/s/stop", false, 201),
+        ("/api/sessions/s/restart", false, 201),
+        ("/api/sessions/s", true, 200),
     ] {
         let began = Instant::now();
         let request = if delete {
@@ -150,8 +199,8 @@ async fn slow_stop_delays_stop_restart_and_delete() {
         } else {
             api.post(path, json!({}))
         };
-        let (status, _) = call(request).await;
-        assert!(status == 200 || status == 201);
+        let (status, body) = call(request).await;
+        assert_eq!(status, expected, "{path}: {body}");
         assert!(began.elapsed() >= Duration::from_millis(190), "{path}");
     }
 }
@@ -309,19 +358,22 @@ async fn crash_stops_the_server_abruptly() {
     let sim = start().await;
     let api = Api::new(&sim);
     assert_eq!(call(api.get("/ping")).await.0, 200);
-    sim.control().crash();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!sim.control().is_running());
-    let fresh = reqwest::Client::new();
-    assert!(
-        fresh
-            .get(format!("{}/ping", sim.url()))
-            .send()
-            .await
-            .is_err()
-    );
+    let control = sim.control().clone();
+    let url = format!("{}/ping", sim.url());
+    control.crash();
+    assert!(!control.is_running(), "a crash takes effect at once");
+    // After a crash, shutdown only waits for the simulator's thread, which ends once its
+    // runtime (the listener, every task and connection) has been dropped.
+    sim.shutdown().await;
+    let fresh = reqwest::Client::builder().no_proxy().build().unwrap();
+    let error = fresh
+        .get(&url)
+        .send()
+        .await
+        .expect_err("nothing listens after a crash");
+    assert!(error.is_connect(), "{error}");
     assert!(matches!(
-        sim.control().scan("x"),
+        control.scan("x"),
         Err(waha_sim::SimError::Stopped)
     ));
 }
@@ -438,6 +490,33 @@ async fn a_seed_is_always_reported() {
     assert_eq!(sim.control().faults().seed, Some(seed));
 }
 
+/// Has `witness` (a WORKING session whose only webhook, for `message`, has the same URL as
+/// `hook`) receive `text`, waits for that delivery and returns what arrived before it. First
+/// attempts go out in order per URL, so anything emitted before the witness's message has
+/// arrived by then: an empty answer means nothing was emitted (or is still on its way).
+async fn deliveries_before_witness(
+    sim: &waha_sim::RunningSimulator,
+    hook: &mut Receiver,
+    witness: &str,
+    text: &str,
+) -> Vec<Delivery> {
+    sim.control().receive_message(witness, FROM, text).unwrap();
+    let mut before = Vec::new();
+    loop {
+        let delivery = hook.next().await;
+        if delivery.json["session"] == witness
+            && delivery.json["event"] == "message"
+            && delivery.json["payload"]["body"] == text
+        {
+            return before;
+        }
+        before.push(delivery);
+    }
+}
+
+/// The negative window of the silent-session test: 20 ack intervals (10 ms each at 0.01).
+const ACKS_WOULD_HAVE_COME: Duration = Duration::from_millis(200);
+
 /// GOWS before 2026.7.1, after a replaced, banned or outdated client: the session stays
 /// WORKING, nothing is delivered and sends never progress, until it is restarted.
 #[tokio::test]
@@ -448,6 +527,9 @@ async fn a_silent_session_stays_working_but_delivers_nothing() {
     let events = ["session.status", "message", "message.any", "message.ack"];
     hooked_session(&sim, "quiet", &hook, &events, true).await;
     hook.statuses_until("WORKING").await;
+    // A session on the same URL that is never silenced: its messages show how far the
+    // receiver's lane has got.
+    hooked_session(&sim, "witness", &hook, &["message"], true).await;
     let control = sim.control();
     control.silence("quiet").unwrap();
 
@@ -464,12 +546,26 @@ async fn a_silent_session_stays_working_but_delivers_nothing() {
         control.session_status("quiet"),
         Some(SessionStatus::Working)
     );
-    // No message, no message.any, no ack (the acks would come 10 ms apart).
-    hook.expect_silence(Duration::from_millis(200)).await;
+    // No message, no message.any: the witness's message, emitted after them, comes first.
+    let before = deliveries_before_witness(&sim, &mut hook, "witness", "lane check 1").await;
+    assert!(
+        before.is_empty(),
+        "the silent session delivered: {before:?}"
+    );
+    // No ack: the acks of a send come 10 ms apart (SERVER, DEVICE, READ); 20 periods pass in
+    // silence, then a second witness shows none of them is on its way either.
+    hook.expect_silence(ACKS_WOULD_HAVE_COME).await;
+    let before = deliveries_before_witness(&sim, &mut hook, "witness", "lane check 2").await;
+    assert!(before.is_empty(), "the silent send was acked: {before:?}");
+    // Not even an ack asked for through the control API.
     control
         .ack(sent["id"].as_str().unwrap(), AckLevel::Read)
         .unwrap();
-    hook.expect_silence(Duration::from_millis(50)).await;
+    let before = deliveries_before_witness(&sim, &mut hook, "witness", "lane check 3").await;
+    assert!(
+        before.is_empty(),
+        "the control API's ack was delivered: {before:?}"
+    );
 
     // A restart ends it.
     let (status, _) = call(api.post("/api/sessions/quiet/restart", json!({}))).await;

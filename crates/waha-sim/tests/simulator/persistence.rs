@@ -2,12 +2,11 @@
 //! volume).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 use waha_sim::SessionStatus;
 
-use crate::support::{Api, TempDir, WAIT, call, call_json, fast};
+use crate::support::{Api, PersistenceFailures, TempDir, WAIT, call, call_json, eventually, fast};
 
 #[tokio::test]
 async fn sessions_come_back_after_a_restart() {
@@ -59,9 +58,14 @@ async fn sessions_come_back_after_a_restart() {
 async fn restart_all_starts_stopped_sessions_too_and_crash_keeps_written_state() {
     let dir = TempDir::new("restart-all");
     let sim = fast().state_dir(&dir.0).start().await.unwrap();
-    call(Api::new(&sim).post("/api/sessions", json!({"name": "idle"}))).await;
-    // Give the writer time, then crash (no flush on crash).
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, _) = call(Api::new(&sim).post("/api/sessions", json!({"name": "idle"}))).await;
+    assert_eq!(status, 201);
+    // Crash once the writer has written the session (a crash flushes nothing).
+    let file = session_file(&dir.0, "idle");
+    eventually("the session file to be written", || {
+        stored(&file).is_some_and(|v| v["name"] == "idle" && v["running"].as_bool() == Some(false))
+    })
+    .await;
     sim.control().crash();
     sim.shutdown().await;
 
@@ -83,13 +87,11 @@ fn session_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{}.json", hex::encode(name.as_bytes())))
 }
 
-/// Waits until `check` holds, for at most `WAIT`.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The JSON stored in `file`, if it is there and complete (files are written through a
+/// temporary file and renamed, so a readable one is a whole one).
+fn stored(file: &Path) -> Option<serde_json::Value> {
+    let bytes = std::fs::read(file).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 #[tokio::test]
@@ -129,6 +131,7 @@ async fn unreadable_files_are_moved_aside_and_survive_a_session_of_the_same_name
 
 #[tokio::test]
 async fn a_failed_write_is_retried_until_it_succeeds() {
+    let failures = PersistenceFailures::capture();
     let dir = TempDir::new("write-retry");
     let sim = fast().state_dir(&dir.0).start().await.unwrap();
     // A non-empty directory where the session's file goes: every write fails.
@@ -136,16 +139,17 @@ async fn a_failed_write_is_retried_until_it_succeeds() {
     std::fs::create_dir_all(target.join("obstacle")).unwrap();
     let (status, _) = call(Api::new(&sim).post("/api/sessions", json!({"name": "blocked"}))).await;
     assert_eq!(status, 201);
-    // Several attempts fail meanwhile.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(target.is_dir());
+    // The first write fails, and so does its first retry (50 ms later).
+    eventually("two failed writes of the session file", || {
+        failures.of(&target) >= 2
+    })
+    .await;
+    assert!(target.is_dir(), "the obstacle is still in place");
 
+    // Cleared right after a failure: the next retry is a whole pause (100 ms or more) away.
     std::fs::remove_dir_all(&target).unwrap();
     eventually("the session file is written", || {
-        std::fs::read(&target)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .is_some_and(|v| v["name"] == "blocked")
+        stored(&target).is_some_and(|v| v["name"] == "blocked")
     })
     .await;
     sim.shutdown().await;
@@ -157,6 +161,7 @@ async fn a_failed_write_is_retried_until_it_succeeds() {
 
 #[tokio::test]
 async fn a_failed_removal_is_retried_so_a_deleted_session_stays_deleted() {
+    let failures = PersistenceFailures::capture();
     let dir = TempDir::new("remove-retry");
     let sim = fast().state_dir(&dir.0).start().await.unwrap();
     let api = Api::new(&sim);
@@ -170,11 +175,16 @@ async fn a_failed_removal_is_retried_so_a_deleted_session_stays_deleted() {
     std::fs::create_dir_all(target.join("obstacle")).unwrap();
     let (status, _) = call(api.delete("/api/sessions/doomed")).await;
     assert_eq!(status, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    // The obstacle gives way to the stale file a failed removal leaves behind.
     let side = dir.0.join("stale.side");
     std::fs::write(&side, &stale).unwrap();
+    // The first removal fails, and so does its first retry (50 ms later).
+    eventually("two failed removals of the session file", || {
+        failures.of(&target) >= 2
+    })
+    .await;
+
+    // The obstacle gives way to the stale file a failed removal leaves behind, right after a
+    // failure: no retry runs in between (the next one is a whole pause, 100 ms or more, away).
     std::fs::remove_dir_all(&target).unwrap();
     std::fs::rename(&side, &target).unwrap();
     eventually("the stale file is removed", || !target.exists()).await;

@@ -1,7 +1,8 @@
 //! Shared test helpers: a fast simulator, an HTTP client, a webhook receiver.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -266,6 +267,68 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Everything the simulators of this test binary logged about failed state writes and
+/// removals (formatted lines; see [`PersistenceFailures`]).
+static PERSISTENCE_LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+static PERSISTENCE_CAPTURE: Once = Once::new();
+
+/// Appends formatted log lines to [`PERSISTENCE_LOG`].
+struct PersistenceLogWriter;
+
+impl std::io::Write for PersistenceLogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        PERSISTENCE_LOG
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts the failed writes and removals of state files, as the simulator's state writer
+/// logs them (target `waha_sim::persistence`, ERROR, "cannot persist session; will retry",
+/// once per failed attempt, with the file's `path`): the simulator has no other outside sign
+/// that a write failed and is being retried.
+pub struct PersistenceFailures;
+
+impl PersistenceFailures {
+    /// Starts counting. The first call installs a global `tracing` subscriber for this test
+    /// binary that keeps those events only (nothing else in the binary installs one).
+    pub fn capture() -> Self {
+        PERSISTENCE_CAPTURE.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    "waha_sim::persistence=error",
+                ))
+                .with_ansi(false)
+                .with_writer(|| PersistenceLogWriter)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+        });
+        Self
+    }
+
+    /// How many writes or removals of `file` have failed so far.
+    pub fn of(&self, file: &Path) -> usize {
+        let field = format!("path={}", file.display());
+        let log = PERSISTENCE_LOG
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&log)
+            .lines()
+            .filter(|line| {
+                line.contains("cannot persist session")
+                    && line.split_whitespace().any(|token| token == field)
+            })
+            .count()
+    }
+}
+
 /// Creates `name` with a webhook to `hook` for `events`, starts it, and (when `scan`) logs it
 /// in once it asks for a QR scan.
 pub async fn hooked_session(
@@ -301,7 +364,7 @@ pub struct TempDir(pub std::path::PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("waha-sim-{tag}-{}", ulid::Ulid::new()));
+        let dir = std::env::temp_dir().join(format!("waha-sim-{tag}-{}", ulid::Ulid::generate()));
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }

@@ -1,6 +1,6 @@
 //! Webhook deliveries: envelope, signature (verified independently), headers, retries.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
@@ -162,7 +162,12 @@ async fn failed_deliveries_are_retried_per_policy() {
     })
     .await
     .expect("the delivery is counted");
-    assert!(sim.control().webhook_stats().attempts >= 3);
+    let stats = sim.control().webhook_stats();
+    assert_eq!(
+        (stats.attempts, stats.delivered, stats.failed),
+        (3, 1, 0),
+        "two failed attempts, then the delivery: {stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -194,7 +199,15 @@ async fn deliveries_are_abandoned_after_the_last_retry() {
     .await
     .expect("the delivery is abandoned");
     assert_eq!(hook.hits(), 3, "first attempt plus two retries");
+    let stats = sim.control().webhook_stats();
+    assert_eq!(
+        (stats.attempts, stats.delivered, stats.failed),
+        (3, 0, 1),
+        "{stats:?}"
+    );
+    // Abandoned means no fourth attempt: ten retry delays (10 ms each) pass without one.
     hook.expect_silence(Duration::from_millis(100)).await;
+    assert_eq!(hook.hits(), 3, "no attempt after the last retry");
 }
 
 #[tokio::test]
@@ -240,6 +253,20 @@ async fn dispatchers_become(sim: &waha_sim::RunningSimulator, n: u64) {
     });
 }
 
+/// Idle lanes close after 30 s of simulated time (300 ms here): this is more than two of them.
+const MORE_THAN_TWO_IDLE_PERIODS: Duration = Duration::from_millis(650);
+
+/// Fails if the simulator's count of per-URL dispatcher tasks differs from `n` at any time in
+/// `window` (polled every 10 ms).
+async fn dispatchers_stay(sim: &waha_sim::RunningSimulator, n: u64, window: Duration) {
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        let alive = sim.control().webhook_stats().dispatchers;
+        assert_eq!(alive, n, "the dispatcher count changed during the window");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A destination's dispatcher task exits once idle (30 s simulated = 300 ms here), but never
 /// while a first attempt is in flight or queued (that would let a newer event overtake it), and
 /// the next event to the same URL is delivered through a new one.
@@ -269,7 +296,19 @@ async fn idle_dispatchers_exit_without_breaking_order() {
     })
     .await
     .expect("the first attempt arrives");
-    tokio::time::sleep(Duration::from_millis(650)).await;
+    let stats = sim.control().webhook_stats();
+    assert_eq!(
+        (stats.dispatchers, stats.delivered),
+        (1, 0),
+        "one lane, its first attempt in flight: {stats:?}"
+    );
+    dispatchers_stay(&sim, 1, MORE_THAN_TWO_IDLE_PERIODS).await;
+    let stats = sim.control().webhook_stats();
+    assert_eq!(
+        (hook.hits(), stats.delivered),
+        (1, 0),
+        "the first attempt was in flight for the whole window: {stats:?}"
+    );
     let (status, _) = call(api.post("/api/sessions/idle/stop", json!({}))).await;
     assert_eq!(status, 201);
     assert_eq!(hook.next().await.json["payload"]["status"], "STARTING");

@@ -11,7 +11,7 @@ use bollard::models::{
 };
 
 use super::{Reservations, SwarmOptions};
-use crate::{Addressing, ContainerSpec, RestartPolicy, labels};
+use crate::{Addressing, ContainerSpec, RestartPolicy};
 
 /// The label that keeps the image reference as the spec gave it, when the service runs the
 /// image by its local id ([`SwarmOptions::run_local_image_id`]).
@@ -22,14 +22,6 @@ const RESTART_DELAY_NANOS: i64 = 1_000_000_000;
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// The labels a tenant volume carries (the same ones the Docker runtime puts on it).
-pub(super) fn volume_labels(spec: &ContainerSpec) -> HashMap<String, String> {
-    [labels::MANAGED_BY, labels::TENANT, labels::SLOT]
-        .iter()
-        .filter_map(|k| spec.labels.get(*k).map(|v| ((*k).to_owned(), v.clone())))
-        .collect()
 }
 
 fn restart_policy(policy: RestartPolicy) -> TaskSpecRestartPolicy {
@@ -141,7 +133,7 @@ pub(super) fn service_spec(
                         typ: Some(MountType::VOLUME),
                         // A node that does not have the volume yet creates it with these.
                         volume_options: Some(MountVolumeOptions {
-                            labels: Some(volume_labels(spec)),
+                            labels: Some(spec.volume_labels().into_iter().collect()),
                             ..Default::default()
                         }),
                         ..Default::default()
@@ -187,7 +179,7 @@ pub(super) fn mounted_volumes(spec: &ServiceSpec) -> impl Iterator<Item = &str> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EnvVar, ImageRef, Resources, VolumeMount, WAHA_PORT};
+    use crate::{EnvVar, ImageRef, Resources, VolumeMount, WAHA_PORT, labels};
 
     fn spec() -> ContainerSpec {
         ContainerSpec {
