@@ -101,6 +101,19 @@ pub(crate) fn pick(
         })
 }
 
+/// [`PortAllocationStore::allocate`] on a table: `owner` now holds the port [`pick`] chooses.
+/// Returns that port, and whether the table changed.
+fn allocate_in(
+    table: &mut BTreeMap<String, u16>,
+    owner: &str,
+    range: &RangeInclusive<u16>,
+    taken: impl Fn(u16) -> bool,
+) -> Result<(u16, bool), Error> {
+    let port = pick(table, owner, range, taken)?;
+    let changed = table.insert(owner.to_owned(), port) != Some(port);
+    Ok((port, changed))
+}
+
 /// [`PortAllocationStore::reserve`] on a table: `owner` now holds `port` unless another owner
 /// does. Returns whether it holds it, and whether the table changed.
 fn reserve_in(table: &mut BTreeMap<String, u16>, owner: &str, port: u16) -> (bool, bool) {
@@ -142,9 +155,7 @@ impl InMemoryPortStore {
         range: RangeInclusive<u16>,
         taken: impl Fn(u16) -> bool,
     ) -> Result<u16, Error> {
-        let mut table = self.table.lock().await;
-        let port = pick(&table, owner, &range, taken)?;
-        table.insert(owner.to_owned(), port);
+        let (port, _) = allocate_in(&mut *self.table.lock().await, owner, &range, taken)?;
         Ok(port)
     }
 }
@@ -207,14 +218,23 @@ impl FilePortStore {
         range: RangeInclusive<u16>,
         taken: impl Fn(u16) -> bool,
     ) -> Result<u16, Error> {
+        self.update(|table| allocate_in(table, owner, &range, taken))
+            .await
+    }
+
+    /// Runs `change` on the table under the store's lock, and saves the table when `change`
+    /// says it changed it. Returns what `change` returned.
+    async fn update<T>(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, u16>) -> Result<(T, bool), Error>,
+    ) -> Result<T, Error> {
         let _guard = self.lock.lock().await;
         let mut table = self.load().await?;
-        let port = pick(&table, owner, &range, taken)?;
-        if table.get(owner) != Some(&port) {
-            table.insert(owner.to_owned(), port);
+        let (result, changed) = change(&mut table)?;
+        if changed {
             self.save(&table).await?;
         }
-        Ok(port)
+        Ok(result)
     }
 
     async fn load(&self) -> Result<BTreeMap<String, u16>, Error> {
@@ -290,22 +310,13 @@ impl PortAllocationStore for FilePortStore {
     }
 
     async fn reserve(&self, owner: &str, port: u16) -> Result<bool, Error> {
-        let _guard = self.lock.lock().await;
-        let mut table = self.load().await?;
-        let (held, changed) = reserve_in(&mut table, owner, port);
-        if changed {
-            self.save(&table).await?;
-        }
-        Ok(held)
+        self.update(|table| Ok(reserve_in(table, owner, port)))
+            .await
     }
 
     async fn release(&self, owner: &str) -> Result<(), Error> {
-        let _guard = self.lock.lock().await;
-        let mut table = self.load().await?;
-        if table.remove(owner).is_some() {
-            self.save(&table).await?;
-        }
-        Ok(())
+        self.update(|table| Ok(((), table.remove(owner).is_some())))
+            .await
     }
 
     async fn allocations(&self) -> Result<BTreeMap<String, u16>, Error> {

@@ -20,7 +20,9 @@ use container_pool::{
 use futures::FutureExt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha512;
-use support::{Activity, Tenants, run_id, tenant, tenants};
+use support::{
+    Activity, Tenants, create_session, get_json, list_sessions, run_id, tenant, tenants,
+};
 use tokio::sync::OnceCell;
 
 static IMAGE: OnceCell<String> = OnceCell::const_new();
@@ -173,6 +175,18 @@ impl Fixture {
         LabelSelector::new(labels::MANAGED_BY, &self.managed_by)
     }
 
+    /// Docker's view of the container behind `endpoint`.
+    async fn inspect_container(
+        &self,
+        endpoint: &container_pool::TenantEndpoint,
+    ) -> bollard::models::ContainerInspectResponse {
+        self.runtime
+            .client()
+            .inspect_container(endpoint.container.as_str(), None)
+            .await
+            .unwrap()
+    }
+
     async fn cleanup(&self) {
         for c in self.runtime.list(&self.selector()).await.unwrap() {
             self.runtime.remove(&c.id).await.unwrap();
@@ -234,17 +248,6 @@ async fn wait_for_file(runtime: &DockerRuntime, id: &container_pool::ContainerId
     }
 }
 
-async fn get_sessions(endpoint: &container_pool::TenantEndpoint) -> serde_json::Value {
-    let response = reqwest::Client::new()
-        .get(endpoint.base_url.join("api/sessions?all=true").unwrap())
-        .header("X-Api-Key", endpoint.api_key.expose_secret())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
 #[tokio::test]
 async fn a_slow_start_within_the_deadline_succeeds() {
     // 4 s without listening: a short fixed timeout (say 2 s) would have given up.
@@ -263,7 +266,7 @@ async fn a_slow_start_within_the_deadline_succeeds() {
             let endpoint = endpoint.unwrap_or_else(|e| panic!("slow start failed: {e}"));
             assert!(took >= Duration::from_secs(4), "{took:?}");
             assert_eq!(endpoint.base_url.host_str(), Some("127.0.0.1"));
-            get_sessions(&endpoint).await;
+            list_sessions(&endpoint).await;
         },
     )
     .await;
@@ -327,7 +330,7 @@ async fn a_killed_container_is_recreated_by_the_next_ensure() {
                 f.runtime.inspect(&first.container).await,
                 Err(Error::NotFound { .. })
             ));
-            get_sessions(&second).await;
+            list_sessions(&second).await;
         },
     )
     .await;
@@ -367,7 +370,7 @@ async fn twenty_tenants_ensured_concurrently_give_twenty_ready_containers() {
                 20
             );
             for e in &endpoints {
-                get_sessions(e).await;
+                list_sessions(e).await;
             }
         },
     )
@@ -396,14 +399,7 @@ async fn a_reused_volume_brings_old_sessions_back_only_to_the_same_incarnation()
             let t = tenant("keeper");
             let earlier = f.tenants.incarnation_of(&t);
             let first = f.pool.ensure(&t).await.unwrap();
-            let created = reqwest::Client::new()
-                .post(first.base_url.join("api/sessions").unwrap())
-                .header("X-Api-Key", first.api_key.expose_secret())
-                .json(&serde_json::json!({ "name": "chip-old" }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(created.status(), 201);
+            create_session(&first, "chip-old").await;
             // Wait until the simulator has written the session's state file (it coalesces
             // writes), then the container goes; the volume stays.
             let state_file = format!("/app/.sessions/{}.json", hex_of("chip-old"));
@@ -431,25 +427,14 @@ async fn a_reused_volume_brings_old_sessions_back_only_to_the_same_incarnation()
             // The same incarnation: its own volume, its old sessions.
             let second = f.pool.ensure(&t).await.unwrap();
             assert_ne!(second.container, first.container);
-            let sessions = get_sessions(&second).await;
+            let sessions = list_sessions(&second).await;
             assert!(sessions.to_string().contains("chip-old"), "{sessions}");
             stop_and_remove(second.container.clone()).await;
 
             // The id reused by a new tenant: refused, nothing created, the volume as it was.
             f.tenants.reincarnate(&t);
             let err = f.pool.ensure(&t).await.unwrap_err();
-            match &err {
-                Error::VolumeConflict { volume, reason } => {
-                    assert_eq!(*volume, volumes[0].name);
-                    assert!(reason.contains(earlier.as_str()), "{reason}");
-                }
-                other => panic!("expected VolumeConflict, got {other:?}"),
-            }
-            assert!(!err.is_retryable());
-            assert!(
-                f.pool.containers(&t).await.unwrap().is_empty(),
-                "a container was created for the new tenant"
-            );
+            support::assert_volume_refused(&err, &f.pool, &t, &volumes[0].name, &earlier).await;
             assert_eq!(
                 tenant_volumes(&f, &t).await,
                 volumes,
@@ -458,10 +443,10 @@ async fn a_reused_volume_brings_old_sessions_back_only_to_the_same_incarnation()
 
             // Restored (the earlier incarnation again), the tenant still finds its sessions:
             // the refusal touched nothing in the volume.
-            f.tenants.restore(&t, earlier);
-            let restored = f.pool.ensure(&t).await.unwrap();
-            let sessions = get_sessions(&restored).await;
-            assert!(sessions.to_string().contains("chip-old"), "{sessions}");
+            support::assert_restored_tenant_finds_session(
+                &f.pool, &f.tenants, &t, earlier, "chip-old",
+            )
+            .await;
         },
     )
     .await;
@@ -525,12 +510,7 @@ async fn containers_on_a_user_network_are_reachable_by_their_address_there() {
         |c| c.addressing = addressing,
         |f| async move {
             let endpoint = f.pool.ensure(&tenant("netted")).await.unwrap();
-            let inspect = f
-                .runtime
-                .client()
-                .inspect_container(endpoint.container.as_str(), None)
-                .await
-                .unwrap();
+            let inspect = f.inspect_container(&endpoint).await;
             let settings = inspect.network_settings.unwrap().networks.unwrap();
             let on_network = &settings[&network];
             assert_eq!(
@@ -553,7 +533,7 @@ async fn containers_on_a_user_network_are_reachable_by_their_address_there() {
                     .is_empty(),
                 "no host port is used"
             );
-            get_sessions(&endpoint).await;
+            list_sessions(&endpoint).await;
         },
     )
     .await;
@@ -565,12 +545,7 @@ async fn limits_labels_and_restart_policy_reach_the_container() {
         |_| {},
         |f| async move {
             let endpoint = f.pool.ensure(&tenant("spec")).await.unwrap();
-            let inspect = f
-                .runtime
-                .client()
-                .inspect_container(endpoint.container.as_str(), None)
-                .await
-                .unwrap();
+            let inspect = f.inspect_container(&endpoint).await;
             let host = inspect.host_config.unwrap();
             assert_eq!(host.memory, Some(64 * 1024 * 1024));
             assert_eq!(host.nano_cpus, Some(500_000_000));
@@ -789,24 +764,8 @@ async fn containers_on_a_user_network_reach_each_other_by_name() {
             assert_eq!(created.status(), 201, "{:?}", created.text().await);
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
-                let session: serde_json::Value = http
-                    .get(alpha.base_url.join("api/sessions/by-name").unwrap())
-                    .header("X-Api-Key", alpha.api_key.expose_secret())
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let stats: serde_json::Value = http
-                    .get(beta.base_url.join("_sim/stats").unwrap())
-                    .header("X-Api-Key", beta.api_key.expose_secret())
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let session = get_json(&alpha, "api/sessions/by-name").await;
+                let stats = get_json(&beta, "_sim/stats").await;
                 let started = session["status"] != "STOPPED";
                 let delivered = stats["webhooks"]["delivered"].as_u64().unwrap_or(0) >= 1;
                 if started && delivered {
@@ -945,12 +904,7 @@ async fn host_network_containers_deliver_signed_webhooks_to_a_receiver_on_loopba
             );
             let allocations = store.allocations().await.unwrap();
             assert_eq!(allocations.get(&endpoint.container_name), Some(&port));
-            let inspect = f
-                .runtime
-                .client()
-                .inspect_container(endpoint.container.as_str(), None)
-                .await
-                .unwrap();
+            let inspect = f.inspect_container(&endpoint).await;
             let host = inspect.host_config.unwrap();
             assert_eq!(host.network_mode.as_deref(), Some("host"));
             assert!(host.port_bindings.unwrap_or_default().is_empty());
@@ -1037,20 +991,7 @@ async fn host_network_containers_deliver_signed_webhooks_to_a_receiver_on_loopba
             assert_eq!(body["engine"], "NOWEB", "{body}");
             // The session lives in that container (WAHA_WORKER_ID is the container name), and
             // nothing else posted to the receiver.
-            let info: serde_json::Value = http
-                .get(
-                    endpoint
-                        .base_url
-                        .join(&format!("api/sessions/{session}"))
-                        .unwrap(),
-                )
-                .header("X-Api-Key", endpoint.api_key.expose_secret())
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let info = get_json(&endpoint, &format!("api/sessions/{session}")).await;
             assert_eq!(
                 info["assignedWorker"],
                 endpoint.container_name.as_str(),

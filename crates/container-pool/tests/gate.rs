@@ -2,6 +2,8 @@
 //! checks, the errors each state leads to, the one deadline, the name-conflict path and the
 //! single `Failed` event. No server and no Docker: every runtime answer is scripted.
 
+mod support;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -355,18 +357,7 @@ async fn a_server_reporting_another_worker_id_is_a_mismatch_at_once() {
     let mut rx = pool.subscribe();
     let started = Instant::now();
     let err = pool.ensure(&acme()).await.unwrap_err();
-    match &err {
-        Error::WorkerMismatch {
-            container,
-            reported,
-        } => {
-            assert_eq!(container, "cp-acme-0");
-            assert_eq!(reported, "cp-other-0/<redacted>");
-        }
-        other => panic!("expected WorkerMismatch, got {other:?}"),
-    }
-    assert!(!err.is_retryable());
-    assert_eq!(err.kind(), "worker_mismatch");
+    support::assert_worker_mismatch(&err, "cp-acme-0", "cp-other-0/<redacted>");
     assert!(started.elapsed() < Duration::from_secs(2), "not polled");
     assert_eq!(probe.calls.load(Ordering::SeqCst), 1);
     assert_eq!(*probe.workers.lock().unwrap(), vec!["cp-acme-0".to_owned()]);

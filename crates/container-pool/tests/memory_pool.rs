@@ -11,7 +11,9 @@ use container_pool::{
     InMemoryPortStore, InMemoryRuntime, LabelSelector, ManualClock, PoolConfig, PoolEventKind,
     PortAllocationStore, ReadinessProbe, RolloutOptions, TenantPool, WahaHealthProbe, labels,
 };
-use support::{Activity, Quirk, SimLauncher, Tenants, run_id, tenant, tenants};
+use support::{
+    Activity, Quirk, SimLauncher, Tenants, create_session, list_sessions, run_id, tenant, tenants,
+};
 
 const IMAGE: &str = "chipfleet/waha-sim:dev";
 
@@ -370,32 +372,6 @@ async fn the_api_key_never_appears_in_logs_debug_output_errors_or_events() {
     }
 }
 
-/// Creates session `name` in the container behind `endpoint`.
-async fn create_session(endpoint: &container_pool::TenantEndpoint, name: &str) {
-    let created = reqwest::Client::new()
-        .post(endpoint.base_url.join("api/sessions").unwrap())
-        .header("X-Api-Key", endpoint.api_key.expose_secret())
-        .json(&serde_json::json!({ "name": name }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-}
-
-/// Every session the container behind `endpoint` knows, as JSON text.
-async fn sessions(endpoint: &container_pool::TenantEndpoint) -> String {
-    let listed: serde_json::Value = reqwest::Client::new()
-        .get(endpoint.base_url.join("api/sessions?all=true").unwrap())
-        .header("X-Api-Key", endpoint.api_key.expose_secret())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    listed.to_string()
-}
-
 /// The labels of the tenant's volumes, by name.
 async fn volume_labels(
     f: &Fixture,
@@ -428,8 +404,8 @@ async fn a_reused_volume_brings_old_sessions_back_to_the_same_incarnation() {
     f.pool.remove_tenant(&t, false).await.unwrap();
     let second = f.pool.ensure(&t).await.unwrap();
     assert_ne!(second.container, first.container);
-    let listed = sessions(&second).await;
-    assert!(listed.contains("chip-old"), "{listed}");
+    let listed = list_sessions(&second).await;
+    assert!(listed.to_string().contains("chip-old"), "{listed}");
 }
 
 /// A tenant purged with its volume kept, then created again under the same id (a new
@@ -448,22 +424,9 @@ async fn a_reused_tenant_id_never_mounts_the_earlier_tenants_volume() {
     let later = f.tenants.reincarnate(&t);
     assert_ne!(later, earlier);
     let err = f.pool.ensure(&t).await.unwrap_err();
-    match &err {
-        Error::VolumeConflict { volume, reason } => {
-            assert_eq!(volume, "cp-reused-0-sessions");
-            assert!(
-                reason.contains(labels::INCARNATION) && reason.contains(earlier.as_str()),
-                "{reason}"
-            );
-        }
-        other => panic!("expected VolumeConflict, got {other:?}"),
-    }
-    assert!(!err.is_retryable());
-    assert_eq!(err.kind(), "volume_conflict");
-    assert!(
-        f.pool.containers(&t).await.unwrap().is_empty(),
-        "nothing was created"
-    );
+    let reason =
+        support::assert_volume_refused(&err, &f.pool, &t, "cp-reused-0-sessions", &earlier).await;
+    assert!(reason.contains(labels::INCARNATION), "{reason}");
     assert_eq!(
         volume_labels(&f, &t).await,
         before,
@@ -471,10 +434,14 @@ async fn a_reused_tenant_id_never_mounts_the_earlier_tenants_volume() {
     );
 
     // The earlier tenant (restored from a backup, say) still gets its own volume back.
-    f.tenants.restore(&t, earlier);
-    let restored = f.pool.ensure(&t).await.unwrap();
-    let listed = sessions(&restored).await;
-    assert!(listed.contains("chip-of-the-earlier-customer"), "{listed}");
+    support::assert_restored_tenant_finds_session(
+        &f.pool,
+        &f.tenants,
+        &t,
+        earlier,
+        "chip-of-the-earlier-customer",
+    )
+    .await;
 }
 
 /// The earlier tenant's container still runs (purged without removing it): the new
@@ -971,15 +938,7 @@ async fn a_rotated_key_recreates_the_container_on_its_volume() {
         .collect();
     assert_eq!(removed, vec!["API key rotated"]);
     // Same volume: the session made before the rotation is there.
-    let listed: serde_json::Value = http
-        .get(second.base_url.join("api/sessions?all=true").unwrap())
-        .header("X-Api-Key", &new_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = list_sessions(&second).await;
     assert!(listed.to_string().contains("chip-kept"), "{listed}");
     assert!(!pool_has_drift(&f).await, "a rotation is not spec drift");
 }
@@ -1047,17 +1006,7 @@ async fn a_server_reporting_another_worker_id_is_never_handed_out() {
     let f = fixture_on(runtime, config(&format!("test-{}", run_id())));
     let started = Instant::now();
     let err = f.pool.ensure(&tenant("acme")).await.unwrap_err();
-    match &err {
-        Error::WorkerMismatch {
-            container,
-            reported,
-        } => {
-            assert_eq!(container, "cp-acme-0");
-            assert_eq!(reported, "someone-else");
-        }
-        other => panic!("expected WorkerMismatch, got {other:?}"),
-    }
-    assert!(!err.is_retryable());
+    support::assert_worker_mismatch(&err, "cp-acme-0", "someone-else");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "not polled until the deadline"

@@ -1,8 +1,8 @@
 //! PostgreSQL-only behaviour: stickiness across restarts, atomicity across replicas, migrations.
 #![cfg(feature = "postgres")]
 
-/// tenant-isolation's throw-away databases (`ScratchDb`), shared rather than copied. It reads
-/// `admin_url()` from this file.
+/// tenant-isolation's throw-away databases (`ScratchDb`), its owner-role client and its reading
+/// of the migration table, shared rather than copied. It reads `admin_url()` from this file.
 #[path = "../../tenant-isolation/tests/pg_support/scratch.rs"]
 #[allow(dead_code)]
 mod scratch;
@@ -17,9 +17,7 @@ use proxy_allocator::{
     UsernameTemplate,
 };
 use tenant_isolation::pg::reexports::tokio_postgres;
-use tenant_isolation::pg::{
-    AdminDb, MIGRATIONS_TABLE, MigrationConfig, MigrationId, MigrationSet, PoolOptions,
-};
+use tenant_isolation::pg::{AdminDb, MigrationConfig, MigrationId, MigrationSet, PoolOptions};
 use tenant_isolation::{ChipId, TenantId};
 
 /// The owner role's URL (`DATABASE_URL`): the lease store's tables are platform data, owned and
@@ -29,12 +27,29 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://chipfleet:chipfleet@127.0.0.1:5432/chipfleet".into())
 }
 
-async fn store() -> Arc<PostgresLeaseStore> {
-    let store = PostgresLeaseStore::from_url(&admin_url(), 8).expect("store");
+/// A store on `DATABASE_URL` with at most `max_connections` connections, migrated.
+async fn migrated_store(max_connections: usize) -> PostgresLeaseStore {
+    let store = PostgresLeaseStore::from_url(&admin_url(), max_connections).expect("store");
     store.migrate().await.unwrap_or_else(|err| {
         panic!("PostgreSQL must be running (scripts/test-env.sh); migrate failed: {err}")
     });
-    Arc::new(store)
+    store
+}
+
+async fn store() -> Arc<PostgresLeaseStore> {
+    Arc::new(migrated_store(8).await)
+}
+
+/// A candidate endpoint of tier 0 for up to 10 chips, shared, with no session or country.
+fn candidate(endpoint: &str) -> Candidate {
+    Candidate {
+        endpoint: endpoint.parse().expect("id"),
+        tier: 0,
+        cap: 10,
+        exclusive: false,
+        session_id: None,
+        country: None,
+    }
 }
 
 fn run() -> String {
@@ -189,10 +204,7 @@ async fn default_ids_survive_a_restart_and_never_store_the_user_name() {
     }
 
     // Nothing the store wrote carries the user name.
-    let (raw, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL must be running (scripts/test-env.sh)");
-    tokio::spawn(connection);
+    let raw = scratch::owner_client(&admin_url()).await;
     let pattern = format!("%{account}%");
     for (table, column) in [
         ("proxy_endpoints", "id"),
@@ -318,40 +330,6 @@ fn every_id(sets: &[MigrationSet]) -> Vec<MigrationId> {
     ids
 }
 
-/// The rows of the shared migration table, `(component, version, name, checksum)`, in key order.
-async fn recorded_migrations(
-    client: &tokio_postgres::Client,
-) -> Vec<(String, i32, String, String)> {
-    client
-        .query(
-            &format!(
-                "SELECT component, version, name, checksum FROM {MIGRATIONS_TABLE} \
-                 ORDER BY component COLLATE \"C\", version"
-            ),
-            &[],
-        )
-        .await
-        .expect("the migration table")
-        .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
-        .collect()
-}
-
-/// The rows the migrations of `set` are recorded as once applied, in version order.
-fn all_recorded(set: &MigrationSet) -> Vec<(String, i32, String, String)> {
-    set.migrations()
-        .iter()
-        .map(|migration| {
-            (
-                set.component().to_owned(),
-                migration.version(),
-                migration.name().to_owned(),
-                migration.checksum(),
-            )
-        })
-        .collect()
-}
-
 /// Four replicas start at once on a fresh database: two migrate the lease store alone, two run
 /// a host's single migration run with every component (tenant-isolation's set, then this
 /// crate's). Under the one transaction-scoped advisory lock each migration is applied by
@@ -406,10 +384,10 @@ async fn concurrent_migrations_apply_each_version_exactly_once() {
 
     let client = scratch::owner_client(&scratch.url).await;
     assert_eq!(
-        recorded_migrations(&client).await,
+        scratch::recorded_migrations(&client).await,
         [
-            all_recorded(&PostgresLeaseStore::MIGRATIONS),
-            all_recorded(&AdminDb::MIGRATIONS)
+            scratch::recorded_rows(&PostgresLeaseStore::MIGRATIONS),
+            scratch::recorded_rows(&AdminDb::MIGRATIONS)
         ]
         .concat(),
         "exactly the two components' versions are recorded"
@@ -498,8 +476,8 @@ async fn a_database_of_the_per_crate_runner_upgrades_cleanly() {
         "version 1 is not applied again: {report:?}"
     );
     assert_eq!(
-        recorded_migrations(&client).await,
-        all_recorded(&PostgresLeaseStore::MIGRATIONS)
+        scratch::recorded_migrations(&client).await,
+        scratch::recorded_rows(&PostgresLeaseStore::MIGRATIONS)
     );
     let again = store.migrate().await.expect("migrate again");
     assert!(
@@ -511,14 +489,7 @@ async fn a_database_of_the_per_crate_runner_upgrades_cleanly() {
         .allocate(AllocationRequest {
             tenant: TenantId::generate(),
             chip: ChipId::new("upgraded").expect("chip"),
-            candidates: vec![Candidate {
-                endpoint: "pg-upgraded".parse().expect("id"),
-                tier: 0,
-                cap: 10,
-                exclusive: false,
-                session_id: None,
-                country: None,
-            }],
+            candidates: vec![candidate("pg-upgraded")],
             replace: None,
             now: std::time::SystemTime::now(),
         })
@@ -598,14 +569,6 @@ async fn migration_2_keeps_every_generation_earlier_builds_handed_out() {
         .execute("DELETE FROM proxy_lease_history", &[])
         .await
         .expect("history deleted");
-    let candidate = |endpoint: &str| Candidate {
-        endpoint: endpoint.parse().expect("id"),
-        tier: 0,
-        cap: 10,
-        exclusive: false,
-        session_id: None,
-        country: None,
-    };
     let allocate = |chip: &str, endpoint: &str, replace: Option<u64>| AllocationRequest {
         tenant: tenant.clone(),
         chip: ChipId::new(chip).expect("chip"),
@@ -687,18 +650,12 @@ async fn bad_database_urls_do_not_leak_the_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_first_allocation_returns_the_winner_on_a_one_connection_pool() {
     let run = run();
-    let store = PostgresLeaseStore::from_url(&admin_url(), 1).expect("store");
-    store.migrate().await.unwrap_or_else(|err| {
-        panic!("PostgreSQL must be running (scripts/test-env.sh); migrate failed: {err}")
-    });
+    let store = migrated_store(1).await;
     let (tenant, chip) = (TenantId::generate(), ChipId::new("race").expect("chip"));
     let (winner_endpoint, our_endpoint) = (format!("pg-{run}-winner"), format!("pg-{run}-ours"));
 
     // The winner: an uncommitted first allocation of the same chip, on another endpoint.
-    let (mut raw, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL must be running (scripts/test-env.sh)");
-    tokio::spawn(connection);
+    let mut raw = scratch::owner_client(&admin_url()).await;
     let winner = raw.transaction().await.expect("begin");
     winner
         .execute(
@@ -719,14 +676,7 @@ async fn a_lost_first_allocation_returns_the_winner_on_a_one_connection_pool() {
     let request = AllocationRequest {
         tenant: tenant.clone(),
         chip: chip.clone(),
-        candidates: vec![Candidate {
-            endpoint: our_endpoint.parse().expect("id"),
-            tier: 0,
-            cap: 10,
-            exclusive: false,
-            session_id: None,
-            country: None,
-        }],
+        candidates: vec![candidate(&our_endpoint)],
         replace: None,
         now: std::time::SystemTime::now(),
     };
@@ -785,10 +735,7 @@ async fn leases_written_by_earlier_builds_continue_past_their_history() {
         format!("pg-{run}-legacy-2"),
         format!("pg-{run}-legacy-3"),
     );
-    let (mut raw, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL must be running (scripts/test-env.sh)");
-    tokio::spawn(connection);
+    let mut raw = scratch::owner_client(&admin_url()).await;
     let tx = raw.transaction().await.expect("begin");
     tx.execute(
         "INSERT INTO proxy_endpoints (id) VALUES ($1), ($2)",
@@ -843,14 +790,6 @@ async fn leases_written_by_earlier_builds_continue_past_their_history() {
         5
     );
 
-    let candidate = |endpoint: &str| Candidate {
-        endpoint: endpoint.parse().expect("id"),
-        tier: 0,
-        cap: 10,
-        exclusive: false,
-        session_id: None,
-        country: None,
-    };
     let rotated = store
         .allocate(AllocationRequest {
             tenant: tenant.clone(),

@@ -3,10 +3,9 @@
 
 mod pg_support;
 
+use pg_support::{backend_pid, single_connection_pool};
 use serde_json::json;
-use tenant_isolation::pg::reexports::deadpool_postgres::{
-    Manager, ManagerConfig, Pool, RecyclingMethod,
-};
+use tenant_isolation::pg::reexports::deadpool_postgres::Pool;
 use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
 use tenant_isolation::pg::{Expect, PoolOptions, TenantDb};
 use tenant_isolation::{Error, TenantDirectory, TenantId};
@@ -216,18 +215,6 @@ async fn without_a_tenant_the_app_role_sees_and_writes_nothing() {
     );
 }
 
-fn single_connection_pool() -> Pool {
-    let config: tokio_postgres::Config = pg_support::app_url().parse().unwrap();
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager).max_size(1).build().unwrap()
-}
-
 #[tokio::test]
 async fn a_pooled_connection_reused_after_commit_sees_no_tenant() {
     let (a, _) = two_tenants().await;
@@ -425,41 +412,11 @@ async fn a_commit_after_a_failed_statement_rolls_back_and_says_so() {
     tx.rollback().await.unwrap();
 }
 
+/// The pool's next connection is the one with backend `pid`, and carries nothing over.
 async fn assert_clean_reuse(pool: &Pool, pid: i32) {
-    let conn = pool.get().await.unwrap();
-    let reused: i32 = conn
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let (conn, reused) = pg_support::next_connection(pool).await;
     assert_eq!(reused, pid, "the test must look at the same connection");
-    // SAVEPOINT is refused outside a transaction block.
-    assert!(
-        conn.batch_execute("SAVEPOINT probe").await.is_err(),
-        "no transaction is left open"
-    );
-    let setting: Option<String> = conn
-        .query_one("SELECT current_setting('app.tenant_id', true)", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(
-        setting.as_deref().unwrap_or("").is_empty(),
-        "tenant leaked into the pool: {setting:?}"
-    );
-    let n: i64 = conn
-        .query_one("SELECT count(*) FROM tenant_records", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 0, "a reused connection sees no rows");
-}
-
-async fn backend_pid(tx: &tenant_isolation::pg::TenantTx) -> i32 {
-    tx.query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0)
+    pg_support::assert_no_tenant_state(&conn).await;
 }
 
 #[tokio::test]

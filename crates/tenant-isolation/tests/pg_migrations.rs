@@ -10,12 +10,14 @@ use std::time::Duration;
 use tenant_isolation::pg::reexports::tokio_postgres::Client;
 use tenant_isolation::pg::{
     AdminDb, MIGRATIONS_TABLE, Migration, MigrationConfig, MigrationId, MigrationProblem,
-    MigrationSet, PgTenantDirectory, TenantDb, build_pool, run_migrations,
+    MigrationReport, MigrationSet, PgTenantDirectory, TenantDb, build_pool, run_migrations,
 };
 use tenant_isolation::{ApiKey, Error, RowSecurityProblem, TenantDirectory};
 
 use pg_support::app_url_for;
-use pg_support::scratch::{ScratchDb, owner_client};
+use pg_support::scratch::{
+    MigrationRow, ScratchDb, owner_client, recorded_migrations, recorded_rows,
+};
 
 const TENANCY_V1: MigrationId = MigrationId {
     component: "tenant-isolation",
@@ -38,41 +40,22 @@ fn own_ids() -> Vec<MigrationId> {
         .collect()
 }
 
-/// The rows of the migration table, `(component, version, name, checksum)`, in key order.
-async fn recorded(client: &Client) -> Vec<(String, i32, String, String)> {
-    client
-        .query(
-            &format!(
-                "SELECT component, version, name, checksum FROM {MIGRATIONS_TABLE} \
-                 ORDER BY component COLLATE \"C\", version"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
-        .collect()
-}
-
-/// The row `migration` of `set` is recorded as once applied.
-fn row_of(set: &MigrationSet, migration: &Migration) -> (String, i32, String, String) {
-    (
-        set.component().to_owned(),
-        migration.version(),
-        migration.name().to_owned(),
-        migration.checksum(),
-    )
-}
-
 /// What a run of `sets` leaves in the migration table, in key order.
-fn rows_of(sets: &[MigrationSet]) -> Vec<(String, i32, String, String)> {
-    let mut rows: Vec<_> = sets
-        .iter()
-        .flat_map(|set| set.migrations().iter().map(move |m| row_of(set, m)))
-        .collect();
+fn rows_of(sets: &[MigrationSet]) -> Vec<MigrationRow> {
+    let mut rows: Vec<_> = sets.iter().flat_map(recorded_rows).collect();
     rows.sort();
     rows
+}
+
+/// Runs the host's migrations on `scratch` as a new build's first start does (the database as
+/// the test left it): the owner pool, and what the run did.
+async fn upgrade(scratch: &ScratchDb) -> (AdminDb, MigrationReport) {
+    let admin = AdminDb::connect(&scratch.url, &pg_support::options()).unwrap();
+    let report = admin
+        .migrate(&MigrationConfig::default())
+        .await
+        .expect("the upgrade");
+    (admin, report)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -105,7 +88,10 @@ async fn concurrent_migrations_apply_once() {
     assert_eq!(applied, 1, "exactly one run applies the migrations");
 
     let client = owner_client(&scratch.url).await;
-    assert_eq!(recorded(&client).await, rows_of(&[AdminDb::MIGRATIONS]));
+    assert_eq!(
+        recorded_migrations(&client).await,
+        rows_of(&[AdminDb::MIGRATIONS])
+    );
     let rls = client
         .query(
             "SELECT relname::text, relrowsecurity, relforcerowsecurity FROM pg_class
@@ -299,7 +285,7 @@ async fn components_are_applied_in_one_run_and_tracked_apart() {
     assert!(report.admin_policy_changed);
     let client = owner_client(&scratch.url).await;
     assert_eq!(
-        recorded(&client).await,
+        recorded_migrations(&client).await,
         rows_of(&[AdminDb::MIGRATIONS, WIDGETS, GADGETS]),
         "exactly these versions, with their checksums"
     );
@@ -319,7 +305,7 @@ async fn components_are_applied_in_one_run_and_tracked_apart() {
     assert_eq!(later.already_applied, [id("widgets", 1), id("widgets", 2)]);
     assert!(!later.admin_policy_changed);
     assert_eq!(
-        recorded(&client).await,
+        recorded_migrations(&client).await,
         rows_of(&[AdminDb::MIGRATIONS, WIDGETS_LATER, GADGETS])
     );
 
@@ -379,11 +365,7 @@ async fn the_earlier_version_table_is_adopted_once() {
         .await
         .unwrap();
 
-    let admin = AdminDb::connect(&scratch.url, &pg_support::options()).unwrap();
-    let report = admin
-        .migrate(&MigrationConfig::default())
-        .await
-        .expect("the upgrade");
+    let (admin, report) = upgrade(&scratch).await;
     assert_eq!(report.adopted, [TENANCY_V1], "{report:?}");
     assert_eq!(report.already_applied, [TENANCY_V1], "{report:?}");
     assert_eq!(
@@ -391,7 +373,10 @@ async fn the_earlier_version_table_is_adopted_once() {
         own_ids()[1..],
         "nothing is applied again, only the versions after the earlier runner's: {report:?}"
     );
-    assert_eq!(recorded(&client).await, rows_of(&[AdminDb::MIGRATIONS]));
+    assert_eq!(
+        recorded_migrations(&client).await,
+        rows_of(&[AdminDb::MIGRATIONS])
+    );
     let applied_at: String = client
         .query_one(
             &format!(
@@ -447,6 +432,21 @@ async fn advisory_locks(client: &Client) -> i64 {
         .get(0)
 }
 
+/// Asserts that no advisory lock is held or awaited in the client's database.
+async fn assert_no_advisory_lock(client: &Client) {
+    assert_eq!(advisory_locks(client).await, 0, "no advisory lock is left");
+}
+
+/// Starts a run of `WAITS` (after tenant-isolation's own set) on a task of its own.
+fn spawn_waiting_run(admin: &AdminDb) -> tokio::task::JoinHandle<Result<MigrationReport, Error>> {
+    let admin = admin.clone();
+    tokio::spawn(async move {
+        admin
+            .migrate_with(&MigrationConfig::default(), &[WAITS])
+            .await
+    })
+}
+
 /// Waits until a session waits for a lock on `lock_probe`; returns its pid.
 async fn lock_waiter(client: &Client) -> i32 {
     for _ in 0..400 {
@@ -488,14 +488,7 @@ async fn an_abandoned_migration_leaves_no_lock() {
         .unwrap();
 
     // 1. The run's future is dropped (a start-up timeout, a shutdown) while its SQL waits.
-    let run = {
-        let admin = admin.clone();
-        tokio::spawn(async move {
-            admin
-                .migrate_with(&MigrationConfig::default(), &[WAITS])
-                .await
-        })
-    };
+    let run = spawn_waiting_run(&admin);
     lock_waiter(&observer).await;
     assert_eq!(
         advisory_locks(&observer).await,
@@ -509,22 +502,11 @@ async fn an_abandoned_migration_leaves_no_lock() {
         .expect("the next run gets the migration lock at once: the abandoned one was cancelled")
         .expect("the next run");
     assert!(next.applied.is_empty(), "{next:?}");
-    assert_eq!(
-        advisory_locks(&observer).await,
-        0,
-        "no advisory lock is left"
-    );
+    assert_no_advisory_lock(&observer).await;
 
     // 2. The server cancels the waiting statement (pg_cancel_backend): the run fails, typed,
     //    and leaves no lock either.
-    let run = {
-        let admin = admin.clone();
-        tokio::spawn(async move {
-            admin
-                .migrate_with(&MigrationConfig::default(), &[WAITS])
-                .await
-        })
-    };
+    let run = spawn_waiting_run(&admin);
     let pid = lock_waiter(&observer).await;
     let signalled: bool = observer
         .query_one("SELECT pg_cancel_backend($1)", &[&pid])
@@ -550,11 +532,7 @@ async fn an_abandoned_migration_leaves_no_lock() {
         .await
         .expect("the next run gets the migration lock at once")
         .expect("the next run");
-    assert_eq!(
-        advisory_locks(&observer).await,
-        0,
-        "no advisory lock is left"
-    );
+    assert_no_advisory_lock(&observer).await;
 
     // Neither abandoned run recorded anything.
     let probe_rows: i64 = observer
@@ -602,11 +580,7 @@ async fn existing_tenants_get_their_own_incarnation() {
             .unwrap();
     }
 
-    let admin = AdminDb::connect(&scratch.url, &pg_support::options()).unwrap();
-    let report = admin
-        .migrate(&MigrationConfig::default())
-        .await
-        .expect("the upgrade");
+    let (admin, report) = upgrade(&scratch).await;
     assert_eq!(report.already_applied, [TENANCY_V1], "{report:?}");
     assert_eq!(report.applied, [TENANCY_V2], "{report:?}");
     let tenants = PgTenantDirectory::new(admin.clone())

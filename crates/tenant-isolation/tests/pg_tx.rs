@@ -11,10 +11,9 @@ mod pg_support;
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
+use pg_support::backend_pid;
 use serde_json::json;
-use tenant_isolation::pg::reexports::deadpool_postgres::{
-    Manager, ManagerConfig, Pool, RecyclingMethod,
-};
+use tenant_isolation::pg::reexports::deadpool_postgres::Pool;
 use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
 use tenant_isolation::pg::{Expect, TenantDb, TenantTx};
 use tenant_isolation::{Error, TenantId};
@@ -39,19 +38,6 @@ async fn new_tenant() -> TenantId {
     pg_support::tenant(directory.as_ref()).await
 }
 
-/// One connection at most, so "the next connection" is unambiguous.
-fn single_connection_pool() -> Pool {
-    let config: tokio_postgres::Config = pg_support::app_url().parse().unwrap();
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager).max_size(1).build().unwrap()
-}
-
 /// A plain connection as the application role: `pg_stat_activity` shows a session's state
 /// and wait event only to its own role (or a superuser).
 async fn watcher() -> tokio_postgres::Client {
@@ -60,13 +46,6 @@ async fn watcher() -> tokio_postgres::Client {
         .expect("PostgreSQL is required for this test (APP_DATABASE_URL)");
     tokio::spawn(connection);
     client
-}
-
-async fn backend_pid(tx: &TenantTx) -> i32 {
-    tx.query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 async fn is_sleeping(watcher: &tokio_postgres::Client, pid: i32) -> bool {
@@ -137,32 +116,8 @@ async fn assert_backend_gone(watcher: &tokio_postgres::Client, pid: i32) {
 /// Checks the pool's next connection: no open transaction, no tenant, no rows visible.
 /// Returns its backend pid.
 async fn assert_next_connection_clean(pool: &Pool) -> i32 {
-    let conn = pool.get().await.unwrap();
-    let pid: i32 = conn
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    // SAVEPOINT is refused outside a transaction block.
-    assert!(
-        conn.batch_execute("SAVEPOINT probe").await.is_err(),
-        "no transaction is left open"
-    );
-    let setting: Option<String> = conn
-        .query_one("SELECT current_setting('app.tenant_id', true)", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(
-        setting.as_deref().unwrap_or("").is_empty(),
-        "tenant leaked into the pool: {setting:?}"
-    );
-    let n: i64 = conn
-        .query_one("SELECT count(*) FROM tenant_records", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 0, "a connection without a tenant sees no rows");
+    let (conn, pid) = pg_support::next_connection(pool).await;
+    pg_support::assert_no_tenant_state(&conn).await;
     pid
 }
 
@@ -174,56 +129,100 @@ async fn committed(db: &TenantDb, tenant: &TenantId, key: &str) -> bool {
     found
 }
 
+/// A fresh tenant, a `TenantDb` on a pool of one connection, and a watcher.
+struct Fixture {
+    tenant: TenantId,
+    pool: Pool,
+    db: TenantDb,
+    watcher: tokio_postgres::Client,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let tenant = new_tenant().await;
+        let pool = pg_support::single_connection_pool();
+        let db = TenantDb::from_pool(pool.clone());
+        let watcher = watcher().await;
+        Self {
+            tenant,
+            pool,
+            db,
+            watcher,
+        }
+    }
+
+    /// A transaction of the tenant, and the backend pid it runs on.
+    async fn scoped(&self) -> (TenantTx, i32) {
+        let tx = self.db.scoped(&self.tenant).await.unwrap();
+        let pid = backend_pid(&tx).await;
+        (tx, pid)
+    }
+
+    /// After the transaction on backend `pid` that abandoned a statement has ended: the
+    /// backend goes away (its connection was closed, not pooled, and nothing keeps it
+    /// running), the pool's next connection is another one and clean, and `key` was never
+    /// committed.
+    async fn assert_abandoned_connection_discarded(&self, pid: i32, key: &str) {
+        assert_backend_gone(&self.watcher, pid).await;
+        let next = assert_next_connection_clean(&self.pool).await;
+        assert_ne!(
+            next, pid,
+            "{key}: the connection with the abandoned statement is never pooled again"
+        );
+        assert!(
+            !committed(&self.db, &self.tenant, key).await,
+            "{key}: nothing written in the transaction was committed"
+        );
+    }
+}
+
+/// `commit` after an abandoned statement is refused as `TransactionAborted` for `tenant`
+/// (`why` says what a success would have meant).
+fn assert_commit_refused(outcome: Result<(), Error>, tenant: &TenantId, why: &str) {
+    match outcome {
+        Err(Error::TransactionAborted { tenant: t }) => assert_eq!(&t, tenant),
+        other => panic!("{why}: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn commit_after_an_abandoned_statement_never_reports_success() {
-    let tenant = new_tenant().await;
-    let pool = single_connection_pool();
-    let db = TenantDb::from_pool(pool.clone());
-    let watcher = watcher().await;
+    let f = Fixture::new().await;
 
-    let tx = db.scoped(&tenant).await.unwrap();
-    let pid = backend_pid(&tx).await;
+    let (tx, pid) = f.scoped().await;
     tx.put_record("note", "before-abandon", &json!(1), Expect::Absent)
         .await
         .unwrap();
-    abandon_once_running(tx.query_one(SLEEP_THEN_FAIL, &[]), &watcher, pid).await;
+    abandon_once_running(tx.query_one(SLEEP_THEN_FAIL, &[]), &f.watcher, pid).await;
     let flagged = tx.is_aborted();
     let started = Instant::now();
-    match tx.commit().await {
-        Err(Error::TransactionAborted { tenant: t }) => assert_eq!(t, tenant),
-        other => panic!(
-            "commit after an abandoned statement must not report success (the server rolls \
-             this transaction back): {other:?}"
-        ),
-    }
+    assert_commit_refused(
+        tx.commit().await,
+        &f.tenant,
+        "commit after an abandoned statement must not report success (the server rolls this \
+         transaction back)",
+    );
     assert!(flagged, "is_aborted() reports an abandoned statement");
     assert!(
         started.elapsed() < GONE_WITHIN,
         "commit must not wait behind the abandoned statement ({:?})",
         started.elapsed()
     );
-    assert_backend_gone(&watcher, pid).await;
-    let next = assert_next_connection_clean(&pool).await;
-    assert_ne!(
-        next, pid,
-        "the connection with the abandoned statement is never pooled"
-    );
-    assert!(
-        !committed(&db, &tenant, "before-abandon").await,
-        "nothing written in the transaction is visible"
-    );
+    f.assert_abandoned_connection_discarded(pid, "before-abandon")
+        .await;
 }
 
 #[tokio::test]
 async fn an_abandoned_write_is_never_committed_even_after_later_statements_succeed() {
-    let tenant = new_tenant().await;
-    let pool = single_connection_pool();
-    let db = TenantDb::from_pool(pool.clone());
-    let watcher = watcher().await;
+    let f = Fixture::new().await;
 
-    let tx = db.scoped(&tenant).await.unwrap();
-    let pid = backend_pid(&tx).await;
-    abandon_once_running(tx.execute(LATE_WRITE, &[&tenant.as_str()]), &watcher, pid).await;
+    let (tx, pid) = f.scoped().await;
+    abandon_once_running(
+        tx.execute(LATE_WRITE, &[&f.tenant.as_str()]),
+        &f.watcher,
+        pid,
+    )
+    .await;
     // The next statement queues behind the abandoned write, which runs to its end and writes:
     // the caller gave the write up, but the server kept it.
     let seen = tx
@@ -235,32 +234,21 @@ async fn an_abandoned_write_is_never_committed_even_after_later_statements_succe
         .unwrap();
     assert!(seen.is_some(), "the abandoned write ran on the server");
     let flagged = tx.is_aborted();
-    match tx.commit().await {
-        Err(Error::TransactionAborted { tenant: t }) => assert_eq!(t, tenant),
-        other => panic!("a write whose caller gave it up must not be committed: {other:?}"),
-    }
+    assert_commit_refused(
+        tx.commit().await,
+        &f.tenant,
+        "a write whose caller gave it up must not be committed",
+    );
     assert!(
         flagged,
         "a later statement that succeeds does not make the abandoned one known-good"
     );
-    assert_backend_gone(&watcher, pid).await;
-    let next = assert_next_connection_clean(&pool).await;
-    assert_ne!(
-        next, pid,
-        "the connection with the abandoned statement is never pooled"
-    );
-    assert!(
-        !committed(&db, &tenant, "late").await,
-        "the abandoned write was not committed"
-    );
+    f.assert_abandoned_connection_discarded(pid, "late").await;
 }
 
 #[tokio::test]
 async fn rollback_or_drop_after_an_abandoned_statement_cancels_it_and_closes_the_connection() {
-    let tenant = new_tenant().await;
-    let pool = single_connection_pool();
-    let db = TenantDb::from_pool(pool.clone());
-    let watcher = watcher().await;
+    let f = Fixture::new().await;
 
     for explicit_rollback in [true, false] {
         let key = if explicit_rollback {
@@ -268,12 +256,11 @@ async fn rollback_or_drop_after_an_abandoned_statement_cancels_it_and_closes_the
         } else {
             "dropped"
         };
-        let tx = db.scoped(&tenant).await.unwrap();
-        let pid = backend_pid(&tx).await;
+        let (tx, pid) = f.scoped().await;
         tx.put_record("note", key, &json!(1), Expect::Absent)
             .await
             .unwrap();
-        abandon_once_running(tx.query_one(SLEEP, &[]), &watcher, pid).await;
+        abandon_once_running(tx.query_one(SLEEP, &[]), &f.watcher, pid).await;
         let started = Instant::now();
         if explicit_rollback {
             tx.rollback()
@@ -289,24 +276,15 @@ async fn rollback_or_drop_after_an_abandoned_statement_cancels_it_and_closes_the
         }
         // Without the cancel, the session would live until the 30 s sleep ends (pooled again
         // after a ROLLBACK queued behind it, or closed).
-        assert_backend_gone(&watcher, pid).await;
-        let next = assert_next_connection_clean(&pool).await;
-        assert_ne!(next, pid, "{key}: the connection is never pooled again");
-        assert!(
-            !committed(&db, &tenant, key).await,
-            "{key}: nothing was written"
-        );
+        f.assert_abandoned_connection_discarded(pid, key).await;
     }
 }
 
 #[tokio::test]
 async fn statements_that_finish_or_never_start_leave_the_transaction_committable() {
-    let tenant = new_tenant().await;
-    let pool = single_connection_pool();
-    let db = TenantDb::from_pool(pool.clone());
+    let f = Fixture::new().await;
 
-    let tx = db.scoped(&tenant).await.unwrap();
-    let pid = backend_pid(&tx).await;
+    let (tx, pid) = f.scoped().await;
     {
         // Never polled: nothing was sent, so nothing is left running.
         let _never_polled = tx.query_one(SLEEP, &[]);
@@ -322,9 +300,9 @@ async fn statements_that_finish_or_never_start_leave_the_transaction_committable
     assert!(!tx.is_aborted());
     tx.commit().await.expect("nothing was abandoned");
     assert_eq!(
-        assert_next_connection_clean(&pool).await,
+        assert_next_connection_clean(&f.pool).await,
         pid,
         "a cleanly committed connection goes back to the pool"
     );
-    assert!(committed(&db, &tenant, "a").await && committed(&db, &tenant, "b").await);
+    assert!(committed(&f.db, &f.tenant, "a").await && committed(&f.db, &f.tenant, "b").await);
 }

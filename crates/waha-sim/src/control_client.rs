@@ -154,12 +154,18 @@ impl SimControlClient {
         api_key: Option<ApiKey>,
         http: reqwest::Client,
     ) -> Result<Self, SimControlError> {
+        // The URL is never echoed: it could carry credentials.
         let url = url::Url::parse(base_url)
-            .map_err(|e| SimControlError::InvalidUrl(format!("{base_url:?}: {e}")))?;
+            .map_err(|e| SimControlError::InvalidUrl(format!("not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(SimControlError::InvalidUrl(format!(
-                "{base_url:?}: expected http(s)://host[:port]"
-            )));
+            return Err(SimControlError::InvalidUrl(
+                "expected http(s)://host[:port]".to_owned(),
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(SimControlError::InvalidUrl(
+                "the URL must not carry credentials; pass the API key instead".to_owned(),
+            ));
         }
         Ok(Self {
             base: url.as_str().trim_end_matches('/').to_owned(),

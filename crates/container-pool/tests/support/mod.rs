@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use container_pool::{
     ApiKey, ChipActivity, Error, Incarnation, LaunchSpec, LaunchedServer, ProcessLauncher,
-    TenantExists, TenantId, TenantKeys,
+    TenantEndpoint, TenantExists, TenantId, TenantKeys, TenantPool,
 };
 /// Starts `waha-sim` in-process on 127.0.0.1:0, configured by the container's environment
 /// (WAHA and `SIM_*` variables), with one state directory per volume name.
@@ -198,3 +198,101 @@ pub fn run_id() -> String {
 }
 
 pub const FAST: Duration = Duration::from_millis(20);
+
+/// Creates session `name` in the server behind `endpoint`.
+pub async fn create_session(endpoint: &TenantEndpoint, name: &str) {
+    let created = reqwest::Client::new()
+        .post(endpoint.base_url.join("api/sessions").unwrap())
+        .header("X-Api-Key", endpoint.api_key.expose_secret())
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+}
+
+/// `GET path` (relative to the endpoint's base URL) with the endpoint's key.
+async fn get(endpoint: &TenantEndpoint, path: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(endpoint.base_url.join(path).unwrap())
+        .header("X-Api-Key", endpoint.api_key.expose_secret())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The JSON body of `GET path` (relative to the endpoint's base URL) with the endpoint's key,
+/// whatever the status.
+pub async fn get_json(endpoint: &TenantEndpoint, path: &str) -> serde_json::Value {
+    get(endpoint, path).await.json().await.unwrap()
+}
+
+/// Every session the server behind `endpoint` knows (`GET api/sessions?all=true`, which must
+/// answer 200).
+pub async fn list_sessions(endpoint: &TenantEndpoint) -> serde_json::Value {
+    let response = get(endpoint, "api/sessions?all=true").await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// A new incarnation of tenant `t` was refused the earlier incarnation's volume `volume`: `err`
+/// is a typed, permanent `VolumeConflict` naming the earlier incarnation `earlier`, and the pool
+/// has no container for `t`. Returns the conflict's reason.
+pub async fn assert_volume_refused<'e>(
+    err: &'e Error,
+    pool: &TenantPool,
+    t: &TenantId,
+    volume: &str,
+    earlier: &Incarnation,
+) -> &'e str {
+    let reason = match err {
+        Error::VolumeConflict {
+            volume: refused,
+            reason,
+        } => {
+            assert_eq!(refused, volume);
+            assert!(reason.contains(earlier.as_str()), "{reason}");
+            reason
+        }
+        other => panic!("expected VolumeConflict, got {other:?}"),
+    };
+    assert!(!err.is_retryable());
+    assert_eq!(err.kind(), "volume_conflict");
+    assert!(
+        pool.containers(t).await.unwrap().is_empty(),
+        "nothing was created for the new incarnation"
+    );
+    reason
+}
+
+/// Tenant `t`, restored to its earlier incarnation `earlier` (from a backup, say), gets its own
+/// volume back: the server of its container knows session `session`.
+pub async fn assert_restored_tenant_finds_session(
+    pool: &TenantPool,
+    tenants: &Tenants,
+    t: &TenantId,
+    earlier: Incarnation,
+    session: &str,
+) {
+    tenants.restore(t, earlier);
+    let restored = pool.ensure(t).await.unwrap();
+    let listed = list_sessions(&restored).await;
+    assert!(listed.to_string().contains(session), "{listed}");
+}
+
+/// `err` says the server at container `container`'s address reported the worker id `reported`
+/// (another container answers there): typed and permanent.
+pub fn assert_worker_mismatch(err: &Error, container: &str, reported: &str) {
+    match err {
+        Error::WorkerMismatch {
+            container: expected,
+            reported: got,
+        } => {
+            assert_eq!(expected, container);
+            assert_eq!(got, reported);
+        }
+        other => panic!("expected WorkerMismatch, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+    assert_eq!(err.kind(), "worker_mismatch");
+}

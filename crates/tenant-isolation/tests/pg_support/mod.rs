@@ -5,8 +5,13 @@ use std::sync::Arc;
 
 pub mod scratch;
 
-use tenant_isolation::pg::reexports::tokio_postgres;
-use tenant_isolation::pg::{AdminDb, MigrationConfig, PgTenantDirectory, PoolOptions, TenantDb};
+use tenant_isolation::pg::reexports::deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, RecyclingMethod,
+};
+use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
+use tenant_isolation::pg::{
+    AdminDb, MigrationConfig, PgTenantDirectory, PoolOptions, TenantDb, TenantTx,
+};
 use tenant_isolation::{NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets};
 
 pub const DEFAULT_ADMIN_URL: &str = "postgres://chipfleet:chipfleet@127.0.0.1:5432/chipfleet";
@@ -75,6 +80,64 @@ pub async fn app() -> TenantDb {
              as chipfleet_app): {e}"
         )
     })
+}
+
+/// A pool of the application role with one connection at most, so "the next connection" is
+/// unambiguous.
+pub fn single_connection_pool() -> Pool {
+    let config: tokio_postgres::Config = app_url().parse().unwrap();
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager).max_size(1).build().unwrap()
+}
+
+/// The backend pid of the connection `tx` runs on.
+pub async fn backend_pid(tx: &TenantTx) -> i32 {
+    tx.query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The pool's next connection, and its backend pid.
+pub async fn next_connection(pool: &Pool) -> (Object, i32) {
+    let conn = pool.get().await.unwrap();
+    let pid: i32 = conn
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    (conn, pid)
+}
+
+/// Asserts that a pooled connection carries nothing over from an earlier transaction: no
+/// transaction left open, no tenant set, no rows visible.
+pub async fn assert_no_tenant_state(conn: &Object) {
+    // SAVEPOINT is refused outside a transaction block.
+    assert!(
+        conn.batch_execute("SAVEPOINT probe").await.is_err(),
+        "no transaction is left open"
+    );
+    let setting: Option<String> = conn
+        .query_one("SELECT current_setting('app.tenant_id', true)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        setting.as_deref().unwrap_or("").is_empty(),
+        "tenant leaked into the pool: {setting:?}"
+    );
+    let n: i64 = conn
+        .query_one("SELECT count(*) FROM tenant_records", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "a connection without a tenant sees no rows");
 }
 
 pub async fn directory() -> Arc<PgTenantDirectory> {

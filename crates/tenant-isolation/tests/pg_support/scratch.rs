@@ -1,6 +1,8 @@
-//! Throw-away databases owned by the test's owner role.
+//! Throw-away databases owned by the test's owner role, and what their migration table
+//! records. Also compiled into proxy-allocator's PostgreSQL tests (by `#[path]`).
 
 use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
+use tenant_isolation::pg::{MIGRATIONS_TABLE, MigrationSet};
 
 /// A fresh database owned by the test's owner role; dropped when the guard is dropped.
 pub struct ScratchDb {
@@ -92,4 +94,39 @@ impl Drop for ScratchDb {
             panic!("could not drop scratch database {}", self.name);
         }
     }
+}
+
+/// A row of the shared migration table: `(component, version, name, checksum)`.
+pub type MigrationRow = (String, i32, String, String);
+
+/// The rows of the shared migration table in `client`'s database, in key order.
+pub async fn recorded_migrations(client: &tokio_postgres::Client) -> Vec<MigrationRow> {
+    client
+        .query(
+            &format!(
+                "SELECT component, version, name, checksum FROM {MIGRATIONS_TABLE} \
+                 ORDER BY component COLLATE \"C\", version"
+            ),
+            &[],
+        )
+        .await
+        .expect("the migration table")
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect()
+}
+
+/// The rows the migrations of `set` are recorded as once applied, in version order.
+pub fn recorded_rows(set: &MigrationSet) -> Vec<MigrationRow> {
+    set.migrations()
+        .iter()
+        .map(|migration| {
+            (
+                set.component().to_owned(),
+                migration.version(),
+                migration.name().to_owned(),
+                migration.checksum(),
+            )
+        })
+        .collect()
 }

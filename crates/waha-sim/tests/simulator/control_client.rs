@@ -148,3 +148,25 @@ async fn a_simulator_driven_through_the_typed_client() {
         Err(SimControlError::Transport(_))
     ));
 }
+
+/// A base URL is never echoed (it could carry credentials), and one with credentials is
+/// refused: the key travels in `X-Api-Key`, never in the URL or the client's `Debug`.
+#[test]
+fn urls_with_credentials_are_refused_and_never_echoed() {
+    for url in [
+        "http://user:hunter2@127.0.0.1:3000",
+        "http://hunter2@127.0.0.1:3000",
+        "ftp://hunter2@127.0.0.1/",
+        "not a url hunter2",
+    ] {
+        let err = SimControlClient::new(url, None).unwrap_err();
+        assert!(
+            matches!(err, SimControlError::InvalidUrl(_)),
+            "{url}: {err:?}"
+        );
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("hunter2"), "{url}: {text}");
+    }
+    let client = SimControlClient::new("http://127.0.0.1:3000", Some(ApiKey::new(KEY))).unwrap();
+    assert!(!format!("{client:?}").contains(KEY));
+}
