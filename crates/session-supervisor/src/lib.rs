@@ -1,5 +1,83 @@
-//! The chipfleet controller.
+//! The chipfleet controller: takes every chip (one WhatsApp number of one tenant) from
+//! "created" to `WORKING` and keeps it there, in kube-runtime's controller model
+//! (`docs/session-supervisor.md`).
 //!
-//! **Status: planned.** This crate will hold the chip lifecycle (provision, reconcile, remove),
-//! webhook ingest (verify, route, de-duplicate, apply in order), the tenant-scoped event bus with
-//! resumable sequence numbers, and the per-chip ownership lease with a fencing token.
+//! **Built so far: the pure core and the seams.**
+//! - [`ChipRecord`]: desired state (run, stop, delete; QR or pairing-code login; proxy wish;
+//!   engine) and observed state (phase, container, proxy lease generation, session, WAHA's
+//!   last status, login on offer, `me`, last error with attempt, next try), each with its own
+//!   version for compare-and-set, and a bounded [`StepLog`].
+//! - [`Phase`]: pending, provisioning, awaiting login, working, backing off, login expired,
+//!   parked, stopped, deleting.
+//! - [`policy`]: the one table from a failure [`Reason`] (engine signals per engine, sibling
+//!   crates' errors) to an [`Action`]; backoff classes with a deterministic jitter; the restart
+//!   budgets that stop storms ([`RestartBudgets`]).
+//! - [`decide`](fn@decide) and [`apply`](fn@apply): the next step from the record and what a
+//!   reconcile read ([`World`]), and how its outcome changes the record. Both pure.
+//! - [`ChipStore`] with [`MemoryChipStore`] and the public [`conformance`] suite; the
+//!   [`EventBus`] seam with [`InProcessEventBus`].
+//!
+//! **Next:** the effects executor, the owner guard and scheduler, the monitors, the PostgreSQL
+//! store, and the `Supervisor` API and builder.
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//! use session_supervisor::{
+//!     ChipKey, ChipSpec, ChipStore, ContainerSeen, MemoryChipStore, NewChip, Policy, Step,
+//!     TenantSeen, World, decide,
+//! };
+//! use container_pool::{Engine, Placement};
+//! use tenant_isolation::{ChipId, TenantId};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryChipStore::new();
+//! let key = ChipKey::new(TenantId::new("acme")?, ChipId::new("sales-1")?);
+//! // The API reserved the chip's quota slot, then recorded the chip.
+//! let new = NewChip { key: key.clone(), spec: ChipSpec::qr(), chip_slot: true };
+//! let record = store.create(new).await?.record().clone();
+//!
+//! // What a reconcile read: the tenant is active, no container runs yet.
+//! let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+//! let mut world = World::new(now, Placement::new(4)?, Engine::Noweb);
+//! world.tenant = TenantSeen::Active;
+//! world.container = ContainerSeen::Missing;
+//!
+//! let policy = Policy::default();
+//! assert_eq!(decide(&record, &world, &policy).step, Step::ReserveRunningSlot);
+//! # Ok(()) }
+//! ```
+
+pub mod chip;
+pub mod conformance;
+pub mod events;
+pub mod phase;
+pub mod policy;
+pub mod reconcile;
+pub mod signal;
+pub mod store;
+
+pub use chip::{
+    ChipKey, ChipRecord, ChipSpec, ContainerRef, Desired, FailureWindow, InvalidPhoneNumber,
+    LastError, LoginMethod, LoginOffer, Nonces, Observed, ObservedPatch, PairingCodeSecret,
+    PhoneNumber, ProxyRef, ProxyWish, RunState, SessionRef, StepEntry, StepLog, StepOutcome,
+    WahaSeen,
+};
+pub use events::{
+    Alert, BusError, ChangeFilter, ChangeItem, ChangeStream, ChipChange, ChipChangeKind, EventBus,
+    InProcessEventBus,
+};
+pub use fleet_vocab::{Clock, ManualClock, SystemClock};
+pub use phase::{Finalizers, LoginKind, Phase, PhaseName, StopCause};
+pub use policy::{
+    Action, Backoff, BackoffClass, BackoffClasses, ParkReason, Policy, Reason, RestartBudgets,
+};
+pub use reconcile::{
+    BudgetSeen, ContainerSeen, Decision, Failure, Outcome, ProxyReport, SessionPlan, SessionSeen,
+    Step, StepError, StepKind, TenantSeen, World, apply, decide,
+};
+pub use signal::{Signal, SignalBody};
+pub use store::{
+    ChipStore, CreateOutcome, Fence, MemoryChipStore, NewChip, OwnerId, StoreError, Trigger,
+    VersionKind,
+};
