@@ -482,6 +482,10 @@ pub struct Observed {
     pub signals_applied: u64,
     /// Temporary bans within the ban memory.
     pub temp_bans: Vec<SystemTime>,
+    /// When the last temporary ban ended (its expiry with the jitter): a report of a ban
+    /// observed before then is that ban again, never a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ban_until: Option<SystemTime>,
 }
 
 impl Observed {
@@ -509,6 +513,7 @@ impl Observed {
             silent_probes: 0,
             signals_applied: 0,
             temp_bans: Vec::new(),
+            ban_until: None,
         }
     }
 }

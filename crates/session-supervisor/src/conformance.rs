@@ -18,32 +18,57 @@
 //! The checks compare times only with the store's own timestamps and with a time a year
 //! ahead, so a store on a [`ManualClock`](crate::ManualClock) that shows about the present
 //! passes too.
+//!
+//! A backend whose clock can be injected also runs the checks that move time
+//! ([`reads_drop_expired_pairing_codes`]): give the macro `clocked` and a factory that takes
+//! the [`ManualClock`] (showing the present) the store must run on:
+//!
+//! ```
+//! mod in_memory_clocked {
+//!     use session_supervisor::{ChipStore, ManualClock, MemoryChipStore};
+//!
+//!     session_supervisor::chip_store_conformance!(clocked |clock: ManualClock| async move {
+//!         let store = MemoryChipStore::with_clock(std::sync::Arc::new(clock));
+//!         std::sync::Arc::new(store) as std::sync::Arc<dyn ChipStore>
+//!     });
+//! }
+//! ```
 
 use std::time::{Duration, SystemTime};
 
+use fleet_vocab::{Clock, ManualClock};
 use tenant_isolation::{ChipId, TenantId};
+use waha_client::SessionStatus;
 
 use crate::chip::{
-    ChipKey, ChipRecord, ChipSpec, ObservedPatch, PhoneNumber, RunState, StepEntry, StepOutcome,
+    ChipKey, ChipRecord, ChipSpec, LoginOffer, ObservedPatch, PairingCodeSecret, PhoneNumber,
+    RunState, StepEntry, StepOutcome,
 };
 use crate::phase::Phase;
+use crate::policy::Reason;
 use crate::reconcile::StepKind;
 use crate::signal::SignalBody;
 use crate::store::{
     ChipStore, CreateOutcome, Fence, NewChip, OwnerId, StoreError, Trigger, VersionKind,
 };
 
-/// Generates one `#[tokio::test]` per conformance check. The argument is an expression that,
-/// called with no arguments, returns a future of an `Arc<dyn ChipStore>`: a fresh store per
-/// check.
+/// Generates one `#[tokio::test]` per conformance check, a fresh store per check.
+///
+/// - `chip_store_conformance!(make)`: `make`, called with no arguments, returns a future of an
+///   `Arc<dyn ChipStore>`. Runs every check that does not move time.
+/// - `chip_store_conformance!(clocked make)`: `make`, called with a
+///   [`ManualClock`](crate::ManualClock) showing the present, returns a future of an
+///   `Arc<dyn ChipStore>` running on that clock. Runs every check, also those that advance the
+///   clock.
 #[macro_export]
 macro_rules! chip_store_conformance {
-    ($make:expr) => {
-        $crate::chip_store_conformance!(@tests $make;
+    (@all $mode:ident $make:expr) => {
+        $crate::chip_store_conformance!(@ $mode $make;
             create_is_idempotent_on_the_key, list_is_scoped_and_paged,
             desired_writes_are_compare_and_set, observed_writes_are_fenced_and_compare_and_set,
             the_step_log_keeps_the_newest_entries, signals_are_numbered_bounded_and_trimmed,
-            work_keeps_the_earliest_due_time, a_takeover_fences_the_old_owner,
+            activity_never_pushes_out_a_disconnect, work_keeps_the_earliest_due_time,
+            enqueue_ignores_unknown_chips, a_takeover_fences_the_old_owner,
             acquire_skips_live_leases, released_tenants_are_taken_with_a_new_token,
             remove_is_fenced_and_versioned, purge_removes_one_tenant_only);
     };
@@ -56,6 +81,35 @@ macro_rules! chip_store_conformance {
                 $crate::conformance::$check(&*store).await;
             }
         )*
+    };
+    (@clocked $make:expr; $($check:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let make = $make;
+                let clock = $crate::ManualClock::new(::std::time::SystemTime::now());
+                let store = make(clock).await;
+                $crate::conformance::$check(&*store).await;
+            }
+        )*
+    };
+    (@with_clock $make:expr; $($check:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let make = $make;
+                let clock = $crate::ManualClock::new(::std::time::SystemTime::now());
+                let store = make(clock.clone()).await;
+                $crate::conformance::$check(&*store, &clock).await;
+            }
+        )*
+    };
+    (clocked $make:expr) => {
+        $crate::chip_store_conformance!(@all clocked $make);
+        $crate::chip_store_conformance!(@with_clock $make; reads_drop_expired_pairing_codes);
+    };
+    ($make:expr) => {
+        $crate::chip_store_conformance!(@all tests $make);
     };
 }
 
@@ -131,6 +185,29 @@ fn provisioning() -> Phase {
     Phase::Provisioning {
         next: StepKind::PlaceChip,
     }
+}
+
+fn disconnect() -> SignalBody {
+    SignalBody::Disconnect {
+        reason: Reason::ConnectionLost,
+        ban_expires: None,
+    }
+}
+
+fn working() -> SignalBody {
+    SignalBody::Status {
+        status: SessionStatus::Working,
+    }
+}
+
+async fn kept_seqs(store: &dyn ChipStore, key: &ChipKey) -> Vec<u64> {
+    store
+        .signals_after(key, 0)
+        .await
+        .expect("signals")
+        .iter()
+        .map(|signal| signal.seq)
+        .collect()
 }
 
 /// `create` records a new chip as `Pending` with both versions at 1; a second create of the
@@ -320,20 +397,23 @@ pub async fn signals_are_numbered_bounded_and_trimmed(store: &dyn ChipStore) {
     let at = created.created_at;
     for n in 1..=70 {
         let seq = store
-            .append_signal(&key, at, SignalBody::Activity)
+            .append_signal(&key, at, working())
             .await
             .expect("append");
         assert_eq!(seq, n, "signals are numbered 1, 2, 3, ...");
     }
-    let kept = store.signals_after(&key, 0).await.expect("signals");
-    let seqs: Vec<u64> = kept.iter().map(|signal| signal.seq).collect();
     assert_eq!(
-        seqs,
+        kept_seqs(store, &key).await,
         (7..=70).collect::<Vec<u64>>(),
         "the newest 64 are kept"
     );
     let tail = store.signals_after(&key, 60).await.expect("signals");
     assert_eq!(tail.len(), 10);
+    assert!(
+        tail.iter()
+            .all(|signal| signal.body == working() && signal.at == at),
+        "signals are kept as appended"
+    );
 
     let mut observed = created.observed.clone();
     observed.signals_applied = 66;
@@ -345,14 +425,11 @@ pub async fn signals_are_numbered_bounded_and_trimmed(store: &dyn ChipStore) {
         .write_observed(&key, 1, patch, &fence)
         .await
         .expect("write");
-    let left: Vec<u64> = store
-        .signals_after(&key, 0)
-        .await
-        .expect("signals")
-        .iter()
-        .map(|signal| signal.seq)
-        .collect();
-    assert_eq!(left, [67, 68, 69, 70], "a write trims the folded signals");
+    assert_eq!(
+        kept_seqs(store, &key).await,
+        [67, 68, 69, 70],
+        "a write trims the folded signals"
+    );
     let next = store
         .append_signal(&key, at, SignalBody::Activity)
         .await
@@ -365,6 +442,99 @@ pub async fn signals_are_numbered_bounded_and_trimmed(store: &dyn ChipStore) {
         Err(StoreError::NotFound { .. }) => {}
         other => panic!("a signal for an unknown chip must be NotFound, got {other:?}"),
     }
+}
+
+/// Activity is coalesced into one pending signal (the newest number, the latest time) and never
+/// pushes a pending disconnect out of the 64 kept signals.
+pub async fn activity_never_pushes_out_a_disconnect(store: &dyn ChipStore) {
+    // A disconnect, then a busy session's 64 events.
+    let key = unique_key();
+    let created = create(store, &key).await;
+    let at = created.created_at;
+    let first = store
+        .append_signal(&key, at, disconnect())
+        .await
+        .expect("append");
+    let mut last = first;
+    for n in 1..=64 {
+        last = store
+            .append_signal(&key, at + Duration::from_secs(n), SignalBody::Activity)
+            .await
+            .expect("append");
+    }
+    assert_eq!(last, first + 64, "every activity is numbered");
+    let kept = store.signals_after(&key, 0).await.expect("signals");
+    assert_eq!(
+        kept.iter().map(|signal| signal.seq).collect::<Vec<u64>>(),
+        [first, last],
+        "the disconnect stays pending next to one coalesced activity"
+    );
+    assert_eq!(kept[0].body, disconnect());
+    assert_eq!(kept[1].body, SignalBody::Activity);
+    assert_eq!(
+        kept[1].at,
+        at + Duration::from_secs(64),
+        "the latest activity"
+    );
+    // An activity seen earlier than the pending one keeps the later time, under its number.
+    let late = store
+        .append_signal(&key, at, SignalBody::Activity)
+        .await
+        .expect("append");
+    let kept = store.signals_after(&key, first).await.expect("signals");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (kept[0].seq, kept[0].at),
+        (late, at + Duration::from_secs(64))
+    );
+
+    // Full of a disconnect and statuses: activity makes room with the oldest status.
+    let key = unique_key();
+    create(store, &key).await;
+    store
+        .append_signal(&key, at, disconnect())
+        .await
+        .expect("append");
+    for _ in 0..63 {
+        store
+            .append_signal(&key, at, working())
+            .await
+            .expect("append");
+    }
+    for _ in 0..64 {
+        store
+            .append_signal(&key, at, SignalBody::Activity)
+            .await
+            .expect("append");
+    }
+    let mut expected: Vec<u64> = vec![1];
+    expected.extend(3..=64);
+    expected.push(128);
+    assert_eq!(
+        kept_seqs(store, &key).await,
+        expected,
+        "the oldest status made room, the disconnect stayed"
+    );
+
+    // Full of disconnects: an activity is numbered but not kept.
+    let key = unique_key();
+    create(store, &key).await;
+    for _ in 0..64 {
+        store
+            .append_signal(&key, at, disconnect())
+            .await
+            .expect("append");
+    }
+    let seq = store
+        .append_signal(&key, at, SignalBody::Activity)
+        .await
+        .expect("append");
+    assert_eq!(seq, 65);
+    assert_eq!(
+        kept_seqs(store, &key).await,
+        (1..=64).collect::<Vec<u64>>(),
+        "no pending disconnect is dropped for activity"
+    );
 }
 
 /// `enqueue` keeps the earliest due time; `take_due` takes due chips of owned tenants once.
@@ -422,18 +592,63 @@ pub async fn work_keeps_the_earliest_due_time(store: &dyn ChipStore) {
     );
 }
 
-/// After a lease expires another owner takes the tenant under a higher token; the old owner's
-/// writes, removals, renewals and takes are refused.
+/// `enqueue` of a chip with no record is ignored: it creates no work, so the tenant of an
+/// unknown chip is not acquired and a removed chip is not taken again.
+pub async fn enqueue_ignores_unknown_chips(store: &dyn ChipStore) {
+    let unknown = unique_key();
+    store
+        .enqueue(&unknown, SystemTime::now(), Trigger::Pool)
+        .await
+        .expect("enqueue of an unknown chip is not an error");
+    assert_eq!(
+        fence_for(store, &unique_owner(), &unknown.tenant, HOUR).await,
+        None,
+        "a tenant with no chips has no work to acquire"
+    );
+
+    let key = unique_key();
+    create(store, &key).await;
+    let fence = own(store, &key.tenant).await;
+    store.remove(&key, 1, &fence).await.expect("remove");
+    store
+        .enqueue(&key, SystemTime::now(), Trigger::Runtime)
+        .await
+        .expect("enqueue of a removed chip is not an error");
+    assert!(
+        !store
+            .take_due(std::slice::from_ref(&fence), year_ahead(), 100)
+            .await
+            .expect("take")
+            .contains(&key),
+        "a removed chip is not queued again"
+    );
+}
+
+/// After a lease expires another owner takes the tenant under a higher token and finds every
+/// chip due, also those the old owner had taken (in flight); the old owner's writes, removals,
+/// renewals and takes are refused.
 pub async fn a_takeover_fences_the_old_owner(store: &dyn ChipStore) {
     let key = unique_key();
     let created = create(store, &key).await;
+    let sibling = ChipKey::new(key.tenant.clone(), ChipId::generate());
+    create(store, &sibling).await;
     let old_owner = unique_owner();
     let old = fence_for(store, &old_owner, &key.tenant, Duration::ZERO)
         .await
         .expect("the first owner acquires the tenant");
+    let t = year_ahead();
+    // The old owner takes both chips: they are in flight when it loses the tenant.
+    let in_flight = store
+        .take_due(std::slice::from_ref(&old), t, 100)
+        .await
+        .expect("take");
+    assert!(
+        in_flight.contains(&key) && in_flight.contains(&sibling),
+        "the owner takes its due chips (its fence is current until a takeover)"
+    );
     let new = fence_for(store, &unique_owner(), &key.tenant, HOUR)
         .await
-        .expect("an expired lease is taken over");
+        .expect("an expired lease is taken over, also with its chips in flight");
     assert!(new.token > old.token, "a new owner gets a higher token");
 
     match store
@@ -457,21 +672,21 @@ pub async fn a_takeover_fences_the_old_owner(store: &dyn ChipStore) {
             .is_empty(),
         "a lost tenant is not renewed"
     );
-    let t = year_ahead();
+    let stale = store
+        .take_due(std::slice::from_ref(&old), t, 100)
+        .await
+        .expect("take");
     assert!(
-        !store
-            .take_due(std::slice::from_ref(&old), t, 100)
-            .await
-            .expect("take")
-            .contains(&key)
+        !stale.contains(&key) && !stale.contains(&sibling),
+        "the old owner takes nothing"
     );
+    let taken = store
+        .take_due(std::slice::from_ref(&new), t, 100)
+        .await
+        .expect("take");
     assert!(
-        store
-            .take_due(std::slice::from_ref(&new), t, 100)
-            .await
-            .expect("take")
-            .contains(&key),
-        "the new owner finds every chip due"
+        taken.contains(&key) && taken.contains(&sibling),
+        "the new owner finds every chip due, also those the old owner had in flight"
     );
     store
         .write_observed(&key, 1, patch(&created, provisioning()), &new)
@@ -570,8 +785,9 @@ pub async fn remove_is_fenced_and_versioned(store: &dyn ChipStore) {
     ));
 }
 
-/// `purge_tenant` removes one tenant's chips, signals and work; a tenant created again under
-/// the same id never gets an old token back.
+/// `purge_tenant` removes one tenant's chips, signals and work and its fence: the old owner's
+/// fence is refused from then on, a late `enqueue` brings no work back, and a tenant created
+/// again under the same id never gets an old token back.
 pub async fn purge_removes_one_tenant_only(store: &dyn ChipStore) {
     let a = unique_key();
     let a2 = ChipKey::new(a.tenant.clone(), ChipId::generate());
@@ -613,7 +829,98 @@ pub async fn purge_removes_one_tenant_only(store: &dyn ChipStore) {
         0
     );
 
-    create(store, &a).await;
+    store
+        .enqueue(&a2, SystemTime::now(), Trigger::Pool)
+        .await
+        .expect("enqueue of a purged chip is not an error");
+    assert_eq!(
+        fence_for(store, &unique_owner(), &a.tenant, HOUR).await,
+        None,
+        "a late enqueue brings no work back to a purged tenant"
+    );
+
+    let recreated = create(store, &a).await;
+    match store
+        .write_observed(&a, 1, patch(&recreated, provisioning()), &before)
+        .await
+    {
+        Err(StoreError::StaleOwner { held, .. }) => assert_eq!(held, before.token),
+        other => panic!("the pre-purge owner's write must be StaleOwner, got {other:?}"),
+    }
+    assert!(
+        !store
+            .take_due(std::slice::from_ref(&before), year_ahead(), 100)
+            .await
+            .expect("take")
+            .contains(&a),
+        "the pre-purge owner takes nothing"
+    );
     let again = own(store, &a.tenant).await;
     assert!(again.token > before.token, "tokens survive a purge");
+    assert!(
+        store
+            .take_due(std::slice::from_ref(&again), year_ahead(), 100)
+            .await
+            .expect("take")
+            .contains(&a),
+        "the new owner takes the chip created again"
+    );
+}
+
+/// Reads show a record as of the store's clock: `get`, `list`, an existing chip's `create` and
+/// `update_desired` drop a pairing code that expired after it was written (the fact that one
+/// was requested stays). `store` must run on `clock`, which this check advances.
+pub async fn reads_drop_expired_pairing_codes(store: &dyn ChipStore, clock: &ManualClock) {
+    let key = unique_key();
+    let created = create(store, &key).await;
+    let fence = own(store, &key.tenant).await;
+    let now = clock.now();
+    let ttl = Duration::from_secs(150);
+    let mut observed = created.observed.clone();
+    observed.login = Some(LoginOffer::PairingCode {
+        code: Some(PairingCodeSecret::new("ABCD-EFGH")),
+        requested_at: now,
+        expires_at: now + ttl,
+    });
+    let patch = ObservedPatch {
+        observed,
+        step: None,
+    };
+    let written = store
+        .write_observed(&key, 1, patch, &fence)
+        .await
+        .expect("write");
+    let has_code = |record: &ChipRecord| {
+        matches!(
+            &record.observed.login,
+            Some(LoginOffer::PairingCode { code: Some(_), .. })
+        )
+    };
+    let requested = |record: &ChipRecord| {
+        matches!(
+            &record.observed.login,
+            Some(LoginOffer::PairingCode { code: None, .. })
+        )
+    };
+    assert!(has_code(&written), "a live code is written");
+    let read = store.get(&key).await.expect("get").expect("the chip");
+    assert!(has_code(&read), "a live code is read");
+
+    clock.advance(ttl);
+    let read = store.get(&key).await.expect("get").expect("the chip");
+    assert!(requested(&read), "get drops an expired code, got {read:?}");
+    let listed = store.list(&key.tenant, None, 10).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert!(requested(&listed[0]), "list drops an expired code");
+    match store.create(new_chip(&key)).await.expect("create again") {
+        CreateOutcome::Existing(existing) => {
+            assert!(requested(&existing), "create drops an expired code");
+        }
+        CreateOutcome::Created(_) => panic!("a second create of {key} created another chip"),
+    }
+    let updated = store
+        .update_desired(&key, 1, created.desired.clone())
+        .await
+        .expect("a desired write at the current version");
+    assert!(requested(&updated), "update_desired drops an expired code");
 }

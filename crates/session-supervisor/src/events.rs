@@ -361,8 +361,20 @@ pub trait EventBus: Send + Sync {
 }
 
 struct TenantChannel {
-    sender: broadcast::Sender<ChipChange>,
+    /// `None` until someone subscribes, and again once the tenant is forgotten (nobody
+    /// listens: a change published then reaches no one, as with no subscriber).
+    sender: Option<broadcast::Sender<ChipChange>>,
+    /// The last number given, kept also when the tenant is forgotten.
     last_seq: u64,
+}
+
+impl TenantChannel {
+    fn empty() -> Self {
+        TenantChannel {
+            sender: None,
+            last_seq: 0,
+        }
+    }
 }
 
 /// The in-process [`EventBus`]: one bounded `tokio::sync::broadcast` channel per tenant.
@@ -411,12 +423,19 @@ impl InProcessEventBus {
         }
     }
 
-    /// Forgets a tenant's channel (offboarding); its subscribers' streams end.
+    /// Forgets a tenant's channel (offboarding): its subscribers' streams end and its buffer
+    /// is freed. The tenant's last sequence number is kept (one number per forgotten tenant),
+    /// so a change published for it later, or after it is created again under the same id,
+    /// never reuses a number.
     pub fn forget_tenant(&self, tenant: &TenantId) {
-        self.channels
+        if let Some(channel) = self
+            .channels
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(tenant);
+            .get_mut(tenant)
+        {
+            channel.sender = None;
+        }
     }
 }
 
@@ -444,18 +463,16 @@ impl fmt::Debug for InProcessEventBus {
 impl EventBus for InProcessEventBus {
     async fn publish(&self, mut change: ChipChange) -> Result<u64, BusError> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        let capacity = self.capacity;
         let channel = channels
             .entry(change.tenant.clone())
-            .or_insert_with(|| TenantChannel {
-                sender: broadcast::channel(capacity).0,
-                last_seq: 0,
-            });
+            .or_insert_with(TenantChannel::empty);
         channel.last_seq += 1;
         change.seq = channel.last_seq;
         // Numbered and sent under one lock: numbers and delivery order agree. No subscriber
         // is not an error.
-        let _ = channel.sender.send(change);
+        if let Some(sender) = &channel.sender {
+            let _ = sender.send(change);
+        }
         Ok(channel.last_seq)
     }
 
@@ -468,11 +485,11 @@ impl EventBus for InProcessEventBus {
         let capacity = self.capacity;
         let channel = channels
             .entry(tenant.clone())
-            .or_insert_with(|| TenantChannel {
-                sender: broadcast::channel(capacity).0,
-                last_seq: 0,
-            });
-        Ok(ChangeStream::new(channel.sender.subscribe(), filter))
+            .or_insert_with(TenantChannel::empty);
+        let sender = channel
+            .sender
+            .get_or_insert_with(|| broadcast::channel(capacity).0);
+        Ok(ChangeStream::new(sender.subscribe(), filter))
     }
 }
 
@@ -581,6 +598,41 @@ mod tests {
             None,
             "the bus let go of the tenant"
         );
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_tenant_never_reuses_a_sequence_number() {
+        let clock = clock();
+        let bus = InProcessEventBus::new();
+        let a = record("acme", "a", &clock);
+        let tenant = a.key.tenant.clone();
+        async fn publish(bus: &InProcessEventBus, record: &ChipRecord) -> u64 {
+            let change = ChipChange::of(record, ChipChangeKind::Created);
+            bus.publish(change).await.unwrap()
+        }
+        assert_eq!(
+            publish(&bus, &a).await,
+            1,
+            "no subscriber yet: numbered all the same"
+        );
+        let mut before = bus.subscribe(&tenant, ChangeFilter::all()).await.unwrap();
+        assert_eq!(publish(&bus, &a).await, 2);
+        assert_eq!(expect_change(before.try_next()).seq, 2);
+
+        bus.forget_tenant(&tenant);
+        assert_eq!(before.next().await, None, "the old stream ends");
+        assert_eq!(publish(&bus, &a).await, 3, "a late change after the forget");
+        let mut after = bus.subscribe(&tenant, ChangeFilter::all()).await.unwrap();
+        assert_eq!(
+            publish(&bus, &a).await,
+            4,
+            "the tenant again under the same id"
+        );
+        assert_eq!(expect_change(after.next().await).seq, 4);
+        assert_eq!(after.try_next(), None);
+        // Forgetting a tenant the bus never saw keeps nothing.
+        bus.forget_tenant(&TenantId::new("never").unwrap());
+        assert!(format!("{bus:?}").contains("tenants: 1"));
     }
 
     #[test]

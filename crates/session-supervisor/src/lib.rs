@@ -70,7 +70,8 @@ pub use events::{
 pub use fleet_vocab::{Clock, ManualClock, SystemClock};
 pub use phase::{Finalizers, LoginKind, Phase, PhaseName, StopCause};
 pub use policy::{
-    Action, Backoff, BackoffClass, BackoffClasses, ParkReason, Policy, Reason, RestartBudgets,
+    Action, Backoff, BackoffClass, BackoffClasses, ParkReason, Policy, PolicyError, Reason,
+    RestartBudgets,
 };
 pub use reconcile::{
     BudgetSeen, ContainerSeen, Decision, Failure, Outcome, ProxyReport, SessionPlan, SessionSeen,

@@ -23,4 +23,4 @@ pub use classify::{
     classify_state_change, classify_store_error, classify_tenant_error, classify_waha_error,
 };
 pub use reason::{ParkReason, Reason};
-pub use table::{Action, Policy};
+pub use table::{Action, Policy, PolicyError};

@@ -197,7 +197,10 @@ impl StoreError {
 /// - **Records.** `create` is idempotent on the key: an existing chip is returned unchanged as
 ///   [`CreateOutcome::Existing`]. A new one has both versions at 1, phase `Pending`, and work
 ///   due at once. `list` is one tenant's chips ordered by chip id, after `after`, at most
-///   `limit`; no call ever returns another tenant's chip.
+///   `limit`; no call ever returns another tenant's chip. Every record a call returns is
+///   shown as of the store's clock: a pairing code whose `expires_at` has passed is dropped
+///   from it (as [`LoginOffer::scrubbed`](crate::LoginOffer::scrubbed) does), also before the
+///   next owner write drops it from the stored row.
 /// - **Desired state** (API writes, any replica, not fenced): `update_desired` is a
 ///   compare-and-set on `desired_version`, which it bumps; observed state is untouched.
 /// - **Observed state** (the owner only): `write_observed` checks the fence first
@@ -207,17 +210,28 @@ impl StoreError {
 ///   `observed.signals_applied`, all in one write. `remove` is fenced and versioned the same
 ///   way and removes the record, its signals and its work.
 /// - **Signals** (any replica): numbered per chip, increasing, never reused while the chip
-///   exists (also after trimming); at most 64 kept per chip, the oldest dropped.
-/// - **Work**: `enqueue` keeps the earliest due time of a chip. `take_due` returns the due
-///   chips of the tenants the given fences still own, earliest first, and marks them taken
-///   until they are enqueued again; a new owner's `acquire` makes all of its tenants' chips due
-///   at once (it re-reads every record).
-/// - **Ownership**, per tenant: `acquire` takes up to `limit` tenants that have work and no
-///   live owner, each under a new token (+1, never reused); a lease is live until its expiry
+///   exists (also after trimming or coalescing); kept in order of their numbers, at most 64
+///   per chip. Activity is coalesced: a new [`SignalBody::Activity`] replaces the pending
+///   one (the kept one has the new number and the later of the two times), so a chip has at
+///   most one. When 64 are kept, the oldest signal that is not a disconnect makes room; a
+///   pending disconnect is never dropped for activity (an activity that finds 64 pending
+///   disconnects is numbered but not kept), only for a newer disconnect or status.
+/// - **Work**: `enqueue` keeps the earliest due time of a chip; `enqueue` of a chip with no
+///   record is ignored (`Ok`, nothing queued), so a late trigger for a removed or purged chip
+///   never creates work, nor makes its tenant acquirable. `take_due` returns the due
+///   chips of the tenants the given fences still own (each is the tenant's current fence: an
+///   expired lease still takes until another owner acquires the tenant), earliest first, and
+///   marks them taken until they are enqueued again; a new owner's `acquire` makes all of its
+///   tenants' chips due at once, also those taken (in flight) under the old fence (it
+///   re-reads every record).
+/// - **Ownership**, per tenant: `acquire` takes up to `limit` tenants that have work (queued or
+///   in flight) and no live owner, each under a new token (+1, never reused); a lease is live until its expiry
 ///   (expiry on the store's clock). `renew` extends the leases still held under the same
 ///   token and returns those; `release` gives them up at once.
 /// - **Purge**: `purge_tenant` removes one tenant's records, signals and work and clears its
-///   owner, keeping its token so a tenant created again under the same id never reuses one.
+///   owner and its current fence, keeping its token so a tenant created again under the same id
+///   never reuses one: the old owner's fence is refused from the purge on (`StaleOwner` on
+///   writes, nothing taken), also once chips are created again under the same id.
 #[async_trait]
 pub trait ChipStore: Send + Sync {
     /// Records a chip, or returns the existing one.
@@ -266,7 +280,8 @@ pub trait ChipStore: Send + Sync {
     /// The chip's kept signals numbered above `after`, in order.
     async fn signals_after(&self, key: &ChipKey, after: u64) -> Result<Vec<Signal>, StoreError>;
 
-    /// Queues a chip for a reconcile at `due` (the earliest due time wins).
+    /// Queues a chip for a reconcile at `due` (the earliest due time wins); a chip with no
+    /// record is ignored (`Ok`, nothing queued).
     async fn enqueue(
         &self,
         key: &ChipKey,
@@ -301,7 +316,7 @@ pub trait ChipStore: Send + Sync {
     /// Gives up the leases held under `held`'s tokens, so others take over at once.
     async fn release(&self, owner: &OwnerId, held: &[Fence]) -> Result<(), StoreError>;
 
-    /// Removes one tenant's records, signals and work and clears its owner (tokens are
-    /// kept); returns how many records were removed.
+    /// Removes one tenant's records, signals and work and clears its owner and fence (tokens
+    /// are kept); returns how many records were removed.
     async fn purge_tenant(&self, tenant: &TenantId) -> Result<u64, StoreError>;
 }

@@ -43,7 +43,9 @@ pub enum Jitter {
     Equal,
     /// The nominal delay ± this many percent.
     Proportional {
-        /// The spread in percent (0 to 100).
+        /// The spread in percent, 0 to 99: [`Policy::validate`](crate::Policy::validate)
+        /// refuses 100 and more, which could make a delay zero (a retry loop). Values above
+        /// 100 count as 100.
         percent: u8,
     },
 }
@@ -78,6 +80,8 @@ impl RetryBudget {
 }
 
 /// One backoff class: `min(base × factor^(attempt − 1), cap)`, then jittered.
+/// [`Policy::validate`](crate::Policy::validate) refuses a `base`, `factor` or `cap` of zero
+/// (a retry without delay) and a `base` or `cap` longer than a century.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Backoff {
     /// The delay of the first attempt.
@@ -116,7 +120,12 @@ impl Backoff {
                 (nominal - width, 2 * width)
             }
         };
-        let offset = span * u128::from(draw) / u128::from(u64::MAX);
+        // `span × draw / u64::MAX`; a span beyond 2^64 ns (a cap of centuries) is scaled down
+        // first, so the product never overflows.
+        let offset = match span.checked_mul(u128::from(draw)) {
+            Some(product) => product / u128::from(u64::MAX),
+            None => span / u128::from(u64::MAX) * u128::from(draw),
+        };
         Duration::from_nanos(u64::try_from(low + offset).unwrap_or(u64::MAX))
     }
 }
@@ -284,6 +293,27 @@ mod tests {
         let capacity = classes.capacity;
         assert_eq!(capacity.delay(1, 0), Duration::from_secs(27));
         assert_eq!(capacity.delay(1, u64::MAX), Duration::from_secs(33));
+    }
+
+    #[test]
+    fn huge_caps_never_overflow() {
+        for jitter in [Jitter::Equal, Jitter::Proportional { percent: 100 }] {
+            let huge = Backoff {
+                base: Duration::MAX,
+                factor: 2,
+                cap: Duration::MAX,
+                jitter,
+                budget: RetryBudget::UNLIMITED,
+            };
+            for draw in [0, u64::MAX / 2, u64::MAX] {
+                let delay = huge.delay(3, draw);
+                assert!(
+                    delay <= Duration::from_nanos(u64::MAX),
+                    "{jitter:?}: {delay:?}"
+                );
+            }
+            assert_eq!(huge.delay(1, u64::MAX), Duration::from_nanos(u64::MAX));
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use tenant_isolation::TenantId;
 
+use super::table::{PolicyError, at_most_a_century};
 use crate::reconcile::BudgetSeen;
 
 /// A refill rate: one token every `every`, at most `burst` saved up.
@@ -17,6 +18,12 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// Checks the rate before a budget runs on it: an `every` longer than a century is
+    /// refused (adding it to a time would overflow). Zero (unlimited) and any burst are fine.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        at_most_a_century("every", self.every)
+    }
+
     /// `per_minute` tokens a minute (at least 1), with a burst of `burst`.
     pub fn per_minute(per_minute: u32, burst: u32) -> Self {
         Rate {
@@ -24,6 +31,14 @@ impl Rate {
             burst,
         }
     }
+}
+
+/// `at + by`, or a century after `at` when that overflows: the next token of a rate too slow
+/// for [`Rate::validate`] is still later than any `now`, never a panic.
+fn later(at: SystemTime, by: Duration) -> SystemTime {
+    at.checked_add(by)
+        .or_else(|| at.checked_add(super::table::LONGEST_SETTING))
+        .unwrap_or(at)
 }
 
 /// A token bucket, refilled lazily from the times it is given. A clock that goes backwards
@@ -60,7 +75,9 @@ impl TokenBucket {
         match u32::try_from(earned) {
             Ok(earned) if earned < missing => {
                 self.tokens += earned;
-                self.refilled_at += self.every * earned;
+                // `every × earned` is at most the time elapsed since `refilled_at`.
+                let refilled = self.every.checked_mul(earned).unwrap_or(elapsed);
+                self.refilled_at = later(self.refilled_at, refilled);
             }
             _ => {
                 self.tokens = self.burst;
@@ -81,7 +98,7 @@ impl TokenBucket {
         if self.tokens > 0 {
             now
         } else {
-            self.refilled_at + self.every
+            later(self.refilled_at, self.every)
         }
     }
 
@@ -118,7 +135,7 @@ impl RestartBudgets {
         burst: 30,
     };
 
-    /// Full budgets at `now`.
+    /// Full budgets at `now`. Check configured rates with [`Rate::validate`] first.
     pub fn new(tenant: Rate, global: Rate, now: SystemTime) -> Self {
         RestartBudgets {
             tenant_rate: tenant,
@@ -191,6 +208,32 @@ mod tests {
         assert_eq!(bucket.available(t0()), 2);
         // Saved-up tokens never exceed the burst.
         assert_eq!(bucket.available(t0() + Duration::from_secs(3_600)), 5);
+    }
+
+    #[test]
+    fn a_rate_too_slow_for_a_time_is_refused_and_never_panics() {
+        let slow = Rate {
+            every: Duration::MAX,
+            burst: 1,
+        };
+        let error = slow.validate().expect_err("refused");
+        assert_eq!(error.kind(), "too_long");
+        assert_eq!(error.setting(), "every");
+        assert_eq!(RestartBudgets::DEFAULT_TENANT.validate(), Ok(()));
+        assert_eq!(RestartBudgets::DEFAULT_GLOBAL.validate(), Ok(()));
+        let unlimited = Rate {
+            every: Duration::ZERO,
+            burst: 0,
+        };
+        assert_eq!(unlimited.validate(), Ok(()));
+
+        // Used anyway, it denies with a next token far ahead instead of overflowing.
+        let mut bucket = TokenBucket::new(slow, t0());
+        assert_eq!(bucket.take(t0()), BudgetSeen::Granted);
+        match bucket.take(t0() + Duration::from_secs(3_600)) {
+            BudgetSeen::NextAt(next) => assert!(next > t0() + Duration::from_secs(3_600)),
+            BudgetSeen::Granted => panic!("the bucket is empty"),
+        }
     }
 
     #[test]

@@ -172,6 +172,11 @@ pub fn classify_state_change(engine: Engine, change: &StateChange) -> Option<Rea
 /// Classifies a verified webhook payload of a session on `engine` that arrived at `at`, as
 /// `observe` appends it: a disconnect, a status, or plain activity (any other event, which
 /// still proves the session is alive).
+///
+/// Most events of a busy session are activity (every message is one). They only tell that the
+/// session was alive at `at`, so stores coalesce them: a chip keeps one pending
+/// [`SignalBody::Activity`] (the latest), and activity never pushes a pending disconnect out of
+/// the bounded signals (see [`ChipStore`](crate::ChipStore), "Signals").
 pub fn classify_event(engine: Engine, payload: &EventPayload, at: SystemTime) -> SignalBody {
     let disconnect = match payload {
         EventPayload::SessionStatus(change) => {

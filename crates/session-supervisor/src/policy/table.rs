@@ -4,7 +4,81 @@ use std::time::Duration;
 
 use container_pool::Engine;
 
-use super::{BackoffClass, BackoffClasses, ParkReason, Reason};
+use super::{BackoffClass, BackoffClasses, Jitter, ParkReason, Reason};
+
+/// The longest duration a setting may have: a century. Longer ones would overflow when added
+/// to a time (the supervisor saturates at a century ahead anyway).
+pub(super) const LONGEST_SETTING: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
+
+/// A setting [`Policy::validate`] (or [`Rate::validate`](super::Rate::validate)) refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// A delay, interval, factor or count that must not be zero is zero (it would retry or
+    /// re-read in a busy loop, or park at the first failure).
+    #[error("policy setting {setting} must not be zero")]
+    Zero {
+        /// The setting, e.g. `classes.session.base`.
+        setting: String,
+    },
+    /// A duration longer than a century: adding it to a time would overflow.
+    #[error("policy setting {setting} is {value:?}, longer than a century")]
+    TooLong {
+        /// The setting.
+        setting: String,
+        /// Its value.
+        value: Duration,
+    },
+    /// A proportional jitter of 100 % or more: a delay could be zero.
+    #[error("policy setting {setting} spreads delays by {percent} %, which can reach zero")]
+    JitterTooWide {
+        /// The setting, e.g. `classes.capacity.jitter`.
+        setting: String,
+        /// The configured spread.
+        percent: u8,
+    },
+}
+
+impl PolicyError {
+    /// A short, stable name of the variant, for metric labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PolicyError::Zero { .. } => "zero",
+            PolicyError::TooLong { .. } => "too_long",
+            PolicyError::JitterTooWide { .. } => "jitter_too_wide",
+        }
+    }
+
+    /// The setting refused.
+    pub fn setting(&self) -> &str {
+        match self {
+            PolicyError::Zero { setting }
+            | PolicyError::TooLong { setting, .. }
+            | PolicyError::JitterTooWide { setting, .. } => setting.as_str(),
+        }
+    }
+}
+
+/// `value` must not be zero.
+fn non_zero(setting: &str, value: Duration) -> Result<(), PolicyError> {
+    if value.is_zero() {
+        return Err(PolicyError::Zero {
+            setting: setting.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// `value` must be at most [`LONGEST_SETTING`].
+pub(super) fn at_most_a_century(setting: &str, value: Duration) -> Result<(), PolicyError> {
+    if value > LONGEST_SETTING {
+        return Err(PolicyError::TooLong {
+            setting: setting.to_owned(),
+            value,
+        });
+    }
+    Ok(())
+}
 
 /// What the supervisor does about a failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +210,83 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// Checks settings that would make the supervisor loop, panic or park at once; call it
+    /// before running a policy that did not come from [`Policy::default`] (which passes).
+    ///
+    /// Refused: a backoff class's `base`, `factor` or `cap` of zero (a retry without delay), a
+    /// `Proportional` jitter of 100 % or more (a delay that can be zero), a retry budget of 0
+    /// attempts and a `loop_max_failures` of 0 (the first failure parks);
+    /// `starting_timeout`, `silence_threshold`, `loop_window`, `pairing_code_ttl`,
+    /// `resync_interval` or `reread_after` of zero (a busy loop of probes, restarts or
+    /// re-reads, loop detection off, a code that is never on offer); and any duration longer
+    /// than a century (it would overflow a time). The graces, `stable_after` and the ban
+    /// settings may be zero.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        for class in [
+            BackoffClass::Infra,
+            BackoffClass::Provision,
+            BackoffClass::Session,
+            BackoffClass::Capacity,
+        ] {
+            let backoff = self.classes.get(class);
+            let name = |field: &str| format!("classes.{}.{field}", class.as_str());
+            non_zero(&name("base"), backoff.base)?;
+            non_zero(&name("cap"), backoff.cap)?;
+            at_most_a_century(&name("base"), backoff.base)?;
+            at_most_a_century(&name("cap"), backoff.cap)?;
+            if backoff.factor == 0 {
+                return Err(PolicyError::Zero {
+                    setting: name("factor"),
+                });
+            }
+            if let Jitter::Proportional { percent } = backoff.jitter
+                && percent >= 100
+            {
+                return Err(PolicyError::JitterTooWide {
+                    setting: name("jitter"),
+                    percent,
+                });
+            }
+            if backoff.budget.max_attempts == Some(0) {
+                return Err(PolicyError::Zero {
+                    setting: name("budget.max_attempts"),
+                });
+            }
+            if let Some(span) = backoff.budget.min_span {
+                at_most_a_century(&name("budget.min_span"), span)?;
+            }
+        }
+        if self.loop_max_failures == 0 {
+            return Err(PolicyError::Zero {
+                setting: "loop_max_failures".to_owned(),
+            });
+        }
+        let must_not_be_zero = [
+            ("starting_timeout", self.starting_timeout),
+            ("silence_threshold", self.silence_threshold),
+            ("loop_window", self.loop_window),
+            ("pairing_code_ttl", self.pairing_code_ttl),
+            ("resync_interval", self.resync_interval),
+            ("reread_after", self.reread_after),
+        ];
+        for (setting, value) in must_not_be_zero {
+            non_zero(setting, value)?;
+        }
+        let may_be_zero = [
+            ("reason_grace", self.reason_grace),
+            ("self_heal_grace", self.self_heal_grace),
+            ("restart_required_grace", self.restart_required_grace),
+            ("stable_after", self.stable_after),
+            ("temp_ban_fallback", self.temp_ban_fallback),
+            ("temp_ban_jitter", self.temp_ban_jitter),
+            ("temp_ban_memory", self.temp_ban_memory),
+        ];
+        for (setting, value) in must_not_be_zero.into_iter().chain(may_be_zero) {
+            at_most_a_century(setting, value)?;
+        }
+        Ok(())
+    }
+
     /// The policy table: what to do about `reason` (`docs/session-supervisor.md`, 5.1 and
     /// 5.2).
     pub fn action(&self, reason: Reason) -> Action {
@@ -211,6 +362,130 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::RetryBudget;
+
+    #[test]
+    fn the_default_policy_is_valid() {
+        assert_eq!(Policy::default().validate(), Ok(()));
+    }
+
+    /// The policy with `change` applied must be refused; the error.
+    fn refused(change: impl FnOnce(&mut Policy)) -> PolicyError {
+        let mut policy = Policy::default();
+        change(&mut policy);
+        policy.validate().expect_err("refused")
+    }
+
+    fn zero(setting: &str) -> PolicyError {
+        PolicyError::Zero {
+            setting: setting.to_owned(),
+        }
+    }
+
+    fn duration_mut<'a>(policy: &'a mut Policy, setting: &str) -> &'a mut Duration {
+        match setting {
+            "starting_timeout" => &mut policy.starting_timeout,
+            "silence_threshold" => &mut policy.silence_threshold,
+            "loop_window" => &mut policy.loop_window,
+            "pairing_code_ttl" => &mut policy.pairing_code_ttl,
+            "resync_interval" => &mut policy.resync_interval,
+            "reread_after" => &mut policy.reread_after,
+            "reason_grace" => &mut policy.reason_grace,
+            "self_heal_grace" => &mut policy.self_heal_grace,
+            "temp_ban_memory" => &mut policy.temp_ban_memory,
+            other => panic!("no duration setting {other}"),
+        }
+    }
+
+    #[test]
+    fn validate_refuses_zero_delays_factors_and_intervals() {
+        assert_eq!(
+            refused(|p| p.classes.session.base = Duration::ZERO),
+            zero("classes.session.base")
+        );
+        assert_eq!(
+            refused(|p| p.classes.infra.factor = 0),
+            zero("classes.infra.factor")
+        );
+        assert_eq!(
+            refused(|p| p.classes.provision.cap = Duration::ZERO),
+            zero("classes.provision.cap")
+        );
+        for setting in [
+            "starting_timeout",
+            "silence_threshold",
+            "loop_window",
+            "pairing_code_ttl",
+            "resync_interval",
+            "reread_after",
+        ] {
+            let error = refused(|p| *duration_mut(p, setting) = Duration::ZERO);
+            assert_eq!(error, zero(setting));
+            assert_eq!((error.kind(), error.setting()), ("zero", setting));
+        }
+        for setting in ["reason_grace", "self_heal_grace"] {
+            let mut policy = Policy::default();
+            *duration_mut(&mut policy, setting) = Duration::ZERO;
+            assert_eq!(policy.validate(), Ok(()), "{setting} may be zero");
+        }
+    }
+
+    #[test]
+    fn validate_refuses_settings_that_park_at_once() {
+        let parks = refused(|p| p.loop_max_failures = 0);
+        assert_eq!(parks, zero("loop_max_failures"));
+        assert!(parks.to_string().contains("loop_max_failures"));
+        assert_eq!(
+            refused(|p| {
+                p.classes.capacity.budget = RetryBudget {
+                    max_attempts: Some(0),
+                    min_span: None,
+                };
+            }),
+            zero("classes.capacity.budget.max_attempts")
+        );
+    }
+
+    #[test]
+    fn validate_refuses_jitter_that_reaches_zero() {
+        let wide = refused(|p| p.classes.capacity.jitter = Jitter::Proportional { percent: 100 });
+        assert_eq!(
+            wide,
+            PolicyError::JitterTooWide {
+                setting: "classes.capacity.jitter".to_owned(),
+                percent: 100,
+            }
+        );
+        assert_eq!(wide.kind(), "jitter_too_wide");
+        assert_eq!(
+            refused(|p| p.classes.session.jitter = Jitter::Proportional { percent: u8::MAX })
+                .kind(),
+            "jitter_too_wide"
+        );
+        let mut policy = Policy::default();
+        policy.classes.capacity.jitter = Jitter::Proportional { percent: 99 };
+        assert_eq!(policy.validate(), Ok(()), "99 % never reaches zero");
+    }
+
+    #[test]
+    fn validate_refuses_durations_that_overflow_a_time() {
+        let long = refused(|p| p.classes.session.cap = Duration::MAX);
+        assert_eq!(long.kind(), "too_long");
+        assert_eq!(long.setting(), "classes.session.cap");
+        let memory = refused(|p| *duration_mut(p, "temp_ban_memory") = Duration::MAX);
+        assert_eq!(
+            memory,
+            PolicyError::TooLong {
+                setting: "temp_ban_memory".to_owned(),
+                value: Duration::MAX,
+            }
+        );
+        let policy = Policy {
+            temp_ban_memory: LONGEST_SETTING,
+            ..Policy::default()
+        };
+        assert_eq!(policy.validate(), Ok(()), "a century is allowed");
+    }
 
     #[test]
     fn every_reason_has_an_action_and_the_field_traps_are_stopped() {

@@ -19,9 +19,12 @@ use crate::policy::{Action, BackoffClass, ParkReason, Policy, Reason, jitter_dra
 /// - A success records what the effect returned (container, lease, session, status, pairing
 ///   code, `me`), the host requests it fulfilled, the failure the step acted on (last error,
 ///   attempt, failure window, temporary bans) and folds the signals the decision consumed.
-/// - An error goes through the policy table: a re-read is no attempt; otherwise the chip
-///   backs off with the class's delay, or parks when the table, the loop detection or the
-///   class's retry budget says so. A deleted chip never parks: its finalizers back off.
+/// - An error goes through the policy table: a re-read is no attempt (it is tried again after
+///   `reread_after`); otherwise the chip backs off with the class's delay, or parks when the
+///   table, the loop detection or the class's retry budget says so. A deleted chip never
+///   parks: its finalizers back off. A chip stopping its session or releasing its running
+///   slot, stopped by the host or waiting for the host keeps its phase: only `next_try` is
+///   set. A failed pairing-code request still counts as the window's request.
 /// - A deleted chip's phase lists the finalizers still to run.
 ///
 /// `Step::RemoveRecord` is executed as `ChipStore::remove`, not as a write, and `Step::Wait`
@@ -35,6 +38,7 @@ pub fn apply(
 ) -> ObservedPatch {
     let now = world.now;
     let mut observed = record.observed.clone();
+    let mut retry = None;
     observed.acted_on = record.desired_version;
     if let SessionSeen::Present { status, .. } = &world.session {
         see_status(&mut observed, status, now);
@@ -53,22 +57,36 @@ pub fn apply(
             StepOutcome::Succeeded
         }
         Err(error) => {
-            failed(&mut observed, record, now, error, policy);
+            retry = failed(&mut observed, record, &decision.step, now, error, policy);
             StepOutcome::Failed {
                 reason: error.reason,
                 kind: error.kind.to_owned(),
             }
         }
     };
+    if let Phase::BackingOff {
+        reason: Reason::TemporarilyBanned,
+        next_try,
+        ..
+    } = observed.phase
+    {
+        observed.ban_until = Some(
+            observed
+                .ban_until
+                .map_or(next_try, |until| until.max(next_try)),
+        );
+    }
     if record.desired.run == RunState::Deleted {
         observed.phase = Phase::Deleting {
             remaining: Finalizers::of(&observed),
         };
-        if result.is_ok() {
+        if retry.is_some() {
+            observed.next_try = retry;
+        } else if result.is_ok() {
             observed.next_try = None;
         }
     } else {
-        observed.next_try = observed.phase.next_try();
+        observed.next_try = retry.or_else(|| observed.phase.next_try());
     }
     if !matches!(observed.phase, Phase::AwaitingLogin { .. }) {
         observed.login = None;
@@ -247,7 +265,7 @@ fn succeeded(
             }
             provisioning(observed, StepKind::ConfirmWorking);
         }
-        (Step::LogoutSession, _) => {
+        (Step::LogoutSession { .. }, _) => {
             if let Outcome::Status(status) = outcome {
                 see_status(observed, status, now);
             }
@@ -309,24 +327,46 @@ fn succeeded(
     }
 }
 
+/// Folds a failed `step`. Returns when to try again where the phase does not say it: a
+/// re-read, a failed finalizer, or a failed step of a chip that keeps its phase.
+///
+/// A chip keeps its phase when the step stops its session or releases its running slot, when
+/// the host stopped it, or when it waits for the host: a failed stop never un-parks a chip.
 fn failed(
     observed: &mut Observed,
     record: &ChipRecord,
+    step: &Step,
     now: SystemTime,
     error: &StepError,
     policy: &Policy,
-) {
+) -> Option<SystemTime> {
+    if *step == Step::RequestPairingCode {
+        // The request may have reached WAHA: never a second one in this window by itself.
+        observed.login = Some(LoginOffer::PairingCode {
+            code: None,
+            requested_at: now,
+            expires_at: now,
+        });
+        if !matches!(observed.phase, Phase::AwaitingLogin { .. }) {
+            observed.phase = Phase::AwaitingLogin {
+                method: LoginKind::PairingCode,
+                since: now,
+            };
+        }
+    }
     let action = policy.action(error.reason);
-    // Not attempts: a re-read, a repair the next decision makes, or no write at all.
+    // Not attempts: a re-read (after `reread_after`), a repair the next decision makes, or no
+    // write at all.
     match action {
-        Action::Resync | Action::StopTenant | Action::DropTenant => return,
+        Action::Resync => return Some(after(now, policy.reread_after)),
+        Action::StopTenant | Action::DropTenant => return None,
         Action::RepairChipSlot => {
             observed.chip_slot = false;
-            return;
+            return None;
         }
         Action::LeaseAgain => {
             observed.proxy = None;
-            return;
+            return None;
         }
         _ => {}
     }
@@ -347,8 +387,11 @@ fn failed(
         observed.container = None;
     }
     let deleting = record.desired.run == RunState::Deleted;
+    let keeps_phase = matches!(step, Step::StopSession { .. } | Step::ReleaseRunningSlot)
+        || record.desired.run == RunState::Stopped
+        || (record.observed.phase.waits_for_host() && !Unapplied::of(record).any());
     let phase = match action {
-        _ if deleting => None,
+        _ if deleting || keeps_phase => None,
         Action::Park(reason) => Some(Phase::Parked { reason, since: now }),
         Action::EnsureContainer if error.reason == Reason::Unauthorized && repeated => {
             Some(Phase::Parked {
@@ -374,17 +417,21 @@ fn failed(
         now,
         policy,
     );
-    if class == BackoffClass::Session {
+    if class == BackoffClass::Session && !keeps_phase {
         observed.failures.record(now, error.reason);
     }
     match phase {
-        Some(phase) => observed.phase = phase,
+        Some(phase) => {
+            observed.phase = phase;
+            None
+        }
         None => {
-            // A finalizer failed: retry it after the class's delay, never park.
+            // A finalizer, or a step of a chip that keeps its phase, failed: retry it after
+            // the class's delay, never park or un-park.
             let (attempt, _) = next_attempt(record, now, policy);
             let draw = jitter_draw(policy.jitter_seed, &record.key, attempt);
             let delay = policy.classes.next_delay(class, attempt, draw);
-            observed.next_try = Some(after(now, delay));
+            Some(after(now, delay))
         }
     }
 }

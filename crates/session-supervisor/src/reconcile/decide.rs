@@ -20,13 +20,19 @@ use crate::signal::SignalBody;
 /// Rules, first match wins:
 /// 1. Deleted: the first finalizer not done (the container is ensured again when a session
 ///    may still live in its volume), then `RemoveRecord`.
+///    A step that failed without changing the phase (a stop or release of a chip that keeps
+///    its phase, a re-read) waits for the record's `next_try` first.
 /// 2. Tenant suspended or deleted: stop the session, release the running slot, record
 ///    `Stopped { TenantInactive }`; tenant missing: park `tenant_missing`.
-/// 3. Stopped by the host: stop, release the running slot, record `Stopped { Host }`.
+/// 3. Stopped by the host: stop, release the running slot, record `Stopped { Host }`. In
+///    rules 2 and 3 a parked, login-expired or temporarily banned chip keeps its phase.
 /// 4. Parked or login expired without a new request from the host: keep the session stopped
 ///    and the running slot released, then wait. A disconnect that stops a session at once
-///    (park, QR window, temporary ban) is acted on here, before any repair. Backing off and
-///    not due: wait (a temporary ban keeps the session stopped), unless WAHA healed it.
+///    (park, QR window, temporary ban) is acted on here, before any repair; a ban reported
+///    again while it is served (or observed before it ended) is folded, not a second ban.
+///    Backing off and not due: wait (a temporary ban keeps the session stopped), unless WAHA
+///    healed it (a `WORKING` already reported with the failure, as in a silent death, is no
+///    healing: the due backoff restarts).
 /// 5. Admission: chip slot (repair), running slot, placement.
 /// 6. The container: ensured when it does not run or is not the one recorded.
 /// 7. The proxy lease; the session, ensured when missing, different, or on an old proxy
@@ -35,8 +41,10 @@ use crate::signal::SignalBody;
 /// 9. The pending disconnect, by the policy table; a due backoff restarts; else WAHA's
 ///    status (`STOPPED` starts, `STARTING` too long is `transient`, `SCAN_QR_CODE` awaits
 ///    login or requests a pairing code once, `WORKING` confirms or probes a silent session,
-///    `FAILED` is the QR window while awaiting login, else `failed_no_signal` after the
-///    grace).
+///    `FAILED` is the QR window while awaiting login, at once on GOWS, after the reason grace
+///    (WEBJS: the self-heal grace) elsewhere, else `failed_no_signal` after the grace). A
+///    self-heal grace runs from the first unfolded disconnect; a re-pair is budgeted and
+///    checked for a loop first.
 /// 10. Otherwise wait until the next resync.
 ///
 /// A step that (re)starts a session after a failure needs the restart budget: without it the
@@ -58,6 +66,12 @@ fn choose(record: &ChipRecord, world: &World, policy: &Policy) -> Decision {
     // 1. Deletion.
     if record.desired.run == RunState::Deleted {
         return finalize(record, world, policy);
+    }
+
+    // A failed stop or release (the phase was kept), or a failed re-read: tried again at its
+    // own time, never in a hot loop.
+    if let Some(until) = retry_at(observed, now) {
+        return Decision::step(Step::Wait { until: Some(until) });
     }
 
     // 2. The tenant.
@@ -96,7 +110,7 @@ fn choose(record: &ChipRecord, world: &World, policy: &Policy) -> Decision {
     // 4. Waiting for the host, failures that stop a session at once, backoff.
     let requests = Unapplied::of(record);
     if observed.phase.waits_for_host() && !requests.any() {
-        return Decision::step(hold(record, world));
+        return hold(record, world, policy);
     }
     let pending = pending_disconnect(record, world, policy);
     if let Some(failure) = pending.filter(|failure| policy.stops_at_once(failure.reason)) {
@@ -109,7 +123,9 @@ fn choose(record: &ChipRecord, world: &World, policy: &Policy) -> Decision {
         && !requests.any()
     {
         let banned = reason == Reason::TemporarilyBanned;
-        let healed = world.session_status() == Some(&SessionStatus::Working);
+        // A `WORKING` WAHA reported along with the failure (a silent death) is no healing.
+        let healed = world.session_status() == Some(&SessionStatus::Working)
+            && !working_is_stale(reason, observed);
         if banned && world.session_may_run() {
             return Decision::step(Step::StopSession {
                 cause: StopCause::Held,
@@ -179,7 +195,7 @@ fn choose(record: &ChipRecord, world: &World, policy: &Policy) -> Decision {
 
     // 8. The host's requests.
     if requests.logout {
-        return Decision::step(Step::LogoutSession);
+        return Decision::step(Step::LogoutSession { budgeted: false });
     }
     if requests.restart {
         return Decision::step(Step::RestartSession { budgeted: false });
@@ -218,7 +234,7 @@ impl Unapplied {
         }
     }
 
-    fn any(self) -> bool {
+    pub(super) fn any(self) -> bool {
         self.restart || self.logout || self.login
     }
 }
@@ -267,19 +283,11 @@ pub(super) fn failure_phase(
     now: SystemTime,
     policy: &Policy,
 ) -> Phase {
-    let observed = &record.observed;
     let (attempt, first_at) = next_attempt(record, now, policy);
-    if class == BackoffClass::Session {
-        let window_start = now.checked_sub(policy.loop_window).unwrap_or(UNIX_EPOCH);
-        let failures = observed.failures.count_since(window_start) + 1;
-        if failures >= usize::try_from(policy.loop_max_failures).unwrap_or(usize::MAX) {
-            return Phase::Parked {
-                reason: ParkReason::Looping {
-                    last_reason: reason,
-                },
-                since: now,
-            };
-        }
+    if class == BackoffClass::Session
+        && let Some(parked) = looping(record, reason, now, policy)
+    {
+        return parked;
     }
     if policy
         .classes
@@ -314,6 +322,40 @@ pub(super) fn events_since_last_seen(observed: &Observed, world: &World) -> bool
         .is_some_and(|at| observed.last_event_at.is_none_or(|seen| at > seen))
 }
 
+/// When a step that kept the phase (a failed stop or release, a failed re-read) is tried
+/// again, if not yet: the record's `next_try` when it is not its backoff's own.
+fn retry_at(observed: &Observed, now: SystemTime) -> Option<SystemTime> {
+    observed
+        .next_try
+        .filter(|at| now < *at && observed.phase.next_try() != Some(*at))
+}
+
+/// Whether WAHA's `WORKING` says nothing about a backoff of `reason`: the session died
+/// silently while WAHA reported it working, or WAHA already reported `WORKING` when the
+/// failure was recorded. Such a backoff is not healed by `WORKING`; it restarts when due.
+fn working_is_stale(reason: Reason, observed: &Observed) -> bool {
+    reason == Reason::Silent
+        || matches!(
+            (&observed.waha, &observed.last_error),
+            (Some(seen), Some(last))
+                if seen.status == SessionStatus::Working && seen.since <= last.at
+        )
+}
+
+/// Parked `looping` when a session failure of `reason` at `now` would be the
+/// `loop_max_failures`-th within the loop window.
+fn looping(record: &ChipRecord, reason: Reason, now: SystemTime, policy: &Policy) -> Option<Phase> {
+    let window_start = now.checked_sub(policy.loop_window).unwrap_or(UNIX_EPOCH);
+    let failures = record.observed.failures.count_since(window_start) + 1;
+    let max = usize::try_from(policy.loop_max_failures).unwrap_or(usize::MAX);
+    (failures >= max).then_some(Phase::Parked {
+        reason: ParkReason::Looping {
+            last_reason: reason,
+        },
+        since: now,
+    })
+}
+
 fn reread(world: &World, policy: &Policy) -> Decision {
     Decision::step(Step::Wait {
         until: Some(after(world.now, policy.reread_after)),
@@ -338,7 +380,9 @@ fn ensure_session(record: &ChipRecord, proxy_generation: u64, budgeted: bool) ->
     }
 }
 
-/// Stops a chip on purpose (rules 2 and 3).
+/// Stops a chip on purpose (rules 2 and 3). A chip that waits for the host or serves a
+/// temporary ban keeps its phase: starting it again (or reactivating its tenant) must not
+/// un-park it.
 fn stand_down(record: &ChipRecord, world: &World, policy: &Policy, cause: StopCause) -> Decision {
     let observed = &record.observed;
     if observed.session.is_some() && world.container == ContainerSeen::Unread {
@@ -348,18 +392,40 @@ fn stand_down(record: &ChipRecord, world: &World, policy: &Policy, cause: StopCa
         Step::StopSession { cause }
     } else if observed.running_slot {
         Step::ReleaseRunningSlot
-    } else if observed.phase != (Phase::Stopped { cause }) {
+    } else if observed.phase == (Phase::Stopped { cause }) || keeps_phase_stopped(&observed.phase) {
+        Step::Wait { until: None }
+    } else {
         Step::Record {
             phase: Phase::Stopped { cause },
         }
-    } else {
-        Step::Wait { until: None }
     })
 }
 
-/// Keeps a chip that waits for the host stopped, without its running slot (rule 4).
-fn hold(record: &ChipRecord, world: &World) -> Step {
-    if world.session_may_run() {
+/// Whether a chip stopped on purpose keeps `phase`: it waits for the host (parked, login
+/// expired; not parked for a missing tenant, which the tenant rule undoes) or serves a
+/// temporary ban.
+fn keeps_phase_stopped(phase: &Phase) -> bool {
+    match phase {
+        Phase::Parked {
+            reason: ParkReason::TenantMissing,
+            ..
+        } => false,
+        Phase::BackingOff {
+            reason: Reason::TemporarilyBanned,
+            ..
+        } => true,
+        phase => phase.waits_for_host(),
+    }
+}
+
+/// Keeps a chip that waits for the host stopped, without its running slot (rule 4). Like
+/// `stand_down`, it re-reads a container it could not read rather than give up on a session
+/// that may run in it.
+fn hold(record: &ChipRecord, world: &World, policy: &Policy) -> Decision {
+    if record.observed.session.is_some() && world.container == ContainerSeen::Unread {
+        return reread(world, policy);
+    }
+    Decision::step(if world.session_may_run() {
         Step::StopSession {
             cause: StopCause::Held,
         }
@@ -367,7 +433,7 @@ fn hold(record: &ChipRecord, world: &World) -> Step {
         Step::ReleaseRunningSlot
     } else {
         Step::Wait { until: None }
-    }
+    })
 }
 
 /// The finalizers of a deleted chip, in order (rule 1).
@@ -437,6 +503,23 @@ fn pending_disconnect(record: &ChipRecord, world: &World, policy: &Policy) -> Op
     newest_stop.or(newest).map(|(_, failure)| failure)
 }
 
+/// When the oldest disconnect not folded yet that does not stop the session at once was
+/// observed: the start of the run WAHA gets its self-heal grace for (a newer disconnect of the
+/// same run never moves the deadline).
+fn first_disconnect_at(record: &ChipRecord, world: &World, policy: &Policy) -> Option<SystemTime> {
+    world
+        .signals
+        .iter()
+        .filter(|signal| signal.seq > record.observed.signals_applied)
+        .filter_map(|signal| match &signal.body {
+            SignalBody::Disconnect { reason, .. } if !policy.stops_at_once(*reason) => {
+                Some(signal.at)
+            }
+            _ => None,
+        })
+        .min()
+}
+
 /// What to do about `failure`, by the policy table.
 fn act_on(failure: Failure, record: &ChipRecord, world: &World, policy: &Policy) -> Decision {
     let now = world.now;
@@ -445,19 +528,29 @@ fn act_on(failure: Failure, record: &ChipRecord, world: &World, policy: &Policy)
     match policy.action(failure.reason) {
         Action::Park(reason) => record_phase(Phase::Parked { reason, since: now }),
         Action::LoginExpired => record_phase(Phase::LoginExpired { since: now }),
-        Action::TemporaryBan => record_phase(ban_phase(failure, record, now, policy)),
-        Action::RePair { logout: true } => Decision::handling(Step::LogoutSession, failure),
-        Action::RePair { logout: false } => {
-            Decision::handling(Step::RestartSession { budgeted: true }, failure)
-        }
-        Action::RestartThenRePair => {
-            let came_back = !is_stable(observed, now, policy)
-                && observed
-                    .last_error
-                    .as_ref()
-                    .is_some_and(|last| last.reason == failure.reason);
-            let step = if came_back {
-                Step::LogoutSession
+        Action::TemporaryBan => match same_ban(failure, record, now, policy) {
+            // The ban being served, reported again: folded, never a second ban.
+            Some(phase) => Decision::folding(Step::Record { phase }),
+            None => record_phase(ban_phase(failure, record, now, policy)),
+        },
+        action @ (Action::RePair { .. } | Action::RestartThenRePair) => {
+            // A re-pair restarts the session: loop detection first, then the budget.
+            if let Some(parked) = looping(record, failure.reason, now, policy) {
+                return record_phase(parked);
+            }
+            let logout = match action {
+                Action::RePair { logout } => logout,
+                // Restart once; the same reason back before the chip is stable re-pairs.
+                _ => {
+                    !is_stable(observed, now, policy)
+                        && observed
+                            .last_error
+                            .as_ref()
+                            .is_some_and(|last| last.reason == failure.reason)
+                }
+            };
+            let step = if logout {
+                Step::LogoutSession { budgeted: true }
             } else {
                 Step::RestartSession { budgeted: true }
             };
@@ -474,7 +567,11 @@ fn act_on(failure: Failure, record: &ChipRecord, world: &World, policy: &Policy)
                 // WAHA healed it; the failure still counts for loop detection.
                 return record_phase(observed.phase);
             }
-            let give_up_at = after(failure.at, grace);
+            // The grace runs from the first disconnect of the run; only the healed check
+            // above looks at the newest.
+            let first_at = first_disconnect_at(record, world, policy)
+                .map_or(failure.at, |at| at.min(failure.at));
+            let give_up_at = after(first_at, grace);
             if now < give_up_at {
                 return Decision::step(Step::Wait {
                     until: Some(give_up_at),
@@ -533,6 +630,47 @@ fn act_on(failure: Failure, record: &ChipRecord, world: &World, policy: &Policy)
     }
 }
 
+/// When a ban ends: its expiry (or `temp_ban_fallback` from `now`) plus up to
+/// `temp_ban_jitter`, spread by the jitter draw of `attempt`.
+fn ban_end(
+    failure: Failure,
+    record: &ChipRecord,
+    attempt: u32,
+    now: SystemTime,
+    policy: &Policy,
+) -> SystemTime {
+    let expires = failure
+        .ban_expires
+        .unwrap_or_else(|| after(now, policy.temp_ban_fallback));
+    let draw = jitter_draw(policy.jitter_seed, &record.key, attempt);
+    after(expires, share(policy.temp_ban_jitter, draw))
+}
+
+/// A report of the temporary ban the chip serves (or served): while backing off from it, the
+/// backoff, its end moved later when the report says so; after it, a report observed before
+/// the ban ended changes nothing. `None`: a new ban.
+fn same_ban(
+    failure: Failure,
+    record: &ChipRecord,
+    now: SystemTime,
+    policy: &Policy,
+) -> Option<Phase> {
+    let observed = &record.observed;
+    match observed.phase {
+        Phase::BackingOff {
+            reason: Reason::TemporarilyBanned,
+            attempt,
+            next_try,
+        } if now < next_try => Some(Phase::BackingOff {
+            reason: Reason::TemporarilyBanned,
+            attempt,
+            next_try: next_try.max(ban_end(failure, record, attempt, now, policy)),
+        }),
+        phase if observed.ban_until.is_some_and(|until| failure.at < until) => Some(phase),
+        _ => None,
+    }
+}
+
 /// A temporary ban: back off until it expires (plus up to `temp_ban_jitter`), or park
 /// `banned` when another one is remembered.
 fn ban_phase(failure: Failure, record: &ChipRecord, now: SystemTime, policy: &Policy) -> Phase {
@@ -548,14 +686,10 @@ fn ban_phase(failure: Failure, record: &ChipRecord, now: SystemTime, policy: &Po
         };
     }
     let (attempt, _) = next_attempt(record, now, policy);
-    let expires = failure
-        .ban_expires
-        .unwrap_or_else(|| after(now, policy.temp_ban_fallback));
-    let draw = jitter_draw(policy.jitter_seed, &record.key, attempt);
     Phase::BackingOff {
         reason: Reason::TemporarilyBanned,
         attempt,
-        next_try: after(expires, share(policy.temp_ban_jitter, draw)),
+        next_try: ban_end(failure, record, attempt, now, policy),
     }
 }
 
@@ -567,10 +701,11 @@ fn status_step(record: &ChipRecord, world: &World, policy: &Policy) -> Decision 
         return reread(world, policy);
     };
 
-    // A due backoff (or one WAHA healed): restart, budgeted.
-    if let Phase::BackingOff { .. } = observed.phase {
+    // A due backoff (or one WAHA healed): restart, budgeted. A `WORKING` that was reported
+    // along with the failure (a silent death) is restarted too.
+    if let Phase::BackingOff { reason, .. } = observed.phase {
         return Decision::folding(match status {
-            SessionStatus::Working => Step::ConfirmWorking,
+            SessionStatus::Working if !working_is_stale(reason, observed) => Step::ConfirmWorking,
             SessionStatus::Stopped => Step::StartSession { budgeted: true },
             _ => Step::RestartSession { budgeted: true },
         });
@@ -704,7 +839,23 @@ fn failed_step(record: &ChipRecord, world: &World, policy: &Policy) -> Decision 
     let now = world.now;
     let observed = &record.observed;
     if let Phase::AwaitingLogin { .. } = observed.phase {
-        // FAILED after SCAN_QR_CODE: the QR window ran out (GOWS sends no signal for it).
+        // FAILED after SCAN_QR_CODE: the QR window ran out. GOWS sends no signal for it; the
+        // others get the reason grace for a signal that explains it (WEBJS the self-heal
+        // grace: it restarts a FAILED session by itself).
+        if world.engine != Engine::Gows {
+            let Some(since) = noted_since(observed, &SessionStatus::Failed) else {
+                return note(observed);
+            };
+            let grace = if world.engine == Engine::Webjs {
+                policy.self_heal_grace
+            } else {
+                policy.reason_grace
+            };
+            let due = after(since, grace);
+            if now < due {
+                return Decision::step(Step::Wait { until: Some(due) });
+            }
+        }
         let failure = Failure {
             reason: Reason::QrWindowExpired,
             at: now,

@@ -67,7 +67,11 @@ pub enum Step {
         budgeted: bool,
     },
     /// Log the session out (the next login needs a new scan or code).
-    LogoutSession,
+    LogoutSession {
+        /// Needs a restart-budget token (a re-pair after a failure; a host's log-out does
+        /// not): WAHA starts the session again.
+        budgeted: bool,
+    },
     /// Stop the session.
     StopSession {
         /// Why.
@@ -118,7 +122,7 @@ impl Step {
             Step::RequestPairingCode => StepKind::RequestPairingCode,
             Step::ConfirmWorking => StepKind::ConfirmWorking,
             Step::RestartSession { .. } => StepKind::RestartSession,
-            Step::LogoutSession => StepKind::LogoutSession,
+            Step::LogoutSession { .. } => StepKind::LogoutSession,
             Step::StopSession { .. } => StepKind::StopSession,
             Step::ReportProxyFailure { .. } => StepKind::ReportProxyFailure,
             Step::Probe => StepKind::Probe,
@@ -138,7 +142,8 @@ impl Step {
         match self {
             Step::EnsureSession { budgeted, .. }
             | Step::StartSession { budgeted }
-            | Step::RestartSession { budgeted } => *budgeted,
+            | Step::RestartSession { budgeted }
+            | Step::LogoutSession { budgeted } => *budgeted,
             _ => false,
         }
     }
@@ -151,7 +156,7 @@ impl Step {
             Step::EnsureSession { .. }
                 | Step::StartSession { .. }
                 | Step::RestartSession { .. }
-                | Step::LogoutSession
+                | Step::LogoutSession { .. }
         )
     }
 }

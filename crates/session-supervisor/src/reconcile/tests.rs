@@ -136,6 +136,12 @@ impl Harness {
         self.world.signals.push(Signal { seq, at, body });
     }
 
+    /// A signal observed at `at` (a late delivery).
+    fn signal_at(&mut self, at: SystemTime, body: SignalBody) {
+        let seq = self.world.last_signal_seq().unwrap_or(0) + 1;
+        self.world.signals.push(Signal { seq, at, body });
+    }
+
     fn disconnect(&mut self, reason: Reason) {
         self.signal(SignalBody::Disconnect {
             reason,
@@ -176,6 +182,30 @@ impl Harness {
     /// Drives a new QR chip to `WORKING` (each step is checked in
     /// `from_created_to_working_step_by_step`).
     fn drive_to_working(&mut self) {
+        self.drive_to_qr();
+        self.present_working();
+        self.expect(Step::ConfirmWorking, Outcome::LoggedIn(me()));
+        assert!(matches!(self.record.observed.phase, Phase::Working { .. }));
+    }
+
+    /// Drives a new QR chip to `AwaitingLogin { Qr }`.
+    fn drive_to_qr(&mut self) {
+        self.drive_to_scan();
+        let since = self.now();
+        self.expect(
+            Step::Record {
+                phase: Phase::AwaitingLogin {
+                    method: LoginKind::Qr,
+                    since,
+                },
+            },
+            Outcome::Done,
+        );
+    }
+
+    /// Drives a new chip through its start until WAHA reports `SCAN_QR_CODE` (not acted on
+    /// yet).
+    fn drive_to_scan(&mut self) {
         self.expect(Step::ReserveRunningSlot, Outcome::Done);
         let slot = self.world.placement.place(&self.world.occupancy);
         self.expect(Step::PlaceChip { slot }, Outcome::Done);
@@ -210,19 +240,6 @@ impl Harness {
             Outcome::Status(SessionStatus::Starting),
         );
         self.present(SessionStatus::ScanQrCode);
-        let since = self.now();
-        self.expect(
-            Step::Record {
-                phase: Phase::AwaitingLogin {
-                    method: LoginKind::Qr,
-                    since,
-                },
-            },
-            Outcome::Done,
-        );
-        self.present_working();
-        self.expect(Step::ConfirmWorking, Outcome::LoggedIn(me()));
-        assert!(matches!(self.record.observed.phase, Phase::Working { .. }));
     }
 
     fn last_reason(&self) -> Option<Reason> {
@@ -417,8 +434,12 @@ fn pairing_code_is_requested_once_and_the_window_expires_to_the_host() {
     h.advance(h.policy.pairing_code_ttl + secs(1));
     assert!(matches!(h.decide().step, Step::Wait { .. }));
 
-    // FAILED after SCAN_QR_CODE: the QR window ran out.
+    // FAILED after SCAN_QR_CODE: noted, then, without a signal within the reason grace, the
+    // QR window ran out.
     h.present(SessionStatus::Failed);
+    let phase = h.record.observed.phase;
+    h.expect(Step::Record { phase }, Outcome::Done);
+    h.advance(h.policy.reason_grace);
     let expired = h.now();
     h.expect(
         Step::Record {
@@ -544,7 +565,7 @@ fn account_signals_follow_the_table() {
     h.drive_to_working();
     h.disconnect(Reason::MultideviceMismatch);
     h.expect(
-        Step::LogoutSession,
+        Step::LogoutSession { budgeted: true },
         Outcome::Status(SessionStatus::Starting),
     );
     assert_eq!(h.record.observed.me, None);
@@ -997,20 +1018,41 @@ fn a_silent_session_is_probed_then_restarted_on_gows_only() {
             assert_eq!(h.record.observed.silent_probes, probe);
         }
         h.advance(h.policy.silence_threshold);
-        let step = h.decide().step;
+        let decision = h.decide();
+        let step = decision.step.clone();
         if restarts {
-            assert!(
-                matches!(
-                    step,
-                    Step::Record {
-                        phase: Phase::BackingOff {
-                            reason: Reason::Silent,
-                            ..
-                        }
-                    }
-                ),
-                "GOWS's silent death is restarted: {step:?}"
+            let Step::Record {
+                phase:
+                    Phase::BackingOff {
+                        reason: Reason::Silent,
+                        next_try,
+                        ..
+                    },
+            } = step
+            else {
+                panic!("GOWS's silent death is restarted: {step:?}");
+            };
+            h.apply(&decision, Ok(Outcome::Done));
+            // WAHA still says WORKING: that is the silent death, not a healing.
+            assert!(next_try > h.now());
+            assert_eq!(
+                h.decide().step,
+                Step::Wait {
+                    until: Some(next_try)
+                }
             );
+            h.clock.set(next_try);
+            h.expect(
+                Step::RestartSession { budgeted: true },
+                Outcome::Status(SessionStatus::Starting),
+            );
+            assert_eq!(
+                h.record.observed.phase,
+                Phase::Provisioning {
+                    next: StepKind::ConfirmWorking
+                }
+            );
+            assert_eq!(h.last_reason(), Some(Reason::Silent));
         } else {
             assert_eq!(step, Step::Probe, "{engine} keeps probing");
         }
@@ -1176,7 +1218,7 @@ fn errors_go_through_the_table() {
         message: "Session not found".into(),
     });
     h.change_desired(Desired::request_logout);
-    h.expect_failing(Step::LogoutSession, stale);
+    h.expect_failing(Step::LogoutSession { budgeted: false }, stale);
     assert_eq!(h.record.observed.phase, phase);
     assert_eq!(h.record.observed.last_error, None);
     assert!(matches!(
@@ -1219,4 +1261,361 @@ fn errors_go_through_the_table() {
             ..
         }
     ));
+}
+
+/// Drives a chip to `WORKING`, parks it `replaced` and holds it: session stopped, running slot
+/// released.
+fn parked_and_held(h: &mut Harness) {
+    h.drive_to_working();
+    h.disconnect(Reason::Replaced);
+    let at = h.now();
+    h.expect(
+        Step::Record {
+            phase: Phase::Parked {
+                reason: ParkReason::Replaced,
+                since: at,
+            },
+        },
+        Outcome::Done,
+    );
+    h.expect(
+        Step::StopSession {
+            cause: StopCause::Held,
+        },
+        Outcome::Done,
+    );
+    h.present(SessionStatus::Stopped);
+    h.expect(Step::ReleaseRunningSlot, Outcome::Done);
+    assert_eq!(h.decide().step, Step::Wait { until: None });
+}
+
+#[test]
+fn a_failed_stop_keeps_the_phase_and_is_retried_later() {
+    // A parked chip whose stop fails stays parked; the stop is tried again at `next_try`.
+    let mut h = Harness::new(ChipSpec::qr());
+    h.drive_to_working();
+    h.disconnect(Reason::Replaced);
+    let at = h.now();
+    let parked = Phase::Parked {
+        reason: ParkReason::Replaced,
+        since: at,
+    };
+    h.expect(Step::Record { phase: parked }, Outcome::Done);
+    let stop = Step::StopSession {
+        cause: StopCause::Held,
+    };
+    h.expect_failing(stop.clone(), StepError::deadline(secs(30)));
+    assert_eq!(
+        h.record.observed.phase, parked,
+        "a failed stop never un-parks"
+    );
+    let retry = h.record.observed.next_try.expect("a retry time");
+    assert!(retry > h.now());
+    assert_eq!(h.decide().step, Step::Wait { until: Some(retry) });
+    h.clock.set(retry);
+    h.expect(stop, Outcome::Done);
+    assert_eq!(h.record.observed.phase, parked);
+    assert_eq!(h.record.observed.next_try, None);
+
+    // Stopped by the host: a failed stop or release keeps the phase and waits too.
+    let mut h = Harness::new(ChipSpec::qr());
+    h.drive_to_working();
+    let working = h.record.observed.phase;
+    h.change_desired(|desired| desired.run = RunState::Stopped);
+    h.expect_failing(
+        Step::StopSession {
+            cause: StopCause::Host,
+        },
+        StepError::deadline(secs(30)),
+    );
+    assert_eq!(h.record.observed.phase, working);
+    assert_eq!(h.record.observed.failures.iter().count(), 0);
+    let retry = h.record.observed.next_try.expect("a retry time");
+    assert_eq!(h.decide().step, Step::Wait { until: Some(retry) });
+    h.clock.set(retry);
+    h.expect(
+        Step::StopSession {
+            cause: StopCause::Host,
+        },
+        Outcome::Done,
+    );
+    h.present(SessionStatus::Stopped);
+    h.expect_failing(Step::ReleaseRunningSlot, StepError::deadline(secs(30)));
+    assert_eq!(h.record.observed.phase, working);
+    assert!(h.record.observed.running_slot);
+    let retry = h.record.observed.next_try.expect("a retry time");
+    assert_eq!(h.decide().step, Step::Wait { until: Some(retry) });
+}
+
+#[test]
+fn a_suspension_never_unparks_a_chip() {
+    let mut h = Harness::new(ChipSpec::qr());
+    parked_and_held(&mut h);
+    let parked = h.record.observed.phase;
+    h.world.tenant = TenantSeen::Suspended;
+    assert_eq!(h.decide().step, Step::Wait { until: None });
+    assert_eq!(h.record.observed.phase, parked);
+    h.world.tenant = TenantSeen::Active;
+    assert_eq!(
+        h.decide().step,
+        Step::Wait { until: None },
+        "reactivation does not restart a replaced chip"
+    );
+
+    // Nor a host's stop and start.
+    h.change_desired(|desired| desired.run = RunState::Stopped);
+    assert_eq!(h.decide().step, Step::Wait { until: None });
+    h.change_desired(|desired| desired.run = RunState::Running);
+    assert_eq!(h.decide().step, Step::Wait { until: None });
+    assert_eq!(h.record.observed.phase, parked);
+
+    // A temporary ban is still served after a suspension.
+    let mut h = Harness::new(ChipSpec::qr());
+    h.drive_to_working();
+    let now = h.now();
+    let banned = Phase::BackingOff {
+        reason: Reason::TemporarilyBanned,
+        attempt: 1,
+        next_try: now + secs(3_600),
+    };
+    h.record.observed.phase = banned;
+    h.record.observed.next_try = banned.next_try();
+    h.world.tenant = TenantSeen::Suspended;
+    h.expect(
+        Step::StopSession {
+            cause: StopCause::TenantInactive,
+        },
+        Outcome::Done,
+    );
+    h.present(SessionStatus::Stopped);
+    h.expect(Step::ReleaseRunningSlot, Outcome::Done);
+    assert_eq!(h.decide().step, Step::Wait { until: None });
+    assert_eq!(h.record.observed.phase, banned);
+    h.world.tenant = TenantSeen::Active;
+    assert_eq!(
+        h.decide().step,
+        Step::Wait {
+            until: banned.next_try()
+        }
+    );
+}
+
+#[test]
+fn a_ban_reported_again_is_folded_not_counted() {
+    let mut h = Harness::for_chip("acme", "sales-1", ChipSpec::qr(), Engine::Gows);
+    h.drive_to_working();
+    let ban = |at: SystemTime, hours: u64| SignalBody::Disconnect {
+        reason: Reason::TemporarilyBanned,
+        ban_expires: Some(at + secs(hours * 3_600)),
+    };
+    let banned_at = h.now();
+    h.signal(ban(banned_at, 1));
+    let decision = h.decide();
+    let Step::Record {
+        phase: Phase::BackingOff { next_try, .. },
+    } = decision.step
+    else {
+        panic!("a ban backs off, got {:?}", decision.step);
+    };
+    h.apply(&decision, Ok(Outcome::Done));
+    h.expect(
+        Step::StopSession {
+            cause: StopCause::Held,
+        },
+        Outcome::Done,
+    );
+    h.present(SessionStatus::Stopped);
+
+    // The same ban, reported again with a later expiry: the backoff is extended, no park.
+    h.advance(secs(600));
+    let again_at = h.now();
+    h.signal(ban(again_at, 2));
+    let decision = h.decide();
+    let Step::Record {
+        phase:
+            Phase::BackingOff {
+                reason: Reason::TemporarilyBanned,
+                attempt: 1,
+                next_try: extended,
+            },
+    } = decision.step
+    else {
+        panic!("the ban is folded, got {:?}", decision.step);
+    };
+    assert!(extended > next_try && extended >= again_at + secs(2 * 3_600));
+    assert_eq!(decision.handles, None);
+    h.apply(&decision, Ok(Outcome::Done));
+    assert_eq!(h.record.observed.temp_bans, [banned_at], "counted once");
+    assert_eq!(
+        h.decide().step,
+        Step::Wait {
+            until: Some(extended)
+        }
+    );
+
+    // After the ban, a late report of it (observed before it ended) is no second ban.
+    h.clock.set(extended);
+    h.expect(
+        Step::StartSession { budgeted: true },
+        Outcome::Status(SessionStatus::Starting),
+    );
+    h.present_working();
+    h.expect(Step::ConfirmWorking, Outcome::LoggedIn(me()));
+    let working = h.record.observed.phase;
+    h.advance(secs(60));
+    h.signal_at(again_at + secs(1), ban(again_at, 1));
+    assert_eq!(h.decide().step, Step::Record { phase: working });
+}
+
+#[test]
+fn the_self_heal_grace_runs_from_the_first_disconnect() {
+    let mut h = Harness::new(ChipSpec::qr());
+    h.drive_to_working();
+    h.disconnect(Reason::ConnectionLost);
+    let lost_at = h.now();
+    h.present(SessionStatus::Starting);
+    let give_up_at = lost_at + h.policy.self_heal_grace;
+    assert_eq!(
+        h.decide().step,
+        Step::Wait {
+            until: Some(give_up_at)
+        }
+    );
+    // A newer disconnect of the same run does not move the deadline.
+    h.advance(secs(30));
+    h.disconnect(Reason::ConnectionLost);
+    assert_eq!(
+        h.decide().step,
+        Step::Wait {
+            until: Some(give_up_at)
+        }
+    );
+    h.clock.set(give_up_at);
+    assert_eq!(h.decide().step, Step::ReportProxyFailure { generation: 1 });
+}
+
+#[test]
+fn a_held_chip_rereads_a_container_it_could_not_read() {
+    let mut h = Harness::new(ChipSpec::qr());
+    parked_and_held(&mut h);
+    h.world.container = ContainerSeen::Unread;
+    h.world.session = SessionSeen::Unread;
+    assert_eq!(
+        h.decide().step,
+        Step::Wait {
+            until: Some(h.now() + h.policy.reread_after)
+        }
+    );
+}
+
+#[test]
+fn a_failed_pairing_request_is_not_repeated_nor_retried_hot() {
+    let phone = PhoneNumber::new("+5511999999999").expect("a phone number");
+    let mut h = Harness::new(ChipSpec::pairing_code(phone));
+    h.drive_to_scan();
+    let stale = StepError::from_waha(&WahaError::NotFound {
+        message: "Session not found".into(),
+    });
+    h.expect_failing(Step::RequestPairingCode, stale);
+    assert_eq!(
+        h.record.observed.last_error, None,
+        "a re-read is no attempt"
+    );
+    let reread_at = h.now() + h.policy.reread_after;
+    assert_eq!(h.record.observed.next_try, Some(reread_at));
+    assert_eq!(
+        h.decide().step,
+        Step::Wait {
+            until: Some(reread_at)
+        }
+    );
+    h.clock.set(reread_at);
+    assert!(matches!(
+        h.record.observed.login,
+        Some(LoginOffer::PairingCode { code: None, .. })
+    ));
+    let step = h.decide().step;
+    assert!(
+        matches!(step, Step::Wait { .. }),
+        "never a second request by itself: {step:?}"
+    );
+}
+
+#[test]
+fn re_pairing_is_budgeted_and_loop_checked() {
+    // A log-out for a re-pair needs a budget token.
+    let mut h = Harness::new(ChipSpec::qr());
+    h.drive_to_working();
+    h.disconnect(Reason::MultideviceMismatch);
+    let at = h.now() + secs(3);
+    h.world.budget = BudgetSeen::NextAt(at);
+    assert_eq!(h.decide().step, Step::Wait { until: Some(at) });
+
+    // Re-pairs that repeat within the loop window park `looping`.
+    for reason in [Reason::LoggedOut, Reason::BadSession] {
+        let mut h = Harness::new(ChipSpec::qr());
+        h.drive_to_working();
+        let now = h.now();
+        for _ in 1..h.policy.loop_max_failures {
+            h.record.observed.failures.record(now, reason);
+        }
+        h.disconnect(reason);
+        let since = h.now();
+        assert_eq!(
+            h.decide().step,
+            Step::Record {
+                phase: Phase::Parked {
+                    reason: ParkReason::Looping {
+                        last_reason: reason
+                    },
+                    since,
+                },
+            },
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn failed_while_awaiting_login_waits_for_its_reason_except_on_gows() {
+    for (engine, grace) in [
+        (Engine::Noweb, Some(Policy::default().reason_grace)),
+        (Engine::Webjs, Some(Policy::default().self_heal_grace)),
+        (Engine::Gows, None),
+    ] {
+        let mut h = Harness::for_chip("acme", "sales-1", ChipSpec::qr(), engine);
+        h.drive_to_qr();
+        h.present(SessionStatus::Failed);
+        if let Some(grace) = grace {
+            let phase = h.record.observed.phase;
+            h.expect(Step::Record { phase }, Outcome::Done);
+            assert_eq!(
+                h.decide().step,
+                Step::Wait {
+                    until: Some(h.now() + grace)
+                },
+                "{engine}"
+            );
+            h.advance(grace);
+        }
+        let expired = h.now();
+        h.expect(
+            Step::Record {
+                phase: Phase::LoginExpired { since: expired },
+            },
+            Outcome::Done,
+        );
+        assert_eq!(h.last_reason(), Some(Reason::QrWindowExpired), "{engine}");
+    }
+
+    // A WEBJS session that recovers within the grace awaits the login again.
+    let mut h = Harness::for_chip("acme", "sales-1", ChipSpec::qr(), Engine::Webjs);
+    h.drive_to_qr();
+    let awaiting = h.record.observed.phase;
+    h.present(SessionStatus::Failed);
+    h.expect(Step::Record { phase: awaiting }, Outcome::Done);
+    h.advance(secs(20));
+    h.present(SessionStatus::ScanQrCode);
+    assert!(matches!(h.decide().step, Step::Wait { .. }));
+    assert_eq!(h.record.observed.phase, awaiting);
 }

@@ -53,6 +53,42 @@ struct ChipSignals {
     kept: VecDeque<Signal>,
 }
 
+impl ChipSignals {
+    /// Keeps `signal` (numbered already), at most `capacity` signals in all. A new
+    /// [`SignalBody::Activity`] replaces the pending one (keeping the later of their times), so
+    /// one chatty session holds at most one. When the signals are full, the oldest one that is
+    /// not a disconnect makes room; a disconnect is dropped only for a newer disconnect or
+    /// status, never for activity (an activity that finds only disconnects is not kept).
+    fn keep(&mut self, mut signal: Signal, capacity: usize) {
+        let is_activity = matches!(signal.body, SignalBody::Activity);
+        if is_activity
+            && let Some(index) = self
+                .kept
+                .iter()
+                .position(|kept| matches!(kept.body, SignalBody::Activity))
+            && let Some(previous) = self.kept.remove(index)
+        {
+            signal.at = signal.at.max(previous.at);
+        }
+        if self.kept.len() >= capacity {
+            let evictable = self
+                .kept
+                .iter()
+                .position(|kept| !matches!(kept.body, SignalBody::Disconnect { .. }));
+            match evictable {
+                Some(index) => {
+                    self.kept.remove(index);
+                }
+                None if is_activity => return,
+                None => {
+                    self.kept.pop_front();
+                }
+            }
+        }
+        self.kept.push_back(signal);
+    }
+}
+
 struct WorkRow {
     /// `None`: taken, in flight until enqueued again.
     due: Option<SystemTime>,
@@ -83,6 +119,13 @@ fn expiry(now: SystemTime, ttl: Duration) -> SystemTime {
 /// A page size as a length.
 fn as_len(limit: u32) -> usize {
     usize::try_from(limit).unwrap_or(usize::MAX)
+}
+
+/// `record` as a read at `now` shows it: an expired pairing code is dropped (the stored one
+/// goes with the next owner write).
+fn scrubbed(mut record: ChipRecord, now: SystemTime) -> ChipRecord {
+    record.observed.login = record.observed.login.map(|offer| offer.scrubbed(now));
+    record
 }
 
 impl State {
@@ -125,7 +168,13 @@ impl State {
         Ok(record)
     }
 
-    fn enqueue(&mut self, key: &ChipKey, due: SystemTime) {
+    /// Queues `key` at `due` (the earliest due time wins); a chip with no record is ignored, so
+    /// a late trigger never brings work (and an owner) back for a removed or purged chip.
+    /// Returns whether the chip was queued.
+    fn enqueue(&mut self, key: &ChipKey, due: SystemTime) -> bool {
+        if !self.records.contains_key(key) {
+            return false;
+        }
         self.leases
             .entry(key.tenant.clone())
             .or_insert_with(Lease::unowned);
@@ -136,11 +185,12 @@ impl State {
         if row.due.is_none_or(|current| due < current) {
             row.due = Some(due);
         }
+        true
     }
 }
 
 impl MemoryChipStore {
-    /// Signals kept per chip (the oldest are dropped).
+    /// Signals kept per chip (see [`ChipStore`] for which make room).
     pub const SIGNALS_KEPT: usize = 64;
 
     /// An empty store on the system clock.
@@ -185,7 +235,7 @@ impl ChipStore for MemoryChipStore {
         let mut guard = self.state();
         let state = &mut *guard;
         if let Some(existing) = state.records.get(&new.key) {
-            return Ok(CreateOutcome::Existing(existing.clone()));
+            return Ok(CreateOutcome::Existing(scrubbed(existing.clone(), now)));
         }
         let record = ChipRecord::new(new.key.clone(), new.spec, new.chip_slot, now);
         state.records.insert(new.key.clone(), record.clone());
@@ -195,7 +245,12 @@ impl ChipStore for MemoryChipStore {
     }
 
     async fn get(&self, key: &ChipKey) -> Result<Option<ChipRecord>, StoreError> {
-        Ok(self.state().records.get(key).cloned())
+        let now = self.clock.now();
+        Ok(self
+            .state()
+            .records
+            .get(key)
+            .map(|record| scrubbed(record.clone(), now)))
     }
 
     async fn list(
@@ -204,6 +259,7 @@ impl ChipStore for MemoryChipStore {
         after: Option<&ChipId>,
         limit: u32,
     ) -> Result<Vec<ChipRecord>, StoreError> {
+        let now = self.clock.now();
         let state = self.state();
         Ok(state
             .records
@@ -211,7 +267,7 @@ impl ChipStore for MemoryChipStore {
             .filter(|record| &record.key.tenant == tenant)
             .filter(|record| after.is_none_or(|after| &record.key.chip > after))
             .take(as_len(limit))
-            .cloned()
+            .map(|record| scrubbed(record.clone(), now))
             .collect())
     }
 
@@ -225,7 +281,7 @@ impl ChipStore for MemoryChipStore {
         let mut state = self.state();
         let record = state.versioned(key, expected, VersionKind::Desired)?;
         record.commit_desired(desired, now);
-        Ok(record.clone())
+        Ok(scrubbed(record.clone(), now))
     }
 
     async fn write_observed(
@@ -274,10 +330,7 @@ impl ChipStore for MemoryChipStore {
         let signals = state.signals.entry(key.clone()).or_default();
         signals.last_seq += 1;
         let seq = signals.last_seq;
-        if signals.kept.len() == Self::SIGNALS_KEPT {
-            signals.kept.pop_front();
-        }
-        signals.kept.push_back(Signal { seq, at, body });
+        signals.keep(Signal { seq, at, body }, Self::SIGNALS_KEPT);
         Ok(seq)
     }
 
@@ -303,8 +356,11 @@ impl ChipStore for MemoryChipStore {
         due: SystemTime,
         trigger: Trigger,
     ) -> Result<(), StoreError> {
-        self.state().enqueue(key, due);
-        tracing::trace!(chip = %key, ?trigger, "queued");
+        if self.state().enqueue(key, due) {
+            tracing::trace!(chip = %key, ?trigger, "queued");
+        } else {
+            tracing::trace!(chip = %key, ?trigger, "not queued: no such chip");
+        }
         Ok(())
     }
 
@@ -423,6 +479,9 @@ impl ChipStore for MemoryChipStore {
         let removed = before - state.records.len();
         state.signals.retain(|key, _| &key.tenant != tenant);
         state.work.retain(|key, _| &key.tenant != tenant);
+        // No fence covers the tenant any more: its old owner's writes and takes are refused,
+        // also once chips are created again under the same id. The lease keeps its token.
+        state.fences.remove(tenant);
         if let Some(lease) = state.leases.get_mut(tenant) {
             lease.owner = None;
             lease.expires_at = now;
