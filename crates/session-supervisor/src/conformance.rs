@@ -16,7 +16,7 @@
 //! ```
 //!
 //! The checks compare times only with the store's own timestamps and with a time a year
-//! ahead, so a store on a [`ManualClock`](crate::ManualClock) that shows about the present
+//! ahead, so a store on a [`ManualClock`] that shows about the present
 //! passes too.
 //!
 //! A backend whose clock can be injected also runs the checks that move time
