@@ -1257,7 +1257,11 @@ async fn a_removal_queued_behind_an_ensure_is_not_hidden_from_later_callers() {
         let t = t.clone();
         tokio::spawn(async move { pool.remove_tenant(&t, false).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Queue the removal behind the ensure before the second caller comes: on this test's
+    // current-thread runtime, yielding runs the removal task until it waits for the slot (the
+    // in-memory runtime's `list` finishes without I/O, so the slot lock is its first wait, and
+    // tokio's mutex serves waiters in order).
+    tokio::task::yield_now().await;
     let second = {
         let pool = f.pool.clone();
         let t = t.clone();
