@@ -1,5 +1,6 @@
 //! `decide`: the pure choice of one next step (`docs/session-supervisor.md`, 4.2).
 
+use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use container_pool::Engine;
@@ -842,19 +843,10 @@ fn failed_step(record: &ChipRecord, world: &World, policy: &Policy) -> Decision 
         // FAILED after SCAN_QR_CODE: the QR window ran out. GOWS sends no signal for it; the
         // others get the reason grace for a signal that explains it (WEBJS the self-heal
         // grace: it restarts a FAILED session by itself).
-        if world.engine != Engine::Gows {
-            let Some(since) = noted_since(observed, &SessionStatus::Failed) else {
-                return note(observed);
-            };
-            let grace = if world.engine == Engine::Webjs {
-                policy.self_heal_grace
-            } else {
-                policy.reason_grace
-            };
-            let due = after(since, grace);
-            if now < due {
-                return Decision::step(Step::Wait { until: Some(due) });
-            }
+        if world.engine != Engine::Gows
+            && let ControlFlow::Break(wait) = failed_grace_over(observed, world, policy)
+        {
+            return wait;
         }
         let failure = Failure {
             reason: Reason::QrWindowExpired,
@@ -863,23 +855,37 @@ fn failed_step(record: &ChipRecord, world: &World, policy: &Policy) -> Decision 
         };
         return act_on(failure, record, world, policy);
     }
-    let Some(since) = noted_since(observed, &SessionStatus::Failed) else {
-        return note(observed);
+    let since = match failed_grace_over(observed, world, policy) {
+        ControlFlow::Continue(since) => since,
+        ControlFlow::Break(wait) => return wait,
     };
-    // WEBJS restarts a FAILED session by itself; the others wait only for the reason.
-    let grace = if world.engine == Engine::Webjs {
-        policy.self_heal_grace
-    } else {
-        policy.reason_grace
-    };
-    let due = after(since, grace);
-    if now < due {
-        return Decision::step(Step::Wait { until: Some(due) });
-    }
     let failure = Failure {
         reason: Reason::FailedNoSignal,
         at: since,
         ban_expires: None,
     };
     act_on(failure, record, world, policy)
+}
+
+/// When `FAILED` was first noted, once its grace has passed: WEBJS gets the self-heal grace
+/// (it restarts a FAILED session by itself), the others the reason grace (for a signal that
+/// explains it). Before that, breaks with the decision to note the status or to wait.
+fn failed_grace_over(
+    observed: &Observed,
+    world: &World,
+    policy: &Policy,
+) -> ControlFlow<Decision, SystemTime> {
+    let Some(since) = noted_since(observed, &SessionStatus::Failed) else {
+        return ControlFlow::Break(note(observed));
+    };
+    let grace = if world.engine == Engine::Webjs {
+        policy.self_heal_grace
+    } else {
+        policy.reason_grace
+    };
+    let due = after(since, grace);
+    if world.now < due {
+        return ControlFlow::Break(Decision::step(Step::Wait { until: Some(due) }));
+    }
+    ControlFlow::Continue(since)
 }
