@@ -49,13 +49,22 @@
 //! ```
 
 pub mod chip;
+mod clients;
+pub mod config;
 pub mod conformance;
+mod error;
 pub mod events;
+mod execute;
+mod monitor;
+mod offboard;
+mod owner;
 pub mod phase;
 pub mod policy;
 pub mod reconcile;
+mod runtime;
 pub mod signal;
 pub mod store;
+mod supervisor;
 
 pub use chip::{
     ChipKey, ChipRecord, ChipSpec, ContainerRef, Desired, FailureWindow, InvalidPhoneNumber,
@@ -63,11 +72,19 @@ pub use chip::{
     PhoneNumber, ProxyRef, ProxyWish, RunState, SessionRef, StepEntry, StepLog, StepOutcome,
     WahaSeen,
 };
+pub use clients::{FencedWaha, HttpWahaClients, WahaClients};
+pub use config::{
+    ConfigError, ForeignSessionPolicy, MonitorIntervals, Monitors, SupervisorConfig, Toggle,
+};
+pub use error::{ShutdownReport, SupervisorError};
 pub use events::{
     Alert, BusError, ChangeFilter, ChangeItem, ChangeStream, ChipChange, ChipChangeKind, EventBus,
     InProcessEventBus,
 };
 pub use fleet_vocab::{Clock, ManualClock, SystemClock};
+pub use monitor::SessionSweep;
+pub use offboard::OffboardReport;
+pub use owner::{NotOwner, OwnerGuard};
 pub use phase::{Finalizers, LoginKind, Phase, PhaseName, StopCause};
 pub use policy::{
     Action, Backoff, BackoffClass, BackoffClasses, ParkReason, Policy, PolicyError, Reason,
@@ -77,8 +94,12 @@ pub use reconcile::{
     BudgetSeen, ContainerSeen, Decision, Failure, Outcome, ProxyReport, SessionPlan, SessionSeen,
     Step, StepError, StepKind, TenantSeen, World, apply, decide,
 };
+pub use runtime::SupervisorHandle;
 pub use signal::{Signal, SignalBody};
 pub use store::{
     ChipStore, CreateOutcome, Fence, MemoryChipStore, NewChip, OwnerId, StoreError, Trigger,
     VersionKind,
+};
+pub use supervisor::{
+    ObserveOutcome, QrCode, QrFormat, Supervisor, SupervisorBuilder, SupervisorParts,
 };

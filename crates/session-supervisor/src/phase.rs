@@ -130,6 +130,19 @@ pub enum PhaseName {
 }
 
 impl PhaseName {
+    /// Every phase name, in the order of the state diagram.
+    pub const ALL: [PhaseName; 9] = [
+        PhaseName::Pending,
+        PhaseName::Provisioning,
+        PhaseName::AwaitingLogin,
+        PhaseName::Working,
+        PhaseName::BackingOff,
+        PhaseName::LoginExpired,
+        PhaseName::Parked,
+        PhaseName::Stopped,
+        PhaseName::Deleting,
+    ];
+
     /// The snake-case spelling.
     pub fn as_str(self) -> &'static str {
         match self {

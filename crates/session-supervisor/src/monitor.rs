@@ -1,0 +1,569 @@
+//! The always-on tasks `run()` starts (`docs/session-supervisor.md`, 9): idle reaping, the
+//! orphan-container sweep, the stale-session sweep, orphan reservations, proxy lease health,
+//! the silent-death scan, proxy history pruning, the periodic resync and the pool-event
+//! watcher. Each runs once at start and then on its interval; one that is turned off is
+//! logged at `warn` and reported as `supervisor_task_enabled{task} 0`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use container_pool::{ContainerState, PoolEventKind};
+use proxy_allocator::{HealthChecker, LeaseCheck};
+use tenant_isolation::{ChipId, SessionName, SlotKind, TenantId};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+use waha_client::WahaApi;
+
+use crate::chip::{ChipKey, ChipRecord};
+use crate::config::{ForeignSessionPolicy, Toggle};
+use crate::owner::OwnerGuard;
+use crate::phase::{Phase, PhaseName};
+use crate::policy::Reason;
+use crate::runtime::pause;
+use crate::signal::SignalBody;
+use crate::store::Trigger;
+use crate::supervisor::Supervisor;
+
+/// Page size when a task walks one tenant's chips.
+const PAGE: u32 = 200;
+
+/// What one stale-session sweep of one tenant did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionSweep {
+    /// Sessions of the tenant's own chips, kept.
+    pub kept: Vec<String>,
+    /// Sessions in chipfleet's format that no chip of the tenant owns, removed.
+    pub removed_unowned: Vec<String>,
+    /// Sessions in another format (`default`, `chip_test_1`), removed under
+    /// [`ForeignSessionPolicy::Remove`].
+    pub removed_foreign: Vec<String>,
+    /// Sessions in another format left under [`ForeignSessionPolicy::Keep`].
+    pub kept_foreign: Vec<String>,
+    /// Containers whose sessions could not be listed (not running, unreachable).
+    pub unreadable_containers: Vec<String>,
+}
+
+pub(crate) fn spawn_all(
+    supervisor: &Supervisor,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) {
+    let config = &supervisor.inner.effects.config;
+    let intervals = config.monitor_intervals.clone();
+    for (task, toggle) in config.monitors.iter() {
+        metrics::gauge!("supervisor_task_enabled", "task" => task).set(if toggle.is_on() {
+            1.0
+        } else {
+            0.0
+        });
+        if let Toggle::Off { reason } = toggle {
+            warn!(task, reason = %reason, "always-on task turned off by configuration");
+        }
+    }
+    let monitors = config.monitors.clone();
+    let every = |toggle: &Toggle,
+                 tasks: &mut JoinSet<()>,
+                 name: &'static str,
+                 period: Duration,
+                 job: fn(Supervisor) -> futures::future::BoxFuture<'static, ()>| {
+        if !toggle.is_on() {
+            return;
+        }
+        let supervisor = supervisor.clone();
+        let mut stop = stop.clone();
+        tasks.spawn(async move {
+            loop {
+                debug!(task = name, "always-on task runs");
+                job(supervisor.clone()).await;
+                metrics::counter!("supervisor_task_runs_total", "task" => name).increment(1);
+                if !pause(&mut stop, period).await {
+                    return;
+                }
+            }
+        });
+    };
+    every(
+        &monitors.idle_reaping,
+        tasks,
+        "idle_reaping",
+        intervals.idle_reaping,
+        |s| Box::pin(async move { reap_idle(&s).await }),
+    );
+    every(
+        &monitors.orphan_containers,
+        tasks,
+        "orphan_containers",
+        intervals.sweeps,
+        |s| Box::pin(async move { sweep_orphan_containers(&s).await }),
+    );
+    every(
+        &monitors.stale_sessions,
+        tasks,
+        "stale_sessions",
+        intervals.sweeps,
+        |s| {
+            Box::pin(async move {
+                for guard in s.inner.owned.guards() {
+                    sweep_tenant_sessions(&s, &guard).await;
+                }
+            })
+        },
+    );
+    every(
+        &monitors.orphan_reservations,
+        tasks,
+        "orphan_reservations",
+        intervals.sweeps,
+        |s| Box::pin(async move { release_orphan_reservations(&s).await }),
+    );
+    every(
+        &monitors.proxy_health,
+        tasks,
+        "proxy_health",
+        intervals.sweeps,
+        |s| Box::pin(async move { check_proxy_health(&s).await }),
+    );
+    every(
+        &monitors.silent_death,
+        tasks,
+        "silent_death",
+        intervals.silent_scan,
+        |s| Box::pin(async move { scan_owned(&s).await }),
+    );
+    every(
+        &monitors.proxy_history,
+        tasks,
+        "proxy_history",
+        intervals.proxy_history,
+        |s| {
+            Box::pin(async move {
+                match s.inner.effects.proxies.prune_history().await {
+                    Ok(pruned) => debug!(pruned, "proxy history pruned"),
+                    Err(error) => warn!(%error, "pruning the proxy history failed"),
+                }
+            })
+        },
+    );
+    // Not optional: the safety net for lost triggers, and the pool watcher.
+    let resync = config.policy.resync_interval;
+    {
+        let supervisor = supervisor.clone();
+        let mut stop = stop.clone();
+        tasks.spawn(async move {
+            while pause(&mut stop, resync).await {
+                resync_owned(&supervisor).await;
+            }
+        });
+    }
+    {
+        let supervisor = supervisor.clone();
+        let stop = stop.clone();
+        let events = supervisor.inner.effects.pool.subscribe();
+        tasks.spawn(watch_pool(supervisor, events, stop));
+    }
+}
+
+/// Every chip of one tenant, page by page.
+async fn tenant_chips(supervisor: &Supervisor, tenant: &TenantId) -> Option<Vec<ChipRecord>> {
+    let store = &supervisor.inner.effects.store;
+    let mut all = Vec::new();
+    let mut after: Option<ChipId> = None;
+    loop {
+        match store.list(tenant, after.as_ref(), PAGE).await {
+            Ok(page) => {
+                let full = page.len() == PAGE as usize;
+                after = page.last().map(|r| r.key.chip.clone());
+                all.extend(page);
+                if !full {
+                    return Some(all);
+                }
+            }
+            Err(error) => {
+                warn!(tenant = %tenant, %error, "listing the tenant's chips failed");
+                return None;
+            }
+        }
+    }
+}
+
+async fn reap_idle(supervisor: &Supervisor) {
+    match supervisor.inner.effects.pool.reap_idle(supervisor).await {
+        Ok(report) => {
+            if !report.stopped.is_empty() || !report.removed.is_empty() {
+                info!(stopped = ?report.stopped, removed = ?report.removed, "idle containers reaped");
+            }
+        }
+        Err(error) => warn!(%error, "idle reaping failed"),
+    }
+}
+
+async fn sweep_orphan_containers(supervisor: &Supervisor) {
+    let effects = &supervisor.inner.effects;
+    let tenants = DirectoryExists(&*effects.directory);
+    match effects.pool.sweep_orphans(&tenants, true).await {
+        Ok(report) => {
+            if !report.removed.is_empty() || !report.removed_volumes.is_empty() {
+                info!(containers = ?report.removed, volumes = ?report.removed_volumes, "orphaned containers swept");
+            }
+        }
+        Err(error) => warn!(%error, "the orphan-container sweep failed"),
+    }
+}
+
+/// The directory as the pool's `TenantExists` (a `dyn TenantDirectory` cannot be unsized
+/// into another trait object).
+struct DirectoryExists<'a>(&'a dyn tenant_isolation::TenantDirectory);
+
+#[async_trait::async_trait]
+impl container_pool::TenantExists for DirectoryExists<'_> {
+    async fn tenant_exists(&self, tenant: &TenantId) -> Result<bool, container_pool::Error> {
+        container_pool::TenantExists::tenant_exists(self.0, tenant).await
+    }
+}
+
+/// The stale-session sweep of one owned tenant: lists each running container's sessions
+/// **before** the tenant's records, so a chip created meanwhile (record first, session later)
+/// is never taken for stale.
+pub(crate) async fn sweep_tenant_sessions(
+    supervisor: &Supervisor,
+    guard: &OwnerGuard,
+) -> SessionSweep {
+    let effects = &supervisor.inner.effects;
+    let tenant = guard.tenant();
+    let mut sweep = SessionSweep::default();
+    let containers = match effects.pool.containers(tenant).await {
+        Ok(containers) => containers,
+        Err(error) => {
+            warn!(tenant = %tenant, %error, "listing the tenant's containers failed");
+            return sweep;
+        }
+    };
+    let key = match effects.directory.get(tenant).await {
+        Ok(found) => found.secrets.container_api_key,
+        Err(error) => {
+            debug!(tenant = %tenant, %error, "no key for the stale-session sweep");
+            return sweep;
+        }
+    };
+    let mut listed: Vec<(Arc<dyn WahaApi>, Vec<String>)> = Vec::new();
+    for container in containers {
+        let (ContainerState::Running, Some(url)) = (container.state, container.url.as_ref()) else {
+            continue;
+        };
+        let client = match effects.waha.client(url, key.clone()) {
+            Ok(client) => client,
+            Err(error) => {
+                warn!(container = %container.name, %error, "no client for the sweep");
+                sweep.unreadable_containers.push(container.name);
+                continue;
+            }
+        };
+        match client.list_sessions(true).await {
+            Ok(sessions) => listed.push((
+                // Removals are fenced: each call checks ownership right before it is sent.
+                Arc::new(crate::clients::FencedWaha::new(client, guard.clone()))
+                    as Arc<dyn WahaApi>,
+                sessions.into_iter().map(|s| s.name).collect(),
+            )),
+            Err(error) => {
+                debug!(container = %container.name, %error, "sessions not listed");
+                sweep.unreadable_containers.push(container.name);
+            }
+        }
+    }
+    if listed.is_empty() {
+        return sweep;
+    }
+    let Some(records) = tenant_chips(supervisor, tenant).await else {
+        return sweep;
+    };
+    let owned: BTreeSet<String> = records
+        .iter()
+        .map(|r| r.key.session_name().as_str().to_owned())
+        .collect();
+    let foreign_policy = effects.config.foreign_sessions;
+    for (client, names) in listed {
+        for name in names {
+            let class = if owned.contains(&name) {
+                sweep.kept.push(name);
+                continue;
+            } else if name.starts_with(SessionName::PREFIX) {
+                "unowned"
+            } else if foreign_policy == ForeignSessionPolicy::Keep {
+                warn!(tenant = %tenant, session = %name, "foreign session kept by policy");
+                sweep.kept_foreign.push(name);
+                continue;
+            } else {
+                "foreign"
+            };
+            if guard.check().is_err() {
+                return sweep;
+            }
+            // Log out first (a logged-in stale session would keep its phone linked), then
+            // delete; both repeat harmlessly.
+            let _ = client.logout_session(&name).await;
+            match client.delete_session(&name).await {
+                Ok(()) | Err(waha_client::WahaError::NotFound { .. }) => {
+                    info!(tenant = %tenant, session = %name, class, "stale session removed");
+                    metrics::counter!("supervisor_stale_sessions_removed_total", "class" => class)
+                        .increment(1);
+                    if class == "unowned" {
+                        sweep.removed_unowned.push(name);
+                    } else {
+                        sweep.removed_foreign.push(name);
+                    }
+                }
+                Err(error) => {
+                    warn!(tenant = %tenant, session = %name, %error, "removing a stale session failed")
+                }
+            }
+        }
+    }
+    sweep
+}
+
+/// Releases chip slots of owned tenants that no record holds, once they were seen orphaned
+/// for at least `orphan_reservation_age` (a create in flight reserves before it records).
+async fn release_orphan_reservations(supervisor: &Supervisor) {
+    let effects = &supervisor.inner.effects;
+    let now = effects.clock.now();
+    let age = effects.config.monitor_intervals.orphan_reservation_age;
+    let mut seen = supervisor
+        .inner
+        .orphans_seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut next: HashMap<(TenantId, ChipId, SlotKind), SystemTime> = HashMap::new();
+    for guard in supervisor.inner.owned.guards() {
+        let tenant = guard.tenant();
+        let Some(records) = tenant_chips(supervisor, tenant).await else {
+            continue;
+        };
+        let recorded: BTreeSet<&ChipId> = records.iter().map(|r| &r.key.chip).collect();
+        let running: BTreeSet<&ChipId> = records
+            .iter()
+            .filter(|r| r.observed.running_slot)
+            .map(|r| &r.key.chip)
+            .collect();
+        for (kind, holding) in [
+            (SlotKind::Chip, &recorded),
+            (SlotKind::RunningSession, &running),
+        ] {
+            let holders = match effects.quota.holders(tenant, kind).await {
+                Ok(holders) => holders,
+                Err(error) => {
+                    warn!(tenant = %tenant, %error, "reading quota holders failed");
+                    continue;
+                }
+            };
+            for chip in holders.into_iter().filter(|c| !holding.contains(c)) {
+                let slot = (tenant.clone(), chip.clone(), kind);
+                let first = seen.remove(&slot).unwrap_or(now);
+                if now.duration_since(first).unwrap_or_default() >= age {
+                    if guard.check().is_err() {
+                        break;
+                    }
+                    match effects.quota.release(tenant, kind, &chip).await {
+                        Ok(_) => {
+                            info!(tenant = %tenant, chip = %chip, ?kind, "orphaned quota reservation released")
+                        }
+                        Err(error) => {
+                            warn!(tenant = %tenant, chip = %chip, %error, "releasing an orphaned reservation failed")
+                        }
+                    }
+                } else {
+                    next.insert(slot, first);
+                }
+            }
+        }
+    }
+    seen.clear();
+    *supervisor
+        .inner
+        .orphans_seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = next;
+}
+
+/// Checks the proxy lease of every working chip of owned tenants; a proxy failure becomes a
+/// `proxy_failure` signal (the reconcile reports it to the allocator, fenced by generation).
+async fn check_proxy_health(supervisor: &Supervisor) {
+    let effects = &supervisor.inner.effects;
+    let Some(checker) = supervisor.inner.health_checker.clone() else {
+        return;
+    };
+    for guard in supervisor.inner.owned.guards() {
+        let Some(records) = tenant_chips(supervisor, guard.tenant()).await else {
+            continue;
+        };
+        for record in records
+            .iter()
+            .filter(|r| matches!(r.observed.phase, Phase::Working { .. }))
+        {
+            if guard.check().is_err() {
+                break;
+            }
+            let key = &record.key;
+            match effects
+                .proxies
+                .check_lease(
+                    &key.tenant,
+                    &key.chip,
+                    &*checker as &dyn HealthChecker,
+                    None,
+                )
+                .await
+            {
+                Ok(LeaseCheck::Recorded {
+                    result: Err(error), ..
+                }) if error.is_proxy_failure() => {
+                    warn!(tenant = %key.tenant, chip = %key.chip, kind = error.kind(), "proxy check failed");
+                    signal(
+                        supervisor,
+                        key,
+                        SignalBody::Disconnect {
+                            reason: Reason::ProxyFailure,
+                            ban_expires: None,
+                        },
+                    )
+                    .await;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    debug!(tenant = %key.tenant, chip = %key.chip, %error, "lease not checked")
+                }
+            }
+        }
+    }
+}
+
+async fn signal(supervisor: &Supervisor, key: &ChipKey, body: SignalBody) {
+    let now = supervisor.inner.effects.clock.now();
+    match supervisor
+        .inner
+        .effects
+        .store
+        .append_signal(key, now, body)
+        .await
+    {
+        Ok(_) => supervisor.trigger(key, Trigger::Monitor).await,
+        Err(error) => {
+            warn!(tenant = %key.tenant, chip = %key.chip, %error, "recording a monitor signal failed")
+        }
+    }
+}
+
+/// The silent-death scan: queues working chips that have been silent past the threshold (the
+/// reconcile probes them), and refreshes the `supervisor_chips{phase}` gauge.
+async fn scan_owned(supervisor: &Supervisor) {
+    let effects = &supervisor.inner.effects;
+    let now = effects.clock.now();
+    let threshold = effects.config.policy.silence_threshold;
+    let mut by_phase: HashMap<PhaseName, u64> = HashMap::new();
+    for guard in supervisor.inner.owned.guards() {
+        let Some(records) = tenant_chips(supervisor, guard.tenant()).await else {
+            continue;
+        };
+        for record in &records {
+            *by_phase.entry(record.observed.phase.name()).or_default() += 1;
+            let Phase::Working { since } = record.observed.phase else {
+                continue;
+            };
+            let last = record.observed.last_event_at.unwrap_or(since).max(since);
+            if now.duration_since(last).unwrap_or_default() >= threshold {
+                debug!(tenant = %record.key.tenant, chip = %record.key.chip, "silent chip queued for a probe");
+                supervisor.trigger(&record.key, Trigger::Monitor).await;
+            }
+        }
+    }
+    for phase in PhaseName::ALL {
+        metrics::gauge!("supervisor_chips", "phase" => phase.as_str())
+            .set(by_phase.get(&phase).copied().unwrap_or(0) as f64);
+    }
+}
+
+/// Queues every chip of every owned tenant (the safety net for a lost trigger).
+async fn resync_owned(supervisor: &Supervisor) {
+    for guard in supervisor.inner.owned.guards() {
+        queue_tenant(supervisor, guard.tenant(), Trigger::Resync).await;
+    }
+}
+
+async fn queue_tenant(supervisor: &Supervisor, tenant: &TenantId, trigger: Trigger) {
+    let Some(records) = tenant_chips(supervisor, tenant).await else {
+        return;
+    };
+    let now = supervisor.inner.effects.clock.now();
+    for record in records {
+        if let Err(error) = supervisor
+            .inner
+            .effects
+            .store
+            .enqueue(&record.key, now, trigger)
+            .await
+        {
+            warn!(tenant = %tenant, %error, "queuing a chip failed");
+        }
+    }
+    supervisor.inner.wake.notify_one();
+}
+
+/// Pool events of owned tenants: a container that went away queues the tenant's chips; a
+/// container that became ready gets its stale sessions swept.
+async fn watch_pool(
+    supervisor: Supervisor,
+    mut events: broadcast::Receiver<container_pool::PoolEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() { return }
+                continue;
+            }
+        };
+        match event {
+            Ok(event) => {
+                let Some(guard) = supervisor.inner.owned.guard(&event.tenant) else {
+                    continue;
+                };
+                match event.kind {
+                    PoolEventKind::Ready { .. }
+                        if supervisor.config().monitors.stale_sessions.is_on() =>
+                    {
+                        let supervisor = supervisor.clone();
+                        tokio::spawn(async move {
+                            sweep_tenant_sessions(&supervisor, &guard).await;
+                        });
+                    }
+                    PoolEventKind::Removed { .. }
+                    | PoolEventKind::Stopped
+                    | PoolEventKind::Failed { .. } => {
+                        queue_tenant(&supervisor, &event.tenant, Trigger::Pool).await;
+                    }
+                    _ => {}
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                warn!(missed, "pool events lagged; resyncing every owned tenant");
+                resync_owned(&supervisor).await;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Runs the stale-session sweep of one tenant now (for hosts and tests); the tenant must be
+/// owned by this process.
+impl Supervisor {
+    /// Sweeps one owned tenant's containers for stale sessions now. `None` when this process
+    /// does not own the tenant.
+    pub async fn sweep_stale_sessions(&self, tenant: &TenantId) -> Option<SessionSweep> {
+        let guard = self.inner.owned.guard(tenant)?;
+        Some(sweep_tenant_sessions(self, &guard).await)
+    }
+}
