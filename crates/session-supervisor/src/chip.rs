@@ -589,7 +589,7 @@ impl StepLog {
     }
 
     /// The kept entries, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &StepEntry> {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &StepEntry> {
         self.entries.iter()
     }
 

@@ -96,6 +96,8 @@ pub use reconcile::{
 };
 pub use runtime::SupervisorHandle;
 pub use signal::{Signal, SignalBody};
+#[cfg(feature = "postgres")]
+pub use store::PgChipStore;
 pub use store::{
     ChipStore, CreateOutcome, Fence, MemoryChipStore, NewChip, OwnerId, StoreError, Trigger,
     VersionKind,

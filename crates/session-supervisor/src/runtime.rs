@@ -465,7 +465,11 @@ async fn reconcile(supervisor: &Supervisor, key: &ChipKey, guard: &OwnerGuard) {
             "outcome" => if result.is_ok() { "ok" } else { "error" }
         )
         .increment(1);
-        let patch = apply(&record, &world, &decision, &result, &config.policy);
+        let mut patch = apply(&record, &world, &decision, &result, &config.policy);
+        if let Some(entry) = patch.step.as_mut() {
+            entry.took = took;
+            entry.owner_token = guard.fence().token;
+        }
         if guard.check().is_err() {
             outcome = "not_owner";
             break;

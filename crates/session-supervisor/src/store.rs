@@ -1,5 +1,6 @@
 //! The `ChipStore` seam: chip records, signals, the work queue and tenant ownership
-//! (`docs/session-supervisor.md`, 7.1). [`MemoryChipStore`] is always compiled; the
+//! (`docs/session-supervisor.md`, 7.1). [`MemoryChipStore`] is always compiled; `PgChipStore`
+//! (PostgreSQL, shared by replicas) with the feature `postgres`. The
 //! [`conformance`](crate::conformance) suite holds every backend to the contract below.
 
 use std::fmt;
@@ -13,8 +14,12 @@ use crate::chip::{ChipKey, ChipRecord, ChipSpec, Desired, ObservedPatch};
 use crate::signal::{Signal, SignalBody};
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod pg;
 
 pub use memory::MemoryChipStore;
+#[cfg(feature = "postgres")]
+pub use pg::PgChipStore;
 
 /// A chip to record.
 #[derive(Clone, Debug, PartialEq, Eq)]

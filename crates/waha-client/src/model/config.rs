@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::lenient::{null_as_default, valid_secret_or_none};
+use super::lenient::{null_as_default, optional_whole_u32, valid_secret_or_none};
 use crate::redact::{redact_authority, redact_url};
 use crate::secret::{HeaderValueSecret, HmacKey, ProxyPassword, REDACTED};
 
@@ -230,11 +230,20 @@ pub struct WebhookRetries {
     /// The delay policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<WebhookRetryPolicy>,
-    /// The base delay in seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The base delay in seconds. WAHA types it as a JSON number: an answer of `2.0` reads
+    /// as 2 (a fraction is dropped).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_whole_u32"
+    )]
     pub delay_seconds: Option<u32>,
-    /// How many attempts in total.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// How many attempts in total (a JSON number; `15.0` reads as 15).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_whole_u32"
+    )]
     pub attempts: Option<u32>,
 }
 

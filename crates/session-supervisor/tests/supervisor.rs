@@ -1,0 +1,1830 @@
+//! The supervisor end to end, in memory (`docs/session-supervisor.md`, 10 and 11): real
+//! supervisors on in-process WAHA simulators behind container-pool's in-memory runtime, a
+//! proxy allocator, the quota ledger, one shared chip store, and webhooks verified and
+//! observed through a local HTTP receiver (`support`).
+//!
+//! Every wait polls a condition under a deadline (a broken run fails, it never hangs); no
+//! outcome is decided by a fixed sleep. Secrets are never printed.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use container_pool::{ContainerRuntime, ContainerState, Engine, LabelSelector, labels};
+use session_supervisor::policy::Rate;
+use session_supervisor::{
+    ChangeFilter, ChangeItem, ChangeStream, ChipChangeKind, ChipKey, ChipRecord, ChipSpec,
+    ForeignSessionPolicy, LoginKind, LoginOffer, ParkReason, Phase, PhaseName, PhoneNumber, QrCode,
+    QrFormat, Reason, StepKind, StepOutcome, Supervisor, SupervisorError, Toggle,
+};
+use tenant_isolation::{ChipId, PlanLimits, QuotaLimit, SlotKind, TenantId, TenantStatus};
+use waha_client::{NewSession, SessionConfig, WahaApi};
+use waha_sim::{
+    BootingHealth, BootingStatus, DisconnectReason, Faults, SessionStatus as SimStatus,
+};
+
+use support::*;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers of this file.
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `needle` appears in `hay` in order (not necessarily adjacent).
+fn is_subsequence(needle: &[StepKind], hay: &[StepKind]) -> bool {
+    let mut rest = hay.iter();
+    needle.iter().all(|wanted| rest.any(|step| step == wanted))
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    u64::try_from(
+        at.duration_since(UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_millis(),
+    )
+    .expect("fits")
+}
+
+/// Reads changes until one satisfies `stop` (included in the answer); fails on a gap, a closed
+/// bus or the deadline.
+async fn changes_until(
+    stream: &mut ChangeStream,
+    within: Duration,
+    stop: impl Fn(&ChipChangeKind) -> bool,
+) -> Vec<ChipChangeKind> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut kinds = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(ChangeItem::Change(change))) => {
+                let done = stop(&change.kind);
+                kinds.push(change.kind);
+                if done {
+                    return kinds;
+                }
+            }
+            Ok(Some(ChangeItem::Gap { missed })) => {
+                panic!("the subscriber lagged and missed {missed} changes; seen so far: {kinds:?}")
+            }
+            Ok(None) => panic!("the event bus closed; seen so far: {kinds:?}"),
+            Err(_) => panic!("timed out after {within:?} waiting for a change; seen: {kinds:?}"),
+        }
+    }
+}
+
+/// Polls every chip of `tenants` × `chips` until each has been seen in phase `want` (each is
+/// noted as soon as it is seen: a QR window may run out later). Returns the records as seen.
+async fn wait_all(
+    supervisor: &Supervisor,
+    tenants: &[TenantId],
+    chips: &[ChipId],
+    want: PhaseName,
+    within: Duration,
+) -> BTreeMap<ChipKey, ChipRecord> {
+    let deadline = Instant::now() + within;
+    let mut seen = BTreeMap::new();
+    loop {
+        let mut pending = Vec::new();
+        for t in tenants {
+            for c in chips {
+                let k = key(t, c);
+                if seen.contains_key(&k) {
+                    continue;
+                }
+                match supervisor.get_chip(t, c).await {
+                    Ok(record) if record.observed.phase.name() == want => {
+                        seen.insert(k, record);
+                    }
+                    Ok(record) => pending.push(describe(&record)),
+                    Err(error) => pending.push(format!("{k}: {error}")),
+                }
+            }
+        }
+        if pending.is_empty() {
+            return seen;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {within:?} waiting for every chip to be {want}; still: {pending:#?}"
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Creates a QR chip, waits for its QR window, lets a phone scan it as `digits`, and waits
+/// until it is `Working`.
+async fn working_chip(
+    fleet: &Fleet,
+    supervisor: &Supervisor,
+    tenant: &TenantId,
+    chip: &ChipId,
+    digits: &str,
+) -> ChipRecord {
+    supervisor
+        .create_chip(tenant, chip, ChipSpec::qr())
+        .await
+        .unwrap_or_else(|error| panic!("creating {tenant}/{chip} failed: {error}"));
+    wait_phase(supervisor, tenant, chip, PhaseName::AwaitingLogin, WAIT).await;
+    fleet.scan(tenant, chip, digits).await;
+    let working = wait_phase(supervisor, tenant, chip, PhaseName::Working, WAIT).await;
+    let me = working
+        .observed
+        .me
+        .as_ref()
+        .unwrap_or_else(|| panic!("a working chip knows its account: {}", describe(&working)));
+    assert_eq!(me.id, format!("{digits}@c.us"), "the account that scanned");
+    working
+}
+
+/// Waits until the simulator reports the session as not running any more (stopped, or failed
+/// and left so).
+async fn wait_session_down(control: &waha_sim::SimulatorControl, name: &str) {
+    eventually(
+        WAIT,
+        format!("session {name} stopped by the supervisor"),
+        move || {
+            std::future::ready(
+                matches!(
+                    control.session_status(name),
+                    Some(SimStatus::Stopped | SimStatus::Failed)
+                )
+                .then_some(()),
+            )
+        },
+    )
+    .await;
+}
+
+/// Waits until the tenant holds no running-session slot.
+async fn wait_running_released(fleet: &Fleet, tenant: &TenantId) {
+    eventually(
+        WAIT,
+        format!("tenant {tenant}'s running-session slots released"),
+        move || async move { (fleet.usage(tenant).await.running_sessions == 0).then_some(()) },
+    )
+    .await;
+}
+
+/// The calls the simulator logged about `name` after call number `mark`.
+fn calls_after(
+    control: &waha_sim::SimulatorControl,
+    name: &str,
+    mark: u64,
+) -> Vec<waha_sim::CallRecord> {
+    control
+        .calls_for(name)
+        .into_iter()
+        .filter(|call| call.seq > mark)
+        .collect()
+}
+
+fn show_calls(calls: &[waha_sim::CallRecord]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| format!("#{} {} {} -> {}", c.seq, c.method, c.route, c.status))
+        .collect()
+}
+
+/// Whether a state file under `dir` (searched `depth` levels down) records `session` logged
+/// in (`me` set): the simulator writes its volume asynchronously, a crash loses what is
+/// pending.
+fn persisted_logged_in(dir: &Path, session: &str, depth: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if depth > 0 && persisted_logged_in(&path, session, depth - 1) {
+                return true;
+            }
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        if value.get("name").and_then(|n| n.as_str()) == Some(session)
+            && value.get("me").is_some_and(|me| !me.is_null())
+        {
+            return true;
+        }
+    }
+    false
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. From created to AwaitingLogin to Working.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chip_goes_from_created_to_awaiting_login_then_working() {
+    let fleet = Fleet::builder().tenant("acme").build().await;
+    let replica = fleet.supervisor().await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    let mut changes = replica
+        .subscribe(&acme, ChangeFilter::all())
+        .await
+        .expect("subscribed to acme's changes");
+
+    let created = replica
+        .create_chip(&acme, &sales, ChipSpec::qr())
+        .await
+        .expect("chip created");
+    assert_eq!(created.key, key(&acme, &sales));
+    assert_eq!(
+        created.observed.phase,
+        Phase::Pending,
+        "a new chip is recorded before it is reconciled"
+    );
+
+    let awaiting = wait_phase(&replica, &acme, &sales, PhaseName::AwaitingLogin, WAIT).await;
+    assert!(
+        matches!(
+            awaiting.observed.phase,
+            Phase::AwaitingLogin {
+                method: LoginKind::Qr,
+                ..
+            }
+        ),
+        "a QR chip awaits a QR scan: {}",
+        describe(&awaiting)
+    );
+    assert!(
+        matches!(awaiting.observed.login, Some(LoginOffer::Qr { .. })),
+        "a QR window is on offer: {}",
+        describe(&awaiting)
+    );
+
+    match replica
+        .qr(&acme, &sales, QrFormat::Png)
+        .await
+        .expect("the QR code as a PNG")
+    {
+        QrCode::Png(bytes) => assert!(
+            bytes.starts_with(b"\x89PNG"),
+            "a PNG starts with its magic; got {} bytes",
+            bytes.len()
+        ),
+        QrCode::Raw(_) => panic!("asked for a PNG, got the raw value"),
+    }
+    match replica
+        .qr(&acme, &sales, QrFormat::Raw)
+        .await
+        .expect("the QR code's raw value")
+    {
+        QrCode::Raw(raw) => assert!(!raw.value.is_empty(), "the raw QR value is not empty"),
+        QrCode::Png(_) => panic!("asked for the raw value, got a PNG"),
+    }
+
+    fleet.scan(&acme, &sales, "5511999990001").await;
+    let working = wait_phase(&replica, &acme, &sales, PhaseName::Working, WAIT).await;
+    let me = working
+        .observed
+        .me
+        .as_ref()
+        .unwrap_or_else(|| panic!("a working chip knows its account: {}", describe(&working)));
+    assert_eq!(me.id, "5511999990001@c.us", "the account that scanned");
+    assert_eq!(working.observed.login, None, "the login window closed");
+    assert!(
+        matches!(
+            replica.qr(&acme, &sales, QrFormat::Png).await,
+            Err(SupervisorError::NotReady { .. })
+        ),
+        "no QR code outside a QR window"
+    );
+
+    // The step log: every step's outcome, in order, none failed on a healthy server.
+    let failed: Vec<&StepKind> = working
+        .steps
+        .iter()
+        .filter(|entry| entry.outcome != StepOutcome::Succeeded)
+        .map(|entry| &entry.step)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "no step fails on a healthy server: {}",
+        describe(&working)
+    );
+    let kinds: Vec<StepKind> = working.steps.iter().map(|entry| entry.step).collect();
+    let expected = [
+        StepKind::ReserveRunningSlot,
+        StepKind::PlaceChip,
+        StepKind::EnsureContainer,
+        StepKind::LeaseProxy,
+        StepKind::EnsureSession,
+        StepKind::StartSession,
+        StepKind::Record,
+        StepKind::ConfirmWorking,
+    ];
+    assert!(
+        is_subsequence(&expected, &kinds),
+        "the provisioning steps appear in order ({expected:?}): {}",
+        describe(&working)
+    );
+    assert_eq!(
+        kinds.first(),
+        Some(&StepKind::ReserveRunningSlot),
+        "{}",
+        describe(&working)
+    );
+    assert_eq!(
+        kinds.last(),
+        Some(&StepKind::ConfirmWorking),
+        "{}",
+        describe(&working)
+    );
+    let entries: Vec<_> = working.steps.iter().collect();
+    for pair in entries.windows(2) {
+        assert!(pair[0].seq < pair[1].seq, "step numbers increase");
+        assert!(pair[0].at <= pair[1].at, "step times do not go back");
+    }
+
+    // The changes: Created, then the QR window, then the login.
+    let seen = changes_until(&mut changes, WAIT, |kind| {
+        matches!(kind, ChipChangeKind::LoggedIn { .. })
+    })
+    .await;
+    let position = |wanted: fn(&ChipChangeKind) -> bool| seen.iter().position(wanted);
+    let created_at = position(|k| matches!(k, ChipChangeKind::Created))
+        .unwrap_or_else(|| panic!("a Created change: {seen:?}"));
+    let qr_at = position(|k| matches!(k, ChipChangeKind::QrAvailable { .. }))
+        .unwrap_or_else(|| panic!("a QrAvailable change: {seen:?}"));
+    let logged_in_at = position(|k| matches!(k, ChipChangeKind::LoggedIn { .. }))
+        .unwrap_or_else(|| panic!("a LoggedIn change: {seen:?}"));
+    assert!(
+        created_at < qr_at && qr_at < logged_in_at,
+        "Created, then QrAvailable, then LoggedIn: {seen:?}"
+    );
+    match &seen[logged_in_at] {
+        ChipChangeKind::LoggedIn { me } => assert_eq!(me.id, "5511999990001@c.us"),
+        other => panic!("not a login: {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Pairing code.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_code_flow() {
+    let fleet = Fleet::builder().tenant("acme").build().await;
+    let replica = fleet.supervisor().await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    let phone = PhoneNumber::new("+5511988880001").expect("a valid phone number");
+    replica
+        .create_chip(&acme, &sales, ChipSpec::pairing_code(phone))
+        .await
+        .expect("chip created");
+
+    let awaiting = wait_record(
+        &replica,
+        &acme,
+        &sales,
+        WAIT,
+        "AwaitingLogin { PairingCode }",
+        |record| {
+            matches!(
+                record.observed.phase,
+                Phase::AwaitingLogin {
+                    method: LoginKind::PairingCode,
+                    ..
+                }
+            )
+        },
+    )
+    .await;
+    let code = replica
+        .pairing_code(&acme, &sales)
+        .await
+        .expect("the pairing code is read")
+        .unwrap_or_else(|| panic!("a pairing code is on offer: {}", describe(&awaiting)));
+    assert!(!code.expose_secret().is_empty(), "the code is not empty");
+    assert!(
+        matches!(
+            replica.qr(&acme, &sales, QrFormat::Png).await,
+            Err(SupervisorError::NotReady { .. })
+        ),
+        "a pairing-code chip offers no QR code"
+    );
+
+    let control = fleet.control_for(&acme).await;
+    let name = session(&acme, &sales);
+    let requests = |control: &waha_sim::SimulatorControl| {
+        control
+            .calls_for(&name)
+            .iter()
+            .filter(|call| {
+                call.method == "POST" && call.route == "/api/{session}/auth/request-code"
+            })
+            .count()
+    };
+    assert_eq!(
+        requests(&control),
+        1,
+        "exactly one pairing-code request: {:?}",
+        show_calls(&control.calls_for(&name))
+    );
+
+    // The phone enters the code.
+    fleet.scan(&acme, &sales, "5511988880001").await;
+    let working = wait_phase(&replica, &acme, &sales, PhaseName::Working, WAIT).await;
+    assert_eq!(
+        working.observed.me.as_ref().map(|me| me.id.as_str()),
+        Some("5511988880001@c.us")
+    );
+    assert_eq!(
+        requests(&control),
+        1,
+        "the code was never requested again: {:?}",
+        show_calls(&control.calls_for(&name))
+    );
+    assert!(
+        replica
+            .pairing_code(&acme, &sales)
+            .await
+            .expect("the pairing code is read")
+            .is_none(),
+        "no code on offer once logged in"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Replaced: parked, never reconnected (one pool per engine).
+// ---------------------------------------------------------------------------------------------
+
+async fn replaced_on(engine: Engine) {
+    let fleet = Fleet::builder().tenant("acme").engine(engine).build().await;
+    let replica = fleet.supervisor().await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    working_chip(&fleet, &replica, &acme, &sales, "5511999990002").await;
+
+    let control = fleet.control_for(&acme).await;
+    let name = session(&acme, &sales);
+    let mark = call_mark(&control);
+    control
+        .disconnect(&name, DisconnectReason::ConnectionReplaced)
+        .expect("the disconnect is injected");
+
+    let parked = wait_record(
+        &replica,
+        &acme,
+        &sales,
+        WAIT,
+        "Parked { replaced }",
+        |record| {
+            matches!(
+                record.observed.phase,
+                Phase::Parked {
+                    reason: ParkReason::Replaced,
+                    ..
+                }
+            )
+        },
+    )
+    .await;
+    assert_eq!(
+        parked.observed.last_error.as_ref().map(|e| e.reason),
+        Some(Reason::Replaced),
+        "{engine:?}: {}",
+        describe(&parked)
+    );
+    // The session is stopped (NOWEB and WEBJS would reconnect by themselves) and the running
+    // slot given back.
+    wait_session_down(&control, &name).await;
+    wait_running_released(&fleet, &acme).await;
+
+    let after = calls_after(&control, &name, mark);
+    assert!(
+        !after.iter().any(is_start_or_restart),
+        "{engine:?}: a replaced session is never started or restarted again; calls after the \
+         disconnect: {:?}",
+        show_calls(&after)
+    );
+    assert!(
+        matches!(
+            chip_phase(&replica, &acme, &sales).await,
+            Some(PhaseName::Parked)
+        ),
+        "{engine:?}: the chip stays parked"
+    );
+    assert!(
+        matches!(
+            control.session_status(&name),
+            Some(SimStatus::Stopped | SimStatus::Failed)
+        ),
+        "{engine:?}: the session stays down"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_is_parked_not_reconnected() {
+    replaced_on(Engine::Noweb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_is_parked_not_reconnected_on_gows() {
+    replaced_on(Engine::Gows).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_is_parked_not_reconnected_on_webjs() {
+    replaced_on(Engine::Webjs).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. The other account signals, the QR window, a killed container.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logged_out_starts_a_new_login_window() {
+    let fleet = Fleet::builder().tenant("acme").build().await;
+    let replica = fleet.supervisor().await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    working_chip(&fleet, &replica, &acme, &sales, "5511999990005").await;
+
+    let control = fleet.control_for(&acme).await;
+    let name = session(&acme, &sales);
+    let logged_out_at = SystemTime::now();
+    control
+        .disconnect(&name, DisconnectReason::LoggedOut)
+        .expect("the disconnect is injected");
+
+    let again = wait_record(
+        &replica,
+        &acme,
+        &sales,
+        WAIT,
+        "a new QR login window after the log-out",
+        |record| {
+            matches!(
+                record.observed.phase,
+                Phase::AwaitingLogin { method: LoginKind::Qr, since } if since >= logged_out_at
+            )
+        },
+    )
+    .await;
+    assert!(
+        matches!(again.observed.login, Some(LoginOffer::Qr { .. })),
+        "a QR window is on offer again: {}",
+        describe(&again)
+    );
+    assert!(
+        control.session_me(&name).is_none(),
+        "WAHA forgot the account: the phone must pair again"
+    );
+    match replica
+        .qr(&acme, &sales, QrFormat::Raw)
+        .await
+        .expect("a QR code for the new window")
+    {
+        QrCode::Raw(raw) => assert!(!raw.value.is_empty()),
+        QrCode::Png(_) => panic!("asked for the raw value, got a PNG"),
+    }
+
+    // Another phone pairs: the chip works under the new account.
+    fleet.scan(&acme, &sales, "5511999990006").await;
+    wait_record(
+        &replica,
+        &acme,
+        &sales,
+        WAIT,
+        "Working as the new account",
+        |record| {
+            matches!(record.observed.phase, Phase::Working { .. })
+                && record.observed.me.as_ref().map(|me| me.id.as_str())
+                    == Some("5511999990006@c.us")
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn banned_is_parked() {
+    let fleet = Fleet::builder().tenant("acme").build().await;
+    let replica = fleet.supervisor().await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    working_chip(&fleet, &replica, &acme, &sales, "5511999990007").await;
+
+    let control = fleet.control_for(&acme).await;
+    let name = session(&acme, &sales);
+    let mark = call_mark(&control);
+    control
+        .disconnect(&name, DisconnectReason::Banned)
+        .expect("the disconnect is injected");
+
+    let parked = wait_record(
+        &replica,
+        &acme,
+        &sales,
+        WAIT,
+        "Parked { banned }",
+        |record| {
+            matches!(
+                record.observed.phase,
+                Phase::Parked {
+                    reason: ParkReason::Banned,
+                    ..
+                }
+            )
+        },
+    )
+    .await;
+    assert_eq!(
+        parked.observed.last_error.as_ref().map(|e| e.reason),
+        Some(Reason::Banned),
+        "{}",
+        describe(&parked)
+    );
+    // NOWEB reconnects a 406 by itself: the supervisor stops it and gives the slot back.
+    wait_session_down(&control, &name).await;
+    wait_running_released(&fleet, &acme).await;
+    let after = calls_after(&control, &name, mark);
+    assert!(
+        !after.iter().any(is_start_or_restart),
+        "a banned chip is never restarted by itself: {:?}",
+        show_calls(&after)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_ban_backs_off() {
+    let fleet = Fleet::builder().tenant("acme").build().await;
+    // NOWEB's 402 carries no expiry: the fallback applies (3 s here, no jitter).
+    let config = fleet.config();
+    let fallback = config.policy.temp_ban_fallback;
+    assert_eq!(config.policy.temp_ban_jitter, Duration::ZERO);
+    let replica = fleet.supervisor_with(config).await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    let working = working_chip(&fleet, &replica, &acme, &sales, "5511999990008").await;
+    let me = working.observed.me.clone();
+
+    let control = fleet.control_for(&acme).await;
+    let name = session(&acme, &sales);
+    let mark = call_mark(&control);
+    let banned_at = SystemTime::now();
+    control
+        .disconnect(&name, DisconnectReason::TemporaryBan)
+        .expect("the disconnect is injected");
+
+    let backing_off = wait_record(
+        &replica,
+        &acme,
+        &sales,
+        WAIT,
+        "BackingOff { temporarily_banned }",
+        |record| {
+            matches!(
+                record.observed.phase,
+                Phase::BackingOff {
+                    reason: Reason::TemporarilyBanned,
+                    ..
+                }
+            )
+        },
+    )
+    .await;
+    let next_try = backing_off
+        .observed
+        .phase
+        .next_try()
+        .expect("a backing-off chip has a next try");
+    assert!(
+        next_try >= banned_at + fallback,
+        "the ban is waited out: next try {next_try:?} is at least {fallback:?} after the ban"
+    );
+
+    // The session does not run during the ban (NOWEB would reconnect at once).
+    wait_session_down(&control, &name).await;
+    if SystemTime::now() + Duration::from_millis(200) < next_try {
+        assert!(
+            matches!(
+                chip_phase(&replica, &acme, &sales).await,
+                Some(PhaseName::BackingOff)
+            ),
+            "the chip keeps backing off until the ban's end"
+        );
+    }
+
+    // After the expiry it comes back, logged in as before (no new scan).
+    let back = wait_record(
+        &replica,
+        &acme,
+        &sales,
+        WAIT,
+        "Working after the ban",
+        |record| matches!(record.observed.phase, Phase::Working { since } if since >= next_try),
+    )
+    .await;
+    assert_eq!(back.observed.me, me, "the login survived the ban");
+    let next_try_ms = unix_ms(next_try);
+    let early: Vec<_> = calls_after(&control, &name, mark)
+        .into_iter()
+        .filter(|call| is_start_or_restart(call) && call.at_ms + 5 < next_try_ms)
+        .collect();
+    assert!(
+        early.is_empty(),
+        "nothing restarts the session before the ban ends: {:?}",
+        show_calls(&early)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qr_window_expiry_waits_for_the_host() {
+    // Time scale 0.01: WAHA's 160 s QR window (60 s, then 5 × 20 s) lasts 1.6 s.
+    let fleet = Fleet::builder()
+        .tenant("acme")
+        .time_scale(0.01)
+        .build()
+        .await;
+    let replica = fleet.supervisor().await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    replica
+        .create_chip(&acme, &sales, ChipSpec::qr())
+        .await
+        .expect("chip created");
+    wait_phase(&replica, &acme, &sales, PhaseName::AwaitingLogin, WAIT).await;
+
+    // Nobody scans.
+    let expired = wait_phase(&replica, &acme, &sales, PhaseName::LoginExpired, WAIT).await;
+    let Phase::LoginExpired {
+        since: expired_since,
+    } = expired.observed.phase
+    else {
+        unreachable!("waited for LoginExpired");
+    };
+    let control = fleet.control_for(&acme).await;
+    let name = session(&acme, &sales);
+    eventually(WAIT, format!("{name} stopped after its QR window"), || {
+        std::future::ready(
+            (control.session_status(&name) == Some(SimStatus::Stopped)).then_some(()),
+        )
+    })
+    .await;
+    wait_running_released(&fleet, &acme).await;
+    assert!(
+        matches!(
+            replica.qr(&acme, &sales, QrFormat::Png).await,
+            Err(SupervisorError::NotReady { .. })
+        ),
+        "no QR code once the window ran out"
+    );
+    assert!(
+        matches!(
+            chip_phase(&replica, &acme, &sales).await,
+            Some(PhaseName::LoginExpired)
+        ),
+        "the chip waits for the host"
+    );
+
+    // The host starts it: a new window opens.
+    replica
+        .start_chip(&acme, &sales)
+        .await
+        .expect("start accepted");
+    let reopened = wait_record(
+        &replica,
+        &acme,
+        &sales,
+        WAIT,
+        "a new login window",
+        |record| {
+            matches!(
+                record.observed.phase,
+                Phase::AwaitingLogin { method: LoginKind::Qr, since } if since > expired_since
+            )
+        },
+    )
+    .await;
+    assert!(
+        reopened.observed.running_slot,
+        "the new window holds a running slot again: {}",
+        describe(&reopened)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_container_comes_back_working_without_a_qr() {
+    // Volumes are on (the fleet's default): the simulator keeps each volume's sessions in its
+    // own state directory, so a container re-created on the volume finds the login.
+    let fleet = Fleet::builder().tenant("acme").build().await;
+    let replica = fleet.supervisor().await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    let working = working_chip(&fleet, &replica, &acme, &sales, "5511999990004").await;
+    let me = working.observed.me.clone().expect("logged in");
+    let name = session(&acme, &sales);
+
+    // The simulator writes its state within ~10 ms; a crash loses what is pending. Wait until
+    // the login is on the volume, as it would be on a real one long before a crash.
+    let root = fleet.launcher.state_root().to_path_buf();
+    eventually(
+        WAIT,
+        format!("{name}'s login written to its volume"),
+        || std::future::ready(persisted_logged_in(&root, &name, 3).then_some(())),
+    )
+    .await;
+
+    let old = fleet
+        .running_container(&acme, 0)
+        .await
+        .expect("the tenant's container runs");
+    let control = fleet.launcher.control(&old.name).expect("its simulator");
+    // The process dies abruptly ...
+    control.crash();
+    // ... and the runtime sees the exit (the in-memory runtime cannot notice a dead
+    // in-process server by itself: `kill` is how it learns, as Docker learns of an exit).
+    fleet
+        .runtime
+        .kill(&old.id, 137)
+        .await
+        .expect("the runtime records the death");
+
+    let back = wait_record(
+        &replica,
+        &acme,
+        &sales,
+        WAIT,
+        "Working again on a re-created container",
+        |record| {
+            matches!(record.observed.phase, Phase::Working { .. })
+                && record
+                    .observed
+                    .container
+                    .as_ref()
+                    .is_some_and(|container| container.id != old.id)
+        },
+    )
+    .await;
+    assert_eq!(
+        back.observed.me.as_ref(),
+        Some(&me),
+        "the same account, without a new scan"
+    );
+    let new = fleet
+        .running_container(&acme, 0)
+        .await
+        .expect("a new container runs");
+    assert_ne!(new.id, old.id, "the container was re-created");
+    assert_eq!(
+        new.name, old.name,
+        "under the same name (same slot, same volume)"
+    );
+    assert_eq!(
+        fleet.containers_per_slot(&acme).await,
+        BTreeMap::from([("0".to_owned(), 1)]),
+        "one container for the slot"
+    );
+    let control = fleet.control_for(&acme).await;
+    assert_eq!(control.session_status(&name), Some(SimStatus::Working));
+    assert_eq!(
+        control.session_me(&name).map(|m| m.id),
+        Some(me.id.clone()),
+        "WAHA restored the login from the volume"
+    );
+    let logouts: Vec<_> = control
+        .calls_for(&name)
+        .into_iter()
+        .filter(|call| call.route == "/api/sessions/{session}/logout")
+        .collect();
+    assert!(
+        logouts.is_empty(),
+        "the login was kept: {:?}",
+        show_calls(&logouts)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. A supervisor dropped mid-provision, rebuilt on the same store.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_dropped_mid_provision_is_rebuilt_without_duplicates() {
+    // Each container refuses connections for its first 20 s of simulated time (1 s here), so
+    // the chips are certainly still provisioning when the first supervisor goes.
+    let fleet = Fleet::builder()
+        .tenant("acme")
+        .faults(Faults::none().with_startup_delay(secs(20)))
+        .build()
+        .await;
+    let acme = tenant("acme");
+    let chips = [chip("sales-1"), chip("sales-2")];
+    let mut config = fleet.config();
+    // In-flight steps are dropped at shutdown, not finished.
+    config.shutdown_grace = ms(10);
+    let first = fleet.supervisor_with(config).await;
+    for c in &chips {
+        first
+            .create_chip(&acme, c, ChipSpec::qr())
+            .await
+            .expect("chip created");
+    }
+    for c in &chips {
+        wait_phase(&first, &acme, c, PhaseName::Provisioning, WAIT).await;
+    }
+    let mut leases_before = Vec::new();
+    for c in &chips {
+        leases_before.push(fleet.lease(&acme, c).await);
+    }
+
+    let report = first.shutdown().await;
+    assert_eq!(
+        report.released_tenants, 1,
+        "the first supervisor owned acme: {report}"
+    );
+    for record in fleet.records(&acme).await {
+        assert!(
+            !matches!(
+                record.observed.phase,
+                Phase::AwaitingLogin { .. } | Phase::Working { .. }
+            ),
+            "precondition: dropped mid-provision, not after: {}",
+            describe(&record)
+        );
+    }
+
+    let second = fleet.supervisor().await;
+    wait_all(
+        &second,
+        std::slice::from_ref(&acme),
+        &chips,
+        PhaseName::AwaitingLogin,
+        WAIT,
+    )
+    .await;
+
+    assert_eq!(
+        fleet.containers_per_slot(&acme).await,
+        BTreeMap::from([("0".to_owned(), 1)]),
+        "one container per slot"
+    );
+    for (c, before) in chips.iter().zip(&leases_before) {
+        let lease = fleet
+            .lease(&acme, c)
+            .await
+            .unwrap_or_else(|| panic!("{c} holds a proxy lease"));
+        assert_eq!(
+            lease.generation, 1,
+            "{c}: the first lease, never allocated twice"
+        );
+        if let Some(before) = before {
+            assert_eq!(
+                (&lease.endpoint, lease.generation),
+                (&before.endpoint, before.generation),
+                "{c}: the lease is unchanged by the drop"
+            );
+        }
+    }
+    let usage = fleet.usage(&acme).await;
+    assert_eq!(usage.chips, 2, "two chip slots");
+    assert_eq!(usage.running_sessions, 2, "two running slots");
+    assert_eq!(fleet.records(&acme).await.len(), 2, "two records");
+    let control = fleet.control_for(&acme).await;
+    for c in &chips {
+        let name = session(&acme, c);
+        assert_eq!(
+            creates_answered_201(&control, &name),
+            1,
+            "{name} was created once: {:?}",
+            show_calls(&control.calls_for(&name))
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Fifty concurrent creates of one id.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_creates_of_one_id_make_one_chip() {
+    let fleet = Fleet::builder()
+        .tenant_with_limits("acme", PlanLimits::new(2, 2, 1_000))
+        .build()
+        .await;
+    // The API alone: nothing needs to run for admission and records.
+    let supervisor = fleet.build_supervisor(fleet.config(), None);
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+
+    let mut creates = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let supervisor = supervisor.clone();
+        let (t, c) = (acme.clone(), sales.clone());
+        creates.spawn(async move { supervisor.create_chip(&t, &c, ChipSpec::qr()).await });
+    }
+    let mut keys = BTreeSet::new();
+    let mut answered = 0;
+    while let Some(joined) = creates.join_next().await {
+        let record = joined
+            .expect("the task ran")
+            .unwrap_or_else(|error| panic!("a repeated create of the same spec succeeds: {error}"));
+        keys.insert(record.key);
+        answered += 1;
+    }
+    assert_eq!(answered, 50);
+    assert_eq!(keys, BTreeSet::from([key(&acme, &sales)]), "one chip");
+    assert_eq!(fleet.records(&acme).await.len(), 1, "one record");
+    assert_eq!(fleet.usage(&acme).await.chips, 1, "one chip slot");
+    assert_eq!(
+        fleet
+            .quota
+            .holders(&acme, SlotKind::Chip)
+            .await
+            .expect("holders"),
+        vec![sales.clone()]
+    );
+
+    // The same id with another spec.
+    let mut other = ChipSpec::qr();
+    other
+        .host_labels
+        .insert("team".to_owned(), "support".to_owned());
+    match supervisor.create_chip(&acme, &sales, other).await {
+        Err(SupervisorError::ChipConflict { existing, .. }) => {
+            assert_eq!(
+                *existing,
+                ChipSpec::qr(),
+                "the conflict names the existing spec"
+            );
+        }
+        Ok(record) => panic!("another spec must conflict, got {}", describe(&record)),
+        Err(error) => panic!("expected ChipConflict, got {error}"),
+    }
+
+    // A second chip fits the plan of two; a third does not.
+    supervisor
+        .create_chip(&acme, &chip("sales-2"), ChipSpec::qr())
+        .await
+        .expect("the second chip fits the plan");
+    match supervisor
+        .create_chip(&acme, &chip("sales-3"), ChipSpec::qr())
+        .await
+    {
+        Err(SupervisorError::QuotaExceeded {
+            limit: QuotaLimit::MaxChips,
+            max,
+            in_use,
+            ..
+        }) => {
+            assert_eq!((max, in_use), (2, 2), "the refusal names the plan");
+        }
+        Ok(record) => panic!("a third chip must be refused, got {}", describe(&record)),
+        Err(error) => panic!("expected QuotaExceeded(max_chips), got {error}"),
+    }
+    assert_eq!(
+        fleet.records(&acme).await.len(),
+        2,
+        "no record for the refused chip"
+    );
+    assert_eq!(fleet.usage(&acme).await.chips, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Deleted mid-provision.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chip_deleted_mid_provision_leaves_nothing_behind() {
+    let fleet = Fleet::builder().tenant("acme").tenant("beta").build().await;
+    let replica = fleet.supervisor().await;
+    let (acme, beta) = (tenant("acme"), tenant("beta"));
+    let doomed = chip("doomed");
+    let keeper = chip("keeper");
+
+    // The other tenant's chip, working.
+    let kept = working_chip(&fleet, &replica, &beta, &keeper, "5511999990003").await;
+
+    let mut changes = replica
+        .subscribe(&acme, ChangeFilter::chips([doomed.clone()]))
+        .await
+        .expect("subscribed");
+    replica
+        .create_chip(&acme, &doomed, ChipSpec::qr())
+        .await
+        .expect("chip created");
+    wait_record(
+        &replica,
+        &acme,
+        &doomed,
+        WAIT,
+        "provisioning begun",
+        |record| record.observed.phase != Phase::Pending,
+    )
+    .await;
+    replica
+        .delete_chip(&acme, &doomed)
+        .await
+        .expect("delete accepted");
+
+    changes_until(&mut changes, WAIT, |kind| {
+        matches!(kind, ChipChangeKind::Deleted)
+    })
+    .await;
+    assert!(
+        matches!(
+            replica.get_chip(&acme, &doomed).await,
+            Err(SupervisorError::ChipNotFound { .. })
+        ),
+        "the record is gone"
+    );
+
+    // Nothing left behind.
+    let name = session(&acme, &doomed);
+    if let Some(container) = fleet.running_container(&acme, 0).await
+        && let Some(control) = fleet.launcher.control(&container.name)
+    {
+        assert_eq!(
+            control.session_status(&name),
+            None,
+            "no session {name} in WAHA"
+        );
+    }
+    assert!(
+        fleet.lease(&acme, &doomed).await.is_none(),
+        "no proxy lease"
+    );
+    let usage = fleet.usage(&acme).await;
+    assert_eq!(
+        (usage.chips, usage.running_sessions),
+        (0, 0),
+        "no quota slot"
+    );
+    assert!(
+        fleet
+            .quota
+            .holders(&acme, SlotKind::Chip)
+            .await
+            .expect("holders")
+            .is_empty(),
+        "no chip-slot holder"
+    );
+    assert!(fleet.records(&acme).await.is_empty(), "no record");
+
+    // The other tenant is untouched.
+    let after = replica
+        .get_chip(&beta, &keeper)
+        .await
+        .expect("the other tenant's chip exists");
+    assert!(
+        matches!(after.observed.phase, Phase::Working { .. }),
+        "{}",
+        describe(&after)
+    );
+    assert_eq!(after.observed.me, kept.observed.me);
+    assert!(
+        fleet.lease(&beta, &keeper).await.is_some(),
+        "its lease stays"
+    );
+    assert_eq!(fleet.usage(&beta).await.chips, 1, "its slot stays");
+    assert_eq!(
+        fleet
+            .control_for(&beta)
+            .await
+            .session_status(&session(&beta, &keeper)),
+        Some(SimStatus::Working),
+        "its session keeps working"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Offboarding.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboarding_leaves_nothing_behind() {
+    let fleet = Fleet::builder().tenant("acme").tenant("beta").build().await;
+    let replica = fleet.supervisor().await;
+    let (acme, beta) = (tenant("acme"), tenant("beta"));
+    let (a1, a2, b1) = (chip("sales-1"), chip("sales-2"), chip("support-1"));
+
+    working_chip(&fleet, &replica, &acme, &a1, "5511999990011").await;
+    replica
+        .create_chip(&acme, &a2, ChipSpec::qr())
+        .await
+        .expect("chip created");
+    wait_phase(&replica, &acme, &a2, PhaseName::AwaitingLogin, WAIT).await;
+    let kept = working_chip(&fleet, &replica, &beta, &b1, "5511999990012").await;
+    let acme_containers: Vec<String> = fleet
+        .containers(&acme)
+        .await
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert!(
+        !acme_containers.is_empty(),
+        "precondition: acme has a container"
+    );
+
+    let _report = replica
+        .offboard_tenant(&acme, Duration::from_secs(30))
+        .await
+        .expect("offboarding succeeds");
+
+    // The world, not the report: nothing of acme is left.
+    assert!(fleet.containers(&acme).await.is_empty(), "no container");
+    let volumes = fleet
+        .runtime
+        .list_volumes(&LabelSelector::new(labels::TENANT, acme.as_str()))
+        .await
+        .expect("volumes listed");
+    assert!(
+        volumes.is_empty(),
+        "no volume: {:?}",
+        volumes.iter().map(|v| &v.name).collect::<Vec<_>>()
+    );
+    let running = fleet.launcher.running();
+    assert!(
+        acme_containers.iter().all(|name| !running.contains(name)),
+        "no simulator of acme runs"
+    );
+    for c in [&a1, &a2] {
+        assert!(fleet.lease(&acme, c).await.is_none(), "{c}: no proxy lease");
+        assert!(
+            matches!(
+                replica.get_chip(&acme, c).await,
+                Err(SupervisorError::ChipNotFound { .. })
+            ),
+            "{c}: no record"
+        );
+    }
+    let usage = fleet.usage(&acme).await;
+    assert_eq!(
+        (usage.chips, usage.running_sessions),
+        (0, 0),
+        "no quota slot"
+    );
+    assert!(
+        fleet.records(&acme).await.is_empty(),
+        "the store holds none"
+    );
+    assert!(
+        replica
+            .list_chips(&acme, None, 100)
+            .await
+            .expect("listed")
+            .is_empty()
+    );
+
+    // Running it again is safe.
+    replica
+        .offboard_tenant(&acme, Duration::from_secs(30))
+        .await
+        .expect("offboarding again is safe");
+
+    // The other tenant is untouched.
+    let after = replica
+        .get_chip(&beta, &b1)
+        .await
+        .expect("beta's chip exists");
+    assert!(
+        matches!(after.observed.phase, Phase::Working { .. }),
+        "{}",
+        describe(&after)
+    );
+    assert_eq!(after.observed.me, kept.observed.me);
+    assert!(fleet.lease(&beta, &b1).await.is_some());
+    assert!(fleet.running_container(&beta, 0).await.is_some());
+    assert_eq!(
+        fleet
+            .control_for(&beta)
+            .await
+            .session_status(&session(&beta, &b1)),
+        Some(SimStatus::Working)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Seed report 000: booting longer than a step's deadline.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn booting_longer_than_a_step_deadline_still_provisions() {
+    // `/health` answers 200 while session calls answer 400, for 3 s of wall-clock time after
+    // each container starts: longer than a step may take (startup deadline 1 s, step 2 s).
+    let scale = 0.05;
+    let booting = secs(3);
+    let fleet = Fleet::builder()
+        .tenant("acme")
+        .tenant("beta")
+        .time_scale(scale)
+        .startup_deadline(secs(1))
+        .faults(
+            Faults::none()
+                .with_booting(booting.div_f64(scale), BootingStatus::BadRequest)
+                .with_booting_health(BootingHealth::Ok),
+        )
+        .build()
+        .await;
+    let config = fleet.config();
+    assert!(
+        config.step_timeout < booting,
+        "precondition: the booting window outlasts a step's deadline"
+    );
+    let replica = fleet.supervisor_with(config).await;
+    let tenants = [tenant("acme"), tenant("beta")];
+    let chips = [chip("sales-1"), chip("sales-2")];
+    for t in &tenants {
+        for c in &chips {
+            replica
+                .create_chip(t, c, ChipSpec::qr())
+                .await
+                .expect("chip created");
+        }
+    }
+
+    let seen = wait_all(&replica, &tenants, &chips, PhaseName::AwaitingLogin, WAIT).await;
+    assert_eq!(seen.len(), 4, "4 of 4 chips reach their QR window");
+    for record in seen.values() {
+        // While WAHA boots, the session read fails and the chip re-reads after
+        // `reread_after` (no step is taken on a world it could not read); the step that
+        // creates the session succeeds once WAHA answers.
+        assert!(
+            record
+                .steps
+                .iter()
+                .any(|e| e.step == StepKind::EnsureSession && e.outcome == StepOutcome::Succeeded),
+            "the session was ensured: {}",
+            describe(record)
+        );
+        assert!(
+            !matches!(record.observed.phase, Phase::Parked { .. }),
+            "booting never parks"
+        );
+    }
+    // The supervisor waited the boot out: nothing reached WAHA's session routes as a
+    // mutation before WAHA answered (the session reads are refused with 400 meanwhile and
+    // re-read), so every create was accepted at once, and each chip opened its QR window
+    // only after the booting window, which outlasts a step's deadline.
+    for t in &tenants {
+        let control = fleet.control_for(t).await;
+        let calls = control.calls();
+        assert!(
+            calls
+                .iter()
+                .filter(|call| call.is_create())
+                .all(|call| call.status == 201),
+            "{t}: every create was accepted: {:?}",
+            show_calls(&calls)
+        );
+    }
+    for record in seen.values() {
+        let Phase::AwaitingLogin { since, .. } = record.observed.phase else {
+            unreachable!("waited for AwaitingLogin");
+        };
+        let waited = since.duration_since(record.created_at).unwrap_or_default();
+        assert!(
+            waited >= booting.mul_f64(0.8),
+            "the QR window opened after the boot ({waited:?} after creation, boot {booting:?})"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Stale sessions in a reused volume.
+// ---------------------------------------------------------------------------------------------
+
+/// Pre-fills the tenant's container with `default`, `chip_test_1` and a chipfleet name no chip
+/// owns, then runs a supervisor with `policy` and one chip, and sweeps. Returns the sessions
+/// left, the sweep's report and the chip's session name.
+async fn sweep_with(
+    policy: ForeignSessionPolicy,
+) -> (
+    Vec<String>,
+    session_supervisor::SessionSweep,
+    String,
+    String,
+) {
+    let fleet = Fleet::builder().tenant("acme").build().await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    let own = session(&acme, &sales);
+    let unowned = session(&acme, &chip("ghost-chip"));
+
+    // The reused volume: sessions left by an earlier life of the container.
+    let waha = fleet.waha_for(&acme).await;
+    for name in ["default", "chip_test_1", unowned.as_str()] {
+        waha.create_session(&NewSession::new(name, SessionConfig::default()))
+            .await
+            .unwrap_or_else(|error| panic!("pre-creating {name} failed: {error}"));
+    }
+    assert_eq!(fleet.session_names(&acme).await.len(), 3, "precondition");
+
+    let mut config = fleet.config();
+    config.foreign_sessions = policy;
+    let replica = fleet.supervisor_with(config).await;
+    replica
+        .create_chip(&acme, &sales, ChipSpec::qr())
+        .await
+        .expect("chip created");
+    wait_phase(&replica, &acme, &sales, PhaseName::AwaitingLogin, WAIT).await;
+    let sweep = replica
+        .sweep_stale_sessions(&acme)
+        .await
+        .expect("the replica owns acme");
+    assert!(
+        sweep.kept.contains(&own),
+        "the chip's own session is kept: {sweep:?}"
+    );
+
+    let expected: Vec<String> = match policy {
+        ForeignSessionPolicy::Remove => vec![own.clone()],
+        _ => {
+            let mut names = vec![own.clone(), "chip_test_1".to_owned(), "default".to_owned()];
+            names.sort();
+            names
+        }
+    };
+    let (f, t, e) = (&fleet, &acme, &expected);
+    let left = eventually(
+        WAIT,
+        format!("the sessions left to be {expected:?}"),
+        move || async move {
+            let names = f.session_names(t).await;
+            (names == *e).then_some(names)
+        },
+    )
+    .await;
+    (left, sweep, own, unowned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_sessions_in_a_reused_volume_are_removed() {
+    let (left, sweep, own, unowned) = sweep_with(ForeignSessionPolicy::Remove).await;
+    assert_eq!(left, vec![own], "only the chip's session remains");
+    assert!(!left.contains(&unowned));
+    assert!(
+        sweep.kept_foreign.is_empty(),
+        "nothing foreign is kept: {sweep:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_sessions_keep_policy_leaves_foreign_names() {
+    let (left, sweep, own, unowned) = sweep_with(ForeignSessionPolicy::Keep).await;
+    assert!(left.contains(&own), "the chip's session remains: {left:?}");
+    assert!(left.contains(&"default".to_owned()) && left.contains(&"chip_test_1".to_owned()));
+    assert!(
+        !left.contains(&unowned),
+        "a chipfleet name no chip owns is always removed: {left:?}"
+    );
+    let mut kept = sweep.kept_foreign.clone();
+    kept.sort();
+    assert_eq!(
+        kept,
+        vec!["chip_test_1".to_owned(), "default".to_owned()],
+        "the sweep reports what it kept: {sweep:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. A reconnect storm.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm_is_bounded() {
+    const PER_TENANT: usize = 10;
+    let plan = PlanLimits::new(10, 10, 1_000);
+    // Time scale 0.1: QR windows of 16 s leave time to scan 20 chips.
+    let fleet = Fleet::builder()
+        .tenant_with_limits("acme", plan)
+        .tenant_with_limits("beta", plan)
+        .time_scale(0.1)
+        .build()
+        .await;
+    let budget = Rate::per_minute(60, 3);
+    let mut config = fleet.config();
+    config.tenant_restart_budget = budget;
+    let replica = fleet.supervisor_with(config).await;
+    let tenants = [tenant("acme"), tenant("beta")];
+    let chips: Vec<ChipId> = (0..PER_TENANT)
+        .map(|n| chip(&format!("chip-{n}")))
+        .collect();
+    for t in &tenants {
+        for c in &chips {
+            replica
+                .create_chip(t, c, ChipSpec::qr())
+                .await
+                .expect("chip created");
+        }
+    }
+    for (i, t) in tenants.iter().enumerate() {
+        for (j, c) in chips.iter().enumerate() {
+            fleet.scan(t, c, &format!("55119990{i}{j:04}")).await;
+        }
+    }
+    wait_all(&replica, &tenants, &chips, PhaseName::Working, WAIT * 2).await;
+
+    let controls = [
+        fleet.control_for(&tenants[0]).await,
+        fleet.control_for(&tenants[1]).await,
+    ];
+    let marks: Vec<u64> = controls.iter().map(call_mark).collect();
+    let storm_ms = unix_ms(SystemTime::now());
+    // Every session fails at once, with no word from the engine (it stays FAILED until
+    // restarted: no self-heal hides the supervisor's restarts).
+    for (t, control) in tenants.iter().zip(&controls) {
+        for c in &chips {
+            control
+                .fail(&session(t, c))
+                .expect("the failure is injected");
+        }
+    }
+
+    // Everyone comes back.
+    let (ts, cs, ctl) = (&tenants, &chips, &controls);
+    eventually(secs(60), "every session WORKING again", move || {
+        let all = ts.iter().zip(ctl).all(|(t, control)| {
+            cs.iter()
+                .all(|c| control.session_status(&session(t, c)) == Some(SimStatus::Working))
+        });
+        std::future::ready(all.then_some(()))
+    })
+    .await;
+    wait_all(&replica, &tenants, &chips, PhaseName::Working, WAIT).await;
+
+    // Restarts never outran the tenant's budget: by any time t, at most burst + (t − t0) /
+    // every of them (+1 for rounding).
+    let every_ms = u64::try_from(budget.every.as_millis()).expect("fits");
+    for ((t, control), mark) in tenants.iter().zip(&controls).zip(&marks) {
+        let restarts: Vec<waha_sim::CallRecord> = control
+            .calls()
+            .into_iter()
+            .filter(|call| call.seq > *mark && is_start_or_restart(call))
+            .collect();
+        for c in &chips {
+            let name = session(t, c);
+            assert!(
+                restarts
+                    .iter()
+                    .any(|call| call.session.as_deref() == Some(name.as_str())),
+                "{name} was restarted by the supervisor: {:?}",
+                show_calls(&restarts)
+            );
+        }
+        let mut times: Vec<u64> = restarts.iter().map(|call| call.at_ms).collect();
+        times.sort_unstable();
+        for (n, at) in times.iter().enumerate() {
+            let elapsed = at.saturating_sub(storm_ms);
+            let allowed = u64::from(budget.burst) + elapsed / every_ms + 1;
+            assert!(
+                (n as u64) < allowed,
+                "tenant {t}: restart #{} at +{elapsed} ms exceeds the budget (burst {}, one \
+                 every {:?}): at most {allowed} by then; all at +ms: {:?}",
+                n + 1,
+                budget.burst,
+                budget.every,
+                times
+                    .iter()
+                    .map(|x| x.saturating_sub(storm_ms))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. Two supervisors on one store.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_supervisors_share_one_store_and_one_owns_each_tenant() {
+    // Time scale 0.1: QR windows of 16 s outlast the takeover.
+    let fleet = Fleet::builder()
+        .tenant("one")
+        .tenant("two")
+        .time_scale(0.1)
+        .build()
+        .await;
+    let a = fleet.supervisor_owned(fleet.config(), "replica-a").await;
+    let b = fleet.supervisor_owned(fleet.config(), "replica-b").await;
+    let (one, two) = (tenant("one"), tenant("two"));
+    let sales = chip("sales-1");
+    a.create_chip(&one, &sales, ChipSpec::qr())
+        .await
+        .expect("created through a");
+    b.create_chip(&two, &sales, ChipSpec::qr())
+        .await
+        .expect("created through b");
+    // Any replica reads every chip.
+    wait_phase(&b, &one, &sales, PhaseName::AwaitingLogin, WAIT).await;
+    wait_phase(&a, &two, &sales, PhaseName::AwaitingLogin, WAIT).await;
+
+    let owned_a: BTreeSet<TenantId> = a.owned_tenants().into_iter().collect();
+    let owned_b: BTreeSet<TenantId> = b.owned_tenants().into_iter().collect();
+    assert!(
+        owned_a.is_disjoint(&owned_b),
+        "a tenant has one owner: a {owned_a:?}, b {owned_b:?}"
+    );
+    let all: BTreeSet<TenantId> = owned_a.union(&owned_b).cloned().collect();
+    assert!(
+        all.contains(&one) && all.contains(&two),
+        "every tenant with chips is owned: a {owned_a:?}, b {owned_b:?}"
+    );
+
+    let (owner, other) = if owned_a.contains(&one) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let before = replica_record(&other, &one, &sales).await;
+    let token_before = before
+        .steps
+        .iter()
+        .map(|entry| entry.owner_token)
+        .max()
+        .expect("steps were taken");
+
+    let report = owner.shutdown().await;
+    assert!(
+        report.released_tenants >= 1,
+        "the owner released its tenants: {report}"
+    );
+    let (o, t1, t2) = (&other, &one, &two);
+    eventually(
+        WAIT,
+        "the other replica takes both tenants over",
+        move || {
+            let owned = o.owned_tenants();
+            std::future::ready((owned.contains(t1) && owned.contains(t2)).then_some(()))
+        },
+    )
+    .await;
+
+    // The chip keeps progressing under its new owner.
+    fleet.scan(&one, &sales, "5511999990010").await;
+    let working = wait_phase(&other, &one, &sales, PhaseName::Working, WAIT).await;
+    let confirm = working
+        .steps
+        .iter()
+        .rev()
+        .find(|entry| entry.step == StepKind::ConfirmWorking)
+        .unwrap_or_else(|| panic!("the login was confirmed: {}", describe(&working)));
+    assert!(
+        confirm.owner_token > token_before,
+        "the new owner acted under a newer fencing token ({} > {token_before})",
+        confirm.owner_token
+    );
+    assert!(other.is_running());
+}
+
+async fn replica_record(supervisor: &Supervisor, tenant: &TenantId, chip: &ChipId) -> ChipRecord {
+    supervisor
+        .get_chip(tenant, chip)
+        .await
+        .unwrap_or_else(|error| panic!("{tenant}/{chip}: {error}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. run() starts every monitor.
+// ---------------------------------------------------------------------------------------------
+
+/// Makes `idle` a tenant with a running container and no chip, and `ghost` a deleted tenant
+/// whose container is still there (an orphan).
+async fn idle_and_orphan(fleet: &Fleet, idle: &TenantId, ghost: &TenantId) {
+    fleet.endpoint(idle).await;
+    fleet.endpoint(ghost).await;
+    fleet
+        .directory
+        .set_status(ghost, TenantStatus::Deleted)
+        .await
+        .expect("the tenant is deleted");
+    assert!(
+        !fleet.containers(ghost).await.is_empty(),
+        "precondition: an orphan"
+    );
+}
+
+async fn wait_reaped(fleet: &Fleet, idle: &TenantId) {
+    eventually(
+        WAIT,
+        format!("{idle}'s idle container reaped"),
+        move || async move {
+            let containers = fleet.containers(idle).await;
+            containers
+                .iter()
+                .all(|c| c.state != ContainerState::Running)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_starts_every_monitor() {
+    let fleet = Fleet::builder()
+        .tenant("acme")
+        .tenant("idle")
+        .tenant("ghost")
+        .idle_ttl(secs(1))
+        .build()
+        .await;
+    let (acme, idle, ghost) = (tenant("acme"), tenant("idle"), tenant("ghost"));
+    idle_and_orphan(&fleet, &idle, &ghost).await;
+    // A stale session in acme's container, and a chip slot reserved by a create that never
+    // recorded its chip.
+    fleet
+        .waha_for(&acme)
+        .await
+        .create_session(&NewSession::new("chip_test_1", SessionConfig::default()))
+        .await
+        .expect("stale session pre-created");
+    let phantom = chip("phantom");
+    let _reservation = fleet
+        .quota
+        .reserve(&acme, SlotKind::Chip, &phantom)
+        .await
+        .expect("an orphaned reservation");
+
+    let mut config = fleet.config();
+    config.monitor_intervals.idle_reaping = ms(200);
+    config.monitor_intervals.sweeps = ms(200);
+    config.monitor_intervals.orphan_reservation_age = ms(500);
+    let replica = fleet.supervisor_with(config).await;
+    let sales = chip("sales-1");
+    replica
+        .create_chip(&acme, &sales, ChipSpec::qr())
+        .await
+        .expect("chip created");
+    wait_phase(&replica, &acme, &sales, PhaseName::AwaitingLogin, WAIT).await;
+
+    // The orphan-container sweep.
+    let (f, g, a, s) = (&fleet, &ghost, &acme, &sales);
+    eventually(WAIT, "the orphaned container swept", move || async move {
+        f.containers(g).await.is_empty().then_some(())
+    })
+    .await;
+    // Idle reaping.
+    wait_reaped(&fleet, &idle).await;
+    assert!(
+        !fleet.containers(&idle).await.is_empty(),
+        "idle reaping stops the container (the default action), it does not remove it"
+    );
+    // The stale-session sweep.
+    let own = session(&acme, &sales);
+    let own = own.as_str();
+    eventually(WAIT, "the stale session removed", move || async move {
+        let names = f.session_names(a).await;
+        (!names.iter().any(|n| n == "chip_test_1") && names.iter().any(|n| n == own)).then_some(())
+    })
+    .await;
+    // Orphaned reservations.
+    eventually(
+        WAIT,
+        "the orphaned chip slot released",
+        move || async move {
+            let holders = f.quota.holders(a, SlotKind::Chip).await.expect("holders");
+            (holders == vec![s.clone()]).then_some(())
+        },
+    )
+    .await;
+    // A container a chip needs is never reaped.
+    assert!(
+        fleet.running_container(&acme, 0).await.is_some(),
+        "acme's container keeps running: its chip needs it"
+    );
+    assert!(replica.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_turned_off_does_not_run() {
+    let fleet = Fleet::builder()
+        .tenant("idle")
+        .tenant("ghost")
+        .idle_ttl(ms(500))
+        .build()
+        .await;
+    let (idle, ghost) = (tenant("idle"), tenant("ghost"));
+    idle_and_orphan(&fleet, &idle, &ghost).await;
+
+    let mut config = fleet.config();
+    config.monitors.orphan_containers = Toggle::Off {
+        reason: "test: the orphan sweep is off".to_owned(),
+    };
+    config.monitor_intervals.idle_reaping = ms(200);
+    config.monitor_intervals.sweeps = ms(200);
+    let replica = fleet.supervisor_with(config).await;
+
+    // The monitors that are on have demonstrably run (idle reaping on the same period as the
+    // sweeps, after several rounds) ...
+    wait_reaped(&fleet, &idle).await;
+    // ... and the one turned off has not.
+    assert!(
+        !fleet.containers(&ghost).await.is_empty(),
+        "with the orphan sweep off, the orphan stays"
+    );
+    assert!(replica.is_running(), "run() runs without the task");
+}
