@@ -2,7 +2,10 @@
 //! "created" to `WORKING` and keeps it there, in kube-runtime's controller model
 //! (`docs/session-supervisor.md`).
 //!
-//! **Built so far: the pure core and the seams.**
+//! **What is built.** The [`Supervisor`] (assembled by [`Supervisor::builder`] from the tenant
+//! directory, quota ledger, container pool, proxy allocator, a [`ChipStore`], a
+//! [`WahaClients`] factory and a clock; `run()` starts the ownership loop, the fair scheduler,
+//! the reconcile loop and the always-on monitors), and under it:
 //! - [`ChipRecord`]: desired state (run, stop, delete; QR or pairing-code login; proxy wish;
 //!   engine) and observed state (phase, container, proxy lease generation, session, WAHA's
 //!   last status, login on offer, `me`, last error with attempt, next try), each with its own
@@ -17,8 +20,13 @@
 //! - [`ChipStore`] with [`MemoryChipStore`] and the public [`conformance`] suite; the
 //!   [`EventBus`] seam with [`InProcessEventBus`].
 //!
-//! **Next:** the effects executor, the owner guard and scheduler, the monitors, the PostgreSQL
-//! store, and the `Supervisor` API and builder.
+//! - [`OwnerGuard`]: one owner per tenant across replicas, with fencing tokens; every mutating
+//!   effect checks it ([`FencedWaha`] for WAHA calls), every store write is fenced.
+//! - `PgChipStore` (feature `postgres`): tenant rows under row-level security, the work queue
+//!   and owner leases in platform tables.
+//!
+//! **Not built yet:** fleet upgrade, and the webhook ingest that puts verification and
+//! de-duplication in front of [`Supervisor::observe`] (issue 13).
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
