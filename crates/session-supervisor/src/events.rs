@@ -96,6 +96,27 @@ pub enum ChipChangeKind {
     Alert(Alert),
     /// The chip's record was removed (its finalizers ran).
     Deleted,
+    /// A fleet upgrade reached the chip's container.
+    Upgrade {
+        /// How far.
+        stage: UpgradeStage,
+    },
+}
+
+/// How far a fleet upgrade got with one chip
+/// ([`Supervisor::upgrade_fleet`](crate::Supervisor::upgrade_fleet)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpgradeStage {
+    /// The chip's tenant is being upgraded: its containers are replaced now.
+    Started,
+    /// The chip's container runs the new spec; the chip reconnects from its volume.
+    ContainerReplaced,
+    /// The chip is back in the phase it had before (logged in chips: `Working`).
+    Done,
+    /// The container could not be replaced, or the chip did not come back in time (it goes
+    /// on reconciling; see its phase).
+    Failed,
 }
 
 /// One change of one chip, numbered per tenant by the bus.

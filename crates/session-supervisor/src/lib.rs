@@ -73,6 +73,7 @@ mod runtime;
 pub mod signal;
 pub mod store;
 mod supervisor;
+mod upgrade;
 
 pub use chip::{
     ChipKey, ChipRecord, ChipSpec, ContainerRef, Desired, FailureWindow, InvalidPhoneNumber,
@@ -87,7 +88,7 @@ pub use config::{
 pub use error::{ShutdownReport, SupervisorError};
 pub use events::{
     Alert, BusError, ChangeFilter, ChangeItem, ChangeStream, ChipChange, ChipChangeKind, EventBus,
-    InProcessEventBus,
+    InProcessEventBus, UpgradeStage,
 };
 pub use fleet_vocab::{Clock, ManualClock, SystemClock};
 pub use monitor::SessionSweep;
@@ -113,3 +114,4 @@ pub use store::{
 pub use supervisor::{
     ObserveOutcome, QrCode, QrFormat, Supervisor, SupervisorBuilder, SupervisorParts,
 };
+pub use upgrade::{TenantUpgrade, UpgradeOptions, UpgradeReport};

@@ -26,9 +26,6 @@ use crate::signal::SignalBody;
 use crate::store::Trigger;
 use crate::supervisor::Supervisor;
 
-/// Page size when a task walks one tenant's chips.
-const PAGE: u32 = 200;
-
 /// What one stale-session sweep of one tenant did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionSweep {
@@ -165,25 +162,13 @@ pub(crate) fn spawn_all(
     }
 }
 
-/// Every chip of one tenant, page by page.
+/// Every chip of one tenant; a failed read is logged and skips the tenant this round.
 async fn tenant_chips(supervisor: &Supervisor, tenant: &TenantId) -> Option<Vec<ChipRecord>> {
-    let store = &supervisor.inner.effects.store;
-    let mut all = Vec::new();
-    let mut after: Option<ChipId> = None;
-    loop {
-        match store.list(tenant, after.as_ref(), PAGE).await {
-            Ok(page) => {
-                let full = page.len() == PAGE as usize;
-                after = page.last().map(|r| r.key.chip.clone());
-                all.extend(page);
-                if !full {
-                    return Some(all);
-                }
-            }
-            Err(error) => {
-                warn!(tenant = %tenant, %error, "listing the tenant's chips failed");
-                return None;
-            }
+    match supervisor.chips_of(tenant).await {
+        Ok(chips) => Some(chips),
+        Err(error) => {
+            warn!(tenant = %tenant, %error, "listing the tenant's chips failed");
+            None
         }
     }
 }

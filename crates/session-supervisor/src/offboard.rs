@@ -53,7 +53,7 @@ impl Supervisor {
         let mut deleted = BTreeSet::new();
         let deadline = Instant::now() + wait;
         loop {
-            let chips = self.all_chips(tenant).await?;
+            let chips = self.chips_of(tenant).await?;
             if chips.is_empty() {
                 break;
             }
@@ -94,23 +94,5 @@ impl Supervisor {
             "tenant offboarded"
         );
         Ok(report)
-    }
-
-    async fn all_chips(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<Vec<crate::chip::ChipRecord>, SupervisorError> {
-        let store = &self.inner.effects.store;
-        let mut all = Vec::new();
-        let mut after: Option<ChipId> = None;
-        loop {
-            let page = store.list(tenant, after.as_ref(), 200).await?;
-            let full = page.len() == 200;
-            after = page.last().map(|r| r.key.chip.clone());
-            all.extend(page);
-            if !full {
-                return Ok(all);
-            }
-        }
     }
 }

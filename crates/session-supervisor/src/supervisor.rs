@@ -546,6 +546,25 @@ impl Supervisor {
         Err(SupervisorError::Busy { key })
     }
 
+    /// Every chip of one tenant, page by page, in id order.
+    pub(crate) async fn chips_of(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<ChipRecord>, SupervisorError> {
+        const PAGE: u32 = 200;
+        let mut all = Vec::new();
+        let mut after: Option<ChipId> = None;
+        loop {
+            let page = self.store().list(tenant, after.as_ref(), PAGE).await?;
+            let full = page.len() == PAGE as usize;
+            after = page.last().map(|r| r.key.chip.clone());
+            all.extend(page);
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+
     /// Queues a chip now and wakes this process's scheduler. A failed enqueue is logged: the
     /// periodic resync queues the chip again.
     pub(crate) async fn trigger(&self, key: &ChipKey, trigger: Trigger) {
@@ -705,31 +724,22 @@ impl ChipActivity for Supervisor {
         tenant: &TenantId,
         slot: u32,
     ) -> Result<u32, container_pool::Error> {
-        let mut count = 0u32;
-        let mut after: Option<ChipId> = None;
-        loop {
-            let page = self
-                .store()
-                .list(tenant, after.as_ref(), 200)
+        let chips =
+            self.chips_of(tenant)
                 .await
                 .map_err(|error| container_pool::Error::Runtime {
                     operation: "count the chips of a slot",
                     message: format!("chip store: {error}"),
                 })?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.chip.clone());
-            count += page
-                .iter()
-                .filter(|r| r.observed.placement == Some(slot))
-                .filter(|r| {
-                    r.observed.running_slot
-                        || r.desired.run == RunState::Running && !waits_for_host(&r.observed.phase)
-                })
-                .count() as u32;
-            if page.len() < 200 {
-                break;
-            }
-        }
+        let count = chips
+            .iter()
+            .filter(|r| r.observed.placement == Some(slot))
+            .filter(|r| {
+                r.observed.running_slot
+                    || r.desired.run == RunState::Running && !waits_for_host(&r.observed.phase)
+            })
+            .count();
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
         Ok(count)
     }
 }

@@ -408,8 +408,9 @@ fn test_config(webhook_url: String, step_timeout: Duration) -> SupervisorConfig 
         burst: 1_000,
     };
     config.monitors.proxy_health = Toggle::Off {
-        reason: "tests: the proxy endpoints are documentation addresses (203.0.113.x), never contacted"
-            .to_owned(),
+        reason:
+            "tests: the proxy endpoints are documentation addresses (203.0.113.x), never contacted"
+                .to_owned(),
     };
     config
 }
@@ -418,8 +419,10 @@ fn proxies() -> Arc<ProxyAllocator> {
     let list: String = (0..4)
         .map(|n| format!("http://203.0.113.{}:3128 country=BR\n", 10 + n))
         .collect();
-    let mut allocation = AllocationPolicy::default();
-    allocation.max_chips_per_endpoint = 16;
+    let allocation = AllocationPolicy {
+        max_chips_per_endpoint: 16,
+        ..AllocationPolicy::default()
+    };
     Arc::new(
         ProxyAllocator::new(
             Arc::new(StaticListSource::parse(&list).expect("a valid proxy list")),
@@ -590,9 +593,11 @@ async fn seed_000_body(
         ],
     );
 
-    let mut client = ClientConfig::default();
     // The supervisor retries through its own policy.
-    client.retry = RetryConfig::disabled();
+    let client = ClientConfig {
+        retry: RetryConfig::disabled(),
+        ..ClientConfig::default()
+    };
     let waha_clients: Arc<dyn WahaClients> =
         Arc::new(HttpWahaClients::new(client).expect("an HTTP client"));
     let webhook_url = start_receiver(pg.directory.clone(), observer.clone()).await;
@@ -793,7 +798,10 @@ async fn seed_000_body(
         }
     }
     want.sort();
-    assert_eq!(seen, want, "one row per chip in PostgreSQL, in its QR window");
+    assert_eq!(
+        seen, want,
+        "one row per chip in PostgreSQL, in its QR window"
+    );
     drop(owner);
 
     // An orderly stop (the clean-up would otherwise do it).

@@ -17,7 +17,8 @@ use session_supervisor::policy::Rate;
 use session_supervisor::{
     ChangeFilter, ChangeItem, ChangeStream, ChipChangeKind, ChipKey, ChipRecord, ChipSpec,
     ForeignSessionPolicy, LoginKind, LoginOffer, ParkReason, Phase, PhaseName, PhoneNumber, QrCode,
-    QrFormat, Reason, StepKind, StepOutcome, Supervisor, SupervisorError, Toggle,
+    QrFormat, Reason, StepKind, StepOutcome, Supervisor, SupervisorError, Toggle, UpgradeOptions,
+    UpgradeStage,
 };
 use tenant_isolation::{ChipId, PlanLimits, QuotaLimit, SlotKind, TenantId, TenantStatus};
 use waha_client::{NewSession, SessionConfig, WahaApi};
@@ -1827,4 +1828,126 @@ async fn a_monitor_turned_off_does_not_run() {
         "with the orphan sweep off, the orphan stays"
     );
     assert!(replica.is_running(), "run() runs without the task");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. Fleet upgrade: a new image rolled out, chips kept logged in.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_upgrade_keeps_chips_logged_in() {
+    let fleet = Fleet::builder().tenant("acme").tenant("beta").build().await;
+    let acme = tenant("acme");
+    let beta = tenant("beta");
+    let sales = chip("sales-1");
+    let replica = fleet.supervisor().await;
+    let before_acme = working_chip(&fleet, &replica, &acme, &sales, "5511999990101").await;
+    let before_beta = working_chip(&fleet, &replica, &beta, &sales, "5511999990102").await;
+    for (t, record) in [(&acme, &before_acme), (&beta, &before_beta)] {
+        let name = session(t, &sales);
+        let root = fleet.launcher.state_root().to_path_buf();
+        eventually(WAIT, format!("{name}'s login on its volume"), || {
+            std::future::ready(persisted_logged_in(&root, &name, 3).then_some(()))
+        })
+        .await;
+        assert!(record.observed.me.is_some());
+    }
+    let old_acme = fleet.running_container(&acme, 0).await.expect("acme runs");
+    let old_beta = fleet.running_container(&beta, 0).await.expect("beta runs");
+    replica.shutdown().await;
+
+    // The host deploys the new image: a pool configured with it, and a supervisor on it.
+    let image = "devlikeapro/waha:2026.12.1";
+    let pool = fleet.pool_with_image(image);
+    let upgraded = fleet
+        .start(fleet.build_supervisor_on(pool.clone(), fleet.config()))
+        .await;
+    eventually(WAIT, "the new supervisor owns both tenants", || {
+        let owned = upgraded.owned_tenants();
+        std::future::ready((owned.len() == 2).then_some(()))
+    })
+    .await;
+    let mut changes = upgraded
+        .subscribe(&acme, ChangeFilter::all())
+        .await
+        .expect("subscribed");
+    let report = upgraded
+        .upgrade_fleet(UpgradeOptions {
+            wait_back: WAIT,
+            ..UpgradeOptions::default()
+        })
+        .await
+        .expect("the upgrade runs");
+    assert!(!report.canary_failed, "the canary succeeded: {report:?}");
+    assert!(
+        report.not_owned.is_empty() && report.pending.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(report.tenants.len(), 2, "both tenants upgraded: {report:?}");
+    for upgrade in &report.tenants {
+        assert!(upgrade.succeeded(), "{upgrade:?}");
+        assert_eq!(upgrade.replaced.len(), 1, "one container each: {upgrade:?}");
+        assert_eq!(upgrade.chips_back, vec![sales.clone()], "{upgrade:?}");
+    }
+
+    for (t, old, before) in [
+        (&acme, &old_acme, &before_acme),
+        (&beta, &old_beta, &before_beta),
+    ] {
+        let new = fleet
+            .running_container(t, 0)
+            .await
+            .expect("a new container runs");
+        assert_ne!(new.id, old.id, "{t}: the container was replaced");
+        assert_eq!(new.image, image, "{t}: on the new image");
+        assert_eq!(new.name, old.name, "{t}: same slot, same volume");
+        let record = upgraded.get_chip(t, &sales).await.expect("the chip");
+        assert!(
+            matches!(record.observed.phase, Phase::Working { .. }),
+            "{}",
+            describe(&record)
+        );
+        assert_eq!(
+            record.observed.me, before.observed.me,
+            "{t}: logged in without a new QR"
+        );
+        let control = fleet.control_for(t).await;
+        let name = session(t, &sales);
+        assert_eq!(control.session_status(&name), Some(SimStatus::Working));
+        assert!(
+            control
+                .calls_for(&name)
+                .iter()
+                .all(|call| !call.route.ends_with("/logout")),
+            "{t}: nobody logged the session out"
+        );
+    }
+    // Per-chip progress, in order.
+    let mut stages = Vec::new();
+    while stages.last() != Some(&UpgradeStage::Done) {
+        match tokio::time::timeout(WAIT, changes.next()).await {
+            Ok(Some(ChangeItem::Change(change))) => {
+                if let ChipChangeKind::Upgrade { stage } = change.kind {
+                    stages.push(stage);
+                }
+            }
+            Ok(Some(ChangeItem::Gap { .. })) => {}
+            other => panic!("the change stream ended or went quiet: {other:?}; stages {stages:?}"),
+        }
+    }
+    assert_eq!(
+        stages,
+        vec![
+            UpgradeStage::Started,
+            UpgradeStage::ContainerReplaced,
+            UpgradeStage::Done
+        ]
+    );
+    // Nothing left to upgrade: running it again touches nothing.
+    let again = upgraded
+        .upgrade_fleet(UpgradeOptions::default())
+        .await
+        .expect("the upgrade runs again");
+    assert!(again.tenants.is_empty(), "{again:?}");
+    upgraded.shutdown().await;
 }

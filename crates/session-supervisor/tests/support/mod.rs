@@ -563,6 +563,37 @@ impl Fleet {
         config
     }
 
+    /// A pool like the fleet's, on the same runtime and simulators, whose containers run
+    /// `image` (what a host deploys to roll a new WAHA image out).
+    pub fn pool_with_image(&self, image: &str) -> Arc<TenantPool> {
+        let mut config = self.pool.config().clone();
+        config.image = ImageRef::parse(image).expect("a valid image reference");
+        Arc::new(
+            TenantPool::new(
+                self.runtime.clone(),
+                keys_from_directory(self.directory.clone()),
+                Arc::new(WahaHealthProbe::new(secs(1)).expect("a health probe")),
+                config,
+            )
+            .expect("a valid pool configuration"),
+        )
+    }
+
+    /// A supervisor of this world on another pool, built but not running.
+    pub fn build_supervisor_on(
+        &self,
+        pool: Arc<TenantPool>,
+        config: SupervisorConfig,
+    ) -> Supervisor {
+        let mut parts = self.parts();
+        parts.pool = pool;
+        Supervisor::builder(parts)
+            .event_bus(self.bus.clone() as Arc<dyn EventBus>)
+            .config(config)
+            .build()
+            .expect("the test configuration is valid")
+    }
+
     fn parts(&self) -> SupervisorParts {
         SupervisorParts {
             directory: self.directory.clone(),
