@@ -19,6 +19,7 @@ use crate::owner::OwnerGuard;
 
 /// Builds a WAHA client for one container. The default, [`HttpWahaClients`], wraps
 /// [`WahaClient::with_config`]; tests wrap it to record or fault calls.
+#[cfg_attr(feature = "mock", mockall::automock)]
 pub trait WahaClients: Send + Sync {
     /// A client for the WAHA at `base_url` that sends `key`.
     ///

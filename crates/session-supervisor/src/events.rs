@@ -368,6 +368,7 @@ impl BusError {
 /// Where chip changes go. Implementations number each tenant's changes (1, 2, 3, ...) in the
 /// order they publish them, deliver a tenant's changes only to that tenant's subscribers, and
 /// report a lagging subscriber's loss as a [`ChangeItem::Gap`].
+#[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait EventBus: Send + Sync {
     /// Publishes a change; returns the sequence number it got.

@@ -81,11 +81,15 @@ pub use chip::{
     PhoneNumber, ProxyRef, ProxyWish, RunState, SessionRef, StepEntry, StepLog, StepOutcome,
     WahaSeen,
 };
+#[cfg(feature = "mock")]
+pub use clients::MockWahaClients;
 pub use clients::{FencedWaha, HttpWahaClients, WahaClients};
 pub use config::{
     ConfigError, ForeignSessionPolicy, MonitorIntervals, Monitors, SupervisorConfig, Toggle,
 };
 pub use error::{ShutdownReport, SupervisorError};
+#[cfg(feature = "mock")]
+pub use events::MockEventBus;
 pub use events::{
     Alert, BusError, ChangeFilter, ChangeItem, ChangeStream, ChipChange, ChipChangeKind, EventBus,
     InProcessEventBus, UpgradeStage,
@@ -105,6 +109,8 @@ pub use reconcile::{
 };
 pub use runtime::SupervisorHandle;
 pub use signal::{Signal, SignalBody};
+#[cfg(feature = "mock")]
+pub use store::MockChipStore;
 #[cfg(feature = "postgres")]
 pub use store::PgChipStore;
 pub use store::{

@@ -237,6 +237,7 @@ impl StoreError {
 ///   owner and its current fence, keeping its token so a tenant created again under the same id
 ///   never reuses one: the old owner's fence is refused from the purge on (`StaleOwner` on
 ///   writes, nothing taken), also once chips are created again under the same id.
+#[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait ChipStore: Send + Sync {
     /// Records a chip, or returns the existing one.
@@ -246,10 +247,10 @@ pub trait ChipStore: Send + Sync {
     async fn get(&self, key: &ChipKey) -> Result<Option<ChipRecord>, StoreError>;
 
     /// A page of one tenant's chips, ordered by chip id.
-    async fn list(
+    async fn list<'a>(
         &self,
         tenant: &TenantId,
-        after: Option<&ChipId>,
+        after: Option<&'a ChipId>,
         limit: u32,
     ) -> Result<Vec<ChipRecord>, StoreError>;
 

@@ -199,10 +199,10 @@ impl ChipStore for ScratchStore {
         self.store.get(key).await
     }
 
-    async fn list(
+    async fn list<'a>(
         &self,
         tenant: &TenantId,
-        after: Option<&ChipId>,
+        after: Option<&'a ChipId>,
         limit: u32,
     ) -> Result<Vec<ChipRecord>, StoreError> {
         self.store.list(tenant, after, limit).await

@@ -253,10 +253,10 @@ impl ChipStore for MemoryChipStore {
             .map(|record| scrubbed(record.clone(), now)))
     }
 
-    async fn list(
+    async fn list<'a>(
         &self,
         tenant: &TenantId,
-        after: Option<&ChipId>,
+        after: Option<&'a ChipId>,
         limit: u32,
     ) -> Result<Vec<ChipRecord>, StoreError> {
         let now = self.clock.now();

@@ -783,10 +783,10 @@ impl ChipStore for PgChipStore {
         .await
     }
 
-    async fn list(
+    async fn list<'a>(
         &self,
         tenant: &TenantId,
-        after: Option<&ChipId>,
+        after: Option<&'a ChipId>,
         limit: u32,
     ) -> Result<Vec<ChipRecord>, StoreError> {
         let now = self.clock.now();

@@ -594,7 +594,8 @@ impl Fleet {
             .expect("the test configuration is valid")
     }
 
-    fn parts(&self) -> SupervisorParts {
+    /// The pieces a supervisor of this world is built from.
+    pub fn parts(&self) -> SupervisorParts {
         SupervisorParts {
             directory: self.directory.clone(),
             quota: self.quota.clone(),
