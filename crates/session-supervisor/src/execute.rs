@@ -393,6 +393,19 @@ impl Effects {
 
     /// The client for a step on the chip's session: the container the world saw running
     /// (what `decide` acted on), else the one the record names; with the tenant's secrets.
+    /// The chip's client, fenced by `guard`, after checking the guard: for the steps that
+    /// mutate the session.
+    async fn fenced_client(
+        &self,
+        record: &ChipRecord,
+        world: &World,
+        guard: &OwnerGuard,
+    ) -> Result<FencedWaha, StepError> {
+        let (client, _) = self.session_client(record, world).await?;
+        guard.check()?;
+        Ok(FencedWaha::new(client, guard.clone()))
+    }
+
     async fn session_client(
         &self,
         record: &ChipRecord,
@@ -606,9 +619,9 @@ impl Effects {
         guard: &OwnerGuard,
     ) -> Result<Outcome, StepError> {
         let name = record.key.session_name();
-        let (client, _) = self.session_client(record, world).await?;
-        guard.check()?;
-        let info = FencedWaha::new(client, guard.clone())
+        let info = self
+            .fenced_client(record, world, guard)
+            .await?
             .ensure_started(name.as_str())
             .await
             .map_err(|error| waha_error(&error))?;
@@ -623,9 +636,9 @@ impl Effects {
         guard: &OwnerGuard,
     ) -> Result<Outcome, StepError> {
         let name = record.key.session_name();
-        let (client, _) = self.session_client(record, world).await?;
-        guard.check()?;
-        let info = FencedWaha::new(client, guard.clone())
+        let info = self
+            .fenced_client(record, world, guard)
+            .await?
             .restart_session(name.as_str())
             .await
             .map_err(|error| waha_error(&error))?;
@@ -643,9 +656,8 @@ impl Effects {
         guard: &OwnerGuard,
     ) -> Result<Outcome, StepError> {
         let name = record.key.session_name();
-        let (client, _) = self.session_client(record, world).await?;
-        guard.check()?;
-        FencedWaha::new(Arc::clone(&client), guard.clone())
+        let client = self.fenced_client(record, world, guard).await?;
+        client
             .logout_session(name.as_str())
             .await
             .map_err(|error| waha_error(&error))?;
@@ -670,9 +682,9 @@ impl Effects {
         guard: &OwnerGuard,
     ) -> Result<Outcome, StepError> {
         let name = record.key.session_name();
-        let (client, _) = self.session_client(record, world).await?;
-        guard.check()?;
-        match FencedWaha::new(client, guard.clone())
+        match self
+            .fenced_client(record, world, guard)
+            .await?
             .stop_session(name.as_str())
             .await
         {

@@ -334,6 +334,13 @@ fn resync_at(supervisor: &Supervisor, key: &ChipKey, now: SystemTime) -> SystemT
     now.checked_add(spread).unwrap_or(now + base)
 }
 
+/// When a chip whose store read or write failed is looked at again: the `infra` class's base
+/// delay (the reconcile itself is not an attempt of the chip).
+fn infra_retry_at(supervisor: &Supervisor, now: SystemTime) -> SystemTime {
+    let policy = &supervisor.inner.effects.config.policy;
+    now + policy.classes.get(crate::policy::BackoffClass::Infra).base
+}
+
 /// One reconcile of one chip: up to `max_steps_per_reconcile` rounds of read, decide, act,
 /// write. Every step's outcome is written before the next step is decided.
 async fn reconcile(supervisor: &Supervisor, key: &ChipKey, guard: &OwnerGuard) {
@@ -355,12 +362,7 @@ async fn reconcile(supervisor: &Supervisor, key: &ChipKey, guard: &OwnerGuard) {
             }
             Err(error) => {
                 warn!(%error, "reading the chip failed");
-                let retry = effects.clock.now()
-                    + config
-                        .policy
-                        .classes
-                        .get(crate::policy::BackoffClass::Infra)
-                        .base;
+                let retry = infra_retry_at(supervisor, effects.clock.now());
                 requeue(supervisor, key, retry, Trigger::Resync).await;
                 outcome = "store_error";
                 break;
@@ -497,12 +499,7 @@ async fn reconcile(supervisor: &Supervisor, key: &ChipKey, guard: &OwnerGuard) {
             }
             Err(error) => {
                 warn!(%error, step = %step.kind(), "writing the step's outcome failed; the step is redone");
-                let retry = world.now
-                    + config
-                        .policy
-                        .classes
-                        .get(crate::policy::BackoffClass::Infra)
-                        .base;
+                let retry = infra_retry_at(supervisor, world.now);
                 requeue(supervisor, key, retry, Trigger::Resync).await;
                 outcome = "store_error";
                 break;

@@ -1,0 +1,1336 @@
+//! Issue 12 across PROCESSES: two (then three) supervisor processes on one PostgreSQL database
+//! and one Docker daemon, the chips of one tenant in flight.
+//!
+//! 1. SIGKILL: the owner (child A) is killed with SIGKILL while provisioning; the other process
+//!    (child B) takes the tenant over once A's lease expires and finishes every chip: one
+//!    accepted create per session in the simulator's call log, one container per slot, the
+//!    proxy leases keep their generation, the quota counts each chip once.
+//! 2. SIGSTOP: B (the owner now) is paused with SIGSTOP past its lease expiry; child C takes
+//!    over and acts on a restart request; B is resumed with SIGCONT. After resuming, B sends no
+//!    mutating WAHA call (from B's own call record) and none of its store writes lands (no step
+//!    entry with B's fencing token after the takeover).
+//!
+//! The processes: this test binary re-executes itself (`child_supervisor`, a `#[test]` that
+//! returns at once unless `CHIPFLEET_CHILD_ROLE` is set) once per supervisor; each builds its
+//! own pieces on the shared scratch database (`PgTenantDirectory`, `PgQuotaLedger`,
+//! `PgChipStore`, the proxy allocator on `PostgresLeaseStore`, so a takeover keeps the lease
+//! generation) and its own pool with the same `PoolConfig` (same managed-by label, same key
+//! fingerprint secret, same image and environment, so every process adopts the containers
+//! another made). The pool addresses containers by their IP on a user-defined bridge network
+//! (`AddressingPolicy::NetworkIp`), which Linux routes from the host: no host port is
+//! allocated, so no process needs another's port store.
+//!
+//! No webhooks: a container on a bridge network cannot reach a receiver on the host's
+//! 127.0.0.1, and this test listens nowhere else. The webhook URL points at the container's own
+//! closed port 9 (deliveries fail, which the simulator tolerates); the supervisors progress by
+//! their resync, which reads WAHA every second (`fast_policy`: `resync_interval` 1 s,
+//! `reread_after` 200 ms).
+//!
+//! PostgreSQL's connection limit: each process keeps small pools (2-3 connections each, about
+//! 8 per process); at most three processes and this one are connected at once. The scratch
+//! database gets `idle_in_transaction_session_timeout` so that a process paused inside a
+//! transaction (holding a lease or chip row lock) cannot block the takeover for longer than that.
+//!
+//! Everything this file creates carries the managed-by label `ss-2p-<run>` (containers,
+//! volumes, the network) and is removed at the end, also when the body panics; the children are
+//! killed first (a guard kills them on drop too), and a child exits by itself when its parent
+//! goes away. Every wait polls under a deadline; the one place a time window is the assertion is
+//! B's silence after SIGCONT (said there). These tests FAIL (never skip) when Docker or
+//! PostgreSQL is not available.
+#![cfg(all(feature = "docker", feature = "postgres"))]
+
+mod support;
+
+/// tenant-isolation's throw-away databases (`ScratchDb`) and its owner-role client. It reads
+/// `admin_url()` from this file.
+#[path = "../../tenant-isolation/tests/pg_support/scratch.rs"]
+#[allow(dead_code)]
+mod scratch;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use container_pool::{
+    AddressingPolicy, AutoStartStagger, ContainerRuntime, ContainerState, DockerRuntime, Engine,
+    EnvVar, ImageRef, KeyFingerprintSecret, LabelSelector, PoolConfig, TenantPool, WahaHealthProbe,
+    keys_from_directory, labels,
+};
+use futures::FutureExt;
+use proxy_allocator::{AllocationPolicy, PostgresLeaseStore, ProxyAllocator, StaticListSource};
+use session_supervisor::policy::Rate;
+use session_supervisor::store::PgChipStore;
+use session_supervisor::{
+    ChipRecord, ChipSpec, ChipStore, HttpWahaClients, OwnerId, PhaseName, StepKind, StepOutcome,
+    Supervisor, SupervisorConfig, SupervisorParts, SystemClock, Toggle, WahaClients,
+};
+use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
+use tenant_isolation::pg::{
+    self, AdminDb, MigrationConfig, PgQuotaLedger, PgTenantDirectory, PoolOptions, TenantDb,
+};
+use tenant_isolation::{
+    ChipId, NewTenant, PlanLimits, QuotaLedger, TenantDirectory, TenantId, TenantSecrets,
+};
+use waha_client::{
+    ChatRef, ClientConfig, Me, NewSession, PairingCode, QrImage, QrValue, RetryConfig, SeenReceipt,
+    SentMessage, ServerHealth, ServerStatus, ServerVersion, SessionConfig, SessionInfo,
+    TextMessage, WahaApi, WahaError,
+};
+use waha_sim::SimControlClient;
+
+use support::{chip, describe, fast_policy, ms, secs, session, tenant};
+
+/// The longest any single wait of this file may take.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// How often a polled condition is looked at again (several processes share 2 cores and one
+/// PostgreSQL).
+const POLL: Duration = Duration::from_millis(100);
+
+/// How long B is watched after SIGCONT. Longer than its renew interval (500 ms), its tick
+/// (50 ms) and a resync (1 s) together, so a resumed B that would still act gets to.
+const RESUMED_WINDOW: Duration = Duration::from_secs(4);
+
+/// The closed port the simulators' webhooks go to (see the file's documentation).
+const WEBHOOK_URL: &str = "http://127.0.0.1:9/webhooks/{tenant}";
+
+/// The child's environment.
+const ENV_ROLE: &str = "CHIPFLEET_CHILD_ROLE";
+const ENV_DB: &str = "CHIPFLEET_CHILD_DB";
+const ENV_IMAGE: &str = "CHIPFLEET_CHILD_IMAGE";
+const ENV_MANAGED_BY: &str = "CHIPFLEET_CHILD_MANAGED_BY";
+const ENV_NETWORK: &str = "CHIPFLEET_CHILD_NETWORK";
+const ENV_OWNER: &str = "CHIPFLEET_CHILD_OWNER";
+const ENV_CALLS: &str = "CHIPFLEET_CHILD_CALLS";
+
+/// A child exits by itself after this long (a leak guard; the test kills it much earlier).
+const CHILD_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL (as in `fleet_docker.rs`).
+// ---------------------------------------------------------------------------------------------
+
+/// The owner role's URL (`DATABASE_URL`): runs the migrations, owns the tables, creates the
+/// scratch databases.
+fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://chipfleet:chipfleet@127.0.0.1:5432/chipfleet".into())
+}
+
+/// The application role's URL (`APP_DATABASE_URL`).
+fn app_url() -> String {
+    std::env::var("APP_DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://chipfleet_app:chipfleet_app@127.0.0.1:5432/chipfleet".into()
+    })
+}
+
+/// `url` pointed at database `name`.
+fn on_database(url: &str, name: &str) -> String {
+    let (prefix, _) = url.rsplit_once('/').expect("the URL names a database");
+    format!("{prefix}/{name}")
+}
+
+fn migration_config() -> MigrationConfig {
+    let config: tokio_postgres::Config = app_url().parse().expect("APP_DATABASE_URL is valid");
+    MigrationConfig {
+        app_role: config
+            .get_user()
+            .expect("APP_DATABASE_URL names a user")
+            .to_owned(),
+        ..MigrationConfig::default()
+    }
+}
+
+/// Small pools: several processes share the server's connection limit.
+fn options(max_size: usize) -> PoolOptions {
+    PoolOptions {
+        max_size,
+        ..PoolOptions::default()
+    }
+}
+
+/// Ends the application role's own connections to the scratch database (the owner may not end
+/// them), so that `DROP DATABASE ... WITH (FORCE)` succeeds (as `pg_store.rs` does).
+async fn end_app_connections(app_url: &str) {
+    let Ok((client, connection)) = tokio_postgres::connect(app_url, NoTls).await else {
+        return;
+    };
+    let connection = tokio::spawn(connection);
+    let _ = client
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+              WHERE datname = current_database() AND usename = current_user \
+                AND pid <> pg_backend_pid()",
+        )
+        .await;
+    drop(client);
+    let _ = connection.await;
+}
+
+/// The tenant's owner lease as the owner role sees it: `(owner_id, token)`.
+async fn owner_lease(
+    client: &tokio_postgres::Client,
+    tenant: &TenantId,
+) -> Option<(Option<String>, i64)> {
+    client
+        .query_opt(
+            "SELECT owner_id, token FROM supervisor_owner_leases WHERE tenant_id = $1",
+            &[&tenant.as_str()],
+        )
+        .await
+        .expect("the owner role reads supervisor_owner_leases")
+        .map(|row| (row.get(0), row.get(1)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Docker.
+// ---------------------------------------------------------------------------------------------
+
+async fn docker() -> DockerRuntime {
+    DockerRuntime::connect().await.unwrap_or_else(|e| {
+        panic!("these tests need the Docker daemon (run scripts/test-env.sh): {e}")
+    })
+}
+
+/// A short per-run id usable in names and labels.
+fn run_id() -> String {
+    let id = TenantId::generate().as_str().to_ascii_lowercase();
+    id.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .rev()
+        .take(10)
+        .collect()
+}
+
+/// Removes every container and volume carrying `managed_by`, then the network.
+async fn remove_docker_leftovers(runtime: &DockerRuntime, managed_by: &str, network: &str) {
+    let selector = LabelSelector::new(labels::MANAGED_BY, managed_by);
+    match runtime.list(&selector).await {
+        Ok(containers) => {
+            for c in containers {
+                if let Err(e) = runtime.remove(&c.id).await {
+                    eprintln!("clean-up: removing container {}: {e}", c.name);
+                }
+            }
+        }
+        Err(e) => eprintln!("clean-up: listing containers: {e}"),
+    }
+    match runtime.list_volumes(&selector).await {
+        Ok(volumes) => {
+            for v in volumes {
+                if let Err(e) = runtime.remove_volume(&v.name).await {
+                    eprintln!("clean-up: removing volume {}: {e}", v.name);
+                }
+            }
+        }
+        Err(e) => eprintln!("clean-up: listing volumes: {e}"),
+    }
+    // The pool creates the network (labelled) when missing; gone already is fine.
+    if let Err(e) = runtime.client().remove_network(network).await {
+        let text = e.to_string();
+        if !text.contains("404") && !text.to_ascii_lowercase().contains("not found") {
+            eprintln!("clean-up: removing network {network}: {e}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What every process builds.
+// ---------------------------------------------------------------------------------------------
+
+/// What a process needs to build its pieces on the shared database and daemon.
+#[derive(Clone, Debug)]
+struct Setup {
+    /// The scratch database's name.
+    db_name: String,
+    /// The `waha-sim` image.
+    image: String,
+    /// The managed-by label (and name prefix) of this run.
+    managed_by: String,
+    /// The user-defined bridge network of this run.
+    network: String,
+}
+
+impl Setup {
+    fn from_env() -> Self {
+        let get =
+            |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("the child needs {name}"));
+        Setup {
+            db_name: get(ENV_DB),
+            image: get(ENV_IMAGE),
+            managed_by: get(ENV_MANAGED_BY),
+            network: get(ENV_NETWORK),
+        }
+    }
+}
+
+/// The pool configuration every process uses, identical field for field (the spec hash and the
+/// key fingerprint must match for a process to adopt another's container): network-IP
+/// addressing, volumes on, small containers, a fingerprint secret derived from the run label
+/// (replicas must share it), the simulator's timings shortened (first QR 3 s after the start,
+/// QR codes refreshed every 60 s, so a QR window outlasts the test).
+fn pool_config(setup: &Setup) -> PoolConfig {
+    let mut config =
+        PoolConfig::new(ImageRef::parse(&setup.image).expect("a valid image reference"));
+    config.managed_by = setup.managed_by.clone();
+    config.name_prefix = setup.managed_by.clone();
+    config.engine = Engine::Noweb;
+    config.addressing = AddressingPolicy::NetworkIp {
+        network: setup.network.clone(),
+    };
+    config.volumes = true;
+    config.startup_deadline = secs(4);
+    config.poll_interval = ms(50);
+    config.probe_timeout = secs(1);
+    config.stop_grace = secs(2);
+    config.idle_ttl = secs(30 * 60);
+    config.auto_start = AutoStartStagger {
+        base: Duration::ZERO,
+        spread: Duration::ZERO,
+    };
+    config.key_fingerprint_secret = Some(
+        KeyFingerprintSecret::new(format!("two-processes-fingerprint-{}", setup.managed_by))
+            .expect("a fingerprint secret of at least 16 bytes"),
+    );
+    // Small limits on a 2-core test machine.
+    config.sizing = container_pool::SizingPolicy::waha_guide()
+        .with_table(
+            Engine::Noweb,
+            vec![container_pool::SizingRow {
+                sessions: 10,
+                millicpus: 500,
+                memory_mib: 64,
+            }],
+        )
+        .expect("a valid sizing table");
+    config
+        .extra_env
+        .push(EnvVar::plain("SIM_STARTING_MS", "500"));
+    // A provisioning that lasts at least 3 s: the test kills the owner inside it.
+    config
+        .extra_env
+        .push(EnvVar::plain("SIM_FIRST_QR_MS", "3000"));
+    config
+        .extra_env
+        .push(EnvVar::plain("SIM_QR_REFRESH_MS", "60000"));
+    config
+}
+
+/// The supervisor configuration of every process: the ownership timings of the issue (lease
+/// 3 s, renewed every 500 ms, safety margin 1 s, claims every 300 ms), ticks every 50 ms.
+fn supervisor_config() -> SupervisorConfig {
+    let mut config = SupervisorConfig::new(WEBHOOK_URL.to_owned());
+    config.tick_interval = ms(50);
+    config.step_timeout = secs(5);
+    config.lease_ttl = secs(3);
+    config.renew_every = ms(500);
+    config.safety_margin = secs(1);
+    config.claim_interval = ms(300);
+    config.shutdown_grace = secs(5);
+    config.policy = fast_policy();
+    config.tenant_restart_budget = Rate {
+        every: ms(10),
+        burst: 100,
+    };
+    config.global_restart_budget = Rate {
+        every: ms(1),
+        burst: 1_000,
+    };
+    config.monitors.proxy_health = Toggle::Off {
+        reason:
+            "tests: the proxy endpoints are documentation addresses (203.0.113.x), never contacted"
+                .to_owned(),
+    };
+    config
+}
+
+/// A process's pieces on the shared database and daemon.
+struct World {
+    directory: Arc<dyn TenantDirectory>,
+    quota: Arc<dyn QuotaLedger>,
+    proxies: Arc<ProxyAllocator>,
+    supervisor: Supervisor,
+}
+
+/// Builds a process's pieces: the directory, quota ledger and chip store on the scratch
+/// database, the proxy allocator on `PostgresLeaseStore` (same list in every process, so the
+/// same endpoint ids), the pool on Docker, and a supervisor (not run) with `owner`.
+async fn assemble(
+    setup: &Setup,
+    runtime: Arc<DockerRuntime>,
+    waha: Arc<dyn WahaClients>,
+    owner: OwnerId,
+) -> World {
+    let owner_url = on_database(&admin_url(), &setup.db_name);
+    let app_url = on_database(&app_url(), &setup.db_name);
+    let admin = AdminDb::connect(&owner_url, &options(2)).expect("DATABASE_URL is a valid URL");
+    let tenant_db = TenantDb::connect(&app_url, &options(3))
+        .await
+        .unwrap_or_else(|err| {
+            panic!(
+                "PostgreSQL is required for this test (APP_DATABASE_URL, default \
+                 127.0.0.1:5432/chipfleet as chipfleet_app): {err}"
+            )
+        });
+    // The owner role's pool: the chip store's platform tables and the proxy leases.
+    let owner_pool = pg::build_pool(&owner_url, &options(3)).expect("DATABASE_URL is a valid URL");
+    let directory: Arc<dyn TenantDirectory> = Arc::new(PgTenantDirectory::new(admin));
+    let quota: Arc<dyn QuotaLedger> =
+        Arc::new(PgQuotaLedger::new(tenant_db.clone(), Arc::new(SystemClock)));
+    let store =
+        Arc::new(PgChipStore::new(tenant_db, owner_pool.clone()).with_clock(Arc::new(SystemClock)));
+    let list: String = (0..4)
+        .map(|n| format!("http://203.0.113.{}:3128 country=BR\n", 10 + n))
+        .collect();
+    let mut allocation = AllocationPolicy::default();
+    allocation.max_chips_per_endpoint = 16;
+    let proxies = Arc::new(
+        ProxyAllocator::new(
+            Arc::new(StaticListSource::parse(&list).expect("a valid proxy list")),
+            Arc::new(PostgresLeaseStore::new(owner_pool)),
+            allocation,
+        )
+        .expect("a valid allocation policy"),
+    );
+    let pool = Arc::new(
+        TenantPool::new(
+            runtime,
+            keys_from_directory(directory.clone()),
+            Arc::new(WahaHealthProbe::new(secs(1)).expect("a health probe")),
+            pool_config(setup),
+        )
+        .expect("a valid pool configuration"),
+    );
+    let supervisor = Supervisor::builder(SupervisorParts {
+        directory: directory.clone(),
+        quota: quota.clone(),
+        pool,
+        proxies: proxies.clone(),
+        store: store as Arc<dyn ChipStore>,
+        waha,
+        clock: Arc::new(SystemClock),
+    })
+    .config(supervisor_config())
+    .owner_id(owner)
+    .build()
+    .expect("the test configuration is valid");
+    World {
+        directory,
+        quota,
+        proxies,
+        supervisor,
+    }
+}
+
+/// The WAHA clients of a supervisor: over HTTP, the supervisor retrying through its policy.
+fn http_clients() -> HttpWahaClients {
+    let mut client = ClientConfig::default();
+    client.retry = RetryConfig::disabled();
+    HttpWahaClients::new(client).expect("an HTTP client")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The call record of a child: every mutating WAHA call, written before it is sent.
+// ---------------------------------------------------------------------------------------------
+
+fn unix_ms(at: SystemTime) -> u128 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
+/// An append-only file of `<unix_ms> <method> <session>` lines, one write and flush per line.
+struct CallLog {
+    file: Mutex<File>,
+}
+
+impl CallLog {
+    fn open(path: &Path) -> Self {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("opening the call record {}: {e}", path.display()));
+        CallLog {
+            file: Mutex::new(file),
+        }
+    }
+
+    fn record(&self, method: &str, session: &str) {
+        let line = format!("{} {method} {session}\n", unix_ms(SystemTime::now()));
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = file.write_all(line.as_bytes()).and_then(|()| file.flush()) {
+            eprintln!("the call record failed: {e}");
+        }
+    }
+}
+
+/// [`WahaClients`] whose clients record every mutating call before sending it.
+struct RecordingClients {
+    inner: HttpWahaClients,
+    log: Arc<CallLog>,
+}
+
+impl WahaClients for RecordingClients {
+    fn client(
+        &self,
+        base_url: &url::Url,
+        key: fleet_vocab::ApiKey,
+    ) -> Result<Arc<dyn WahaApi>, WahaError> {
+        Ok(Arc::new(RecordingWaha {
+            inner: self.inner.client(base_url, key)?,
+            log: self.log.clone(),
+        }))
+    }
+}
+
+/// A [`WahaApi`] that records each mutating call (as `FencedWaha` fences them), reads pass
+/// through. The supervisor wraps it in its `FencedWaha`, so only calls past the owner guard
+/// reach it.
+struct RecordingWaha {
+    inner: Arc<dyn WahaApi>,
+    log: Arc<CallLog>,
+}
+
+#[async_trait]
+impl WahaApi for RecordingWaha {
+    async fn ping(&self) -> Result<(), WahaError> {
+        self.inner.ping().await
+    }
+
+    async fn health(&self) -> Result<ServerHealth, WahaError> {
+        self.inner.health().await
+    }
+
+    async fn version(&self) -> Result<ServerVersion, WahaError> {
+        self.inner.version().await
+    }
+
+    async fn server_status(&self) -> Result<ServerStatus, WahaError> {
+        self.inner.server_status().await
+    }
+
+    async fn list_sessions(&self, all: bool) -> Result<Vec<SessionInfo>, WahaError> {
+        self.inner.list_sessions(all).await
+    }
+
+    async fn get_session(&self, name: &str) -> Result<SessionInfo, WahaError> {
+        self.inner.get_session(name).await
+    }
+
+    async fn create_session(&self, new: &NewSession) -> Result<Option<SessionInfo>, WahaError> {
+        self.log.record("create_session", &new.name);
+        self.inner.create_session(new).await
+    }
+
+    async fn update_session(
+        &self,
+        name: &str,
+        config: &SessionConfig,
+    ) -> Result<SessionInfo, WahaError> {
+        self.log.record("update_session", name);
+        self.inner.update_session(name, config).await
+    }
+
+    async fn delete_session(&self, name: &str) -> Result<(), WahaError> {
+        self.log.record("delete_session", name);
+        self.inner.delete_session(name).await
+    }
+
+    async fn start_session(&self, name: &str) -> Result<SessionInfo, WahaError> {
+        self.log.record("start_session", name);
+        self.inner.start_session(name).await
+    }
+
+    async fn stop_session(&self, name: &str) -> Result<Option<SessionInfo>, WahaError> {
+        self.log.record("stop_session", name);
+        self.inner.stop_session(name).await
+    }
+
+    async fn restart_session(&self, name: &str) -> Result<SessionInfo, WahaError> {
+        self.log.record("restart_session", name);
+        self.inner.restart_session(name).await
+    }
+
+    async fn logout_session(&self, name: &str) -> Result<(), WahaError> {
+        self.log.record("logout_session", name);
+        self.inner.logout_session(name).await
+    }
+
+    async fn me(&self, name: &str) -> Result<Option<Me>, WahaError> {
+        self.inner.me(name).await
+    }
+
+    async fn qr_png(&self, name: &str) -> Result<Vec<u8>, WahaError> {
+        self.inner.qr_png(name).await
+    }
+
+    async fn qr_base64(&self, name: &str) -> Result<QrImage, WahaError> {
+        self.inner.qr_base64(name).await
+    }
+
+    async fn qr_raw(&self, name: &str) -> Result<QrValue, WahaError> {
+        self.inner.qr_raw(name).await
+    }
+
+    async fn request_pairing_code(
+        &self,
+        name: &str,
+        phone_number: &str,
+    ) -> Result<PairingCode, WahaError> {
+        self.log.record("request_pairing_code", name);
+        self.inner.request_pairing_code(name, phone_number).await
+    }
+
+    async fn send_text(&self, message: &TextMessage) -> Result<SentMessage, WahaError> {
+        self.log.record("send_text", &message.session);
+        self.inner.send_text(message).await
+    }
+
+    async fn send_seen(&self, receipt: &SeenReceipt) -> Result<(), WahaError> {
+        self.log.record("send_seen", &receipt.session);
+        self.inner.send_seen(receipt).await
+    }
+
+    async fn start_typing(&self, chat: &ChatRef) -> Result<(), WahaError> {
+        self.log.record("start_typing", &chat.session);
+        self.inner.start_typing(chat).await
+    }
+
+    async fn stop_typing(&self, chat: &ChatRef) -> Result<(), WahaError> {
+        self.log.record("stop_typing", &chat.session);
+        self.inner.stop_typing(chat).await
+    }
+}
+
+/// The lines of a call record written after `after_ms` (a missing file has none).
+fn calls_after(path: &Path, after_ms: u128) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|line| {
+            line.split_whitespace()
+                .next()
+                .and_then(|ms| ms.parse::<u128>().ok())
+                // An unreadable line counts: nothing but this file's recorder writes there.
+                .is_none_or(|ms| ms > after_ms)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The child process.
+// ---------------------------------------------------------------------------------------------
+
+/// The supervisor process: does nothing unless `CHIPFLEET_CHILD_ROLE=supervisor` (the parent
+/// test re-executes this binary with `--exact child_supervisor`). Runs a supervisor with the
+/// given owner id until it is killed.
+#[test]
+fn child_supervisor() {
+    let Ok(role) = std::env::var(ENV_ROLE) else {
+        return;
+    };
+    assert_eq!(role, "supervisor", "an unknown child role");
+    // Leak guard: exit when the parent test process is gone (re-parented) or after a while.
+    let parent = std::os::unix::process::parent_id();
+    let born = Instant::now();
+    std::thread::spawn(move || watch_parent(parent, born));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(child_main());
+}
+
+/// Exits the child process when its parent is gone (it was re-parented) or after
+/// [`CHILD_LIFETIME`].
+fn watch_parent(parent: u32, born: Instant) {
+    while std::os::unix::process::parent_id() == parent && born.elapsed() <= CHILD_LIFETIME {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("child: the parent is gone or the lifetime is over; exiting");
+    std::process::exit(3);
+}
+
+async fn child_main() {
+    let setup = Setup::from_env();
+    let owner = std::env::var(ENV_OWNER).expect("the child needs its owner id");
+    let calls = PathBuf::from(std::env::var(ENV_CALLS).expect("the child needs a call record"));
+    let docker = Arc::new(docker().await);
+    let waha: Arc<dyn WahaClients> = Arc::new(RecordingClients {
+        inner: http_clients(),
+        log: Arc::new(CallLog::open(&calls)),
+    });
+    let world = assemble(&setup, docker, waha, OwnerId::new(owner.clone())).await;
+    let _running = world
+        .supervisor
+        .run()
+        .await
+        .unwrap_or_else(|e| panic!("child {owner}: the supervisor does not run: {e}"));
+    eprintln!("child {owner}: running");
+    std::future::pending::<()>().await;
+}
+
+/// One child process, its output file and its call record.
+struct ChildProc {
+    name: String,
+    owner: String,
+    process: std::process::Child,
+    log: PathBuf,
+    calls: PathBuf,
+}
+
+impl ChildProc {
+    fn pid(&self) -> u32 {
+        self.process.id()
+    }
+}
+
+/// Every child of the test; killed (SIGKILL, also a stopped one) and reaped on drop.
+#[derive(Default)]
+struct Children {
+    list: Vec<ChildProc>,
+}
+
+impl Children {
+    fn get(&self, name: &str) -> &ChildProc {
+        self.list
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no child {name}"))
+    }
+
+    fn get_mut(&mut self, name: &str) -> &mut ChildProc {
+        self.list
+            .iter_mut()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no child {name}"))
+    }
+
+    /// Panics (with its output) when the child `name` has exited.
+    fn assert_alive(&mut self, name: &str) {
+        let child = self.get_mut(name);
+        match child.process.try_wait() {
+            Ok(None) => {}
+            Ok(Some(status)) => panic!(
+                "child {name} exited ({status}); its output:\n{}",
+                tail(&child.log)
+            ),
+            Err(e) => panic!("child {name}: waiting on it failed: {e}"),
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for child in &mut self.list {
+            let _ = child.process.kill();
+            let _ = child.process.wait();
+        }
+    }
+
+    fn print_logs(&self) {
+        for child in &self.list {
+            eprintln!(
+                "----- child {} ({}) output -----\n{}",
+                child.name,
+                child.owner,
+                tail(&child.log)
+            );
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// The last lines of a child's output.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// Starts the supervisor process `name` (owner id `<managed_by>-<name>`).
+fn spawn_child(setup: &Setup, dir: &Path, children: &Mutex<Children>, name: &str) -> String {
+    let owner = format!("{}-{name}", setup.managed_by);
+    let log = dir.join(format!("{name}.log"));
+    let calls = dir.join(format!("{name}.calls"));
+    File::create(&calls).expect("an empty call record");
+    let out = File::create(&log).expect("the child's output file");
+    let err = out.try_clone().expect("the child's output file, twice");
+    let process = Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--exact",
+            "child_supervisor",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENV_ROLE, "supervisor")
+        .env(ENV_DB, &setup.db_name)
+        .env(ENV_IMAGE, &setup.image)
+        .env(ENV_MANAGED_BY, &setup.managed_by)
+        .env(ENV_NETWORK, &setup.network)
+        .env(ENV_OWNER, &owner)
+        .env(ENV_CALLS, &calls)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting child {name}: {e}"));
+    children
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .list
+        .push(ChildProc {
+            name: name.to_owned(),
+            owner: owner.clone(),
+            process,
+            log,
+            calls,
+        });
+    owner
+}
+
+fn assert_alive(children: &Mutex<Children>, name: &str) {
+    children
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .assert_alive(name);
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `pid` through kill(1) (no libc dependency).
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("running kill {signal} {pid}: {e}"));
+    assert!(status.success(), "kill {signal} {pid} failed: {status}");
+}
+
+/// The states (`R`, `S`, `T`, ...) of every thread of `pid`, from `/proc`.
+fn thread_states(pid: u32) -> Vec<char> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // `pid (comm) S ...`: the command may contain spaces and parentheses.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.trim_start().chars().next()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waits.
+// ---------------------------------------------------------------------------------------------
+
+/// Polls `check` every [`POLL`] until it answers `Some`, checking that the children in `alive`
+/// still run; panics naming `what` (and the last thing seen) after [`DEADLINE`].
+async fn wait_for<T>(
+    what: &str,
+    children: &Mutex<Children>,
+    alive: &[&str],
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        for name in alive {
+            assert_alive(children, name);
+        }
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for {what}; last seen: {last}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until `owner` holds the tenant's lease; returns its token.
+async fn wait_owner(
+    db: &tokio_postgres::Client,
+    tenant: &TenantId,
+    owner: &str,
+    children: &Mutex<Children>,
+    alive: &[&str],
+) -> i64 {
+    wait_for(
+        &format!("{owner} to own tenant {tenant}"),
+        children,
+        alive,
+        async || match owner_lease(db, tenant).await {
+            Some((Some(id), token)) if id == owner => Ok(token),
+            other => Err(format!("lease {other:?}")),
+        },
+    )
+    .await
+}
+
+async fn records(supervisor: &Supervisor, tenant: &TenantId, chips: &[ChipId]) -> Vec<ChipRecord> {
+    let mut out = Vec::new();
+    for c in chips {
+        out.push(
+            supervisor
+                .get_chip(tenant, c)
+                .await
+                .unwrap_or_else(|e| panic!("{tenant}/{c}: get_chip failed: {e}")),
+        );
+    }
+    out
+}
+
+fn describe_all(records: &[ChipRecord]) -> String {
+    records.iter().map(describe).collect::<Vec<_>>().join(" | ")
+}
+
+fn succeeded(record: &ChipRecord, step: StepKind) -> bool {
+    record
+        .steps
+        .iter()
+        .any(|entry| entry.step == step && entry.outcome == StepOutcome::Succeeded)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test.
+// ---------------------------------------------------------------------------------------------
+
+/// Issue 12 with processes: SIGKILL of the owner mid-provision (the other process finishes every
+/// chip, nothing duplicated), then SIGSTOP of the new owner past its lease expiry (after SIGCONT
+/// it makes no WAHA mutation and its writes are refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_sigstop_two_processes() {
+    // Docker first: fail loudly when it is missing, and build the image (reused when unchanged).
+    let runtime = Arc::new(docker().await);
+    let image = waha_sim::container::build_default_image(runtime.client())
+        .await
+        .unwrap_or_else(|e| panic!("building the waha-sim image failed: {e}"));
+    let run = run_id();
+    let managed_by = format!("ss-2p-{run}");
+    let network = format!("ss-2p-net-{run}");
+    let dir = std::env::temp_dir().join(format!("chipfleet-two-processes-{run}"));
+    std::fs::create_dir_all(&dir).expect("a temporary directory for the children's files");
+    let db = scratch::ScratchDb::create().await;
+    let setup = Setup {
+        db_name: db.name.clone(),
+        image,
+        managed_by: managed_by.clone(),
+        network: network.clone(),
+    };
+    let children = Mutex::new(Children::default());
+
+    let outcome = AssertUnwindSafe(body(&setup, &dir, runtime.clone(), &db, &children))
+        .catch_unwind()
+        .await;
+
+    // Clean-up, whatever happened: the children first (so nothing re-creates containers), then
+    // Docker, then the database.
+    {
+        let mut children = children.lock().unwrap_or_else(|p| p.into_inner());
+        children.kill_all();
+        if outcome.is_err() {
+            children.print_logs();
+        }
+    }
+    remove_docker_leftovers(&runtime, &managed_by, &network).await;
+    end_app_connections(&on_database(&app_url(), &db.name)).await;
+    db.drop_db().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn body(
+    setup: &Setup,
+    dir: &Path,
+    runtime: Arc<DockerRuntime>,
+    db: &scratch::ScratchDb,
+    children: &Mutex<Children>,
+) {
+    // The database: a paused process must not hold row locks for longer than this (see the
+    // file's documentation); set before any connection to it is made.
+    let server = scratch::owner_client(&admin_url()).await;
+    server
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET idle_in_transaction_session_timeout = '5s'",
+            db.name
+        ))
+        .await
+        .expect("the owner role owns the scratch database");
+    drop(server);
+    let admin = AdminDb::connect(&db.url, &options(2)).expect("DATABASE_URL is a valid URL");
+    admin
+        .migrate_with(
+            &migration_config(),
+            &[PostgresLeaseStore::MIGRATIONS, PgChipStore::MIGRATIONS],
+        )
+        .await
+        .unwrap_or_else(|err| {
+            panic!(
+                "PostgreSQL is required for this test (DATABASE_URL, default \
+                 127.0.0.1:5432/chipfleet as chipfleet; start it with scripts/test-env.sh): \
+                 migrating the scratch database failed: {err}"
+            )
+        });
+    drop(admin);
+    let owner_db = scratch::owner_client(&db.url).await;
+
+    // This process: API writes only (any replica may write desired state); never run.
+    let api = assemble(
+        setup,
+        runtime.clone(),
+        Arc::new(http_clients()),
+        OwnerId::new(format!("{}-api", setup.managed_by)),
+    )
+    .await;
+    let supervisor = &api.supervisor;
+
+    let t = tenant("acme");
+    let chips: [ChipId; 2] = [chip("sales-1"), chip("sales-2")];
+    api.directory
+        .create(NewTenant::new(
+            t.clone(),
+            PlanLimits::new(50, 50, 10_000),
+            TenantSecrets::generate().expect("secrets from the OS random source"),
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("creating tenant {t}: {e}"));
+
+    // -----------------------------------------------------------------------------------------
+    // SIGKILL mid-provision.
+    // -----------------------------------------------------------------------------------------
+
+    let owner_a = spawn_child(setup, dir, children, "a");
+    for c in &chips {
+        supervisor
+            .create_chip(&t, c, ChipSpec::qr())
+            .await
+            .unwrap_or_else(|e| panic!("{t}/{c}: create_chip failed: {e}"));
+    }
+    // The lease row exists once the tenant has a chip; B starts only once A owns the tenant, so
+    // the first owner is known.
+    let token_a = wait_owner(&owner_db, &t, &owner_a, children, &["a"]).await;
+    let owner_b = spawn_child(setup, dir, children, "b");
+
+    // Mid-provision: a chip leased its proxy and is still provisioning (the first QR comes 3 s
+    // after the session starts, so this lasts); A is the only owner so far.
+    let at_kill = wait_for(
+        "a chip of A's mid-provision (proxy leased, no QR yet)",
+        children,
+        &["a", "b"],
+        async || {
+            let seen = records(supervisor, &t, &chips).await;
+            if seen.iter().any(|r| {
+                matches!(
+                    r.observed.phase.name(),
+                    PhaseName::Provisioning | PhaseName::BackingOff
+                ) && succeeded(r, StepKind::LeaseProxy)
+            }) {
+                Ok(seen)
+            } else {
+                Err(describe_all(&seen))
+            }
+        },
+    )
+    .await;
+    let mut generations: BTreeMap<ChipId, u64> = BTreeMap::new();
+    for c in &chips {
+        if let Some(lease) = api
+            .proxies
+            .lease(&t, c)
+            .await
+            .expect("the allocator reads leases")
+        {
+            generations.insert(c.clone(), lease.generation);
+        }
+    }
+    {
+        let mut list = children.lock().unwrap_or_else(|p| p.into_inner());
+        let a = list.get_mut("a");
+        a.process.kill().expect("SIGKILL to A");
+        a.process.wait().expect("A reaped");
+    }
+    assert!(
+        at_kill
+            .iter()
+            .any(|r| r.observed.phase.name() != PhaseName::AwaitingLogin),
+        "precondition: A was killed mid-provision: {}",
+        describe_all(&at_kill)
+    );
+    assert!(
+        !generations.is_empty(),
+        "precondition: a proxy lease existed before the kill"
+    );
+
+    // B takes over once A's lease expires, and finishes every chip.
+    let token_b = wait_owner(&owner_db, &t, &owner_b, children, &["b"]).await;
+    assert!(
+        token_b > token_a,
+        "the takeover bumped the token ({token_a} -> {token_b})"
+    );
+    let done = wait_for(
+        "every chip in its QR window after the takeover",
+        children,
+        &["b"],
+        async || {
+            let seen = records(supervisor, &t, &chips).await;
+            if seen
+                .iter()
+                .all(|r| r.observed.phase.name() == PhaseName::AwaitingLogin)
+            {
+                Ok(seen)
+            } else {
+                Err(describe_all(&seen))
+            }
+        },
+    )
+    .await;
+    assert_eq!(done.len(), 2);
+
+    // One container per slot (every state counts: a second one, even stopped, is a duplicate).
+    let selector = LabelSelector::new(labels::MANAGED_BY, &setup.managed_by);
+    let containers = runtime
+        .list(&selector)
+        .await
+        .expect("Docker lists the run's containers");
+    let mut per_slot: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for c in &containers {
+        *per_slot
+            .entry((
+                c.label(labels::TENANT).unwrap_or("?").to_owned(),
+                c.label(labels::SLOT).unwrap_or("?").to_owned(),
+            ))
+            .or_insert(0) += 1;
+    }
+    assert!(
+        !per_slot.is_empty() && per_slot.values().all(|n| *n == 1),
+        "one container per slot: {per_slot:?}"
+    );
+
+    // Exactly one create answered 201 per session, in the simulator's own call log.
+    let running = containers
+        .iter()
+        .find(|c| {
+            c.label(labels::TENANT) == Some(t.as_str())
+                && c.label(labels::SLOT) == Some("0")
+                && c.state == ContainerState::Running
+        })
+        .unwrap_or_else(|| panic!("a running slot-0 container of {t}: {containers:?}"));
+    let base_url = running
+        .url
+        .clone()
+        .unwrap_or_else(|| panic!("the running container's address on {}", setup.network));
+    let tenant_record = api
+        .directory
+        .get(&t)
+        .await
+        .unwrap_or_else(|e| panic!("reading tenant {t}: {e}"));
+    let control = SimControlClient::new(
+        base_url.as_str(),
+        Some(waha_sim::ApiKey::new(
+            tenant_record.secrets.container_api_key.expose_secret(),
+        )),
+    )
+    .expect("a control client");
+    let calls = control
+        .calls()
+        .await
+        .unwrap_or_else(|e| panic!("the simulator's call log: {e}"));
+    for c in &chips {
+        let name = session(&t, c);
+        let creates: Vec<u16> = calls
+            .iter()
+            .filter(|call| call.is_create() && call.session.as_deref() == Some(name.as_str()))
+            .map(|call| call.status)
+            .collect();
+        assert_eq!(
+            creates.iter().filter(|status| **status == 201).count(),
+            1,
+            "{name}: exactly one accepted create across both processes: {creates:?}"
+        );
+    }
+
+    // The proxy leases kept their generation across the takeover (the same PostgreSQL store).
+    for (c, before) in &generations {
+        let after = api
+            .proxies
+            .lease(&t, c)
+            .await
+            .expect("the allocator reads leases")
+            .unwrap_or_else(|| panic!("{t}/{c}: the lease survived the takeover"));
+        assert_eq!(
+            after.generation, *before,
+            "{t}/{c}: the takeover kept the lease generation"
+        );
+    }
+
+    // The quota counts each chip once.
+    let usage = api.quota.usage(&t).await.expect("quota usage");
+    assert_eq!(usage.chips, 2, "two chips in the quota: {usage:?}");
+    assert_eq!(
+        usage.running_sessions, 2,
+        "two running slots, none reserved twice: {usage:?}"
+    );
+
+    // -----------------------------------------------------------------------------------------
+    // SIGSTOP past the lease expiry, then SIGCONT.
+    // -----------------------------------------------------------------------------------------
+
+    let (pid_b, calls_b) = {
+        let list = children.lock().unwrap_or_else(|p| p.into_inner());
+        let b = list.get("b");
+        (b.pid(), b.calls.clone())
+    };
+    signal(pid_b, "-STOP");
+    wait_for("B to be stopped", children, &["b"], async || {
+        let states = thread_states(pid_b);
+        if !states.is_empty() && states.iter().all(|s| *s == 'T' || *s == 't') {
+            Ok(())
+        } else {
+            Err(format!("thread states {states:?}"))
+        }
+    })
+    .await;
+
+    let owner_c = spawn_child(setup, dir, children, "c");
+    let token_c = wait_owner(&owner_db, &t, &owner_c, children, &["b", "c"]).await;
+    assert!(
+        token_c > token_b,
+        "the takeover bumped the token ({token_b} -> {token_c})"
+    );
+
+    // B cannot write while stopped: the step log up to now is the mark.
+    let marks: BTreeMap<ChipId, u64> = records(supervisor, &t, &chips)
+        .await
+        .into_iter()
+        .map(|r| {
+            let mark = r.steps.iter().map(|e| e.seq).max().unwrap_or(0);
+            (r.key.chip.clone(), mark)
+        })
+        .collect();
+
+    // A write that needs a WAHA mutation; C acts on it.
+    let restarted = &chips[0];
+    supervisor
+        .restart_chip(&t, restarted)
+        .await
+        .unwrap_or_else(|e| panic!("{t}/{restarted}: restart_chip failed: {e}"));
+    let mark = marks[restarted];
+    let token_c_u64 = u64::try_from(token_c).expect("tokens are positive");
+    wait_for(
+        "C's restart of the chip",
+        children,
+        &["b", "c"],
+        async || {
+            let record = supervisor
+                .get_chip(&t, restarted)
+                .await
+                .map_err(|e| e.to_string())?;
+            if record.steps.iter().any(|e| {
+                e.seq > mark
+                    && e.step == StepKind::RestartSession
+                    && e.outcome == StepOutcome::Succeeded
+                    && e.owner_token == token_c_u64
+            }) {
+                Ok(())
+            } else {
+                Err(describe(&record))
+            }
+        },
+    )
+    .await;
+    let t_ms = unix_ms(SystemTime::now());
+
+    // Resume B, then watch it: THE TIME WINDOW IS THE ASSERTION here (no event says "B will do
+    // nothing more"): for RESUMED_WINDOW after SIGCONT, B runs (alive, not stopped) and its call
+    // record gains no line (checked as it happens, and once more at the end).
+    signal(pid_b, "-CONT");
+    wait_for("B to run again", children, &["b"], async || {
+        let states = thread_states(pid_b);
+        if !states.is_empty() && states.iter().all(|s| *s != 'T' && *s != 't') {
+            Ok(())
+        } else {
+            Err(format!("thread states {states:?}"))
+        }
+    })
+    .await;
+    let window_end = Instant::now() + RESUMED_WINDOW;
+    while Instant::now() < window_end {
+        assert_alive(children, "b");
+        let late = calls_after(&calls_b, t_ms);
+        assert!(
+            late.is_empty(),
+            "B sent mutating WAHA calls after resuming (its lease had expired): {late:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    assert_alive(children, "b");
+    let late = calls_after(&calls_b, t_ms);
+    assert!(
+        late.is_empty(),
+        "B sent mutating WAHA calls after resuming (its lease had expired): {late:?}"
+    );
+
+    // B's writes were refused: no step entry under B's token past the marks.
+    let token_b_u64 = u64::try_from(token_b).expect("tokens are positive");
+    for record in records(supervisor, &t, &chips).await {
+        let mark = marks[&record.key.chip];
+        let by_b: Vec<u64> = record
+            .steps
+            .iter()
+            .filter(|e| e.seq > mark && e.owner_token == token_b_u64)
+            .map(|e| e.seq)
+            .collect();
+        assert!(
+            by_b.is_empty(),
+            "B's writes after the takeover landed (entries {by_b:?}): {}",
+            describe(&record)
+        );
+    }
+
+    // C still owns the tenant under its token: B took nothing back.
+    assert_eq!(
+        owner_lease(&owner_db, &t).await,
+        Some((Some(owner_c.clone()), token_c)),
+        "C keeps the tenant after B resumed"
+    );
+
+    // And C finishes the restart: the chip is back in its QR window.
+    wait_for(
+        "the restarted chip back in its QR window",
+        children,
+        &["c"],
+        async || {
+            let record = supervisor
+                .get_chip(&t, restarted)
+                .await
+                .map_err(|e| e.to_string())?;
+            if record.observed.phase.name() == PhaseName::AwaitingLogin {
+                Ok(())
+            } else {
+                Err(describe(&record))
+            }
+        },
+    )
+    .await;
+
+    drop(owner_db);
+}
