@@ -388,8 +388,10 @@ async fn assemble(
     let list: String = (0..4)
         .map(|n| format!("http://203.0.113.{}:3128 country=BR\n", 10 + n))
         .collect();
-    let mut allocation = AllocationPolicy::default();
-    allocation.max_chips_per_endpoint = 16;
+    let allocation = AllocationPolicy {
+        max_chips_per_endpoint: 16,
+        ..AllocationPolicy::default()
+    };
     let proxies = Arc::new(
         ProxyAllocator::new(
             Arc::new(StaticListSource::parse(&list).expect("a valid proxy list")),
@@ -430,9 +432,11 @@ async fn assemble(
 
 /// The WAHA clients of a supervisor: over HTTP, the supervisor retrying through its policy.
 fn http_clients() -> HttpWahaClients {
-    let mut client = ClientConfig::default();
-    client.retry = RetryConfig::disabled();
-    HttpWahaClients::new(client).expect("an HTTP client")
+    HttpWahaClients::new(ClientConfig {
+        retry: RetryConfig::disabled(),
+        ..ClientConfig::default()
+    })
+    .expect("an HTTP client")
 }
 
 // ---------------------------------------------------------------------------------------------
