@@ -25,8 +25,11 @@
 //! - `PgChipStore` (feature `postgres`): tenant rows under row-level security, the work queue
 //!   and owner leases in platform tables.
 //!
-//! **Not built yet:** fleet upgrade, and the webhook ingest that puts verification and
-//! de-duplication in front of [`Supervisor::observe`] (issue 13).
+//! - [`Supervisor::upgrade_fleet`]: a new container spec rolled out tenant by tenant, chips
+//!   kept logged in through their volumes.
+//!
+//! **Not built yet:** the webhook ingest that puts verification and de-duplication in front of
+//! [`Supervisor::observe`] (issue 13).
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};

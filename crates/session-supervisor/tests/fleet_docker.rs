@@ -17,13 +17,8 @@
 //! when Docker or PostgreSQL is not available.
 #![cfg(all(feature = "docker", feature = "postgres"))]
 
+mod shared;
 mod support;
-
-/// tenant-isolation's throw-away databases (`ScratchDb`) and its owner-role client. It reads
-/// `admin_url()` from this file.
-#[path = "../../tenant-isolation/tests/pg_support/scratch.rs"]
-#[allow(dead_code)]
-mod scratch;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -34,31 +29,30 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use container_pool::{
-    AddressingPolicy, AutoStartStagger, ContainerRuntime, DockerRuntime, Engine, EnvVar, ImageRef,
-    InMemoryPortStore, LabelSelector, PoolConfig, TenantEndpoint, TenantPool, WahaHealthProbe,
-    keys_from_directory, labels,
+    AddressingPolicy, ContainerRuntime, DockerRuntime, EnvVar, InMemoryPortStore, TenantEndpoint,
+    TenantPool,
 };
 use futures::FutureExt;
-use proxy_allocator::{AllocationPolicy, InMemoryLeaseStore, ProxyAllocator, StaticListSource};
-use session_supervisor::policy::Rate;
+use proxy_allocator::InMemoryLeaseStore;
 use session_supervisor::store::PgChipStore;
 use session_supervisor::{
-    ChipSpec, ChipStore, HttpWahaClients, Phase, PhaseName, QrCode, QrFormat, StepKind,
-    StepOutcome, Supervisor, SupervisorConfig, SupervisorHandle, SupervisorParts, SystemClock,
-    Toggle, WahaClients,
+    ChipSpec, ChipStore, Phase, PhaseName, QrCode, QrFormat, StepKind, StepOutcome, Supervisor,
+    SupervisorConfig, SupervisorHandle, SupervisorParts, SystemClock,
 };
-use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
-use tenant_isolation::pg::{
-    self, AdminDb, MigrationConfig, PgQuotaLedger, PgTenantDirectory, PoolOptions, TenantDb,
-};
-use tenant_isolation::{
-    ChipId, NewTenant, PlanLimits, QuotaLedger, TenantDirectory, TenantId, TenantSecrets,
-};
+use tenant_isolation::pg::{self, PgQuotaLedger, PgTenantDirectory};
+use tenant_isolation::{ChipId, PlanLimits, QuotaLedger, TenantDirectory, TenantId};
 use waha_client::webhook::WebhookEvent;
-use waha_client::{ClientConfig, NewSession, RetryConfig, SessionConfig, WahaApi, WahaClient};
+use waha_client::{NewSession, SessionConfig, WahaApi, WahaClient};
 use waha_sim::SimControlClient;
 
-use support::{chip, describe, fast_policy, ms, secs, session, tenant, wait_phase};
+use shared::docker::{docker_pool_config, docker_with_sim_image, remove_docker_leftovers, run_id};
+use shared::pg::{
+    app_db, app_url, end_app_connections, migrated_admin, on_database, pool_options, scratch,
+};
+use shared::{
+    SupervisorTimings, create_tenant, fake_proxies, http_clients, supervisor_config, tenant_pool,
+};
+use support::{chip, describe, ms, secs, session, tenant, wait_phase};
 
 /// The longest any single wait of this file may take.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -76,43 +70,8 @@ const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 // PostgreSQL (as in `pg_store.rs`).
 // ---------------------------------------------------------------------------------------------
 
-/// The owner role's URL (`DATABASE_URL`): runs the migrations, owns the tables, creates the
-/// scratch databases.
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://chipfleet:chipfleet@127.0.0.1:5432/chipfleet".into())
-}
-
-/// The application role's URL (`APP_DATABASE_URL`).
-fn app_url() -> String {
-    std::env::var("APP_DATABASE_URL").unwrap_or_else(|_| {
-        "postgres://chipfleet_app:chipfleet_app@127.0.0.1:5432/chipfleet".into()
-    })
-}
-
-/// `url` pointed at database `name`.
-fn on_database(url: &str, name: &str) -> String {
-    let (prefix, _) = url.rsplit_once('/').expect("the URL names a database");
-    format!("{prefix}/{name}")
-}
-
-fn migration_config() -> MigrationConfig {
-    let config: tokio_postgres::Config = app_url().parse().expect("APP_DATABASE_URL is valid");
-    MigrationConfig {
-        app_role: config
-            .get_user()
-            .expect("APP_DATABASE_URL names a user")
-            .to_owned(),
-        ..MigrationConfig::default()
-    }
-}
-
-fn options() -> PoolOptions {
-    PoolOptions {
-        max_size: 4,
-        ..PoolOptions::default()
-    }
-}
+/// Pools of at most this many connections.
+const POOL_SIZE: usize = 4;
 
 /// The PostgreSQL side of the world, on a migrated scratch database.
 struct Pg {
@@ -122,27 +81,11 @@ struct Pg {
 }
 
 async fn migrated(db: &scratch::ScratchDb) -> (Pg, String) {
-    let admin = AdminDb::connect(&db.url, &options()).expect("DATABASE_URL is a valid URL");
-    admin
-        .migrate_with(&migration_config(), &[PgChipStore::MIGRATIONS])
-        .await
-        .unwrap_or_else(|err| {
-            panic!(
-                "PostgreSQL is required for this test (DATABASE_URL, default \
-                 127.0.0.1:5432/chipfleet as chipfleet; start it with scripts/test-env.sh): \
-                 migrating the scratch database failed: {err}"
-            )
-        });
+    let options = pool_options(POOL_SIZE);
+    let admin = migrated_admin(&db.url, &options, &[PgChipStore::MIGRATIONS]).await;
     let app_url = on_database(&app_url(), &db.name);
-    let tenant_db = TenantDb::connect(&app_url, &options())
-        .await
-        .unwrap_or_else(|err| {
-            panic!(
-                "PostgreSQL is required for this test (APP_DATABASE_URL, default \
-                 127.0.0.1:5432/chipfleet as chipfleet_app): {err}"
-            )
-        });
-    let owner = pg::build_pool(&db.url, &options()).expect("DATABASE_URL is a valid URL");
+    let tenant_db = app_db(&app_url, &options).await;
+    let owner = pg::build_pool(&db.url, &options).expect("DATABASE_URL is a valid URL");
     let directory: Arc<dyn TenantDirectory> = Arc::new(PgTenantDirectory::new(admin));
     let quota: Arc<dyn QuotaLedger> =
         Arc::new(PgQuotaLedger::new(tenant_db.clone(), Arc::new(SystemClock)));
@@ -157,43 +100,9 @@ async fn migrated(db: &scratch::ScratchDb) -> (Pg, String) {
     )
 }
 
-/// Ends the application role's own connections to the scratch database (the owner may not end
-/// them), so that `DROP DATABASE ... WITH (FORCE)` succeeds (as `pg_store.rs` does).
-async fn end_app_connections(app_url: &str) {
-    let Ok((client, connection)) = tokio_postgres::connect(app_url, NoTls).await else {
-        return;
-    };
-    let connection = tokio::spawn(connection);
-    let _ = client
-        .batch_execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-              WHERE datname = current_database() AND usename = current_user \
-                AND pid <> pg_backend_pid()",
-        )
-        .await;
-    drop(client);
-    let _ = connection.await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Docker (as in container-pool's `tests/docker.rs`).
 // ---------------------------------------------------------------------------------------------
-
-async fn docker() -> DockerRuntime {
-    DockerRuntime::connect().await.unwrap_or_else(|e| {
-        panic!("these tests need the Docker daemon (run scripts/test-env.sh): {e}")
-    })
-}
-
-/// A short per-run id usable in names and labels.
-fn run_id() -> String {
-    let id = TenantId::generate().as_str().to_ascii_lowercase();
-    id.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .rev()
-        .take(10)
-        .collect()
-}
 
 /// A pool on Docker: host-network addressing on 127.0.0.1 (ports from `ports`), volumes on,
 /// small containers, the simulator's timings shortened (first QR after 1 s of wall-clock time;
@@ -207,76 +116,18 @@ fn docker_pool(
     startup_deadline: Duration,
     faults: &[(&str, String)],
 ) -> Arc<TenantPool> {
-    let mut config = PoolConfig::new(ImageRef::parse(image).expect("a valid image reference"));
-    config.managed_by = managed_by.to_owned();
-    config.name_prefix = managed_by.to_owned();
-    config.engine = Engine::Noweb;
-    // Below the ephemeral ports (32768+); the allocator skips ports something else holds.
-    config.addressing = AddressingPolicy::loopback_host_network(23_000..=23_199, ports.clone());
-    config.volumes = true;
-    config.startup_deadline = startup_deadline;
-    config.poll_interval = ms(50);
-    config.probe_timeout = secs(1);
-    config.stop_grace = secs(2);
-    config.idle_ttl = secs(30 * 60);
-    config.auto_start = AutoStartStagger {
-        base: Duration::ZERO,
-        spread: Duration::ZERO,
-    };
-    // Small limits on a 2-core test machine.
-    config.sizing = container_pool::SizingPolicy::waha_guide()
-        .with_table(
-            Engine::Noweb,
-            vec![container_pool::SizingRow {
-                sessions: 10,
-                millicpus: 500,
-                memory_mib: 64,
-            }],
-        )
-        .expect("a valid sizing table");
-    config
-        .extra_env
-        .push(EnvVar::plain("SIM_STARTING_MS", "500"));
-    config
-        .extra_env
-        .push(EnvVar::plain("SIM_FIRST_QR_MS", "1000"));
+    let mut config = docker_pool_config(
+        image,
+        managed_by,
+        // Below the ephemeral ports (32768+); the allocator skips ports something else holds.
+        AddressingPolicy::loopback_host_network(23_000..=23_199, ports.clone()),
+        startup_deadline,
+        secs(1),
+    );
     for (name, value) in faults {
         config.extra_env.push(EnvVar::plain(*name, value.clone()));
     }
-    Arc::new(
-        TenantPool::new(
-            runtime.clone(),
-            keys_from_directory(directory.clone()),
-            Arc::new(WahaHealthProbe::new(secs(1)).expect("a health probe")),
-            config,
-        )
-        .expect("a valid pool configuration"),
-    )
-}
-
-/// Removes every container and volume carrying `managed_by`.
-async fn remove_docker_leftovers(runtime: &DockerRuntime, managed_by: &str) {
-    let selector = LabelSelector::new(labels::MANAGED_BY, managed_by);
-    match runtime.list(&selector).await {
-        Ok(containers) => {
-            for c in containers {
-                if let Err(e) = runtime.remove(&c.id).await {
-                    eprintln!("clean-up: removing container {}: {e}", c.name);
-                }
-            }
-        }
-        Err(e) => eprintln!("clean-up: listing containers: {e}"),
-    }
-    match runtime.list_volumes(&selector).await {
-        Ok(volumes) => {
-            for v in volumes {
-                if let Err(e) = runtime.remove_volume(&v.name).await {
-                    eprintln!("clean-up: removing volume {}: {e}", v.name);
-                }
-            }
-        }
-        Err(e) => eprintln!("clean-up: listing volumes: {e}"),
-    }
+    tenant_pool(runtime.clone(), directory, config)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -390,46 +241,17 @@ async fn start_receiver(directory: Arc<dyn TenantDirectory>, observer: Observer)
 /// The test configuration (like `support`'s, with ownership timings that tolerate a loaded
 /// 2-core machine talking to PostgreSQL).
 fn test_config(webhook_url: String, step_timeout: Duration) -> SupervisorConfig {
-    let mut config = SupervisorConfig::new(webhook_url);
-    config.tick_interval = ms(50);
-    config.step_timeout = step_timeout;
-    config.lease_ttl = secs(6);
-    config.renew_every = secs(1);
-    config.safety_margin = secs(2);
-    config.claim_interval = ms(200);
-    config.shutdown_grace = secs(5);
-    config.policy = fast_policy();
-    config.tenant_restart_budget = Rate {
-        every: ms(10),
-        burst: 100,
-    };
-    config.global_restart_budget = Rate {
-        every: ms(1),
-        burst: 1_000,
-    };
-    config.monitors.proxy_health = Toggle::Off {
-        reason:
-            "tests: the proxy endpoints are documentation addresses (203.0.113.x), never contacted"
-                .to_owned(),
-    };
-    config
-}
-
-fn proxies() -> Arc<ProxyAllocator> {
-    let list: String = (0..4)
-        .map(|n| format!("http://203.0.113.{}:3128 country=BR\n", 10 + n))
-        .collect();
-    let allocation = AllocationPolicy {
-        max_chips_per_endpoint: 16,
-        ..AllocationPolicy::default()
-    };
-    Arc::new(
-        ProxyAllocator::new(
-            Arc::new(StaticListSource::parse(&list).expect("a valid proxy list")),
-            Arc::new(InMemoryLeaseStore::new()),
-            allocation,
-        )
-        .expect("a valid allocation policy"),
+    supervisor_config(
+        webhook_url,
+        SupervisorTimings {
+            tick_interval: ms(50),
+            step_timeout,
+            lease_ttl: secs(6),
+            renew_every: secs(1),
+            safety_margin: secs(2),
+            claim_interval: ms(200),
+            shutdown_grace: secs(5),
+        },
     )
 }
 
@@ -444,10 +266,7 @@ fn proxies() -> Arc<ProxyAllocator> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_000_two_tenants_two_chips_on_docker_and_postgres() {
     // Docker first: fail loudly when it is missing, and build the image (reused when unchanged).
-    let runtime = Arc::new(docker().await);
-    let image = waha_sim::container::build_default_image(runtime.client())
-        .await
-        .unwrap_or_else(|e| panic!("building the waha-sim image failed: {e}"));
+    let (runtime, image) = docker_with_sim_image().await;
     let managed_by = format!("ss-test-{}", run_id());
     let db = scratch::ScratchDb::create().await;
 
@@ -474,7 +293,7 @@ async fn seed_000_two_tenants_two_chips_on_docker_and_postgres() {
         let _ = tokio::time::timeout(secs(30), running.shutdown()).await;
     }
     observer.lock().unwrap_or_else(|p| p.into_inner()).take();
-    remove_docker_leftovers(&runtime, &managed_by).await;
+    remove_docker_leftovers(&runtime, &managed_by, None).await;
     let app_url = app_url.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(url) = app_url {
         end_app_connections(&url).await;
@@ -500,14 +319,7 @@ async fn seed_000_body(
     let tenants = [tenant("acme"), tenant("beta")];
     let chips: [ChipId; 2] = [chip("sales-1"), chip("sales-2")];
     for t in &tenants {
-        pg.directory
-            .create(NewTenant::new(
-                t.clone(),
-                PlanLimits::new(50, 50, 10_000),
-                TenantSecrets::generate().expect("secrets from the OS random source"),
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("creating tenant {t}: {e}"));
+        create_tenant(pg.directory.as_ref(), t, PlanLimits::new(50, 50, 10_000)).await;
     }
 
     let ports = Arc::new(InMemoryPortStore::new());
@@ -594,18 +406,13 @@ async fn seed_000_body(
     );
 
     // The supervisor retries through its own policy.
-    let client = ClientConfig {
-        retry: RetryConfig::disabled(),
-        ..ClientConfig::default()
-    };
-    let waha_clients: Arc<dyn WahaClients> =
-        Arc::new(HttpWahaClients::new(client).expect("an HTTP client"));
+    let waha_clients = http_clients();
     let webhook_url = start_receiver(pg.directory.clone(), observer.clone()).await;
     let supervisor = Supervisor::builder(SupervisorParts {
         directory: pg.directory.clone(),
         quota: pg.quota.clone(),
         pool: pool.clone(),
-        proxies: proxies(),
+        proxies: fake_proxies(4, Arc::new(InMemoryLeaseStore::new())),
         store: pg.store.clone() as Arc<dyn ChipStore>,
         waha: waha_clients,
         clock: Arc::new(SystemClock),

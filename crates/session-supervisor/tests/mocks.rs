@@ -3,6 +3,7 @@
 //! cannot build a client.
 #![cfg(feature = "mock")]
 
+mod shared;
 mod support;
 
 use std::sync::Arc;

@@ -7,11 +7,9 @@
 //! `scripts/test-env.sh` prints. Fails, never skips, when PostgreSQL is unreachable.
 #![cfg(feature = "postgres")]
 
-/// tenant-isolation's throw-away databases (`ScratchDb`), its owner-role client and its reading
-/// of the migration table, shared rather than copied. It reads `admin_url()` from this file.
-#[path = "../../tenant-isolation/tests/pg_support/scratch.rs"]
-#[allow(dead_code)]
-mod scratch;
+/// The URLs, migration access and scratch databases (tenant-isolation's `ScratchDb`, its
+/// owner-role client and its reading of the migration table) shared with the Docker tests.
+mod shared;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,10 +23,13 @@ use session_supervisor::{
 };
 use tenant_isolation::pg::reexports::tokio_postgres::error::SqlState;
 use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
-use tenant_isolation::pg::{
-    self, AdminDb, MigrationConfig, PgTenantDirectory, PoolOptions, TenantDb,
-};
+use tenant_isolation::pg::{self, AdminDb, PgTenantDirectory, PoolOptions, TenantDb};
 use tenant_isolation::{ChipId, NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets};
+
+use shared::pg::{
+    app_db, app_url, migrated_admin, migration_config, on_database, pool_options, scratch,
+    try_end_app_connections,
+};
 
 /// The tables the store's migration declares tenant-scoped.
 const TENANT_TABLES: [&str; 3] = [
@@ -39,45 +40,10 @@ const TENANT_TABLES: [&str; 3] = [
 /// Its platform tables.
 const PLATFORM_TABLES: [&str; 2] = ["supervisor_owner_leases", "supervisor_work"];
 
-/// The owner role's URL (`DATABASE_URL`): runs the migrations, owns the tables, creates the
-/// scratch databases.
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://chipfleet:chipfleet@127.0.0.1:5432/chipfleet".into())
-}
-
-/// The application role's URL (`APP_DATABASE_URL`): tenant-scoped access only.
-fn app_url() -> String {
-    std::env::var("APP_DATABASE_URL").unwrap_or_else(|_| {
-        "postgres://chipfleet_app:chipfleet_app@127.0.0.1:5432/chipfleet".into()
-    })
-}
-
-/// `url` pointed at database `name`.
-fn on_database(url: &str, name: &str) -> String {
-    let (prefix, _) = url.rsplit_once('/').expect("the URL names a database");
-    format!("{prefix}/{name}")
-}
-
-/// The access the host's migration run grants: to `APP_DATABASE_URL`'s role.
-fn migration_config() -> MigrationConfig {
-    let config: tokio_postgres::Config = app_url().parse().expect("APP_DATABASE_URL is valid");
-    MigrationConfig {
-        app_role: config
-            .get_user()
-            .expect("APP_DATABASE_URL names a user")
-            .to_owned(),
-        ..MigrationConfig::default()
-    }
-}
-
 /// Small pools: every check runs on databases of its own, in parallel with the others, under
 /// PostgreSQL's connection limit.
 fn options() -> PoolOptions {
-    PoolOptions {
-        max_size: 4,
-        ..PoolOptions::default()
-    }
+    pool_options(4)
 }
 
 /// A `PgChipStore` on a fresh scratch database, which goes when the store does. As a
@@ -96,26 +62,9 @@ struct ScratchStore {
 /// the grants, in one run) and a store on it running on `clock`.
 async fn scratch_store(clock: ManualClock) -> ScratchStore {
     let db = scratch::ScratchDb::create().await;
-    let admin = AdminDb::connect(&db.url, &options()).expect("DATABASE_URL is a valid URL");
-    admin
-        .migrate_with(&migration_config(), &[PgChipStore::MIGRATIONS])
-        .await
-        .unwrap_or_else(|err| {
-            panic!(
-                "PostgreSQL is required for this test (DATABASE_URL, default \
-                 127.0.0.1:5432/chipfleet as chipfleet; start it with scripts/test-env.sh): \
-                 migrating the scratch database failed: {err}"
-            )
-        });
+    let admin = migrated_admin(&db.url, &options(), &[PgChipStore::MIGRATIONS]).await;
     let app_url = on_database(&app_url(), &db.name);
-    let tenant_db = TenantDb::connect(&app_url, &options())
-        .await
-        .unwrap_or_else(|err| {
-            panic!(
-                "PostgreSQL is required for this test (APP_DATABASE_URL, default \
-                 127.0.0.1:5432/chipfleet as chipfleet_app): {err}"
-            )
-        });
+    let tenant_db = app_db(&app_url, &options()).await;
     let owner = pg::build_pool(&db.url, &options()).expect("DATABASE_URL is a valid URL");
     ScratchStore {
         store: PgChipStore::new(tenant_db, owner).with_clock(Arc::new(clock)),
@@ -159,24 +108,7 @@ impl Drop for ScratchStore {
                 .enable_all()
                 .build()
                 .map_err(|err| err.to_string())?;
-            runtime.block_on(async {
-                let (client, connection) = tokio_postgres::connect(&url, NoTls)
-                    .await
-                    .map_err(|err| err.to_string())?;
-                let connection = tokio::spawn(connection);
-                let ended = client
-                    .batch_execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                          WHERE datname = current_database() AND usename = current_user \
-                            AND pid <> pg_backend_pid()",
-                    )
-                    .await
-                    .map_err(|err| err.to_string());
-                drop(client);
-                // The connection task ends once the client is gone.
-                let _ = connection.await;
-                ended
-            })
+            runtime.block_on(try_end_app_connections(&url))
         })
         .join();
         match ended {

@@ -6,6 +6,7 @@
 //! Every wait polls a condition under a deadline (a broken run fails, it never hangs); no
 //! outcome is decided by a fixed sleep. Secrets are never printed.
 
+mod shared;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -39,13 +39,8 @@
 //! PostgreSQL is not available.
 #![cfg(all(feature = "docker", feature = "postgres"))]
 
+mod shared;
 mod support;
-
-/// tenant-isolation's throw-away databases (`ScratchDb`) and its owner-role client. It reads
-/// `admin_url()` from this file.
-#[path = "../../tenant-isolation/tests/pg_support/scratch.rs"]
-#[allow(dead_code)]
-mod scratch;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -58,33 +53,36 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use container_pool::{
-    AddressingPolicy, AutoStartStagger, ContainerRuntime, ContainerState, DockerRuntime, Engine,
-    EnvVar, ImageRef, KeyFingerprintSecret, LabelSelector, PoolConfig, TenantPool, WahaHealthProbe,
-    keys_from_directory, labels,
+    AddressingPolicy, ContainerRuntime, ContainerState, DockerRuntime, EnvVar,
+    KeyFingerprintSecret, LabelSelector, PoolConfig, labels,
 };
 use futures::FutureExt;
-use proxy_allocator::{AllocationPolicy, PostgresLeaseStore, ProxyAllocator, StaticListSource};
-use session_supervisor::policy::Rate;
+use proxy_allocator::{PostgresLeaseStore, ProxyAllocator};
 use session_supervisor::store::PgChipStore;
 use session_supervisor::{
-    ChipRecord, ChipSpec, ChipStore, HttpWahaClients, OwnerId, PhaseName, StepKind, StepOutcome,
-    Supervisor, SupervisorConfig, SupervisorParts, SystemClock, Toggle, WahaClients,
+    ChipRecord, ChipSpec, ChipStore, OwnerId, PhaseName, StepKind, StepOutcome, Supervisor,
+    SupervisorConfig, SupervisorParts, SystemClock, WahaClients,
 };
-use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
-use tenant_isolation::pg::{
-    self, AdminDb, MigrationConfig, PgQuotaLedger, PgTenantDirectory, PoolOptions, TenantDb,
-};
-use tenant_isolation::{
-    ChipId, NewTenant, PlanLimits, QuotaLedger, TenantDirectory, TenantId, TenantSecrets,
-};
+use tenant_isolation::pg::reexports::tokio_postgres;
+use tenant_isolation::pg::{self, AdminDb, PgQuotaLedger, PgTenantDirectory};
+use tenant_isolation::{ChipId, PlanLimits, QuotaLedger, TenantDirectory, TenantId};
 use waha_client::{
-    ChatRef, ClientConfig, Me, NewSession, PairingCode, QrImage, QrValue, RetryConfig, SeenReceipt,
-    SentMessage, ServerHealth, ServerStatus, ServerVersion, SessionConfig, SessionInfo,
-    TextMessage, WahaApi, WahaError,
+    ChatRef, Me, NewSession, PairingCode, QrImage, QrValue, SeenReceipt, SentMessage, ServerHealth,
+    ServerStatus, ServerVersion, SessionConfig, SessionInfo, TextMessage, WahaApi, WahaError,
 };
 use waha_sim::SimControlClient;
 
-use support::{chip, describe, fast_policy, ms, secs, session, tenant};
+use shared::docker::{
+    docker, docker_pool_config, docker_with_sim_image, remove_docker_leftovers, run_id,
+};
+use shared::pg::{
+    admin_url, app_db, app_url, end_app_connections, migrated_admin, on_database, pool_options,
+    scratch,
+};
+use shared::{
+    SupervisorTimings, create_tenant, fake_proxies, http_clients, supervisor_config, tenant_pool,
+};
+use support::{chip, describe, ms, secs, session, tenant};
 
 /// The longest any single wait of this file may take.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -116,63 +114,6 @@ const CHILD_LIFETIME: Duration = Duration::from_secs(10 * 60);
 // PostgreSQL (as in `fleet_docker.rs`).
 // ---------------------------------------------------------------------------------------------
 
-/// The owner role's URL (`DATABASE_URL`): runs the migrations, owns the tables, creates the
-/// scratch databases.
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://chipfleet:chipfleet@127.0.0.1:5432/chipfleet".into())
-}
-
-/// The application role's URL (`APP_DATABASE_URL`).
-fn app_url() -> String {
-    std::env::var("APP_DATABASE_URL").unwrap_or_else(|_| {
-        "postgres://chipfleet_app:chipfleet_app@127.0.0.1:5432/chipfleet".into()
-    })
-}
-
-/// `url` pointed at database `name`.
-fn on_database(url: &str, name: &str) -> String {
-    let (prefix, _) = url.rsplit_once('/').expect("the URL names a database");
-    format!("{prefix}/{name}")
-}
-
-fn migration_config() -> MigrationConfig {
-    let config: tokio_postgres::Config = app_url().parse().expect("APP_DATABASE_URL is valid");
-    MigrationConfig {
-        app_role: config
-            .get_user()
-            .expect("APP_DATABASE_URL names a user")
-            .to_owned(),
-        ..MigrationConfig::default()
-    }
-}
-
-/// Small pools: several processes share the server's connection limit.
-fn options(max_size: usize) -> PoolOptions {
-    PoolOptions {
-        max_size,
-        ..PoolOptions::default()
-    }
-}
-
-/// Ends the application role's own connections to the scratch database (the owner may not end
-/// them), so that `DROP DATABASE ... WITH (FORCE)` succeeds (as `pg_store.rs` does).
-async fn end_app_connections(app_url: &str) {
-    let Ok((client, connection)) = tokio_postgres::connect(app_url, NoTls).await else {
-        return;
-    };
-    let connection = tokio::spawn(connection);
-    let _ = client
-        .batch_execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-              WHERE datname = current_database() AND usename = current_user \
-                AND pid <> pg_backend_pid()",
-        )
-        .await;
-    drop(client);
-    let _ = connection.await;
-}
-
 /// The tenant's owner lease as the owner role sees it: `(owner_id, token)`.
 async fn owner_lease(
     client: &tokio_postgres::Client,
@@ -186,58 +127,6 @@ async fn owner_lease(
         .await
         .expect("the owner role reads supervisor_owner_leases")
         .map(|row| (row.get(0), row.get(1)))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Docker.
-// ---------------------------------------------------------------------------------------------
-
-async fn docker() -> DockerRuntime {
-    DockerRuntime::connect().await.unwrap_or_else(|e| {
-        panic!("these tests need the Docker daemon (run scripts/test-env.sh): {e}")
-    })
-}
-
-/// A short per-run id usable in names and labels.
-fn run_id() -> String {
-    let id = TenantId::generate().as_str().to_ascii_lowercase();
-    id.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .rev()
-        .take(10)
-        .collect()
-}
-
-/// Removes every container and volume carrying `managed_by`, then the network.
-async fn remove_docker_leftovers(runtime: &DockerRuntime, managed_by: &str, network: &str) {
-    let selector = LabelSelector::new(labels::MANAGED_BY, managed_by);
-    match runtime.list(&selector).await {
-        Ok(containers) => {
-            for c in containers {
-                if let Err(e) = runtime.remove(&c.id).await {
-                    eprintln!("clean-up: removing container {}: {e}", c.name);
-                }
-            }
-        }
-        Err(e) => eprintln!("clean-up: listing containers: {e}"),
-    }
-    match runtime.list_volumes(&selector).await {
-        Ok(volumes) => {
-            for v in volumes {
-                if let Err(e) = runtime.remove_volume(&v.name).await {
-                    eprintln!("clean-up: removing volume {}: {e}", v.name);
-                }
-            }
-        }
-        Err(e) => eprintln!("clean-up: listing volumes: {e}"),
-    }
-    // The pool creates the network (labelled) when missing; gone already is fine.
-    if let Err(e) = runtime.client().remove_network(network).await {
-        let text = e.to_string();
-        if !text.contains("404") && !text.to_ascii_lowercase().contains("not found") {
-            eprintln!("clean-up: removing network {network}: {e}");
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -276,46 +165,20 @@ impl Setup {
 /// (replicas must share it), the simulator's timings shortened (first QR 3 s after the start,
 /// QR codes refreshed every 60 s, so a QR window outlasts the test).
 fn pool_config(setup: &Setup) -> PoolConfig {
-    let mut config =
-        PoolConfig::new(ImageRef::parse(&setup.image).expect("a valid image reference"));
-    config.managed_by = setup.managed_by.clone();
-    config.name_prefix = setup.managed_by.clone();
-    config.engine = Engine::Noweb;
-    config.addressing = AddressingPolicy::NetworkIp {
-        network: setup.network.clone(),
-    };
-    config.volumes = true;
-    config.startup_deadline = secs(4);
-    config.poll_interval = ms(50);
-    config.probe_timeout = secs(1);
-    config.stop_grace = secs(2);
-    config.idle_ttl = secs(30 * 60);
-    config.auto_start = AutoStartStagger {
-        base: Duration::ZERO,
-        spread: Duration::ZERO,
-    };
+    let mut config = docker_pool_config(
+        &setup.image,
+        &setup.managed_by,
+        AddressingPolicy::NetworkIp {
+            network: setup.network.clone(),
+        },
+        secs(4),
+        // A provisioning that lasts at least 3 s: the test kills the owner inside it.
+        secs(3),
+    );
     config.key_fingerprint_secret = Some(
         KeyFingerprintSecret::new(format!("two-processes-fingerprint-{}", setup.managed_by))
             .expect("a fingerprint secret of at least 16 bytes"),
     );
-    // Small limits on a 2-core test machine.
-    config.sizing = container_pool::SizingPolicy::waha_guide()
-        .with_table(
-            Engine::Noweb,
-            vec![container_pool::SizingRow {
-                sessions: 10,
-                millicpus: 500,
-                memory_mib: 64,
-            }],
-        )
-        .expect("a valid sizing table");
-    config
-        .extra_env
-        .push(EnvVar::plain("SIM_STARTING_MS", "500"));
-    // A provisioning that lasts at least 3 s: the test kills the owner inside it.
-    config
-        .extra_env
-        .push(EnvVar::plain("SIM_FIRST_QR_MS", "3000"));
     config
         .extra_env
         .push(EnvVar::plain("SIM_QR_REFRESH_MS", "60000"));
@@ -324,30 +187,19 @@ fn pool_config(setup: &Setup) -> PoolConfig {
 
 /// The supervisor configuration of every process: the ownership timings of the issue (lease
 /// 3 s, renewed every 500 ms, safety margin 1 s, claims every 300 ms), ticks every 50 ms.
-fn supervisor_config() -> SupervisorConfig {
-    let mut config = SupervisorConfig::new(WEBHOOK_URL.to_owned());
-    config.tick_interval = ms(50);
-    config.step_timeout = secs(5);
-    config.lease_ttl = secs(3);
-    config.renew_every = ms(500);
-    config.safety_margin = secs(1);
-    config.claim_interval = ms(300);
-    config.shutdown_grace = secs(5);
-    config.policy = fast_policy();
-    config.tenant_restart_budget = Rate {
-        every: ms(10),
-        burst: 100,
-    };
-    config.global_restart_budget = Rate {
-        every: ms(1),
-        burst: 1_000,
-    };
-    config.monitors.proxy_health = Toggle::Off {
-        reason:
-            "tests: the proxy endpoints are documentation addresses (203.0.113.x), never contacted"
-                .to_owned(),
-    };
-    config
+fn process_config() -> SupervisorConfig {
+    supervisor_config(
+        WEBHOOK_URL.to_owned(),
+        SupervisorTimings {
+            tick_interval: ms(50),
+            step_timeout: secs(5),
+            lease_ttl: secs(3),
+            renew_every: ms(500),
+            safety_margin: secs(1),
+            claim_interval: ms(300),
+            shutdown_grace: secs(5),
+        },
+    )
 }
 
 /// A process's pieces on the shared database and daemon.
@@ -369,46 +221,19 @@ async fn assemble(
 ) -> World {
     let owner_url = on_database(&admin_url(), &setup.db_name);
     let app_url = on_database(&app_url(), &setup.db_name);
-    let admin = AdminDb::connect(&owner_url, &options(2)).expect("DATABASE_URL is a valid URL");
-    let tenant_db = TenantDb::connect(&app_url, &options(3))
-        .await
-        .unwrap_or_else(|err| {
-            panic!(
-                "PostgreSQL is required for this test (APP_DATABASE_URL, default \
-                 127.0.0.1:5432/chipfleet as chipfleet_app): {err}"
-            )
-        });
+    let admin =
+        AdminDb::connect(&owner_url, &pool_options(2)).expect("DATABASE_URL is a valid URL");
+    let tenant_db = app_db(&app_url, &pool_options(3)).await;
     // The owner role's pool: the chip store's platform tables and the proxy leases.
-    let owner_pool = pg::build_pool(&owner_url, &options(3)).expect("DATABASE_URL is a valid URL");
+    let owner_pool =
+        pg::build_pool(&owner_url, &pool_options(3)).expect("DATABASE_URL is a valid URL");
     let directory: Arc<dyn TenantDirectory> = Arc::new(PgTenantDirectory::new(admin));
     let quota: Arc<dyn QuotaLedger> =
         Arc::new(PgQuotaLedger::new(tenant_db.clone(), Arc::new(SystemClock)));
     let store =
         Arc::new(PgChipStore::new(tenant_db, owner_pool.clone()).with_clock(Arc::new(SystemClock)));
-    let list: String = (0..4)
-        .map(|n| format!("http://203.0.113.{}:3128 country=BR\n", 10 + n))
-        .collect();
-    let allocation = AllocationPolicy {
-        max_chips_per_endpoint: 16,
-        ..AllocationPolicy::default()
-    };
-    let proxies = Arc::new(
-        ProxyAllocator::new(
-            Arc::new(StaticListSource::parse(&list).expect("a valid proxy list")),
-            Arc::new(PostgresLeaseStore::new(owner_pool)),
-            allocation,
-        )
-        .expect("a valid allocation policy"),
-    );
-    let pool = Arc::new(
-        TenantPool::new(
-            runtime,
-            keys_from_directory(directory.clone()),
-            Arc::new(WahaHealthProbe::new(secs(1)).expect("a health probe")),
-            pool_config(setup),
-        )
-        .expect("a valid pool configuration"),
-    );
+    let proxies = fake_proxies(4, Arc::new(PostgresLeaseStore::new(owner_pool)));
+    let pool = tenant_pool(runtime, &directory, pool_config(setup));
     let supervisor = Supervisor::builder(SupervisorParts {
         directory: directory.clone(),
         quota: quota.clone(),
@@ -418,7 +243,7 @@ async fn assemble(
         waha,
         clock: Arc::new(SystemClock),
     })
-    .config(supervisor_config())
+    .config(process_config())
     .owner_id(owner)
     .build()
     .expect("the test configuration is valid");
@@ -428,15 +253,6 @@ async fn assemble(
         proxies,
         supervisor,
     }
-}
-
-/// The WAHA clients of a supervisor: over HTTP, the supervisor retrying through its policy.
-fn http_clients() -> HttpWahaClients {
-    HttpWahaClients::new(ClientConfig {
-        retry: RetryConfig::disabled(),
-        ..ClientConfig::default()
-    })
-    .expect("an HTTP client")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -477,7 +293,7 @@ impl CallLog {
 
 /// [`WahaClients`] whose clients record every mutating call before sending it.
 struct RecordingClients {
-    inner: HttpWahaClients,
+    inner: Arc<dyn WahaClients>,
     log: Arc<CallLog>,
 }
 
@@ -922,10 +738,7 @@ fn succeeded(record: &ChipRecord, step: StepKind) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_sigstop_two_processes() {
     // Docker first: fail loudly when it is missing, and build the image (reused when unchanged).
-    let runtime = Arc::new(docker().await);
-    let image = waha_sim::container::build_default_image(runtime.client())
-        .await
-        .unwrap_or_else(|e| panic!("building the waha-sim image failed: {e}"));
+    let (runtime, image) = docker_with_sim_image().await;
     let run = run_id();
     let managed_by = format!("ss-2p-{run}");
     let network = format!("ss-2p-net-{run}");
@@ -953,7 +766,7 @@ async fn sigkill_and_sigstop_two_processes() {
             children.print_logs();
         }
     }
-    remove_docker_leftovers(&runtime, &managed_by, &network).await;
+    remove_docker_leftovers(&runtime, &managed_by, Some(&network)).await;
     end_app_connections(&on_database(&app_url(), &db.name)).await;
     db.drop_db().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -980,20 +793,12 @@ async fn body(
         .await
         .expect("the owner role owns the scratch database");
     drop(server);
-    let admin = AdminDb::connect(&db.url, &options(2)).expect("DATABASE_URL is a valid URL");
-    admin
-        .migrate_with(
-            &migration_config(),
-            &[PostgresLeaseStore::MIGRATIONS, PgChipStore::MIGRATIONS],
-        )
-        .await
-        .unwrap_or_else(|err| {
-            panic!(
-                "PostgreSQL is required for this test (DATABASE_URL, default \
-                 127.0.0.1:5432/chipfleet as chipfleet; start it with scripts/test-env.sh): \
-                 migrating the scratch database failed: {err}"
-            )
-        });
+    let admin = migrated_admin(
+        &db.url,
+        &pool_options(2),
+        &[PostgresLeaseStore::MIGRATIONS, PgChipStore::MIGRATIONS],
+    )
+    .await;
     drop(admin);
     let owner_db = scratch::owner_client(&db.url).await;
 
@@ -1001,7 +806,7 @@ async fn body(
     let api = assemble(
         setup,
         runtime.clone(),
-        Arc::new(http_clients()),
+        http_clients(),
         OwnerId::new(format!("{}-api", setup.managed_by)),
     )
     .await;
@@ -1009,14 +814,7 @@ async fn body(
 
     let t = tenant("acme");
     let chips: [ChipId; 2] = [chip("sales-1"), chip("sales-2")];
-    api.directory
-        .create(NewTenant::new(
-            t.clone(),
-            PlanLimits::new(50, 50, 10_000),
-            TenantSecrets::generate().expect("secrets from the OS random source"),
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("creating tenant {t}: {e}"));
+    create_tenant(api.directory.as_ref(), &t, PlanLimits::new(50, 50, 10_000)).await;
 
     // -----------------------------------------------------------------------------------------
     // SIGKILL mid-provision.

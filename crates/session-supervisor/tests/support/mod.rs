@@ -24,24 +24,28 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use container_pool::{
     AutoStartStagger, ContainerInfo, ContainerState, Engine, ImageRef, InMemoryRuntime, PoolConfig,
-    TenantEndpoint, TenantPool, WahaHealthProbe, keys_from_directory, labels,
+    TenantEndpoint, TenantPool, labels,
 };
-use proxy_allocator::{
-    AllocationPolicy, InMemoryLeaseStore, ProxyAllocator, ProxyLease, StaticListSource,
-};
-use session_supervisor::policy::Rate;
+use proxy_allocator::{InMemoryLeaseStore, ProxyAllocator, ProxyLease};
 use session_supervisor::{
-    ChipKey, ChipRecord, ChipStore, EventBus, HttpWahaClients, InProcessEventBus, MemoryChipStore,
-    OwnerId, PhaseName, Policy, ShutdownReport, StepOutcome, Supervisor, SupervisorConfig,
-    SupervisorHandle, SupervisorParts, SystemClock, Toggle, WahaClients,
+    ChipKey, ChipRecord, ChipStore, EventBus, InProcessEventBus, MemoryChipStore, OwnerId,
+    PhaseName, ShutdownReport, StepOutcome, Supervisor, SupervisorConfig, SupervisorHandle,
+    SupervisorParts, SystemClock, WahaClients,
 };
 use tenant_isolation::{
     ChipId, MemoryQuotaLedger, MemoryTenantDirectory, NewTenant, PlanLimits, QuotaLedger,
     QuotaUsage, SessionName, TenantDirectory, TenantId, TenantSecrets,
 };
 use waha_client::webhook::WebhookEvent;
-use waha_client::{ClientConfig, RetryConfig, WahaApi, WahaClient};
+use waha_client::{WahaApi, WahaClient};
 use waha_sim::{Faults, SimLauncher, SimulatorControl, Timings};
+
+use crate::shared::{
+    SupervisorTimings, fake_proxies, http_clients, supervisor_config, tenant_pool,
+};
+// Defined in `shared` (the Docker and PostgreSQL tests use them too); re-exported for this
+// module's users.
+pub use crate::shared::{ms, secs};
 
 /// How long any single wait of a test may take before the test fails (a broken run fails, it
 /// never hangs).
@@ -56,14 +60,6 @@ pub const GENEROUS: PlanLimits = PlanLimits {
     max_running_sessions: 50,
     max_sends_per_day: 10_000,
 };
-
-pub fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-pub fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
 
 pub fn tenant(id: &str) -> TenantId {
     TenantId::new(id).expect("a valid tenant id")
@@ -192,29 +188,6 @@ pub async fn chip_phase(
         .await
         .ok()
         .map(|record| record.observed.phase.name())
-}
-
-/// A fast policy: every delay and grace in tens or hundreds of milliseconds, resync every
-/// second. The silence threshold stays long (no probe storms in tests that do not ask for it).
-pub fn fast_policy() -> Policy {
-    let mut policy = Policy::default();
-    policy.classes.infra.base = ms(50);
-    policy.classes.infra.cap = ms(500);
-    policy.classes.provision.base = ms(100);
-    policy.classes.provision.cap = ms(800);
-    policy.classes.session.base = ms(100);
-    policy.classes.session.cap = ms(800);
-    policy.classes.capacity.base = ms(200);
-    policy.classes.capacity.cap = secs(1);
-    policy.starting_timeout = secs(5);
-    policy.reason_grace = ms(200);
-    policy.self_heal_grace = ms(300);
-    policy.restart_required_grace = ms(200);
-    policy.temp_ban_fallback = secs(3);
-    policy.temp_ban_jitter = Duration::ZERO;
-    policy.resync_interval = secs(1);
-    policy.reread_after = ms(200);
-    policy
 }
 
 /// What the webhook receiver hands events to: the supervisors of the world (any replica may
@@ -382,42 +355,9 @@ impl FleetBuilder {
             base: Duration::ZERO,
             spread: Duration::ZERO,
         };
-        let pool = Arc::new(
-            TenantPool::new(
-                runtime.clone(),
-                keys_from_directory(directory.clone()),
-                Arc::new(WahaHealthProbe::new(secs(1)).expect("a health probe")),
-                config,
-            )
-            .expect("a valid pool configuration"),
-        );
-
-        // Documentation addresses (TEST-NET-3): never contacted, so the proxy-health task is
-        // off in every test.
-        let list: String = (0..self.endpoints)
-            .map(|n| format!("http://203.0.113.{}:3128 country=BR\n", 10 + n))
-            .collect();
-        let allocation = AllocationPolicy {
-            max_chips_per_endpoint: 16,
-            ..AllocationPolicy::default()
-        };
-        let proxies = Arc::new(
-            ProxyAllocator::new(
-                Arc::new(StaticListSource::parse(&list).expect("a valid proxy list")),
-                Arc::new(InMemoryLeaseStore::new()),
-                allocation,
-            )
-            .expect("a valid allocation policy"),
-        );
-
-        // The supervisor retries through its own policy; a client retrying inside a step only
-        // hides what happened from the step log.
-        let client = ClientConfig {
-            retry: RetryConfig::disabled(),
-            ..ClientConfig::default()
-        };
-        let waha: Arc<dyn WahaClients> =
-            Arc::new(HttpWahaClients::new(client).expect("an HTTP client"));
+        let pool = tenant_pool(runtime.clone(), &directory, config);
+        let proxies = fake_proxies(self.endpoints, Arc::new(InMemoryLeaseStore::new()));
+        let waha = http_clients();
 
         let observers: Observers = Arc::default();
         let receiver = Receiver {
@@ -539,28 +479,18 @@ impl Fleet {
     /// fast policy, restart budgets too large to matter, and the proxy-health task off (the
     /// fake endpoints are never contacted).
     pub fn config(&self) -> SupervisorConfig {
-        let mut config = SupervisorConfig::new(self.webhook_url());
-        config.tick_interval = ms(10);
-        config.step_timeout = self.pool.config().startup_deadline + secs(1);
-        config.lease_ttl = secs(2);
-        config.renew_every = ms(200);
-        config.safety_margin = ms(500);
-        config.claim_interval = ms(100);
-        config.shutdown_grace = secs(2);
-        config.policy = fast_policy();
-        config.tenant_restart_budget = Rate {
-            every: ms(10),
-            burst: 100,
-        };
-        config.global_restart_budget = Rate {
-            every: ms(1),
-            burst: 1_000,
-        };
-        config.monitors.proxy_health = Toggle::Off {
-            reason: "tests: the proxy endpoints are documentation addresses (203.0.113.x), never contacted"
-                .to_owned(),
-        };
-        config
+        supervisor_config(
+            self.webhook_url(),
+            SupervisorTimings {
+                tick_interval: ms(10),
+                step_timeout: self.pool.config().startup_deadline + secs(1),
+                lease_ttl: secs(2),
+                renew_every: ms(200),
+                safety_margin: ms(500),
+                claim_interval: ms(100),
+                shutdown_grace: secs(2),
+            },
+        )
     }
 
     /// A pool like the fleet's, on the same runtime and simulators, whose containers run
@@ -568,15 +498,7 @@ impl Fleet {
     pub fn pool_with_image(&self, image: &str) -> Arc<TenantPool> {
         let mut config = self.pool.config().clone();
         config.image = ImageRef::parse(image).expect("a valid image reference");
-        Arc::new(
-            TenantPool::new(
-                self.runtime.clone(),
-                keys_from_directory(self.directory.clone()),
-                Arc::new(WahaHealthProbe::new(secs(1)).expect("a health probe")),
-                config,
-            )
-            .expect("a valid pool configuration"),
-        )
+        tenant_pool(self.runtime.clone(), &self.directory, config)
     }
 
     /// A supervisor of this world on another pool, built but not running.
