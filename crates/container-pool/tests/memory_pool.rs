@@ -549,6 +549,49 @@ async fn idle_reaping_stops_exactly_the_idle_containers_after_the_ttl() {
 }
 
 #[tokio::test]
+async fn replace_tenant_touches_that_tenant_only_also_when_it_has_nothing_drifted() {
+    let managed_by = format!("test-{}", run_id());
+    let runtime = Arc::new(
+        InMemoryRuntime::new(Arc::new(SimLauncher::new()))
+            .with_images([IMAGE, "chipfleet/waha-sim:next"]),
+    );
+    let old = fixture_on(runtime.clone(), config(&managed_by));
+    for name in ["a", "b"] {
+        old.pool.ensure(&tenant(name)).await.unwrap();
+    }
+    let mut next = config(&managed_by);
+    next.image = ImageRef::parse("chipfleet/waha-sim:next").unwrap();
+    let probe: Arc<dyn ReadinessProbe> =
+        Arc::new(WahaHealthProbe::new(Duration::from_secs(1)).unwrap());
+    let pool = TenantPool::new(runtime.clone(), old.tenants.clone(), probe, next).unwrap();
+
+    let report = pool.replace_tenant(&tenant("b")).await.unwrap();
+    assert_eq!(report.replaced, vec!["cp-b-0"]);
+    assert!(
+        report.pending.is_empty() && report.failed.is_empty(),
+        "{report:?}"
+    );
+    let drift = pool.drifted().await.unwrap();
+    assert_eq!(
+        drift.drifted.keys().cloned().collect::<Vec<_>>(),
+        vec![tenant("a")],
+        "a is left as it was"
+    );
+    // b is up to date now: asking again replaces nothing, and never another tenant (a
+    // rolling replace with b as canary would move on to a).
+    let again = pool.replace_tenant(&tenant("b")).await.unwrap();
+    assert!(
+        again.replaced.is_empty() && again.pending.is_empty(),
+        "{again:?}"
+    );
+    assert_eq!(
+        pool.drifted().await.unwrap().drifted.len(),
+        1,
+        "a still drifted"
+    );
+}
+
+#[tokio::test]
 async fn rolling_replace_rolls_a_new_image_out_one_tenant_at_a_time_after_a_canary() {
     let managed_by = format!("test-{}", run_id());
     let runtime = Arc::new(

@@ -68,9 +68,19 @@ pub enum InvalidPhoneNumber {
 
 /// A phone number for a pairing code: 5 to 15 digits, country code first, as WAHA wants it
 /// (a leading `+` is accepted and dropped; spaces, dashes and a leading 0 are refused).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// `Debug` shows only the last two digits (`PhoneNumber("…01")`): records, specs and errors
+/// are logged, a customer's number is not.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PhoneNumber(String);
+
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tail = &self.0[self.0.len().saturating_sub(2)..];
+        write!(f, "PhoneNumber(\"…{tail}\")")
+    }
+}
 
 impl PhoneNumber {
     /// The fewest digits.
@@ -735,6 +745,15 @@ mod tests {
             TenantId::new("acme").unwrap(),
             ChipId::new("sales-1").unwrap(),
         )
+    }
+
+    #[test]
+    fn a_phone_number_never_shows_in_debug_output() {
+        let spec = ChipSpec::pairing_code(PhoneNumber::new("+5511988880001").unwrap());
+        let shown = format!("{spec:?}");
+        assert!(!shown.contains("5511988880001"), "{shown}");
+        assert!(!shown.contains("988880"), "{shown}");
+        assert!(shown.contains("PhoneNumber(\"…01\")"), "{shown}");
     }
 
     #[test]

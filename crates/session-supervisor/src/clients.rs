@@ -3,6 +3,7 @@
 //! [`OwnerGuard`] check.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -124,6 +125,28 @@ impl FencedWaha {
     }
 }
 
+impl FencedWaha {
+    /// Sends `request` only while the guard allows acting, and abandons it (a retry the inner
+    /// client would send later included) the moment the guard is lost or expires: a client
+    /// that retries by itself must not carry a call past the owner's lease.
+    async fn fenced<T>(
+        &self,
+        call: &'static str,
+        request: impl Future<Output = Result<T, WahaError>>,
+    ) -> Result<T, WahaError> {
+        self.fence(call)?;
+        tokio::select! {
+            biased;
+            () = self.guard.lost() => Err(self.fence(call).err().unwrap_or_else(|| {
+                WahaError::Invalid {
+                    messages: vec![format!("{REFUSAL} {call}: the guard ran out")],
+                }
+            })),
+            result = request => result,
+        }
+    }
+}
+
 impl fmt::Debug for FencedWaha {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FencedWaha")
@@ -159,8 +182,8 @@ impl WahaApi for FencedWaha {
     }
 
     async fn create_session(&self, new: &NewSession) -> Result<Option<SessionInfo>, WahaError> {
-        self.fence("create_session")?;
-        self.inner.create_session(new).await
+        self.fenced("create_session", self.inner.create_session(new))
+            .await
     }
 
     async fn update_session(
@@ -168,33 +191,33 @@ impl WahaApi for FencedWaha {
         name: &str,
         config: &SessionConfig,
     ) -> Result<SessionInfo, WahaError> {
-        self.fence("update_session")?;
-        self.inner.update_session(name, config).await
+        self.fenced("update_session", self.inner.update_session(name, config))
+            .await
     }
 
     async fn delete_session(&self, name: &str) -> Result<(), WahaError> {
-        self.fence("delete_session")?;
-        self.inner.delete_session(name).await
+        self.fenced("delete_session", self.inner.delete_session(name))
+            .await
     }
 
     async fn start_session(&self, name: &str) -> Result<SessionInfo, WahaError> {
-        self.fence("start_session")?;
-        self.inner.start_session(name).await
+        self.fenced("start_session", self.inner.start_session(name))
+            .await
     }
 
     async fn stop_session(&self, name: &str) -> Result<Option<SessionInfo>, WahaError> {
-        self.fence("stop_session")?;
-        self.inner.stop_session(name).await
+        self.fenced("stop_session", self.inner.stop_session(name))
+            .await
     }
 
     async fn restart_session(&self, name: &str) -> Result<SessionInfo, WahaError> {
-        self.fence("restart_session")?;
-        self.inner.restart_session(name).await
+        self.fenced("restart_session", self.inner.restart_session(name))
+            .await
     }
 
     async fn logout_session(&self, name: &str) -> Result<(), WahaError> {
-        self.fence("logout_session")?;
-        self.inner.logout_session(name).await
+        self.fenced("logout_session", self.inner.logout_session(name))
+            .await
     }
 
     async fn me(&self, name: &str) -> Result<Option<Me>, WahaError> {
@@ -218,28 +241,31 @@ impl WahaApi for FencedWaha {
         name: &str,
         phone_number: &str,
     ) -> Result<PairingCode, WahaError> {
-        self.fence("request_pairing_code")?;
-        self.inner.request_pairing_code(name, phone_number).await
+        self.fenced(
+            "request_pairing_code",
+            self.inner.request_pairing_code(name, phone_number),
+        )
+        .await
     }
 
     async fn send_text(&self, message: &TextMessage) -> Result<SentMessage, WahaError> {
-        self.fence("send_text")?;
-        self.inner.send_text(message).await
+        self.fenced("send_text", self.inner.send_text(message))
+            .await
     }
 
     async fn send_seen(&self, receipt: &SeenReceipt) -> Result<(), WahaError> {
-        self.fence("send_seen")?;
-        self.inner.send_seen(receipt).await
+        self.fenced("send_seen", self.inner.send_seen(receipt))
+            .await
     }
 
     async fn start_typing(&self, chat: &ChatRef) -> Result<(), WahaError> {
-        self.fence("start_typing")?;
-        self.inner.start_typing(chat).await
+        self.fenced("start_typing", self.inner.start_typing(chat))
+            .await
     }
 
     async fn stop_typing(&self, chat: &ChatRef) -> Result<(), WahaError> {
-        self.fence("stop_typing")?;
-        self.inner.stop_typing(chat).await
+        self.fenced("stop_typing", self.inner.stop_typing(chat))
+            .await
     }
 }
 

@@ -29,6 +29,13 @@ pub enum SupervisorError {
         /// The spec it has (boxed: specs are large).
         existing: Box<ChipSpec>,
     },
+    /// A chip with this id is being deleted (its finalizers run); create it again once it is
+    /// gone.
+    #[error("chip {key} is being deleted; try again once it is gone")]
+    BeingDeleted {
+        /// The chip.
+        key: ChipKey,
+    },
     /// The tenant's plan does not allow another chip.
     #[error("tenant {tenant}: {limit} is {max}, {in_use} in use")]
     QuotaExceeded {
@@ -116,6 +123,7 @@ impl SupervisorError {
         match self {
             SupervisorError::ChipNotFound { .. } => "chip_not_found",
             SupervisorError::ChipConflict { .. } => "chip_conflict",
+            SupervisorError::BeingDeleted { .. } => "being_deleted",
             SupervisorError::QuotaExceeded { .. } => "quota_exceeded",
             SupervisorError::TenantInactive { .. } => "tenant_inactive",
             SupervisorError::InvalidSpec { .. } => "invalid_spec",
@@ -137,7 +145,9 @@ impl SupervisorError {
     /// Whether the same call may succeed later unchanged.
     pub fn is_retryable(&self) -> bool {
         match self {
-            SupervisorError::Busy { .. } | SupervisorError::OffboardIncomplete { .. } => true,
+            SupervisorError::Busy { .. }
+            | SupervisorError::BeingDeleted { .. }
+            | SupervisorError::OffboardIncomplete { .. } => true,
             SupervisorError::Store(e) => e.is_retryable(),
             SupervisorError::Tenant(e) => e.is_retryable(),
             SupervisorError::Pool(e) => e.is_retryable(),

@@ -351,6 +351,27 @@ async fn release_orphan_reservations(supervisor: &Supervisor) {
                     if guard.check().is_err() {
                         break;
                     }
+                    // A create of this very id may have recorded the chip since the list
+                    // was read (it reuses its reservation): look again right before.
+                    let key = ChipKey::new(tenant.clone(), chip.clone());
+                    match effects.store.get(&key).await {
+                        Ok(None) => {}
+                        Ok(Some(_)) => continue,
+                        Err(error) => {
+                            warn!(tenant = %tenant, %error, "re-reading a chip failed");
+                            continue;
+                        }
+                    }
+                    if kind == SlotKind::RunningSession
+                        && supervisor
+                            .inner
+                            .in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .contains_key(&key)
+                    {
+                        continue;
+                    }
                     match effects.quota.release(tenant, kind, &chip).await {
                         Ok(_) => {
                             info!(tenant = %tenant, chip = %chip, ?kind, "orphaned quota reservation released")
@@ -482,12 +503,21 @@ async fn queue_tenant(supervisor: &Supervisor, tenant: &TenantId, trigger: Trigg
         return;
     };
     let now = supervisor.inner.effects.clock.now();
+    // Spread over a tenth of the resync interval, per chip, so a fleet's resyncs do not land
+    // at one instant (a pool event queues at once: its chips need a look now).
+    let spread = match trigger {
+        Trigger::Resync => supervisor.inner.effects.config.policy.resync_interval / 10,
+        _ => Duration::ZERO,
+    };
+    let seed = supervisor.inner.effects.config.policy.jitter_seed;
     for record in records {
+        let draw = crate::policy::jitter_draw(seed, &record.key, 1) % 1_000;
+        let due = now + spread.mul_f64(draw as f64 / 1_000.0);
         if let Err(error) = supervisor
             .inner
             .effects
             .store
-            .enqueue(&record.key, now, trigger)
+            .enqueue(&record.key, due, trigger)
             .await
         {
             warn!(tenant = %tenant, %error, "queuing a chip failed");

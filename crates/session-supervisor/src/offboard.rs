@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tenant_isolation::{ChipId, SlotKind, TenantId};
+use tenant_isolation::{ChipId, SlotKind, TenantId, TenantStatus};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -33,7 +33,8 @@ pub struct OffboardReport {
 }
 
 impl Supervisor {
-    /// Offboards a tenant: deletes every chip (each session logged out and deleted, its proxy
+    /// Offboards a tenant: suspends it in the directory if it is active (no new chips), deletes
+    /// every chip (each session logged out and deleted, its proxy
     /// lease, running and chip slots released, its record removed; the tenant's owner does
     /// this, on whichever replica), waits up to `wait` for that, then removes the tenant's
     /// containers and volumes, purges its proxy rows, releases quota reservations no chip
@@ -50,6 +51,19 @@ impl Supervisor {
     ) -> Result<OffboardReport, SupervisorError> {
         let effects = &self.inner.effects;
         let mut report = OffboardReport::default();
+        // A leaving tenant takes no new chips: suspended first, so a create racing the
+        // offboarding is refused instead of being purged after it succeeded.
+        match effects.directory.get(tenant).await {
+            Ok(found) if found.status == TenantStatus::Active => {
+                effects
+                    .directory
+                    .set_status(tenant, TenantStatus::Suspended)
+                    .await?;
+                info!(tenant = %tenant, "tenant suspended for offboarding");
+            }
+            Ok(_) | Err(tenant_isolation::Error::TenantNotFound { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
         let mut deleted = BTreeSet::new();
         let deadline = Instant::now() + wait;
         loop {
@@ -87,6 +101,11 @@ impl Supervisor {
         }
         report.records = effects.store.purge_tenant(tenant).await?;
         self.inner.owned.drop_tenant(tenant);
+        self.inner
+            .placement_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant);
         info!(
             tenant = %tenant,
             chips = report.chips.len(),

@@ -142,8 +142,19 @@ async fn ownership_loop(supervisor: Supervisor, mut stop: watch::Receiver<bool>)
             let held = inner.owned.fences();
             if !held.is_empty() {
                 let sent_at = Instant::now();
-                match store.renew(&inner.owner_id, &held, config.lease_ttl).await {
-                    Ok(kept) => {
+                // Bounded: a slow statement must not hold up the next renewal (the guards
+                // would run out while it waits).
+                match tokio::time::timeout(
+                    config.renew_every,
+                    store.renew(&inner.owner_id, &held, config.lease_ttl),
+                )
+                .await
+                {
+                    Err(_) => warn!(
+                        after = ?config.renew_every,
+                        "renewing the ownership leases timed out; the guards run out by themselves"
+                    ),
+                    Ok(Ok(kept)) => {
                         let lost = inner.owned.renewed(
                             &kept,
                             sent_at,
@@ -156,18 +167,23 @@ async fn ownership_loop(supervisor: Supervisor, mut stop: watch::Receiver<bool>)
                         }
                     }
                     // The guards run out by themselves a safety margin before the expiry.
-                    Err(error) => warn!(%error, "renewing the ownership leases failed"),
+                    Ok(Err(error)) => warn!(%error, "renewing the ownership leases failed"),
                 }
             }
         }
         if now >= next_claim {
             next_claim = now + config.claim_interval;
             let sent_at = Instant::now();
-            match store
-                .acquire(&inner.owner_id, config.claim_batch, config.lease_ttl)
-                .await
+            // Bounded like the renewal (a claim that commits after the time-out leaves leases
+            // nobody here acts on: they expire and are claimed again).
+            match tokio::time::timeout(
+                config.renew_every,
+                store.acquire(&inner.owner_id, config.claim_batch, config.lease_ttl),
+            )
+            .await
             {
-                Ok(fences) if !fences.is_empty() => {
+                Err(_) => warn!("claiming tenants timed out"),
+                Ok(Ok(fences)) if !fences.is_empty() => {
                     let act_until = sent_at + config.lease_ttl.saturating_sub(config.safety_margin);
                     for fence in fences {
                         info!(tenant = %fence.tenant, token = fence.token, "tenant acquired");
@@ -175,8 +191,8 @@ async fn ownership_loop(supervisor: Supervisor, mut stop: watch::Receiver<bool>)
                     }
                     inner.wake.notify_one();
                 }
-                Ok(_) => {}
-                Err(error) => warn!(%error, "claiming tenants failed"),
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => warn!(%error, "claiming tenants failed"),
             }
         }
         metrics::gauge!("supervisor_owned_tenants").set(inner.owned.len() as f64);
@@ -201,7 +217,13 @@ async fn scheduler_loop(
         // Reap finished reconciles (their permits are back already).
         {
             let mut set = reconciles.lock().await;
-            while set.try_join_next().is_some() {}
+            while let Some(done) = set.try_join_next() {
+                if let Err(error) = done
+                    && error.is_panic()
+                {
+                    warn!(%error, "a reconcile panicked; its chip is retried by the resync");
+                }
+            }
         }
         let mut guards = inner.owned.guards();
         guards.retain(|g| g.check().is_ok());
@@ -274,19 +296,27 @@ async fn scheduler_loop(
                 reconciles.lock().await.spawn(
                     async move {
                         let _permits = (global_permit, tenant_permit);
+                        // Leaves the in-flight map also when the reconcile panics or is
+                        // aborted, so the chip is never stranded in this process.
+                        let flight = InFlight {
+                            supervisor: &supervisor,
+                            key: &key,
+                        };
                         tokio::select! {
-                            () = reconcile(&supervisor, &key, &guard) => {}
+                            // Losing the tenant wins over a step that is ready at the same
+                            // moment (a process resumed after SIGSTOP past its lease).
+                            biased;
                             () = guard.lost() => {
                                 debug!("reconcile dropped: the tenant is no longer owned here");
+                                if !guard.is_lost() {
+                                    // Expired, not taken over: a renewal may revive the guard;
+                                    // the chip must be due again then.
+                                    requeue(&supervisor, &key, supervisor.inner.effects.clock.now(), Trigger::Resync).await;
+                                }
                             }
+                            () = reconcile(&supervisor, &key, &guard) => {}
                         }
-                        let dirty = supervisor
-                            .inner
-                            .in_flight
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&key)
-                            .unwrap_or(false);
+                        let dirty = flight.leave();
                         if dirty && guard.check().is_ok() {
                             requeue(
                                 &supervisor,
@@ -307,6 +337,31 @@ async fn scheduler_loop(
             () = tokio::time::sleep(config.tick_interval) => {}
             changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },
         }
+    }
+}
+
+/// A chip's entry in the in-flight map, removed when the reconcile ends however it ends.
+struct InFlight<'a> {
+    supervisor: &'a Supervisor,
+    key: &'a ChipKey,
+}
+
+impl InFlight<'_> {
+    /// Leaves the map; whether a trigger arrived meanwhile.
+    fn leave(&self) -> bool {
+        self.supervisor
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(self.key)
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -452,8 +507,12 @@ async fn reconcile(supervisor: &Supervisor, key: &ChipKey, guard: &OwnerGuard) {
             .record(took.as_secs_f64());
         if let Err(error) = &result {
             if error.reason == Reason::StaleOwner {
-                // This process may not act on the tenant any more: nothing is written.
-                stale(supervisor, guard);
+                // This process may not act on the tenant now: nothing is written. A guard
+                // that merely ran out (a renewal was late) may come back; only a lost one
+                // drops the tenant.
+                if guard.is_lost() {
+                    stale(supervisor, guard);
+                }
                 outcome = "not_owner";
                 break;
             }
@@ -506,8 +565,10 @@ async fn reconcile(supervisor: &Supervisor, key: &ChipKey, guard: &OwnerGuard) {
             }
         }
     }
-    if outcome == "requeued" {
-        // The step budget of one reconcile is spent: let other chips go first.
+    if outcome == "requeued" || (outcome == "not_owner" && !guard.is_lost()) {
+        // The step budget of one reconcile is spent (let other chips go first), or the guard
+        // ran out without the tenant being taken over: the chip must be due again, or it
+        // would wait for the resync once the guard is renewed.
         requeue(supervisor, key, effects.clock.now(), Trigger::Resync).await;
     }
     metrics::counter!("supervisor_reconciles_total", "outcome" => outcome).increment(1);

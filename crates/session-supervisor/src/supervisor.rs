@@ -216,11 +216,17 @@ pub enum ObserveOutcome {
         /// The signal's number.
         seq: u64,
     },
+    /// Activity (a message, an ack) was recorded under this number; no reconcile is queued
+    /// for it (the next one folds it in).
+    Activity {
+        /// The chip.
+        key: ChipKey,
+        /// The signal's number.
+        seq: u64,
+    },
     /// The event names no chip this supervisor knows (a removed chip, a foreign session):
     /// nothing was recorded.
     UnknownChip,
-    /// The event carries nothing the supervisor acts on (messages: issue 13's path).
-    Ignored,
 }
 
 /// The QR code of a chip waiting for a scan.
@@ -365,14 +371,21 @@ impl Supervisor {
             .quota
             .reserve(tenant, SlotKind::Chip, chip)
             .await?;
-        let created = self
+        let created = match self
             .store()
             .create(NewChip {
                 key: key.clone(),
                 spec: spec.clone(),
                 chip_slot: true,
             })
-            .await?;
+            .await
+        {
+            Ok(created) => created,
+            Err(error) => {
+                self.release_unrecorded_slot(&key).await;
+                return Err(error.into());
+            }
+        };
         match created {
             CreateOutcome::Created(record) => {
                 info!(tenant = %tenant, chip = %chip, "chip created");
@@ -382,6 +395,28 @@ impl Supervisor {
                 Ok(record)
             }
             CreateOutcome::Existing(record) => same_spec(record, &spec),
+        }
+    }
+
+    /// After a failed create: releases the chip slot just reserved, unless a record holds it
+    /// (a racing create of the same id won). Best effort; the orphan-reservation task
+    /// releases what this misses.
+    async fn release_unrecorded_slot(&self, key: &ChipKey) {
+        if let Ok(None) = self.store().get(key).await {
+            match self
+                .inner
+                .effects
+                .quota
+                .release(&key.tenant, SlotKind::Chip, &key.chip)
+                .await
+            {
+                Ok(_) => {
+                    debug!(tenant = %key.tenant, chip = %key.chip, "chip slot released after a failed create")
+                }
+                Err(error) => {
+                    warn!(tenant = %key.tenant, chip = %key.chip, %error, "releasing the chip slot of a failed create failed")
+                }
+            }
         }
     }
 
@@ -687,7 +722,14 @@ impl Supervisor {
             .unwrap_or(self.inner.effects.pool.config().engine);
         let at = self.now();
         let body = classify_event(engine, &event.payload, at);
+        let activity = body == crate::signal::SignalBody::Activity;
         let seq = self.store().append_signal(&key, at, body).await?;
+        if activity {
+            // Messages and acks prove the session lives; the next reconcile folds that in
+            // (the silent-death scan reads it). Reconciling on every message would read WAHA
+            // and the runtime for each one.
+            return Ok(ObserveOutcome::Activity { key, seq });
+        }
         self.trigger(&key, Trigger::Signal).await;
         Ok(ObserveOutcome::Recorded { key, seq })
     }
@@ -700,6 +742,12 @@ impl Supervisor {
 }
 
 fn same_spec(existing: ChipRecord, spec: &ChipSpec) -> Result<ChipRecord, SupervisorError> {
+    if existing.desired.run == RunState::Deleted {
+        // Its finalizers run; the id is free once the record is gone.
+        return Err(SupervisorError::BeingDeleted {
+            key: existing.key.clone(),
+        });
+    }
     if existing.desired.spec == *spec {
         Ok(existing)
     } else {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use container_pool::{ContainerId, RolloutOptions};
+use container_pool::ContainerId;
 use futures::StreamExt;
 use tenant_isolation::{ChipId, TenantId};
 use tokio::time::Instant;
@@ -176,12 +176,17 @@ impl Supervisor {
             result.failed.push((String::new(), "stale_owner"));
             return result;
         }
-        let rollout = RolloutOptions {
-            canary: Some(tenant.clone()),
-            halt_on_failure: true,
-            max_tenants: Some(1),
+        // This tenant's containers only (never another replica's tenant), abandoned the
+        // moment this process stops owning the tenant.
+        let replaced = tokio::select! {
+            biased;
+            () = guard.lost() => {
+                result.failed.push((String::new(), "stale_owner"));
+                return result;
+            }
+            replaced = effects.pool.replace_tenant(tenant) => replaced,
         };
-        match effects.pool.rolling_replace(&rollout).await {
+        match replaced {
             Ok(done) => {
                 result.replaced.extend(done.replaced);
                 result.replaced.extend(done.replaced_stopped);

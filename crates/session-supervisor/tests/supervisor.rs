@@ -17,11 +17,12 @@ use container_pool::{ContainerRuntime, ContainerState, Engine, LabelSelector, la
 use session_supervisor::policy::Rate;
 use session_supervisor::{
     ChangeFilter, ChangeItem, ChangeStream, ChipChangeKind, ChipKey, ChipRecord, ChipSpec,
-    ForeignSessionPolicy, LoginKind, LoginOffer, ParkReason, Phase, PhaseName, PhoneNumber, QrCode,
-    QrFormat, Reason, StepKind, StepOutcome, Supervisor, SupervisorError, Toggle, UpgradeOptions,
-    UpgradeStage,
+    ChipStore, ForeignSessionPolicy, LoginKind, LoginOffer, ObserveOutcome, ParkReason, Phase,
+    PhaseName, PhoneNumber, QrCode, QrFormat, Reason, StepKind, StepOutcome, Supervisor,
+    SupervisorError, Toggle, UpgradeOptions, UpgradeStage,
 };
 use tenant_isolation::{ChipId, PlanLimits, QuotaLimit, SlotKind, TenantId, TenantStatus};
+use waha_client::webhook::WebhookEvent;
 use waha_client::{NewSession, SessionConfig, WahaApi};
 use waha_sim::{
     BootingHealth, BootingStatus, DisconnectReason, Faults, SessionStatus as SimStatus,
@@ -1093,6 +1094,21 @@ async fn fifty_concurrent_creates_of_one_id_make_one_chip() {
         "no record for the refused chip"
     );
     assert_eq!(fleet.usage(&acme).await.chips, 2);
+
+    // An id whose chip is being deleted (no supervisor runs here, so its finalizers wait) is
+    // not handed out again: typed and retryable, not the record about to vanish.
+    supervisor
+        .delete_chip(&acme, &chip("sales-2"))
+        .await
+        .expect("delete requested");
+    match supervisor
+        .create_chip(&acme, &chip("sales-2"), ChipSpec::qr())
+        .await
+    {
+        Err(error @ SupervisorError::BeingDeleted { .. }) => assert!(error.is_retryable()),
+        Ok(record) => panic!("a chip being deleted was handed out: {}", describe(&record)),
+        Err(error) => panic!("expected BeingDeleted, got {error}"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1951,4 +1967,79 @@ async fn a_fleet_upgrade_keeps_chips_logged_in() {
         .expect("the upgrade runs again");
     assert!(again.tenants.is_empty(), "{again:?}");
     upgraded.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 15. observe: what an already verified webhook event does.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_records_signals_and_reconciles_only_on_session_changes() {
+    let fleet = Fleet::builder().tenant("acme").tenant("beta").build().await;
+    // Built, not running: observe works on any replica and only records.
+    let supervisor = fleet.build_supervisor(fleet.config(), None);
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    supervisor
+        .create_chip(&acme, &sales, ChipSpec::qr())
+        .await
+        .expect("created");
+    let name = session(&acme, &sales);
+    let event = |body: String| WebhookEvent::from_slice(body.as_bytes()).expect("a valid event");
+
+    let message = event(format!(
+        r#"{{"event":"message","session":"{name}","payload":{{"id":"m1","from":"5522@c.us","fromMe":false,"hasMedia":false,"to":null,"participant":null,"body":"hi"}}}}"#
+    ));
+    let outcome = supervisor.observe(&acme, &message).await.expect("observed");
+    assert!(
+        matches!(&outcome, ObserveOutcome::Activity { key, .. } if key.chip == sales),
+        "a message is activity, recorded without a reconcile: {outcome:?}"
+    );
+
+    let status = event(format!(
+        r#"{{"event":"session.status","session":"{name}","payload":{{"name":"{name}","status":"WORKING"}}}}"#
+    ));
+    let outcome = supervisor.observe(&acme, &status).await.expect("observed");
+    let ObserveOutcome::Recorded { seq, .. } = outcome else {
+        panic!("a status change is a signal that queues a reconcile: {outcome:?}");
+    };
+    let key = ChipKey::new(acme.clone(), sales.clone());
+    let kept = fleet.store.signals_after(&key, 0).await.expect("signals");
+    assert_eq!(
+        kept.len(),
+        2,
+        "the activity and the status are kept: {kept:?}"
+    );
+    assert_eq!(kept.last().map(|signal| signal.seq), Some(seq));
+
+    // Another tenant's session, a name chipfleet did not make, a chip never created: nothing
+    // is recorded.
+    for (tenant, session_name) in [
+        (&tenant("beta"), name.clone()),
+        (&acme, "default".to_owned()),
+        (&acme, format!("{}", session(&acme, &chip("ghost")))),
+    ] {
+        let foreign = event(format!(
+            r#"{{"event":"session.status","session":"{session_name}","payload":{{"name":"{session_name}","status":"FAILED"}}}}"#
+        ));
+        let outcome = supervisor
+            .observe(tenant, &foreign)
+            .await
+            .expect("observed");
+        assert_eq!(
+            outcome,
+            ObserveOutcome::UnknownChip,
+            "{tenant}/{session_name}"
+        );
+    }
+    assert_eq!(
+        fleet
+            .store
+            .signals_after(&key, 0)
+            .await
+            .expect("signals")
+            .len(),
+        2,
+        "nothing was added for the foreign events"
+    );
 }

@@ -96,6 +96,28 @@ impl TenantPool {
     /// container whose drift cannot be determined is reported in `unknown` and left alone; it
     /// neither stops the rollout nor counts as a failure of its tenant.
     pub async fn rolling_replace(&self, options: &RolloutOptions) -> Result<RolloutReport, Error> {
+        self.rollout(options, None).await
+    }
+
+    /// Replaces the drifted containers of one tenant only, as
+    /// [`rolling_replace`](Self::rolling_replace) does for each tenant (same image check, same
+    /// slot hold, same readiness gate). Other tenants' containers are never touched, also when
+    /// this tenant has nothing drifted (then the report is empty): what a supervisor that owns
+    /// some tenants of a shared pool uses to upgrade just those.
+    pub async fn replace_tenant(&self, tenant: &TenantId) -> Result<RolloutReport, Error> {
+        let options = RolloutOptions {
+            canary: Some(tenant.clone()),
+            halt_on_failure: true,
+            max_tenants: Some(1),
+        };
+        self.rollout(&options, Some(tenant)).await
+    }
+
+    async fn rollout(
+        &self,
+        options: &RolloutOptions,
+        only: Option<&TenantId>,
+    ) -> Result<RolloutReport, Error> {
         let image = &self.inner.config.image;
         if !self.inner.runtime.has_image(image).await? {
             return Err(Error::ImageMissing {
@@ -118,6 +140,9 @@ impl TenantPool {
                 .filter(|t| Some(*t) != options.canary.as_ref())
                 .cloned(),
         );
+        if let Some(only) = only {
+            order.retain(|t| t == only);
+        }
         let mut report = RolloutReport {
             unknown,
             ..RolloutReport::default()
