@@ -2017,7 +2017,7 @@ async fn observe_records_signals_and_reconciles_only_on_session_changes() {
     for (tenant, session_name) in [
         (&tenant("beta"), name.clone()),
         (&acme, "default".to_owned()),
-        (&acme, format!("{}", session(&acme, &chip("ghost")))),
+        (&acme, session(&acme, &chip("ghost")).to_string()),
     ] {
         let foreign = event(format!(
             r#"{{"event":"session.status","session":"{session_name}","payload":{{"name":"{session_name}","status":"FAILED"}}}}"#
