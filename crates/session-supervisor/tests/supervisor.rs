@@ -2043,3 +2043,264 @@ async fn observe_records_signals_and_reconciles_only_on_session_changes() {
         "nothing was added for the foreign events"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 16. Every disconnect reason, on every engine, in the shape that engine reports it.
+// ---------------------------------------------------------------------------------------------
+
+/// Where a working chip ends after a disconnect (`docs/session-supervisor.md`, 5.1).
+#[derive(Clone, Copy, Debug)]
+enum End {
+    /// Parked for this reason; the session is stopped.
+    Parked(ParkReason),
+    /// A new login window (re-pair).
+    Relogin,
+    /// Backing off for this reason.
+    BackingOff(Reason),
+    /// Working again with the same account, the signal handled.
+    Working,
+}
+
+/// The policy table's answer for `reason` as `engine` reports it (WEBJS reports 402, 403 and
+/// 406 all as `TOS_BLOCK`, 500 as `UNPAIRED`, 503 as `TIMEOUT`).
+fn expected_end(engine: Engine, reason: DisconnectReason) -> End {
+    use DisconnectReason as D;
+    match (engine, reason) {
+        (_, D::LoggedOut | D::MultideviceMismatch) => End::Relogin,
+        (Engine::Webjs, D::TemporaryBan | D::Forbidden | D::Banned) => {
+            End::Parked(ParkReason::Banned)
+        }
+        (_, D::TemporaryBan) => End::BackingOff(Reason::TemporarilyBanned),
+        (_, D::Forbidden) => End::Parked(ParkReason::Forbidden),
+        (_, D::Banned) => End::Parked(ParkReason::Banned),
+        (_, D::ClientOutdated) => End::Parked(ParkReason::ClientOutdated),
+        (_, D::ConnectionReplaced) => End::Parked(ParkReason::Replaced),
+        (Engine::Webjs, D::BadSession) => End::Relogin,
+        _ => End::Working,
+    }
+}
+
+async fn every_reason_on(engine: Engine) {
+    // One tenant (so one container, its slot 0) per reason.
+    let mut builder = Fleet::builder().engine(engine);
+    for n in 0..DisconnectReason::ALL.len() {
+        builder = builder.tenant(&format!("t{n}"));
+    }
+    let fleet = builder.build().await;
+    let replica = fleet.supervisor().await;
+    for (n, reason) in DisconnectReason::ALL.into_iter().enumerate() {
+        let acme = tenant(&format!("t{n}"));
+        let chip_id = chip("sales-1");
+        let digits = format!("55119{:08}", 100 + n);
+        let before = working_chip(&fleet, &replica, &acme, &chip_id, &digits).await;
+        let name = session(&acme, &chip_id);
+        let control = fleet.control_for(&acme).await;
+        let disconnected_at = SystemTime::now();
+        control
+            .disconnect(&name, reason)
+            .unwrap_or_else(|e| panic!("{engine:?} {}: injected: {e}", reason.name()));
+        let want = expected_end(engine, reason);
+        let what = format!("{engine:?} {} -> {want:?}", reason.name());
+        let seen_signals = before.observed.signals_applied;
+        let end = wait_record(
+            &replica,
+            &acme,
+            &chip_id,
+            WAIT,
+            &what,
+            |record| match want {
+                End::Parked(why) => {
+                    matches!(record.observed.phase, Phase::Parked { reason, .. } if reason == why)
+                }
+                End::Relogin => matches!(
+                    record.observed.phase,
+                    Phase::AwaitingLogin { since, .. } if since >= disconnected_at
+                ),
+                End::BackingOff(why) => matches!(
+                    record.observed.phase,
+                    Phase::BackingOff { reason, .. } if reason == why
+                ),
+                End::Working => {
+                    matches!(record.observed.phase, Phase::Working { .. })
+                        && record.observed.signals_applied > seen_signals
+                        && record.observed.me == before.observed.me
+                }
+            },
+        )
+        .await;
+        match want {
+            End::Parked(_) => {
+                // Parked chips never run: the session is stopped (or left failed).
+                wait_session_down(&control, &name).await;
+                assert!(!end.observed.running_slot, "{what}: running slot released");
+            }
+            End::Working => {
+                eventually(WAIT, format!("{what}: WAHA reports it WORKING"), || {
+                    std::future::ready(
+                        (control.session_status(&name) == Some(SimStatus::Working)).then_some(()),
+                    )
+                })
+                .await;
+            }
+            End::Relogin | End::BackingOff(_) => {}
+        }
+    }
+    replica.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_disconnect_reason_ends_where_the_policy_says_on_noweb() {
+    every_reason_on(Engine::Noweb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_disconnect_reason_ends_where_the_policy_says_on_gows() {
+    every_reason_on(Engine::Gows).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_disconnect_reason_ends_where_the_policy_says_on_webjs() {
+    every_reason_on(Engine::Webjs).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 17. Silent death (the GOWS trap): WORKING, but nothing arrives any more.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_gows_session_is_probed_then_restarted() {
+    let fleet = Fleet::builder()
+        .engine(Engine::Gows)
+        .tenant("acme")
+        .build()
+        .await;
+    let mut config = fleet.config();
+    config.policy.silence_threshold = ms(600);
+    config.policy.silent_probes_before_restart = 2;
+    config.monitor_intervals.silent_scan = ms(100);
+    let replica = fleet.supervisor_with(config).await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    let before = working_chip(&fleet, &replica, &acme, &sales, "5511999990201").await;
+    let name = session(&acme, &sales);
+    let control = fleet.control_for(&acme).await;
+    let mark = call_mark(&control);
+    control.silence(&name).expect("the session goes silent");
+
+    // The session still says WORKING and `me` answers: only its silence gives it away. The
+    // supervisor probes it, and on GOWS restarts it after the configured probes.
+    eventually(WAIT, "a restart of the silent session", || {
+        std::future::ready(
+            calls_after(&control, &name, mark)
+                .iter()
+                .any(is_start_or_restart)
+                .then_some(()),
+        )
+    })
+    .await;
+    let record = wait_record(&replica, &acme, &sales, WAIT, "Working again", |record| {
+        matches!(record.observed.phase, Phase::Working { .. })
+    })
+    .await;
+    assert_eq!(record.observed.me, before.observed.me, "the same account");
+    assert!(
+        record
+            .steps
+            .iter()
+            .any(|entry| entry.step == StepKind::Probe),
+        "the silent session was probed before the restart: {}",
+        describe(&record)
+    );
+    assert_eq!(control.session_status(&name), Some(SimStatus::Working));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 18. A proxy failure rotates the chip's proxy, reported on its lease generation.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_failure_rotates_the_proxy_and_reconnects_through_the_new_one() {
+    let fleet = Fleet::builder()
+        .engine(Engine::Webjs)
+        .tenant("acme")
+        .build()
+        .await;
+    // An allocator that rotates at the first reported failure, so one PROXYBLOCK moves the
+    // chip (the default needs 3 failures and a 10 min cooldown).
+    let list = "http://203.0.113.10:3128 country=BR\nhttp://203.0.113.11:3128 country=BR\n";
+    let proxies = std::sync::Arc::new(
+        proxy_allocator::ProxyAllocator::new(
+            std::sync::Arc::new(
+                proxy_allocator::StaticListSource::parse(list).expect("a proxy list"),
+            ),
+            std::sync::Arc::new(proxy_allocator::InMemoryLeaseStore::new()),
+            proxy_allocator::AllocationPolicy {
+                max_chips_per_endpoint: 16,
+                rotate_after_failures: 1,
+                rotation_cooldown: Duration::ZERO,
+                ..proxy_allocator::AllocationPolicy::default()
+            },
+        )
+        .expect("a valid policy"),
+    );
+    let mut parts = fleet.parts();
+    parts.proxies = proxies.clone();
+    let replica = fleet
+        .start(
+            Supervisor::builder(parts)
+                .config(fleet.config())
+                .build()
+                .expect("valid"),
+        )
+        .await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    let before = working_chip(&fleet, &replica, &acme, &sales, "5511999990301").await;
+    let first = proxies
+        .lease(&acme, &sales)
+        .await
+        .expect("read")
+        .expect("leased");
+    let name = session(&acme, &sales);
+    let control = fleet.control_for(&acme).await;
+    let mark = call_mark(&control);
+    control
+        .disconnect(&name, DisconnectReason::ProxyBlocked)
+        .expect("injected");
+
+    let moved = wait_record(
+        &replica,
+        &acme,
+        &sales,
+        WAIT,
+        "Working through a new proxy",
+        |record| {
+            matches!(record.observed.phase, Phase::Working { .. })
+                && record
+                    .observed
+                    .proxy
+                    .as_ref()
+                    .is_some_and(|proxy| proxy.generation > first.generation)
+        },
+    )
+    .await;
+    let now = proxies
+        .lease(&acme, &sales)
+        .await
+        .expect("read")
+        .expect("leased");
+    assert_eq!(now.generation, first.generation + 1, "one rotation");
+    assert_ne!(now.endpoint, first.endpoint, "another endpoint");
+    assert_eq!(
+        moved.observed.session.as_ref().map(|s| s.proxy_generation),
+        Some(now.generation),
+        "the session's config carries the new generation"
+    );
+    assert_eq!(moved.observed.me, before.observed.me, "still logged in");
+    assert!(
+        calls_after(&control, &name, mark)
+            .iter()
+            .any(|call| call.method == "PUT"),
+        "the new proxy was sent to WAHA"
+    );
+}

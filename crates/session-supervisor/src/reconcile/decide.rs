@@ -4,6 +4,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use container_pool::Engine;
+use proxy_allocator::ProxyLease;
 use waha_client::SessionStatus;
 
 use super::{
@@ -581,7 +582,7 @@ fn act_on(failure: Failure, record: &ChipRecord, world: &World, policy: &Policy)
             match &world.lease {
                 Some(lease) if report_proxy => Decision::handling(
                     Step::ReportProxyFailure {
-                        generation: lease.generation,
+                        generation: failed_generation(lease, &failure, policy),
                     },
                     failure,
                 ),
@@ -598,7 +599,7 @@ fn act_on(failure: Failure, record: &ChipRecord, world: &World, policy: &Policy)
         Action::RotateProxy { class } => match &world.lease {
             Some(lease) => Decision::handling(
                 Step::ReportProxyFailure {
-                    generation: lease.generation,
+                    generation: failed_generation(lease, &failure, policy),
                 },
                 failure,
             ),
@@ -888,4 +889,19 @@ fn failed_grace_over(
         return ControlFlow::Break(Decision::step(Step::Wait { until: Some(due) }));
     }
     ControlFlow::Continue(since)
+}
+
+/// The lease generation a failure happened on. A failure observed within `reason_grace` of the
+/// current generation's assignment belongs to the proxy before it: one incident can arrive as
+/// several signals (WEBJS reports a `PROXYBLOCK` both as a state change and as a disconnect),
+/// and the later ones must not rotate the proxy the first one just rotated to. Reported on the
+/// older generation, the allocator answers `Superseded` and the chip reconnects through the
+/// current lease; a new proxy that really fails fails again later and is reported on its own
+/// generation.
+fn failed_generation(lease: &ProxyLease, failure: &Failure, policy: &Policy) -> u64 {
+    if lease.generation > 1 && failure.at <= after(lease.assigned_at, policy.reason_grace) {
+        lease.generation - 1
+    } else {
+        lease.generation
+    }
 }

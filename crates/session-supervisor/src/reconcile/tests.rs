@@ -1619,3 +1619,41 @@ fn failed_while_awaiting_login_waits_for_its_reason_except_on_gows() {
     assert!(matches!(h.decide().step, Step::Wait { .. }));
     assert_eq!(h.record.observed.phase, awaiting);
 }
+
+#[test]
+fn a_proxy_failure_seen_right_after_a_rotation_belongs_to_the_old_proxy() {
+    // WEBJS reports one PROXYBLOCK twice (state change, then disconnect). The first rotated
+    // the proxy; the second, observed within `reason_grace` of the new lease, is reported on
+    // the old generation (the allocator answers `Superseded`), never rotating again.
+    let mut h = Harness::new(ChipSpec::qr());
+    h.drive_to_working();
+    h.advance(secs(60));
+    let mut rotated = h.lease(2);
+    rotated.assigned_at = h.clock.now();
+    on_lease(&mut h, rotated);
+    h.disconnect(Reason::ProxyFailure);
+    h.present(SessionStatus::Failed);
+    h.advance(h.policy.reason_grace);
+    assert_eq!(h.decide().step, Step::ReportProxyFailure { generation: 1 });
+
+    // Later, the new proxy failing is its own failure.
+    let mut h = Harness::new(ChipSpec::qr());
+    h.drive_to_working();
+    let mut current = h.lease(2);
+    current.assigned_at = h.clock.now();
+    on_lease(&mut h, current);
+    h.advance(secs(60));
+    h.disconnect(Reason::ProxyFailure);
+    h.present(SessionStatus::Failed);
+    h.advance(h.policy.reason_grace);
+    assert_eq!(h.decide().step, Step::ReportProxyFailure { generation: 2 });
+}
+
+/// The chip runs through `lease` (rotated to and ensured with it).
+fn on_lease(h: &mut Harness, lease: ProxyLease) {
+    h.record.observed.proxy = Some(ProxyRef::from(&lease));
+    if let Some(session) = h.record.observed.session.as_mut() {
+        session.proxy_generation = lease.generation;
+    }
+    h.world.lease = Some(lease);
+}
