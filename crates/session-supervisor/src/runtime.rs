@@ -433,6 +433,11 @@ async fn reconcile(supervisor: &Supervisor, key: &ChipKey, guard: &OwnerGuard) {
         let world = effects.observe_world(&record).await;
         let decision = decide(&record, &world, &config.policy);
         let step = decision.step.clone();
+        if let Some(failure) = &decision.handles {
+            // A session failure (a disconnect signal, WAHA's FAILED) acted on by this step.
+            metrics::counter!("supervisor_failures_total", "reason" => failure.reason.as_str())
+                .increment(1);
+        }
         if let Step::Wait { until } = step {
             let due = until.unwrap_or_else(|| resync_at(supervisor, key, world.now));
             requeue(supervisor, key, due, Trigger::Resync).await;

@@ -2304,3 +2304,77 @@ async fn a_proxy_failure_rotates_the_proxy_and_reconnects_through_the_new_one() 
         "the new proxy was sent to WAHA"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 19. Loop detection: a chip that fails again and again is parked, with an alert.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chip_failing_again_and_again_is_parked_looping_with_an_alert() {
+    let fleet = Fleet::builder().tenant("acme").build().await;
+    let mut config = fleet.config();
+    config.policy.loop_max_failures = 3;
+    let replica = fleet.supervisor_with(config).await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    working_chip(&fleet, &replica, &acme, &sales, "5511999990401").await;
+    let mut changes = replica
+        .subscribe(&acme, ChangeFilter::all())
+        .await
+        .expect("subscribed");
+    let name = session(&acme, &sales);
+    let control = fleet.control_for(&acme).await;
+
+    // FAILED with no reason, again each time the supervisor brought it back.
+    let mut failures = 0;
+    let parked = loop {
+        let record = replica.get_chip(&acme, &sales).await.expect("the chip");
+        match record.observed.phase {
+            Phase::Parked { .. } => break record,
+            Phase::Working { .. } if control.session_status(&name) == Some(SimStatus::Working) => {
+                assert!(failures < 10, "never parked: {}", describe(&record));
+                control.fail(&name).expect("the session fails");
+                failures += 1;
+                // Wait until the supervisor saw it (left Working), so each failure counts once.
+                wait_record(&replica, &acme, &sales, WAIT, "the failure seen", |r| {
+                    !matches!(r.observed.phase, Phase::Working { .. })
+                })
+                .await;
+            }
+            _ => tokio::time::sleep(ms(20)).await,
+        }
+    };
+    assert!(
+        matches!(
+            parked.observed.phase,
+            Phase::Parked {
+                reason: ParkReason::Looping { .. },
+                ..
+            }
+        ),
+        "parked for looping: {}",
+        describe(&parked)
+    );
+    assert_eq!(failures, 3, "the third failure in the window parks it");
+    let alert = tokio::time::timeout(WAIT, async {
+        loop {
+            match changes.next().await {
+                Some(ChangeItem::Change(change)) => {
+                    if let ChipChangeKind::Alert(alert) = change.kind {
+                        return alert;
+                    }
+                }
+                Some(ChangeItem::Gap { .. }) => {}
+                None => panic!("the change stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("an alert was published");
+    assert!(
+        matches!(alert, session_supervisor::Alert::Loop { .. }),
+        "{alert:?}"
+    );
+    // Parked: the supervisor stops the session and leaves it alone.
+    wait_session_down(&control, &name).await;
+}
