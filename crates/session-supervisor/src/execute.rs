@@ -456,8 +456,8 @@ impl Effects {
             Step::EnsureSession { plan, .. } => {
                 self.ensure_session(record, world, plan, guard).await
             }
-            Step::StartSession { .. } => self.start_session(record, world, guard).await,
-            Step::RestartSession { .. } => self.restart_session(record, world, guard).await,
+            Step::StartSession { .. } => self.start_session(record, world, guard, false).await,
+            Step::RestartSession { .. } => self.start_session(record, world, guard, true).await,
             Step::LogoutSession { .. } => self.logout_session(record, world, guard).await,
             Step::StopSession { cause } => {
                 debug!(?cause, "stopping the session");
@@ -611,38 +611,24 @@ impl Effects {
         })
     }
 
-    /// `ensure_started` absorbs "already started" (it reads the session instead).
+    /// Starts the session (`ensure_started` absorbs "already started": it reads the session
+    /// instead), or restarts it; the status WAHA answered.
     async fn start_session(
         &self,
         record: &ChipRecord,
         world: &World,
         guard: &OwnerGuard,
+        restart: bool,
     ) -> Result<Outcome, StepError> {
         let name = record.key.session_name();
-        let info = self
-            .fenced_client(record, world, guard)
-            .await?
-            .ensure_started(name.as_str())
-            .await
-            .map_err(|error| waha_error(&error))?;
-        info!(status = %info.status.as_str(), "session started");
-        Ok(Outcome::Status(info.status))
-    }
-
-    async fn restart_session(
-        &self,
-        record: &ChipRecord,
-        world: &World,
-        guard: &OwnerGuard,
-    ) -> Result<Outcome, StepError> {
-        let name = record.key.session_name();
-        let info = self
-            .fenced_client(record, world, guard)
-            .await?
-            .restart_session(name.as_str())
-            .await
-            .map_err(|error| waha_error(&error))?;
-        info!(status = %info.status.as_str(), "session restarted");
+        let client = self.fenced_client(record, world, guard).await?;
+        let info = if restart {
+            client.restart_session(name.as_str()).await
+        } else {
+            client.ensure_started(name.as_str()).await
+        }
+        .map_err(|error| waha_error(&error))?;
+        info!(status = %info.status.as_str(), restart, "session started");
         Ok(Outcome::Status(info.status))
     }
 
