@@ -6,7 +6,7 @@
 //! missed, never a silent loss. Issue 13 adds resume, rooms and a PostgreSQL backend behind
 //! the same trait.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
@@ -96,11 +96,40 @@ pub enum ChipChangeKind {
     Alert(Alert),
     /// The chip's record was removed (its finalizers ran).
     Deleted,
+    /// A message arrived on the chip (issue 13's ingest publishes it; the text is not
+    /// included: the host reads it from its own store or WAHA).
+    MessageReceived {
+        /// The chat (`<number>@c.us`, a group id).
+        chat: String,
+        /// WhatsApp's message id.
+        message_id: String,
+    },
+    /// A message's delivery status moved forward (never back: see
+    /// [`MessageAck::supersedes`](waha_client::webhook::MessageAck::supersedes)).
+    MessageStatus {
+        /// The chat.
+        chat: String,
+        /// WhatsApp's message id.
+        message_id: String,
+        /// The new status.
+        ack: waha_client::webhook::MessageAck,
+    },
     /// A fleet upgrade reached the chip's container.
     Upgrade {
         /// How far.
         stage: UpgradeStage,
     },
+}
+
+impl ChipChangeKind {
+    /// The chat a message event is about (`None` for every other kind).
+    pub fn chat(&self) -> Option<&str> {
+        match self {
+            ChipChangeKind::MessageReceived { chat, .. }
+            | ChipChangeKind::MessageStatus { chat, .. } => Some(chat),
+            _ => None,
+        }
+    }
 }
 
 /// How far a fleet upgrade got with one chip
@@ -246,6 +275,7 @@ impl ChipChange {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChangeFilter {
     chips: Option<BTreeSet<ChipId>>,
+    chats: Option<BTreeSet<String>>,
 }
 
 impl ChangeFilter {
@@ -258,14 +288,30 @@ impl ChangeFilter {
     pub fn chips(chips: impl IntoIterator<Item = ChipId>) -> Self {
         ChangeFilter {
             chips: Some(chips.into_iter().collect()),
+            chats: None,
         }
+    }
+
+    /// Only the message events of these chats (a conversation's "room"); combined with a chip
+    /// filter, of those chips.
+    #[must_use]
+    pub fn with_chats(mut self, chats: impl IntoIterator<Item = String>) -> Self {
+        self.chats = Some(chats.into_iter().collect());
+        self
     }
 
     /// Whether `change` passes.
     pub fn matches(&self, change: &ChipChange) -> bool {
-        self.chips
+        let chip = self
+            .chips
             .as_ref()
-            .is_none_or(|chips| chips.contains(&change.chip))
+            .is_none_or(|chips| chips.contains(&change.chip));
+        let chat = match (&self.chats, change.kind.chat()) {
+            (None, _) => true,
+            (Some(chats), Some(chat)) => chats.contains(chat),
+            (Some(_), None) => false,
+        };
+        chip && chat
     }
 }
 
@@ -274,35 +320,113 @@ impl ChangeFilter {
 pub enum ChangeItem {
     /// A change.
     Change(ChipChange),
-    /// The subscriber fell behind and missed this many changes (re-read the records).
+    /// The subscriber fell behind and missed changes: resume with
+    /// [`EventBus::subscribe_from`] after `resume_after` (the bus replays what it still holds,
+    /// or reports the next gap), or re-read the records.
     Gap {
-        /// How many.
+        /// How many were missed (as far as known).
         missed: u64,
+        /// The last sequence number delivered before the gap (0: none).
+        resume_after: u64,
     },
 }
 
-/// One subscriber's stream of one tenant's changes.
+/// One subscriber's stream of one tenant's changes: first what it asked to replay, then the
+/// live changes, in sequence order, never one twice.
 pub struct ChangeStream {
+    backlog: VecDeque<ChangeItem>,
     receiver: broadcast::Receiver<ChipChange>,
     filter: ChangeFilter,
+    /// The highest sequence number delivered or replayed (live items at or below are skipped).
+    last_seq: u64,
 }
 
 impl ChangeStream {
     /// A stream over a broadcast receiver of one tenant's changes (for bus backends).
     pub fn new(receiver: broadcast::Receiver<ChipChange>, filter: ChangeFilter) -> Self {
-        ChangeStream { receiver, filter }
+        ChangeStream {
+            backlog: VecDeque::new(),
+            receiver,
+            filter,
+            last_seq: 0,
+        }
+    }
+
+    /// A stream that first yields `replay` (changes and gap markers, oldest first, as a
+    /// backend read them), then the receiver's live changes after the last replayed one.
+    /// `last_seq` is the sequence number the subscription resumed after.
+    pub fn resuming(
+        receiver: broadcast::Receiver<ChipChange>,
+        filter: ChangeFilter,
+        replay: impl IntoIterator<Item = ChangeItem>,
+        last_seq: u64,
+    ) -> Self {
+        ChangeStream {
+            backlog: replay.into_iter().collect(),
+            receiver,
+            filter,
+            last_seq,
+        }
+    }
+
+    /// The highest sequence number this stream delivered (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    fn take_backlog(&mut self) -> Option<ChangeItem> {
+        while let Some(item) = self.backlog.pop_front() {
+            match item {
+                ChangeItem::Change(change) => {
+                    if change.seq <= self.last_seq {
+                        continue;
+                    }
+                    self.last_seq = change.seq;
+                    if self.filter.matches(&change) {
+                        return Some(ChangeItem::Change(change));
+                    }
+                }
+                gap @ ChangeItem::Gap { .. } => return Some(gap),
+            }
+        }
+        None
+    }
+
+    /// What a live item becomes: `None` to skip it (already delivered, or filtered out).
+    fn live(&mut self, change: ChipChange) -> Option<ChangeItem> {
+        if change.seq <= self.last_seq {
+            return None;
+        }
+        self.last_seq = change.seq;
+        self.filter
+            .matches(&change)
+            .then_some(ChangeItem::Change(change))
+    }
+
+    fn lagged(&mut self, missed: u64) -> ChangeItem {
+        let resume_after = self.last_seq;
+        // The missed changes are gone from this receiver: skip their numbers.
+        self.last_seq = self.last_seq.saturating_add(missed);
+        ChangeItem::Gap {
+            missed,
+            resume_after,
+        }
     }
 
     /// The next change that passes the filter, or a gap; `None` once the bus is gone.
     pub async fn next(&mut self) -> Option<ChangeItem> {
+        if let Some(item) = self.take_backlog() {
+            return Some(item);
+        }
         loop {
             match self.receiver.recv().await {
-                Ok(change) if self.filter.matches(&change) => {
-                    return Some(ChangeItem::Change(change));
+                Ok(change) => {
+                    if let Some(item) = self.live(change) {
+                        return Some(item);
+                    }
                 }
-                Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    return Some(ChangeItem::Gap { missed });
+                    return Some(self.lagged(missed));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
@@ -312,14 +436,18 @@ impl ChangeStream {
     /// The next change already waiting, without waiting (`None`: nothing waits, or the bus
     /// is gone).
     pub fn try_next(&mut self) -> Option<ChangeItem> {
+        if let Some(item) = self.take_backlog() {
+            return Some(item);
+        }
         loop {
             match self.receiver.try_recv() {
-                Ok(change) if self.filter.matches(&change) => {
-                    return Some(ChangeItem::Change(change));
+                Ok(change) => {
+                    if let Some(item) = self.live(change) {
+                        return Some(item);
+                    }
                 }
-                Ok(_) => {}
                 Err(broadcast::error::TryRecvError::Lagged(missed)) => {
-                    return Some(ChangeItem::Gap { missed });
+                    return Some(self.lagged(missed));
                 }
                 Err(
                     broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed,
@@ -380,6 +508,17 @@ pub trait EventBus: Send + Sync {
         tenant: &TenantId,
         filter: ChangeFilter,
     ) -> Result<ChangeStream, BusError>;
+
+    /// Subscribes to one tenant's changes numbered after `after` (a reconnecting client
+    /// resumes from the last number it saw): the ones the backend still holds are replayed,
+    /// then the live ones follow, none twice. Changes no longer held come as one
+    /// [`ChangeItem::Gap`] first, never as silent loss.
+    async fn subscribe_from(
+        &self,
+        tenant: &TenantId,
+        filter: ChangeFilter,
+        after: u64,
+    ) -> Result<ChangeStream, BusError>;
 }
 
 struct TenantChannel {
@@ -388,6 +527,8 @@ struct TenantChannel {
     sender: Option<broadcast::Sender<ChipChange>>,
     /// The last number given, kept also when the tenant is forgotten.
     last_seq: u64,
+    /// The newest changes, for subscribers that resume (at most the bus's capacity).
+    history: VecDeque<ChipChange>,
 }
 
 impl TenantChannel {
@@ -395,6 +536,7 @@ impl TenantChannel {
         TenantChannel {
             sender: None,
             last_seq: 0,
+            history: VecDeque::new(),
         }
     }
 }
@@ -457,6 +599,7 @@ impl InProcessEventBus {
             .get_mut(tenant)
         {
             channel.sender = None;
+            channel.history.clear();
         }
     }
 }
@@ -492,6 +635,10 @@ impl EventBus for InProcessEventBus {
         change.seq = channel.last_seq;
         // Numbered and sent under one lock: numbers and delivery order agree. No subscriber
         // is not an error.
+        if channel.history.len() == self.capacity {
+            channel.history.pop_front();
+        }
+        channel.history.push_back(change.clone());
         if let Some(sender) = &channel.sender {
             let _ = sender.send(change);
         }
@@ -512,6 +659,46 @@ impl EventBus for InProcessEventBus {
             .sender
             .get_or_insert_with(|| broadcast::channel(capacity).0);
         Ok(ChangeStream::new(sender.subscribe(), filter))
+    }
+
+    async fn subscribe_from(
+        &self,
+        tenant: &TenantId,
+        filter: ChangeFilter,
+        after: u64,
+    ) -> Result<ChangeStream, BusError> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let capacity = self.capacity;
+        let channel = channels
+            .entry(tenant.clone())
+            .or_insert_with(TenantChannel::empty);
+        // Subscribed and copied under one lock: nothing published in between is missed, and
+        // the stream drops the overlap by sequence number.
+        let receiver = channel
+            .sender
+            .get_or_insert_with(|| broadcast::channel(capacity).0)
+            .subscribe();
+        let mut replay = Vec::new();
+        let oldest_held = channel
+            .history
+            .front()
+            .map_or(channel.last_seq + 1, |c| c.seq);
+        if after + 1 < oldest_held {
+            replay.push(ChangeItem::Gap {
+                missed: oldest_held - after - 1,
+                resume_after: after,
+            });
+        }
+        replay.extend(
+            channel
+                .history
+                .iter()
+                .filter(|change| change.seq > after)
+                .cloned()
+                .map(ChangeItem::Change),
+        );
+        let start = after.max(oldest_held.saturating_sub(1));
+        Ok(ChangeStream::resuming(receiver, filter, replay, start))
     }
 }
 
@@ -581,6 +768,103 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_subscriber_resumes_after_the_last_number_it_saw_without_loss_or_repeats() {
+        let clock = clock();
+        let bus = InProcessEventBus::with_capacity(8);
+        let a = record("acme", "a", &clock);
+        let tenant = a.key.tenant.clone();
+        for _ in 0..5 {
+            bus.publish(ChipChange::of(&a, ChipChangeKind::Created))
+                .await
+                .unwrap();
+        }
+        // A client that saw up to 3 reconnects: 4 and 5 are replayed, then live ones follow.
+        let mut resumed = bus
+            .subscribe_from(&tenant, ChangeFilter::all(), 3)
+            .await
+            .unwrap();
+        bus.publish(ChipChange::of(&a, ChipChangeKind::Created))
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = (0..3)
+            .map(|_| expect_change(resumed.try_next()).seq)
+            .collect();
+        assert_eq!(seqs, vec![4, 5, 6]);
+        assert_eq!(resumed.try_next(), None, "nothing twice");
+        assert_eq!(resumed.last_seq(), 6);
+
+        // Older than the history holds: a gap first, naming where the replay starts.
+        for _ in 0..10 {
+            bus.publish(ChipChange::of(&a, ChipChangeKind::Created))
+                .await
+                .unwrap();
+        }
+        let mut late = bus
+            .subscribe_from(&tenant, ChangeFilter::all(), 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            late.try_next(),
+            Some(ChangeItem::Gap {
+                missed: 6,
+                resume_after: 2
+            }),
+            "changes 3 to 8 are gone"
+        );
+        let replayed: Vec<u64> = std::iter::from_fn(|| late.try_next())
+            .map(|item| expect_change(Some(item)).seq)
+            .collect();
+        assert_eq!(replayed, (9..=16).collect::<Vec<_>>());
+
+        // Another tenant's history is never replayed.
+        let mut beta = bus
+            .subscribe_from(&TenantId::new("beta").unwrap(), ChangeFilter::all(), 0)
+            .await
+            .unwrap();
+        assert_eq!(beta.try_next(), None);
+    }
+
+    #[tokio::test]
+    async fn a_chat_room_sees_only_its_conversation() {
+        let clock = clock();
+        let bus = InProcessEventBus::new();
+        let a = record("acme", "a", &clock);
+        let tenant = a.key.tenant.clone();
+        let mut room = bus
+            .subscribe(
+                &tenant,
+                ChangeFilter::all().with_chats(["5511@c.us".to_owned()]),
+            )
+            .await
+            .unwrap();
+        for (chat, id) in [
+            ("5511@c.us", "m1"),
+            ("5522@c.us", "m2"),
+            ("5511@c.us", "m3"),
+        ] {
+            bus.publish(ChipChange::of(
+                &a,
+                ChipChangeKind::MessageReceived {
+                    chat: chat.into(),
+                    message_id: id.into(),
+                },
+            ))
+            .await
+            .unwrap();
+        }
+        bus.publish(ChipChange::of(&a, ChipChangeKind::Created))
+            .await
+            .unwrap();
+        let ids: Vec<String> = std::iter::from_fn(|| room.try_next())
+            .map(|item| match expect_change(Some(item)).kind {
+                ChipChangeKind::MessageReceived { message_id, .. } => message_id,
+                other => panic!("only messages of the room, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, vec!["m1", "m3"]);
+    }
+
+    #[tokio::test]
     async fn a_lagging_subscriber_gets_a_gap_and_filters_apply() {
         let clock = clock();
         let bus = InProcessEventBus::with_capacity(4);
@@ -597,7 +881,13 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(slow.next().await, Some(ChangeItem::Gap { missed: 6 }));
+        assert_eq!(
+            slow.next().await,
+            Some(ChangeItem::Gap {
+                missed: 6,
+                resume_after: 0
+            })
+        );
         assert_eq!(expect_change(slow.next().await).seq, 7);
 
         let mut only_a_fresh = bus

@@ -691,6 +691,21 @@ impl Supervisor {
         Ok(self.inner.bus.subscribe(tenant, filter).await?)
     }
 
+    /// The changes of one tenant's chips numbered after `after` (a client reconnecting
+    /// resumes from the last number it saw), then the live ones; what the bus no longer holds
+    /// comes as a [`ChangeItem::Gap`](crate::ChangeItem::Gap) first.
+    ///
+    /// # Errors
+    /// Bus failures.
+    pub async fn subscribe_from(
+        &self,
+        tenant: &TenantId,
+        filter: ChangeFilter,
+        after: u64,
+    ) -> Result<ChangeStream, SupervisorError> {
+        Ok(self.inner.bus.subscribe_from(tenant, filter, after).await?)
+    }
+
     /// Takes a WAHA webhook event that was already verified (signature, de-duplication) and
     /// routed to `tenant` (from the URL). It classifies the event, appends a signal and queues
     /// the chip; the reconcile reads WAHA (a webhook is a trigger, not the truth). Works on

@@ -67,7 +67,7 @@ async fn changes_until(
                     return kinds;
                 }
             }
-            Ok(Some(ChangeItem::Gap { missed })) => {
+            Ok(Some(ChangeItem::Gap { missed, .. })) => {
                 panic!("the subscriber lagged and missed {missed} changes; seen so far: {kinds:?}")
             }
             Ok(None) => panic!("the event bus closed; seen so far: {kinds:?}"),
