@@ -28,8 +28,14 @@
 //! - [`Supervisor::upgrade_fleet`]: a new container spec rolled out tenant by tenant, chips
 //!   kept logged in through their volumes.
 //!
-//! **Not built yet:** the webhook ingest that puts verification and de-duplication in front of
-//! [`Supervisor::observe`] (issue 13).
+//! - [`Ingest`] (issue 13, first part): one entry point for WAHA's webhooks (size limit, tenant
+//!   from the URL, strict session name, HMAC with the tenant's key, metadata check, freshness
+//!   window, durable de-duplication through an [`Inbox`], then `observe` and message events),
+//!   with an axum router behind feature `axum`; event subscriptions resume after a sequence
+//!   number, and `PgEventBus` (feature `postgres`) shares events between replicas.
+//!
+//! **Not built yet** (issue 13): the PostgreSQL inbox, paced sending with an outbox, the
+//! inbound buffer, webhook key rotation.
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
@@ -59,6 +65,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "postgres")]
+mod bus_pg;
 pub mod chip;
 mod clients;
 pub mod config;
@@ -66,6 +74,8 @@ pub mod conformance;
 mod error;
 pub mod events;
 mod execute;
+mod inbox;
+mod ingest;
 mod monitor;
 mod offboard;
 mod owner;
@@ -78,6 +88,8 @@ pub mod store;
 mod supervisor;
 mod upgrade;
 
+#[cfg(feature = "postgres")]
+pub use bus_pg::PgEventBus;
 pub use chip::{
     ChipKey, ChipRecord, ChipSpec, ContainerRef, Desired, FailureWindow, InvalidPhoneNumber,
     LastError, LoginMethod, LoginOffer, Nonces, Observed, ObservedPatch, PairingCodeSecret,
@@ -98,6 +110,14 @@ pub use events::{
     InProcessEventBus, UpgradeStage,
 };
 pub use fleet_vocab::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "mock")]
+pub use inbox::MockInbox;
+pub use inbox::{Admission, Inbox, InboxEntry, InboxError, MemoryInbox};
+#[cfg(feature = "axum")]
+pub use ingest::axum::{ROUTE as INGEST_ROUTE, router as ingest_router};
+pub use ingest::{
+    DropReason, Ingest, IngestConfig, IngestConfigError, IngestOutcome, IngestRefusal,
+};
 pub use monitor::SessionSweep;
 pub use offboard::OffboardReport;
 pub use owner::{NotOwner, OwnerGuard};

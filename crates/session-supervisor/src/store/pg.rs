@@ -24,17 +24,23 @@ use crate::chip::{ChipKey, ChipRecord, Desired, ObservedPatch};
 use crate::signal::{Signal, SignalBody};
 
 /// This crate's migrations, in order. Never edit a released one: add a version.
-const CHIP_MIGRATIONS: &[Migration] = &[Migration::new(
-    1,
-    "chips",
-    include_str!("../../migrations/0001_chips.sql"),
-)];
+/// Version 2 is the event log of the PostgreSQL event bus (`PgEventBus`).
+const CHIP_MIGRATIONS: &[Migration] = &[
+    Migration::new(1, "chips", include_str!("../../migrations/0001_chips.sql")),
+    Migration::new(
+        2,
+        "events",
+        include_str!("../../migrations/0002_events.sql"),
+    ),
+];
 
 /// The tables of [`CHIP_MIGRATIONS`] that hold tenant rows (row-level security forced).
 const TENANT_TABLES: &[&str] = &[
     "supervisor_chips",
     "supervisor_signals",
     "supervisor_fences",
+    "supervisor_event_seqs",
+    "supervisor_events",
 ];
 
 const CHIPS: &str = "supervisor_chips";
@@ -388,7 +394,8 @@ impl fmt::Debug for PgChipStore {
 
 impl PgChipStore {
     /// This crate's migrations (component `session-supervisor`), declaring the tenant tables
-    /// `supervisor_chips`, `supervisor_signals` and `supervisor_fences`: pass it to
+    /// `supervisor_chips`, `supervisor_signals`, `supervisor_fences` and the event bus's
+    /// `supervisor_event_seqs` and `supervisor_events` (`PgEventBus`, version 2): pass it to
     /// `tenant_isolation::pg::AdminDb::migrate_with` (which grants the application role those
     /// tables and puts them under the admin policy) and to
     /// `tenant_isolation::pg::TenantDb::verify_role_with`.
@@ -1129,12 +1136,12 @@ mod tests {
         let set = PgChipStore::MIGRATIONS;
         assert_eq!(set.component(), "session-supervisor");
         assert_eq!(set.declared_tenant_tables(), TENANT_TABLES);
-        assert_eq!(set.migrations().len(), 1);
+        assert_eq!(set.migrations().len(), 2);
         for table in TENANT_TABLES {
             assert!(
-                set.migrations()[0]
+                set.migrations().iter().any(|migration| migration
                     .sql()
-                    .contains(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY")),
+                    .contains(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"))),
                 "{table} has row-level security forced"
             );
         }

@@ -1,0 +1,935 @@
+//! The webhook ingest (issue 13, "Webhook ingest"), one test per step, with bodies the tests
+//! sign themselves under the tenants' keys from the in-memory world's directory (`support`).
+//! The supervisor under the ingest is built but not running: the ingest needs only its
+//! directory, chip store, bus and clock. Secrets and bodies are never printed.
+
+mod shared;
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use axum::http::{HeaderMap, HeaderValue};
+use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
+use serde_json::{Value, json};
+use session_supervisor::{
+    Admission, ChangeFilter, ChangeItem, ChangeStream, ChipChangeKind, ChipKey, ChipSpec,
+    DropReason, Inbox, InboxEntry, InboxError, Ingest, IngestConfig, IngestOutcome, IngestRefusal,
+    MemoryInbox, Supervisor,
+};
+use tenant_isolation::{ChipId, HmacKey, TenantId, TenantStatus};
+use waha_client::webhook::{self, ALGORITHM_HEADER, MessageAck, SIGNATURE_HEADER};
+
+use support::*;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers of this file.
+// ---------------------------------------------------------------------------------------------
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    u64::try_from(since.as_millis()).expect("milliseconds fit in u64")
+}
+
+/// A webhook body under construction: WAHA's envelope, with the metadata chipfleet sets.
+#[derive(Clone)]
+struct Event {
+    event: &'static str,
+    session: String,
+    id: Option<String>,
+    timestamp_ms: Option<u64>,
+    metadata: Value,
+    payload: Value,
+}
+
+impl Event {
+    fn new(tenant: &TenantId, chip: &ChipId, event: &'static str, payload: Value) -> Self {
+        Event {
+            event,
+            session: session(tenant, chip),
+            id: None,
+            timestamp_ms: Some(now_ms()),
+            metadata: json!({ "tenant": tenant.as_str(), "chip": chip.as_str() }),
+            payload,
+        }
+    }
+
+    fn id(mut self, id: &str) -> Self {
+        self.id = Some(id.to_owned());
+        self
+    }
+
+    fn at(mut self, timestamp_ms: Option<u64>) -> Self {
+        self.timestamp_ms = timestamp_ms;
+        self
+    }
+
+    fn metadata(mut self, metadata: Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    fn session(mut self, session: &str) -> Self {
+        self.session = session.to_owned();
+        self
+    }
+
+    fn body(&self) -> Vec<u8> {
+        let mut envelope = json!({
+            "event": self.event,
+            "session": self.session,
+            "metadata": self.metadata,
+            "me": null,
+            "engine": "NOWEB",
+            "payload": self.payload,
+        });
+        if let Some(id) = &self.id {
+            envelope["id"] = json!(id);
+        }
+        if let Some(timestamp) = self.timestamp_ms {
+            envelope["timestamp"] = json!(timestamp);
+        }
+        serde_json::to_vec(&envelope).expect("JSON")
+    }
+}
+
+const CUSTOMER: &str = "5511999999999@c.us";
+const CHIP_NUMBER: &str = "5522999999999@c.us";
+
+/// An incoming message's payload.
+fn message(id: &str) -> Value {
+    json!({
+        "id": id,
+        "timestamp": 1_700_000_000,
+        "from": CUSTOMER,
+        "fromMe": false,
+        "to": CHIP_NUMBER,
+        "body": "hello",
+        "hasMedia": false,
+    })
+}
+
+/// The ack of a message this chip sent.
+fn ack(id: &str, level: i64) -> Value {
+    json!({
+        "id": id,
+        "from": CHIP_NUMBER,
+        "to": CUSTOMER,
+        "fromMe": true,
+        "ack": level,
+    })
+}
+
+fn status(tenant: &TenantId, chip: &ChipId) -> Value {
+    json!({ "name": session(tenant, chip), "status": "WORKING" })
+}
+
+/// The headers WAHA sends with a body signed under `key`.
+fn signed(key: &HmacKey, body: &[u8]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        SIGNATURE_HEADER,
+        HeaderValue::from_str(&webhook::sign(key, body)).expect("hex is a header value"),
+    );
+    headers.insert(ALGORITHM_HEADER, HeaderValue::from_static("sha512"));
+    headers
+}
+
+/// The changes of these kinds waiting on `stream`, in order.
+fn message_changes(stream: &mut ChangeStream) -> Vec<ChipChangeKind> {
+    let mut kinds = Vec::new();
+    while let Some(item) = stream.try_next() {
+        match item {
+            ChangeItem::Change(change) => {
+                if let kind @ (ChipChangeKind::MessageReceived { .. }
+                | ChipChangeKind::MessageStatus { .. }) = change.kind
+                {
+                    kinds.push(kind);
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    kinds
+}
+
+fn accepted(outcome: &IngestOutcome) -> bool {
+    matches!(outcome, IngestOutcome::Accepted { .. })
+}
+
+fn dropped(outcome: &IngestOutcome, want: DropReason) -> bool {
+    matches!(outcome, IngestOutcome::Dropped { reason } if *reason == want)
+}
+
+/// An inbox that fails while `down` is set (a database outage).
+struct FlakyInbox {
+    inner: Arc<MemoryInbox>,
+    down: AtomicBool,
+}
+
+impl FlakyInbox {
+    fn check(&self) -> Result<(), InboxError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(InboxError::Unavailable {
+                reason: "test outage".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Inbox for FlakyInbox {
+    async fn admit(&self, entry: InboxEntry) -> Result<Admission, InboxError> {
+        self.check()?;
+        self.inner.admit(entry).await
+    }
+
+    async fn record_ack(
+        &self,
+        tenant: &TenantId,
+        message_id: &str,
+        ack: MessageAck,
+    ) -> Result<bool, InboxError> {
+        self.check()?;
+        self.inner.record_ack(tenant, message_id, ack).await
+    }
+
+    async fn prune(&self, older_than: SystemTime) -> Result<u64, InboxError> {
+        self.check()?;
+        self.inner.prune(older_than).await
+    }
+}
+
+/// An in-memory world with tenants `acme` and `beta`, each with chip `c1`, and an ingest in
+/// front of a (not running) supervisor.
+struct Harness {
+    fleet: Fleet,
+    supervisor: Supervisor,
+    memory: Arc<MemoryInbox>,
+    ingest: Arc<Ingest>,
+    acme: TenantId,
+    beta: TenantId,
+    c1: ChipId,
+}
+
+async fn harness() -> Harness {
+    let memory = Arc::new(MemoryInbox::new());
+    harness_with(memory.clone(), memory, |_| {}).await
+}
+
+async fn harness_with(
+    memory: Arc<MemoryInbox>,
+    inbox: Arc<dyn Inbox>,
+    tune: impl FnOnce(&mut IngestConfig),
+) -> Harness {
+    let fleet = Fleet::builder().tenant("acme").tenant("beta").build().await;
+    let supervisor = fleet.build_supervisor(fleet.config(), None);
+    let (acme, beta, c1) = (tenant("acme"), tenant("beta"), chip("c1"));
+    for owner in [&acme, &beta] {
+        supervisor
+            .create_chip(owner, &c1, ChipSpec::qr())
+            .await
+            .expect("chip created");
+    }
+    let mut config = IngestConfig::for_supervisor(supervisor.config());
+    tune(&mut config);
+    let ingest = Ingest::new(supervisor.clone(), inbox, config).expect("a valid ingest config");
+    Harness {
+        fleet,
+        supervisor,
+        memory,
+        ingest: Arc::new(ingest),
+        acme,
+        beta,
+        c1,
+    }
+}
+
+impl Harness {
+    async fn key(&self, tenant: &TenantId) -> HmacKey {
+        self.fleet
+            .directory
+            .get(tenant)
+            .await
+            .expect("the tenant exists")
+            .secrets
+            .webhook_hmac_key
+    }
+
+    /// Posts `body` to `url_tenant`'s URL, signed under `key`.
+    async fn post(&self, url_tenant: &str, key: &HmacKey, body: &[u8]) -> IngestOutcome {
+        self.ingest
+            .ingest(url_tenant, &signed(key, body), body)
+            .await
+    }
+
+    /// Posts `body` as `tenant`'s container would: to its URL, under its key.
+    async fn post_as(&self, tenant: &TenantId, body: &[u8]) -> IngestOutcome {
+        let key = self.key(tenant).await;
+        self.post(tenant.as_str(), &key, body).await
+    }
+
+    async fn subscribe(&self, tenant: &TenantId) -> ChangeStream {
+        self.supervisor
+            .subscribe(tenant, ChangeFilter::all())
+            .await
+            .expect("subscribed")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 1: size.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_and_nothing_is_stored() {
+    let h = harness().await;
+    let mut payload = message("big");
+    payload["body"] = json!("x".repeat(IngestConfig::DEFAULT_MAX_BODY_BYTES));
+    let body = Event::new(&h.acme, &h.c1, "message", payload)
+        .id("evt_big")
+        .body();
+    assert!(body.len() > h.ingest.config().max_body_bytes);
+
+    let outcome = h.post_as(&h.acme, &body).await;
+    assert_eq!(
+        outcome,
+        IngestOutcome::Refused(IngestRefusal::TooLarge {
+            limit: IngestConfig::DEFAULT_MAX_BODY_BYTES
+        })
+    );
+    assert_eq!(outcome.http_status(), 413);
+    assert!(h.memory.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 2: the tenant from the URL; the session name strictly, and the URL tenant's.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn tenant_bs_session_under_tenant_as_url_and_key_is_refused() {
+    let h = harness().await;
+    let acme_key = h.key(&h.acme).await;
+    // Tenant B's session (and metadata), under A's URL and signed with A's key.
+    let body = Event::new(&h.beta, &h.c1, "message", message("m1"))
+        .id("evt_1")
+        .body();
+    let outcome = h.post(h.acme.as_str(), &acme_key, &body).await;
+    assert_eq!(
+        outcome,
+        IngestOutcome::Refused(IngestRefusal::ForeignSession)
+    );
+    assert_eq!(outcome.http_status(), 403);
+
+    // A name chipfleet never generates (seed report 000's `test_1`).
+    let body = Event::new(&h.acme, &h.c1, "message", message("m2"))
+        .session("test_1")
+        .id("evt_2")
+        .body();
+    let outcome = h.post(h.acme.as_str(), &acme_key, &body).await;
+    assert_eq!(
+        outcome,
+        IngestOutcome::Refused(IngestRefusal::ForeignSession)
+    );
+
+    // A URL that names no tenant, or an invalid one.
+    let body = Event::new(&h.acme, &h.c1, "message", message("m3")).body();
+    for url_tenant in ["nobody", "../acme", "ACME", ""] {
+        let outcome = h.post(url_tenant, &acme_key, &body).await;
+        assert!(
+            matches!(
+                outcome,
+                IngestOutcome::Refused(
+                    IngestRefusal::UnknownTenant | IngestRefusal::ForeignSession
+                )
+            ),
+            "{url_tenant:?}: {outcome:?}"
+        );
+        assert!(!outcome.is_success());
+    }
+    assert!(h.memory.is_empty(), "nothing stored");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 3: the tenant's key; inactive tenants.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_body_signed_with_another_key_is_a_bad_signature() {
+    let h = harness().await;
+    let beta_key = h.key(&h.beta).await;
+    let body = Event::new(&h.acme, &h.c1, "message", message("m1"))
+        .id("evt_1")
+        .body();
+    let outcome = h.post(h.acme.as_str(), &beta_key, &body).await;
+    assert_eq!(outcome, IngestOutcome::Refused(IngestRefusal::BadSignature));
+    assert_eq!(outcome.http_status(), 401);
+
+    // No signature at all.
+    let outcome = h.ingest.ingest("acme", &HeaderMap::new(), &body).await;
+    assert_eq!(outcome, IngestOutcome::Refused(IngestRefusal::BadSignature));
+
+    // The right signature over other bytes (a body altered in transit).
+    let acme_key = h.key(&h.acme).await;
+    let headers = signed(&acme_key, &body);
+    let altered = Event::new(&h.acme, &h.c1, "message", message("m2"))
+        .id("evt_1")
+        .body();
+    let outcome = h.ingest.ingest("acme", &headers, &altered).await;
+    assert_eq!(outcome, IngestOutcome::Refused(IngestRefusal::BadSignature));
+    assert!(h.memory.is_empty(), "nothing stored");
+}
+
+#[tokio::test]
+async fn a_suspended_tenants_webhooks_are_acknowledged_and_dropped() {
+    let h = harness().await;
+    h.fleet
+        .directory
+        .set_status(&h.acme, TenantStatus::Suspended)
+        .await
+        .expect("suspended");
+    let body = Event::new(&h.acme, &h.c1, "message", message("m1"))
+        .id("evt_1")
+        .body();
+    let outcome = h.post_as(&h.acme, &body).await;
+    assert_eq!(
+        outcome,
+        IngestOutcome::Dropped {
+            reason: DropReason::TenantInactive
+        }
+    );
+    assert_eq!(outcome.http_status(), 200, "2xx: WAHA must stop retrying");
+    assert!(h.memory.is_empty());
+
+    // Verification comes first: a forged delivery for the suspended tenant is still refused.
+    let beta_key = h.key(&h.beta).await;
+    let outcome = h.post(h.acme.as_str(), &beta_key, &body).await;
+    assert_eq!(outcome, IngestOutcome::Refused(IngestRefusal::BadSignature));
+
+    // Reactivated: accepted again.
+    h.fleet
+        .directory
+        .set_status(&h.acme, TenantStatus::Active)
+        .await
+        .expect("reactivated");
+    assert!(accepted(&h.post_as(&h.acme, &body).await));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 4: parse and metadata.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn malformed_bodies_are_typed_refusals() {
+    let h = harness().await;
+    // Signed, routable, but the payload is not a message.
+    let body = Event::new(&h.acme, &h.c1, "message", json!({ "id": 5 }))
+        .id("evt_1")
+        .body();
+    let outcome = h.post_as(&h.acme, &body).await;
+    let IngestOutcome::Refused(IngestRefusal::Malformed { detail }) = &outcome else {
+        panic!("expected Malformed, got {outcome:?}");
+    };
+    assert!(detail.contains("payload"), "names the path: {detail}");
+    assert_eq!(outcome.http_status(), 400);
+
+    // Not JSON at all, and JSON without a session.
+    for body in [&b"not json"[..], &br#"{"event":"message"}"#[..], &b""[..]] {
+        let outcome = h.post_as(&h.acme, body).await;
+        assert!(
+            matches!(
+                outcome,
+                IngestOutcome::Refused(IngestRefusal::Malformed { .. })
+            ),
+            "{outcome:?}"
+        );
+    }
+    assert!(h.memory.is_empty());
+}
+
+#[tokio::test]
+async fn metadata_must_name_the_session_names_tenant_and_chip() {
+    let h = harness().await;
+    for metadata in [
+        json!({ "tenant": "beta", "chip": "c1" }),
+        json!({ "tenant": "acme", "chip": "c2" }),
+        json!({ "chip": "other" }),
+    ] {
+        let body = Event::new(&h.acme, &h.c1, "session.status", status(&h.acme, &h.c1))
+            .metadata(metadata)
+            .id("evt_1")
+            .body();
+        let outcome = h.post_as(&h.acme, &body).await;
+        assert_eq!(
+            outcome,
+            IngestOutcome::Refused(IngestRefusal::MetadataMismatch)
+        );
+        assert_eq!(outcome.http_status(), 403);
+    }
+    assert!(h.memory.is_empty());
+
+    // Metadata left out (a session created before chipfleet set it) is accepted.
+    let body = Event::new(&h.acme, &h.c1, "session.status", status(&h.acme, &h.c1))
+        .metadata(json!({}))
+        .id("evt_2")
+        .body();
+    assert!(accepted(&h.post_as(&h.acme, &body).await));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 5: freshness.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_replay_outside_the_window_is_stale_and_a_late_retry_inside_is_not() {
+    let h = harness().await;
+    let window = h.ingest.config().freshness;
+    let window_ms = u64::try_from(window.as_millis()).expect("fits");
+    assert!(
+        window >= h.supervisor.config().webhook_retry_span(),
+        "validated against the retry span"
+    );
+
+    let old = now_ms() - window_ms - 60_000;
+    let body = Event::new(&h.acme, &h.c1, "message", message("m1"))
+        .id("evt_old")
+        .at(Some(old))
+        .body();
+    let outcome = h.post_as(&h.acme, &body).await;
+    let IngestOutcome::Refused(IngestRefusal::Stale {
+        age_secs,
+        window_secs,
+    }) = outcome
+    else {
+        panic!("expected Stale, got {outcome:?}");
+    };
+    assert_eq!(window_secs, window.as_secs());
+    assert!(age_secs > window_secs);
+
+    // Far in the future: refused too.
+    let body = Event::new(&h.acme, &h.c1, "message", message("m2"))
+        .id("evt_future")
+        .at(Some(now_ms() + 3_600_000))
+        .body();
+    assert!(matches!(
+        h.post_as(&h.acme, &body).await,
+        IngestOutcome::Refused(IngestRefusal::Stale { .. })
+    ));
+    assert!(h.memory.is_empty());
+
+    // WAHA's last retry after an outage: old, but inside the window.
+    let late = now_ms() - window_ms + 60_000;
+    let body = Event::new(&h.acme, &h.c1, "message", message("m3"))
+        .id("evt_late")
+        .at(Some(late))
+        .body();
+    assert!(accepted(&h.post_as(&h.acme, &body).await));
+    // An older server sends no timestamp.
+    let body = Event::new(&h.acme, &h.c1, "message", message("m4"))
+        .id("evt_none")
+        .at(None)
+        .body();
+    assert!(accepted(&h.post_as(&h.acme, &body).await));
+}
+
+#[tokio::test]
+async fn a_window_shorter_than_the_retry_span_is_refused() {
+    let fleet = Fleet::builder().tenant("acme").build().await;
+    let supervisor = fleet.build_supervisor(fleet.config(), None);
+    let span = supervisor.config().webhook_retry_span();
+    assert!(!span.is_zero(), "the test configuration retries");
+    let mut config = IngestConfig::for_supervisor(supervisor.config());
+    config.freshness = span - Duration::from_secs(1);
+    let error = Ingest::new(supervisor, Arc::new(MemoryInbox::new()), config).expect_err("refused");
+    assert_eq!(error.setting(), "freshness");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 6: de-duplication.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_same_event_twice_and_three_times_is_accepted_once() {
+    let h = harness().await;
+    let body = Event::new(&h.acme, &h.c1, "session.status", status(&h.acme, &h.c1))
+        .id("evt_1")
+        .body();
+    let first = h.post_as(&h.acme, &body).await;
+    assert_eq!(
+        first,
+        IngestOutcome::Accepted {
+            key: ChipKey::new(h.acme.clone(), h.c1.clone()),
+            event: Some("evt_1".to_owned()),
+        }
+    );
+    for _ in 0..2 {
+        let again = h.post_as(&h.acme, &body).await;
+        assert!(dropped(&again, DropReason::Duplicate), "{again:?}");
+        assert_eq!(again.http_status(), 200);
+    }
+    assert_eq!(h.memory.len(), 1);
+
+    // The same event id under another tenant is that tenant's own.
+    let body = Event::new(&h.beta, &h.c1, "session.status", status(&h.beta, &h.c1))
+        .id("evt_1")
+        .body();
+    assert!(accepted(&h.post_as(&h.beta, &body).await));
+    assert_eq!(h.memory.len(), 2);
+}
+
+#[tokio::test]
+async fn nowebs_double_delivery_of_one_message_is_accepted_once() {
+    let h = harness().await;
+    let mut changes = h.subscribe(&h.acme).await;
+    let first = Event::new(&h.acme, &h.c1, "message", message("true_5511_ABC"))
+        .id("evt_1")
+        .body();
+    let second = Event::new(&h.acme, &h.c1, "message", message("true_5511_ABC"))
+        .id("evt_2")
+        .body();
+    assert!(accepted(&h.post_as(&h.acme, &first).await));
+    let outcome = h.post_as(&h.acme, &second).await;
+    assert!(dropped(&outcome, DropReason::Duplicate), "{outcome:?}");
+    assert_eq!(h.memory.len(), 1);
+    assert_eq!(
+        message_changes(&mut changes),
+        [ChipChangeKind::MessageReceived {
+            chat: CUSTOMER.to_owned(),
+            message_id: "true_5511_ABC".to_owned(),
+        }],
+        "one message, published once"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 7: observe and publish; acks only move forward.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn out_of_order_acks_only_move_the_status_forward() {
+    let h = harness().await;
+    let mut changes = h.subscribe(&h.acme).await;
+    let harness = &h;
+    let post_ack = move |id: &'static str, level: i64| {
+        let body = Event::new(
+            &harness.acme,
+            &harness.c1,
+            "message.ack",
+            ack("out_1", level),
+        )
+        .id(id)
+        .body();
+        async move { harness.post_as(&harness.acme, &body).await }
+    };
+
+    assert!(accepted(&post_ack("evt_a1", 3).await), "read first");
+    let regression = post_ack("evt_a2", 2).await;
+    assert!(
+        dropped(&regression, DropReason::AckRegression),
+        "{regression:?}"
+    );
+    assert_eq!(regression.http_status(), 200);
+    let repeat = post_ack("evt_a3", 3).await;
+    assert!(
+        dropped(&repeat, DropReason::Duplicate),
+        "the same level again: {repeat:?}"
+    );
+    assert!(accepted(&post_ack("evt_a4", 4).await), "played moves on");
+
+    let status = |ack: MessageAck| ChipChangeKind::MessageStatus {
+        chat: CUSTOMER.to_owned(),
+        message_id: "out_1".to_owned(),
+        ack,
+    };
+    assert_eq!(
+        message_changes(&mut changes),
+        [status(MessageAck::Read), status(MessageAck::Played)],
+        "only forward moves are published"
+    );
+    assert_eq!(h.memory.ack_of(&h.acme, "out_1"), Some(MessageAck::Played));
+    assert_eq!(
+        h.memory.len(),
+        3,
+        "the regression is stored; the repeat is not"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A store outage, then recovery.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_inbox_outage_answers_retry_later_and_nothing_answered_2xx_is_lost() {
+    let memory = Arc::new(MemoryInbox::new());
+    let flaky = Arc::new(FlakyInbox {
+        inner: memory.clone(),
+        down: AtomicBool::new(false),
+    });
+    let h = harness_with(memory.clone(), flaky.clone(), |_| {}).await;
+    let bodies: Vec<Vec<u8>> = (1..=5)
+        .map(|n| {
+            Event::new(&h.acme, &h.c1, "message", message(&format!("m{n}")))
+                .id(&format!("evt_{n}"))
+                .body()
+        })
+        .collect();
+    let mut answered_2xx: Vec<&[u8]> = Vec::new();
+
+    // Before the outage.
+    let outcome = h.post_as(&h.acme, &bodies[0]).await;
+    assert!(accepted(&outcome));
+    answered_2xx.push(&bodies[0]);
+
+    // The outage: WAHA is told to retry, nothing is stored.
+    flaky.down.store(true, Ordering::SeqCst);
+    for body in &bodies[1..3] {
+        let outcome = h.post_as(&h.acme, body).await;
+        assert!(
+            matches!(outcome, IngestOutcome::RetryLater { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(outcome.http_status(), 503);
+    }
+    assert_eq!(memory.len(), 1);
+
+    // Recovery: WAHA's retries and new events arrive, with a duplicate of the first.
+    flaky.down.store(false, Ordering::SeqCst);
+    for body in [&bodies[1], &bodies[2], &bodies[0], &bodies[3], &bodies[4]] {
+        let outcome = h.post_as(&h.acme, body).await;
+        assert!(outcome.is_success(), "{outcome:?}");
+        answered_2xx.push(body);
+    }
+
+    let stored: Vec<Vec<u8>> = memory.entries().into_iter().map(|e| e.body).collect();
+    for body in &answered_2xx {
+        assert!(
+            stored.iter().any(|s| s.as_slice() == *body),
+            "every delivery answered 2xx is in the inbox"
+        );
+    }
+    assert_eq!(stored.len(), 5, "each event once");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The axum adapter.
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn the_axum_router_answers_the_outcomes_http_statuses() {
+    const LIMIT: usize = 4096;
+    let memory = Arc::new(MemoryInbox::new());
+    let h = harness_with(memory.clone(), memory, |config| {
+        config.max_body_bytes = LIMIT;
+    })
+    .await;
+    let app = session_supervisor::ingest_router(h.ingest.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a local port");
+    let addr = listener.local_addr().expect("the address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let client = reqwest::Client::new();
+    let acme_key = h.key(&h.acme).await;
+    let beta_key = h.key(&h.beta).await;
+    let post = |tenant: &str, key: &HmacKey, body: Vec<u8>| {
+        let request = client
+            .post(format!("http://{addr}/webhooks/{tenant}"))
+            .header(SIGNATURE_HEADER, webhook::sign(key, &body))
+            .body(body);
+        async move {
+            request
+                .send()
+                .await
+                .expect("the router answers")
+                .status()
+                .as_u16()
+        }
+    };
+
+    let good = Event::new(&h.acme, &h.c1, "message", message("m1"))
+        .id("evt_1")
+        .body();
+    assert_eq!(post("acme", &acme_key, good.clone()).await, 200);
+    assert_eq!(
+        post("acme", &acme_key, good.clone()).await,
+        200,
+        "duplicate"
+    );
+    assert_eq!(post("acme", &beta_key, good.clone()).await, 401);
+    // acme's session under another tenant's URL is foreign before any lookup ...
+    assert_eq!(post("nobody", &acme_key, good.clone()).await, 403);
+    // ... and a tenant the directory does not know is 404.
+    let nobody = TenantId::new("nobody").expect("a tenant id");
+    let unknown = Event::new(&nobody, &h.c1, "message", message("m9"))
+        .id("evt_9")
+        .body();
+    assert_eq!(post("nobody", &acme_key, unknown).await, 404);
+    let foreign = Event::new(&h.beta, &h.c1, "message", message("m2"))
+        .id("evt_2")
+        .body();
+    assert_eq!(post("acme", &acme_key, foreign).await, 403);
+    assert_eq!(post("acme", &acme_key, b"{\"nope\":1}".to_vec()).await, 400);
+    let mut payload = message("m3");
+    payload["body"] = json!("x".repeat(2 * LIMIT));
+    let oversized = Event::new(&h.acme, &h.c1, "message", payload)
+        .id("evt_3")
+        .body();
+    assert_eq!(post("acme", &acme_key, oversized).await, 413);
+    assert_eq!(h.memory.len(), 1, "only the good delivery is stored");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property: arbitrary bytes and headers.
+// ---------------------------------------------------------------------------------------------
+
+/// How a generated delivery is signed.
+#[derive(Clone, Debug)]
+enum Signature {
+    None,
+    Acme,
+    Beta,
+    OtherKey,
+    Raw(Vec<u8>),
+}
+
+fn generated_body() -> impl Strategy<Value = Vec<u8>> {
+    let structured = (
+        prop::sample::select(vec![
+            "cf_acme_c1",
+            "cf_beta_c1",
+            "cf_acme_c2",
+            "test_1",
+            "default",
+            "cf_acme_",
+        ]),
+        prop::sample::select(vec![
+            "message",
+            "message.any",
+            "message.ack",
+            "session.status",
+            "state.change",
+            "x.unknown",
+        ]),
+        0u32..4,
+        prop_oneof![
+            Just(None::<u64>),
+            Just(Some(now_ms())),
+            any::<u64>().prop_map(Some)
+        ],
+        prop::sample::select(vec!["acme", "beta", ""]),
+    )
+        .prop_map(|(session, event, n, timestamp, meta_tenant)| {
+            let payload = match event {
+                "message" | "message.any" => message(&format!("m{n}")),
+                "message.ack" => ack(&format!("m{n}"), i64::from(n)),
+                "session.status" => json!({ "name": session, "status": "WORKING" }),
+                _ => json!({ "n": n }),
+            };
+            let mut envelope = json!({
+                "event": event,
+                "session": session,
+                "id": format!("evt_{n}"),
+                "metadata": { "tenant": meta_tenant },
+                "payload": payload,
+            });
+            if let Some(timestamp) = timestamp {
+                envelope["timestamp"] = json!(timestamp);
+            }
+            serde_json::to_vec(&envelope).expect("JSON")
+        });
+    prop_oneof![prop::collection::vec(any::<u8>(), 0..512), structured,]
+}
+
+fn generated_signature() -> impl Strategy<Value = Signature> {
+    prop_oneof![
+        Just(Signature::None),
+        Just(Signature::Acme),
+        Just(Signature::Beta),
+        Just(Signature::OtherKey),
+        prop::collection::vec(any::<u8>(), 0..160).prop_map(Signature::Raw),
+    ]
+}
+
+fn generated_tenant() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec!["acme", "beta", "nobody", "", "ACME", "../acme"])
+            .prop_map(str::to_owned),
+        ".{0,30}",
+    ]
+}
+
+#[test]
+fn arbitrary_bytes_and_headers_never_panic_and_store_only_what_verifies() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let h = runtime.block_on(harness());
+    let mut keys: HashMap<String, HmacKey> = HashMap::new();
+    for tenant in [&h.acme, &h.beta] {
+        keys.insert(tenant.as_str().to_owned(), runtime.block_on(h.key(tenant)));
+    }
+    let other_key = HmacKey::new("not-a-tenants-key").expect("a key");
+
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        generated_tenant(),
+        generated_body(),
+        generated_signature(),
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..16)),
+    );
+    runner
+        .run(&strategy, |(url_tenant, body, signature, algorithm)| {
+            let mut headers = HeaderMap::new();
+            let value = match &signature {
+                Signature::None => None,
+                Signature::Acme => Some(webhook::sign(&keys["acme"], &body).into_bytes()),
+                Signature::Beta => Some(webhook::sign(&keys["beta"], &body).into_bytes()),
+                Signature::OtherKey => Some(webhook::sign(&other_key, &body).into_bytes()),
+                Signature::Raw(raw) => Some(raw.clone()),
+            };
+            if let Some(value) = value.and_then(|v| HeaderValue::from_bytes(&v).ok()) {
+                headers.insert(SIGNATURE_HEADER, value);
+            }
+            if let Some(value) = algorithm.and_then(|v| HeaderValue::from_bytes(&v).ok()) {
+                headers.insert(ALGORITHM_HEADER, value);
+            }
+
+            let before = h.memory.len();
+            let outcome = runtime.block_on(h.ingest.ingest(&url_tenant, &headers, &body));
+            let after = h.memory.len();
+
+            let verifies = keys
+                .get(&url_tenant)
+                .is_some_and(|key| webhook::verify_headers(key, &headers, &body).is_ok());
+            if after > before || outcome.is_success() {
+                prop_assert!(
+                    verifies,
+                    "stored or acknowledged without a valid signature for the routed tenant: {}",
+                    outcome.kind()
+                );
+            }
+            if after > before {
+                let last = h.memory.entries().pop().expect("an entry");
+                prop_assert_eq!(last.tenant.as_str(), url_tenant.as_str());
+            }
+            Ok(())
+        })
+        .expect("the property holds");
+    runtime.block_on(async move { drop(h) });
+}

@@ -1,0 +1,387 @@
+//! `PgEventBus` on PostgreSQL (issue 13, "Events"): tenants never see each other's changes, a
+//! resume replays then goes live, a change crosses replicas through NOTIFY, interleaved
+//! publishers get consecutive numbers delivered in order, and retention leaves a gap marker.
+//!
+//! Reads `DATABASE_URL` (the owner role, which may create databases) and `APP_DATABASE_URL`
+//! (the application role), like `pg_store.rs`. Fails, never skips, when PostgreSQL is
+//! unreachable.
+#![cfg(feature = "postgres")]
+
+/// The URLs, migration access and scratch databases shared with the other PostgreSQL tests.
+mod shared;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use session_supervisor::store::PgChipStore;
+use session_supervisor::{
+    ChangeFilter, ChangeItem, ChangeStream, ChipChange, ChipChangeKind, ChipKey, ChipRecord,
+    ChipSpec, EventBus, PairingCodeSecret, PgEventBus,
+};
+use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
+use tenant_isolation::pg::{self, PgTenantDirectory, PoolOptions};
+use tenant_isolation::{ChipId, NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets};
+
+use shared::pg::{
+    app_db, app_url, migrated_admin, on_database, pool_options, scratch, try_end_app_connections,
+};
+
+/// How long a live change may take to arrive (NOTIFY, then a read).
+const ARRIVAL: Duration = Duration::from_secs(10);
+
+/// How long a test waits to be sure nothing more arrives.
+const QUIET: Duration = Duration::from_millis(300);
+
+fn options() -> PoolOptions {
+    pool_options(4)
+}
+
+/// A scratch database migrated as a host does; buses ("replicas") on it are made by
+/// [`Scratch::bus`] and must be dropped before it (declare them after it).
+struct Scratch {
+    directory: PgTenantDirectory,
+    app_url: String,
+    /// Last: dropped after the pools.
+    db: scratch::ScratchDb,
+}
+
+impl Scratch {
+    async fn new() -> Self {
+        let db = scratch::ScratchDb::create().await;
+        let admin = migrated_admin(&db.url, &options(), &[PgChipStore::MIGRATIONS]).await;
+        Scratch {
+            directory: PgTenantDirectory::new(admin),
+            app_url: on_database(&app_url(), &db.name),
+            db,
+        }
+    }
+
+    /// A bus with pools of its own, as another replica would have. Its LISTEN connection is
+    /// the owner's, which the scratch database's forced drop ends.
+    async fn bus(&self) -> PgEventBus {
+        let tenant_db = app_db(&self.app_url, &options()).await;
+        let owner = pg::build_pool(&self.db.url, &options()).expect("DATABASE_URL is valid");
+        let listen: tokio_postgres::Config = self.db.url.parse().expect("a valid URL");
+        let bus = PgEventBus::new(tenant_db, owner, listen);
+        bus.start().await.expect("the LISTEN connection");
+        bus
+    }
+
+    /// A new tenant in the directory (the event tables refer to it).
+    async fn tenant(&self) -> TenantId {
+        let tenant = TenantId::generate();
+        let secrets = TenantSecrets::generate().expect("tenant secrets");
+        let new = NewTenant::new(tenant.clone(), PlanLimits::new(100, 100, 1_000), secrets);
+        self.directory
+            .create(new)
+            .await
+            .unwrap_or_else(|err| panic!("creating tenant {tenant}: {err}"));
+        tenant
+    }
+
+    /// A plain client of the application role on the scratch database.
+    async fn app_client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.app_url, NoTls)
+            .await
+            .unwrap_or_else(|err| panic!("the application role on the scratch database: {err}"));
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Drop for Scratch {
+    /// As `pg_store.rs`: the application role ends its own connections (the owner may not),
+    /// on a runtime of its own; the guard's `DROP DATABASE ... WITH (FORCE)` ends the owner's.
+    fn drop(&mut self) {
+        let url = self.app_url.clone();
+        let ended = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|err| err.to_string())?;
+            runtime.block_on(try_end_app_connections(&url))
+        })
+        .join();
+        match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!("could not end the application role's connections: {err}"),
+            Err(_) => eprintln!("ending the application role's connections panicked"),
+        }
+    }
+}
+
+fn record(tenant: &TenantId, chip: &str, at: SystemTime) -> ChipRecord {
+    let key = ChipKey::new(tenant.clone(), ChipId::new(chip).expect("a chip id"));
+    ChipRecord::new(key, ChipSpec::qr(), true, at)
+}
+
+fn created(tenant: &TenantId, at: SystemTime) -> ChipChange {
+    ChipChange::of(&record(tenant, "a", at), ChipChangeKind::Created)
+}
+
+/// The next item within [`ARRIVAL`].
+async fn next(stream: &mut ChangeStream) -> ChangeItem {
+    tokio::time::timeout(ARRIVAL, stream.next())
+        .await
+        .expect("an item within the bound")
+        .expect("the stream goes on")
+}
+
+async fn next_change(stream: &mut ChangeStream) -> ChipChange {
+    match next(stream).await {
+        ChangeItem::Change(change) => change,
+        gap => panic!("expected a change, got {gap:?}"),
+    }
+}
+
+/// Publishes `count` changes of `chip`, one after the other; returns their numbers.
+async fn publish_many(bus: &PgEventBus, tenant: &TenantId, chip: &str, count: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for _ in 0..count {
+        let change = ChipChange::of(
+            &record(tenant, chip, SystemTime::now()),
+            ChipChangeKind::Created,
+        );
+        seqs.push(bus.publish(change).await.expect("publish"));
+    }
+    seqs
+}
+
+/// Nothing more arrives within [`QUIET`].
+async fn assert_quiet(stream: &mut ChangeStream, what: &str) {
+    if let Ok(item) = tokio::time::timeout(QUIET, stream.next()).await {
+        panic!("{what}: expected nothing more, got {item:?}");
+    }
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_others_changes() {
+    let scratch = Scratch::new().await;
+    let (a, b) = (scratch.tenant().await, scratch.tenant().await);
+    let bus = scratch.bus().await;
+    let mut of_a = bus
+        .subscribe(&a, ChangeFilter::all())
+        .await
+        .expect("subscribe");
+    let mut of_b = bus
+        .subscribe(&b, ChangeFilter::all())
+        .await
+        .expect("subscribe");
+
+    let now = SystemTime::now();
+    let code = ChipChangeKind::PairingCode {
+        code: PairingCodeSecret::new("ABCD-EFGH"),
+        expires_at: now + Duration::from_secs(120),
+    };
+    let mut seqs = Vec::new();
+    for change in [
+        created(&a, now),
+        created(&b, now),
+        ChipChange::of(&record(&a, "a", now), code.clone()),
+    ] {
+        seqs.push(bus.publish(change).await.expect("publish"));
+    }
+    assert_eq!(seqs, [1, 1, 2], "numbers count per tenant");
+
+    let first = next_change(&mut of_a).await;
+    assert_eq!((first.tenant.clone(), first.seq), (a.clone(), 1));
+    let second = next_change(&mut of_a).await;
+    assert_eq!((second.tenant.clone(), second.seq), (a.clone(), 2));
+    assert_eq!(second.kind, code, "the stored change reads back whole");
+    assert_eq!(second.at, now, "full precision");
+    let theirs = next_change(&mut of_b).await;
+    assert_eq!((theirs.tenant.clone(), theirs.seq), (b.clone(), 1));
+    assert_quiet(&mut of_a, "A").await;
+    assert_quiet(&mut of_b, "B").await;
+
+    // A resume of B from the start replays B's change only.
+    let mut resumed = bus
+        .subscribe_from(&b, ChangeFilter::all(), 0)
+        .await
+        .expect("resume");
+    assert_eq!(next_change(&mut resumed).await.tenant, b);
+    assert_quiet(&mut resumed, "B's replay").await;
+
+    // Under B's scope, the application role sees none of A's rows.
+    let client = scratch.app_client().await;
+    client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL app.tenant_id = '{}'",
+            b.as_str()
+        ))
+        .await
+        .expect("a transaction scoped to B");
+    for table in ["supervisor_events", "supervisor_event_seqs"] {
+        let theirs: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE tenant_id = $1"),
+                &[&a.as_str()],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(theirs, 0, "{table}: B sees none of A's rows");
+    }
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+}
+
+#[tokio::test]
+async fn a_resume_replays_what_followed_then_goes_live() {
+    let scratch = Scratch::new().await;
+    let tenant = scratch.tenant().await;
+    let bus = scratch.bus().await;
+    for expected in 1..=5 {
+        let seq = bus
+            .publish(created(&tenant, SystemTime::now()))
+            .await
+            .expect("publish");
+        assert_eq!(seq, expected);
+    }
+    let mut resumed = bus
+        .subscribe_from(&tenant, ChangeFilter::all(), 2)
+        .await
+        .expect("resume");
+    for expected in 3..=5 {
+        assert_eq!(next_change(&mut resumed).await.seq, expected, "replayed");
+    }
+    assert_eq!(
+        bus.publish(created(&tenant, SystemTime::now()))
+            .await
+            .expect("publish"),
+        6
+    );
+    assert_eq!(next_change(&mut resumed).await.seq, 6, "then live");
+    assert_quiet(&mut resumed, "nothing twice").await;
+    assert_eq!(resumed.last_seq(), 6);
+}
+
+#[tokio::test]
+async fn a_change_published_on_one_replica_reaches_a_subscriber_of_another() {
+    let scratch = Scratch::new().await;
+    let tenant = scratch.tenant().await;
+    let one = scratch.bus().await;
+    let other = scratch.bus().await;
+    let mut live = other
+        .subscribe(&tenant, ChangeFilter::all())
+        .await
+        .expect("subscribe");
+    let seq = one
+        .publish(created(&tenant, SystemTime::now()))
+        .await
+        .expect("publish");
+    let change = next_change(&mut live).await;
+    assert_eq!((change.tenant, change.seq), (tenant.clone(), seq));
+
+    // And a resume on the publishing replica finds it too.
+    let mut resumed = one
+        .subscribe_from(&tenant, ChangeFilter::all(), 0)
+        .await
+        .expect("resume");
+    assert_eq!(next_change(&mut resumed).await.seq, seq);
+}
+
+#[tokio::test]
+async fn interleaved_publishers_get_consecutive_numbers_seen_in_order() {
+    let scratch = Scratch::new().await;
+    let tenant = scratch.tenant().await;
+    let one = scratch.bus().await;
+    let other = scratch.bus().await;
+    let mut live = one
+        .subscribe(&tenant, ChangeFilter::all())
+        .await
+        .expect("subscribe");
+
+    const EACH: u64 = 15;
+    let (first, second) = tokio::join!(
+        publish_many(&one, &tenant, "a", EACH),
+        publish_many(&other, &tenant, "b", EACH)
+    );
+    let all: BTreeSet<u64> = first.iter().chain(&second).copied().collect();
+    assert_eq!(
+        all,
+        (1..=2 * EACH).collect::<BTreeSet<_>>(),
+        "distinct, consecutive numbers"
+    );
+    for publisher in [&first, &second] {
+        assert!(publisher.windows(2).all(|w| w[0] < w[1]), "{publisher:?}");
+    }
+
+    // A transaction that numbered a change and commits late: a publisher that comes after it
+    // waits for it, and the subscriber sees both, in order, without a gap.
+    let client = scratch.app_client().await;
+    client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL app.tenant_id = '{t}'; \
+             UPDATE supervisor_event_seqs SET last_seq = last_seq + 1 WHERE tenant_id = '{t}'; \
+             INSERT INTO supervisor_events (tenant_id, seq, at, chip_id, change) \
+             SELECT tenant_id, {late}, at, chip_id, change FROM supervisor_events \
+              WHERE tenant_id = '{t}' AND seq = 1; \
+             SELECT pg_notify('supervisor_events', '{t}:{late}')",
+            t = tenant.as_str(),
+            late = 2 * EACH + 1,
+        ))
+        .await
+        .expect("a slow publisher's transaction");
+    let after = tokio::spawn({
+        // The bus is borrowed by the test; publish through a third replica owned by the task.
+        let bus = scratch.bus().await;
+        let change = created(&tenant, SystemTime::now());
+        async move { bus.publish(change).await.expect("publish") }
+    });
+    tokio::time::sleep(QUIET).await;
+    assert!(
+        !after.is_finished(),
+        "the next publisher waits for the late one"
+    );
+    client.batch_execute("COMMIT").await.expect("commit");
+    let next_seq = after.await.expect("the publisher");
+    assert_eq!(next_seq, 2 * EACH + 2);
+
+    for expected in 1..=2 * EACH + 2 {
+        assert_eq!(
+            next_change(&mut live).await.seq,
+            expected,
+            "in order, no gap"
+        );
+    }
+    assert_quiet(&mut live, "nothing twice").await;
+}
+
+#[tokio::test]
+async fn pruned_changes_come_as_a_gap() {
+    let scratch = Scratch::new().await;
+    let tenant = scratch.tenant().await;
+    let bus = scratch.bus().await;
+    let old = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let recent = SystemTime::now();
+    for at in [old, old, old, recent, recent] {
+        bus.publish(created(&tenant, at)).await.expect("publish");
+    }
+    let cutoff = recent - PgEventBus::DEFAULT_RETENTION;
+    assert_eq!(bus.prune(cutoff).await.expect("prune"), 3);
+    assert_eq!(bus.prune(cutoff).await.expect("prune"), 0, "idempotent");
+
+    let mut resumed = bus
+        .subscribe_from(&tenant, ChangeFilter::all(), 1)
+        .await
+        .expect("resume");
+    assert_eq!(
+        next(&mut resumed).await,
+        ChangeItem::Gap {
+            missed: 2,
+            resume_after: 1
+        },
+        "changes 2 and 3 are gone"
+    );
+    assert_eq!(next_change(&mut resumed).await.seq, 4);
+    assert_eq!(next_change(&mut resumed).await.seq, 5);
+    assert_quiet(&mut resumed, "the replay ends").await;
+    assert_eq!(
+        bus.publish(created(&tenant, recent))
+            .await
+            .expect("publish"),
+        6,
+        "numbers go on after a prune"
+    );
+    assert_eq!(next_change(&mut resumed).await.seq, 6);
+}
