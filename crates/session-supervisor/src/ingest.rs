@@ -15,6 +15,7 @@ use waha_client::webhook::{EventPayload, WebhookEvent, verify_headers};
 use crate::chip::ChipKey;
 use crate::config::SupervisorConfig;
 use crate::events::{ChipChange, ChipChangeKind};
+use crate::inbound::{InboundBuffer, InboundMessage};
 use crate::inbox::{Admission, Inbox, InboxEntry, InboxError, ack_key, event_key, message_key};
 use crate::supervisor::{ObserveOutcome, Supervisor};
 
@@ -352,6 +353,7 @@ pub struct Ingest {
     supervisor: Supervisor,
     inbox: Arc<dyn Inbox>,
     config: IngestConfig,
+    inbound: Option<Arc<InboundBuffer>>,
 }
 
 impl fmt::Debug for Ingest {
@@ -359,6 +361,7 @@ impl fmt::Debug for Ingest {
         f.debug_struct("Ingest")
             .field("supervisor", &self.supervisor)
             .field("config", &self.config)
+            .field("inbound", &self.inbound.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -379,7 +382,19 @@ impl Ingest {
             supervisor,
             inbox,
             config,
+            inbound: None,
         })
+    }
+
+    /// Hands every accepted inbound message (step 7: a `message` not sent by this account,
+    /// for a chip the supervisor knows) to `buffer` as well, after its `MessageReceived` is
+    /// published, so the host's [`InboundHandler`](crate::InboundHandler) gets a
+    /// conversation's messages in batches. The inbox stored each message first; re-reading it
+    /// after a crash to refill the buffer is not built yet (see [`InboundBuffer`]).
+    #[must_use]
+    pub fn with_inbound(mut self, buffer: Arc<InboundBuffer>) -> Self {
+        self.inbound = Some(buffer);
+        self
     }
 
     /// The settings.
@@ -561,6 +576,14 @@ impl Ingest {
                     message_id: message.id.clone(),
                 };
                 self.publish(key, kind, now).await;
+                if let Some(buffer) = &self.inbound {
+                    buffer.push(
+                        key.tenant.clone(),
+                        key.chip.clone(),
+                        message.from.clone(),
+                        InboundMessage::from_event(message, now),
+                    );
+                }
             }
             EventPayload::MessageAck(ack) => {
                 match self.inbox.record_ack(&key.tenant, &ack.id, ack.ack).await {

@@ -31,11 +31,13 @@
 //! - [`Ingest`] (issue 13, first part): one entry point for WAHA's webhooks (size limit, tenant
 //!   from the URL, strict session name, HMAC with the tenant's key, metadata check, freshness
 //!   window, durable de-duplication through an [`Inbox`], then `observe` and message events),
-//!   with an axum router behind feature `axum`; event subscriptions resume after a sequence
-//!   number, and `PgEventBus` (feature `postgres`) shares events between replicas.
+//!   with an axum router behind feature `axum`; `PgInbox` (feature `postgres`) keeps the
+//!   inbox in PostgreSQL; event subscriptions resume after a sequence number, and
+//!   `PgEventBus` (feature `postgres`) shares events between replicas.
+//! - [`InboundBuffer`]: a conversation's inbound messages collected for a quiet time, then
+//!   handed to the host's [`InboundHandler`] as one batch, fair between tenants.
 //!
-//! **Not built yet** (issue 13): the PostgreSQL inbox, paced sending with an outbox, the
-//! inbound buffer, webhook key rotation.
+//! **Not built yet** (issue 13): paced sending with an outbox, webhook key rotation.
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
@@ -74,7 +76,11 @@ pub mod conformance;
 mod error;
 pub mod events;
 mod execute;
+mod inbound;
 mod inbox;
+pub mod inbox_conformance;
+#[cfg(feature = "postgres")]
+mod inbox_pg;
 mod ingest;
 mod monitor;
 mod offboard;
@@ -111,8 +117,16 @@ pub use events::{
 };
 pub use fleet_vocab::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "mock")]
+pub use inbound::MockInboundHandler;
+pub use inbound::{
+    HandlerError, InboundBatch, InboundBuffer, InboundConfig, InboundConfigError, InboundHandle,
+    InboundHandler, InboundMessage, InboundRetry,
+};
+#[cfg(feature = "mock")]
 pub use inbox::MockInbox;
 pub use inbox::{Admission, Inbox, InboxEntry, InboxError, MemoryInbox};
+#[cfg(feature = "postgres")]
+pub use inbox_pg::PgInbox;
 #[cfg(feature = "axum")]
 pub use ingest::axum::{ROUTE as INGEST_ROUTE, router as ingest_router};
 pub use ingest::{

@@ -24,7 +24,8 @@ use crate::chip::{ChipKey, ChipRecord, Desired, ObservedPatch};
 use crate::signal::{Signal, SignalBody};
 
 /// This crate's migrations, in order. Never edit a released one: add a version.
-/// Version 2 is the event log of the PostgreSQL event bus (`PgEventBus`).
+/// Version 2 is the event log of the PostgreSQL event bus (`PgEventBus`), version 3 the
+/// durable webhook inbox (`PgInbox`).
 const CHIP_MIGRATIONS: &[Migration] = &[
     Migration::new(1, "chips", include_str!("../../migrations/0001_chips.sql")),
     Migration::new(
@@ -32,6 +33,7 @@ const CHIP_MIGRATIONS: &[Migration] = &[
         "events",
         include_str!("../../migrations/0002_events.sql"),
     ),
+    Migration::new(3, "inbox", include_str!("../../migrations/0003_inbox.sql")),
 ];
 
 /// The tables of [`CHIP_MIGRATIONS`] that hold tenant rows (row-level security forced).
@@ -41,6 +43,9 @@ const TENANT_TABLES: &[&str] = &[
     "supervisor_fences",
     "supervisor_event_seqs",
     "supervisor_events",
+    "supervisor_inbox",
+    "supervisor_inbox_keys",
+    "supervisor_message_acks",
 ];
 
 const CHIPS: &str = "supervisor_chips";
@@ -395,7 +400,9 @@ impl fmt::Debug for PgChipStore {
 impl PgChipStore {
     /// This crate's migrations (component `session-supervisor`), declaring the tenant tables
     /// `supervisor_chips`, `supervisor_signals`, `supervisor_fences` and the event bus's
-    /// `supervisor_event_seqs` and `supervisor_events` (`PgEventBus`, version 2): pass it to
+    /// `supervisor_event_seqs` and `supervisor_events` (`PgEventBus`, version 2), and the
+    /// inbox's `supervisor_inbox`, `supervisor_inbox_keys` and `supervisor_message_acks`
+    /// (`PgInbox`, version 3): pass it to
     /// `tenant_isolation::pg::AdminDb::migrate_with` (which grants the application role those
     /// tables and puts them under the admin policy) and to
     /// `tenant_isolation::pg::TenantDb::verify_role_with`.
@@ -1136,7 +1143,7 @@ mod tests {
         let set = PgChipStore::MIGRATIONS;
         assert_eq!(set.component(), "session-supervisor");
         assert_eq!(set.declared_tenant_tables(), TENANT_TABLES);
-        assert_eq!(set.migrations().len(), 2);
+        assert_eq!(set.migrations().len(), 3);
         for table in TENANT_TABLES {
             assert!(
                 set.migrations().iter().any(|migration| migration

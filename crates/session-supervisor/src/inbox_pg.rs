@@ -1,0 +1,379 @@
+//! [`PgInbox`]: the [`Inbox`] in PostgreSQL for several replicas (feature `postgres`, issue 13,
+//! "De-duplicate durably"): deliveries and their de-duplication keys stored per tenant under
+//! row-level security, admitted in one transaction whose unique key decides between concurrent
+//! deliveries.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use tenant_isolation::TenantId;
+use tenant_isolation::pg::reexports::deadpool_postgres::Pool;
+use tenant_isolation::pg::reexports::tokio_postgres::Row;
+use tenant_isolation::pg::{TenantDb, TenantTx};
+use waha_client::webhook::MessageAck;
+
+use crate::inbox::{ACK_KEY_PREFIX, Admission, Inbox, InboxEntry, InboxError};
+
+/// Stores an entry (`$1` tenant, `$2` chip, `$3` received at, `$4` body, `$5` its keys as it
+/// carries them) and claims its distinct keys (`$6`, sorted; `$7` the message id of each ack
+/// key, else NULL), in one statement; answers how many keys it claimed. A key that exists is
+/// skipped (`DO NOTHING`); one that another transaction is inserting makes this statement wait
+/// for that transaction, then skip (it committed) or claim (it rolled back). Keys are inserted
+/// in byte order, so two admissions of overlapping keys wait for each other in one order and
+/// never deadlock. The entry's row is inserted first (the keys refer to it); a duplicate's
+/// transaction rolls back, taking it away again.
+const ADMIT: &str = "WITH entry AS ( \
+         INSERT INTO supervisor_inbox (tenant_id, chip_id, received_at, body, keys) \
+         VALUES ($1::text, $2::text, $3::timestamptz, $4::bytea, $5::text[]) \
+         RETURNING id \
+     ), claimed AS ( \
+         INSERT INTO supervisor_inbox_keys (tenant_id, key, entry_id, ack_message_id) \
+         SELECT $1::text, k.key, entry.id, k.ack_message_id \
+           FROM entry, unnest($6::text[], $7::text[]) AS k (key, ack_message_id) \
+          ORDER BY k.key COLLATE \"C\" \
+         ON CONFLICT (tenant_id, key) DO NOTHING \
+         RETURNING 1 \
+     ) \
+     SELECT count(*) AS claimed FROM claimed";
+
+/// Stores an entry without keys (`$1`..`$4` as in [`ADMIT`]): never a duplicate.
+const ADMIT_WITHOUT_KEYS: &str = "INSERT INTO supervisor_inbox \
+         (tenant_id, chip_id, received_at, body, keys) \
+     VALUES ($1::text, $2::text, $3::timestamptz, $4::bytea, '{}'::text[])";
+
+/// The rank of a stored ack (an SQL expression over a `bigint` ack number `$ack`), in the order
+/// of [`MessageAck::supersedes`]: the number doubled, every failure (`-1` and below) ranked `1`,
+/// between `Pending` (0) and `Server` (2). `numeric`, so doubling never overflows.
+macro_rules! ack_rank {
+    ($ack:literal) => {
+        concat!(
+            "(CASE WHEN ",
+            $ack,
+            " < 0 THEN 1::numeric ELSE ",
+            $ack,
+            "::numeric * 2 END)"
+        )
+    };
+}
+
+/// Records `$3` as the highest ack of message `$2` of tenant `$1` if it moves the message
+/// forward (or is its first), in one statement: the row lock of the conflict serializes
+/// concurrent acks of one message, and the `WHERE` compares with the committed mark. Affects one
+/// row when it did, none when it did not.
+const RECORD_ACK: &str = concat!(
+    "INSERT INTO supervisor_message_acks AS m (tenant_id, message_id, ack, updated_at) \
+     VALUES ($1::text, $2::text, $3::bigint, now()) \
+     ON CONFLICT (tenant_id, message_id) DO UPDATE \
+        SET ack = EXCLUDED.ack, updated_at = EXCLUDED.updated_at \
+      WHERE ",
+    ack_rank!("m.ack"),
+    " < ",
+    ack_rank!("EXCLUDED.ack")
+);
+
+/// Deletes the tenant's (`$1`) entries received before `$2` (their keys cascade); returns them.
+const PRUNE_ENTRIES: &str = "WITH gone AS ( \
+         DELETE FROM supervisor_inbox WHERE tenant_id = $1 AND received_at < $2 RETURNING 1 \
+     ) \
+     SELECT count(*) AS gone FROM gone";
+
+/// Deletes the tenant's (`$1`) ack marks of messages no remaining key mentions (run after
+/// [`PRUNE_ENTRIES`], in its transaction, so it sees the keys that cascaded away).
+const PRUNE_ACKS: &str = "DELETE FROM supervisor_message_acks a \
+     WHERE a.tenant_id = $1 \
+       AND NOT EXISTS (SELECT 1 FROM supervisor_inbox_keys k \
+                        WHERE k.tenant_id = a.tenant_id AND k.ack_message_id = a.message_id)";
+
+/// The tenants that may have inbox rows, read by the owner role: the tenant directory (all of
+/// it where the owner is the admin role, the default) and those that ever had a chip (the
+/// platform lease table, whatever the owner's policy; a webhook comes from a chip).
+const TENANTS: &str = "SELECT tenant_id FROM tenants \
+     UNION SELECT tenant_id FROM supervisor_owner_leases";
+
+/// The [`Inbox`] in PostgreSQL, shared by every replica on the same database (issue 13,
+/// webhook ingest step 6; `docs/ingest.md`).
+///
+/// # Storage
+/// Its tables come with [`PgChipStore::MIGRATIONS`](crate::PgChipStore::MIGRATIONS) (version
+/// 3, `migrations/0003_inbox.sql`), all tenant tables under forced row-level security with a
+/// foreign key to the tenant directory (admit for tenants that exist):
+/// - `supervisor_inbox`: one row per admitted delivery (chip, time received, raw body, keys);
+/// - `supervisor_inbox_keys`: the de-duplication keys, primary key `(tenant_id, key)`, each
+///   pointing at the entry that brought it (and going with it);
+/// - `supervisor_message_acks`: each message's highest ack, as its wire number.
+///
+/// # Consistency
+/// Every call runs in transactions scoped to one tenant ([`TenantDb::scoped`], application
+/// role), `READ COMMITTED`:
+/// - [`admit`](Inbox::admit) inserts the entry and its keys in one statement, the keys with
+///   `ON CONFLICT (tenant_id, key) DO NOTHING`. If fewer keys went in than the entry has
+///   (distinct), one was already seen: the answer is [`Admission::Duplicate`] and the
+///   transaction rolls back, so nothing of a duplicate stays; otherwise it commits and the
+///   answer is [`Admission::New`]. Two identical deliveries at the same time (on any replicas)
+///   give exactly one `New`: the second one's key insert waits for the first transaction on
+///   the primary key, then conflicts (or, if the first rolled back, goes in). Keys are inserted
+///   in byte order, so overlapping admissions never deadlock. An entry without keys is always
+///   new.
+/// - [`record_ack`](Inbox::record_ack) is one conditional upsert: the mark moves only when the
+///   new ack's rank is higher, in the order of [`MessageAck::supersedes`] (computed in SQL
+///   from the stored number).
+/// - A failed commit may still have committed (the connection broke): a retried admission is
+///   then answered `Duplicate`, which the ingest acknowledges; the delivery is stored either way.
+///
+/// # Retention
+/// Entries stay until [`prune`](Inbox::prune) removes those received before the cutoff, with
+/// their keys (a key forgotten lets the same delivery in again), and then the ack marks of
+/// messages no remaining key mentions, as [`MemoryInbox`](crate::MemoryInbox) does. The host
+/// calls it through [`Ingest::prune_inbox`](crate::Ingest::prune_inbox) (7 days by default). It
+/// reads the tenants with the owner pool (the directory, and the platform lease table) and
+/// prunes each in a transaction of its own. Bodies hold message text and personal data: they
+/// are kept in their tenant's rows only, never logged nor quoted in an error, and go with
+/// retention; when the tenant is erased from the directory its rows cascade. Unlike
+/// `MemoryInbox` there is no capacity: the database's size is the bound, and
+/// [`InboxError::Full`] never comes from it.
+///
+/// # Errors
+/// Every database failure is [`InboxError::Unavailable`] (retryable: the ingest answers
+/// "retry later"), its reason the database's message without row contents.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use session_supervisor::{Inbox, PgChipStore, PgInbox};
+/// use tenant_isolation::pg::{self, AdminDb, MigrationConfig, PoolOptions, TenantDb};
+///
+/// # async fn wire() -> Result<(), Box<dyn std::error::Error>> {
+/// let options = PoolOptions::default();
+/// let owner_url = "postgres://chipfleet:secret@127.0.0.1:5432/chipfleet";
+/// let admin = AdminDb::connect(owner_url, &options)?;
+/// admin.migrate_with(&MigrationConfig::default(), &[PgChipStore::MIGRATIONS]).await?;
+/// let app_url = "postgres://chipfleet_app:secret@127.0.0.1:5432/chipfleet";
+/// let tenant_db = TenantDb::connect(app_url, &options).await?;
+/// let owner = pg::build_pool(owner_url, &options)?;
+/// let inbox: Arc<dyn Inbox> = Arc::new(PgInbox::new(tenant_db, owner));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PgInbox {
+    tenant_db: TenantDb,
+    owner: Pool,
+}
+
+impl fmt::Debug for PgInbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgInbox")
+            .field("tenant_db", &self.tenant_db)
+            .field("owner", &self.owner.status())
+            .finish()
+    }
+}
+
+impl PgInbox {
+    /// An inbox over `tenant_db` (the application role: every read and write of inbox rows is
+    /// scoped to one tenant) and `owner`, a pool of the role that owns the tables (only
+    /// [`prune`](Inbox::prune) uses it, to find the tenants). No I/O.
+    pub fn new(tenant_db: TenantDb, owner: Pool) -> Self {
+        PgInbox { tenant_db, owner }
+    }
+
+    /// The tenants [`prune`](Inbox::prune) visits.
+    async fn tenants(&self) -> Result<Vec<TenantId>, InboxError> {
+        let client = self.owner.get().await.map_err(unavailable)?;
+        let rows = client.query(TENANTS, &[]).await.map_err(unavailable)?;
+        let mut tenants = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let raw: String = row
+                .try_get("tenant_id")
+                .map_err(|_| corrupt("a tenant id does not read as text"))?;
+            match TenantId::new(raw) {
+                Ok(tenant) => tenants.push(tenant),
+                Err(_) => {
+                    tracing::warn!("webhook inbox prune: a stored tenant id is not valid; skipped");
+                }
+            }
+        }
+        Ok(tenants)
+    }
+
+    /// Prunes one tenant in one transaction; answers how many entries went.
+    async fn prune_tenant(
+        &self,
+        tenant: &TenantId,
+        older_than: SystemTime,
+    ) -> Result<u64, InboxError> {
+        let tx = self.tenant_db.scoped(tenant).await.map_err(unavailable)?;
+        let pruned = async {
+            let row = tx
+                .query_one(PRUNE_ENTRIES, &[&tenant.as_str(), &older_than])
+                .await?;
+            tx.execute(PRUNE_ACKS, &[&tenant.as_str()]).await?;
+            Ok::<_, tenant_isolation::Error>(row)
+        }
+        .await;
+        let row = tx.finish_with(pruned).await.map_err(unavailable)?;
+        count(&row, "gone")
+    }
+}
+
+#[async_trait]
+impl Inbox for PgInbox {
+    async fn admit(&self, entry: InboxEntry) -> Result<Admission, InboxError> {
+        let tenant = entry.tenant.as_str();
+        let chip = entry.chip.as_str();
+        // Distinct, in byte order (the order the statement inserts them in).
+        let keys: Vec<&str> = entry
+            .keys
+            .iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .collect();
+        let tx = self
+            .tenant_db
+            .scoped(&entry.tenant)
+            .await
+            .map_err(unavailable)?;
+        if keys.is_empty() {
+            let stored = tx
+                .execute(
+                    ADMIT_WITHOUT_KEYS,
+                    &[&tenant, &chip, &entry.received_at, &entry.body],
+                )
+                .await;
+            tx.finish_with(stored).await.map_err(unavailable)?;
+            return Ok(Admission::New);
+        }
+        let ack_messages: Vec<Option<&str>> =
+            keys.iter().map(|key| ack_key_message_id(key)).collect();
+        let claimed = tx
+            .query_one(
+                ADMIT,
+                &[
+                    &tenant,
+                    &chip,
+                    &entry.received_at,
+                    &entry.body,
+                    &entry.keys,
+                    &keys,
+                    &ack_messages,
+                ],
+            )
+            .await;
+        let claimed = match claimed {
+            Ok(row) => count(&row, "claimed"),
+            Err(err) => Err(unavailable(err)),
+        };
+        let all_new = match claimed {
+            Ok(claimed) => claimed == u64::try_from(keys.len()).unwrap_or(u64::MAX),
+            Err(err) => {
+                rollback(tx).await;
+                return Err(err);
+            }
+        };
+        if all_new {
+            tx.commit().await.map_err(unavailable)?;
+            Ok(Admission::New)
+        } else {
+            // A key was seen: nothing of this delivery stays (a failed rollback discards the
+            // connection, which ends the transaction all the same).
+            rollback(tx).await;
+            Ok(Admission::Duplicate)
+        }
+    }
+
+    async fn record_ack(
+        &self,
+        tenant: &TenantId,
+        message_id: &str,
+        ack: MessageAck,
+    ) -> Result<bool, InboxError> {
+        let tx = self.tenant_db.scoped(tenant).await.map_err(unavailable)?;
+        let written = tx
+            .execute(
+                RECORD_ACK,
+                &[&tenant.as_str(), &message_id, &i64::from(ack)],
+            )
+            .await;
+        let written = tx.finish_with(written).await.map_err(unavailable)?;
+        Ok(written > 0)
+    }
+
+    async fn prune(&self, older_than: SystemTime) -> Result<u64, InboxError> {
+        let mut removed = 0;
+        for tenant in self.tenants().await? {
+            let gone = self.prune_tenant(&tenant, older_than).await?;
+            if gone > 0 {
+                tracing::debug!(tenant = %tenant, entries = gone, "old inbox entries pruned");
+            }
+            removed += gone;
+        }
+        Ok(removed)
+    }
+}
+
+/// The message id of an ack key (`ack:<message id>:<level>`; the id may itself contain `:`,
+/// the level never does), as [`MemoryInbox`](crate::MemoryInbox) reads it.
+fn ack_key_message_id(key: &str) -> Option<&str> {
+    key.strip_prefix(ACK_KEY_PREFIX)
+        .and_then(|rest| rest.rsplit_once(':'))
+        .map(|(message_id, _level)| message_id)
+}
+
+/// Rolls back; a failure is only logged (it discards the connection, which ends the
+/// transaction all the same, and the caller's answer matters more).
+async fn rollback(tx: TenantTx) {
+    if let Err(err) = tx.rollback().await {
+        tracing::debug!(error = %err, "rollback of a failed webhook inbox call");
+    }
+}
+
+/// A `count(*)` column.
+fn count(row: &Row, name: &str) -> Result<u64, InboxError> {
+    let value: i64 = row
+        .try_get(name)
+        .map_err(|_| corrupt("a count does not read as bigint"))?;
+    u64::try_from(value).map_err(|_| corrupt("a count is negative"))
+}
+
+/// A database failure, without row contents (the database's message and SQL state only).
+fn unavailable(err: impl Into<tenant_isolation::Error>) -> InboxError {
+    InboxError::Unavailable {
+        reason: format!("webhook inbox store: {}", err.into()),
+    }
+}
+
+fn corrupt(detail: &str) -> InboxError {
+    InboxError::Unavailable {
+        reason: format!("webhook inbox data is corrupt: {detail}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_keys_name_their_message() {
+        assert_eq!(ack_key_message_id("ack:m1:3"), Some("m1"));
+        assert_eq!(
+            ack_key_message_id("ack:true_5511@c.us_ABC:-1"),
+            Some("true_5511@c.us_ABC")
+        );
+        assert_eq!(ack_key_message_id("ack:a:b:2"), Some("a:b"));
+        assert_eq!(ack_key_message_id("message:m1"), None);
+        assert_eq!(ack_key_message_id("event:evt_1"), None);
+    }
+
+    #[test]
+    fn the_ack_rank_compares_the_stored_marks() {
+        assert_eq!(
+            ack_rank!("m.ack"),
+            "(CASE WHEN m.ack < 0 THEN 1::numeric ELSE m.ack::numeric * 2 END)"
+        );
+        assert!(RECORD_ACK.ends_with(
+            "WHERE (CASE WHEN m.ack < 0 THEN 1::numeric ELSE m.ack::numeric * 2 END) < \
+             (CASE WHEN EXCLUDED.ack < 0 THEN 1::numeric ELSE EXCLUDED.ack::numeric * 2 END)"
+        ));
+    }
+}

@@ -1,0 +1,332 @@
+//! `PgInbox` on PostgreSQL (issue 13, "De-duplicate durably"): the `Inbox` conformance suite
+//! (every check on a scratch database of its own, migrated by the host's one run), then what
+//! only the database shows: a duplicate leaves no row, rows are tenant-scoped, acks are stored
+//! as their wire numbers, and a tenant's erasure takes its inbox with it.
+//!
+//! Reads `DATABASE_URL` (the owner role, which may create databases) and `APP_DATABASE_URL`
+//! (the application role), like `pg_store.rs`. Fails, never skips, when PostgreSQL is
+//! unreachable.
+#![cfg(feature = "postgres")]
+
+/// The URLs, migration access and scratch databases shared with the other PostgreSQL tests.
+mod shared;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use session_supervisor::inbox_conformance::{at, entry};
+use session_supervisor::store::PgChipStore;
+use session_supervisor::{Admission, Inbox, InboxEntry, InboxError, PgInbox};
+use tenant_isolation::pg::{self, AdminDb, PgTenantDirectory, PoolOptions, TenantDb};
+use tenant_isolation::{NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets};
+use waha_client::webhook::MessageAck;
+
+use shared::pg::{
+    app_db, app_url, migrated_admin, on_database, pool_options, scratch, try_end_app_connections,
+};
+
+/// Small pools: every check runs on a database of its own, in parallel with the others, under
+/// PostgreSQL's connection limit.
+fn options() -> PoolOptions {
+    pool_options(4)
+}
+
+/// A `PgInbox` on a fresh scratch database, which goes when the inbox does. As an `Inbox` it
+/// creates a tenant in the directory when a call first names it (the conformance checks make up
+/// tenant ids; the inbox tables refer to the directory).
+struct ScratchInbox {
+    inbox: PgInbox,
+    /// The application role, for reading rows back in a tenant's scope.
+    tenant_db: TenantDb,
+    directory: PgTenantDirectory,
+    /// The owner role (the directory's), for erasing a tenant.
+    admin: AdminDb,
+    /// The application role's URL for the scratch database.
+    app_url: String,
+    /// Last: dropped after the pools (held for its drop, which drops the database).
+    _db: scratch::ScratchDb,
+}
+
+/// A scratch database migrated as a host does (tenant-isolation's set, then the supervisor's,
+/// then the grants, in one run) and an inbox on it.
+async fn scratch_inbox() -> ScratchInbox {
+    let db = scratch::ScratchDb::create().await;
+    let admin = migrated_admin(&db.url, &options(), &[PgChipStore::MIGRATIONS]).await;
+    let app_url = on_database(&app_url(), &db.name);
+    let tenant_db = app_db(&app_url, &options()).await;
+    let owner = pg::build_pool(&db.url, &options()).expect("DATABASE_URL is a valid URL");
+    ScratchInbox {
+        inbox: PgInbox::new(tenant_db.clone(), owner),
+        tenant_db,
+        directory: PgTenantDirectory::new(admin.clone()),
+        admin,
+        app_url,
+        _db: db,
+    }
+}
+
+impl ScratchInbox {
+    /// Creates `tenant` in the directory unless it exists.
+    async fn ensure_tenant(&self, tenant: &TenantId) {
+        let secrets = TenantSecrets::generate().expect("tenant secrets");
+        let new = NewTenant::new(tenant.clone(), PlanLimits::new(100, 100, 1_000), secrets);
+        match self.directory.create(new).await {
+            Ok(_) | Err(tenant_isolation::Error::TenantAlreadyExists { .. }) => {}
+            Err(err) => panic!("creating tenant {tenant}: {err}"),
+        }
+    }
+
+    /// How many rows of `tenant` `table` holds, read in `tenant`'s scope.
+    async fn rows(&self, tenant: &TenantId, table: &str) -> i64 {
+        let tx = self
+            .tenant_db
+            .scoped(tenant)
+            .await
+            .unwrap_or_else(|err| panic!("a transaction of {tenant}: {err}"));
+        let row = tx
+            .query_one(&format!("SELECT count(*) AS n FROM {table}"), &[])
+            .await
+            .unwrap_or_else(|err| panic!("counting {table}: {err}"));
+        tx.commit().await.expect("commit of a read");
+        row.get("n")
+    }
+
+    /// `tenant`'s stored entries: (body, keys), oldest first.
+    async fn entries(&self, tenant: &TenantId) -> Vec<(Vec<u8>, Vec<String>)> {
+        let tx = self
+            .tenant_db
+            .scoped(tenant)
+            .await
+            .unwrap_or_else(|err| panic!("a transaction of {tenant}: {err}"));
+        let rows = tx
+            .query("SELECT body, keys FROM supervisor_inbox ORDER BY id", &[])
+            .await
+            .unwrap_or_else(|err| panic!("reading the inbox: {err}"));
+        tx.commit().await.expect("commit of a read");
+        rows.iter()
+            .map(|row| (row.get("body"), row.get("keys")))
+            .collect()
+    }
+
+    /// The stored ack number of `message_id` of `tenant`, if any.
+    async fn stored_ack(&self, tenant: &TenantId, message_id: &str) -> Option<i64> {
+        let tx = self
+            .tenant_db
+            .scoped(tenant)
+            .await
+            .unwrap_or_else(|err| panic!("a transaction of {tenant}: {err}"));
+        let row = tx
+            .query_opt(
+                "SELECT ack FROM supervisor_message_acks WHERE message_id = $1",
+                &[&message_id],
+            )
+            .await
+            .unwrap_or_else(|err| panic!("reading the acks: {err}"));
+        tx.commit().await.expect("commit of a read");
+        row.map(|row| row.get("ack"))
+    }
+}
+
+impl Drop for ScratchInbox {
+    /// As `pg_store.rs`: the application role ends its own connections (the owner may not),
+    /// on a runtime of its own; the guard's `DROP DATABASE ... WITH (FORCE)` ends the owner's.
+    fn drop(&mut self) {
+        let url = self.app_url.clone();
+        let ended = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|err| err.to_string())?;
+            runtime.block_on(try_end_app_connections(&url))
+        })
+        .join();
+        match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!("could not end the application role's connections: {err}"),
+            Err(_) => eprintln!("ending the application role's connections panicked"),
+        }
+    }
+}
+
+#[async_trait]
+impl Inbox for ScratchInbox {
+    async fn admit(&self, entry: InboxEntry) -> Result<Admission, InboxError> {
+        self.ensure_tenant(&entry.tenant).await;
+        self.inbox.admit(entry).await
+    }
+
+    async fn record_ack(
+        &self,
+        tenant: &TenantId,
+        message_id: &str,
+        ack: MessageAck,
+    ) -> Result<bool, InboxError> {
+        self.ensure_tenant(tenant).await;
+        self.inbox.record_ack(tenant, message_id, ack).await
+    }
+
+    async fn prune(&self, older_than: SystemTime) -> Result<u64, InboxError> {
+        self.inbox.prune(older_than).await
+    }
+}
+
+session_supervisor::inbox_conformance!(|| async {
+    Arc::new(scratch_inbox().await) as Arc<dyn Inbox>
+});
+
+#[tokio::test]
+async fn a_duplicate_leaves_no_row_and_a_new_entry_is_stored_as_received() {
+    let inbox = scratch_inbox().await;
+    let tenant = TenantId::generate();
+    let first = entry(&tenant, &["event:e1", "message:m1", "event:e1"], 0);
+    assert_eq!(inbox.admit(first.clone()).await.unwrap(), Admission::New);
+    assert_eq!(inbox.rows(&tenant, "supervisor_inbox").await, 1);
+    assert_eq!(
+        inbox.rows(&tenant, "supervisor_inbox_keys").await,
+        2,
+        "distinct keys"
+    );
+    assert_eq!(
+        inbox.entries(&tenant).await,
+        vec![(first.body.clone(), first.keys.clone())],
+        "the body byte for byte, the keys as the entry carried them"
+    );
+
+    let duplicate = entry(&tenant, &["event:e2", "message:m1", "ack:m1:3"], 1);
+    assert_eq!(inbox.admit(duplicate).await.unwrap(), Admission::Duplicate);
+    assert_eq!(
+        inbox.rows(&tenant, "supervisor_inbox").await,
+        1,
+        "no entry row of a duplicate"
+    );
+    assert_eq!(
+        inbox.rows(&tenant, "supervisor_inbox_keys").await,
+        2,
+        "no key row of a duplicate"
+    );
+
+    assert_eq!(
+        inbox.admit(entry(&tenant, &[], 2)).await.unwrap(),
+        Admission::New
+    );
+    assert_eq!(inbox.rows(&tenant, "supervisor_inbox").await, 2);
+}
+
+#[tokio::test]
+async fn rows_are_visible_in_their_tenant_scope_only() {
+    let inbox = scratch_inbox().await;
+    let acme = TenantId::generate();
+    let beta = TenantId::generate();
+    inbox.ensure_tenant(&beta).await;
+    inbox
+        .admit(entry(&acme, &["event:e1", "ack:m1:3"], 0))
+        .await
+        .unwrap();
+    assert!(
+        inbox
+            .record_ack(&acme, "m1", MessageAck::Read)
+            .await
+            .unwrap()
+    );
+    for (table, rows) in [
+        ("supervisor_inbox", 1),
+        ("supervisor_inbox_keys", 2),
+        ("supervisor_message_acks", 1),
+    ] {
+        assert_eq!(inbox.rows(&acme, table).await, rows, "acme's {table}");
+        assert_eq!(
+            inbox.rows(&beta, table).await,
+            0,
+            "beta sees none of {table}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn acks_are_stored_as_their_wire_numbers() {
+    let inbox = scratch_inbox().await;
+    let tenant = TenantId::generate();
+    assert_eq!(inbox.stored_ack(&tenant, "m1").await, None);
+    assert!(
+        inbox
+            .record_ack(&tenant, "m1", MessageAck::Error)
+            .await
+            .unwrap()
+    );
+    assert_eq!(inbox.stored_ack(&tenant, "m1").await, Some(-1));
+    assert!(
+        inbox
+            .record_ack(&tenant, "m1", MessageAck::Read)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !inbox
+            .record_ack(&tenant, "m1", MessageAck::Server)
+            .await
+            .unwrap()
+    );
+    assert_eq!(inbox.stored_ack(&tenant, "m1").await, Some(3));
+}
+
+#[tokio::test]
+async fn prune_removes_keys_with_their_entries() {
+    let inbox = scratch_inbox().await;
+    let tenant = TenantId::generate();
+    inbox
+        .admit(entry(&tenant, &["event:e1", "ack:m1:3"], 0))
+        .await
+        .unwrap();
+    inbox
+        .admit(entry(&tenant, &["event:e2"], 20))
+        .await
+        .unwrap();
+    assert!(
+        inbox
+            .record_ack(&tenant, "m1", MessageAck::Read)
+            .await
+            .unwrap()
+    );
+    assert_eq!(inbox.prune(at(10)).await.unwrap(), 1);
+    assert_eq!(inbox.rows(&tenant, "supervisor_inbox").await, 1);
+    assert_eq!(
+        inbox.rows(&tenant, "supervisor_inbox_keys").await,
+        1,
+        "the old entry's keys went with it"
+    );
+    assert_eq!(
+        inbox.rows(&tenant, "supervisor_message_acks").await,
+        0,
+        "the mark of a message no key mentions went"
+    );
+}
+
+#[tokio::test]
+async fn erasing_a_tenant_takes_its_inbox_with_it() {
+    let inbox = scratch_inbox().await;
+    let tenant = TenantId::generate();
+    inbox
+        .admit(entry(&tenant, &["event:e1", "ack:m1:3"], 0))
+        .await
+        .unwrap();
+    assert!(
+        inbox
+            .record_ack(&tenant, "m1", MessageAck::Read)
+            .await
+            .unwrap()
+    );
+    let existed = inbox
+        .admin
+        .purge_tenant(&tenant)
+        .await
+        .unwrap_or_else(|err| panic!("purging {tenant}: {err}"));
+    assert!(existed, "the tenant existed");
+    for table in [
+        "supervisor_inbox",
+        "supervisor_inbox_keys",
+        "supervisor_message_acks",
+    ] {
+        assert_eq!(inbox.rows(&tenant, table).await, 0, "{table} cascaded");
+    }
+}
