@@ -829,6 +829,11 @@ enum StoredKind {
         message_id: String,
         ack: MessageAck,
     },
+    SendFailed {
+        chat: String,
+        key: String,
+        reason: String,
+    },
     Upgrade {
         stage: StoredStage,
     },
@@ -913,6 +918,9 @@ impl StoredKind {
                 message_id,
                 ack,
             },
+            ChipChangeKind::SendFailed { chat, key, reason } => {
+                StoredKind::SendFailed { chat, key, reason }
+            }
             ChipChangeKind::Upgrade { stage } => StoredKind::Upgrade {
                 stage: match stage {
                     UpgradeStage::Started => StoredStage::Started,
@@ -974,6 +982,9 @@ impl StoredKind {
                 message_id,
                 ack,
             },
+            StoredKind::SendFailed { chat, key, reason } => {
+                ChipChangeKind::SendFailed { chat, key, reason }
+            }
             StoredKind::Upgrade { stage } => ChipChangeKind::Upgrade {
                 stage: match stage {
                     StoredStage::Started => UpgradeStage::Started,

@@ -114,6 +114,18 @@ pub enum ChipChangeKind {
         /// The new status.
         ack: waha_client::webhook::MessageAck,
     },
+    /// A send was refused by WAHA ([`Supervisor::send_text`](crate::Supervisor::send_text)):
+    /// nothing was sent, and the outbox record of `key` is `Failed`. The text is not
+    /// included.
+    SendFailed {
+        /// The chat the message was for.
+        chat: String,
+        /// The host's idempotency key of the send (delivered only to the tenant's
+        /// subscribers, like the chat).
+        key: String,
+        /// Why: the kind of WAHA's error (`not_found`, `invalid`, `api`, ...).
+        reason: String,
+    },
     /// A fleet upgrade reached the chip's container.
     Upgrade {
         /// How far.
@@ -126,7 +138,8 @@ impl ChipChangeKind {
     pub fn chat(&self) -> Option<&str> {
         match self {
             ChipChangeKind::MessageReceived { chat, .. }
-            | ChipChangeKind::MessageStatus { chat, .. } => Some(chat),
+            | ChipChangeKind::MessageStatus { chat, .. }
+            | ChipChangeKind::SendFailed { chat, .. } => Some(chat),
             _ => None,
         }
     }

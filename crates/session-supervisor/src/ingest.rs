@@ -17,6 +17,7 @@ use crate::config::SupervisorConfig;
 use crate::events::{ChipChange, ChipChangeKind};
 use crate::inbound::{InboundBuffer, InboundMessage};
 use crate::inbox::{Admission, Inbox, InboxEntry, InboxError, ack_key, event_key, message_key};
+use crate::outbox::Outbox;
 use crate::supervisor::{ObserveOutcome, Supervisor};
 
 #[cfg(feature = "axum")]
@@ -323,7 +324,10 @@ struct Routing {
 /// 7. [`Supervisor::observe`], then a [`ChipChangeKind::MessageReceived`] for an incoming
 ///    message (not one this account sent) or a [`ChipChangeKind::MessageStatus`] for an ack
 ///    that moves the message forward; an ack that does not is dropped
-///    ([`DropReason::AckRegression`]) after it was stored and observed.
+///    ([`DropReason::AckRegression`]) after it was stored and observed. An ack that moves
+///    its message forward also moves the send's [`Outbox`] record
+///    ([`Outbox::advance_ack`], forward only; the supervisor's outbox unless
+///    [`Ingest::with_outbox`] names another).
 ///
 /// **Answers.** WAHA retries every non-2xx answer (16 tries by default): what is dropped on
 /// purpose (duplicates, inactive tenants, ack regressions) is answered 200; "retry later"
@@ -354,6 +358,7 @@ pub struct Ingest {
     inbox: Arc<dyn Inbox>,
     config: IngestConfig,
     inbound: Option<Arc<InboundBuffer>>,
+    outbox: Option<Arc<dyn Outbox>>,
 }
 
 impl fmt::Debug for Ingest {
@@ -383,7 +388,23 @@ impl Ingest {
             inbox,
             config,
             inbound: None,
+            outbox: None,
         })
+    }
+
+    /// Moves the records of `outbox` with acks (default: the supervisor's
+    /// [`outbox`](Supervisor::outbox), which is what [`Supervisor::send_text`] records in).
+    #[must_use]
+    pub fn with_outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// The outbox acks move.
+    fn outbox(&self) -> &Arc<dyn Outbox> {
+        self.outbox
+            .as_ref()
+            .unwrap_or_else(|| self.supervisor.outbox())
     }
 
     /// Hands every accepted inbound message (step 7: a `message` not sent by this account,
@@ -593,6 +614,9 @@ impl Ingest {
                         } else {
                             ack.from.clone().or_else(|| ack.to.clone())
                         };
+                        if ack.from_me {
+                            self.advance_outbox(key, &ack.id, ack.ack, now).await;
+                        }
                         let kind = ChipChangeKind::MessageStatus {
                             chat: chat.unwrap_or_default(),
                             message_id: ack.id.clone(),
@@ -614,6 +638,29 @@ impl Ingest {
             _ => {}
         }
         accepted
+    }
+
+    /// Moves the outbox record of a sent message forward (best effort: the inbox holds the
+    /// ack, and its highest level is what the status change publishes).
+    async fn advance_outbox(
+        &self,
+        key: &ChipKey,
+        message_id: &str,
+        ack: waha_client::webhook::MessageAck,
+        now: SystemTime,
+    ) {
+        match self
+            .outbox()
+            .advance_ack(&key.tenant, message_id, ack, now)
+            .await
+        {
+            Ok(moved) => {
+                debug!(tenant = %key.tenant, chip = %key.chip, message_id, moved, "outbox ack");
+            }
+            Err(error) => {
+                warn!(tenant = %key.tenant, chip = %key.chip, kind = error.kind(), "moving a sent message's outbox record failed");
+            }
+        }
     }
 
     /// Publishes a change of the chip, as its record stands now (best effort: the record and

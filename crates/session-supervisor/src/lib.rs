@@ -36,8 +36,12 @@
 //!   `PgEventBus` (feature `postgres`) shares events between replicas.
 //! - [`InboundBuffer`]: a conversation's inbound messages collected for a quiet time, then
 //!   handed to the host's [`InboundHandler`] as one batch, fair between tenants.
+//! - [`Supervisor::send_text`] ([`send`]): paced sending: the tenant active, the pacer first,
+//!   then the daily quota, an [`Outbox`] record before any WAHA call (one idempotency key
+//!   never sends twice), the anti-ban [`Choreography`] (seen, typing, send); acks move the
+//!   record forward only ([`Ingest`] advances it). [`MemoryOutbox`] is the in-process outbox.
 //!
-//! **Not built yet** (issue 13): paced sending with an outbox, webhook key rotation.
+//! **Not built yet** (issue 13): a PostgreSQL outbox and pacer, webhook key rotation.
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
@@ -84,11 +88,13 @@ mod inbox_pg;
 mod ingest;
 mod monitor;
 mod offboard;
+mod outbox;
 mod owner;
 pub mod phase;
 pub mod policy;
 pub mod reconcile;
 mod runtime;
+pub mod send;
 pub mod signal;
 pub mod store;
 mod supervisor;
@@ -134,6 +140,11 @@ pub use ingest::{
 };
 pub use monitor::SessionSweep;
 pub use offboard::OffboardReport;
+#[cfg(feature = "mock")]
+pub use outbox::MockOutbox;
+pub use outbox::{
+    Begin, MemoryOutbox, Outbox, OutboxError, OutboxRecord, OutboxStatus, text_fingerprint,
+};
 pub use owner::{NotOwner, OwnerGuard};
 pub use phase::{Finalizers, LoginKind, Phase, PhaseName, StopCause};
 pub use policy::{
@@ -145,6 +156,7 @@ pub use reconcile::{
     Step, StepError, StepKind, TenantSeen, World, apply, decide,
 };
 pub use runtime::SupervisorHandle;
+pub use send::{Choreography, SendError, SendReceipt, SendRequest};
 pub use signal::{Signal, SignalBody};
 #[cfg(feature = "mock")]
 pub use store::MockChipStore;

@@ -11,7 +11,8 @@ use container_pool::{ChipActivity, TenantPool};
 use fleet_vocab::Clock;
 use proxy_allocator::{HealthChecker, ProxyAllocator};
 use tenant_isolation::{
-    ChipId, QuotaLedger, SendPacer, SessionName, SlotKind, TenantDirectory, TenantId,
+    ChipId, MemorySendPacer, PacerConfig, QuotaLedger, SendPacer, SessionName, SlotKind,
+    TenantDirectory, TenantId,
 };
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
@@ -26,6 +27,7 @@ use crate::events::{
     ChangeFilter, ChangeStream, ChipChange, ChipChangeKind, EventBus, InProcessEventBus,
 };
 use crate::execute::Effects;
+use crate::outbox::{MemoryOutbox, Outbox};
 use crate::owner::Owned;
 use crate::phase::{LoginKind, Phase};
 use crate::policy::{RestartBudgets, classify_event};
@@ -58,6 +60,7 @@ pub struct SupervisorParts {
 pub struct SupervisorBuilder {
     parts: SupervisorParts,
     pacer: Option<Arc<dyn SendPacer>>,
+    outbox: Option<Arc<dyn Outbox>>,
     bus: Option<Arc<dyn EventBus>>,
     config: Option<SupervisorConfig>,
     owner_id: Option<OwnerId>,
@@ -74,10 +77,23 @@ impl SupervisorBuilder {
         self
     }
 
-    /// The send pacer to tell when a chip starts working and is forgotten.
+    /// The send pacer: told when a chip starts working (its warm-up) and is forgotten, and
+    /// asked before every [`Supervisor::send_text`]. Without one, sends are paced by a
+    /// [`MemorySendPacer`] with [`PacerConfig::default`] on the supervisor's clock, private to
+    /// this supervisor, whose chips' warm-up starts at their first send; replicas that share
+    /// limits need a shared pacer backend here.
     #[must_use]
     pub fn pacer(mut self, pacer: Arc<dyn SendPacer>) -> Self {
         self.pacer = Some(pacer);
+        self
+    }
+
+    /// The send outbox [`Supervisor::send_text`] records every send in (default: a
+    /// [`MemoryOutbox`], which does not survive the process: "one key never sends twice
+    /// across a crash" needs a durable backend shared by the replicas).
+    #[must_use]
+    pub fn outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
+        self.outbox = Some(outbox);
         self
     }
 
@@ -136,6 +152,16 @@ impl SupervisorBuilder {
             .bus
             .unwrap_or_else(|| Arc::new(InProcessEventBus::new()) as Arc<dyn EventBus>);
         let owner_id = self.owner_id.unwrap_or_else(default_owner_id);
+        let send_pacer = match &self.pacer {
+            Some(pacer) => pacer.clone(),
+            None => Arc::new(
+                MemorySendPacer::new(PacerConfig::default(), self.parts.clock.clone())
+                    .map_err(SupervisorError::Tenant)?,
+            ) as Arc<dyn SendPacer>,
+        };
+        let outbox = self
+            .outbox
+            .unwrap_or_else(|| Arc::new(MemoryOutbox::new()) as Arc<dyn Outbox>);
         let parts = self.parts;
         Ok(Supervisor {
             inner: Arc::new(Inner {
@@ -152,6 +178,8 @@ impl SupervisorBuilder {
                     budgets: Mutex::new(budgets),
                 },
                 bus,
+                outbox,
+                send_pacer,
                 owner_id,
                 owned: Owned::default(),
                 wake: Notify::new(),
@@ -188,6 +216,10 @@ fn default_owner_id() -> OwnerId {
 pub(crate) struct Inner {
     pub(crate) effects: Effects,
     pub(crate) bus: Arc<dyn EventBus>,
+    /// Where sends are recorded ([`Supervisor::send_text`]).
+    pub(crate) outbox: Arc<dyn Outbox>,
+    /// The pacer sends ask: the builder's, else a private in-memory one.
+    pub(crate) send_pacer: Arc<dyn SendPacer>,
     pub(crate) owner_id: OwnerId,
     pub(crate) owned: Owned,
     /// Wakes the scheduler (work was queued in this process).
@@ -283,6 +315,7 @@ impl Supervisor {
         SupervisorBuilder {
             parts,
             pacer: None,
+            outbox: None,
             bus: None,
             config: None,
             owner_id: None,
