@@ -315,11 +315,13 @@ async fn main() -> Result<(), BoxError> {
     pacer
         .chip_activated(&tenant_id, sender, SystemTime::now())
         .await?;
-    let admission = ledger.admit_send(&tenant_id).await?;
-    say(format!("plan admits the send: {admission:?}"));
+    // The pacer first, then the daily quota: a send the pacer refuses is never counted
+    // (`admit_send` is not safe to retry).
     let sent = match pacer.acquire(&tenant_id, sender).await? {
         Pace::Go { jitter } => {
             say(format!("pacer: go after a jitter of {jitter:?}"));
+            let admission = ledger.admit_send(&tenant_id).await?;
+            say(format!("plan admits the send: {admission:?}"));
             tokio::time::sleep(jitter).await;
             let session = SessionName::new(&tenant_id, sender);
             waha.send_text(&TextMessage::new(
