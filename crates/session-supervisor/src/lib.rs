@@ -39,9 +39,11 @@
 //! - [`Supervisor::send_text`] ([`send`]): paced sending: the tenant active, the pacer first,
 //!   then the daily quota, an [`Outbox`] record before any WAHA call (one idempotency key
 //!   never sends twice), the anti-ban [`Choreography`] (seen, typing, send); acks move the
-//!   record forward only ([`Ingest`] advances it). [`MemoryOutbox`] is the in-process outbox.
+//!   record forward only ([`Ingest`] advances it). [`MemoryOutbox`] is the in-process outbox,
+//!   `PgOutbox` (feature `postgres`) keeps it in PostgreSQL (one key never sends twice, also
+//!   across a crash), and both pass one [`outbox_conformance`](mod@outbox_conformance) suite.
 //!
-//! **Not built yet** (issue 13): a PostgreSQL outbox and pacer, webhook key rotation.
+//! **Not built yet** (issue 13): a PostgreSQL pacer, webhook key rotation.
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
@@ -89,6 +91,9 @@ mod ingest;
 mod monitor;
 mod offboard;
 mod outbox;
+pub mod outbox_conformance;
+#[cfg(feature = "postgres")]
+mod outbox_pg;
 mod owner;
 pub mod phase;
 pub mod policy;
@@ -145,6 +150,8 @@ pub use outbox::MockOutbox;
 pub use outbox::{
     Begin, MemoryOutbox, Outbox, OutboxError, OutboxRecord, OutboxStatus, text_fingerprint,
 };
+#[cfg(feature = "postgres")]
+pub use outbox_pg::PgOutbox;
 pub use owner::{NotOwner, OwnerGuard};
 pub use phase::{Finalizers, LoginKind, Phase, PhaseName, StopCause};
 pub use policy::{

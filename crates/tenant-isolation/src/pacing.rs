@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use crate::error::Error;
 use crate::{ChipId, TenantId};
 
-mod bucket;
+pub(crate) mod bucket;
 pub mod memory;
+pub(crate) mod rule;
 mod warmup;
 
 pub use warmup::WarmupCurve;
@@ -87,15 +88,18 @@ impl fmt::Display for PaceLimit {
 ///
 /// Contract: [`acquire`](SendPacer::acquire) either counts the send against every bucket and
 /// answers [`Pace::Go`], or counts nothing and answers [`Pace::RetryAfter`] with a wait after
-/// which (absent other sends) the same call succeeds. A chip's warm-up age starts at
-/// [`chip_activated`](SendPacer::chip_activated), or at its first `acquire` if never told.
+/// which (absent other sends) the same call succeeds. A chip's warm-up age starts at the
+/// earliest [`chip_activated`](SendPacer::chip_activated) it was told, or at its first
+/// `acquire` if never told.
 ///
-/// The in-memory backend is [`MemorySendPacer`](memory::MemorySendPacer); a backend shared by
-/// several replicas can implement the same trait.
+/// The in-memory backend is [`MemorySendPacer`](memory::MemorySendPacer); `pg::PgSendPacer`
+/// (feature `postgres`) keeps the same state in PostgreSQL, shared by several replicas and
+/// kept across restarts. Both apply one rule and answer the same.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait SendPacer: Send + Sync {
-    /// Records when a chip's number was first paired, which sets its warm-up day.
+    /// Records when a chip's number was first paired, which sets its warm-up day. The earliest
+    /// time told counts: a later announcement (a restart, a re-pairing) changes nothing.
     async fn chip_activated(
         &self,
         tenant: &TenantId,

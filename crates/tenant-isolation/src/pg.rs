@@ -1,6 +1,6 @@
 //! PostgreSQL backends (feature `postgres`): embedded migrations, a tenant-scoped handle
-//! enforced by row-level security, an explicitly named admin handle, and the tenant directory
-//! and quota ledger on top of them.
+//! enforced by row-level security, an explicitly named admin handle, and the tenant directory,
+//! quota ledger and send pacer on top of them.
 //!
 //! Two roles, two pools:
 //! - [`AdminDb`] connects as the schema owner (`DATABASE_URL`). It runs
@@ -31,6 +31,7 @@ use crate::error::Error;
 mod admin_db;
 mod directory;
 mod migrations;
+mod pacing;
 mod quota;
 mod records;
 mod role_check;
@@ -42,6 +43,7 @@ pub use migrations::{
     ADVISORY_LOCK_KEY, MIGRATIONS_TABLE, Migration, MigrationConfig, MigrationId, MigrationReport,
     MigrationSet, run_migrations,
 };
+pub use pacing::PgSendPacer;
 pub use quota::PgQuotaLedger;
 pub use records::{Expect, StoredRecord};
 pub use tenant_db::{TenantDb, TenantTx};

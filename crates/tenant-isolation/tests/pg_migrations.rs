@@ -95,13 +95,14 @@ async fn concurrent_migrations_apply_once() {
     let rls = client
         .query(
             "SELECT relname::text, relrowsecurity, relforcerowsecurity FROM pg_class
-              WHERE relname IN ('tenants','quota_usage','quota_reservations','daily_sends','tenant_records')
+              WHERE relname IN ('tenants','quota_usage','quota_reservations','daily_sends',
+                                'tenant_records','pacer_tenants','pacer_chips')
                 AND relkind = 'r'",
             &[],
         )
         .await
         .unwrap();
-    assert_eq!(rls.len(), 5);
+    assert_eq!(rls.len(), 7);
     for row in &rls {
         let table: String = row.get(0);
         assert!(
@@ -118,12 +119,13 @@ async fn concurrent_migrations_apply_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(policies, 5);
+    assert_eq!(policies, 7);
     let pk_first: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
-              WHERE c.relname IN ('quota_usage','quota_reservations','daily_sends','tenant_records')
+              WHERE c.relname IN ('quota_usage','quota_reservations','daily_sends','tenant_records',
+                                  'pacer_tenants','pacer_chips')
                 AND a.attname <> 'tenant_id'",
             &[],
         )
@@ -582,7 +584,12 @@ async fn existing_tenants_get_their_own_incarnation() {
 
     let (admin, report) = upgrade(&scratch).await;
     assert_eq!(report.already_applied, [TENANCY_V1], "{report:?}");
-    assert_eq!(report.applied, [TENANCY_V2], "{report:?}");
+    assert_eq!(report.applied[0], TENANCY_V2, "{report:?}");
+    assert_eq!(
+        report.applied,
+        own_ids()[1..],
+        "version 2 and every later one: {report:?}"
+    );
     let tenants = PgTenantDirectory::new(admin.clone())
         .list()
         .await

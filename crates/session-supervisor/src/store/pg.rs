@@ -25,7 +25,7 @@ use crate::signal::{Signal, SignalBody};
 
 /// This crate's migrations, in order. Never edit a released one: add a version.
 /// Version 2 is the event log of the PostgreSQL event bus (`PgEventBus`), version 3 the
-/// durable webhook inbox (`PgInbox`).
+/// durable webhook inbox (`PgInbox`), version 4 the send outbox (`PgOutbox`).
 const CHIP_MIGRATIONS: &[Migration] = &[
     Migration::new(1, "chips", include_str!("../../migrations/0001_chips.sql")),
     Migration::new(
@@ -34,6 +34,11 @@ const CHIP_MIGRATIONS: &[Migration] = &[
         include_str!("../../migrations/0002_events.sql"),
     ),
     Migration::new(3, "inbox", include_str!("../../migrations/0003_inbox.sql")),
+    Migration::new(
+        4,
+        "outbox",
+        include_str!("../../migrations/0004_outbox.sql"),
+    ),
 ];
 
 /// The tables of [`CHIP_MIGRATIONS`] that hold tenant rows (row-level security forced).
@@ -46,6 +51,8 @@ const TENANT_TABLES: &[&str] = &[
     "supervisor_inbox",
     "supervisor_inbox_keys",
     "supervisor_message_acks",
+    "supervisor_outbox",
+    "supervisor_outbox_early_acks",
 ];
 
 const CHIPS: &str = "supervisor_chips";
@@ -402,7 +409,8 @@ impl PgChipStore {
     /// `supervisor_chips`, `supervisor_signals`, `supervisor_fences` and the event bus's
     /// `supervisor_event_seqs` and `supervisor_events` (`PgEventBus`, version 2), and the
     /// inbox's `supervisor_inbox`, `supervisor_inbox_keys` and `supervisor_message_acks`
-    /// (`PgInbox`, version 3): pass it to
+    /// (`PgInbox`, version 3), and the send outbox's `supervisor_outbox` and
+    /// `supervisor_outbox_early_acks` (`PgOutbox`, version 4): pass it to
     /// `tenant_isolation::pg::AdminDb::migrate_with` (which grants the application role those
     /// tables and puts them under the admin policy) and to
     /// `tenant_isolation::pg::TenantDb::verify_role_with`.
@@ -1143,7 +1151,12 @@ mod tests {
         let set = PgChipStore::MIGRATIONS;
         assert_eq!(set.component(), "session-supervisor");
         assert_eq!(set.declared_tenant_tables(), TENANT_TABLES);
-        assert_eq!(set.migrations().len(), 3);
+        assert_eq!(set.migrations().len(), 4);
+        assert_eq!(
+            set.migrations().last().map(|migration| migration.version()),
+            Some(4),
+            "the outbox is version 4"
+        );
         for table in TENANT_TABLES {
             assert!(
                 set.migrations().iter().any(|migration| migration

@@ -7,10 +7,15 @@ const EPSILON: f64 = 1e-9;
 
 /// A token bucket. Capacity and rate are passed on each call so they can change over time
 /// (the warm-up curve raises them day by day).
-#[derive(Clone, Copy, Debug)]
+///
+/// Its two fields are the whole state: a backend that stores buckets (the PostgreSQL pacer)
+/// writes them and reads them back exactly.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct TokenBucket {
-    tokens: f64,
-    last: SystemTime,
+    /// Tokens available at `last`.
+    pub(crate) tokens: f64,
+    /// When the bucket was last refilled.
+    pub(crate) last: SystemTime,
 }
 
 impl TokenBucket {

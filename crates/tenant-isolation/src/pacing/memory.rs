@@ -8,10 +8,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use super::bucket::TokenBucket;
+use super::rule::{self, ChipPace, PaceState};
 use crate::error::Error;
-use crate::{ChipId, Clock, Pace, PaceLimit, SendPacer, TenantId, WarmupCurve};
-
-const DAY: Duration = Duration::from_secs(86_400);
+use crate::{ChipId, Clock, Pace, SendPacer, TenantId, WarmupCurve};
 
 /// Pacing settings. Plain data; [`PacerConfig::default`] documents the defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,16 +75,6 @@ impl PacerConfig {
     }
 }
 
-struct ChipPace {
-    activated_at: SystemTime,
-    burst: TokenBucket,
-    /// The warm-up day the count is for, and the sends counted on it.
-    day: u32,
-    sent_today: u32,
-    /// When the chip may send next: its last send (grant + jitter) plus `chip_min_gap`.
-    next_send_at: Option<SystemTime>,
-}
-
 #[derive(Default)]
 struct PacerState {
     tenants: HashMap<TenantId, TokenBucket>,
@@ -106,6 +95,13 @@ struct PacerState {
 ///   jitter) plus `chip_min_gap`.
 ///
 /// Per tenant: a burst bucket. A send is counted against all of them or none.
+///
+/// A chip's warm-up age starts at the earliest [`chip_activated`](SendPacer::chip_activated)
+/// it was told, or at its first `acquire`: announcing it again later changes nothing.
+///
+/// The rule is shared with `pg::PgSendPacer` (feature `postgres`), which keeps the same state
+/// in PostgreSQL: given the same calls at the same times (and the same jitter seed) the two
+/// answer the same.
 ///
 /// Memory: a chip's state (warm-up age, the day's count, burst, gap) is kept until
 /// [`forget_chip`](SendPacer::forget_chip), which deleting a chip must call: dropping it earlier
@@ -198,41 +194,6 @@ impl MemorySendPacer {
             .tenants
             .retain(|_, bucket| !bucket.is_full(now, capacity, rate));
     }
-
-    fn jitter(&self) -> Duration {
-        let (min, max) = (self.config.jitter_min, self.config.jitter_max);
-        let span = u64::try_from((max - min).as_millis()).unwrap_or(u64::MAX);
-        let extra = self
-            .rng
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .u64(0..=span);
-        min + Duration::from_millis(extra)
-    }
-
-    fn warmup_day(activated_at: SystemTime, now: SystemTime) -> u32 {
-        let age = now
-            .duration_since(activated_at)
-            .unwrap_or_default()
-            .as_secs();
-        u32::try_from(age / 86_400).unwrap_or(u32::MAX - 1) + 1
-    }
-
-    /// When warm-up day `day` (from 1) of a chip activated at `activated_at` ends.
-    fn day_end(activated_at: SystemTime, day: u32) -> Option<SystemTime> {
-        DAY.checked_mul(day)
-            .and_then(|age| activated_at.checked_add(age))
-    }
-
-    fn new_chip(&self, activated_at: SystemTime, now: SystemTime) -> ChipPace {
-        ChipPace {
-            activated_at,
-            burst: TokenBucket::full(f64::from(self.config.chip_burst), now),
-            day: Self::warmup_day(activated_at, now),
-            sent_today: 0,
-            next_send_at: None,
-        }
-    }
 }
 
 impl fmt::Debug for MemorySendPacer {
@@ -256,93 +217,40 @@ impl SendPacer for MemorySendPacer {
         let now = self.clock.now();
         let mut state = self.state();
         let key = (tenant.clone(), chip.clone());
-        match state.chips.get_mut(&key) {
-            Some(pace) => {
-                // Sends already counted today keep counting against the recomputed day.
-                pace.activated_at = at;
-                pace.day = Self::warmup_day(at, now);
-            }
-            None => {
-                let pace = self.new_chip(at, now);
-                state.chips.insert(key, pace);
-            }
-        }
+        let existing = state.chips.get(&key).copied();
+        let pace = ChipPace::activated(existing, &self.config, at, now);
+        state.chips.insert(key, pace);
         Ok(())
     }
 
     async fn acquire(&self, tenant: &TenantId, chip: &ChipId) -> Result<Pace, Error> {
         let now = self.clock.now();
         let config = &self.config;
-        let chip_rate = 1.0 / config.chip_refill_every.as_secs_f64();
-        let tenant_rate = 1.0 / config.tenant_refill_every.as_secs_f64();
-        let tenant_cap = f64::from(config.tenant_burst);
-        let chip_cap = f64::from(config.chip_burst);
-
-        let mut guard = self.state();
-        let state = &mut *guard;
-        self.sweep_idle_tenants(state, now);
-        let tenant_bucket = state
-            .tenants
-            .entry(tenant.clone())
-            .or_insert_with(|| TokenBucket::full(tenant_cap, now));
-        let pace = state
-            .chips
-            .entry((tenant.clone(), chip.clone()))
-            .or_insert_with(|| self.new_chip(now, now));
-
-        // A clock that went back never returns to an earlier day (nor resets its count).
-        let warmup_day = Self::warmup_day(pace.activated_at, now).max(pace.day);
-        if warmup_day != pace.day {
-            pace.day = warmup_day;
-            pace.sent_today = 0;
-        }
-        let per_day = config.warmup.per_day(warmup_day);
-        tenant_bucket.refill(now, tenant_cap, tenant_rate);
-        pace.burst.refill(now, chip_cap, chip_rate);
-
-        let daily_wait = (pace.sent_today >= per_day).then(|| {
-            Self::day_end(pace.activated_at, warmup_day)
-                .map_or(DAY, |end| end.duration_since(now).unwrap_or_default())
-                .max(Duration::from_millis(1))
-        });
-        let gap_wait = pace
-            .next_send_at
-            .and_then(|at| at.duration_since(now).ok())
-            .filter(|wait| !wait.is_zero());
-        let waits = [
-            (pace.burst.wait(chip_rate), PaceLimit::ChipBurst),
-            (
-                daily_wait,
-                PaceLimit::ChipDaily {
-                    warmup_day,
-                    per_day,
-                },
-            ),
-            (gap_wait, PaceLimit::ChipGap),
-            (tenant_bucket.wait(tenant_rate), PaceLimit::TenantBurst),
-        ];
-        let slowest = waits
-            .iter()
-            .filter_map(|(wait, limit)| wait.map(|w| (w, *limit)))
-            .max_by_key(|(w, _)| *w);
-        if let Some((after, limit)) = slowest {
-            let limit_name = match limit {
-                PaceLimit::ChipBurst => "chip_burst",
-                PaceLimit::ChipDaily { .. } => "chip_daily",
-                PaceLimit::ChipGap => "chip_gap",
-                PaceLimit::TenantBurst => "tenant_burst",
+        let pace = {
+            let mut guard = self.state();
+            let state = &mut *guard;
+            self.sweep_idle_tenants(state, now);
+            let key = (tenant.clone(), chip.clone());
+            let before = PaceState {
+                tenant: state
+                    .tenants
+                    .get(tenant)
+                    .copied()
+                    .unwrap_or_else(|| rule::tenant_bucket(config, now)),
+                chip: state
+                    .chips
+                    .get(&key)
+                    .copied()
+                    .unwrap_or_else(|| ChipPace::new(config, now, now)),
             };
-            metrics::counter!("tenant_isolation_sends_throttled_total", "limit" => limit_name)
-                .increment(1);
-            tracing::debug!(tenant = %tenant, chip = %chip, ?after, %limit, "send throttled");
-            return Ok(Pace::RetryAfter { after, limit });
-        }
-        let jitter = self.jitter();
-        tenant_bucket.take();
-        pace.burst.take();
-        pace.sent_today += 1;
-        pace.next_send_at = now.checked_add(jitter.saturating_add(config.chip_min_gap));
-        Ok(Pace::Go { jitter })
+            let (pace, after) =
+                rule::decide(before, config, now, || rule::draw_jitter(&self.rng, config));
+            state.tenants.insert(tenant.clone(), after.tenant);
+            state.chips.insert(key, after.chip);
+            pace
+        };
+        rule::note_throttled(tenant, chip, &pace);
+        Ok(pace)
     }
 
     async fn forget_chip(&self, tenant: &TenantId, chip: &ChipId) -> Result<(), Error> {

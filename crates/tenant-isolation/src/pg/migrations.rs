@@ -43,6 +43,7 @@ const OWN_MIGRATIONS: &[Migration] = &[
         "incarnation",
         include_str!("../../migrations/0002_incarnation.sql"),
     ),
+    Migration::new(3, "pacer", include_str!("../../migrations/0003_pacer.sql")),
 ];
 
 /// The tenant directory: every tenant table refers to it. Row-level security is forced on it
@@ -56,6 +57,8 @@ const OWN_TENANT_TABLES: &[&str] = &[
     "quota_reservations",
     "daily_sends",
     "tenant_records",
+    "pacer_tenants",
+    "pacer_chips",
 ];
 
 /// tenant-isolation's set. Builds before the shared runner recorded these versions in
@@ -814,7 +817,9 @@ mod tests {
                 "quota_usage",
                 "quota_reservations",
                 "daily_sends",
-                "tenant_records"
+                "tenant_records",
+                "pacer_tenants",
+                "pacer_chips"
             ]
         );
     }

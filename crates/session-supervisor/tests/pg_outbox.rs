@@ -1,0 +1,564 @@
+//! `PgOutbox` on PostgreSQL (issue 13, "Sending, paced"): the `Outbox` conformance suite (every
+//! check on a scratch database of its own, migrated by the host's one run), then what only the
+//! database shows: no text is stored, a record outlives its outbox (a crash, a restart, another
+//! replica), racing replicas begin a key once, an ack racing `finish` is never lost, rows are
+//! tenant-scoped, statuses and acks are stored as columns, one message id belongs to one
+//! record, prune empties both tables, and a tenant's erasure takes its outbox with it.
+//!
+//! Reads `DATABASE_URL` (the owner role, which may create databases) and `APP_DATABASE_URL`
+//! (the application role), like `pg_store.rs`. Fails, never skips, when PostgreSQL is
+//! unreachable.
+#![cfg(feature = "postgres")]
+
+/// The URLs, migration access and scratch databases shared with the other PostgreSQL tests.
+mod shared;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use session_supervisor::outbox_conformance::{at, record};
+use session_supervisor::store::PgChipStore;
+use session_supervisor::{
+    Begin, Outbox, OutboxError, OutboxRecord, OutboxStatus, PgOutbox, text_fingerprint,
+};
+use tenant_isolation::pg::{self, AdminDb, PgTenantDirectory, PoolOptions, TenantDb};
+use tenant_isolation::{NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets};
+use waha_client::webhook::MessageAck;
+
+use shared::pg::{
+    app_db, app_url, migrated_admin, on_database, pool_options, scratch, try_end_app_connections,
+};
+
+/// Small pools: every check runs on a database of its own, in parallel with the others, under
+/// PostgreSQL's connection limit.
+fn options() -> PoolOptions {
+    pool_options(4)
+}
+
+/// A `PgOutbox` on a fresh scratch database, which goes when the outbox does. As an `Outbox` it
+/// creates a tenant in the directory when a call first names it (the conformance checks make up
+/// tenant ids; the outbox tables refer to the directory).
+struct ScratchOutbox {
+    outbox: PgOutbox,
+    /// The application role, for reading rows back in a tenant's scope.
+    tenant_db: TenantDb,
+    directory: PgTenantDirectory,
+    /// The tenants known to exist (saves a directory round trip per call).
+    tenants: Mutex<HashSet<TenantId>>,
+    /// The owner role (the directory's), for erasing a tenant.
+    admin: AdminDb,
+    /// The owner role's URL for the scratch database.
+    owner_url: String,
+    /// The application role's URL for the scratch database.
+    app_url: String,
+    /// Last: dropped after the pools (held for its drop, which drops the database).
+    _db: scratch::ScratchDb,
+}
+
+/// A scratch database migrated as a host does (tenant-isolation's set, then the supervisor's,
+/// then the grants, in one run) and an outbox on it.
+async fn scratch_outbox() -> ScratchOutbox {
+    let db = scratch::ScratchDb::create().await;
+    let admin = migrated_admin(&db.url, &options(), &[PgChipStore::MIGRATIONS]).await;
+    let app_url = on_database(&app_url(), &db.name);
+    let tenant_db = app_db(&app_url, &options()).await;
+    let owner = pg::build_pool(&db.url, &options()).expect("DATABASE_URL is a valid URL");
+    ScratchOutbox {
+        outbox: PgOutbox::new(tenant_db.clone(), owner),
+        tenant_db,
+        directory: PgTenantDirectory::new(admin.clone()),
+        tenants: Mutex::new(HashSet::new()),
+        admin,
+        owner_url: db.url.clone(),
+        app_url,
+        _db: db,
+    }
+}
+
+impl ScratchOutbox {
+    /// Creates `tenant` in the directory unless it exists.
+    async fn ensure_tenant(&self, tenant: &TenantId) {
+        if self.known().contains(tenant) {
+            return;
+        }
+        let secrets = TenantSecrets::generate().expect("tenant secrets");
+        let new = NewTenant::new(tenant.clone(), PlanLimits::new(100, 100, 1_000), secrets);
+        match self.directory.create(new).await {
+            Ok(_) | Err(tenant_isolation::Error::TenantAlreadyExists { .. }) => {}
+            Err(err) => panic!("creating tenant {tenant}: {err}"),
+        }
+        self.known().insert(tenant.clone());
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashSet<TenantId>> {
+        self.tenants.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Another `PgOutbox` on the same database, with pools of its own: what a restarted process
+    /// or another replica has.
+    async fn another_outbox(&self) -> PgOutbox {
+        let tenant_db = app_db(&self.app_url, &options()).await;
+        let owner = pg::build_pool(&self.owner_url, &options()).expect("a valid URL");
+        PgOutbox::new(tenant_db, owner)
+    }
+
+    /// How many rows of `tenant` `table` holds, read in `tenant`'s scope.
+    async fn rows(&self, tenant: &TenantId, table: &str) -> i64 {
+        let tx = self
+            .tenant_db
+            .scoped(tenant)
+            .await
+            .unwrap_or_else(|err| panic!("a transaction of {tenant}: {err}"));
+        let row = tx
+            .query_one(&format!("SELECT count(*) AS n FROM {table}"), &[])
+            .await
+            .unwrap_or_else(|err| panic!("counting {table}: {err}"));
+        tx.commit().await.expect("commit of a read");
+        row.get("n")
+    }
+
+    /// `tenant`'s stored record of `key`, as JSON text (every column), read in its scope.
+    async fn stored_row(&self, tenant: &TenantId, key: &str) -> String {
+        let tx = self
+            .tenant_db
+            .scoped(tenant)
+            .await
+            .unwrap_or_else(|err| panic!("a transaction of {tenant}: {err}"));
+        let row = tx
+            .query_one(
+                "SELECT row_to_json(o)::text AS stored FROM supervisor_outbox o \
+                  WHERE idempotency_key = $1",
+                &[&key],
+            )
+            .await
+            .unwrap_or_else(|err| panic!("reading the outbox: {err}"));
+        tx.commit().await.expect("commit of a read");
+        row.get("stored")
+    }
+
+    /// `tenant`'s stored (status, failure reason, message id, ack) of `key`.
+    async fn stored_status(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> (String, Option<String>, Option<String>, Option<i64>) {
+        let tx = self
+            .tenant_db
+            .scoped(tenant)
+            .await
+            .unwrap_or_else(|err| panic!("a transaction of {tenant}: {err}"));
+        let row = tx
+            .query_one(
+                "SELECT status, failure_reason, message_id, ack FROM supervisor_outbox \
+                  WHERE idempotency_key = $1",
+                &[&key],
+            )
+            .await
+            .unwrap_or_else(|err| panic!("reading the outbox: {err}"));
+        tx.commit().await.expect("commit of a read");
+        (
+            row.get("status"),
+            row.get("failure_reason"),
+            row.get("message_id"),
+            row.get("ack"),
+        )
+    }
+}
+
+impl Drop for ScratchOutbox {
+    /// As `pg_store.rs`: the application role ends its own connections (the owner may not),
+    /// on a runtime of its own; the guard's `DROP DATABASE ... WITH (FORCE)` ends the owner's.
+    fn drop(&mut self) {
+        let url = self.app_url.clone();
+        let ended = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|err| err.to_string())?;
+            runtime.block_on(try_end_app_connections(&url))
+        })
+        .join();
+        match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!("could not end the application role's connections: {err}"),
+            Err(_) => eprintln!("ending the application role's connections panicked"),
+        }
+    }
+}
+
+#[async_trait]
+impl Outbox for ScratchOutbox {
+    async fn begin(&self, record: OutboxRecord) -> Result<Begin, OutboxError> {
+        self.ensure_tenant(&record.tenant).await;
+        self.outbox.begin(record).await
+    }
+
+    async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<OutboxRecord>, OutboxError> {
+        self.ensure_tenant(tenant).await;
+        self.outbox.get(tenant, key).await
+    }
+
+    async fn finish(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        status: OutboxStatus,
+        message_id: Option<String>,
+        at: SystemTime,
+    ) -> Result<OutboxRecord, OutboxError> {
+        self.ensure_tenant(tenant).await;
+        self.outbox
+            .finish(tenant, key, status, message_id, at)
+            .await
+    }
+
+    async fn abandon(&self, tenant: &TenantId, key: &str) -> Result<bool, OutboxError> {
+        self.ensure_tenant(tenant).await;
+        self.outbox.abandon(tenant, key).await
+    }
+
+    async fn by_message_id(
+        &self,
+        tenant: &TenantId,
+        message_id: &str,
+    ) -> Result<Option<OutboxRecord>, OutboxError> {
+        self.ensure_tenant(tenant).await;
+        self.outbox.by_message_id(tenant, message_id).await
+    }
+
+    async fn advance_ack(
+        &self,
+        tenant: &TenantId,
+        message_id: &str,
+        ack: MessageAck,
+        at: SystemTime,
+    ) -> Result<bool, OutboxError> {
+        self.ensure_tenant(tenant).await;
+        self.outbox.advance_ack(tenant, message_id, ack, at).await
+    }
+
+    async fn prune(&self, older_than: SystemTime) -> Result<u64, OutboxError> {
+        self.outbox.prune(older_than).await
+    }
+}
+
+session_supervisor::outbox_conformance!(|| async {
+    Arc::new(scratch_outbox().await) as Arc<dyn Outbox>
+});
+
+fn sent(ack: MessageAck) -> OutboxStatus {
+    OutboxStatus::Sent { ack }
+}
+
+#[tokio::test]
+async fn no_text_is_stored_only_its_length_and_fingerprint() {
+    let outbox = scratch_outbox().await;
+    let tenant = TenantId::generate();
+    let text = "the customer's confidential message";
+    let started = outbox.begin(record(&tenant, "k1", text, 0)).await.unwrap();
+    assert!(matches!(started, Begin::Started(_)));
+    let row = outbox.stored_row(&tenant, "k1").await;
+    assert!(!row.contains("confidential"), "no text in the row: {row}");
+    assert!(
+        row.contains(&format!("\"text_len\":{}", text.len())),
+        "the length: {row}"
+    );
+    let fingerprint = i64::from_be_bytes(text_fingerprint(text).to_be_bytes());
+    assert!(
+        row.contains(&format!("\"text_fingerprint\":{fingerprint}")),
+        "the fingerprint's 64 bits: {row}"
+    );
+    let read = outbox.get(&tenant, "k1").await.unwrap().unwrap();
+    assert_eq!(read.text_fingerprint, text_fingerprint(text));
+    assert_eq!(read.text_len, u64::try_from(text.len()).unwrap());
+}
+
+#[tokio::test]
+async fn a_record_outlives_its_outbox() {
+    let outbox = scratch_outbox().await;
+    let tenant = TenantId::generate();
+    let first = record(&tenant, "order-42", "hi", 0);
+    assert!(matches!(
+        outbox.begin(first.clone()).await.unwrap(),
+        Begin::Started(_)
+    ));
+
+    // The process that began the send stops before it finished: another one (a restart, a
+    // replica) never sends the key again.
+    let restarted = outbox.another_outbox().await;
+    match restarted.begin(record(&tenant, "order-42", "hi", 5)).await {
+        Ok(Begin::Existing(existing)) => assert_eq!(existing, first, "the pending record"),
+        other => panic!("after a crash the key has its record: {other:?}"),
+    }
+    let settled = restarted
+        .finish(
+            &tenant,
+            "order-42",
+            sent(MessageAck::Server),
+            Some("m1".to_owned()),
+            at(6),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox.by_message_id(&tenant, "m1").await.unwrap(),
+        Some(settled),
+        "every outbox on the database sees the settled record"
+    );
+}
+
+#[tokio::test]
+async fn racing_replicas_begin_a_key_once() {
+    let outbox = scratch_outbox().await;
+    let tenant = TenantId::generate();
+    outbox.ensure_tenant(&tenant).await;
+    let replicas = [
+        outbox.another_outbox().await,
+        outbox.another_outbox().await,
+        outbox.another_outbox().await,
+    ];
+    let racing = replicas
+        .iter()
+        .cycle()
+        .zip(0..12)
+        .map(|(replica, n)| replica.begin(record(&tenant, "k", "hi", n)));
+    let started = join_all(racing)
+        .await
+        .into_iter()
+        .filter(|outcome| match outcome {
+            Ok(Begin::Started(_)) => true,
+            Ok(Begin::Existing(_)) => false,
+            Err(err) => panic!("a racing begin failed: {err}"),
+        })
+        .count();
+    assert_eq!(started, 1, "one key begins once across replicas");
+    assert_eq!(outbox.rows(&tenant, "supervisor_outbox").await, 1);
+}
+
+#[tokio::test]
+async fn an_ack_racing_finish_is_never_lost() {
+    let outbox = scratch_outbox().await;
+    let tenant = TenantId::generate();
+    let other = outbox.another_outbox().await;
+    let keys: Vec<String> = (0..16).map(|n| format!("k{n}")).collect();
+    let ids: Vec<String> = (0..16).map(|n| format!("m{n}")).collect();
+    for key in &keys {
+        outbox.begin(record(&tenant, key, "hi", 0)).await.unwrap();
+    }
+    // The finishes on one replica, the acks on another, all at once.
+    let finishes = keys.iter().zip(&ids).map(|(key, id)| {
+        outbox.outbox.finish(
+            &tenant,
+            key,
+            sent(MessageAck::Server),
+            Some(id.clone()),
+            at(1),
+        )
+    });
+    let acks = ids
+        .iter()
+        .map(|id| other.advance_ack(&tenant, id, MessageAck::Read, at(1)));
+    let (finished, acked) = tokio::join!(join_all(finishes), join_all(acks));
+    for outcome in finished {
+        outcome.unwrap_or_else(|err| panic!("finish failed: {err}"));
+    }
+    for outcome in acked {
+        outcome.unwrap_or_else(|err| panic!("advance_ack failed: {err}"));
+    }
+    for id in &ids {
+        assert_eq!(
+            outbox
+                .by_message_id(&tenant, id)
+                .await
+                .unwrap()
+                .map(|record| record.status),
+            Some(sent(MessageAck::Read)),
+            "{id}: the ack was applied, before or after finish"
+        );
+    }
+    assert_eq!(
+        outbox.rows(&tenant, "supervisor_outbox_early_acks").await,
+        0,
+        "every early mark was folded in"
+    );
+}
+
+#[tokio::test]
+async fn rows_are_visible_in_their_tenant_scope_only() {
+    let outbox = scratch_outbox().await;
+    let acme = TenantId::generate();
+    let beta = TenantId::generate();
+    outbox.ensure_tenant(&beta).await;
+    outbox.begin(record(&acme, "k1", "hi", 0)).await.unwrap();
+    assert!(
+        !outbox
+            .advance_ack(&acme, "m-early", MessageAck::Read, at(1))
+            .await
+            .unwrap()
+    );
+    for table in ["supervisor_outbox", "supervisor_outbox_early_acks"] {
+        assert_eq!(outbox.rows(&acme, table).await, 1, "acme's {table}");
+        assert_eq!(
+            outbox.rows(&beta, table).await,
+            0,
+            "beta sees none of {table}"
+        );
+    }
+    assert_eq!(outbox.get(&beta, "k1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn statuses_and_acks_are_stored_as_columns() {
+    let outbox = scratch_outbox().await;
+    let tenant = TenantId::generate();
+    for key in ["k1", "k2", "k3"] {
+        outbox.begin(record(&tenant, key, "hi", 0)).await.unwrap();
+    }
+    assert_eq!(
+        outbox.stored_status(&tenant, "k1").await,
+        ("pending".to_owned(), None, None, None)
+    );
+    outbox
+        .finish(
+            &tenant,
+            "k1",
+            sent(MessageAck::Server),
+            Some("m1".to_owned()),
+            at(1),
+        )
+        .await
+        .unwrap();
+    assert!(
+        outbox
+            .advance_ack(&tenant, "m1", MessageAck::Read, at(2))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        outbox.stored_status(&tenant, "k1").await,
+        ("sent".to_owned(), None, Some("m1".to_owned()), Some(3)),
+        "the ack as its wire number"
+    );
+    let refused = OutboxStatus::Failed {
+        reason: "http_status".to_owned(),
+    };
+    outbox
+        .finish(&tenant, "k2", refused, None, at(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox.stored_status(&tenant, "k2").await,
+        (
+            "failed".to_owned(),
+            Some("http_status".to_owned()),
+            None,
+            None
+        )
+    );
+    outbox
+        .finish(&tenant, "k3", OutboxStatus::Unknown, None, at(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox.stored_status(&tenant, "k3").await,
+        ("unknown".to_owned(), None, None, None)
+    );
+}
+
+#[tokio::test]
+async fn one_message_id_belongs_to_one_record() {
+    let outbox = scratch_outbox().await;
+    let tenant = TenantId::generate();
+    for key in ["k1", "k2"] {
+        outbox.begin(record(&tenant, key, "hi", 0)).await.unwrap();
+    }
+    outbox
+        .finish(
+            &tenant,
+            "k1",
+            sent(MessageAck::Server),
+            Some("m1".to_owned()),
+            at(1),
+        )
+        .await
+        .unwrap();
+    match outbox
+        .finish(
+            &tenant,
+            "k2",
+            sent(MessageAck::Server),
+            Some("m1".to_owned()),
+            at(2),
+        )
+        .await
+    {
+        Err(OutboxError::Corrupt { .. }) => {}
+        other => panic!("a message id another record holds is refused, got {other:?}"),
+    }
+    assert_eq!(
+        outbox
+            .get(&tenant, "k2")
+            .await
+            .unwrap()
+            .map(|record| record.status),
+        Some(OutboxStatus::Pending),
+        "nothing changed"
+    );
+    assert_eq!(
+        outbox
+            .by_message_id(&tenant, "m1")
+            .await
+            .unwrap()
+            .map(|record| record.key),
+        Some("k1".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn prune_empties_both_tables() {
+    let outbox = scratch_outbox().await;
+    let tenant = TenantId::generate();
+    outbox.begin(record(&tenant, "old", "hi", 0)).await.unwrap();
+    outbox
+        .begin(record(&tenant, "new", "hi", 20))
+        .await
+        .unwrap();
+    outbox
+        .advance_ack(&tenant, "m-old", MessageAck::Read, at(1))
+        .await
+        .unwrap();
+    outbox
+        .advance_ack(&tenant, "m-new", MessageAck::Read, at(20))
+        .await
+        .unwrap();
+    assert_eq!(outbox.prune(at(10)).await.unwrap(), 1);
+    assert_eq!(outbox.rows(&tenant, "supervisor_outbox").await, 1);
+    assert_eq!(
+        outbox.rows(&tenant, "supervisor_outbox_early_acks").await,
+        1,
+        "the old mark went, the new one stays"
+    );
+}
+
+#[tokio::test]
+async fn erasing_a_tenant_takes_its_outbox_with_it() {
+    let outbox = scratch_outbox().await;
+    let tenant = TenantId::generate();
+    outbox.begin(record(&tenant, "k1", "hi", 0)).await.unwrap();
+    outbox
+        .advance_ack(&tenant, "m-early", MessageAck::Read, at(1))
+        .await
+        .unwrap();
+    let existed = outbox
+        .admin
+        .purge_tenant(&tenant)
+        .await
+        .unwrap_or_else(|err| panic!("purging {tenant}: {err}"));
+    assert!(existed, "the tenant existed");
+    for table in ["supervisor_outbox", "supervisor_outbox_early_acks"] {
+        assert_eq!(outbox.rows(&tenant, table).await, 0, "{table} cascaded");
+    }
+}
