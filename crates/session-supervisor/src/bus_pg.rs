@@ -26,6 +26,7 @@ use crate::events::{
     Alert, BusError, ChangeFilter, ChangeItem, ChangeStream, ChipChange, ChipChangeKind, EventBus,
     InProcessEventBus, UpgradeStage,
 };
+use crate::pg_common::{self, UnsignedError, db_reason, tenants_to_prune};
 use crate::phase::PhaseName;
 use crate::policy::{ParkReason, Reason};
 use crate::reconcile::StepKind;
@@ -264,23 +265,16 @@ impl PgEventBus {
     /// # Errors
     /// [`BusError::Unavailable`] when the database fails (the tenants done so far stay pruned).
     pub async fn prune(&self, older_than: SystemTime) -> Result<u64, BusError> {
-        let tenants: Vec<String> = {
-            let client = self.owner.get().await.map_err(unavailable)?;
-            client
-                .query(TENANTS_WITH_EVENTS, &[])
-                .await
-                .map_err(unavailable)?
-                .iter()
-                .map(|row| row.try_get::<_, String>("tenant_id"))
-                .collect::<Result<_, _>>()
-                .map_err(|_| corrupt("a tenant id does not read as text"))?
-        };
+        let tenants = tenants_to_prune(
+            &self.owner,
+            TENANTS_WITH_EVENTS,
+            "event bus",
+            unavailable,
+            || corrupt("a tenant id does not read as text"),
+        )
+        .await?;
         let mut removed = 0;
-        for raw in tenants {
-            let Ok(tenant) = TenantId::new(raw) else {
-                tracing::warn!("event bus prune: a stored tenant id is not valid; skipped");
-                continue;
-            };
+        for tenant in tenants {
             let tx = self
                 .shared
                 .tenant_db
@@ -746,7 +740,7 @@ fn change_from_row(row: &Row, tenant: &TenantId) -> Result<ChipChange, BusError>
 /// A database failure, without row contents.
 fn unavailable(err: impl Into<tenant_isolation::Error>) -> BusError {
     BusError::Unavailable {
-        reason: format!("event store: {}", err.into()),
+        reason: db_reason("event store", err),
     }
 }
 
@@ -758,15 +752,15 @@ fn corrupt(detail: &str) -> BusError {
 
 /// A stored `bigint` that must not be negative.
 fn unsigned(row: &Row, name: &str) -> Result<u64, BusError> {
-    let value: i64 = row
-        .try_get(name)
-        .map_err(|_| corrupt("a number does not read as bigint"))?;
-    u64::try_from(value).map_err(|_| corrupt("a stored number is negative"))
+    pg_common::unsigned(row, name).map_err(|err| match err {
+        UnsignedError::Unreadable => corrupt("a number does not read as bigint"),
+        UnsignedError::Negative(_) => corrupt("a stored number is negative"),
+    })
 }
 
 /// A number for a `bigint` bound (beyond its range: its end).
 fn bigint(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
+    pg_common::bigint(value, i64::MAX)
 }
 
 /// A [`ChipChange`] as stored in `supervisor_events.change` (tenant, chip and number are

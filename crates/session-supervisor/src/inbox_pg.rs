@@ -15,6 +15,7 @@ use tenant_isolation::pg::{TenantDb, TenantTx};
 use waha_client::webhook::MessageAck;
 
 use crate::inbox::{ACK_KEY_PREFIX, Admission, Inbox, InboxEntry, InboxError};
+use crate::pg_common::{UnsignedError, ack_rank, db_reason, tenants_to_prune, unsigned};
 
 /// Stores an entry (`$1` tenant, `$2` chip, `$3` received at, `$4` body, `$5` its keys as it
 /// carries them) and claims its distinct keys (`$6`, sorted; `$7` the message id of each ack
@@ -42,21 +43,6 @@ const ADMIT: &str = "WITH entry AS ( \
 const ADMIT_WITHOUT_KEYS: &str = "INSERT INTO supervisor_inbox \
          (tenant_id, chip_id, received_at, body, keys) \
      VALUES ($1::text, $2::text, $3::timestamptz, $4::bytea, '{}'::text[])";
-
-/// The rank of a stored ack (an SQL expression over a `bigint` ack number `$ack`), in the order
-/// of [`MessageAck::supersedes`]: the number doubled, every failure (`-1` and below) ranked `1`,
-/// between `Pending` (0) and `Server` (2). `numeric`, so doubling never overflows.
-macro_rules! ack_rank {
-    ($ack:literal) => {
-        concat!(
-            "(CASE WHEN ",
-            $ack,
-            " < 0 THEN 1::numeric ELSE ",
-            $ack,
-            "::numeric * 2 END)"
-        )
-    };
-}
 
 /// Records `$3` as the highest ack of message `$2` of tenant `$1` if it moves the message
 /// forward (or is its first), in one statement: the row lock of the conflict serializes
@@ -179,21 +165,10 @@ impl PgInbox {
 
     /// The tenants [`prune`](Inbox::prune) visits.
     async fn tenants(&self) -> Result<Vec<TenantId>, InboxError> {
-        let client = self.owner.get().await.map_err(unavailable)?;
-        let rows = client.query(TENANTS, &[]).await.map_err(unavailable)?;
-        let mut tenants = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let raw: String = row
-                .try_get("tenant_id")
-                .map_err(|_| corrupt("a tenant id does not read as text"))?;
-            match TenantId::new(raw) {
-                Ok(tenant) => tenants.push(tenant),
-                Err(_) => {
-                    tracing::warn!("webhook inbox prune: a stored tenant id is not valid; skipped");
-                }
-            }
-        }
-        Ok(tenants)
+        tenants_to_prune(&self.owner, TENANTS, "webhook inbox", unavailable, || {
+            corrupt("a tenant id does not read as text")
+        })
+        .await
     }
 
     /// Prunes one tenant in one transaction; answers how many entries went.
@@ -330,16 +305,16 @@ async fn rollback(tx: TenantTx) {
 
 /// A `count(*)` column.
 fn count(row: &Row, name: &str) -> Result<u64, InboxError> {
-    let value: i64 = row
-        .try_get(name)
-        .map_err(|_| corrupt("a count does not read as bigint"))?;
-    u64::try_from(value).map_err(|_| corrupt("a count is negative"))
+    unsigned(row, name).map_err(|err| match err {
+        UnsignedError::Unreadable => corrupt("a count does not read as bigint"),
+        UnsignedError::Negative(_) => corrupt("a count is negative"),
+    })
 }
 
 /// A database failure, without row contents (the database's message and SQL state only).
 fn unavailable(err: impl Into<tenant_isolation::Error>) -> InboxError {
     InboxError::Unavailable {
-        reason: format!("webhook inbox store: {}", err.into()),
+        reason: db_reason("webhook inbox store", err),
     }
 }
 

@@ -95,6 +95,8 @@ pub mod outbox_conformance;
 #[cfg(feature = "postgres")]
 mod outbox_pg;
 mod owner;
+#[cfg(feature = "postgres")]
+mod pg_common;
 pub mod phase;
 pub mod policy;
 pub mod reconcile;

@@ -23,7 +23,7 @@
 //! 2023): the checks never depend on the present, no backend may compare the times with its
 //! own clock, and a backend storing times to the microsecond reads them back unchanged.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use futures::future::join_all;
 use tenant_isolation::{ChipId, TenantId};
@@ -57,15 +57,9 @@ macro_rules! outbox_conformance {
     };
 }
 
-/// The time the checks' records are created around: 2023-11-14T22:13:20Z.
-pub fn base_time() -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_700_000_000)
-}
-
-/// [`base_time`] plus `secs` seconds.
-pub fn at(secs: u64) -> SystemTime {
-    base_time() + Duration::from_secs(secs)
-}
+/// The time the checks' records are created around (2023-11-14T22:13:20Z), and that plus
+/// `secs` seconds: the inbox suite's, one definition.
+pub use crate::inbox_conformance::{at, base_time};
 
 /// The chat every check sends to.
 pub const CHAT: &str = "5511999999999@c.us";

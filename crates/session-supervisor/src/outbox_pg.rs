@@ -15,28 +15,13 @@ use tenant_isolation::{ChipId, TenantId};
 use waha_client::webhook::MessageAck;
 
 use crate::outbox::{Begin, Outbox, OutboxError, OutboxRecord, OutboxStatus};
+use crate::pg_common::{ack_rank, db_reason, tenants_to_prune};
 
 /// The columns a record is read from (see [`record_from_row`]), as a literal for `concat!`.
 macro_rules! record_columns {
     () => {
         "tenant_id, idempotency_key, chip_id, chat, text_len, text_fingerprint, status, \
          failure_reason, message_id, ack, created_at, updated_at"
-    };
-}
-
-/// The rank of a stored ack (an SQL expression over a `bigint` ack number `$ack`), in the order
-/// of [`MessageAck::supersedes`]: the number doubled, every failure (`-1` and below) ranked `1`,
-/// between `Pending` (0) and `Server` (2). `numeric`, so doubling never overflows. (The same
-/// expression as `PgInbox`'s.)
-macro_rules! ack_rank {
-    ($ack:literal) => {
-        concat!(
-            "(CASE WHEN ",
-            $ack,
-            " < 0 THEN 1::numeric ELSE ",
-            $ack,
-            "::numeric * 2 END)"
-        )
     };
 }
 
@@ -264,19 +249,10 @@ impl PgOutbox {
 
     /// The tenants [`prune`](Outbox::prune) visits.
     async fn tenants(&self) -> Result<Vec<TenantId>, OutboxError> {
-        let client = self.owner.get().await.map_err(unavailable)?;
-        let rows = client.query(TENANTS, &[]).await.map_err(unavailable)?;
-        let mut tenants = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let raw: String = column(row, "tenant_id")?;
-            match TenantId::new(raw) {
-                Ok(tenant) => tenants.push(tenant),
-                Err(_) => {
-                    tracing::warn!("send outbox prune: a stored tenant id is not valid; skipped");
-                }
-            }
-        }
-        Ok(tenants)
+        tenants_to_prune(&self.owner, TENANTS, "send outbox", unavailable, || {
+            corrupt("column tenant_id does not read back")
+        })
+        .await
     }
 
     /// Prunes one tenant in one transaction; answers how many records went.
@@ -644,7 +620,7 @@ fn settle_error(err: tenant_isolation::Error) -> OutboxError {
 /// A database failure, without row contents (the database's message and SQL state only).
 fn unavailable(err: impl Into<tenant_isolation::Error>) -> OutboxError {
     OutboxError::Unavailable {
-        reason: format!("send outbox store: {}", err.into()),
+        reason: db_reason("send outbox store", err),
     }
 }
 

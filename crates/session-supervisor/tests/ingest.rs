@@ -24,6 +24,7 @@ use session_supervisor::{
 use tenant_isolation::{ChipId, HmacKey, TenantId, TenantStatus};
 use waha_client::webhook::{self, ALGORITHM_HEADER, MessageAck, SIGNATURE_HEADER};
 
+use shared::signed;
 use support::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -128,17 +129,6 @@ fn ack(id: &str, level: i64) -> Value {
 
 fn status(tenant: &TenantId, chip: &ChipId) -> Value {
     json!({ "name": session(tenant, chip), "status": "WORKING" })
-}
-
-/// The headers WAHA sends with a body signed under `key`.
-fn signed(key: &HmacKey, body: &[u8]) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        SIGNATURE_HEADER,
-        HeaderValue::from_str(&webhook::sign(key, body)).expect("hex is a header value"),
-    );
-    headers.insert(ALGORITHM_HEADER, HeaderValue::from_static("sha512"));
-    headers
 }
 
 /// The changes of these kinds waiting on `stream`, in order.

@@ -13,18 +13,14 @@ mod shared;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use session_supervisor::store::PgChipStore;
 use session_supervisor::{
     ChangeFilter, ChangeItem, ChangeStream, ChipChange, ChipChangeKind, ChipKey, ChipRecord,
     ChipSpec, EventBus, PairingCodeSecret, PgEventBus,
 };
-use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
-use tenant_isolation::pg::{self, PgTenantDirectory, PoolOptions};
-use tenant_isolation::{ChipId, NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets};
+use tenant_isolation::pg::reexports::tokio_postgres;
+use tenant_isolation::{ChipId, TenantId};
 
-use shared::pg::{
-    app_db, app_url, migrated_admin, on_database, pool_options, scratch, try_end_app_connections,
-};
+use shared::pg::ScratchPg;
 
 /// How long a live change may take to arrive (NOTIFY, then a read).
 const ARRIVAL: Duration = Duration::from_secs(10);
@@ -32,82 +28,16 @@ const ARRIVAL: Duration = Duration::from_secs(10);
 /// How long a test waits to be sure nothing more arrives.
 const QUIET: Duration = Duration::from_millis(300);
 
-fn options() -> PoolOptions {
-    pool_options(4)
-}
+const POOL_SIZE: usize = 4;
 
-/// A scratch database migrated as a host does; buses ("replicas") on it are made by
-/// [`Scratch::bus`] and must be dropped before it (declare them after it).
-struct Scratch {
-    directory: PgTenantDirectory,
-    app_url: String,
-    /// Last: dropped after the pools.
-    db: scratch::ScratchDb,
-}
-
-impl Scratch {
-    async fn new() -> Self {
-        let db = scratch::ScratchDb::create().await;
-        let admin = migrated_admin(&db.url, &options(), &[PgChipStore::MIGRATIONS]).await;
-        Scratch {
-            directory: PgTenantDirectory::new(admin),
-            app_url: on_database(&app_url(), &db.name),
-            db,
-        }
-    }
-
-    /// A bus with pools of its own, as another replica would have. Its LISTEN connection is
-    /// the owner's, which the scratch database's forced drop ends.
-    async fn bus(&self) -> PgEventBus {
-        let tenant_db = app_db(&self.app_url, &options()).await;
-        let owner = pg::build_pool(&self.db.url, &options()).expect("DATABASE_URL is valid");
-        let listen: tokio_postgres::Config = self.db.url.parse().expect("a valid URL");
-        let bus = PgEventBus::new(tenant_db, owner, listen);
-        bus.start().await.expect("the LISTEN connection");
-        bus
-    }
-
-    /// A new tenant in the directory (the event tables refer to it).
-    async fn tenant(&self) -> TenantId {
-        let tenant = TenantId::generate();
-        let secrets = TenantSecrets::generate().expect("tenant secrets");
-        let new = NewTenant::new(tenant.clone(), PlanLimits::new(100, 100, 1_000), secrets);
-        self.directory
-            .create(new)
-            .await
-            .unwrap_or_else(|err| panic!("creating tenant {tenant}: {err}"));
-        tenant
-    }
-
-    /// A plain client of the application role on the scratch database.
-    async fn app_client(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.app_url, NoTls)
-            .await
-            .unwrap_or_else(|err| panic!("the application role on the scratch database: {err}"));
-        tokio::spawn(connection);
-        client
-    }
-}
-
-impl Drop for Scratch {
-    /// As `pg_store.rs`: the application role ends its own connections (the owner may not),
-    /// on a runtime of its own; the guard's `DROP DATABASE ... WITH (FORCE)` ends the owner's.
-    fn drop(&mut self) {
-        let url = self.app_url.clone();
-        let ended = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|err| err.to_string())?;
-            runtime.block_on(try_end_app_connections(&url))
-        })
-        .join();
-        match ended {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => eprintln!("could not end the application role's connections: {err}"),
-            Err(_) => eprintln!("ending the application role's connections panicked"),
-        }
-    }
+/// A bus on `scratch` with pools of its own, as another replica would have; it must be dropped
+/// before `scratch` (declare it after it). Its LISTEN connection is the owner's, which the
+/// scratch database's forced drop ends.
+async fn replica_bus(scratch: &ScratchPg) -> PgEventBus {
+    let listen: tokio_postgres::Config = scratch.db.url.parse().expect("a valid URL");
+    let bus = PgEventBus::new(scratch.tenant_db().await, scratch.owner_pool(), listen);
+    bus.start().await.expect("the LISTEN connection");
+    bus
 }
 
 fn record(tenant: &TenantId, chip: &str, at: SystemTime) -> ChipRecord {
@@ -156,9 +86,9 @@ async fn assert_quiet(stream: &mut ChangeStream, what: &str) {
 
 #[tokio::test]
 async fn tenants_never_see_each_others_changes() {
-    let scratch = Scratch::new().await;
-    let (a, b) = (scratch.tenant().await, scratch.tenant().await);
-    let bus = scratch.bus().await;
+    let scratch = ScratchPg::new(POOL_SIZE).await;
+    let (a, b) = (scratch.create_tenant().await, scratch.create_tenant().await);
+    let bus = replica_bus(&scratch).await;
     let mut of_a = bus
         .subscribe(&a, ChangeFilter::all())
         .await
@@ -227,9 +157,9 @@ async fn tenants_never_see_each_others_changes() {
 
 #[tokio::test]
 async fn a_resume_replays_what_followed_then_goes_live() {
-    let scratch = Scratch::new().await;
-    let tenant = scratch.tenant().await;
-    let bus = scratch.bus().await;
+    let scratch = ScratchPg::new(POOL_SIZE).await;
+    let tenant = scratch.create_tenant().await;
+    let bus = replica_bus(&scratch).await;
     for expected in 1..=5 {
         let seq = bus
             .publish(created(&tenant, SystemTime::now()))
@@ -257,10 +187,10 @@ async fn a_resume_replays_what_followed_then_goes_live() {
 
 #[tokio::test]
 async fn a_change_published_on_one_replica_reaches_a_subscriber_of_another() {
-    let scratch = Scratch::new().await;
-    let tenant = scratch.tenant().await;
-    let one = scratch.bus().await;
-    let other = scratch.bus().await;
+    let scratch = ScratchPg::new(POOL_SIZE).await;
+    let tenant = scratch.create_tenant().await;
+    let one = replica_bus(&scratch).await;
+    let other = replica_bus(&scratch).await;
     let mut live = other
         .subscribe(&tenant, ChangeFilter::all())
         .await
@@ -282,10 +212,10 @@ async fn a_change_published_on_one_replica_reaches_a_subscriber_of_another() {
 
 #[tokio::test]
 async fn interleaved_publishers_get_consecutive_numbers_seen_in_order() {
-    let scratch = Scratch::new().await;
-    let tenant = scratch.tenant().await;
-    let one = scratch.bus().await;
-    let other = scratch.bus().await;
+    let scratch = ScratchPg::new(POOL_SIZE).await;
+    let tenant = scratch.create_tenant().await;
+    let one = replica_bus(&scratch).await;
+    let other = replica_bus(&scratch).await;
     let mut live = one
         .subscribe(&tenant, ChangeFilter::all())
         .await
@@ -324,7 +254,7 @@ async fn interleaved_publishers_get_consecutive_numbers_seen_in_order() {
         .expect("a slow publisher's transaction");
     let after = tokio::spawn({
         // The bus is borrowed by the test; publish through a third replica owned by the task.
-        let bus = scratch.bus().await;
+        let bus = replica_bus(&scratch).await;
         let change = created(&tenant, SystemTime::now());
         async move { bus.publish(change).await.expect("publish") }
     });
@@ -349,9 +279,9 @@ async fn interleaved_publishers_get_consecutive_numbers_seen_in_order() {
 
 #[tokio::test]
 async fn pruned_changes_come_as_a_gap() {
-    let scratch = Scratch::new().await;
-    let tenant = scratch.tenant().await;
-    let bus = scratch.bus().await;
+    let scratch = ScratchPg::new(POOL_SIZE).await;
+    let tenant = scratch.create_tenant().await;
+    let bus = replica_bus(&scratch).await;
     let old = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let recent = SystemTime::now();
     for at in [old, old, old, recent, recent] {

@@ -16,21 +16,16 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use session_supervisor::inbox_conformance::{at, entry};
-use session_supervisor::store::PgChipStore;
 use session_supervisor::{Admission, Inbox, InboxEntry, InboxError, PgInbox};
-use tenant_isolation::pg::{self, AdminDb, PgTenantDirectory, PoolOptions, TenantDb};
-use tenant_isolation::{NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets};
+use tenant_isolation::TenantId;
+use tenant_isolation::pg::TenantDb;
 use waha_client::webhook::MessageAck;
 
-use shared::pg::{
-    app_db, app_url, migrated_admin, on_database, pool_options, scratch, try_end_app_connections,
-};
+use shared::pg::ScratchPg;
 
 /// Small pools: every check runs on a database of its own, in parallel with the others, under
 /// PostgreSQL's connection limit.
-fn options() -> PoolOptions {
-    pool_options(4)
-}
+const POOL_SIZE: usize = 4;
 
 /// A `PgInbox` on a fresh scratch database, which goes when the inbox does. As an `Inbox` it
 /// creates a tenant in the directory when a call first names it (the conformance checks make up
@@ -39,42 +34,26 @@ struct ScratchInbox {
     inbox: PgInbox,
     /// The application role, for reading rows back in a tenant's scope.
     tenant_db: TenantDb,
-    directory: PgTenantDirectory,
-    /// The owner role (the directory's), for erasing a tenant.
-    admin: AdminDb,
-    /// The application role's URL for the scratch database.
-    app_url: String,
-    /// Last: dropped after the pools (held for its drop, which drops the database).
-    _db: scratch::ScratchDb,
+    /// Last: dropped after the pools (its drop drops the database).
+    pg: ScratchPg,
 }
 
 /// A scratch database migrated as a host does (tenant-isolation's set, then the supervisor's,
 /// then the grants, in one run) and an inbox on it.
 async fn scratch_inbox() -> ScratchInbox {
-    let db = scratch::ScratchDb::create().await;
-    let admin = migrated_admin(&db.url, &options(), &[PgChipStore::MIGRATIONS]).await;
-    let app_url = on_database(&app_url(), &db.name);
-    let tenant_db = app_db(&app_url, &options()).await;
-    let owner = pg::build_pool(&db.url, &options()).expect("DATABASE_URL is a valid URL");
+    let pg = ScratchPg::new(POOL_SIZE).await;
+    let tenant_db = pg.tenant_db().await;
     ScratchInbox {
-        inbox: PgInbox::new(tenant_db.clone(), owner),
+        inbox: PgInbox::new(tenant_db.clone(), pg.owner_pool()),
         tenant_db,
-        directory: PgTenantDirectory::new(admin.clone()),
-        admin,
-        app_url,
-        _db: db,
+        pg,
     }
 }
 
 impl ScratchInbox {
     /// Creates `tenant` in the directory unless it exists.
     async fn ensure_tenant(&self, tenant: &TenantId) {
-        let secrets = TenantSecrets::generate().expect("tenant secrets");
-        let new = NewTenant::new(tenant.clone(), PlanLimits::new(100, 100, 1_000), secrets);
-        match self.directory.create(new).await {
-            Ok(_) | Err(tenant_isolation::Error::TenantAlreadyExists { .. }) => {}
-            Err(err) => panic!("creating tenant {tenant}: {err}"),
-        }
+        self.pg.ensure_tenant(tenant).await;
     }
 
     /// How many rows of `tenant` `table` holds, read in `tenant`'s scope.
@@ -125,27 +104,6 @@ impl ScratchInbox {
             .unwrap_or_else(|err| panic!("reading the acks: {err}"));
         tx.commit().await.expect("commit of a read");
         row.map(|row| row.get("ack"))
-    }
-}
-
-impl Drop for ScratchInbox {
-    /// As `pg_store.rs`: the application role ends its own connections (the owner may not),
-    /// on a runtime of its own; the guard's `DROP DATABASE ... WITH (FORCE)` ends the owner's.
-    fn drop(&mut self) {
-        let url = self.app_url.clone();
-        let ended = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|err| err.to_string())?;
-            runtime.block_on(try_end_app_connections(&url))
-        })
-        .join();
-        match ended {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => eprintln!("could not end the application role's connections: {err}"),
-            Err(_) => eprintln!("ending the application role's connections panicked"),
-        }
     }
 }
 
@@ -317,6 +275,7 @@ async fn erasing_a_tenant_takes_its_inbox_with_it() {
             .unwrap()
     );
     let existed = inbox
+        .pg
         .admin
         .purge_tenant(&tenant)
         .await

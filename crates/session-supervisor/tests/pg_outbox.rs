@@ -20,23 +20,18 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use futures::future::join_all;
 use session_supervisor::outbox_conformance::{at, record};
-use session_supervisor::store::PgChipStore;
 use session_supervisor::{
     Begin, Outbox, OutboxError, OutboxRecord, OutboxStatus, PgOutbox, text_fingerprint,
 };
-use tenant_isolation::pg::{self, AdminDb, PgTenantDirectory, PoolOptions, TenantDb};
-use tenant_isolation::{NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets};
+use tenant_isolation::TenantId;
+use tenant_isolation::pg::TenantDb;
 use waha_client::webhook::MessageAck;
 
-use shared::pg::{
-    app_db, app_url, migrated_admin, on_database, pool_options, scratch, try_end_app_connections,
-};
+use shared::pg::ScratchPg;
 
 /// Small pools: every check runs on a database of its own, in parallel with the others, under
 /// PostgreSQL's connection limit.
-fn options() -> PoolOptions {
-    pool_options(4)
-}
+const POOL_SIZE: usize = 4;
 
 /// A `PgOutbox` on a fresh scratch database, which goes when the outbox does. As an `Outbox` it
 /// creates a tenant in the directory when a call first names it (the conformance checks make up
@@ -45,36 +40,22 @@ struct ScratchOutbox {
     outbox: PgOutbox,
     /// The application role, for reading rows back in a tenant's scope.
     tenant_db: TenantDb,
-    directory: PgTenantDirectory,
     /// The tenants known to exist (saves a directory round trip per call).
     tenants: Mutex<HashSet<TenantId>>,
-    /// The owner role (the directory's), for erasing a tenant.
-    admin: AdminDb,
-    /// The owner role's URL for the scratch database.
-    owner_url: String,
-    /// The application role's URL for the scratch database.
-    app_url: String,
-    /// Last: dropped after the pools (held for its drop, which drops the database).
-    _db: scratch::ScratchDb,
+    /// Last: dropped after the pools (its drop drops the database).
+    pg: ScratchPg,
 }
 
 /// A scratch database migrated as a host does (tenant-isolation's set, then the supervisor's,
 /// then the grants, in one run) and an outbox on it.
 async fn scratch_outbox() -> ScratchOutbox {
-    let db = scratch::ScratchDb::create().await;
-    let admin = migrated_admin(&db.url, &options(), &[PgChipStore::MIGRATIONS]).await;
-    let app_url = on_database(&app_url(), &db.name);
-    let tenant_db = app_db(&app_url, &options()).await;
-    let owner = pg::build_pool(&db.url, &options()).expect("DATABASE_URL is a valid URL");
+    let pg = ScratchPg::new(POOL_SIZE).await;
+    let tenant_db = pg.tenant_db().await;
     ScratchOutbox {
-        outbox: PgOutbox::new(tenant_db.clone(), owner),
+        outbox: PgOutbox::new(tenant_db.clone(), pg.owner_pool()),
         tenant_db,
-        directory: PgTenantDirectory::new(admin.clone()),
         tenants: Mutex::new(HashSet::new()),
-        admin,
-        owner_url: db.url.clone(),
-        app_url,
-        _db: db,
+        pg,
     }
 }
 
@@ -84,12 +65,7 @@ impl ScratchOutbox {
         if self.known().contains(tenant) {
             return;
         }
-        let secrets = TenantSecrets::generate().expect("tenant secrets");
-        let new = NewTenant::new(tenant.clone(), PlanLimits::new(100, 100, 1_000), secrets);
-        match self.directory.create(new).await {
-            Ok(_) | Err(tenant_isolation::Error::TenantAlreadyExists { .. }) => {}
-            Err(err) => panic!("creating tenant {tenant}: {err}"),
-        }
+        self.pg.ensure_tenant(tenant).await;
         self.known().insert(tenant.clone());
     }
 
@@ -100,9 +76,7 @@ impl ScratchOutbox {
     /// Another `PgOutbox` on the same database, with pools of its own: what a restarted process
     /// or another replica has.
     async fn another_outbox(&self) -> PgOutbox {
-        let tenant_db = app_db(&self.app_url, &options()).await;
-        let owner = pg::build_pool(&self.owner_url, &options()).expect("a valid URL");
-        PgOutbox::new(tenant_db, owner)
+        PgOutbox::new(self.pg.tenant_db().await, self.pg.owner_pool())
     }
 
     /// How many rows of `tenant` `table` holds, read in `tenant`'s scope.
@@ -165,27 +139,6 @@ impl ScratchOutbox {
             row.get("message_id"),
             row.get("ack"),
         )
-    }
-}
-
-impl Drop for ScratchOutbox {
-    /// As `pg_store.rs`: the application role ends its own connections (the owner may not),
-    /// on a runtime of its own; the guard's `DROP DATABASE ... WITH (FORCE)` ends the owner's.
-    fn drop(&mut self) {
-        let url = self.app_url.clone();
-        let ended = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|err| err.to_string())?;
-            runtime.block_on(try_end_app_connections(&url))
-        })
-        .join();
-        match ended {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => eprintln!("could not end the application role's connections: {err}"),
-            Err(_) => eprintln!("ending the application role's connections panicked"),
-        }
     }
 }
 
@@ -553,6 +506,7 @@ async fn erasing_a_tenant_takes_its_outbox_with_it() {
         .await
         .unwrap();
     let existed = outbox
+        .pg
         .admin
         .purge_tenant(&tenant)
         .await

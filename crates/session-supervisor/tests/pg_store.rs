@@ -21,15 +21,12 @@ use session_supervisor::{
     ChipKey, ChipRecord, ChipSpec, ChipStore, CreateOutcome, Desired, Fence, ManualClock, NewChip,
     ObservedPatch, OwnerId, Signal, SignalBody, StoreError, Trigger,
 };
+use tenant_isolation::pg::reexports::tokio_postgres;
 use tenant_isolation::pg::reexports::tokio_postgres::error::SqlState;
-use tenant_isolation::pg::reexports::tokio_postgres::{self, NoTls};
-use tenant_isolation::pg::{self, AdminDb, PgTenantDirectory, PoolOptions, TenantDb};
-use tenant_isolation::{ChipId, NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets};
+use tenant_isolation::pg::{AdminDb, PoolOptions, TenantDb};
+use tenant_isolation::{ChipId, TenantId};
 
-use shared::pg::{
-    app_db, app_url, migrated_admin, migration_config, on_database, pool_options, scratch,
-    try_end_app_connections,
-};
+use shared::pg::{ScratchPg, migration_config, pool_options, scratch};
 
 /// The tables the store's migration declares tenant-scoped.
 const TENANT_TABLES: [&str; 3] = [
@@ -42,8 +39,10 @@ const PLATFORM_TABLES: [&str; 2] = ["supervisor_owner_leases", "supervisor_work"
 
 /// Small pools: every check runs on databases of its own, in parallel with the others, under
 /// PostgreSQL's connection limit.
+const POOL_SIZE: usize = 4;
+
 fn options() -> PoolOptions {
-    pool_options(4)
+    pool_options(POOL_SIZE)
 }
 
 /// A `PgChipStore` on a fresh scratch database, which goes when the store does. As a
@@ -51,72 +50,29 @@ fn options() -> PoolOptions {
 /// up tenant ids; the tenant tables refer to the directory).
 struct ScratchStore {
     store: PgChipStore,
-    directory: PgTenantDirectory,
-    /// The application role's URL for the scratch database.
-    app_url: String,
-    /// Last: dropped after the pools.
-    db: scratch::ScratchDb,
+    /// Last: dropped after the pools (its drop drops the database).
+    pg: ScratchPg,
 }
 
 /// A scratch database migrated as a host does (tenant-isolation's set, then the store's, then
 /// the grants, in one run) and a store on it running on `clock`.
 async fn scratch_store(clock: ManualClock) -> ScratchStore {
-    let db = scratch::ScratchDb::create().await;
-    let admin = migrated_admin(&db.url, &options(), &[PgChipStore::MIGRATIONS]).await;
-    let app_url = on_database(&app_url(), &db.name);
-    let tenant_db = app_db(&app_url, &options()).await;
-    let owner = pg::build_pool(&db.url, &options()).expect("DATABASE_URL is a valid URL");
+    let pg = ScratchPg::new(POOL_SIZE).await;
     ScratchStore {
-        store: PgChipStore::new(tenant_db, owner).with_clock(Arc::new(clock)),
-        directory: PgTenantDirectory::new(admin),
-        app_url,
-        db,
+        store: PgChipStore::new(pg.tenant_db().await, pg.owner_pool()).with_clock(Arc::new(clock)),
+        pg,
     }
 }
 
 impl ScratchStore {
     /// Creates `tenant` in the directory unless it exists.
     async fn ensure_tenant(&self, tenant: &TenantId) {
-        let secrets = TenantSecrets::generate().expect("tenant secrets");
-        let new = NewTenant::new(tenant.clone(), PlanLimits::new(100, 100, 1_000), secrets);
-        match self.directory.create(new).await {
-            Ok(_) | Err(tenant_isolation::Error::TenantAlreadyExists { .. }) => {}
-            Err(err) => panic!("creating tenant {tenant}: {err}"),
-        }
+        self.pg.ensure_tenant(tenant).await;
     }
 
     /// A plain client of the application role on the scratch database.
     async fn app_client(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.app_url, NoTls)
-            .await
-            .unwrap_or_else(|err| panic!("the application role on the scratch database: {err}"));
-        tokio::spawn(connection);
-        client
-    }
-}
-
-impl Drop for ScratchStore {
-    /// The scratch database can only be dropped once nobody is connected to it, and the owner
-    /// may not end the application role's connections; those of the store's pool close only
-    /// when this test's runtime gets to run again, which the guard's drop (blocking) would
-    /// prevent. So the application role ends its own connections here, on a runtime of its
-    /// own; the guard's `DROP DATABASE ... WITH (FORCE)` ends the owner's.
-    fn drop(&mut self) {
-        let url = self.app_url.clone();
-        let ended = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|err| err.to_string())?;
-            runtime.block_on(try_end_app_connections(&url))
-        })
-        .join();
-        match ended {
-            Ok(Ok(())) => {}
-            // The guard's drop then reports the database it could not drop.
-            Ok(Err(err)) => eprintln!("could not end the application role's connections: {err}"),
-            Err(_) => eprintln!("ending the application role's connections panicked"),
-        }
+        self.pg.app_client().await
     }
 }
 
@@ -245,7 +201,7 @@ fn code(result: Result<u64, tokio_postgres::Error>) -> Option<SqlState> {
 #[tokio::test]
 async fn the_migration_protects_the_tenant_tables() {
     let store = scratch_store(ManualClock::new(SystemTime::now())).await;
-    let tenant_db = TenantDb::connect(&store.app_url, &options())
+    let tenant_db = TenantDb::connect(&store.pg.app_url, &options())
         .await
         .expect("the application role on the scratch database");
     tenant_db
@@ -253,12 +209,12 @@ async fn the_migration_protects_the_tenant_tables() {
         .await
         .expect("the tenant tables have row-level security forced");
 
-    let owner = scratch::owner_client(&store.db.url).await;
+    let owner = scratch::owner_client(&store.pg.db.url).await;
     let recorded = scratch::recorded_migrations(&owner).await;
     for row in scratch::recorded_rows(&PgChipStore::MIGRATIONS) {
         assert!(recorded.contains(&row), "{row:?} is recorded: {recorded:?}");
     }
-    let admin = AdminDb::connect(&store.db.url, &options()).expect("valid URL");
+    let admin = AdminDb::connect(&store.pg.db.url, &options()).expect("valid URL");
     let again = admin
         .migrate_with(&migration_config(), &[PgChipStore::MIGRATIONS])
         .await

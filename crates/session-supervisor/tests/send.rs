@@ -13,10 +13,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderMap, HeaderValue};
 use serde_json::json;
 use session_supervisor::{
-    ChipRecord, ChipSpec, Choreography, EventBus, Ingest, IngestConfig, IngestOutcome, MemoryInbox,
+    ChipSpec, Choreography, EventBus, Ingest, IngestConfig, IngestOutcome, MemoryInbox,
     MemoryOutbox, Outbox, OutboxRecord, OutboxStatus, PhaseName, SendError, SendReceipt,
     SendRequest, Supervisor,
 };
@@ -24,8 +23,9 @@ use tenant_isolation::{
     ChipId, HmacKey, MemorySendPacer, PaceLimit, PacerConfig, PlanLimits, QuotaLimit, SystemClock,
     TenantId, TenantStatus, WarmupCurve,
 };
-use waha_client::webhook::{self, ALGORITHM_HEADER, MessageAck, SIGNATURE_HEADER};
+use waha_client::webhook::MessageAck;
 
+use shared::signed;
 use support::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -78,23 +78,6 @@ fn build(fleet: &Fleet, pacer: Arc<MemorySendPacer>, outbox: Arc<MemoryOutbox>) 
         .outbox(outbox)
         .build()
         .expect("the test configuration is valid")
-}
-
-/// Creates a QR chip, lets a phone scan it as `digits`, and waits until it is `Working`.
-async fn working_chip(
-    fleet: &Fleet,
-    supervisor: &Supervisor,
-    tenant: &TenantId,
-    chip: &ChipId,
-    digits: &str,
-) -> ChipRecord {
-    supervisor
-        .create_chip(tenant, chip, ChipSpec::qr())
-        .await
-        .unwrap_or_else(|error| panic!("creating {tenant}/{chip} failed: {error}"));
-    wait_phase(supervisor, tenant, chip, PhaseName::AwaitingLogin, WAIT).await;
-    fleet.scan(tenant, chip, digits).await;
-    wait_phase(supervisor, tenant, chip, PhaseName::Working, WAIT).await
 }
 
 /// A running world: tenant `acme` with `limits`, chip `c1` working, a supervisor with a
@@ -490,16 +473,6 @@ fn ack_body(
         },
     });
     serde_json::to_vec(&envelope).expect("JSON")
-}
-
-fn signed(key: &HmacKey, body: &[u8]) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        SIGNATURE_HEADER,
-        HeaderValue::from_str(&webhook::sign(key, body)).expect("hex is a header value"),
-    );
-    headers.insert(ALGORITHM_HEADER, HeaderValue::from_static("sha512"));
-    headers
 }
 
 /// Posts a signed ack of `message_id` at `level` to the ingest, as `tenant`'s container.

@@ -116,8 +116,7 @@ async fn wait_all(
     }
 }
 
-/// Creates a QR chip, waits for its QR window, lets a phone scan it as `digits`, and waits
-/// until it is `Working`.
+/// [`support::working_chip`], then checks the account that scanned.
 async fn working_chip(
     fleet: &Fleet,
     supervisor: &Supervisor,
@@ -125,13 +124,7 @@ async fn working_chip(
     chip: &ChipId,
     digits: &str,
 ) -> ChipRecord {
-    supervisor
-        .create_chip(tenant, chip, ChipSpec::qr())
-        .await
-        .unwrap_or_else(|error| panic!("creating {tenant}/{chip} failed: {error}"));
-    wait_phase(supervisor, tenant, chip, PhaseName::AwaitingLogin, WAIT).await;
-    fleet.scan(tenant, chip, digits).await;
-    let working = wait_phase(supervisor, tenant, chip, PhaseName::Working, WAIT).await;
+    let working = support::working_chip(fleet, supervisor, tenant, chip, digits).await;
     let me = working
         .observed
         .me

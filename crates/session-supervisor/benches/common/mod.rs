@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use container_pool::{ImageRef, InMemoryRuntime, PoolConfig};
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use proxy_allocator::InMemoryLeaseStore;
 use serde_json::{Value, json};
 use session_supervisor::{
@@ -30,7 +30,6 @@ use tenant_isolation::{
     ChipId, HmacKey, MemoryQuotaLedger, MemoryTenantDirectory, NewTenant, PlanLimits, QuotaLedger,
     SessionName, TenantDirectory, TenantId, TenantSecrets,
 };
-use waha_client::webhook::{self, ALGORITHM_HEADER, SIGNATURE_HEADER};
 
 /// The customer every benchmark message comes from.
 pub const CUSTOMER: &str = "5511999999999@c.us";
@@ -164,16 +163,8 @@ fn now_ms() -> u64 {
     u64::try_from(since.as_millis()).expect("milliseconds fit in u64")
 }
 
-/// The headers WAHA sends with a body signed under `key`.
-pub fn signed(key: &HmacKey, body: &[u8]) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        SIGNATURE_HEADER,
-        HeaderValue::from_str(&webhook::sign(key, body)).expect("hex is a header value"),
-    );
-    headers.insert(ALGORITHM_HEADER, HeaderValue::from_static("sha512"));
-    headers
-}
+/// The headers WAHA sends with a body signed under `key` (defined once, in `shared`).
+pub use shared::signed;
 
 /// A signed delivery of `kind` for `tenant`'s `chip`, with an event id and a WhatsApp message
 /// id never used before in this process (so de-duplication admits it).

@@ -21,6 +21,7 @@ use super::{
     VersionKind,
 };
 use crate::chip::{ChipKey, ChipRecord, Desired, ObservedPatch};
+use crate::pg_common::{self, UnsignedError, bigint};
 use crate::signal::{Signal, SignalBody};
 
 /// This crate's migrations, in order. Never edit a released one: add a version.
@@ -601,14 +602,12 @@ fn column<'a, T: FromSql<'a>>(row: &'a Row, table: &str, name: &str) -> Result<T
 
 /// A stored `bigint` that must not be negative (a version, a token, a signal number).
 fn unsigned(row: &Row, table: &str, name: &str) -> Result<u64, StoreError> {
-    let value: i64 = column(row, table, name)?;
-    u64::try_from(value).map_err(|_| corrupt(format!("{table}.{name} is negative ({value})")))
-}
-
-/// A number for a `bigint` comparison; one beyond its range matches no stored value, so it
-/// becomes `fallback` (a value no row holds, or the range's end for a bound).
-fn bigint(value: u64, fallback: i64) -> i64 {
-    i64::try_from(value).unwrap_or(fallback)
+    pg_common::unsigned(row, name).map_err(|err| match err {
+        UnsignedError::Unreadable => {
+            corrupt(format!("{table}.{name} does not read as the expected type"))
+        }
+        UnsignedError::Negative(value) => corrupt(format!("{table}.{name} is negative ({value})")),
+    })
 }
 
 /// A JSON column's value. Serialization only fails for a time before 1970.

@@ -19,10 +19,12 @@ use std::time::Duration;
 use container_pool::{
     ContainerRuntime, PoolConfig, TenantPool, WahaHealthProbe, keys_from_directory,
 };
+use http::{HeaderMap, HeaderValue};
 use proxy_allocator::{AllocationPolicy, LeaseStore, ProxyAllocator, StaticListSource};
 use session_supervisor::policy::Rate;
 use session_supervisor::{HttpWahaClients, Policy, SupervisorConfig, Toggle, WahaClients};
-use tenant_isolation::{NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets};
+use tenant_isolation::{HmacKey, NewTenant, PlanLimits, TenantDirectory, TenantId, TenantSecrets};
+use waha_client::webhook::{self, ALGORITHM_HEADER, SIGNATURE_HEADER};
 use waha_client::{ClientConfig, RetryConfig};
 
 pub fn ms(n: u64) -> Duration {
@@ -158,4 +160,15 @@ pub async fn create_tenant(directory: &dyn TenantDirectory, tenant: &TenantId, l
         ))
         .await
         .unwrap_or_else(|e| panic!("creating tenant {tenant}: {e}"));
+}
+
+/// The headers WAHA sends with a body signed under `key`.
+pub fn signed(key: &HmacKey, body: &[u8]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        SIGNATURE_HEADER,
+        HeaderValue::from_str(&webhook::sign(key, body)).expect("hex is a header value"),
+    );
+    headers.insert(ALGORITHM_HEADER, HeaderValue::from_static("sha512"));
+    headers
 }

@@ -28,9 +28,9 @@ use container_pool::{
 };
 use proxy_allocator::{InMemoryLeaseStore, ProxyAllocator, ProxyLease};
 use session_supervisor::{
-    ChipKey, ChipRecord, ChipStore, EventBus, InProcessEventBus, MemoryChipStore, OwnerId,
-    PhaseName, ShutdownReport, StepOutcome, Supervisor, SupervisorConfig, SupervisorHandle,
-    SupervisorParts, SystemClock, WahaClients,
+    ChipKey, ChipRecord, ChipSpec, ChipStore, EventBus, InProcessEventBus, MemoryChipStore,
+    OwnerId, PhaseName, ShutdownReport, StepOutcome, Supervisor, SupervisorConfig,
+    SupervisorHandle, SupervisorParts, SystemClock, WahaClients,
 };
 use tenant_isolation::{
     ChipId, MemoryQuotaLedger, MemoryTenantDirectory, NewTenant, PlanLimits, QuotaLedger,
@@ -698,4 +698,22 @@ pub fn is_start_or_restart(call: &waha_sim::CallRecord) -> bool {
 /// The highest call number a simulator has logged so far (0: none).
 pub fn call_mark(control: &SimulatorControl) -> u64 {
     control.calls().last().map_or(0, |call| call.seq)
+}
+
+/// Creates a QR chip, waits for its QR window, lets a phone scan it as `digits`, and waits
+/// until it is `Working`.
+pub async fn working_chip(
+    fleet: &Fleet,
+    supervisor: &Supervisor,
+    tenant: &TenantId,
+    chip: &ChipId,
+    digits: &str,
+) -> ChipRecord {
+    supervisor
+        .create_chip(tenant, chip, ChipSpec::qr())
+        .await
+        .unwrap_or_else(|error| panic!("creating {tenant}/{chip} failed: {error}"));
+    wait_phase(supervisor, tenant, chip, PhaseName::AwaitingLogin, WAIT).await;
+    fleet.scan(tenant, chip, digits).await;
+    wait_phase(supervisor, tenant, chip, PhaseName::Working, WAIT).await
 }
