@@ -406,6 +406,15 @@ async fn read_start(
     let Some(after) = after else {
         return Ok((head, Vec::new(), head));
     };
+    if after > head {
+        // A cursor from before a restore, or from elsewhere: the numbers restarted below it.
+        // Say so (a gap that resumes at the head) instead of skipping everything up to it.
+        let gap = ChangeItem::Gap {
+            missed: 0,
+            resume_after: head,
+        };
+        return Ok((head, vec![gap], head));
+    }
     let mut replay = Vec::new();
     let mut changes = Vec::new();
     if after < head {

@@ -692,6 +692,20 @@ impl EventBus for InProcessEventBus {
             .get_or_insert_with(|| broadcast::channel(capacity).0)
             .subscribe();
         let mut replay = Vec::new();
+        if after > channel.last_seq {
+            // A cursor from before a restart of this process (numbers start again at 1):
+            // a gap that resumes at the head, never a silent wait until the numbers pass it.
+            replay.push(ChangeItem::Gap {
+                missed: 0,
+                resume_after: channel.last_seq,
+            });
+            return Ok(ChangeStream::resuming(
+                receiver,
+                filter,
+                replay,
+                channel.last_seq,
+            ));
+        }
         let oldest_held = channel
             .history
             .front()
@@ -828,6 +842,24 @@ mod tests {
             .map(|item| expect_change(Some(item)).seq)
             .collect();
         assert_eq!(replayed, (9..=16).collect::<Vec<_>>());
+
+        // A cursor ahead of the head (the process restarted): a gap naming the head, then
+        // every new change.
+        let mut ahead = bus
+            .subscribe_from(&tenant, ChangeFilter::all(), 500)
+            .await
+            .unwrap();
+        assert_eq!(
+            ahead.try_next(),
+            Some(ChangeItem::Gap {
+                missed: 0,
+                resume_after: 16
+            })
+        );
+        bus.publish(ChipChange::of(&a, ChipChangeKind::Created))
+            .await
+            .unwrap();
+        assert_eq!(expect_change(ahead.try_next()).seq, 17);
 
         // Another tenant's history is never replayed.
         let mut beta = bus

@@ -213,9 +213,13 @@ impl IngestRefusal {
     pub fn http_status(&self) -> u16 {
         match self {
             IngestRefusal::TooLarge { .. } => 413,
-            IngestRefusal::UnknownTenant => 404,
-            IngestRefusal::ForeignSession | IngestRefusal::MetadataMismatch => 403,
-            IngestRefusal::BadSignature => 401,
+            // Refused before (or instead of) a verified signature: one answer for all three,
+            // so an unsigned caller cannot tell tenants that exist from those that do not
+            // (the metrics keep them apart).
+            IngestRefusal::UnknownTenant
+            | IngestRefusal::ForeignSession
+            | IngestRefusal::BadSignature => 401,
+            IngestRefusal::MetadataMismatch => 403,
             IngestRefusal::Malformed { .. } | IngestRefusal::Stale { .. } => 400,
         }
     }
@@ -769,8 +773,10 @@ mod tests {
         let refused = |r: IngestRefusal| IngestOutcome::Refused(r).http_status();
         assert_eq!(refused(IngestRefusal::TooLarge { limit: 1 }), 413);
         assert_eq!(refused(IngestRefusal::BadSignature), 401);
-        assert_eq!(refused(IngestRefusal::ForeignSession), 403);
-        assert_eq!(refused(IngestRefusal::UnknownTenant), 404);
+        // One answer before a verified signature: tenants cannot be enumerated.
+        assert_eq!(refused(IngestRefusal::ForeignSession), 401);
+        assert_eq!(refused(IngestRefusal::UnknownTenant), 401);
+        assert_eq!(refused(IngestRefusal::MetadataMismatch), 403);
         assert_eq!(
             IngestOutcome::Dropped {
                 reason: DropReason::Duplicate

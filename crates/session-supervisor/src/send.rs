@@ -12,21 +12,22 @@
 //!    [`SendError::IdempotencyConflict`]; a record whose outcome is not known is
 //!    [`SendError::SendOutcomeUnknown`]);
 //! 5. a WAHA client for the chip's container (nothing is counted if there is none);
-//! 6. the pacer first ([`SendPacer::acquire`](tenant_isolation::SendPacer::acquire)): a
+//! 6. the outbox record is written `Pending` (the key is claimed), **before anything is
+//!    counted and before any WAHA call**: of two racing calls with one key only one goes on,
+//!    and one key never sends twice, also across a crash (a crash leaves `Pending`, and a
+//!    retry answers `SendOutcomeUnknown`);
+//! 7. the pacer first ([`SendPacer::acquire`](tenant_isolation::SendPacer::acquire)): a
 //!    refusal whose wait is longer than [`SendRequest::max_wait`] is [`SendError::Paced`] and
 //!    **nothing is counted** (the pacer counts nothing when it refuses, and the daily quota is
-//!    not asked);
-//! 7. then the daily quota (`admit_send`, not safe to retry: it runs once per send the pacer
-//!    let through): [`SendError::QuotaExceeded`];
-//! 8. the outbox record is written `Pending`, **before any WAHA call**: one key never sends
-//!    twice, also across a crash (a crash leaves `Pending`, and a retry answers
-//!    `SendOutcomeUnknown`);
-//! 9. the pacer's jitter, then the choreography (seen, typing start, typing for
+//!    not asked); then the daily quota (`admit_send`, not safe to retry: it runs once per send
+//!    the pacer let through): [`SendError::QuotaExceeded`]. A refusal of either sent nothing,
+//!    so the claim is given back and the key may be tried again;
+//! 8. the pacer's jitter, then the choreography (seen, typing start, typing for
 //!    [`Choreography::typing_for`], typing stop; each best effort), then `sendText`;
-//! 10. the outcome is recorded: `Sent` with WAHA's message id; `Unknown` when the request may
-//!     have reached WAHA (never retried blindly); `Failed` when WAHA refused it (a
-//!     [`ChipChangeKind::SendFailed`] is published); a request that certainly never left
-//!     (a refused connection, a 429) frees its key so the same request can be retried.
+//! 9. the outcome is recorded: `Sent` with WAHA's message id; `Unknown` when the request may
+//!    have reached WAHA (never retried blindly); `Failed` when WAHA refused it (a
+//!    [`ChipChangeKind::SendFailed`] is published); a request that certainly never left
+//!    (a refused connection, a 429) frees its key so the same request can be retried.
 //!
 //! Sends are not fenced by tenant ownership: any replica may send. The outbox's unique
 //! (tenant, key) is what keeps one key to one send across replicas; pacing limits hold across
@@ -527,24 +528,42 @@ impl Supervisor {
             }
         })?;
 
-        // 6. The pacer first: a refusal counts nothing.
-        let jitter = self.pace(&key, request.max_wait).await?;
-
-        // 7. Then the daily quota (counted once, for a send the pacer let through).
-        let admission = effects.quota.admit_send(tenant).await?;
-        debug!(tenant = %tenant, chip = %chip, sent_today = admission.sent, max = admission.max, "send admitted");
-
-        // 8. The outbox record, before any WAHA call.
+        // 6. The key is claimed before anything is counted: of two racing calls with one
+        //    key, the loser stops here, having used neither pacer nor quota.
         let started = match self.inner.outbox.begin(candidate.clone()).await? {
             Begin::Started(started) => started,
             Begin::Existing(existing) => {
-                // A racing call with the same key won between the lookup and here.
                 debug!(tenant = %tenant, chip = %chip, "a concurrent send holds the key; not sending");
                 return replay(&existing, &candidate, &key);
             }
         };
 
-        // 9. Jitter, choreography, send.
+        // 7. The pacer first, then the daily quota (counted once, for a send the pacer let
+        //    through). A refusal of either sent nothing: the claim is given back, so the same
+        //    key may be tried again later.
+        let admitted = async {
+            let jitter = self.pace(&key, request.max_wait).await?;
+            let admission = effects.quota.admit_send(tenant).await?;
+            debug!(tenant = %tenant, chip = %chip, sent_today = admission.sent, max = admission.max, "send admitted");
+            Ok::<_, SendError>(jitter)
+        }
+        .await;
+        let jitter = match admitted {
+            Ok(jitter) => jitter,
+            Err(refused) => {
+                if let Err(error) = self
+                    .inner
+                    .outbox
+                    .abandon(tenant, &request.idempotency_key)
+                    .await
+                {
+                    warn!(tenant = %tenant, chip = %chip, %error, "giving back an unsent send's key failed; it stays pending");
+                }
+                return Err(refused);
+            }
+        };
+
+        // 8. Jitter, choreography, send.
         tokio::time::sleep(jitter).await;
         let session = key.session_name();
         if let Some(choreography) = &request.choreography {
@@ -553,7 +572,7 @@ impl Supervisor {
         let message = TextMessage::new(session.as_str(), &request.chat, &request.text);
         let answer = client.send_text(&message).await;
 
-        // 10. The outcome.
+        // 9. The outcome.
         self.settle(&record, &started, request, answer).await
     }
 

@@ -316,7 +316,8 @@ async fn tenant_bs_session_under_tenant_as_url_and_key_is_refused() {
         outcome,
         IngestOutcome::Refused(IngestRefusal::ForeignSession)
     );
-    assert_eq!(outcome.http_status(), 403);
+    // The same answer as a bad signature: an unsigned caller learns nothing about tenants.
+    assert_eq!(outcome.http_status(), 401);
 
     // A name chipfleet never generates (seed report 000's `test_1`).
     let body = Event::new(&h.acme, &h.c1, "message", message("m2"))
@@ -756,18 +757,19 @@ async fn the_axum_router_answers_the_outcomes_http_statuses() {
         "duplicate"
     );
     assert_eq!(post("acme", &beta_key, good.clone()).await, 401);
-    // acme's session under another tenant's URL is foreign before any lookup ...
-    assert_eq!(post("nobody", &acme_key, good.clone()).await, 403);
-    // ... and a tenant the directory does not know is 404.
+    // acme's session under another tenant's URL is foreign before any lookup, and a tenant
+    // the directory does not know is unknown: both answer like a bad signature, so tenant ids
+    // cannot be enumerated without a key.
+    assert_eq!(post("nobody", &acme_key, good.clone()).await, 401);
     let nobody = TenantId::new("nobody").expect("a tenant id");
     let unknown = Event::new(&nobody, &h.c1, "message", message("m9"))
         .id("evt_9")
         .body();
-    assert_eq!(post("nobody", &acme_key, unknown).await, 404);
+    assert_eq!(post("nobody", &acme_key, unknown).await, 401);
     let foreign = Event::new(&h.beta, &h.c1, "message", message("m2"))
         .id("evt_2")
         .body();
-    assert_eq!(post("acme", &acme_key, foreign).await, 403);
+    assert_eq!(post("acme", &acme_key, foreign).await, 401);
     assert_eq!(post("acme", &acme_key, b"{\"nope\":1}".to_vec()).await, 400);
     let mut payload = message("m3");
     payload["body"] = json!("x".repeat(2 * LIMIT));
