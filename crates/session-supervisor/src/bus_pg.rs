@@ -438,7 +438,13 @@ async fn read_start(
             resume_after: after,
         });
     }
-    replay.extend(changes.into_iter().map(ChangeItem::Change));
+    let now = std::time::SystemTime::now();
+    replay.extend(
+        changes
+            .into_iter()
+            .filter(|change| crate::events::still_offered(change, now))
+            .map(ChangeItem::Change),
+    );
     Ok((head, replay, after.max(first.saturating_sub(1))))
 }
 

@@ -133,6 +133,16 @@ pub enum ChipChangeKind {
     },
 }
 
+/// Whether a change may still be handed out at `now`: a pairing code is a short-lived
+/// credential and is never replayed after it expired (a resuming subscriber gets the changes
+/// around it, and reads the chip for the current offer).
+pub(crate) fn still_offered(change: &ChipChange, now: SystemTime) -> bool {
+    match &change.kind {
+        ChipChangeKind::PairingCode { expires_at, .. } => *expires_at > now,
+        _ => true,
+    }
+}
+
 impl ChipChangeKind {
     /// The chat a message event is about (`None` for every other kind).
     pub fn chat(&self) -> Option<&str> {
@@ -716,11 +726,12 @@ impl EventBus for InProcessEventBus {
                 resume_after: after,
             });
         }
+        let now = SystemTime::now();
         replay.extend(
             channel
                 .history
                 .iter()
-                .filter(|change| change.seq > after)
+                .filter(|change| change.seq > after && still_offered(change, now))
                 .cloned()
                 .map(ChangeItem::Change),
         );
@@ -867,6 +878,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(beta.try_next(), None);
+    }
+
+    #[tokio::test]
+    async fn an_expired_pairing_code_is_never_replayed() {
+        let clock = clock();
+        let bus = InProcessEventBus::new();
+        let a = record("acme", "a", &clock);
+        let tenant = a.key.tenant.clone();
+        let code = |expires_at| ChipChangeKind::PairingCode {
+            code: crate::chip::PairingCodeSecret::new("ABCD-EFGH"),
+            expires_at,
+        };
+        // Expired long ago (the record's clock is in 2023), then one still on offer.
+        bus.publish(ChipChange::of(&a, code(clock.now())))
+            .await
+            .unwrap();
+        bus.publish(ChipChange::of(&a, ChipChangeKind::Created))
+            .await
+            .unwrap();
+        let later = SystemTime::now() + Duration::from_secs(120);
+        bus.publish(ChipChange::of(&a, code(later))).await.unwrap();
+        let mut resumed = bus
+            .subscribe_from(&tenant, ChangeFilter::all(), 0)
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = std::iter::from_fn(|| resumed.try_next())
+            .map(|item| expect_change(Some(item)).seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            vec![2, 3],
+            "the expired code (1) is not handed out again"
+        );
     }
 
     #[tokio::test]
