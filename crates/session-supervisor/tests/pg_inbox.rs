@@ -58,17 +58,7 @@ impl ScratchInbox {
 
     /// How many rows of `tenant` `table` holds, read in `tenant`'s scope.
     async fn rows(&self, tenant: &TenantId, table: &str) -> i64 {
-        let tx = self
-            .tenant_db
-            .scoped(tenant)
-            .await
-            .unwrap_or_else(|err| panic!("a transaction of {tenant}: {err}"));
-        let row = tx
-            .query_one(&format!("SELECT count(*) AS n FROM {table}"), &[])
-            .await
-            .unwrap_or_else(|err| panic!("counting {table}: {err}"));
-        tx.commit().await.expect("commit of a read");
-        row.get("n")
+        shared::pg::count_rows(&self.tenant_db, tenant, table).await
     }
 
     /// `tenant`'s stored entries: (body, keys), oldest first.

@@ -77,6 +77,21 @@ pub async fn migrated_admin(
     admin
 }
 
+/// How many rows of `tenant` `table` holds, read in `tenant`'s scope (row-level security
+/// applies, so another tenant's rows are never counted).
+pub async fn count_rows(db: &TenantDb, tenant: &TenantId, table: &str) -> i64 {
+    let tx = db
+        .scoped(tenant)
+        .await
+        .unwrap_or_else(|err| panic!("a transaction of {tenant}: {err}"));
+    let row = tx
+        .query_one(&format!("SELECT count(*) AS n FROM {table}"), &[])
+        .await
+        .unwrap_or_else(|err| panic!("counting {table}: {err}"));
+    tx.commit().await.expect("commit of a read");
+    row.get("n")
+}
+
 /// The application role on the database at `app_url` (see [`on_database`]); fails saying which
 /// setting is used when it cannot connect.
 pub async fn app_db(app_url: &str, options: &PoolOptions) -> TenantDb {
