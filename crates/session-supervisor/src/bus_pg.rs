@@ -18,6 +18,7 @@ use tenant_isolation::pg::{TenantDb, TenantTx};
 use tenant_isolation::{ChipId, TenantId};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 use waha_client::Me;
 use waha_client::webhook::MessageAck;
 
@@ -72,6 +73,16 @@ const TENANTS_WITH_EVENTS: &str = "SELECT tenant_id FROM supervisor_event_seqs \
 
 const PRUNE: &str = "DELETE FROM supervisor_events WHERE tenant_id = $1 AND at < $2";
 
+/// Rewrites the tenant's (`$1`) stored pairing codes that expired by `$2` (microseconds since
+/// the Unix epoch) to their redacted form ([`StoredKind::PairingCodeExpired`]: the expiry stays,
+/// the code goes). `code_expires_us` (migration 6) is generated from the change, so a rewritten
+/// row leaves the partial index the statement searches; rows are rewritten, never deleted, so
+/// their numbers stay held and a resume sees no gap where a code was withheld.
+const SCRUB: &str = "UPDATE supervisor_events \
+        SET change = jsonb_set(change, '{kind}', jsonb_build_object( \
+            'type', 'pairing_code_expired', 'expires_at', change -> 'kind' -> 'expires_at')) \
+      WHERE tenant_id = $1::text AND code_expires_us <= $2::bigint";
+
 /// Events the live path reads per query.
 const CATCH_UP_BATCH: usize = 1_000;
 
@@ -86,6 +97,13 @@ const NOTIFICATION_BUFFER: usize = 1_024;
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_CAP: Duration = Duration::from_secs(10);
 
+/// Whole microseconds since the Unix epoch (rounded down) of `at`; `None` before the epoch,
+/// `bigint`'s end beyond its range.
+fn micros_since_epoch(at: SystemTime) -> Option<i64> {
+    let since = at.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    Some(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
+}
+
 /// The [`EventBus`] in PostgreSQL, shared by every replica on the same database
 /// (`docs/session-supervisor.md`, 7.2; issue 13).
 ///
@@ -93,7 +111,9 @@ const RECONNECT_CAP: Duration = Duration::from_secs(10);
 /// Its tables come with [`PgChipStore::MIGRATIONS`](crate::PgChipStore::MIGRATIONS) (version
 /// 2, `migrations/0002_events.sql`): `supervisor_event_seqs` (each tenant's last number) and
 /// `supervisor_events` (the changes), both tenant tables under forced row-level security, with
-/// a foreign key to the tenant directory (publish for tenants that exist).
+/// a foreign key to the tenant directory (publish for tenants that exist). Version 6
+/// (`migrations/0006_event_code_expiry.sql`) adds `supervisor_events.code_expires_us`, the
+/// expiry of the pairing code a row holds, generated from the stored change, and its index.
 ///
 /// [`publish`](EventBus::publish) runs one transaction scoped to the change's tenant
 /// ([`TenantDb::scoped`], application role): it takes the tenant's next number (the counter's
@@ -123,12 +143,27 @@ const RECONNECT_CAP: Duration = Duration::from_secs(10);
 /// # Retention
 /// Changes stay until [`prune`](PgEventBus::prune) removes them; the host (the supervisor's
 /// monitor) calls it with `now - DEFAULT_RETENTION` ([`PgEventBus::DEFAULT_RETENTION`],
-/// 7 days) unless configured otherwise. Stored changes may hold a pairing code (a short-lived
-/// credential): it is kept only in its tenant's rows, under row-level security, never logged,
-/// and goes with retention. A tenant's counter stays, so numbers are never reused while the
-/// tenant exists; when the tenant is erased from the directory its rows cascade and a tenant
-/// created again under the same id starts from 1: call [`forget_tenant`](PgEventBus::forget_tenant)
-/// on every replica when purging a tenant.
+/// 7 days) unless configured otherwise.
+///
+/// A stored [`ChipChangeKind::PairingCode`] holds a short-lived credential: it is kept only in
+/// its tenant's rows, under row-level security, never logged, and only until it expires.
+/// [`scrub_expired`](PgEventBus::scrub_expired) rewrites every stored code whose `expires_at`
+/// passed to a redacted form (the expiry stays, the code goes; one indexed `UPDATE` per tenant
+/// on `code_expires_us`, migration 6). A started bus runs it by itself every
+/// [`PgEventBus::DEFAULT_SCRUB_INTERVAL`] (1 min; see
+/// [`with_scrub_interval`](PgEventBus::with_scrub_interval)) on the system clock, so a code
+/// stays in the table at most about that long past its expiry; any replica's scrub serves every
+/// replica. Rows are rewritten, never deleted: a deleted row right after a resume cursor would
+/// read as a [`ChangeItem::Gap`] (changes lost) when nothing was lost. A redacted row keeps its
+/// number and is never delivered, and neither is a code past its expiry that was not scrubbed
+/// yet: a subscriber resuming from before it gets the changes around it, no gap, and reads the
+/// chip for the current offer (a jump in numbers, as a [`ChangeFilter`] makes too). The
+/// redacted row goes with retention like any other.
+///
+/// A tenant's counter stays, so numbers are never reused while the tenant exists; when the
+/// tenant is erased from the directory its rows cascade and a tenant created again under the
+/// same id starts from 1: call [`forget_tenant`](PgEventBus::forget_tenant) on every replica
+/// when purging a tenant.
 ///
 /// A change that no longer decodes (a row edited by hand) is an error for a resume
 /// ([`BusError::Unavailable`], the row is never quoted); the live path logs its tenant and
@@ -154,6 +189,8 @@ pub struct PgEventBus {
     shared: Arc<Shared>,
     owner: Pool,
     listen: Config,
+    /// How often the started bus scrubs expired pairing codes (`None`: never by itself).
+    scrub_every: Option<Duration>,
     /// Subscriptions ask the listener to catch a tenant up (see [`Shared::register`]).
     kick: mpsc::UnboundedSender<TenantId>,
     listener: tokio::sync::Mutex<ListenerState>,
@@ -163,6 +200,8 @@ struct ListenerState {
     /// Taken by the listener task when it starts.
     kicks: Option<mpsc::UnboundedReceiver<TenantId>>,
     task: Option<JoinHandle<()>>,
+    /// The periodic scrub of expired pairing codes, started with the listener.
+    scrubber: Option<JoinHandle<()>>,
 }
 
 /// What the bus and its listener task share.
@@ -188,11 +227,17 @@ impl PgEventBus {
     /// The retention the host should prune with unless it configures another.
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
+    /// How often a started bus scrubs expired pairing codes from the stored history unless
+    /// [`with_scrub_interval`](PgEventBus::with_scrub_interval) says otherwise: a code stays
+    /// stored at most about this long past its expiry (codes live minutes; the scrub is one
+    /// indexed statement per tenant).
+    pub const DEFAULT_SCRUB_INTERVAL: Duration = Duration::from_secs(60);
+
     /// A bus over `tenant_db` (the application role: every read and write of events is scoped
     /// to one tenant), `owner`, a pool of the role that owns the tables (only
-    /// [`prune`](PgEventBus::prune) uses it, to find the tenants), and `listen`, the connection
-    /// settings of the LISTEN connection (any role that may connect, e.g. the application
-    /// role's URL parsed). No I/O.
+    /// [`prune`](PgEventBus::prune) and [`scrub_expired`](PgEventBus::scrub_expired) use it,
+    /// to find the tenants), and `listen`, the connection settings of the LISTEN connection
+    /// (any role that may connect, e.g. the application role's URL parsed). No I/O.
     pub fn new(tenant_db: TenantDb, owner: Pool, listen: Config) -> Self {
         let (kick, kicks) = mpsc::unbounded_channel();
         PgEventBus {
@@ -203,11 +248,25 @@ impl PgEventBus {
             }),
             owner,
             listen,
+            scrub_every: Some(Self::DEFAULT_SCRUB_INTERVAL),
             kick,
             listener: tokio::sync::Mutex::new(ListenerState {
                 kicks: Some(kicks),
                 task: None,
+                scrubber: None,
             }),
+        }
+    }
+
+    /// The same bus, scrubbing expired pairing codes every `every` once started
+    /// ([`PgEventBus::DEFAULT_SCRUB_INTERVAL`] by default); `Duration::ZERO` turns the periodic
+    /// scrub off (the host then calls [`scrub_expired`](PgEventBus::scrub_expired) itself).
+    /// Call it before [`start`](PgEventBus::start) and the first subscription.
+    #[must_use]
+    pub fn with_scrub_interval(self, every: Duration) -> Self {
+        PgEventBus {
+            scrub_every: (!every.is_zero()).then_some(every),
+            ..self
         }
     }
 
@@ -254,8 +313,30 @@ impl PgEventBus {
             retry: HashSet::new(),
         };
         state.task = Some(tokio::spawn(listener.run(session)));
+        if let Some(every) = self.scrub_every {
+            state.scrubber = Some(tokio::spawn(scrub_periodically(
+                self.shared.clone(),
+                self.owner.clone(),
+                every,
+            )));
+        }
         tracing::debug!("event bus listener started");
         Ok(())
+    }
+
+    /// Rewrites every stored pairing code that expired by `now` (`expires_at <= now`, to the
+    /// microsecond, never before) to a redacted form without the code, tenant by tenant (the
+    /// tenants read with the owner pool, each in a transaction of its own); answers how many
+    /// rows it rewrote. The rows keep their numbers and are never delivered again, so a
+    /// subscriber resuming from before one gets no gap for it (see the type's "Retention").
+    /// A started bus calls it every [`PgEventBus::DEFAULT_SCRUB_INTERVAL`] with the system
+    /// clock; calling it again changes nothing.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when the database fails (the tenants done so far stay
+    /// scrubbed).
+    pub async fn scrub_expired(&self, now: SystemTime) -> Result<u64, BusError> {
+        scrub(&self.shared.tenant_db, &self.owner, now).await
     }
 
     /// Removes the events older than `older_than` of every tenant (retention; see the type's
@@ -325,11 +406,53 @@ impl PgEventBus {
     }
 }
 
-/// Dropping the bus ends its listener task (and with it the LISTEN connection).
+/// Dropping the bus ends its listener task (and with it the LISTEN connection) and its scrub.
 impl Drop for ListenerState {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        if let Some(scrubber) = self.scrubber.take() {
+            scrubber.abort();
+        }
+    }
+}
+
+/// [`PgEventBus::scrub_expired`] with the bus's pools.
+async fn scrub(db: &TenantDb, owner: &Pool, now: SystemTime) -> Result<u64, BusError> {
+    let Some(now_us) = micros_since_epoch(now) else {
+        // No code expires before 1970.
+        return Ok(0);
+    };
+    let tenants = tenants_to_prune(owner, TENANTS_WITH_EVENTS, "event bus", unavailable, || {
+        corrupt("a tenant id does not read as text")
+    })
+    .await?;
+    let mut scrubbed = 0;
+    for tenant in tenants {
+        let tx = db.scoped(&tenant).await.map_err(unavailable)?;
+        let rewritten = tx.execute(SCRUB, &[&tenant.as_str(), &now_us]).await;
+        let rewritten = tx.finish_with(rewritten).await.map_err(unavailable)?;
+        if rewritten > 0 {
+            tracing::debug!(tenant = %tenant, codes = rewritten, "expired pairing codes scrubbed");
+        }
+        scrubbed += rewritten;
+    }
+    Ok(scrubbed)
+}
+
+/// The started bus's periodic scrub: every `every` (the first right away), on the system clock.
+/// A failure is logged and the next tick tries again.
+async fn scrub_periodically(shared: Arc<Shared>, owner: Pool, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = scrub(&shared.tenant_db, &owner, SystemTime::now()).await {
+            tracing::warn!(
+                error = %err,
+                "event bus: scrubbing expired pairing codes failed; retrying at the next interval"
+            );
         }
     }
 }
@@ -416,7 +539,8 @@ async fn read_start(
         return Ok((head, vec![gap], head));
     }
     let mut replay = Vec::new();
-    let mut changes = Vec::new();
+    // Each row's number, and its change (`None`: a pairing code scrubbed at its expiry).
+    let mut held = Vec::new();
     if after < head {
         let limit = bigint(PgEventBus::REPLAY_LIMIT);
         let rows = tx
@@ -427,21 +551,22 @@ async fn read_start(
             .await
             .map_err(unavailable)?;
         for row in &rows {
-            changes.push(change_from_row(row, tenant)?);
+            held.push((unsigned(row, "seq")?, change_from_row(row, tenant)?));
         }
     }
-    // Changes from after + 1 to the first one held are gone (retention) or beyond the limit.
-    let first = changes.first().map_or(head.saturating_add(1), |c| c.seq);
+    // Changes from after + 1 to the first row held are gone (retention) or beyond the limit. A
+    // scrubbed row is held: its number is no gap.
+    let first = held.first().map_or(head.saturating_add(1), |(seq, _)| *seq);
     if after.saturating_add(1) < first {
         replay.push(ChangeItem::Gap {
             missed: first - after - 1,
             resume_after: after,
         });
     }
-    let now = std::time::SystemTime::now();
+    let now = SystemTime::now();
     replay.extend(
-        changes
-            .into_iter()
+        held.into_iter()
+            .filter_map(|(_, change)| change)
             .filter(|change| crate::events::still_offered(change, now))
             .map(ChangeItem::Change),
     );
@@ -680,12 +805,19 @@ impl Listener {
                 }
             };
             let full = rows.len() >= CATCH_UP_BATCH;
+            let now = SystemTime::now();
             for (seq, change) in rows {
                 match change {
-                    Ok(change) => {
-                        // No subscriber left is not an error.
-                        let _ = sender.send(change);
+                    Ok(Some(change)) => {
+                        // A pairing code read after its expiry (a catch-up after a reconnect)
+                        // is not handed out, as in a resume. No subscriber left is not an
+                        // error.
+                        if crate::events::still_offered(&change, now) {
+                            let _ = sender.send(change);
+                        }
                     }
+                    // A pairing code scrubbed at its expiry: nothing to hand out.
+                    Ok(None) => {}
                     Err(_) => {
                         tracing::error!(
                             tenant = %tenant,
@@ -706,12 +838,12 @@ impl Listener {
 }
 
 /// Up to [`CATCH_UP_BATCH`] of `tenant`'s changes after `after`, each with its number and its
-/// decoding.
+/// decoding (`None`: a pairing code scrubbed at its expiry).
 async fn read_after(
     db: &TenantDb,
     tenant: &TenantId,
     after: u64,
-) -> Result<Vec<(u64, Result<ChipChange, BusError>)>, BusError> {
+) -> Result<Vec<(u64, Result<Option<ChipChange>, BusError>)>, BusError> {
     let tx = db.scoped(tenant).await.map_err(unavailable)?;
     let limit = i64::try_from(CATCH_UP_BATCH).unwrap_or(i64::MAX);
     let rows = tx
@@ -730,8 +862,9 @@ fn parse_payload(payload: &str) -> Option<(TenantId, u64)> {
     Some((TenantId::new(tenant).ok()?, seq.parse().ok()?))
 }
 
-/// A change from the columns `seq, chip_id, change` of a row of `tenant`.
-fn change_from_row(row: &Row, tenant: &TenantId) -> Result<ChipChange, BusError> {
+/// A change from the columns `seq, chip_id, change` of a row of `tenant`; `None` for a pairing
+/// code scrubbed at its expiry (nothing to hand out).
+fn change_from_row(row: &Row, tenant: &TenantId) -> Result<Option<ChipChange>, BusError> {
     let seq = unsigned(row, "seq")?;
     let chip: String = row
         .try_get("chip_id")
@@ -800,9 +933,15 @@ enum StoredKind {
     QrAvailable {
         window_started_at: SystemTime,
     },
-    /// A short-lived credential: stored in the tenant's rows only, never logged.
+    /// A short-lived credential: stored in the tenant's rows only, never logged, and rewritten
+    /// to [`StoredKind::PairingCodeExpired`] once expired ([`PgEventBus::scrub_expired`]).
     PairingCode {
         code: PairingCodeSecret,
+        expires_at: SystemTime,
+    },
+    /// A pairing code scrubbed at its expiry: only its expiry is left. Never written by
+    /// `publish` (the scrub's SQL writes it) and never delivered.
+    PairingCodeExpired {
         expires_at: SystemTime,
     },
     LoggedIn {
@@ -867,16 +1006,17 @@ impl StoredChange {
         }
     }
 
-    fn into_change(self, tenant: TenantId, chip: ChipId, seq: u64) -> ChipChange {
-        ChipChange {
+    /// The change; `None` for a pairing code scrubbed at its expiry.
+    fn into_change(self, tenant: TenantId, chip: ChipId, seq: u64) -> Option<ChipChange> {
+        Some(ChipChange {
             tenant,
             chip,
             seq,
             at: self.at,
             observed_version: self.observed_version,
             phase: self.phase,
-            kind: self.kind.into_kind(),
-        }
+            kind: self.kind.into_kind()?,
+        })
     }
 }
 
@@ -941,8 +1081,9 @@ impl StoredKind {
         }
     }
 
-    fn into_kind(self) -> ChipChangeKind {
-        match self {
+    /// The kind; `None` for a pairing code scrubbed at its expiry.
+    fn into_kind(self) -> Option<ChipChangeKind> {
+        Some(match self {
             StoredKind::Created => ChipChangeKind::Created,
             StoredKind::PhaseChanged { from, to } => ChipChangeKind::PhaseChanged { from, to },
             StoredKind::QrAvailable { window_started_at } => {
@@ -951,6 +1092,7 @@ impl StoredKind {
             StoredKind::PairingCode { code, expires_at } => {
                 ChipChangeKind::PairingCode { code, expires_at }
             }
+            StoredKind::PairingCodeExpired { .. } => return None,
             StoredKind::LoggedIn { me } => ChipChangeKind::LoggedIn { me },
             StoredKind::BackingOff {
                 reason,
@@ -1002,7 +1144,7 @@ impl StoredKind {
                     StoredStage::Failed => UpgradeStage::Failed,
                 },
             },
-        }
+        })
     }
 }
 
@@ -1026,7 +1168,7 @@ mod tests {
         let back: StoredChange = serde_json::from_value(value).unwrap();
         assert_eq!(
             back.into_change(change.tenant.clone(), change.chip.clone(), 7),
-            change
+            Some(change)
         );
     }
 
@@ -1087,6 +1229,66 @@ mod tests {
         ] {
             round_trip(kind);
         }
+    }
+
+    /// A stored pairing code as migration 6 reads it, and as [`SCRUB`] rewrites it (the same
+    /// rewrite, in JSON): the scrubbed row keeps its expiry, loses its code, and decodes to
+    /// nothing to hand out.
+    #[test]
+    fn a_scrubbed_pairing_code_keeps_its_expiry_and_is_never_delivered() {
+        let expires_at = UNIX_EPOCH + Duration::new(1_700_000_100, 1);
+        let change = ChipChange {
+            tenant: TenantId::new("acme").unwrap(),
+            chip: ChipId::new("a").unwrap(),
+            seq: 7,
+            at: expires_at,
+            observed_version: 3,
+            phase: PhaseName::AwaitingLogin,
+            kind: ChipChangeKind::PairingCode {
+                code: PairingCodeSecret::new("ABCD-1234"),
+                expires_at,
+            },
+        };
+        let mut value = serde_json::to_value(StoredChange::of(&change)).unwrap();
+        // The paths the generated column `code_expires_us` reads.
+        assert_eq!(value["kind"]["type"], "pairing_code");
+        assert_eq!(
+            value["kind"]["expires_at"]["secs_since_epoch"],
+            1_700_000_100_u64
+        );
+        assert_eq!(value["kind"]["expires_at"]["nanos_since_epoch"], 1_u64);
+        let migration = include_str!("../migrations/0006_event_code_expiry.sql");
+        for path in [
+            "'{kind,type}' = 'pairing_code'",
+            "'{kind,expires_at,secs_since_epoch}'",
+            "'{kind,expires_at,nanos_since_epoch}'",
+        ] {
+            assert!(migration.contains(path), "migration 6 reads {path}");
+        }
+        assert!(SCRUB.contains("'type', 'pairing_code_expired'"));
+
+        let expiry = value["kind"]["expires_at"].clone();
+        value["kind"] = serde_json::json!({ "type": "pairing_code_expired", "expires_at": expiry });
+        assert!(!value.to_string().contains("ABCD-1234"), "the code is gone");
+        let back: StoredChange = serde_json::from_value(value).unwrap();
+        assert!(matches!(
+            back.kind,
+            StoredKind::PairingCodeExpired { expires_at: kept } if kept == expires_at
+        ));
+        assert_eq!(back.into_change(change.tenant, change.chip, 7), None);
+    }
+
+    #[test]
+    fn times_are_bound_as_whole_microseconds_since_the_epoch() {
+        assert_eq!(
+            micros_since_epoch(UNIX_EPOCH + Duration::new(1_700_000_100, 1_999)),
+            Some(1_700_000_100_000_001)
+        );
+        assert_eq!(micros_since_epoch(UNIX_EPOCH), Some(0));
+        assert_eq!(
+            micros_since_epoch(UNIX_EPOCH - Duration::from_secs(1)),
+            None
+        );
     }
 
     #[test]

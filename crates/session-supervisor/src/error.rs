@@ -94,6 +94,14 @@ pub enum SupervisorError {
     /// `run()` was called on a supervisor that runs already.
     #[error("the supervisor runs already")]
     AlreadyRunning,
+    /// The call acts on a tenant's containers, which only the tenant's owner may do, and this
+    /// process does not own the tenant now (another replica does, or none yet): call it on
+    /// every replica, or again later.
+    #[error("tenant {tenant} is not owned by this process")]
+    NotOwned {
+        /// The tenant.
+        tenant: tenant_isolation::TenantId,
+    },
     /// The configuration was refused.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -132,6 +140,7 @@ impl SupervisorError {
             SupervisorError::ShuttingDown => "shutting_down",
             SupervisorError::OffboardIncomplete { .. } => "offboard_incomplete",
             SupervisorError::AlreadyRunning => "already_running",
+            SupervisorError::NotOwned { .. } => "not_owned",
             SupervisorError::Config(_) => "config",
             SupervisorError::Store(_) => "store",
             SupervisorError::Tenant(_) => "tenant",
@@ -147,7 +156,8 @@ impl SupervisorError {
         match self {
             SupervisorError::Busy { .. }
             | SupervisorError::BeingDeleted { .. }
-            | SupervisorError::OffboardIncomplete { .. } => true,
+            | SupervisorError::OffboardIncomplete { .. }
+            | SupervisorError::NotOwned { .. } => true,
             SupervisorError::Store(e) => e.is_retryable(),
             SupervisorError::Tenant(e) => e.is_retryable(),
             SupervisorError::Pool(e) => e.is_retryable(),

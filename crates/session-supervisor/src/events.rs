@@ -135,11 +135,17 @@ pub enum ChipChangeKind {
 
 /// Whether a change may still be handed out at `now`: a pairing code is a short-lived
 /// credential and is never replayed after it expired (a resuming subscriber gets the changes
-/// around it, and reads the chip for the current offer).
+/// around it, without a gap: the code's number stays held, and reads the chip for the current
+/// offer).
 pub(crate) fn still_offered(change: &ChipChange, now: SystemTime) -> bool {
+    code_expiry(change).is_none_or(|expires_at| expires_at > now)
+}
+
+/// When the pairing code `change` carries expires (`None`: it carries none).
+pub(crate) fn code_expiry(change: &ChipChange) -> Option<SystemTime> {
     match &change.kind {
-        ChipChangeKind::PairingCode { expires_at, .. } => *expires_at > now,
-        _ => true,
+        ChipChangeKind::PairingCode { expires_at, .. } => Some(*expires_at),
+        _ => None,
     }
 }
 
@@ -550,8 +556,13 @@ struct TenantChannel {
     sender: Option<broadcast::Sender<ChipChange>>,
     /// The last number given, kept also when the tenant is forgotten.
     last_seq: u64,
-    /// The newest changes, for subscribers that resume (at most the bus's capacity).
-    history: VecDeque<ChipChange>,
+    /// The newest numbers with their changes, for subscribers that resume (at most the bus's
+    /// capacity). A pairing code is withheld (`None`) once it expired: its number stays held,
+    /// so a resume sees no gap where it was, and the code is no longer kept.
+    history: VecDeque<(u64, Option<ChipChange>)>,
+    /// The earliest expiry of a pairing code `history` may still hold (`None`: it holds none);
+    /// earlier than that only when the code went out of the history first.
+    next_code_expiry: Option<SystemTime>,
 }
 
 impl TenantChannel {
@@ -560,11 +571,44 @@ impl TenantChannel {
             sender: None,
             last_seq: 0,
             history: VecDeque::new(),
+            next_code_expiry: None,
         }
+    }
+
+    /// Withholds the pairing codes of the history that expired by `now` (their numbers stay);
+    /// answers how many. Looks at the history only when a code is due.
+    fn scrub(&mut self, now: SystemTime) -> u64 {
+        if self.next_code_expiry.is_none_or(|expiry| expiry > now) {
+            return 0;
+        }
+        let mut scrubbed = 0;
+        let mut next: Option<SystemTime> = None;
+        for (_, held) in &mut self.history {
+            let Some(expires_at) = (match held {
+                Some(change) => code_expiry(change),
+                None => None,
+            }) else {
+                continue;
+            };
+            if expires_at <= now {
+                *held = None;
+                scrubbed += 1;
+            } else {
+                next = Some(next.map_or(expires_at, |n| n.min(expires_at)));
+            }
+        }
+        self.next_code_expiry = next;
+        scrubbed
     }
 }
 
 /// The in-process [`EventBus`]: one bounded `tokio::sync::broadcast` channel per tenant.
+///
+/// Each tenant's newest changes (as many as the capacity) are kept for
+/// [`subscribe_from`](EventBus::subscribe_from). A pairing code among them is kept only until
+/// it expires: the bus withholds it when it publishes or resumes for the tenant after that
+/// (on the system clock), or when [`scrub_expired`](InProcessEventBus::scrub_expired) is
+/// called; its number stays held, so a resume sees no gap where it was.
 ///
 /// ```
 /// use session_supervisor::{ChangeFilter, ChangeItem, EventBus, InProcessEventBus};
@@ -623,7 +667,22 @@ impl InProcessEventBus {
         {
             channel.sender = None;
             channel.history.clear();
+            channel.next_code_expiry = None;
         }
+    }
+
+    /// Withholds, in every tenant's history, the pairing codes that expired by `now`: they are
+    /// no longer kept (their numbers stay held, so a resume sees no gap where they were).
+    /// Answers how many went. The bus does the same for a tenant whenever it publishes or a
+    /// subscriber resumes (on the system clock); call this to let go of the codes of tenants
+    /// that stay quiet.
+    pub fn scrub_expired(&self, now: SystemTime) -> u64 {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values_mut()
+            .map(|channel| channel.scrub(now))
+            .sum()
     }
 }
 
@@ -661,7 +720,20 @@ impl EventBus for InProcessEventBus {
         if channel.history.len() == self.capacity {
             channel.history.pop_front();
         }
-        channel.history.push_back(change.clone());
+        if let Some(expires_at) = code_expiry(&change) {
+            channel.next_code_expiry = Some(
+                channel
+                    .next_code_expiry
+                    .map_or(expires_at, |next| next.min(expires_at)),
+            );
+        }
+        channel
+            .history
+            .push_back((change.seq, Some(change.clone())));
+        // Expired pairing codes are not kept (looked at only when one is due).
+        if channel.next_code_expiry.is_some() {
+            channel.scrub(SystemTime::now());
+        }
         if let Some(sender) = &channel.sender {
             let _ = sender.send(change);
         }
@@ -716,22 +788,26 @@ impl EventBus for InProcessEventBus {
                 channel.last_seq,
             ));
         }
+        let now = SystemTime::now();
+        channel.scrub(now);
+        // A withheld pairing code's number is held all the same: no gap for it.
         let oldest_held = channel
             .history
             .front()
-            .map_or(channel.last_seq + 1, |c| c.seq);
+            .map_or(channel.last_seq + 1, |(seq, _)| *seq);
         if after + 1 < oldest_held {
             replay.push(ChangeItem::Gap {
                 missed: oldest_held - after - 1,
                 resume_after: after,
             });
         }
-        let now = SystemTime::now();
         replay.extend(
             channel
                 .history
                 .iter()
-                .filter(|change| change.seq > after && still_offered(change, now))
+                .filter(|(seq, _)| *seq > after)
+                .filter_map(|(_, held)| held.as_ref())
+                .filter(|change| still_offered(change, now))
                 .cloned()
                 .map(ChangeItem::Change),
         );
@@ -911,6 +987,55 @@ mod tests {
             vec![2, 3],
             "the expired code (1) is not handed out again"
         );
+    }
+
+    #[tokio::test]
+    async fn expired_pairing_codes_are_not_kept_in_the_history() {
+        let clock = clock();
+        let bus = InProcessEventBus::new();
+        let a = record("acme", "a", &clock);
+        let tenant = a.key.tenant.clone();
+        let code = |secret: &str, expires_at| ChipChangeKind::PairingCode {
+            code: crate::chip::PairingCodeSecret::new(secret),
+            expires_at,
+        };
+        // Both on offer by the system clock: one expires in an hour, the other in two.
+        let soon = SystemTime::now() + Duration::from_secs(3_600);
+        let later = soon + Duration::from_secs(3_600);
+        bus.publish(ChipChange::of(&a, code("SOON-0001", soon)))
+            .await
+            .unwrap();
+        bus.publish(ChipChange::of(&a, ChipChangeKind::Created))
+            .await
+            .unwrap();
+        bus.publish(ChipChange::of(&a, code("LATE-0002", later)))
+            .await
+            .unwrap();
+        assert_eq!(
+            bus.scrub_expired(soon - Duration::from_secs(1)),
+            0,
+            "nothing expired yet"
+        );
+        assert_eq!(bus.scrub_expired(soon), 1, "the first code, at its expiry");
+        assert_eq!(bus.scrub_expired(soon), 0, "once");
+        {
+            let channels = bus.channels.lock().unwrap();
+            let history = &channels[&tenant].history;
+            let seqs: Vec<u64> = history.iter().map(|(seq, _)| *seq).collect();
+            assert_eq!(seqs, [1, 2, 3], "the numbers stay held");
+            assert_eq!(history[0].1, None, "the expired code is no longer kept");
+            assert!(history[2].1.is_some(), "the code still on offer stays");
+        }
+        // A resume from before the withheld code: no gap, the changes around it.
+        let mut resumed = bus
+            .subscribe_from(&tenant, ChangeFilter::all(), 0)
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = std::iter::from_fn(|| resumed.try_next())
+            .map(|item| expect_change(Some(item)).seq)
+            .collect();
+        assert_eq!(seqs, vec![2, 3], "no gap, and not the withheld code");
+        assert_eq!(resumed.last_seq(), 3);
     }
 
     #[tokio::test]

@@ -381,7 +381,7 @@ impl Effects {
     }
 
     /// A client for the WAHA at `base_url` with the tenant's container key.
-    fn client_at(
+    pub(crate) fn client_at(
         &self,
         base_url: &Url,
         secrets: &TenantSecrets,

@@ -1,5 +1,6 @@
 //! The durable webhook inbox (issue 13): what [`Ingest`](crate::Ingest) stores before it
-//! answers 2xx, and the keys it de-duplicates by. See [`Inbox`].
+//! answers 2xx, the keys it de-duplicates by, and the applied marks that get every stored
+//! delivery acted on at least once. See [`Inbox`].
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -73,14 +74,71 @@ impl fmt::Debug for InboxEntry {
     }
 }
 
+/// The number an [`Inbox`] gives an entry it stores ([`Admission::New`]), unique within that
+/// inbox (across tenants); [`Inbox::mark_applied`] and [`Inbox::claim_unapplied`] name entries
+/// by it. Numbers only identify: their order is not the order of `received_at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryId(u64);
+
+impl EntryId {
+    /// The entry numbered `value`.
+    pub const fn new(value: u64) -> Self {
+        EntryId(value)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<u64> for EntryId {
+    fn from(value: u64) -> Self {
+        EntryId(value)
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
 /// What [`Inbox::admit`] did with an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
-    /// None of its keys was seen: the entry and all its keys are stored.
-    New,
+    /// None of its keys was seen: the entry and all its keys are stored, not yet applied. The
+    /// caller acts on it, then [`marks it applied`](Inbox::mark_applied).
+    New {
+        /// The stored entry.
+        entry: EntryId,
+    },
     /// At least one of its keys was already seen (a retry of the same event, or the same
-    /// message under another event id): nothing was stored.
+    /// message under another event id), and every entry that brought one of those keys is
+    /// marked applied: nothing was stored, nothing is left to do.
     Duplicate,
+    /// At least one of its keys was already seen, but an entry that brought one of them is not
+    /// marked applied yet (the process that stored it crashed, or failed, before it acted on
+    /// it, or is still acting on it): nothing was stored. The caller acts on this delivery
+    /// (the same event) and then marks `entry` applied.
+    Unapplied {
+        /// The earlier entry (the lowest-numbered unapplied one when several match).
+        entry: EntryId,
+        /// When that entry was received: the ingest leaves a young one to the delivery that
+        /// stored it, which may still be acting on it (two copies arriving together).
+        received_at: SystemTime,
+    },
+}
+
+impl Admission {
+    /// Whether the caller should act on the delivery ([`New`](Self::New) or
+    /// [`Unapplied`](Self::Unapplied)), and the entry to mark applied afterwards.
+    pub fn to_apply(self) -> Option<EntryId> {
+        match self {
+            Admission::New { entry } | Admission::Unapplied { entry, .. } => Some(entry),
+            Admission::Duplicate => None,
+        }
+    }
 }
 
 /// Why the inbox could not do what was asked. Every variant leaves the inbox as it was.
@@ -119,14 +177,34 @@ impl InboxError {
     }
 }
 
-/// The durable webhook inbox: de-duplication keys, stored deliveries, and each message's
-/// highest ack. Any replica may write it.
+/// The durable webhook inbox: de-duplication keys, stored deliveries with their applied
+/// marks, and each message's highest ack. Any replica may write it.
 ///
 /// The seam is shaped so that a PostgreSQL backend implements each method as one
 /// transaction: [`Inbox::admit`] checks the keys and stores the entry with all its keys
 /// atomically (the keys under a unique index, then the entry, rolled back as a whole when a
-/// key exists), [`Inbox::record_ack`] is one conditional upsert of a message's highest ack,
-/// and [`Inbox::prune`] one `DELETE` by age. [`MemoryInbox`] is the in-process backend.
+/// key exists), [`Inbox::mark_applied`] is one `UPDATE` of one entry, [`Inbox::record_ack`]
+/// is one conditional upsert of a message's highest ack, [`Inbox::claim_unapplied`] one
+/// `UPDATE … FOR UPDATE SKIP LOCKED` per tenant, and [`Inbox::prune`] one `DELETE` by age.
+/// [`MemoryInbox`] is the in-process backend.
+///
+/// **Applied marks.** Storing a delivery and acting on it (observe, publish, the inbound
+/// buffer, the ack mark) are two steps: a process can crash between them, after the delivery
+/// was answered 2xx. So every entry is stored *unapplied*, and the
+/// [`Ingest`](crate::Ingest) marks it applied ([`Inbox::mark_applied`]) once it acted on it.
+/// An entry that stays unapplied is acted on again, at least once in all:
+/// - by WAHA's retry: a duplicate of an unapplied entry is answered
+///   [`Admission::Unapplied`] (nothing new stored), and the ingest applies the retry and marks
+///   the earlier entry;
+/// - by the sweep ([`Ingest::reapply_pending`](crate::Ingest::reapply_pending)):
+///   [`Inbox::claim_unapplied`] hands out the entries left unapplied for longer than a grace
+///   (oldest first), marking each claimed so another replica's sweep leaves it alone for one
+///   more grace.
+///
+/// An event can therefore be applied twice (a crash after acting, before the mark; a retry
+/// that arrives while the first delivery is still being applied): what acts on it is
+/// idempotent or tolerates a repeat (observe records a signal, changes are published again,
+/// the ack mark moves forward only).
 ///
 /// **Keys** are scoped per tenant: one tenant's event or message ids never suppress another
 /// tenant's events. [`Ingest`](crate::Ingest) derives them from the signed body:
@@ -141,14 +219,26 @@ impl InboxError {
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait Inbox: Send + Sync {
-    /// Stores `entry` unless it is a duplicate: [`Admission::Duplicate`] when **any** of its
-    /// keys was already seen for its tenant (nothing is stored then); otherwise the entry and
-    /// all its keys are stored atomically and the answer is [`Admission::New`]. An entry
-    /// without keys is always new.
+    /// Stores `entry` unless it is a duplicate. When **any** of its keys was already seen for
+    /// its tenant, nothing is stored and the answer is [`Admission::Unapplied`] naming the
+    /// lowest-numbered entry that brought one of those keys and is not marked applied, or
+    /// [`Admission::Duplicate`] when all of them are. Otherwise the entry and all its keys are
+    /// stored atomically, unapplied, and the answer is [`Admission::New`] with its number. An
+    /// entry without keys is always new.
     ///
     /// # Errors
     /// [`InboxError`]; nothing was stored.
     async fn admit(&self, entry: InboxEntry) -> Result<Admission, InboxError>;
+
+    /// Marks `entry` of `tenant` applied: the delivery it stored was acted on. From then on a
+    /// duplicate of it is [`Admission::Duplicate`] (unless another entry it matches is still
+    /// unapplied) and [`Inbox::claim_unapplied`] no longer hands it out. Idempotent; an entry
+    /// that does not exist (pruned, never stored, or another tenant's) is left alone and the
+    /// answer is `Ok`.
+    ///
+    /// # Errors
+    /// [`InboxError`]; nothing changed.
+    async fn mark_applied(&self, tenant: &TenantId, entry: EntryId) -> Result<(), InboxError>;
 
     /// Records `ack` as the highest ack of `message_id` of `tenant` if it moves the message
     /// forward ([`MessageAck::supersedes`]; a message's first ack always does). Answers
@@ -169,6 +259,27 @@ pub trait Inbox: Send + Sync {
     /// # Errors
     /// [`InboxError`]; nothing was removed.
     async fn prune(&self, older_than: SystemTime) -> Result<u64, InboxError>;
+
+    /// Claims up to `limit` entries, of every tenant, that are not marked applied, were
+    /// received before `received_before` and were not claimed at or after `received_before`;
+    /// each claimed entry is stamped `claimed_at = now`. Answers them oldest first (by
+    /// `received_at`, then by number), with their numbers.
+    ///
+    /// The stamp keeps an entry from being handed out again (to this caller or another
+    /// replica's sweep) until a later call's `received_before` passes `now`: the sweep passes
+    /// `received_before = now - grace`, so a claimed entry whose claimer died is claimed again
+    /// one grace later. Entries another call is claiming at the same moment are skipped, never
+    /// waited for. Times are the caller's (a backend never compares them with its own clock).
+    ///
+    /// # Errors
+    /// [`InboxError`]; nothing was claimed. (A backend that claims tenant by tenant and fails
+    /// after it claimed some entries answers those, and logs the failure.)
+    async fn claim_unapplied(
+        &self,
+        received_before: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(EntryId, InboxEntry)>, InboxError>;
 }
 
 #[derive(Default)]
@@ -176,11 +287,20 @@ struct State {
     /// The next entry number.
     next: u64,
     /// Entries by number (admission order).
-    entries: BTreeMap<u64, InboxEntry>,
+    entries: BTreeMap<u64, Stored>,
     /// Per tenant: key → the number of the entry that brought it.
     keys: HashMap<TenantId, HashMap<String, u64>>,
     /// Per tenant: message id → its highest ack.
     acks: HashMap<TenantId, HashMap<String, MessageAck>>,
+}
+
+/// One entry of a [`MemoryInbox`] with its marks.
+struct Stored {
+    entry: InboxEntry,
+    /// Marked applied ([`Inbox::mark_applied`]).
+    applied: bool,
+    /// When [`Inbox::claim_unapplied`] last handed it out (the caller's time).
+    claimed_at: Option<SystemTime>,
 }
 
 /// The in-process [`Inbox`]: a `Mutex` over maps. Durable only as long as the process lives:
@@ -193,6 +313,10 @@ struct State {
 /// in again) until [`Inbox::prune`] removes entries older than the retention
 /// ([`Ingest::prune_inbox`](crate::Ingest::prune_inbox)). Ack marks live as long as an entry
 /// carrying one of the message's `ack:` keys.
+///
+/// **Applied marks** are kept with each entry (numbered from 0 in admission order);
+/// [`Inbox::claim_unapplied`] scans every entry it holds, which is fine at its bound.
+/// Everything goes with the process: after a restart there is nothing left to re-apply.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -209,10 +333,18 @@ struct State {
 ///     received_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
 ///     body: b"{}".to_vec(),
 /// };
-/// assert_eq!(inbox.admit(entry.clone()).await?, Admission::New);
+/// let Admission::New { entry: stored } = inbox.admit(entry.clone()).await? else {
+///     panic!("a first delivery is new");
+/// };
 /// let mut again = entry.clone();
 /// again.keys = vec!["event:evt_2".into(), "message:m1".into()];
-/// assert_eq!(inbox.admit(again).await?, Admission::Duplicate, "the same message");
+/// assert_eq!(
+///     inbox.admit(again.clone()).await?,
+///     Admission::Unapplied { entry: stored },
+///     "the same message, not applied yet: act on it again"
+/// );
+/// inbox.mark_applied(&entry.tenant, stored).await?;
+/// assert_eq!(inbox.admit(again).await?, Admission::Duplicate, "applied: nothing to do");
 /// assert_eq!(inbox.len(), 1);
 /// # Ok(()) }
 /// ```
@@ -255,7 +387,28 @@ impl MemoryInbox {
 
     /// Every entry it holds, in admission order (for tests and inspection; bodies included).
     pub fn entries(&self) -> Vec<InboxEntry> {
-        self.lock().entries.values().cloned().collect()
+        self.lock()
+            .entries
+            .values()
+            .map(|stored| stored.entry.clone())
+            .collect()
+    }
+
+    /// Whether `entry` is marked applied; `None` when it holds no such entry.
+    pub fn is_applied(&self, entry: EntryId) -> Option<bool> {
+        self.lock()
+            .entries
+            .get(&entry.get())
+            .map(|stored| stored.applied)
+    }
+
+    /// How many of its entries are not marked applied.
+    pub fn unapplied(&self) -> usize {
+        self.lock()
+            .entries
+            .values()
+            .filter(|stored| !stored.applied)
+            .count()
     }
 
     /// The highest ack recorded for a message of `tenant`, if any.
@@ -290,13 +443,29 @@ impl fmt::Debug for MemoryInbox {
 #[async_trait]
 impl Inbox for MemoryInbox {
     async fn admit(&self, entry: InboxEntry) -> Result<Admission, InboxError> {
-        let mut state = self.lock();
-        let seen = state
-            .keys
-            .get(&entry.tenant)
-            .is_some_and(|keys| entry.keys.iter().any(|key| keys.contains_key(key)));
-        if seen {
-            return Ok(Admission::Duplicate);
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if let Some(keys) = state.keys.get(&entry.tenant) {
+            let mut seen = false;
+            let mut unapplied: Option<(u64, SystemTime)> = None;
+            for number in entry.keys.iter().filter_map(|key| keys.get(key)) {
+                seen = true;
+                if let Some(stored) = state.entries.get(number)
+                    && !stored.applied
+                    && unapplied.is_none_or(|(earlier, _)| *number < earlier)
+                {
+                    unapplied = Some((*number, stored.entry.received_at));
+                }
+            }
+            if let Some((number, received_at)) = unapplied {
+                return Ok(Admission::Unapplied {
+                    entry: EntryId(number),
+                    received_at,
+                });
+            }
+            if seen {
+                return Ok(Admission::Duplicate);
+            }
         }
         if state.entries.len() >= self.capacity {
             return Err(InboxError::Full {
@@ -309,8 +478,27 @@ impl Inbox for MemoryInbox {
         for key in &entry.keys {
             keys.insert(key.clone(), number);
         }
-        state.entries.insert(number, entry);
-        Ok(Admission::New)
+        state.entries.insert(
+            number,
+            Stored {
+                entry,
+                applied: false,
+                claimed_at: None,
+            },
+        );
+        Ok(Admission::New {
+            entry: EntryId(number),
+        })
+    }
+
+    async fn mark_applied(&self, tenant: &TenantId, entry: EntryId) -> Result<(), InboxError> {
+        let mut state = self.lock();
+        if let Some(stored) = state.entries.get_mut(&entry.get())
+            && stored.entry.tenant == *tenant
+        {
+            stored.applied = true;
+        }
+        Ok(())
     }
 
     async fn record_ack(
@@ -343,11 +531,11 @@ impl Inbox for MemoryInbox {
         let old: Vec<u64> = state
             .entries
             .iter()
-            .filter(|(_, entry)| entry.received_at < older_than)
+            .filter(|(_, stored)| stored.entry.received_at < older_than)
             .map(|(number, _)| *number)
             .collect();
         for number in &old {
-            let Some(entry) = state.entries.remove(number) else {
+            let Some(Stored { entry, .. }) = state.entries.remove(number) else {
                 continue;
             };
             if let Some(keys) = state.keys.get_mut(&entry.tenant) {
@@ -379,6 +567,37 @@ impl Inbox for MemoryInbox {
         state.acks = acks;
         Ok(u64::try_from(old.len()).unwrap_or(u64::MAX))
     }
+
+    async fn claim_unapplied(
+        &self,
+        received_before: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(EntryId, InboxEntry)>, InboxError> {
+        let mut state = self.lock();
+        let mut due: Vec<(SystemTime, u64)> = state
+            .entries
+            .iter()
+            .filter(|(_, stored)| {
+                !stored.applied
+                    && stored.entry.received_at < received_before
+                    && stored
+                        .claimed_at
+                        .is_none_or(|claimed| claimed < received_before)
+            })
+            .map(|(number, stored)| (stored.entry.received_at, *number))
+            .collect();
+        due.sort_unstable();
+        due.truncate(limit);
+        let mut claimed = Vec::with_capacity(due.len());
+        for (_, number) in due {
+            if let Some(stored) = state.entries.get_mut(&number) {
+                stored.claimed_at = Some(now);
+                claimed.push((EntryId(number), stored.entry.clone()));
+            }
+        }
+        Ok(claimed)
+    }
 }
 
 #[cfg(test)]
@@ -404,13 +623,31 @@ mod tests {
     #[tokio::test]
     async fn any_seen_key_is_a_duplicate_and_keys_are_per_tenant() {
         let inbox = MemoryInbox::new();
+        let acme = TenantId::new("acme").unwrap();
+        let new = |number| Admission::New {
+            entry: EntryId::new(number),
+        };
         assert_eq!(
             inbox
                 .admit(entry("acme", &["event:e1", "message:m1"], 0))
                 .await
                 .unwrap(),
-            Admission::New
+            new(0)
         );
+        assert_eq!(
+            inbox
+                .admit(entry("acme", &["event:e1", "message:m1"], 1))
+                .await
+                .unwrap(),
+            Admission::Unapplied {
+                entry: EntryId::new(0),
+                received_at: at(0),
+            },
+            "not applied yet"
+        );
+        assert_eq!(inbox.is_applied(EntryId::new(0)), Some(false));
+        inbox.mark_applied(&acme, EntryId::new(0)).await.unwrap();
+        assert_eq!(inbox.is_applied(EntryId::new(0)), Some(true));
         assert_eq!(
             inbox
                 .admit(entry("acme", &["event:e1", "message:m1"], 1))
@@ -430,19 +667,39 @@ mod tests {
                 .admit(entry("beta", &["event:e1", "message:m1"], 1))
                 .await
                 .unwrap(),
-            Admission::New,
+            new(1),
             "another tenant's ids are its own"
         );
-        assert_eq!(
-            inbox.admit(entry("acme", &[], 2)).await.unwrap(),
-            Admission::New
-        );
-        assert_eq!(
-            inbox.admit(entry("acme", &[], 2)).await.unwrap(),
-            Admission::New
-        );
+        assert_eq!(inbox.admit(entry("acme", &[], 2)).await.unwrap(), new(2));
+        assert_eq!(inbox.admit(entry("acme", &[], 2)).await.unwrap(), new(3));
         assert_eq!(inbox.len(), 4);
+        assert_eq!(inbox.unapplied(), 3);
+        assert_eq!(inbox.is_applied(EntryId::new(9)), None);
         assert!(!format!("{:?}", inbox.entries()).contains("secret body"));
+    }
+
+    #[tokio::test]
+    async fn claims_take_the_oldest_unapplied_once_per_grace() {
+        let inbox = MemoryInbox::new();
+        let acme = TenantId::new("acme").unwrap();
+        for (keys, secs) in [(["event:a"], 5), (["event:b"], 3), (["event:c"], 20)] {
+            inbox.admit(entry("acme", &keys, secs)).await.unwrap();
+        }
+        let claimed = inbox.claim_unapplied(at(10), at(100), 10).await.unwrap();
+        let numbers: Vec<u64> = claimed.iter().map(|(id, _)| id.get()).collect();
+        assert_eq!(numbers, [1, 0], "received before the cut-off, oldest first");
+        assert!(
+            inbox
+                .claim_unapplied(at(10), at(100), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "claimed after the cut-off"
+        );
+        inbox.mark_applied(&acme, EntryId::new(1)).await.unwrap();
+        let again = inbox.claim_unapplied(at(200), at(300), 1).await.unwrap();
+        assert_eq!(again.len(), 1, "the limit");
+        assert_eq!(again[0].0, EntryId::new(0), "claimed again one grace later");
     }
 
     #[tokio::test]
@@ -485,10 +742,17 @@ mod tests {
             None,
             "no entry mentions it any more"
         );
-        assert_eq!(
-            inbox.admit(entry("acme", &["event:e1"], 30)).await.unwrap(),
-            Admission::New,
+        assert!(
+            matches!(
+                inbox.admit(entry("acme", &["event:e1"], 30)).await.unwrap(),
+                Admission::New { .. }
+            ),
             "a pruned key is forgotten"
         );
+        assert_eq!(inbox.is_applied(EntryId::new(0)), None, "pruned");
+        inbox
+            .mark_applied(&acme, EntryId::new(0))
+            .await
+            .expect("marking a pruned entry is no error");
     }
 }

@@ -4,8 +4,9 @@
 //! Each check takes an inbox, uses fresh random tenant ids, and panics with a message naming
 //! the broken rule. Only behaviour observable through the trait is checked: that nothing of a
 //! duplicate is stored shows as its other keys staying unseen. The prune checks count what
-//! [`Inbox::prune`] removed, so give each check an inbox of its own (a scratch database for a
-//! database backend), as [`inbox_conformance!`](macro@crate::inbox_conformance) does:
+//! [`Inbox::prune`] removed, and the claim checks see every tenant's entries, so give each
+//! check an inbox of its own (a scratch database for a database backend), as
+//! [`inbox_conformance!`](macro@crate::inbox_conformance) does:
 //!
 //! ```
 //! mod in_memory {
@@ -28,7 +29,7 @@ use futures::future::join_all;
 use tenant_isolation::{ChipId, TenantId};
 use waha_client::webhook::MessageAck;
 
-use crate::inbox::{Admission, Inbox, InboxEntry};
+use crate::inbox::{Admission, EntryId, Inbox, InboxEntry};
 
 /// Generates one `#[tokio::test]` per conformance check, a fresh inbox per check.
 ///
@@ -53,7 +54,11 @@ macro_rules! inbox_conformance {
             entries_without_keys_are_always_new, repeated_keys_count_once,
             concurrent_identical_admits_make_one_new, acks_move_forward_only,
             acks_follow_the_total_order, acks_are_per_tenant_and_message,
-            prune_forgets_old_keys_and_keeps_newer, prune_forgets_acks_no_entry_mentions);
+            prune_forgets_old_keys_and_keeps_newer, prune_forgets_acks_no_entry_mentions,
+            a_duplicate_of_an_unapplied_entry_names_it,
+            a_duplicate_is_unapplied_while_any_matching_entry_is,
+            marks_are_idempotent_and_per_tenant, claims_take_the_oldest_unapplied_before_the_cutoff,
+            a_claim_is_not_handed_out_again_within_its_grace, pruned_entries_are_not_claimed);
     };
 }
 
@@ -87,6 +92,54 @@ async fn admit(inbox: &dyn Inbox, entry: InboxEntry, what: &str) -> Admission {
         .unwrap_or_else(|err| panic!("{what}: admit failed: {err}"))
 }
 
+/// Admits `entry`, which must be new; answers its number.
+async fn admit_new(inbox: &dyn Inbox, entry: InboxEntry, what: &str) -> EntryId {
+    match admit(inbox, entry, what).await {
+        Admission::New { entry } => entry,
+        other => panic!("{what}: a delivery none of whose keys was seen is new, not {other:?}"),
+    }
+}
+
+/// Admits `entry`, which must be new, and marks it applied (what the ingest does once it acted
+/// on it); answers its number.
+async fn admit_applied(inbox: &dyn Inbox, entry: InboxEntry, what: &str) -> EntryId {
+    let tenant = entry.tenant.clone();
+    let id = admit_new(inbox, entry, what).await;
+    mark(inbox, &tenant, id, what).await;
+    id
+}
+
+/// Marks `entry` of `tenant` applied; panics naming `what` when the inbox fails.
+async fn mark(inbox: &dyn Inbox, tenant: &TenantId, entry: EntryId, what: &str) {
+    inbox
+        .mark_applied(tenant, entry)
+        .await
+        .unwrap_or_else(|err| panic!("{what}: mark_applied({entry}) failed: {err}"));
+}
+
+/// Claims; panics when the inbox fails.
+async fn claim(
+    inbox: &dyn Inbox,
+    received_before: SystemTime,
+    now: SystemTime,
+    limit: usize,
+) -> Vec<(EntryId, InboxEntry)> {
+    inbox
+        .claim_unapplied(received_before, now, limit)
+        .await
+        .unwrap_or_else(|err| panic!("claim_unapplied failed: {err}"))
+}
+
+/// The numbers of claimed entries, in the order claimed.
+fn ids(claimed: &[(EntryId, InboxEntry)]) -> Vec<EntryId> {
+    claimed.iter().map(|(id, _)| *id).collect()
+}
+
+/// Whether an admission is [`Admission::New`].
+fn is_new(admission: &Admission) -> bool {
+    matches!(admission, Admission::New { .. })
+}
+
 /// Records an ack; panics naming `what` when the inbox fails.
 async fn ack(inbox: &dyn Inbox, tenant: &TenantId, message_id: &str, level: MessageAck) -> bool {
     inbox
@@ -107,11 +160,7 @@ async fn prune(inbox: &dyn Inbox, older_than: SystemTime) -> u64 {
 pub async fn a_retry_is_a_duplicate(inbox: &dyn Inbox) {
     let tenant = TenantId::generate();
     let keys = ["event:evt_1", "message:m1"];
-    assert_eq!(
-        admit(inbox, entry(&tenant, &keys, 0), "first delivery").await,
-        Admission::New,
-        "a delivery none of whose keys was seen is new"
-    );
+    admit_applied(inbox, entry(&tenant, &keys, 0), "first delivery").await;
     assert_eq!(
         admit(inbox, entry(&tenant, &keys, 1), "retry").await,
         Admission::Duplicate,
@@ -128,15 +177,12 @@ pub async fn a_retry_is_a_duplicate(inbox: &dyn Inbox) {
 /// same message as `message.any` (another event id again).
 pub async fn another_delivery_of_a_message_is_a_duplicate(inbox: &dyn Inbox) {
     let tenant = TenantId::generate();
-    assert_eq!(
-        admit(
-            inbox,
-            entry(&tenant, &["event:evt_1", "message:m1"], 0),
-            "first"
-        )
-        .await,
-        Admission::New
-    );
+    admit_applied(
+        inbox,
+        entry(&tenant, &["event:evt_1", "message:m1"], 0),
+        "first",
+    )
+    .await;
     assert_eq!(
         admit(
             inbox,
@@ -157,14 +203,15 @@ pub async fn another_delivery_of_a_message_is_a_duplicate(inbox: &dyn Inbox) {
         Admission::Duplicate,
         "the order of the keys does not matter"
     );
-    assert_eq!(
-        admit(
-            inbox,
-            entry(&tenant, &["event:evt_4", "message:m2"], 1),
-            "another message"
-        )
-        .await,
-        Admission::New,
+    assert!(
+        is_new(
+            &admit(
+                inbox,
+                entry(&tenant, &["event:evt_4", "message:m2"], 1),
+                "another message"
+            )
+            .await
+        ),
         "another message is new"
     );
 }
@@ -172,7 +219,7 @@ pub async fn another_delivery_of_a_message_is_a_duplicate(inbox: &dyn Inbox) {
 /// A duplicate stores none of its keys: its own event id stays unseen.
 pub async fn nothing_of_a_duplicate_is_stored(inbox: &dyn Inbox) {
     let tenant = TenantId::generate();
-    admit(
+    admit_applied(
         inbox,
         entry(&tenant, &["event:e1", "message:m1"], 0),
         "first",
@@ -187,19 +234,19 @@ pub async fn nothing_of_a_duplicate_is_stored(inbox: &dyn Inbox) {
         .await,
         Admission::Duplicate
     );
-    assert_eq!(
-        admit(
-            inbox,
-            entry(&tenant, &["event:e2"], 1),
-            "its event id alone"
-        )
-        .await,
-        Admission::New,
+    assert!(
+        is_new(
+            &admit(
+                inbox,
+                entry(&tenant, &["event:e2"], 1),
+                "its event id alone"
+            )
+            .await
+        ),
         "a duplicate's other keys were not stored"
     );
-    assert_eq!(
-        admit(inbox, entry(&tenant, &["ack:m1:3"], 1), "its ack key alone").await,
-        Admission::New,
+    assert!(
+        is_new(&admit(inbox, entry(&tenant, &["ack:m1:3"], 1), "its ack key alone").await),
         "a duplicate's other keys were not stored"
     );
 }
@@ -209,15 +256,9 @@ pub async fn keys_are_per_tenant(inbox: &dyn Inbox) {
     let acme = TenantId::generate();
     let beta = TenantId::generate();
     let keys = ["event:evt_1", "message:m1"];
-    assert_eq!(
-        admit(inbox, entry(&acme, &keys, 0), "acme").await,
-        Admission::New
-    );
-    assert_eq!(
-        admit(inbox, entry(&beta, &keys, 0), "beta").await,
-        Admission::New,
-        "another tenant's ids are its own"
-    );
+    admit_applied(inbox, entry(&acme, &keys, 0), "acme").await;
+    // Another tenant's ids are its own: new.
+    admit_applied(inbox, entry(&beta, &keys, 0), "beta").await;
     assert_eq!(
         admit(inbox, entry(&beta, &keys, 1), "beta again").await,
         Admission::Duplicate
@@ -231,12 +272,14 @@ pub async fn keys_are_per_tenant(inbox: &dyn Inbox) {
 /// An entry without keys is always new (an old server's `session.status`).
 pub async fn entries_without_keys_are_always_new(inbox: &dyn Inbox) {
     let tenant = TenantId::generate();
+    let mut seen: Vec<EntryId> = Vec::new();
     for n in 0..3 {
-        assert_eq!(
-            admit(inbox, entry(&tenant, &[], n), "no keys").await,
-            Admission::New,
-            "an entry without keys is never a duplicate"
-        );
+        let admission = admit(inbox, entry(&tenant, &[], n), "no keys").await;
+        let Admission::New { entry: id } = admission else {
+            panic!("an entry without keys is never a duplicate, not {admission:?}");
+        };
+        assert!(!seen.contains(&id), "each entry has a number of its own");
+        seen.push(id);
     }
 }
 
@@ -244,11 +287,8 @@ pub async fn entries_without_keys_are_always_new(inbox: &dyn Inbox) {
 pub async fn repeated_keys_count_once(inbox: &dyn Inbox) {
     let tenant = TenantId::generate();
     let keys = ["event:e1", "message:m1", "event:e1"];
-    assert_eq!(
-        admit(inbox, entry(&tenant, &keys, 0), "repeated key").await,
-        Admission::New,
-        "a key repeated in one entry does not make it a duplicate of itself"
-    );
+    // A key repeated in one entry does not make it a duplicate of itself.
+    admit_applied(inbox, entry(&tenant, &keys, 0), "repeated key").await;
     assert_eq!(
         admit(inbox, entry(&tenant, &keys, 1), "retry").await,
         Admission::Duplicate
@@ -267,7 +307,7 @@ pub async fn concurrent_identical_admits_make_one_new(inbox: &dyn Inbox) {
             Ok(admission) => *admission,
             Err(err) => panic!("concurrent admit failed: {err}"),
         })
-        .filter(|admission| *admission == Admission::New)
+        .filter(is_new)
         .count();
     assert_eq!(
         new, 1,
@@ -292,7 +332,7 @@ pub async fn concurrent_identical_admits_make_one_new(inbox: &dyn Inbox) {
             Ok(admission) => *admission,
             Err(err) => panic!("concurrent overlapping admit failed: {err}"),
         })
-        .filter(|admission| *admission == Admission::New)
+        .filter(is_new)
         .count();
     assert_eq!(
         new, 1,
@@ -447,16 +487,16 @@ pub async fn acks_are_per_tenant_and_message(inbox: &dyn Inbox) {
 pub async fn prune_forgets_old_keys_and_keeps_newer(inbox: &dyn Inbox) {
     let acme = TenantId::generate();
     let beta = TenantId::generate();
-    admit(
+    admit_applied(
         inbox,
         entry(&acme, &["event:old", "message:m-old"], 0),
         "old",
     )
     .await;
-    admit(inbox, entry(&beta, &["event:old"], 1), "beta's old").await;
-    admit(inbox, entry(&acme, &[], 2), "old without keys").await;
-    admit(inbox, entry(&acme, &["event:cut"], 10), "at the cutoff").await;
-    admit(inbox, entry(&acme, &["event:new"], 20), "new").await;
+    admit_applied(inbox, entry(&beta, &["event:old"], 1), "beta's old").await;
+    admit_applied(inbox, entry(&acme, &[], 2), "old without keys").await;
+    admit_applied(inbox, entry(&acme, &["event:cut"], 10), "at the cutoff").await;
+    admit_applied(inbox, entry(&acme, &["event:new"], 20), "new").await;
 
     assert_eq!(
         prune(inbox, at(10)).await,
@@ -469,24 +509,23 @@ pub async fn prune_forgets_old_keys_and_keeps_newer(inbox: &dyn Inbox) {
         "pruning again removes nothing"
     );
 
-    assert_eq!(
-        admit(inbox, entry(&acme, &["event:old"], 30), "old again").await,
-        Admission::New,
+    assert!(
+        is_new(&admit(inbox, entry(&acme, &["event:old"], 30), "old again").await),
         "a pruned key is forgotten"
     );
-    assert_eq!(
-        admit(
-            inbox,
-            entry(&acme, &["message:m-old"], 30),
-            "old message again"
-        )
-        .await,
-        Admission::New,
+    assert!(
+        is_new(
+            &admit(
+                inbox,
+                entry(&acme, &["message:m-old"], 30),
+                "old message again"
+            )
+            .await
+        ),
         "every key of a pruned entry is forgotten"
     );
-    assert_eq!(
-        admit(inbox, entry(&beta, &["event:old"], 30), "beta's old again").await,
-        Admission::New,
+    assert!(
+        is_new(&admit(inbox, entry(&beta, &["event:old"], 30), "beta's old again").await),
         "every tenant is pruned"
     );
     assert_eq!(
@@ -534,4 +573,253 @@ pub async fn prune_forgets_acks_no_entry_mentions(inbox: &dyn Inbox) {
         !ack(inbox, &tenant, "n", MessageAck::Device).await,
         "an entry still mentions n: its mark stays"
     );
+}
+
+/// A duplicate of an entry not marked applied names that entry and stores nothing (its other
+/// keys stay unseen); once the entry is marked, a duplicate is [`Admission::Duplicate`].
+pub async fn a_duplicate_of_an_unapplied_entry_names_it(inbox: &dyn Inbox) {
+    let tenant = TenantId::generate();
+    let keys = ["event:evt_1", "message:m1"];
+    let first = admit_new(inbox, entry(&tenant, &keys, 0), "first delivery").await;
+    assert_eq!(
+        admit(inbox, entry(&tenant, &keys, 1), "retry before the mark").await,
+        Admission::Unapplied {
+            entry: first,
+            received_at: at(0)
+        },
+        "a retry of an entry not marked applied names that entry"
+    );
+    assert_eq!(
+        admit(
+            inbox,
+            entry(&tenant, &["event:evt_2", "message:m1", "ack:m1:3"], 1),
+            "another delivery of the message before the mark"
+        )
+        .await,
+        Admission::Unapplied {
+            entry: first,
+            received_at: at(0)
+        },
+        "one seen key of an unapplied entry is enough"
+    );
+    mark(inbox, &tenant, first, "the first delivery").await;
+    assert_eq!(
+        admit(inbox, entry(&tenant, &keys, 2), "retry after the mark").await,
+        Admission::Duplicate,
+        "once applied, a retry is a duplicate"
+    );
+    assert_eq!(
+        admit(
+            inbox,
+            entry(&tenant, &keys, 3),
+            "second retry after the mark"
+        )
+        .await,
+        Admission::Duplicate,
+        "and stays one"
+    );
+    assert!(
+        is_new(
+            &admit(
+                inbox,
+                entry(&tenant, &["event:evt_2"], 4),
+                "its event id alone"
+            )
+            .await
+        ),
+        "an unapplied duplicate's other keys were not stored"
+    );
+    assert!(
+        is_new(&admit(inbox, entry(&tenant, &["ack:m1:3"], 4), "its ack key alone").await),
+        "an unapplied duplicate's other keys were not stored"
+    );
+}
+
+/// A delivery whose keys were brought by several entries is [`Admission::Unapplied`] while any
+/// of them is not marked applied (naming an unapplied one), and a duplicate once all are.
+pub async fn a_duplicate_is_unapplied_while_any_matching_entry_is(inbox: &dyn Inbox) {
+    let tenant = TenantId::generate();
+    let one = admit_new(inbox, entry(&tenant, &["event:e1", "message:m1"], 0), "one").await;
+    let two = admit_new(inbox, entry(&tenant, &["event:e2", "message:m2"], 1), "two").await;
+    let both = ["message:m1", "message:m2", "event:e3"];
+    let admission = admit(inbox, entry(&tenant, &both, 2), "both, none applied").await;
+    assert!(
+        admission
+            == Admission::Unapplied {
+                entry: one,
+                received_at: at(0)
+            }
+            || admission
+                == Admission::Unapplied {
+                    entry: two,
+                    received_at: at(1)
+                },
+        "a duplicate of two unapplied entries names one of them, not {admission:?}"
+    );
+    mark(inbox, &tenant, one, "one").await;
+    assert_eq!(
+        admit(inbox, entry(&tenant, &both, 3), "both, one applied").await,
+        Admission::Unapplied {
+            entry: two,
+            received_at: at(1)
+        },
+        "the entry still unapplied"
+    );
+    mark(inbox, &tenant, two, "two").await;
+    assert_eq!(
+        admit(inbox, entry(&tenant, &both, 4), "both, both applied").await,
+        Admission::Duplicate,
+        "every matching entry is applied"
+    );
+}
+
+/// Marking is idempotent, an unknown entry is no error, and a mark names the tenant's entry:
+/// another tenant's mark of the same number changes nothing.
+pub async fn marks_are_idempotent_and_per_tenant(inbox: &dyn Inbox) {
+    let acme = TenantId::generate();
+    let beta = TenantId::generate();
+    let keys = ["event:evt_1", "message:m1"];
+    let acme_entry = admit_new(inbox, entry(&acme, &keys, 0), "acme").await;
+    let beta_entry = admit_new(inbox, entry(&beta, &keys, 0), "beta").await;
+    assert_ne!(acme_entry, beta_entry, "numbers are unique across tenants");
+
+    mark(inbox, &beta, acme_entry, "acme's entry under beta").await;
+    assert_eq!(
+        admit(inbox, entry(&acme, &keys, 1), "acme's retry").await,
+        Admission::Unapplied {
+            entry: acme_entry,
+            received_at: at(0)
+        },
+        "another tenant's mark does not reach acme's entry"
+    );
+
+    mark(inbox, &acme, acme_entry, "acme").await;
+    mark(inbox, &acme, acme_entry, "acme again").await;
+    assert_eq!(
+        admit(inbox, entry(&acme, &keys, 2), "acme's retry after the mark").await,
+        Admission::Duplicate
+    );
+    assert_eq!(
+        admit(inbox, entry(&beta, &keys, 2), "beta's retry").await,
+        Admission::Unapplied {
+            entry: beta_entry,
+            received_at: at(0)
+        },
+        "acme's mark does not reach beta's entry"
+    );
+
+    inbox
+        .mark_applied(&acme, EntryId::new(u64::MAX))
+        .await
+        .unwrap_or_else(|err| panic!("marking an unknown entry is no error: {err}"));
+    inbox
+        .mark_applied(&TenantId::generate(), beta_entry)
+        .await
+        .unwrap_or_else(|err| panic!("marking for a tenant without entries is no error: {err}"));
+    assert_eq!(
+        admit(inbox, entry(&beta, &keys, 3), "beta's retry again").await,
+        Admission::Unapplied {
+            entry: beta_entry,
+            received_at: at(0)
+        },
+        "still not applied"
+    );
+}
+
+/// [`Inbox::claim_unapplied`] hands out the unapplied entries of every tenant received before
+/// the cut-off (strictly), oldest first, at most `limit`, each with its body and keys.
+pub async fn claims_take_the_oldest_unapplied_before_the_cutoff(inbox: &dyn Inbox) {
+    let acme = TenantId::generate();
+    let beta = TenantId::generate();
+    let applied = admit_applied(inbox, entry(&acme, &["event:applied"], 0), "applied").await;
+    let a5 = entry(&acme, &["event:a5", "message:m5"], 5);
+    let b1 = entry(&beta, &["event:b1"], 1);
+    let a3 = entry(&acme, &[], 3);
+    let a7 = entry(&acme, &["event:a7"], 7);
+    let a10 = entry(&acme, &["event:a10"], 10);
+    let a5_id = admit_new(inbox, a5.clone(), "a5").await;
+    let b1_id = admit_new(inbox, b1.clone(), "b1").await;
+    let a3_id = admit_new(inbox, a3.clone(), "a3").await;
+    let a7_id = admit_new(inbox, a7.clone(), "a7").await;
+    let a10_id = admit_new(inbox, a10, "a10").await;
+
+    assert!(
+        claim(inbox, at(10), at(100), 0).await.is_empty(),
+        "a limit of 0 claims nothing"
+    );
+    let first = claim(inbox, at(10), at(100), 2).await;
+    assert_eq!(
+        ids(&first),
+        [b1_id, a3_id],
+        "the two oldest unapplied entries, of any tenant, oldest first"
+    );
+    assert_eq!(
+        first
+            .iter()
+            .map(|(_, entry)| entry.clone())
+            .collect::<Vec<_>>(),
+        [b1, a3],
+        "each claimed entry as it was admitted"
+    );
+    let rest = claim(inbox, at(10), at(100), 10).await;
+    assert_eq!(
+        ids(&rest),
+        [a5_id, a7_id],
+        "the others received before the cut-off; not the applied one, not one received at \
+         the cut-off, not those claimed already"
+    );
+    assert_eq!(rest[0].1, a5, "the body and keys as admitted");
+    assert!(!ids(&rest).contains(&applied));
+    assert!(
+        !ids(&rest).contains(&a10_id),
+        "received at the cut-off: not before it"
+    );
+    assert_eq!(rest[1].1, a7);
+}
+
+/// An entry claimed at `now` is not handed out again while the cut-off is not past `now`, and
+/// is handed out again once it is (the claimer died); a mark ends its claims.
+pub async fn a_claim_is_not_handed_out_again_within_its_grace(inbox: &dyn Inbox) {
+    let acme = TenantId::generate();
+    let first = admit_new(inbox, entry(&acme, &["event:first"], 0), "first").await;
+    let second = admit_new(inbox, entry(&acme, &["event:second"], 1), "second").await;
+
+    assert_eq!(
+        ids(&claim(inbox, at(10), at(40), 10).await),
+        [first, second]
+    );
+    assert!(
+        claim(inbox, at(10), at(40), 10).await.is_empty(),
+        "claimed after the cut-off: not again"
+    );
+    assert!(
+        claim(inbox, at(40), at(70), 10).await.is_empty(),
+        "claimed at the cut-off: not again"
+    );
+    mark(inbox, &acme, first, "first").await;
+    assert_eq!(
+        ids(&claim(inbox, at(41), at(71), 10).await),
+        [second],
+        "claimed before the cut-off and still unapplied: handed out again; applied: never"
+    );
+    assert!(
+        claim(inbox, at(50), at(80), 10).await.is_empty(),
+        "claimed again at 71"
+    );
+    mark(inbox, &acme, second, "second").await;
+    assert!(
+        claim(inbox, at(1_000), at(1_000), 10).await.is_empty(),
+        "every entry is applied"
+    );
+}
+
+/// Prune takes unapplied entries too (retention wins): they are not claimed any more, and a
+/// mark of a pruned entry is no error.
+pub async fn pruned_entries_are_not_claimed(inbox: &dyn Inbox) {
+    let acme = TenantId::generate();
+    let gone = admit_new(inbox, entry(&acme, &["event:gone"], 0), "gone").await;
+    let kept = admit_new(inbox, entry(&acme, &["event:kept"], 20), "kept").await;
+    assert_eq!(prune(inbox, at(10)).await, 1);
+    assert_eq!(ids(&claim(inbox, at(30), at(30), 10).await), [kept]);
+    mark(inbox, &acme, gone, "a pruned entry").await;
 }

@@ -3,25 +3,26 @@
 //! row-level security, admitted in one transaction whose unique key decides between concurrent
 //! deliveries.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use tenant_isolation::TenantId;
 use tenant_isolation::pg::reexports::deadpool_postgres::Pool;
 use tenant_isolation::pg::reexports::tokio_postgres::Row;
 use tenant_isolation::pg::{TenantDb, TenantTx};
+use tenant_isolation::{ChipId, TenantId};
 use waha_client::webhook::MessageAck;
 
-use crate::inbox::{ACK_KEY_PREFIX, Admission, Inbox, InboxEntry, InboxError};
-use crate::pg_common::{UnsignedError, ack_rank, db_reason, tenants_to_prune, unsigned};
+use crate::inbox::{ACK_KEY_PREFIX, Admission, EntryId, Inbox, InboxEntry, InboxError};
+use crate::pg_common::{UnsignedError, ack_rank, bigint, db_reason, tenants_to_prune, unsigned};
 
 /// Stores an entry (`$1` tenant, `$2` chip, `$3` received at, `$4` body, `$5` its keys as it
-/// carries them) and claims its distinct keys (`$6`, sorted; `$7` the message id of each ack
-/// key, else NULL), in one statement; answers how many keys it claimed. A key that exists is
-/// skipped (`DO NOTHING`); one that another transaction is inserting makes this statement wait
-/// for that transaction, then skip (it committed) or claim (it rolled back). Keys are inserted
+/// carries them), unapplied, and claims its distinct keys (`$6`, sorted; `$7` the message id of
+/// each ack key, else NULL), in one statement; answers the entry's id and how many keys it
+/// claimed. A key that exists is skipped (`DO NOTHING`); one that another transaction is
+/// inserting makes this statement wait for that transaction, then skip (it committed) or claim
+/// (it rolled back). Keys are inserted
 /// in byte order, so two admissions of overlapping keys wait for each other in one order and
 /// never deadlock. The entry's row is inserted first (the keys refer to it); a duplicate's
 /// transaction rolls back, taking it away again.
@@ -37,12 +38,57 @@ const ADMIT: &str = "WITH entry AS ( \
          ON CONFLICT (tenant_id, key) DO NOTHING \
          RETURNING 1 \
      ) \
-     SELECT count(*) AS claimed FROM claimed";
+     SELECT (SELECT id FROM entry) AS entry_id, (SELECT count(*) FROM claimed) AS claimed";
 
-/// Stores an entry without keys (`$1`..`$4` as in [`ADMIT`]): never a duplicate.
+/// Stores an entry without keys (`$1`..`$4` as in [`ADMIT`]), unapplied: never a duplicate.
+/// Answers its id.
 const ADMIT_WITHOUT_KEYS: &str = "INSERT INTO supervisor_inbox \
          (tenant_id, chip_id, received_at, body, keys) \
-     VALUES ($1::text, $2::text, $3::timestamptz, $4::bytea, '{}'::text[])";
+     VALUES ($1::text, $2::text, $3::timestamptz, $4::bytea, '{}'::text[]) \
+     RETURNING id AS entry_id";
+
+/// Of a duplicate's keys (`$2`, of tenant `$1`), the lowest-numbered entry that brought one of
+/// them and is not marked applied, if any; `$3` is the duplicate's own (rolled back) entry,
+/// whose keys this transaction inserted and which never counts. Run in the admission's
+/// transaction, after [`ADMIT`]: the keys it conflicted with are committed (it waited for
+/// them), so this statement's snapshot sees them.
+const UNAPPLIED_OF_KEYS: &str = "SELECT e.id AS entry_id, e.received_at \
+       FROM supervisor_inbox_keys k \
+       JOIN supervisor_inbox e ON e.tenant_id = k.tenant_id AND e.id = k.entry_id \
+      WHERE k.tenant_id = $1::text AND k.key = ANY($2::text[]) AND k.entry_id <> $3::bigint \
+        AND e.applied_at IS NULL \
+      ORDER BY e.id \
+      LIMIT 1";
+
+/// Marks entry `$2` of tenant `$1` applied (the database's clock: informational only). An
+/// entry already marked, or absent, is left alone.
+const MARK_APPLIED: &str = "UPDATE supervisor_inbox SET applied_at = now() \
+      WHERE tenant_id = $1::text AND id = $2::bigint AND applied_at IS NULL";
+
+/// The sweep's candidates of tenant `$1`: up to `$3` entries not marked applied, received
+/// before `$2` and not claimed at or after `$2`, oldest first (no lock: [`CLAIM`] checks again).
+const UNAPPLIED: &str = "SELECT id, received_at FROM supervisor_inbox \
+      WHERE tenant_id = $1::text AND applied_at IS NULL AND received_at < $2::timestamptz \
+        AND (claimed_at IS NULL OR claimed_at < $2::timestamptz) \
+      ORDER BY received_at, id \
+      LIMIT $3::bigint";
+
+/// Claims the entries `$4` of tenant `$1` that still qualify (as in [`UNAPPLIED`], `$2` the
+/// cut-off) and that no other transaction holds (`SKIP LOCKED`: a concurrent sweep's claim is
+/// never waited for), stamping `claimed_at = $3`; returns them whole, oldest first.
+const CLAIM: &str = "WITH claimed AS ( \
+         UPDATE supervisor_inbox e SET claimed_at = $3::timestamptz \
+          WHERE e.tenant_id = $1::text AND e.id IN ( \
+                SELECT c.id FROM supervisor_inbox c \
+                 WHERE c.tenant_id = $1::text AND c.id = ANY($4::bigint[]) \
+                   AND c.applied_at IS NULL AND c.received_at < $2::timestamptz \
+                   AND (c.claimed_at IS NULL OR c.claimed_at < $2::timestamptz) \
+                 ORDER BY c.received_at, c.id \
+                 LIMIT $5::bigint \
+                   FOR UPDATE SKIP LOCKED) \
+         RETURNING e.id, e.chip_id, e.received_at, e.body, e.keys \
+     ) \
+     SELECT id, chip_id, received_at, body, keys FROM claimed ORDER BY received_at, id";
 
 /// Records `$3` as the highest ack of message `$2` of tenant `$1` if it moves the message
 /// forward (or is its first), in one statement: the row lock of the conflict serializes
@@ -83,9 +129,13 @@ const TENANTS: &str = "SELECT tenant_id FROM tenants \
 ///
 /// # Storage
 /// Its tables come with [`PgChipStore::MIGRATIONS`](crate::PgChipStore::MIGRATIONS) (version
-/// 3, `migrations/0003_inbox.sql`), all tenant tables under forced row-level security with a
+/// 3, `migrations/0003_inbox.sql`; version 5, `migrations/0005_inbox_applied.sql`, adds the
+/// applied and claimed marks), all tenant tables under forced row-level security with a
 /// foreign key to the tenant directory (admit for tenants that exist):
-/// - `supervisor_inbox`: one row per admitted delivery (chip, time received, raw body, keys);
+/// - `supervisor_inbox`: one row per admitted delivery (chip, time received, raw body, keys),
+///   with `applied_at` (NULL until [`mark_applied`](Inbox::mark_applied)) and `claimed_at`
+///   (the last [`claim_unapplied`](Inbox::claim_unapplied), the caller's time), and a partial
+///   index on the unapplied rows for the sweep;
 /// - `supervisor_inbox_keys`: the de-duplication keys, primary key `(tenant_id, key)`, each
 ///   pointing at the entry that brought it (and going with it);
 /// - `supervisor_message_acks`: each message's highest ack, as its wire number.
@@ -95,18 +145,32 @@ const TENANTS: &str = "SELECT tenant_id FROM tenants \
 /// role), `READ COMMITTED`:
 /// - [`admit`](Inbox::admit) inserts the entry and its keys in one statement, the keys with
 ///   `ON CONFLICT (tenant_id, key) DO NOTHING`. If fewer keys went in than the entry has
-///   (distinct), one was already seen: the answer is [`Admission::Duplicate`] and the
-///   transaction rolls back, so nothing of a duplicate stays; otherwise it commits and the
-///   answer is [`Admission::New`]. Two identical deliveries at the same time (on any replicas)
-///   give exactly one `New`: the second one's key insert waits for the first transaction on
-///   the primary key, then conflicts (or, if the first rolled back, goes in). Keys are inserted
-///   in byte order, so overlapping admissions never deadlock. An entry without keys is always
-///   new.
+///   (distinct), one was already seen: the same transaction then looks for the lowest-numbered
+///   unapplied entry among those its keys point at ([`Admission::Unapplied`]; none:
+///   [`Admission::Duplicate`]) and rolls back, so nothing of a duplicate stays; otherwise it
+///   commits and the answer is [`Admission::New`] with the entry's id. Two identical
+///   deliveries at the same time (on any replicas) give exactly one `New`: the second one's
+///   key insert waits for the first transaction on the primary key, then conflicts (or, if
+///   the first rolled back, goes in). Keys are inserted in byte order, so overlapping
+///   admissions never deadlock. An entry without keys is always new.
+/// - [`mark_applied`](Inbox::mark_applied) is one `UPDATE` of one row that sets `applied_at`
+///   (the database's clock, informational) where it is NULL.
+/// - [`claim_unapplied`](Inbox::claim_unapplied) spans tenants, so it works as
+///   [`prune`](Inbox::prune) does: it reads the tenants with the owner pool, then reads each
+///   tenant's oldest candidates (unapplied, received before the cut-off, not claimed since) in
+///   a transaction of its own, without locks, through the partial index; of all of them it
+///   keeps the `limit` oldest, and claims those tenant by tenant with one
+///   `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING …` that checks
+///   the conditions again and stamps `claimed_at`. A row another replica's sweep is claiming
+///   is skipped, never waited for; one it claimed a moment ago no longer qualifies (its
+///   `claimed_at` is past the cut-off). One tenant transaction per tenant and sweep, even when
+///   nothing is pending: a sweep costs a round trip or three per tenant.
 /// - [`record_ack`](Inbox::record_ack) is one conditional upsert: the mark moves only when the
 ///   new ack's rank is higher, in the order of [`MessageAck::supersedes`] (computed in SQL
 ///   from the stored number).
 /// - A failed commit may still have committed (the connection broke): a retried admission is
-///   then answered `Duplicate`, which the ingest acknowledges; the delivery is stored either way.
+///   then answered `Unapplied` (the entry is stored and not marked), which the ingest applies
+///   and marks; the delivery is stored either way.
 ///
 /// # Retention
 /// Entries stay until [`prune`](Inbox::prune) removes those received before the cutoff, with
@@ -158,12 +222,14 @@ impl fmt::Debug for PgInbox {
 impl PgInbox {
     /// An inbox over `tenant_db` (the application role: every read and write of inbox rows is
     /// scoped to one tenant) and `owner`, a pool of the role that owns the tables (only
-    /// [`prune`](Inbox::prune) uses it, to find the tenants). No I/O.
+    /// [`prune`](Inbox::prune) and [`claim_unapplied`](Inbox::claim_unapplied) use it, to find
+    /// the tenants). No I/O.
     pub fn new(tenant_db: TenantDb, owner: Pool) -> Self {
         PgInbox { tenant_db, owner }
     }
 
-    /// The tenants [`prune`](Inbox::prune) visits.
+    /// The tenants [`prune`](Inbox::prune) and [`claim_unapplied`](Inbox::claim_unapplied)
+    /// visit.
     async fn tenants(&self) -> Result<Vec<TenantId>, InboxError> {
         tenants_to_prune(&self.owner, TENANTS, "webhook inbox", unavailable, || {
             corrupt("a tenant id does not read as text")
@@ -189,6 +255,53 @@ impl PgInbox {
         let row = tx.finish_with(pruned).await.map_err(unavailable)?;
         count(&row, "gone")
     }
+
+    /// Up to `limit` of `tenant`'s sweep candidates ([`UNAPPLIED`]): received time and id,
+    /// oldest first.
+    async fn candidates(
+        &self,
+        tenant: &TenantId,
+        received_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(SystemTime, i64)>, InboxError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let tx = self.tenant_db.scoped(tenant).await.map_err(unavailable)?;
+        let rows = tx
+            .query(UNAPPLIED, &[&tenant.as_str(), &received_before, &limit])
+            .await;
+        let rows = tx.finish_with(rows).await.map_err(unavailable)?;
+        rows.iter()
+            .map(|row| -> Result<(SystemTime, i64), InboxError> {
+                let received_at: SystemTime = row
+                    .try_get("received_at")
+                    .map_err(|_| corrupt("a received time does not read as timestamptz"))?;
+                let id: i64 = row
+                    .try_get("id")
+                    .map_err(|_| corrupt("an entry id does not read as bigint"))?;
+                Ok((received_at, id))
+            })
+            .collect()
+    }
+
+    /// Claims `ids` of `tenant` ([`CLAIM`]) in one transaction; answers those it claimed.
+    async fn claim_tenant(
+        &self,
+        tenant: &TenantId,
+        ids: &[i64],
+        received_before: SystemTime,
+        now: SystemTime,
+    ) -> Result<Vec<(EntryId, InboxEntry)>, InboxError> {
+        let limit = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+        let tx = self.tenant_db.scoped(tenant).await.map_err(unavailable)?;
+        let rows = tx
+            .query(
+                CLAIM,
+                &[&tenant.as_str(), &received_before, &now, &ids, &limit],
+            )
+            .await;
+        let rows = tx.finish_with(rows).await.map_err(unavailable)?;
+        rows.iter().map(|row| claimed_entry(tenant, row)).collect()
+    }
 }
 
 #[async_trait]
@@ -211,17 +324,19 @@ impl Inbox for PgInbox {
             .map_err(unavailable)?;
         if keys.is_empty() {
             let stored = tx
-                .execute(
+                .query_one(
                     ADMIT_WITHOUT_KEYS,
                     &[&tenant, &chip, &entry.received_at, &entry.body],
                 )
                 .await;
-            tx.finish_with(stored).await.map_err(unavailable)?;
-            return Ok(Admission::New);
+            let row = tx.finish_with(stored).await.map_err(unavailable)?;
+            return Ok(Admission::New {
+                entry: entry_id(&row)?,
+            });
         }
         let ack_messages: Vec<Option<&str>> =
             keys.iter().map(|key| ack_key_message_id(key)).collect();
-        let claimed = tx
+        let admitted = tx
             .query_one(
                 ADMIT,
                 &[
@@ -234,27 +349,53 @@ impl Inbox for PgInbox {
                     &ack_messages,
                 ],
             )
-            .await;
-        let claimed = match claimed {
-            Ok(row) => count(&row, "claimed"),
-            Err(err) => Err(unavailable(err)),
-        };
-        let all_new = match claimed {
-            Ok(claimed) => claimed == u64::try_from(keys.len()).unwrap_or(u64::MAX),
+            .await
+            .map_err(unavailable)
+            .and_then(|row| -> Result<(EntryId, u64), InboxError> {
+                Ok((entry_id(&row)?, count(&row, "claimed")?))
+            });
+        let (stored, claimed) = match admitted {
+            Ok(admitted) => admitted,
             Err(err) => {
                 rollback(tx).await;
                 return Err(err);
             }
         };
-        if all_new {
+        if claimed == u64::try_from(keys.len()).unwrap_or(u64::MAX) {
             tx.commit().await.map_err(unavailable)?;
-            Ok(Admission::New)
-        } else {
-            // A key was seen: nothing of this delivery stays (a failed rollback discards the
-            // connection, which ends the transaction all the same).
-            rollback(tx).await;
-            Ok(Admission::Duplicate)
+            return Ok(Admission::New { entry: stored });
         }
+        // A key was seen: is every entry that brought one applied? Asked in this transaction
+        // (one round trip less), excluding its own entry; then nothing of this delivery stays
+        // (a failed rollback discards the connection, which ends the transaction all the same).
+        let earlier = tx
+            .query_opt(
+                UNAPPLIED_OF_KEYS,
+                &[&tenant, &keys, &bigint(stored.get(), -1)],
+            )
+            .await
+            .map_err(unavailable);
+        rollback(tx).await;
+        match earlier? {
+            Some(row) => Ok(Admission::Unapplied {
+                entry: entry_id(&row)?,
+                received_at: row
+                    .try_get("received_at")
+                    .map_err(|_| corrupt("an entry's received_at does not read as timestamptz"))?,
+            }),
+            None => Ok(Admission::Duplicate),
+        }
+    }
+
+    async fn mark_applied(&self, tenant: &TenantId, entry: EntryId) -> Result<(), InboxError> {
+        let Ok(id) = i64::try_from(entry.get()) else {
+            // No row has such an id.
+            return Ok(());
+        };
+        let tx = self.tenant_db.scoped(tenant).await.map_err(unavailable)?;
+        let marked = tx.execute(MARK_APPLIED, &[&tenant.as_str(), &id]).await;
+        tx.finish_with(marked).await.map_err(unavailable)?;
+        Ok(())
     }
 
     async fn record_ack(
@@ -285,6 +426,45 @@ impl Inbox for PgInbox {
         }
         Ok(removed)
     }
+
+    async fn claim_unapplied(
+        &self,
+        received_before: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(EntryId, InboxEntry)>, InboxError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // 1. Every tenant's oldest candidates, read without locks; the `limit` oldest of all.
+        let mut candidates: Vec<(SystemTime, i64, TenantId)> = Vec::new();
+        for tenant in self.tenants().await? {
+            for (received_at, id) in self.candidates(&tenant, received_before, limit).await? {
+                candidates.push((received_at, id, tenant.clone()));
+            }
+        }
+        candidates.sort_unstable_by_key(|a| (a.0, a.1));
+        candidates.truncate(limit);
+        let mut chosen: BTreeMap<TenantId, Vec<i64>> = BTreeMap::new();
+        for (_, id, tenant) in candidates {
+            chosen.entry(tenant).or_default().push(id);
+        }
+        // 2. Claim them, tenant by tenant: what another sweep claimed in between is skipped.
+        let mut claimed = Vec::new();
+        for (tenant, ids) in chosen {
+            match self.claim_tenant(&tenant, &ids, received_before, now).await {
+                Ok(entries) => claimed.extend(entries),
+                Err(err) if claimed.is_empty() => return Err(err),
+                Err(err) => {
+                    // Hand out what is claimed already; the rest is claimed one grace later.
+                    tracing::warn!(tenant = %tenant, error = %err, "claiming unapplied inbox entries failed; the others are handed out");
+                    break;
+                }
+            }
+        }
+        claimed.sort_unstable_by_key(|a| (a.1.received_at, a.0));
+        Ok(claimed)
+    }
 }
 
 /// The message id of an ack key (`ack:<message id>:<level>`; the id may itself contain `:`,
@@ -301,6 +481,42 @@ async fn rollback(tx: TenantTx) {
     if let Err(err) = tx.rollback().await {
         tracing::debug!(error = %err, "rollback of a failed webhook inbox call");
     }
+}
+
+/// The `entry_id` column: an entry's id.
+fn entry_id(row: &Row) -> Result<EntryId, InboxError> {
+    unsigned(row, "entry_id")
+        .map(EntryId::new)
+        .map_err(|err| match err {
+            UnsignedError::Unreadable => corrupt("an entry id does not read as bigint"),
+            UnsignedError::Negative(_) => corrupt("an entry id is negative"),
+        })
+}
+
+/// An entry of `tenant` as [`CLAIM`] returns it.
+fn claimed_entry(tenant: &TenantId, row: &Row) -> Result<(EntryId, InboxEntry), InboxError> {
+    let id: i64 = row
+        .try_get("id")
+        .map_err(|_| corrupt("an entry id does not read as bigint"))?;
+    let id = u64::try_from(id).map_err(|_| corrupt("an entry id is negative"))?;
+    let chip: String = row
+        .try_get("chip_id")
+        .map_err(|_| corrupt("a chip id does not read as text"))?;
+    let chip = ChipId::new(chip).map_err(|_| corrupt("a stored chip id is not valid"))?;
+    let entry = InboxEntry {
+        tenant: tenant.clone(),
+        chip,
+        keys: row
+            .try_get("keys")
+            .map_err(|_| corrupt("the keys do not read as text[]"))?,
+        received_at: row
+            .try_get("received_at")
+            .map_err(|_| corrupt("a received time does not read as timestamptz"))?,
+        body: row
+            .try_get("body")
+            .map_err(|_| corrupt("a body does not read as bytea"))?,
+    };
+    Ok((EntryId::new(id), entry))
 }
 
 /// A `count(*)` column.

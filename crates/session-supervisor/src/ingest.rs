@@ -1,6 +1,7 @@
 //! Webhook ingest (issue 13, "Webhook ingest"): [`Ingest`], its configuration and outcomes,
 //! and the axum adapter (feature `axum`).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,14 +10,18 @@ use http::HeaderMap;
 use serde::Deserialize;
 use tenant_isolation::metadata::{CHIP, TENANT};
 use tenant_isolation::{SessionName, Tenant, TenantId, TenantStatus};
-use tracing::{debug, warn};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
 use waha_client::webhook::{EventPayload, WebhookEvent, verify_headers};
 
 use crate::chip::ChipKey;
 use crate::config::SupervisorConfig;
 use crate::events::{ChipChange, ChipChangeKind};
 use crate::inbound::{InboundBuffer, InboundMessage};
-use crate::inbox::{Admission, Inbox, InboxEntry, InboxError, ack_key, event_key, message_key};
+use crate::inbox::{
+    Admission, EntryId, Inbox, InboxEntry, InboxError, ack_key, event_key, message_key,
+};
 use crate::outbox::Outbox;
 use crate::supervisor::{ObserveOutcome, Supervisor};
 
@@ -41,6 +46,12 @@ pub struct IngestConfig {
     /// least `freshness + future_skew`: a key forgotten while its event is still fresh would
     /// let a replay in again.
     pub inbox_retention: Duration,
+    /// How long an inbox entry may stay unapplied before the sweep
+    /// ([`Ingest::spawn_reapply`]) applies it again (30 s): longer than an ingest takes to
+    /// apply a delivery it just stored, or the sweep applies deliveries still in progress a
+    /// second time; shorter is faster recovery after a crash. Must not be zero, and must be
+    /// shorter than `inbox_retention`.
+    pub reapply_grace: Duration,
 }
 
 impl IngestConfig {
@@ -52,6 +63,8 @@ impl IngestConfig {
     pub const DEFAULT_FUTURE_SKEW: Duration = Duration::from_secs(5 * 60);
     /// The default [`inbox_retention`](Self::inbox_retention): 7 days.
     pub const DEFAULT_INBOX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3_600);
+    /// The default [`reapply_grace`](Self::reapply_grace): 30 s.
+    pub const DEFAULT_REAPPLY_GRACE: Duration = Duration::from_secs(30);
 
     /// The defaults for a supervisor configured with `config` (its webhook retries set the
     /// freshness window).
@@ -65,6 +78,7 @@ impl IngestConfig {
             future_skew: Self::DEFAULT_FUTURE_SKEW,
             inbox_retention: Self::DEFAULT_INBOX_RETENTION
                 .max(freshness.saturating_add(Self::DEFAULT_FUTURE_SKEW)),
+            reapply_grace: Self::DEFAULT_REAPPLY_GRACE,
         }
     }
 
@@ -74,7 +88,10 @@ impl IngestConfig {
     /// # Errors
     /// [`IngestConfigError::Invalid`] naming the setting: `max_body_bytes` of zero, a
     /// `freshness` shorter than `retry_span` (a legitimate retry after an outage would be
-    /// refused as a replay), an `inbox_retention` shorter than `freshness + future_skew`.
+    /// refused as a replay), an `inbox_retention` shorter than `freshness + future_skew`, a
+    /// `reapply_grace` of zero (the sweep would apply deliveries an ingest is still applying)
+    /// or not shorter than `inbox_retention` (entries would be pruned before the sweep
+    /// reached them).
     pub fn validate(&self, retry_span: Duration) -> Result<(), IngestConfigError> {
         if self.max_body_bytes == 0 {
             return Err(IngestConfigError::invalid(
@@ -100,6 +117,22 @@ impl IngestConfig {
                     "{:?} is shorter than freshness + future_skew ({needed:?}): a replay of an \
                      event still inside the window would no longer be recognised",
                     self.inbox_retention
+                ),
+            ));
+        }
+        if self.reapply_grace.is_zero() {
+            return Err(IngestConfigError::invalid(
+                "reapply_grace",
+                "must not be zero: the sweep would apply deliveries an ingest is still applying",
+            ));
+        }
+        if self.reapply_grace >= self.inbox_retention {
+            return Err(IngestConfigError::invalid(
+                "reapply_grace",
+                format!(
+                    "{:?} is not shorter than inbox_retention ({:?}): entries would be pruned \
+                     before the sweep applied them",
+                    self.reapply_grace, self.inbox_retention
                 ),
             ));
         }
@@ -324,7 +357,9 @@ struct Routing {
 ///    replay. A delivery without a timestamp (older servers) is accepted.
 /// 6. De-duplication and storage in the durable [`Inbox`], in one atomic step: by event id,
 ///    message id, and message id with ack level (see [`Inbox`] for the keys). A delivery any
-///    of whose keys was seen is a duplicate.
+///    of whose keys was seen is a duplicate: dropped when the entry that brought the key was
+///    applied, applied again (step 7) when it was not ([`Admission::Unapplied`]: the process
+///    that stored it crashed or failed before the end of step 7).
 /// 7. [`Supervisor::observe`], then a [`ChipChangeKind::MessageReceived`] for an incoming
 ///    message (not one this account sent) or a [`ChipChangeKind::MessageStatus`] for an ack
 ///    that moves the message forward; an ack that does not is dropped
@@ -332,18 +367,23 @@ struct Routing {
 ///    its message forward also moves the send's [`Outbox`] record
 ///    ([`Outbox::advance_ack`], forward only; the supervisor's outbox unless
 ///    [`Ingest::with_outbox`] names another).
+/// 8. The entry is marked applied ([`Inbox::mark_applied`]), whatever step 7 answered.
 ///
 /// **Answers.** WAHA retries every non-2xx answer (16 tries by default): what is dropped on
 /// purpose (duplicates, inactive tenants, ack regressions) is answered 200; "retry later"
 /// (503) only when the tenant directory or the inbox is down; refusals (4xx) for what no retry
 /// can fix. **Nothing answered 2xx is lost:** the inbox stores the delivery before anything
-/// acts on it, and a failure after that (observe, the ack mark, publishing) is logged and
-/// still answered 200: the event is durable, and retrying it would only meet the duplicate
-/// check.
+/// acts on it, and a failure after that (observe, the ack mark, publishing, the applied mark)
+/// is logged and still answered 200: the event is durable. An entry whose step 7 did not end
+/// with the applied mark (a crash; a failed mark) is applied again, at least once: by WAHA's
+/// retry, if one comes (step 6), else by the sweep, [`Ingest::reapply_pending`], which the
+/// host runs with [`Ingest::spawn_reapply`]. An event may so be applied twice (see
+/// [`Ingest::reapply_pending`]); step 7 tolerates a repeat.
 ///
 /// Nothing here logs a body, a header value or a key; outcomes carry no secret.
 ///
-/// Cheap to share behind an `Arc`; any replica can ingest.
+/// Cheap to clone (clones share the supervisor, the inbox and the buffer) and to share behind
+/// an `Arc`; any replica can ingest.
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -355,8 +395,13 @@ struct Routing {
 /// // In the host's `POST /webhooks/{tenant}` handler:
 /// let outcome = ingest.ingest("acme", &headers, &body).await;
 /// let status = outcome.http_status();
+/// // Once, at start-up: applies again what a crash left unapplied.
+/// let sweep = ingest.spawn_reapply(std::time::Duration::from_secs(10));
+/// // On the way down:
+/// sweep.shutdown().await;
 /// # let _ = status; Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct Ingest {
     supervisor: Supervisor,
     inbox: Arc<dyn Inbox>,
@@ -414,8 +459,11 @@ impl Ingest {
     /// Hands every accepted inbound message (step 7: a `message` not sent by this account,
     /// for a chip the supervisor knows) to `buffer` as well, after its `MessageReceived` is
     /// published, so the host's [`InboundHandler`](crate::InboundHandler) gets a
-    /// conversation's messages in batches. The inbox stored each message first; re-reading it
-    /// after a crash to refill the buffer is not built yet (see [`InboundBuffer`]).
+    /// conversation's messages in batches. The inbox stored each message first, and a message
+    /// whose entry was not marked applied (a crash before the push) is pushed again by a retry
+    /// or the sweep ([`Ingest::reapply_pending`]). A message pushed, its entry marked, but
+    /// still in the buffer's memory when the process dies is not handed over again (see
+    /// [`InboundBuffer`]).
     #[must_use]
     pub fn with_inbound(mut self, buffer: Arc<InboundBuffer>) -> Self {
         self.inbound = Some(buffer);
@@ -443,6 +491,127 @@ impl Ingest {
             .checked_sub(self.config.inbox_retention)
             .unwrap_or(UNIX_EPOCH);
         self.inbox.prune(cutoff).await
+    }
+
+    /// How many entries [`Ingest::spawn_reapply`]'s sweep claims at a time.
+    pub const REAPPLY_BATCH: usize = 100;
+
+    /// The sweep, once: applies again the inbox entries of every tenant that are not marked
+    /// applied and were received more than `grace` ago by the supervisor's clock (a crash or a
+    /// failure after step 6 left them so, and no retry of WAHA's came), at most `limit` of
+    /// them, oldest first. [`Ingest::spawn_reapply`] runs it periodically; a host calls it
+    /// directly only to drive it itself.
+    ///
+    /// Each entry is claimed first ([`Inbox::claim_unapplied`]): a sweep on another replica
+    /// skips it for one `grace`, and takes it up after that if this one died before marking
+    /// it. Each entry is then, in order:
+    /// - of a tenant that is not active (or no longer in the directory): marked applied
+    ///   without acting on it, as the ingest drops such a tenant's webhooks
+    ///   ([`ReapplyReport::dropped_inactive`]);
+    /// - of a tenant the directory cannot answer for: left for a later sweep
+    ///   ([`ReapplyReport::deferred`]);
+    /// - a body that no longer parses as a webhook: marked applied and counted
+    ///   ([`ReapplyReport::unparsable`]; logged without the body);
+    /// - else parsed and applied as step 7 applies a new delivery, then marked applied
+    ///   ([`ReapplyReport::reapplied`], `ingest_reapplied_total{via="sweep"}`). A failed
+    ///   mark is logged; the entry is applied again one grace later.
+    ///
+    /// **At least once.** An entry may be applied twice: the process that stored it may have
+    /// acted on it and died before the mark, or still be acting on it after `grace` (choose a
+    /// grace well above the time step 7 takes). A message is then published and pushed to the
+    /// inbound buffer again. An ack is not: its level was recorded by the first application
+    /// ([`Inbox::record_ack`] answers `false` for a repeat), so a second one publishes no
+    /// `MessageStatus` and moves no outbox record, and the recorded highest level is the truth
+    /// either way; if the first application died between recording the level and
+    /// publishing, that status change is not published at all (its level still is in the
+    /// inbox).
+    ///
+    /// # Errors
+    /// [`InboxError`] when the inbox cannot claim entries (nothing was applied).
+    pub async fn reapply_pending(
+        &self,
+        grace: Duration,
+        limit: usize,
+    ) -> Result<ReapplyReport, InboxError> {
+        let now = self.now();
+        let cutoff = now.checked_sub(grace).unwrap_or(UNIX_EPOCH);
+        let claimed = self.inbox.claim_unapplied(cutoff, now, limit).await?;
+        let mut report = ReapplyReport::default();
+        let mut tenants: HashMap<TenantId, TenantState> = HashMap::new();
+        for (id, entry) in claimed {
+            let state = match tenants.get(&entry.tenant) {
+                Some(state) => *state,
+                None => {
+                    let state = self.tenant_state(&entry.tenant).await;
+                    tenants.insert(entry.tenant.clone(), state);
+                    state
+                }
+            };
+            let key = ChipKey::new(entry.tenant, entry.chip);
+            match state {
+                TenantState::Active => {}
+                TenantState::Inactive => {
+                    debug!(tenant = %key.tenant, chip = %key.chip, entry = %id, "an unapplied webhook of an inactive tenant dropped");
+                    self.mark_applied(&key, id).await;
+                    report.dropped_inactive += 1;
+                    continue;
+                }
+                TenantState::Unavailable => {
+                    report.deferred += 1;
+                    continue;
+                }
+            }
+            let Ok(event) = WebhookEvent::from_slice(&entry.body) else {
+                warn!(tenant = %key.tenant, chip = %key.chip, entry = %id, "a stored webhook no longer parses; marked applied without acting on it");
+                self.mark_applied(&key, id).await;
+                report.unparsable += 1;
+                continue;
+            };
+            let outcome = self.apply(&key, &event, now).await;
+            debug!(tenant = %key.tenant, chip = %key.chip, entry = %id, outcome = outcome.kind(), "an unapplied webhook applied again");
+            self.mark_applied(&key, id).await;
+            metrics::counter!("ingest_reapplied_total", "via" => "sweep").increment(1);
+            report.reapplied += 1;
+        }
+        if report.claimed() > 0 {
+            info!(
+                reapplied = report.reapplied,
+                dropped_inactive = report.dropped_inactive,
+                unparsable = report.unparsable,
+                deferred = report.deferred,
+                "inbox sweep: unapplied webhooks handled"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Starts the sweep (on the current Tokio runtime: call it from within one): at once,
+    /// then every `every`, [`Ingest::reapply_pending`] with
+    /// [`IngestConfig::reapply_grace`], [`Ingest::REAPPLY_BATCH`] entries at a time until a
+    /// batch comes back short. Run it on every replica (claims keep them from applying one
+    /// entry together); every 10 s is plenty. An `every` below 10 ms is taken as 10 ms. A
+    /// sweep that fails (the inbox is down) is logged and tried again `every` later.
+    ///
+    /// Stop it with [`ReapplyHandle::shutdown`]; dropping the handle stops it too, after the
+    /// batch in progress.
+    #[must_use = "stop the sweep through the handle (dropping it stops the sweep)"]
+    pub fn spawn_reapply(&self, every: Duration) -> ReapplyHandle {
+        let (stop, stopped) = watch::channel(false);
+        let every = every.max(MIN_REAPPLY_EVERY);
+        let task = tokio::spawn(reapply_loop(self.clone(), every, stopped));
+        ReapplyHandle { stop, task }
+    }
+
+    /// Whether `tenant`'s webhooks are acted on, as step 3 decides.
+    async fn tenant_state(&self, tenant: &TenantId) -> TenantState {
+        match self.supervisor.inner.effects.directory.get(tenant).await {
+            Ok(record) if record.status == TenantStatus::Active => TenantState::Active,
+            Ok(_) | Err(tenant_isolation::Error::TenantNotFound { .. }) => TenantState::Inactive,
+            Err(error) => {
+                warn!(tenant = %tenant, kind = error.kind(), "tenant directory unavailable; its unapplied webhooks are left for a later sweep");
+                TenantState::Unavailable
+            }
+        }
     }
 
     fn now(&self) -> SystemTime {
@@ -555,8 +724,30 @@ impl Ingest {
             received_at: now,
             body: body.to_vec(),
         };
-        match self.inbox.admit(entry).await {
-            Ok(Admission::New) => {}
+        let stored = match self.inbox.admit(entry).await {
+            Ok(Admission::New { entry }) => entry,
+            Ok(Admission::Unapplied { received_at, .. })
+                if now
+                    .duration_since(received_at)
+                    .is_ok_and(|age| age < self.config.reapply_grace)
+                    || now < received_at =>
+            {
+                // Stored within the grace: the delivery that stored it is most likely acting
+                // on it now (NOWEB's two copies of a message arrive together), and the sweep
+                // applies it if that delivery failed. Acting on this copy too would publish
+                // the message twice.
+                return IngestOutcome::Dropped {
+                    reason: DropReason::Duplicate,
+                };
+            }
+            Ok(Admission::Unapplied { entry, .. }) => {
+                // A retry of an event whose first delivery was stored but not applied within
+                // the grace (its process crashed or failed): apply this one, and mark the
+                // stored entry.
+                debug!(tenant = %tenant, chip = %name.chip(), %entry, "a duplicate of an unapplied entry: applying it");
+                metrics::counter!("ingest_reapplied_total", "via" => "retry").increment(1);
+                entry
+            }
             Ok(Admission::Duplicate) => {
                 return IngestOutcome::Dropped {
                     reason: DropReason::Duplicate,
@@ -568,12 +759,23 @@ impl Ingest {
                     reason: format!("webhook inbox: {error}"),
                 };
             }
-        }
+        };
 
         // 7. Observe, publish, answer. The event is durable from here: failures are logged
         // and still answered 200.
         let key = ChipKey::new(tenant, name.chip().clone());
-        self.apply(&key, &event, now).await
+        let outcome = self.apply(&key, &event, now).await;
+        // 8. Applied, whatever the outcome (an ack regression was acted on too).
+        self.mark_applied(&key, stored).await;
+        outcome
+    }
+
+    /// Step 8: marks `entry` applied. A failure is logged only: the delivery was acted on,
+    /// and the sweep applies it again one grace later.
+    async fn mark_applied(&self, key: &ChipKey, entry: EntryId) {
+        if let Err(error) = self.inbox.mark_applied(&key.tenant, entry).await {
+            warn!(tenant = %key.tenant, chip = %key.chip, %entry, kind = error.kind(), "marking a webhook applied failed; the sweep applies it again");
+        }
     }
 
     /// Step 7, after the inbox stored the event.
@@ -709,17 +911,112 @@ impl Ingest {
     }
 }
 
+/// What one [`Ingest::reapply_pending`] did with the entries it claimed; each is counted in
+/// exactly one field.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReapplyReport {
+    /// Applied again (step 7) and marked applied.
+    pub reapplied: usize,
+    /// Of a tenant that is not active (suspended, deleted, or no longer in the directory):
+    /// marked applied without acting on them, as the ingest drops such a tenant's webhooks.
+    pub dropped_inactive: usize,
+    /// Whose body no longer parses as a webhook: marked applied without acting on them.
+    pub unparsable: usize,
+    /// Left unapplied because the tenant directory was unavailable: claimed again one grace
+    /// later.
+    pub deferred: usize,
+}
+
+impl ReapplyReport {
+    /// How many entries the sweep claimed: the sum of the counts.
+    pub fn claimed(&self) -> usize {
+        self.reapplied
+            .saturating_add(self.dropped_inactive)
+            .saturating_add(self.unparsable)
+            .saturating_add(self.deferred)
+    }
+}
+
+/// The running inbox sweep, from [`Ingest::spawn_reapply`].
+#[derive(Debug)]
+pub struct ReapplyHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ReapplyHandle {
+    /// Whether the sweep still runs.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Stops the sweep: waits for the batch in progress, if any (bound it with
+    /// `tokio::time::timeout` if the inbox may hang; entries claimed and not marked are
+    /// claimed again one grace later).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(error) = self.task.await {
+            warn!(%error, "the inbox sweep ended abnormally");
+        }
+    }
+}
+
+/// The shortest period of [`Ingest::spawn_reapply`].
+const MIN_REAPPLY_EVERY: Duration = Duration::from_millis(10);
+
+/// Whether a tenant's webhooks are acted on ([`Ingest::reapply_pending`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TenantState {
+    Active,
+    /// Suspended, deleted, or no longer in the directory.
+    Inactive,
+    /// The directory did not answer.
+    Unavailable,
+}
+
+/// [`Ingest::spawn_reapply`]'s task.
+async fn reapply_loop(ingest: Ingest, every: Duration, mut stop: watch::Receiver<bool>) {
+    let grace = ingest.config.reapply_grace;
+    loop {
+        // Batch after batch while they come back full (a backlog after an outage).
+        loop {
+            if *stop.borrow() || stop.has_changed().is_err() {
+                return;
+            }
+            match ingest.reapply_pending(grace, Ingest::REAPPLY_BATCH).await {
+                Ok(report) if report.claimed() >= Ingest::REAPPLY_BATCH => {}
+                Ok(_) => break,
+                Err(error) => {
+                    warn!(kind = error.kind(), %error, "the inbox sweep could not claim entries; trying again later");
+                    break;
+                }
+            }
+        }
+        if !crate::runtime::pause(&mut stop, every).await {
+            return;
+        }
+    }
+}
+
 fn refused(refusal: IngestRefusal) -> IngestOutcome {
     IngestOutcome::Refused(refusal)
 }
 
-/// Verifies the signature with the tenant's key. Answers the failure's kind.
-///
-/// Rotation (issue 13, "Inactive tenants and secret rotation") is not built yet: the
-/// directory holds one webhook key per tenant. Once it keeps the previous key while a rotation
-/// is in progress, try it here after the current one fails.
+/// Verifies the signature with the tenant's key, or with its previous key while a rotation
+/// is in progress (sessions not yet moved sign with it). Answers the failure's kind (the
+/// current key's, when both fail).
 fn verify(tenant: &Tenant, headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
-    verify_headers(&tenant.secrets.webhook_hmac_key, headers, body).map_err(|error| error.kind())
+    let secrets = &tenant.secrets;
+    match verify_headers(&secrets.webhook_hmac_key, headers, body) {
+        Ok(()) => Ok(()),
+        Err(error) => match &secrets.previous_webhook_hmac_key {
+            Some(previous) if verify_headers(previous, headers, body).is_ok() => {
+                metrics::counter!("ingest_previous_key_total").increment(1);
+                Ok(())
+            }
+            _ => Err(error.kind()),
+        },
+    }
 }
 
 /// The de-duplication keys of an event (see [`Inbox`]).
@@ -762,6 +1059,14 @@ mod tests {
             forgetful.validate(span).unwrap_err().setting(),
             "inbox_retention"
         );
+
+        assert_eq!(config.reapply_grace, IngestConfig::DEFAULT_REAPPLY_GRACE);
+        let mut eager = config.clone();
+        eager.reapply_grace = Duration::ZERO;
+        assert_eq!(eager.validate(span).unwrap_err().setting(), "reapply_grace");
+        let mut late = config.clone();
+        late.reapply_grace = late.inbox_retention;
+        assert_eq!(late.validate(span).unwrap_err().setting(), "reapply_grace");
 
         let mut zero = config;
         zero.max_body_bytes = 0;

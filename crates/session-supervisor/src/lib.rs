@@ -30,10 +30,11 @@
 //!
 //! - [`Ingest`] (issue 13, first part): one entry point for WAHA's webhooks (size limit, tenant
 //!   from the URL, strict session name, HMAC with the tenant's key, metadata check, freshness
-//!   window, durable de-duplication through an [`Inbox`], then `observe` and message events),
-//!   with an axum router behind feature `axum`; `PgInbox` (feature `postgres`) keeps the
-//!   inbox in PostgreSQL; event subscriptions resume after a sequence number, and
-//!   `PgEventBus` (feature `postgres`) shares events between replicas.
+//!   window, durable de-duplication through an [`Inbox`], then `observe` and message events,
+//!   then the entry's applied mark; a sweep, [`Ingest::spawn_reapply`], applies again what a
+//!   crash left unapplied), with an axum router behind feature `axum`; `PgInbox` (feature
+//!   `postgres`) keeps the inbox in PostgreSQL; event subscriptions resume after a sequence
+//!   number, and `PgEventBus` (feature `postgres`) shares events between replicas.
 //! - [`InboundBuffer`]: a conversation's inbound messages collected for a quiet time, then
 //!   handed to the host's [`InboundHandler`] as one batch, fair between tenants.
 //! - [`Supervisor::send_text`] ([`send`]): paced sending: the tenant active, the pacer first,
@@ -100,6 +101,7 @@ mod pg_common;
 pub mod phase;
 pub mod policy;
 pub mod reconcile;
+mod rotation;
 mod runtime;
 pub mod send;
 pub mod signal;
@@ -137,13 +139,14 @@ pub use inbound::{
 };
 #[cfg(feature = "mock")]
 pub use inbox::MockInbox;
-pub use inbox::{Admission, Inbox, InboxEntry, InboxError, MemoryInbox};
+pub use inbox::{Admission, EntryId, Inbox, InboxEntry, InboxError, MemoryInbox};
 #[cfg(feature = "postgres")]
 pub use inbox_pg::PgInbox;
 #[cfg(feature = "axum")]
 pub use ingest::axum::{ROUTE as INGEST_ROUTE, router as ingest_router};
 pub use ingest::{
     DropReason, Ingest, IngestConfig, IngestConfigError, IngestOutcome, IngestRefusal,
+    ReapplyHandle, ReapplyReport,
 };
 pub use monitor::SessionSweep;
 pub use offboard::OffboardReport;
@@ -164,6 +167,7 @@ pub use reconcile::{
     BudgetSeen, ContainerSeen, Decision, Failure, Outcome, ProxyReport, SessionPlan, SessionSeen,
     Step, StepError, StepKind, TenantSeen, World, apply, decide,
 };
+pub use rotation::{RotationOptions, WebhookKeyRotation};
 pub use runtime::SupervisorHandle;
 pub use send::{Choreography, SendError, SendReceipt, SendRequest};
 pub use signal::{Signal, SignalBody};

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tenant_isolation::{ChipId, TenantId};
@@ -226,12 +226,25 @@ impl OutboxError {
 /// - [`abandon`](Outbox::abandon): one `DELETE … WHERE status = 'pending'`;
 /// - [`advance_ack`](Outbox::advance_ack): one conditional `UPDATE` of the row with the
 ///   message id (or an upsert of an early ack mark, see below);
-/// - [`prune`](Outbox::prune): one `DELETE` by age.
+/// - [`prune`](Outbox::prune): one `DELETE` by age;
+/// - [`prune_marks`](Outbox::prune_marks): one `DELETE` of the expired early ack marks.
 ///
 /// **Early acks.** WAHA may deliver a message's first ack before the sender has stored the
 /// message id that `sendText` answered. `advance_ack` for a message id no record holds keeps
 /// the ack as a mark (answering `false`), and `finish` folds a mark for its message id into
-/// the record (forward only). Marks are pruned with the records.
+/// the record (forward only).
+///
+/// **Mark lifetime.** Such an ack comes seconds before its send is recorded (the time
+/// `sendText`'s answer takes to come back and be stored); an ack of a message that was not
+/// sent through the outbox (typed on the phone) leaves a mark that no record will ever take.
+/// So a mark lives for the backend's early-ack lifetime (`with_early_ack_ttl`,
+/// [`MemoryOutbox::DEFAULT_EARLY_ACK_TTL`], 10 minutes, by default), counted from its last
+/// move (the `at` of the `advance_ack` that set it): a mark seen at `seen` is expired at `now`
+/// when `seen + ttl <= now`. An expired mark is never folded in (`finish` at `at` drops it),
+/// an ack after a mark expired starts a new mark (the expired level is forgotten), and
+/// [`prune_marks`](Outbox::prune_marks) removes the expired marks; [`prune`](Outbox::prune)
+/// also removes the marks last moved before its cutoff. Marks are compared with the callers'
+/// times only, never a backend's clock.
 ///
 /// [`MemoryOutbox`] is the in-process backend.
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -307,6 +320,42 @@ pub trait Outbox: Send + Sync {
     /// # Errors
     /// [`OutboxError`]; nothing was removed.
     async fn prune(&self, older_than: SystemTime) -> Result<u64, OutboxError>;
+
+    /// Removes the early ack marks expired at `now` (last moved at least the early-ack
+    /// lifetime before it, see [`Outbox`]), of every tenant. Answers how many went. An expired
+    /// mark is ignored anyway; this frees its room (call it every minute or so, with
+    /// [`prune`](Outbox::prune) or on its own).
+    ///
+    /// # Errors
+    /// [`OutboxError`]; a database backend may have removed some tenants' marks already.
+    async fn prune_marks(&self, now: SystemTime) -> Result<u64, OutboxError>;
+}
+
+/// Whether an early ack mark last moved at `seen` is expired at `now` with lifetime `ttl`
+/// (`seen + ttl <= now`; never when that sum is beyond `SystemTime`'s range).
+pub(crate) fn mark_expired(seen: SystemTime, ttl: Duration, now: SystemTime) -> bool {
+    seen.checked_add(ttl).is_some_and(|end| end <= now)
+}
+
+/// Per tenant: message id → the highest ack seen before any record held the id, and when it
+/// last moved.
+type Marks = HashMap<TenantId, HashMap<String, (MessageAck, SystemTime)>>;
+
+/// Removes the marks of `marks` expired at `now` (and the tenants left without one); answers
+/// how many went.
+fn drop_expired_marks(marks: &mut Marks, ttl: Duration, now: SystemTime) -> u64 {
+    let mut removed = 0u64;
+    for tenant_marks in marks.values_mut() {
+        tenant_marks.retain(|_, (_, seen)| {
+            let keep = !mark_expired(*seen, ttl, now);
+            if !keep {
+                removed += 1;
+            }
+            keep
+        });
+    }
+    marks.retain(|_, tenant_marks| !tenant_marks.is_empty());
+    removed
 }
 
 #[derive(Default)]
@@ -316,7 +365,7 @@ struct State {
     /// Per tenant: message id → key.
     by_message: HashMap<TenantId, HashMap<String, String>>,
     /// Per tenant: message id → the highest ack seen before any record held the id, and when.
-    early_acks: HashMap<TenantId, HashMap<String, (MessageAck, SystemTime)>>,
+    early_acks: Marks,
     /// Records held, over every tenant.
     len: usize,
 }
@@ -327,7 +376,11 @@ struct State {
 /// **Bound.** It retains at most [`capacity`](MemoryOutbox::capacity) records
 /// ([`MemoryOutbox::DEFAULT_CAPACITY`] by default), and as many early ack marks. When full,
 /// [`Outbox::begin`] answers [`OutboxError::Full`] (nothing is evicted: an evicted key
-/// would let a resend through) until [`Outbox::prune`] removes old records.
+/// would let a resend through) until [`Outbox::prune`] removes old records. Marks live for
+/// [`early_ack_ttl`](MemoryOutbox::early_ack_ttl) ([`MemoryOutbox::DEFAULT_EARLY_ACK_TTL`] by
+/// default; see [`Outbox`]): when the marks are full, the expired ones make room for a new
+/// one, which is dropped only when that many marks are all alive (as many acks within one
+/// lifetime); [`Outbox::prune_marks`] removes them too.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -353,6 +406,7 @@ struct State {
 /// ```
 pub struct MemoryOutbox {
     capacity: usize,
+    early_ack_ttl: Duration,
     state: Mutex<State>,
 }
 
@@ -360,22 +414,44 @@ impl MemoryOutbox {
     /// How many records a [`MemoryOutbox::new`] retains at most.
     pub const DEFAULT_CAPACITY: usize = 100_000;
 
+    /// How long an early ack mark lives by default (both backends), from its last move: 10
+    /// minutes. A genuine early ack precedes the record of its send by the time `sendText`'s
+    /// answer takes to come back and be stored, seconds; ten minutes leave room for a slow
+    /// answer, a slow database and clocks of replicas a little apart, and keep the marks of
+    /// acks nobody will claim (messages typed on the phone) to about ten minutes' worth.
+    pub const DEFAULT_EARLY_ACK_TTL: Duration = Duration::from_secs(10 * 60);
+
     /// An empty outbox retaining at most [`MemoryOutbox::DEFAULT_CAPACITY`] records.
     pub fn new() -> Self {
         Self::with_capacity(Self::DEFAULT_CAPACITY)
     }
 
-    /// An empty outbox retaining at most `capacity` records (at least 1).
+    /// An empty outbox retaining at most `capacity` records (at least 1), its early ack marks
+    /// living [`MemoryOutbox::DEFAULT_EARLY_ACK_TTL`].
     pub fn with_capacity(capacity: usize) -> Self {
         MemoryOutbox {
             capacity: capacity.max(1),
+            early_ack_ttl: Self::DEFAULT_EARLY_ACK_TTL,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// The same outbox whose early ack marks live `ttl` from their last move (see [`Outbox`]);
+    /// `Duration::ZERO` keeps no mark alive (early acks are then never applied).
+    #[must_use]
+    pub fn with_early_ack_ttl(mut self, ttl: Duration) -> Self {
+        self.early_ack_ttl = ttl;
+        self
     }
 
     /// How many records it retains at most.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// How long an early ack mark lives from its last move.
+    pub fn early_ack_ttl(&self) -> Duration {
+        self.early_ack_ttl
     }
 
     /// How many records it holds.
@@ -412,6 +488,7 @@ impl fmt::Debug for MemoryOutbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryOutbox")
             .field("capacity", &self.capacity)
+            .field("early_ack_ttl", &self.early_ack_ttl)
             .field("records", &self.len())
             .finish()
     }
@@ -474,11 +551,13 @@ impl Outbox for MemoryOutbox {
             return Ok(record.clone());
         }
         let mut status = status;
+        // The mark is taken either way; an expired one is not folded in.
         if let (OutboxStatus::Sent { ack }, Some(id)) = (&mut status, &message_id)
-            && let Some((early, _)) = state
+            && let Some((early, seen)) = state
                 .early_acks
                 .get_mut(tenant)
                 .and_then(|marks| marks.remove(id))
+            && !mark_expired(seen, self.early_ack_ttl, at)
             && MessageAck::supersedes(*ack, early)
         {
             *ack = early;
@@ -564,20 +643,31 @@ impl Outbox for MemoryOutbox {
                 _ => Ok(false),
             },
             None => {
-                // An ack ahead of `finish`: keep the highest one for it (bounded).
+                // An ack ahead of `finish`: keep the highest one for it, for the marks'
+                // lifetime (bounded: when full, the expired marks make room).
+                let ttl = self.early_ack_ttl;
                 let marks_len: usize = state.early_acks.values().map(HashMap::len).sum();
+                let room = marks_len < self.capacity || {
+                    drop_expired_marks(&mut state.early_acks, ttl, at);
+                    state.early_acks.values().map(HashMap::len).sum::<usize>() < self.capacity
+                };
                 let marks = state.early_acks.entry(tenant.clone()).or_default();
                 match marks.entry(message_id.to_owned()) {
                     Entry::Occupied(mut mark) => {
-                        if MessageAck::supersedes(mark.get().0, ack) {
+                        let (current, seen) = *mark.get();
+                        // An expired mark's level is forgotten: the new ack starts afresh.
+                        if mark_expired(seen, ttl, at) || MessageAck::supersedes(current, ack) {
                             mark.insert((ack, at));
                         }
                     }
                     Entry::Vacant(mark) => {
-                        if marks_len < self.capacity {
+                        if room {
                             mark.insert((ack, at));
                         }
                     }
+                }
+                if marks.is_empty() {
+                    state.early_acks.remove(tenant);
                 }
                 Ok(false)
             }
@@ -610,6 +700,15 @@ impl Outbox for MemoryOutbox {
         state.early_acks.retain(|_, marks| !marks.is_empty());
         state.len = state.records.values().map(HashMap::len).sum();
         Ok(removed)
+    }
+
+    async fn prune_marks(&self, now: SystemTime) -> Result<u64, OutboxError> {
+        let mut guard = self.lock();
+        Ok(drop_expired_marks(
+            &mut guard.early_acks,
+            self.early_ack_ttl,
+            now,
+        ))
     }
 }
 
@@ -737,5 +836,61 @@ mod tests {
         assert!(outbox.get(&acme, "k1").await.unwrap().is_none());
         assert_eq!(outbox.prune(at(15)).await.unwrap(), 1);
         assert!(outbox.is_empty());
+    }
+
+    #[tokio::test]
+    async fn expired_marks_make_room_when_the_marks_are_full() {
+        let outbox = MemoryOutbox::with_capacity(2).with_early_ack_ttl(Duration::from_secs(60));
+        assert_eq!(outbox.early_ack_ttl(), Duration::from_secs(60));
+        let acme = TenantId::new("acme").unwrap();
+        let sent = OutboxStatus::Sent {
+            ack: MessageAck::Server,
+        };
+        // Two acks of messages typed on the phone fill the marks.
+        for id in ["phone-1", "phone-2"] {
+            assert!(
+                !outbox
+                    .advance_ack(&acme, id, MessageAck::Read, at(0))
+                    .await
+                    .unwrap()
+            );
+        }
+        // Full, none expired yet: a third mark is dropped.
+        assert!(
+            !outbox
+                .advance_ack(&acme, "m1", MessageAck::Device, at(59))
+                .await
+                .unwrap()
+        );
+        outbox.begin(record("acme", "k1", "hi", 59)).await.unwrap();
+        let first = outbox
+            .finish(&acme, "k1", sent.clone(), Some("m1".into()), at(59))
+            .await
+            .unwrap();
+        assert_eq!(first.status, sent, "the dropped mark is not applied");
+        // A minute later the phone's marks expired: they make room for a new one.
+        assert!(
+            !outbox
+                .advance_ack(&acme, "m2", MessageAck::Device, at(60))
+                .await
+                .unwrap()
+        );
+        outbox.begin(record("acme", "k2", "hi", 60)).await.unwrap();
+        let second = outbox
+            .finish(&acme, "k2", sent, Some("m2".into()), at(61))
+            .await
+            .unwrap();
+        assert_eq!(
+            second.status,
+            OutboxStatus::Sent {
+                ack: MessageAck::Device
+            },
+            "the new mark was kept and applied"
+        );
+        assert_eq!(
+            outbox.prune_marks(at(1_000)).await.unwrap(),
+            0,
+            "the expired marks already went"
+        );
     }
 }

@@ -22,6 +22,10 @@
 //! Records are created, settled and acked at whole seconds around [`base_time`] (November
 //! 2023): the checks never depend on the present, no backend may compare the times with its
 //! own clock, and a backend storing times to the microsecond reads them back unchanged.
+//!
+//! Early ack marks are checked with the default lifetime
+//! ([`MemoryOutbox::DEFAULT_EARLY_ACK_TTL`], [`MARK_TTL_SECS`]): hand the suite outboxes built
+//! without `with_early_ack_ttl`.
 
 use std::time::SystemTime;
 
@@ -29,7 +33,7 @@ use futures::future::join_all;
 use tenant_isolation::{ChipId, TenantId};
 use waha_client::webhook::MessageAck;
 
-use crate::outbox::{Begin, Outbox, OutboxError, OutboxRecord, OutboxStatus};
+use crate::outbox::{Begin, MemoryOutbox, Outbox, OutboxError, OutboxRecord, OutboxStatus};
 
 /// Generates one `#[tokio::test]` per conformance check, a fresh outbox per check.
 ///
@@ -53,7 +57,8 @@ macro_rules! outbox_conformance {
             concurrent_begins_start_once, finish_settles_once_and_by_message_id_finds_it,
             early_acks_are_applied_forward_only, advance_ack_follows_supersedes,
             early_marks_follow_supersedes, advance_ack_moves_only_sent_records,
-            abandon_frees_only_pending_keys, prune_removes_old_records_and_marks);
+            abandon_frees_only_pending_keys, prune_removes_old_records_and_marks,
+            early_marks_expire);
     };
 }
 
@@ -63,6 +68,10 @@ pub use crate::inbox_conformance::{at, base_time};
 
 /// The chat every check sends to.
 pub const CHAT: &str = "5511999999999@c.us";
+
+/// The early ack mark lifetime the checks assume, in seconds: the default,
+/// [`MemoryOutbox::DEFAULT_EARLY_ACK_TTL`].
+pub const MARK_TTL_SECS: u64 = MemoryOutbox::DEFAULT_EARLY_ACK_TTL.as_secs();
 
 /// A `Pending` record of `tenant` under `key`: a send of `text` from chip `sales-1` to
 /// [`CHAT`], created at [`at`]`(secs)`.
@@ -193,6 +202,14 @@ async fn prune(outbox: &dyn Outbox, older_than: SystemTime) -> u64 {
         .prune(older_than)
         .await
         .unwrap_or_else(|err| panic!("prune failed: {err}"))
+}
+
+/// Prunes the expired early ack marks; panics when the outbox fails.
+async fn prune_marks(outbox: &dyn Outbox, now: SystemTime) -> u64 {
+    outbox
+        .prune_marks(now)
+        .await
+        .unwrap_or_else(|err| panic!("prune_marks failed: {err}"))
 }
 
 /// A key begins once: the first `begin` stores the record as given (`Pending`, no message id)
@@ -738,6 +755,116 @@ pub async fn prune_removes_old_records_and_marks(outbox: &dyn Outbox) {
             settled.status,
             sent(kept),
             "{message_id}: a mark last moved before the cutoff is gone, a later one stays"
+        );
+    }
+}
+
+/// An early ack mark lives [`MARK_TTL_SECS`] from its last move: `finish` folds in a mark
+/// younger than that and not one as old or older (whose ack is not applied to a send recorded
+/// that late); an ack after a mark expired starts a new mark (the expired level is forgotten);
+/// `prune_marks(now)` removes the expired marks of every tenant, only those, counting them.
+pub async fn early_marks_expire(outbox: &dyn Outbox) {
+    let ttl = MARK_TTL_SECS;
+    let acme = TenantId::generate();
+    let beta = TenantId::generate();
+
+    start(outbox, record(&acme, "fresh", "hi", 0), "fresh").await;
+    assert!(!advance(outbox, &acme, "m-fresh", MessageAck::Device, 1).await);
+    assert_eq!(
+        finish(
+            outbox,
+            &acme,
+            "fresh",
+            sent(MessageAck::Server),
+            Some("m-fresh"),
+            ttl,
+        )
+        .await
+        .status,
+        sent(MessageAck::Device),
+        "a mark one second short of its lifetime is folded in"
+    );
+
+    start(outbox, record(&acme, "late", "hi", 0), "late").await;
+    assert!(!advance(outbox, &acme, "m-late", MessageAck::Read, 2).await);
+    assert_eq!(
+        finish(
+            outbox,
+            &acme,
+            "late",
+            sent(MessageAck::Server),
+            Some("m-late"),
+            2 + ttl,
+        )
+        .await
+        .status,
+        sent(MessageAck::Server),
+        "an expired mark is not applied to a send recorded later"
+    );
+
+    assert!(!advance(outbox, &acme, "m-again", MessageAck::Read, 3).await);
+    assert!(
+        !advance(outbox, &acme, "m-again", MessageAck::Server, 3 + ttl).await,
+        "an ack after the mark expired"
+    );
+    start(outbox, record(&acme, "again", "hi", 3 + ttl), "again").await;
+    assert_eq!(
+        finish(
+            outbox,
+            &acme,
+            "again",
+            sent(MessageAck::Pending),
+            Some("m-again"),
+            4 + ttl,
+        )
+        .await
+        .status,
+        sent(MessageAck::Server),
+        "the later ack replaced the expired Read mark (a kept Read would show, an ignored \
+         Server would leave Pending)"
+    );
+
+    // Every mark so far was taken by `finish`. Marks of two tenants, one moved late.
+    let base = 10 * ttl;
+    assert!(!advance(outbox, &acme, "p-old", MessageAck::Read, base).await);
+    assert!(!advance(outbox, &beta, "p-old", MessageAck::Read, base + 1).await);
+    assert!(!advance(outbox, &acme, "p-moved", MessageAck::Server, base).await);
+    assert!(!advance(outbox, &acme, "p-moved", MessageAck::Device, base + 50).await);
+    assert!(!advance(outbox, &acme, "p-new", MessageAck::Read, base + 100).await);
+    let now = at(base + 1 + ttl);
+    assert_eq!(
+        prune_marks(outbox, base_time()).await,
+        0,
+        "nothing expired long before"
+    );
+    assert_eq!(
+        prune_marks(outbox, now).await,
+        2,
+        "the marks last moved a lifetime or more before now, of every tenant"
+    );
+    assert_eq!(
+        prune_marks(outbox, now).await,
+        0,
+        "pruning again removes nothing"
+    );
+    for (key, message_id, kept) in [
+        ("k-moved", "p-moved", MessageAck::Device),
+        ("k-new", "p-new", MessageAck::Read),
+    ] {
+        start(outbox, record(&acme, key, "hi", base + 1 + ttl), key).await;
+        let settled = finish(
+            outbox,
+            &acme,
+            key,
+            sent(MessageAck::Server),
+            Some(message_id),
+            base + 1 + ttl,
+        )
+        .await;
+        assert_eq!(
+            settled.status,
+            sent(kept),
+            "{message_id}: a mark younger than its lifetime stays through prune_marks"
         );
     }
 }

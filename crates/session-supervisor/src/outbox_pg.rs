@@ -3,7 +3,7 @@
 //! before any WAHA call, so one key never sends twice, also across a crash.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tenant_isolation::pg::reexports::deadpool_postgres::Pool;
@@ -14,7 +14,9 @@ use tenant_isolation::pg::{TenantDb, TenantTx};
 use tenant_isolation::{ChipId, TenantId};
 use waha_client::webhook::MessageAck;
 
-use crate::outbox::{Begin, Outbox, OutboxError, OutboxRecord, OutboxStatus};
+use crate::outbox::{
+    Begin, MemoryOutbox, Outbox, OutboxError, OutboxRecord, OutboxStatus, mark_expired,
+};
 use crate::pg_common::{ack_rank, db_reason, tenants_to_prune};
 
 /// The columns a record is read from (see [`record_from_row`]), as a literal for `concat!`.
@@ -73,9 +75,10 @@ const HOLDS_MESSAGE_ID: &str =
 const LOCK_MESSAGE_ID: &str =
     "SELECT pg_advisory_xact_lock(1869574008, hashtext($1::text || ':' || $2::text))";
 
-/// Takes (deletes) the early ack mark of message id `$2` of tenant `$1`; returns its ack.
+/// Takes (deletes) the early ack mark of message id `$2` of tenant `$1`; returns its ack and
+/// when it last moved (an expired mark is taken too, and not folded in).
 const TAKE_EARLY_ACK: &str = "DELETE FROM supervisor_outbox_early_acks \
-     WHERE tenant_id = $1::text AND message_id = $2::text RETURNING ack";
+     WHERE tenant_id = $1::text AND message_id = $2::text RETURNING ack, seen_at";
 
 /// Settles the `Pending` record of key `$2` of tenant `$1`: `$3` status, `$4` failure reason,
 /// `$5` message id, `$6` ack, `$7` updated at; returns it.
@@ -105,13 +108,14 @@ const ADVANCE_ACK: &str = concat!(
 );
 
 /// Records ack `$3` seen at `$4` as the early mark of message id `$2` of tenant `$1` if it is the
-/// first or moves the mark forward (one conditional upsert).
+/// first, replaces an expired mark (last moved at or before `$5`, `$4` minus the mark lifetime;
+/// NULL: none is), or moves the mark forward (one conditional upsert).
 const MARK_EARLY_ACK: &str = concat!(
     "INSERT INTO supervisor_outbox_early_acks AS m (tenant_id, message_id, ack, seen_at) \
      VALUES ($1::text, $2::text, $3::bigint, $4::timestamptz) \
      ON CONFLICT (tenant_id, message_id) DO UPDATE \
         SET ack = EXCLUDED.ack, seen_at = EXCLUDED.seen_at \
-      WHERE ",
+      WHERE m.seen_at <= $5::timestamptz OR ",
     ack_rank!("m.ack"),
     " < ",
     ack_rank!("EXCLUDED.ack")
@@ -127,6 +131,14 @@ const PRUNE_RECORDS: &str = "WITH gone AS ( \
 /// Deletes the tenant's (`$1`) early ack marks last moved before `$2`.
 const PRUNE_EARLY_ACKS: &str = "DELETE FROM supervisor_outbox_early_acks \
      WHERE tenant_id = $1::text AND seen_at < $2::timestamptz";
+
+/// Deletes the tenant's (`$1`) expired early ack marks: last moved at or before `$2` (now minus
+/// the mark lifetime); returns how many.
+const PRUNE_EXPIRED_MARKS: &str = "WITH gone AS ( \
+         DELETE FROM supervisor_outbox_early_acks \
+          WHERE tenant_id = $1::text AND seen_at <= $2::timestamptz RETURNING 1 \
+     ) \
+     SELECT count(*) AS gone FROM gone";
 
 /// The tenants that may have outbox rows, read by the owner role: the tenant directory (all of
 /// it where the owner is the admin role, the default) and those that ever had a chip (the
@@ -174,13 +186,15 @@ const BEGIN_ATTEMPTS: usize = 3;
 ///   again (a few times).
 /// - [`finish`](Outbox::finish) locks the record (`SELECT … FOR UPDATE`); a record that is no
 ///   longer `Pending` (or a `Pending` status) is answered as it is. A `Sent` status takes the
-///   early ack mark of its message id, if any, and keeps the higher of the two acks (in
-///   [`MessageAck::supersedes`]' order); then one `UPDATE … WHERE status = 'pending'`.
+///   early ack mark of its message id, if any, and unless it expired keeps the higher of the
+///   two acks (in [`MessageAck::supersedes`]' order); then one
+///   `UPDATE … WHERE status = 'pending'`.
 /// - [`abandon`](Outbox::abandon) is one `DELETE … WHERE status = 'pending'`.
 /// - [`advance_ack`](Outbox::advance_ack) is one conditional `UPDATE` of the `Sent` row with
 ///   the message id, moving its ack only to a higher rank (computed in SQL from the stored
 ///   number, `CASE WHEN ack < 0 THEN 1 ELSE ack * 2 END`); when no record holds the id, one
-///   conditional upsert of its early mark, moving forward only too.
+///   conditional upsert of its early mark, moving forward only too (or replacing an expired
+///   mark).
 /// - `finish` (with a message id) and `advance_ack` of one message id take one
 ///   transaction-scoped advisory lock first, so an ack arriving while `finish` stores the id is
 ///   either applied to the record or kept as a mark that `finish` folds in, never lost.
@@ -196,6 +210,15 @@ const BEGIN_ATTEMPTS: usize = 3;
 /// own. When a tenant is erased from the directory its rows cascade. Unlike `MemoryOutbox`
 /// there is no capacity: the database's size is the bound, and [`OutboxError::Full`] never
 /// comes from it.
+///
+/// Early ack marks live [`early_ack_ttl`](PgOutbox::early_ack_ttl) from their last move
+/// ([`PgOutbox::DEFAULT_EARLY_ACK_TTL`], 10 minutes, unless
+/// [`with_early_ack_ttl`](PgOutbox::with_early_ack_ttl); see [`Outbox`]): `finish` takes an
+/// expired mark without folding it in, `advance_ack` replaces one (the same upsert, its `WHERE`
+/// also admitting a mark last moved at or before the ack's time minus the lifetime), and
+/// [`prune_marks`](Outbox::prune_marks) deletes the expired marks, tenant by tenant like
+/// `prune`, one `DELETE` on `(tenant_id, seen_at)` each. Times are compared to the
+/// microsecond (as stored).
 ///
 /// # Errors
 /// Database failures are [`OutboxError::Unavailable`] (retryable), their reason the database's
@@ -223,6 +246,7 @@ const BEGIN_ATTEMPTS: usize = 3;
 pub struct PgOutbox {
     tenant_db: TenantDb,
     owner: Pool,
+    early_ack_ttl: Duration,
 }
 
 impl fmt::Debug for PgOutbox {
@@ -230,16 +254,48 @@ impl fmt::Debug for PgOutbox {
         f.debug_struct("PgOutbox")
             .field("tenant_db", &self.tenant_db)
             .field("owner", &self.owner.status())
+            .field("early_ack_ttl", &self.early_ack_ttl)
             .finish()
     }
 }
 
 impl PgOutbox {
+    /// How long an early ack mark lives by default, from its last move: 10 minutes, as
+    /// [`MemoryOutbox::DEFAULT_EARLY_ACK_TTL`] (where the choice is explained).
+    pub const DEFAULT_EARLY_ACK_TTL: Duration = MemoryOutbox::DEFAULT_EARLY_ACK_TTL;
+
     /// An outbox over `tenant_db` (the application role: every read and write of outbox rows
     /// is scoped to one tenant) and `owner`, a pool of the role that owns the tables (only
-    /// [`prune`](Outbox::prune) uses it, to find the tenants). No I/O.
+    /// [`prune`](Outbox::prune) and [`prune_marks`](Outbox::prune_marks) use it, to find the
+    /// tenants), its early ack marks living [`PgOutbox::DEFAULT_EARLY_ACK_TTL`]. No I/O.
     pub fn new(tenant_db: TenantDb, owner: Pool) -> Self {
-        PgOutbox { tenant_db, owner }
+        PgOutbox {
+            tenant_db,
+            owner,
+            early_ack_ttl: Self::DEFAULT_EARLY_ACK_TTL,
+        }
+    }
+
+    /// The same outbox whose early ack marks live `ttl` from their last move (see
+    /// [`Outbox`]); `Duration::ZERO` keeps no mark alive (early acks are then never applied).
+    /// Give every replica the same lifetime.
+    #[must_use]
+    pub fn with_early_ack_ttl(self, ttl: Duration) -> Self {
+        PgOutbox {
+            early_ack_ttl: ttl,
+            ..self
+        }
+    }
+
+    /// How long an early ack mark lives from its last move.
+    pub fn early_ack_ttl(&self) -> Duration {
+        self.early_ack_ttl
+    }
+
+    /// The time at or before which a mark last moved is expired at `now` (`None`: none is,
+    /// `now` minus the lifetime being before `SystemTime`'s range).
+    fn mark_cutoff(&self, now: SystemTime) -> Option<SystemTime> {
+        now.checked_sub(self.early_ack_ttl)
     }
 
     /// A transaction scoped to `tenant`.
@@ -290,7 +346,16 @@ impl Outbox for PgOutbox {
         at: SystemTime,
     ) -> Result<OutboxRecord, OutboxError> {
         let tx = self.scoped(tenant).await?;
-        let outcome = finish_in(&tx, tenant, key, status, message_id.as_deref(), at).await;
+        let outcome = finish_in(
+            &tx,
+            tenant,
+            key,
+            status,
+            message_id.as_deref(),
+            at,
+            self.early_ack_ttl,
+        )
+        .await;
         end(tx, outcome).await
     }
 
@@ -322,7 +387,7 @@ impl Outbox for PgOutbox {
         at: SystemTime,
     ) -> Result<bool, OutboxError> {
         let tx = self.scoped(tenant).await?;
-        let outcome = advance_in(&tx, tenant, message_id, ack, at).await;
+        let outcome = advance_in(&tx, tenant, message_id, ack, at, self.mark_cutoff(at)).await;
         end(tx, outcome).await
     }
 
@@ -332,6 +397,23 @@ impl Outbox for PgOutbox {
             let gone = self.prune_tenant(&tenant, older_than).await?;
             if gone > 0 {
                 tracing::debug!(tenant = %tenant, records = gone, "old send outbox records pruned");
+            }
+            removed += gone;
+        }
+        Ok(removed)
+    }
+
+    async fn prune_marks(&self, now: SystemTime) -> Result<u64, OutboxError> {
+        let Some(cutoff) = self.mark_cutoff(now) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for tenant in self.tenants().await? {
+            let tx = self.scoped(&tenant).await?;
+            let outcome = prune_marks_in(&tx, &tenant, cutoff).await;
+            let gone = end(tx, outcome).await?;
+            if gone > 0 {
+                tracing::debug!(tenant = %tenant, marks = gone, "expired early ack marks pruned");
             }
             removed += gone;
         }
@@ -376,7 +458,7 @@ async fn begin_in(tx: &TenantTx, record: &OutboxRecord) -> Result<Begin, OutboxE
     })
 }
 
-/// [`Outbox::finish`] in `tx`.
+/// [`Outbox::finish`] in `tx`, early ack marks living `mark_ttl`.
 async fn finish_in(
     tx: &TenantTx,
     tenant: &TenantId,
@@ -384,6 +466,7 @@ async fn finish_in(
     mut status: OutboxStatus,
     message_id: Option<&str>,
     at: SystemTime,
+    mark_ttl: Duration,
 ) -> Result<OutboxRecord, OutboxError> {
     if let Some(id) = message_id {
         lock_message_id(tx, tenant, id).await?;
@@ -397,8 +480,10 @@ async fn finish_in(
     if current.status != OutboxStatus::Pending || status == OutboxStatus::Pending {
         return Ok(current);
     }
+    // The mark is taken either way; an expired one is not folded in.
     if let (OutboxStatus::Sent { ack }, Some(id)) = (&mut status, message_id)
-        && let Some(early) = take_early_ack(tx, tenant, id).await?
+        && let Some((early, seen)) = take_early_ack(tx, tenant, id).await?
+        && !mark_expired(seen, mark_ttl, at)
         && MessageAck::supersedes(*ack, early)
     {
         *ack = early;
@@ -428,13 +513,14 @@ async fn finish_in(
     }
 }
 
-/// [`Outbox::advance_ack`] in `tx`.
+/// [`Outbox::advance_ack`] in `tx`; a mark last moved at or before `expired_by` is expired.
 async fn advance_in(
     tx: &TenantTx,
     tenant: &TenantId,
     message_id: &str,
     ack: MessageAck,
     at: SystemTime,
+    expired_by: Option<SystemTime>,
 ) -> Result<bool, OutboxError> {
     lock_message_id(tx, tenant, message_id).await?;
     let ack = i64::from(ack);
@@ -450,10 +536,13 @@ async fn advance_in(
         .await
         .map_err(unavailable)?;
     if held.is_none() {
-        // An ack ahead of `finish`: keep the highest one for it.
-        tx.execute(MARK_EARLY_ACK, &[&tenant.as_str(), &message_id, &ack, &at])
-            .await
-            .map_err(unavailable)?;
+        // An ack ahead of `finish`: keep the highest one for it (an expired one is replaced).
+        tx.execute(
+            MARK_EARLY_ACK,
+            &[&tenant.as_str(), &message_id, &ack, &at, &expired_by],
+        )
+        .await
+        .map_err(unavailable)?;
     }
     Ok(false)
 }
@@ -469,6 +558,20 @@ async fn prune_in(
         .await
         .map_err(unavailable)?;
     tx.execute(PRUNE_EARLY_ACKS, &[&tenant.as_str(), &older_than])
+        .await
+        .map_err(unavailable)?;
+    let gone: i64 = column(&row, "gone")?;
+    u64::try_from(gone).map_err(|_| corrupt("a count is negative"))
+}
+
+/// [`Outbox::prune_marks`] of one tenant in `tx`: its marks last moved at or before `cutoff`.
+async fn prune_marks_in(
+    tx: &TenantTx,
+    tenant: &TenantId,
+    cutoff: SystemTime,
+) -> Result<u64, OutboxError> {
+    let row = tx
+        .query_one(PRUNE_EXPIRED_MARKS, &[&tenant.as_str(), &cutoff])
         .await
         .map_err(unavailable)?;
     let gone: i64 = column(&row, "gone")?;
@@ -501,12 +604,12 @@ async fn lock_message_id(
     Ok(())
 }
 
-/// Takes the early ack mark of `message_id`, if any.
+/// Takes the early ack mark of `message_id`, if any: its ack and when it last moved.
 async fn take_early_ack(
     tx: &TenantTx,
     tenant: &TenantId,
     message_id: &str,
-) -> Result<Option<MessageAck>, OutboxError> {
+) -> Result<Option<(MessageAck, SystemTime)>, OutboxError> {
     let row = tx
         .query_opt(TAKE_EARLY_ACK, &[&tenant.as_str(), &message_id])
         .await
@@ -514,7 +617,8 @@ async fn take_early_ack(
     match row {
         Some(row) => {
             let ack: i64 = column(&row, "ack")?;
-            Ok(Some(MessageAck::from(ack)))
+            let seen: SystemTime = column(&row, "seen_at")?;
+            Ok(Some((MessageAck::from(ack), seen)))
         }
         None => Ok(None),
     }
@@ -681,7 +785,8 @@ mod tests {
              (CASE WHEN $3::bigint < 0 THEN 1::numeric ELSE $3::bigint::numeric * 2 END)"
         ));
         assert!(MARK_EARLY_ACK.ends_with(
-            "WHERE (CASE WHEN m.ack < 0 THEN 1::numeric ELSE m.ack::numeric * 2 END) < \
+            "WHERE m.seen_at <= $5::timestamptz OR \
+             (CASE WHEN m.ack < 0 THEN 1::numeric ELSE m.ack::numeric * 2 END) < \
              (CASE WHEN EXCLUDED.ack < 0 THEN 1::numeric ELSE EXCLUDED.ack::numeric * 2 END)"
         ));
     }

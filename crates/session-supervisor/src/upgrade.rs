@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use container_pool::ContainerId;
+use container_pool::{ContainerId, ContainerState, RolloutReport, labels};
 use futures::StreamExt;
 use tenant_isolation::{ChipId, TenantId};
 use tokio::time::Instant;
@@ -20,6 +20,16 @@ use crate::owner::OwnerGuard;
 use crate::phase::Phase;
 use crate::store::Trigger;
 use crate::supervisor::Supervisor;
+
+/// What replaces a tenant's containers in [`Supervisor::upgrade_tenant`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Replacement {
+    /// The pool's current spec (a new image): the pool's rolling replace.
+    Spec,
+    /// The tenant's rotated container API key: `ensure` re-creates each running container
+    /// that refuses the new key, on its volume.
+    ApiKey,
+}
 
 /// How [`Supervisor::upgrade_fleet`] proceeds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +132,9 @@ impl Supervisor {
         }
         let rest = if options.canary {
             let canary = mine.remove(0);
-            let upgraded = self.upgrade_tenant(&canary, &options).await;
+            let upgraded = self
+                .upgrade_tenant(&canary, &options, Replacement::Spec)
+                .await;
             let ok = upgraded.succeeded();
             report.tenants.push(upgraded);
             if !ok {
@@ -137,7 +149,10 @@ impl Supervisor {
         };
         let options = &options;
         let done: Vec<TenantUpgrade> = futures::stream::iter(rest)
-            .map(|guard| async move { self.upgrade_tenant(&guard, options).await })
+            .map(|guard| async move {
+                self.upgrade_tenant(&guard, options, Replacement::Spec)
+                    .await
+            })
             .buffer_unordered(options.max_concurrent_tenants.max(1))
             .collect()
             .await;
@@ -145,7 +160,12 @@ impl Supervisor {
         Ok(report)
     }
 
-    async fn upgrade_tenant(&self, guard: &OwnerGuard, options: &UpgradeOptions) -> TenantUpgrade {
+    pub(crate) async fn upgrade_tenant(
+        &self,
+        guard: &OwnerGuard,
+        options: &UpgradeOptions,
+        replacement: Replacement,
+    ) -> TenantUpgrade {
         let tenant = guard.tenant();
         let effects = &self.inner.effects;
         let mut result = TenantUpgrade {
@@ -184,7 +204,7 @@ impl Supervisor {
                 result.failed.push((String::new(), "stale_owner"));
                 return result;
             }
-            replaced = effects.pool.replace_tenant(tenant) => replaced,
+            replaced = self.replace_containers(tenant, replacement) => replaced,
         };
         match replaced {
             Ok(done) => {
@@ -251,6 +271,41 @@ impl Supervisor {
             "tenant upgraded"
         );
         result
+    }
+
+    /// Replaces the tenant's containers as `replacement` says.
+    async fn replace_containers(
+        &self,
+        tenant: &TenantId,
+        replacement: Replacement,
+    ) -> Result<RolloutReport, container_pool::Error> {
+        let pool = &self.inner.effects.pool;
+        match replacement {
+            Replacement::Spec => pool.replace_tenant(tenant).await,
+            Replacement::ApiKey => {
+                // `ensure` probes a running container whose key label differs with the
+                // current key and re-creates it on its volume when it refuses (a rotated key
+                // is no spec drift); a stopped one is repaired when it is next ensured.
+                let mut report = RolloutReport::default();
+                for container in pool.containers(tenant).await? {
+                    if container.state != ContainerState::Running {
+                        continue;
+                    }
+                    let Some(slot) = container
+                        .labels
+                        .get(labels::SLOT)
+                        .and_then(|slot| slot.parse::<u32>().ok())
+                    else {
+                        continue;
+                    };
+                    match pool.ensure_slot(tenant, slot).await {
+                        Ok(_) => report.replaced.push(container.name),
+                        Err(error) => report.failed.push((container.name, error)),
+                    }
+                }
+                Ok(report)
+            }
+        }
     }
 
     async fn publish_stage(&self, records: &[ChipRecord], stage: UpgradeStage) {

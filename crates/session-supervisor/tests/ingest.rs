@@ -18,8 +18,8 @@ use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
 use session_supervisor::{
     Admission, ChangeFilter, ChangeItem, ChangeStream, ChipChangeKind, ChipKey, ChipSpec,
-    DropReason, Inbox, InboxEntry, InboxError, Ingest, IngestConfig, IngestOutcome, IngestRefusal,
-    MemoryInbox, Supervisor,
+    DropReason, EntryId, Inbox, InboxEntry, InboxError, Ingest, IngestConfig, IngestOutcome,
+    IngestRefusal, MemoryInbox, ReapplyReport, Supervisor,
 };
 use tenant_isolation::{ChipId, HmacKey, TenantId, TenantStatus};
 use waha_client::webhook::{self, ALGORITHM_HEADER, MessageAck, SIGNATURE_HEADER};
@@ -194,6 +194,23 @@ impl Inbox for FlakyInbox {
     async fn prune(&self, older_than: SystemTime) -> Result<u64, InboxError> {
         self.check()?;
         self.inner.prune(older_than).await
+    }
+
+    async fn mark_applied(&self, tenant: &TenantId, entry: EntryId) -> Result<(), InboxError> {
+        self.check()?;
+        self.inner.mark_applied(tenant, entry).await
+    }
+
+    async fn claim_unapplied(
+        &self,
+        received_before: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(EntryId, InboxEntry)>, InboxError> {
+        self.check()?;
+        self.inner
+            .claim_unapplied(received_before, now, limit)
+            .await
     }
 }
 
@@ -376,6 +393,58 @@ async fn a_body_signed_with_another_key_is_a_bad_signature() {
     let outcome = h.ingest.ingest("acme", &headers, &altered).await;
     assert_eq!(outcome, IngestOutcome::Refused(IngestRefusal::BadSignature));
     assert!(h.memory.is_empty(), "nothing stored");
+}
+
+#[tokio::test]
+async fn during_a_key_rotation_the_previous_key_verifies_and_after_it_does_not() {
+    let h = harness().await;
+    let old = h.key(&h.acme).await;
+    let directory = &h.fleet.directory;
+    let secrets = directory.get(&h.acme).await.expect("acme").secrets;
+    let rotating = secrets
+        .begin_webhook_rotation(HmacKey::generate().expect("random"))
+        .expect("no rotation in progress");
+    directory
+        .set_secrets(&h.acme, rotating.clone())
+        .await
+        .expect("rotation begun");
+    let new = rotating.webhook_hmac_key.clone();
+
+    // A session not moved yet signs with the old key; a moved one with the new key.
+    let from_old = Event::new(&h.acme, &h.c1, "message", message("m_old"))
+        .id("evt_old")
+        .body();
+    let outcome = h.post(h.acme.as_str(), &old, &from_old).await;
+    assert!(accepted(&outcome), "the previous key verifies: {outcome:?}");
+    let from_new = Event::new(&h.acme, &h.c1, "message", message("m_new"))
+        .id("evt_new")
+        .body();
+    let outcome = h.post(h.acme.as_str(), &new, &from_new).await;
+    assert!(accepted(&outcome), "the new key verifies: {outcome:?}");
+    // Another tenant's key still does not.
+    let beta_key = h.key(&h.beta).await;
+    let forged = Event::new(&h.acme, &h.c1, "message", message("m_forged"))
+        .id("evt_forged")
+        .body();
+    let outcome = h.post(h.acme.as_str(), &beta_key, &forged).await;
+    assert_eq!(outcome, IngestOutcome::Refused(IngestRefusal::BadSignature));
+
+    // Once every session has the new key, the previous one is forgotten.
+    directory
+        .set_secrets(&h.acme, rotating.finish_webhook_rotation())
+        .await
+        .expect("rotation finished");
+    let late = Event::new(&h.acme, &h.c1, "message", message("m_late"))
+        .id("evt_late")
+        .body();
+    let outcome = h.post(h.acme.as_str(), &old, &late).await;
+    assert_eq!(
+        outcome,
+        IngestOutcome::Refused(IngestRefusal::BadSignature),
+        "the old key no longer verifies"
+    );
+    let outcome = h.post(h.acme.as_str(), &new, &late).await;
+    assert!(accepted(&outcome), "{outcome:?}");
 }
 
 #[tokio::test]
@@ -650,6 +719,379 @@ async fn out_of_order_acks_only_move_the_status_forward() {
         3,
         "the regression is stored; the repeat is not"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 8: the applied mark; a crash after the store.
+// ---------------------------------------------------------------------------------------------
+
+/// Stores `body` of `tenant`'s chip `c1` straight into the inbox with `keys` (as the ingest
+/// derives them), received `age` ago, and applies nothing: a crash right after step 6.
+async fn store_unapplied(
+    h: &Harness,
+    tenant: &TenantId,
+    keys: &[&str],
+    body: &[u8],
+    age: Duration,
+) -> EntryId {
+    let admission = h
+        .memory
+        .admit(InboxEntry {
+            tenant: tenant.clone(),
+            chip: h.c1.clone(),
+            keys: keys.iter().map(|key| (*key).to_owned()).collect(),
+            received_at: SystemTime::now() - age,
+            body: body.to_vec(),
+        })
+        .await
+        .expect("stored");
+    match admission {
+        Admission::New { entry } => entry,
+        other => panic!("a new entry, not {other:?}"),
+    }
+}
+
+fn received(message_id: &str) -> ChipChangeKind {
+    ChipChangeKind::MessageReceived {
+        chat: CUSTOMER.to_owned(),
+        message_id: message_id.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn every_delivery_the_ingest_acts_on_is_marked_applied() {
+    let h = harness().await;
+    let bodies = [
+        Event::new(&h.acme, &h.c1, "message", message("m1"))
+            .id("evt_m1")
+            .body(),
+        Event::new(&h.acme, &h.c1, "message.ack", ack("out_1", 3))
+            .id("evt_a1")
+            .body(),
+        // A regression: dropped after it was stored and observed, and marked all the same.
+        Event::new(&h.acme, &h.c1, "message.ack", ack("out_1", 2))
+            .id("evt_a2")
+            .body(),
+        Event::new(&h.acme, &h.c1, "session.status", status(&h.acme, &h.c1))
+            .id("evt_s1")
+            .body(),
+        // A chip the supervisor does not know: stored, not published, marked.
+        Event::new(&h.acme, &chip("c9"), "message", message("m9"))
+            .id("evt_m9")
+            .body(),
+    ];
+    for body in &bodies {
+        let outcome = h.post_as(&h.acme, body).await;
+        assert!(outcome.is_success(), "{outcome:?}");
+    }
+    assert_eq!(h.memory.len(), bodies.len());
+    assert_eq!(
+        h.memory.unapplied(),
+        0,
+        "every stored delivery was marked applied"
+    );
+    assert_eq!(
+        h.ingest
+            .reapply_pending(Duration::ZERO, 100)
+            .await
+            .expect("a sweep"),
+        ReapplyReport::default(),
+        "nothing for the sweep"
+    );
+}
+
+#[tokio::test]
+async fn an_event_stored_but_never_applied_is_applied_by_the_sweep() {
+    let h = harness().await;
+    let mut changes = h.subscribe(&h.acme).await;
+    let body = Event::new(&h.acme, &h.c1, "message", message("m_crash"))
+        .id("evt_crash")
+        .body();
+    let entry = store_unapplied(
+        &h,
+        &h.acme,
+        &["event:evt_crash", "message:m_crash"],
+        &body,
+        secs(60),
+    )
+    .await;
+    assert!(
+        message_changes(&mut changes).is_empty(),
+        "stored, not applied: nothing was published"
+    );
+
+    assert_eq!(
+        h.ingest
+            .reapply_pending(secs(120), 10)
+            .await
+            .expect("a sweep"),
+        ReapplyReport::default(),
+        "within the grace the entry is left alone (an ingest may still be applying it)"
+    );
+    let report = h
+        .ingest
+        .reapply_pending(secs(30), 10)
+        .await
+        .expect("a sweep");
+    assert_eq!(
+        report,
+        ReapplyReport {
+            reapplied: 1,
+            ..ReapplyReport::default()
+        }
+    );
+    assert_eq!(
+        message_changes(&mut changes),
+        [received("m_crash")],
+        "the sweep applied it: its MessageReceived is published"
+    );
+    assert_eq!(h.memory.is_applied(entry), Some(true));
+
+    assert_eq!(
+        h.ingest
+            .reapply_pending(Duration::ZERO, 10)
+            .await
+            .expect("a sweep"),
+        ReapplyReport::default(),
+        "applied: a second sweep does nothing"
+    );
+    assert!(message_changes(&mut changes).is_empty());
+    let retry = h.post_as(&h.acme, &body).await;
+    assert!(
+        dropped(&retry, DropReason::Duplicate),
+        "applied: WAHA's retry is a duplicate: {retry:?}"
+    );
+    assert!(message_changes(&mut changes).is_empty());
+    assert_eq!(h.memory.len(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_of_an_event_stored_but_never_applied_is_applied() {
+    let h = harness().await;
+    let mut changes = h.subscribe(&h.acme).await;
+    let body = Event::new(&h.acme, &h.c1, "message", message("m_retry"))
+        .id("evt_retry")
+        .body();
+    let entry = store_unapplied(
+        &h,
+        &h.acme,
+        &["event:evt_retry", "message:m_retry"],
+        &body,
+        secs(60),
+    )
+    .await;
+
+    // WAHA got no 2xx (the process died) and retries the same signed bytes, later than the
+    // reapply grace.
+    let retry = h.post_as(&h.acme, &body).await;
+    assert_eq!(
+        retry,
+        IngestOutcome::Accepted {
+            key: ChipKey::new(h.acme.clone(), h.c1.clone()),
+            event: Some("evt_retry".to_owned()),
+        },
+        "applied, not dropped as a duplicate"
+    );
+    assert_eq!(message_changes(&mut changes), [received("m_retry")]);
+    assert_eq!(h.memory.len(), 1, "nothing new stored");
+    assert_eq!(
+        h.memory.is_applied(entry),
+        Some(true),
+        "the stored entry is marked"
+    );
+
+    let third = h.post_as(&h.acme, &body).await;
+    assert!(dropped(&third, DropReason::Duplicate), "{third:?}");
+    assert!(message_changes(&mut changes).is_empty(), "published once");
+    assert_eq!(
+        h.ingest
+            .reapply_pending(Duration::ZERO, 10)
+            .await
+            .expect("a sweep"),
+        ReapplyReport::default()
+    );
+}
+
+#[tokio::test]
+async fn a_copy_arriving_while_the_first_is_being_applied_is_not_applied_twice() {
+    let h = harness().await;
+    let mut changes = h.subscribe(&h.acme).await;
+    let body = Event::new(&h.acme, &h.c1, "message", message("m_twin"))
+        .id("evt_twin")
+        .body();
+    // The first copy is stored and (as far as the inbox knows) still being applied.
+    let entry = store_unapplied(
+        &h,
+        &h.acme,
+        &["event:evt_twin", "message:m_twin"],
+        &body,
+        Duration::ZERO,
+    )
+    .await;
+    let twin = Event::new(&h.acme, &h.c1, "message", message("m_twin"))
+        .id("evt_twin_2")
+        .body();
+    let outcome = h.post_as(&h.acme, &twin).await;
+    assert!(
+        dropped(&outcome, DropReason::Duplicate),
+        "NOWEB's second copy within the grace is left to the first: {outcome:?}"
+    );
+    assert!(
+        message_changes(&mut changes).is_empty(),
+        "not published twice"
+    );
+    assert_eq!(h.memory.is_applied(entry), Some(false));
+    // Had the first delivery failed, the sweep applies it once the grace has passed.
+    let report = h
+        .ingest
+        .reapply_pending(Duration::ZERO, 10)
+        .await
+        .expect("a sweep");
+    assert_eq!(report.reapplied, 1, "{report:?}");
+    assert_eq!(message_changes(&mut changes), [received("m_twin")]);
+    assert_eq!(h.memory.is_applied(entry), Some(true));
+}
+
+#[tokio::test]
+async fn a_reapplied_ack_whose_level_was_recorded_publishes_nothing() {
+    let h = harness().await;
+    let mut changes = h.subscribe(&h.acme).await;
+    let body = Event::new(&h.acme, &h.c1, "message.ack", ack("out_9", 3))
+        .id("evt_ack9")
+        .body();
+    let entry = store_unapplied(
+        &h,
+        &h.acme,
+        &["event:evt_ack9", "ack:out_9:3"],
+        &body,
+        secs(60),
+    )
+    .await;
+    // The crash came after the ack's level was recorded, before its status change was
+    // published and the entry marked.
+    assert!(
+        h.memory
+            .record_ack(&h.acme, "out_9", MessageAck::Read)
+            .await
+            .expect("recorded")
+    );
+
+    let retry = h.post_as(&h.acme, &body).await;
+    assert!(
+        dropped(&retry, DropReason::AckRegression),
+        "the level is recorded already: {retry:?}"
+    );
+    assert_eq!(retry.http_status(), 200);
+    assert!(
+        message_changes(&mut changes).is_empty(),
+        "a repeat of a recorded level publishes no status change"
+    );
+    assert_eq!(h.memory.ack_of(&h.acme, "out_9"), Some(MessageAck::Read));
+    assert_eq!(h.memory.is_applied(entry), Some(true));
+    let again = h.post_as(&h.acme, &body).await;
+    assert!(dropped(&again, DropReason::Duplicate), "{again:?}");
+}
+
+#[tokio::test]
+async fn the_sweep_marks_what_it_must_not_or_cannot_apply() {
+    let h = harness().await;
+    let mut acme_changes = h.subscribe(&h.acme).await;
+    let mut beta_changes = h.subscribe(&h.beta).await;
+    let acme_body = Event::new(&h.acme, &h.c1, "message", message("m_acme"))
+        .id("evt_acme")
+        .body();
+    let beta_body = Event::new(&h.beta, &h.c1, "message", message("m_beta"))
+        .id("evt_beta")
+        .body();
+    let acme = store_unapplied(
+        &h,
+        &h.acme,
+        &["event:evt_acme", "message:m_acme"],
+        &acme_body,
+        secs(60),
+    )
+    .await;
+    let beta = store_unapplied(
+        &h,
+        &h.beta,
+        &["event:evt_beta", "message:m_beta"],
+        &beta_body,
+        secs(60),
+    )
+    .await;
+    let garbled = store_unapplied(
+        &h,
+        &h.acme,
+        &["event:evt_garbled"],
+        br#"{"not":"a webhook"}"#,
+        secs(60),
+    )
+    .await;
+    h.fleet
+        .directory
+        .set_status(&h.beta, TenantStatus::Suspended)
+        .await
+        .expect("suspended");
+
+    let report = h
+        .ingest
+        .reapply_pending(secs(30), 10)
+        .await
+        .expect("a sweep");
+    assert_eq!(
+        report,
+        ReapplyReport {
+            reapplied: 1,
+            dropped_inactive: 1,
+            unparsable: 1,
+            deferred: 0,
+        }
+    );
+    assert_eq!(report.claimed(), 3);
+    assert_eq!(message_changes(&mut acme_changes), [received("m_acme")]);
+    assert!(
+        message_changes(&mut beta_changes).is_empty(),
+        "a suspended tenant's webhook is dropped, as the ingest drops it"
+    );
+    for entry in [acme, beta, garbled] {
+        assert_eq!(h.memory.is_applied(entry), Some(true), "entry {entry}");
+    }
+    assert_eq!(
+        h.ingest
+            .reapply_pending(Duration::ZERO, 10)
+            .await
+            .expect("a sweep"),
+        ReapplyReport::default()
+    );
+}
+
+#[tokio::test]
+async fn the_spawned_sweep_applies_what_a_crash_left_and_stops() {
+    let h = harness().await;
+    let mut changes = h.subscribe(&h.acme).await;
+    let body = Event::new(&h.acme, &h.c1, "message", message("m_boot"))
+        .id("evt_boot")
+        .body();
+    let entry = store_unapplied(
+        &h,
+        &h.acme,
+        &["event:evt_boot", "message:m_boot"],
+        &body,
+        // Older than the default grace (30 s).
+        secs(60),
+    )
+    .await;
+
+    let sweep = h.ingest.spawn_reapply(ms(20));
+    assert!(sweep.is_running());
+    let memory = h.memory.clone();
+    eventually(secs(5), "the sweep applied the entry", move || {
+        let memory = memory.clone();
+        async move { (memory.is_applied(entry) == Some(true)).then_some(()) }
+    })
+    .await;
+    sweep.shutdown().await;
+    assert_eq!(message_changes(&mut changes), [received("m_boot")]);
 }
 
 // ---------------------------------------------------------------------------------------------

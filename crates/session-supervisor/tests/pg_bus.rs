@@ -1,6 +1,8 @@
 //! `PgEventBus` on PostgreSQL (issue 13, "Events"): tenants never see each other's changes, a
 //! resume replays then goes live, a change crosses replicas through NOTIFY, interleaved
-//! publishers get consecutive numbers delivered in order, and retention leaves a gap marker.
+//! publishers get consecutive numbers delivered in order, retention leaves a gap marker, and an
+//! expired pairing code is scrubbed from the stored history (by hand and by the started bus)
+//! without leaving a gap.
 //!
 //! Reads `DATABASE_URL` (the owner role, which may create databases) and `APP_DATABASE_URL`
 //! (the application role), like `pg_store.rs`. Fails, never skips, when PostgreSQL is
@@ -314,4 +316,178 @@ async fn pruned_changes_come_as_a_gap() {
         "numbers go on after a prune"
     );
     assert_eq!(next_change(&mut resumed).await.seq, 6);
+}
+
+/// `tenant`'s stored change `seq` as JSON text and its `code_expires_us`, read by the
+/// application role in `tenant`'s scope.
+async fn stored_change(scratch: &ScratchPg, tenant: &TenantId, seq: i64) -> (String, Option<i64>) {
+    let client = scratch.app_client().await;
+    client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL app.tenant_id = '{}'",
+            tenant.as_str()
+        ))
+        .await
+        .expect("a transaction scoped to the tenant");
+    let row = client
+        .query_one(
+            "SELECT change::text AS change, code_expires_us FROM supervisor_events \
+              WHERE tenant_id = $1 AND seq = $2",
+            &[&tenant.as_str(), &seq],
+        )
+        .await
+        .expect("the stored change");
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    (row.get("change"), row.get("code_expires_us"))
+}
+
+/// A pairing change of chip `a` offering `code` until `expires_at`.
+fn pairing_code(tenant: &TenantId, code: &str, expires_at: SystemTime) -> ChipChange {
+    ChipChange::of(
+        &record(tenant, "a", SystemTime::now()),
+        ChipChangeKind::PairingCode {
+            code: PairingCodeSecret::new(code),
+            expires_at,
+        },
+    )
+}
+
+#[tokio::test]
+async fn an_expired_pairing_code_is_scrubbed_from_the_history_without_a_gap() {
+    let scratch = ScratchPg::new(POOL_SIZE).await;
+    let tenant = scratch.create_tenant().await;
+    let other = scratch.create_tenant().await;
+    // The periodic scrub off: this test scrubs by hand, with times of its choosing.
+    let listen: tokio_postgres::Config = scratch.db.url.parse().expect("a valid URL");
+    let bus = PgEventBus::new(scratch.tenant_db().await, scratch.owner_pool(), listen)
+        .with_scrub_interval(Duration::ZERO);
+    bus.start().await.expect("the LISTEN connection");
+
+    // Both codes on offer by the system clock: one expires in an hour, the other in two (whole
+    // seconds: the scrub compares to the microsecond).
+    let now_secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let soon = UNIX_EPOCH + Duration::from_secs(now_secs + 3_600);
+    let later = soon + Duration::from_secs(3_600);
+    let now = SystemTime::now();
+    let mut seqs = Vec::new();
+    for change in [
+        pairing_code(&tenant, "SOON-CODE", soon),
+        created(&tenant, now),
+        pairing_code(&tenant, "LATE-CODE", later),
+        created(&tenant, now),
+    ] {
+        seqs.push(bus.publish(change).await.expect("publish"));
+    }
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    let theirs = bus
+        .publish(pairing_code(&other, "THEIR-CODE", soon))
+        .await
+        .expect("publish");
+
+    let (stored, expiry) = stored_change(&scratch, &tenant, 1).await;
+    assert!(stored.contains("SOON-CODE"), "stored until it expires");
+    assert!(expiry.is_some(), "indexed by its expiry");
+    assert_eq!(
+        bus.scrub_expired(soon - Duration::from_millis(1))
+            .await
+            .expect("scrub"),
+        0,
+        "nothing expired yet"
+    );
+    assert_eq!(
+        bus.scrub_expired(soon).await.expect("scrub"),
+        2,
+        "at its expiry: this tenant's code and the other tenant's"
+    );
+    assert_eq!(
+        bus.scrub_expired(soon).await.expect("scrub"),
+        0,
+        "scrubbing again changes nothing"
+    );
+
+    let (stored, expiry) = stored_change(&scratch, &tenant, 1).await;
+    assert!(!stored.contains("SOON-CODE"), "the code is gone: {stored}");
+    assert!(stored.contains("pairing_code_expired"), "{stored}");
+    assert_eq!(expiry, None, "no longer indexed");
+    let (stored, _) = stored_change(&scratch, &other, i64::try_from(theirs).unwrap()).await;
+    assert!(!stored.contains("THEIR-CODE"), "every tenant is scrubbed");
+    let (stored, expiry) = stored_change(&scratch, &tenant, 3).await;
+    assert!(
+        stored.contains("LATE-CODE") && expiry.is_some(),
+        "a code not yet expired is untouched"
+    );
+
+    // A resume from before the scrubbed code (the row right after the cursor): the changes
+    // around it, no gap, and never the code.
+    let mut resumed = bus
+        .subscribe_from(&tenant, ChangeFilter::all(), 0)
+        .await
+        .expect("resume");
+    let replayed: Vec<u64> = vec![
+        next_change(&mut resumed).await.seq,
+        next_change(&mut resumed).await.seq,
+        next_change(&mut resumed).await.seq,
+    ];
+    assert_eq!(replayed, [2, 3, 4], "no gap, and not the scrubbed code");
+    assert_quiet(&mut resumed, "the replay ends").await;
+    assert_eq!(resumed.last_seq(), 4);
+    let mut late = bus
+        .subscribe_from(&tenant, ChangeFilter::all(), 2)
+        .await
+        .expect("resume");
+    match next_change(&mut late).await.kind {
+        ChipChangeKind::PairingCode { code, expires_at } => {
+            assert_eq!(
+                (code.expose_secret(), expires_at),
+                ("LATE-CODE", later),
+                "the code still on offer is replayed whole"
+            );
+        }
+        kind => panic!("expected the code still on offer, got {kind:?}"),
+    }
+    assert_eq!(next_change(&mut late).await.seq, 4);
+    assert_eq!(
+        bus.publish(created(&tenant, SystemTime::now()))
+            .await
+            .expect("publish"),
+        5,
+        "numbers go on after a scrub"
+    );
+    assert_eq!(next_change(&mut resumed).await.seq, 5, "then live");
+}
+
+#[tokio::test]
+async fn a_started_bus_scrubs_expired_codes_by_itself() {
+    let scratch = ScratchPg::new(POOL_SIZE).await;
+    let tenant = scratch.create_tenant().await;
+    let listen: tokio_postgres::Config = scratch.db.url.parse().expect("a valid URL");
+    let bus = PgEventBus::new(scratch.tenant_db().await, scratch.owner_pool(), listen)
+        .with_scrub_interval(Duration::from_millis(100));
+    bus.start().await.expect("the LISTEN connection");
+
+    let expired = SystemTime::now() - Duration::from_secs(1);
+    let offered = SystemTime::now() + Duration::from_secs(3_600);
+    for change in [
+        pairing_code(&tenant, "GONE-CODE", expired),
+        pairing_code(&tenant, "KEPT-CODE", offered),
+    ] {
+        bus.publish(change).await.expect("publish");
+    }
+    let deadline = tokio::time::Instant::now() + ARRIVAL;
+    loop {
+        let (stored, _) = stored_change(&scratch, &tenant, 1).await;
+        if !stored.contains("GONE-CODE") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the expired code is still stored after {ARRIVAL:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (stored, _) = stored_change(&scratch, &tenant, 2).await;
+    assert!(stored.contains("KEPT-CODE"), "the code on offer stays");
 }

@@ -1,7 +1,8 @@
 //! `PgInbox` on PostgreSQL (issue 13, "De-duplicate durably"): the `Inbox` conformance suite
 //! (every check on a scratch database of its own, migrated by the host's one run), then what
 //! only the database shows: a duplicate leaves no row, rows are tenant-scoped, acks are stored
-//! as their wire numbers, and a tenant's erasure takes its inbox with it.
+//! as their wire numbers, a tenant's erasure takes its inbox with it, the applied mark is a
+//! column, and a claim skips the rows another transaction holds.
 //!
 //! Reads `DATABASE_URL` (the owner role, which may create databases) and `APP_DATABASE_URL`
 //! (the application role), like `pg_store.rs`. Fails, never skips, when PostgreSQL is
@@ -16,7 +17,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use session_supervisor::inbox_conformance::{at, entry};
-use session_supervisor::{Admission, Inbox, InboxEntry, InboxError, PgInbox};
+use session_supervisor::{Admission, EntryId, Inbox, InboxEntry, InboxError, PgInbox};
 use tenant_isolation::TenantId;
 use tenant_isolation::pg::TenantDb;
 use waha_client::webhook::MessageAck;
@@ -117,6 +118,44 @@ impl Inbox for ScratchInbox {
     async fn prune(&self, older_than: SystemTime) -> Result<u64, InboxError> {
         self.inbox.prune(older_than).await
     }
+
+    async fn mark_applied(&self, tenant: &TenantId, entry: EntryId) -> Result<(), InboxError> {
+        self.inbox.mark_applied(tenant, entry).await
+    }
+
+    async fn claim_unapplied(
+        &self,
+        received_before: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(EntryId, InboxEntry)>, InboxError> {
+        self.inbox
+            .claim_unapplied(received_before, now, limit)
+            .await
+    }
+}
+
+impl ScratchInbox {
+    /// `tenant`'s stored entries: (id, applied, claimed), oldest first.
+    async fn marks(&self, tenant: &TenantId) -> Vec<(i64, bool, Option<SystemTime>)> {
+        let tx = self
+            .tenant_db
+            .scoped(tenant)
+            .await
+            .unwrap_or_else(|err| panic!("a transaction of {tenant}: {err}"));
+        let rows = tx
+            .query(
+                "SELECT id, applied_at IS NOT NULL AS applied, claimed_at \
+                   FROM supervisor_inbox ORDER BY id",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|err| panic!("reading the marks: {err}"));
+        tx.commit().await.expect("commit of a read");
+        rows.iter()
+            .map(|row| (row.get("id"), row.get("applied"), row.get("claimed_at")))
+            .collect()
+    }
 }
 
 session_supervisor::inbox_conformance!(|| async {
@@ -128,7 +167,9 @@ async fn a_duplicate_leaves_no_row_and_a_new_entry_is_stored_as_received() {
     let inbox = scratch_inbox().await;
     let tenant = TenantId::generate();
     let first = entry(&tenant, &["event:e1", "message:m1", "event:e1"], 0);
-    assert_eq!(inbox.admit(first.clone()).await.unwrap(), Admission::New);
+    let Admission::New { entry: first_id } = inbox.admit(first.clone()).await.unwrap() else {
+        panic!("the first delivery is new");
+    };
     assert_eq!(inbox.rows(&tenant, "supervisor_inbox").await, 1);
     assert_eq!(
         inbox.rows(&tenant, "supervisor_inbox_keys").await,
@@ -142,6 +183,25 @@ async fn a_duplicate_leaves_no_row_and_a_new_entry_is_stored_as_received() {
     );
 
     let duplicate = entry(&tenant, &["event:e2", "message:m1", "ack:m1:3"], 1);
+    assert_eq!(
+        inbox.admit(duplicate.clone()).await.unwrap(),
+        Admission::Unapplied {
+            entry: first_id,
+            received_at: first.received_at,
+        },
+        "the first entry is not marked applied yet"
+    );
+    assert_eq!(
+        inbox.rows(&tenant, "supervisor_inbox").await,
+        1,
+        "no entry row of an unapplied duplicate"
+    );
+    assert_eq!(
+        inbox.rows(&tenant, "supervisor_inbox_keys").await,
+        2,
+        "no key row of an unapplied duplicate"
+    );
+    inbox.mark_applied(&tenant, first_id).await.unwrap();
     assert_eq!(inbox.admit(duplicate).await.unwrap(), Admission::Duplicate);
     assert_eq!(
         inbox.rows(&tenant, "supervisor_inbox").await,
@@ -154,10 +214,10 @@ async fn a_duplicate_leaves_no_row_and_a_new_entry_is_stored_as_received() {
         "no key row of a duplicate"
     );
 
-    assert_eq!(
+    assert!(matches!(
         inbox.admit(entry(&tenant, &[], 2)).await.unwrap(),
-        Admission::New
-    );
+        Admission::New { .. }
+    ));
     assert_eq!(inbox.rows(&tenant, "supervisor_inbox").await, 2);
 }
 
@@ -278,4 +338,72 @@ async fn erasing_a_tenant_takes_its_inbox_with_it() {
     ] {
         assert_eq!(inbox.rows(&tenant, table).await, 0, "{table} cascaded");
     }
+}
+
+#[tokio::test]
+async fn marks_are_columns_and_a_claim_skips_rows_another_transaction_holds() {
+    let inbox = scratch_inbox().await;
+    let tenant = TenantId::generate();
+    let Admission::New { entry: held } = inbox
+        .admit(entry(&tenant, &["event:held"], 0))
+        .await
+        .unwrap()
+    else {
+        panic!("new");
+    };
+    let Admission::New { entry: free } = inbox
+        .admit(entry(&tenant, &["event:free"], 1))
+        .await
+        .unwrap()
+    else {
+        panic!("new");
+    };
+    let held_id = i64::try_from(held.get()).expect("a bigint id");
+    let free_id = i64::try_from(free.get()).expect("a bigint id");
+    assert_eq!(
+        inbox.marks(&tenant).await,
+        [(held_id, false, None), (free_id, false, None)],
+        "stored unapplied, never claimed"
+    );
+
+    // Another transaction (another replica's sweep, say) holds `held`'s row.
+    let other = inbox
+        .tenant_db
+        .scoped(&tenant)
+        .await
+        .unwrap_or_else(|err| panic!("a transaction of {tenant}: {err}"));
+    other
+        .query(
+            "SELECT id FROM supervisor_inbox WHERE id = $1 FOR UPDATE",
+            &[&held_id],
+        )
+        .await
+        .unwrap_or_else(|err| panic!("locking a row: {err}"));
+    let claimed = inbox.claim_unapplied(at(10), at(40), 10).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [free],
+        "the held row is skipped, not waited for"
+    );
+    other.rollback().await.expect("rollback");
+    let claimed = inbox.claim_unapplied(at(10), at(40), 10).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [held],
+        "released, it is claimed; the other one was claimed already"
+    );
+    assert_eq!(
+        inbox.marks(&tenant).await,
+        [
+            (held_id, false, Some(at(40))),
+            (free_id, false, Some(at(40)))
+        ],
+        "claimed at the caller's time"
+    );
+
+    inbox.mark_applied(&tenant, held).await.unwrap();
+    inbox.mark_applied(&tenant, held).await.unwrap();
+    let marks = inbox.marks(&tenant).await;
+    assert_eq!(marks[0], (held_id, true, Some(at(40))), "applied");
+    assert_eq!(marks[1], (free_id, false, Some(at(40))), "still unapplied");
 }

@@ -3,7 +3,8 @@
 //! database shows: no text is stored, a record outlives its outbox (a crash, a restart, another
 //! replica), racing replicas begin a key once, an ack racing `finish` is never lost, rows are
 //! tenant-scoped, statuses and acks are stored as columns, one message id belongs to one
-//! record, prune empties both tables, and a tenant's erasure takes its outbox with it.
+//! record, prune empties both tables, expired early marks leave the table (with the lifetime
+//! the outbox is given), and a tenant's erasure takes its outbox with it.
 //!
 //! Reads `DATABASE_URL` (the owner role, which may create databases) and `APP_DATABASE_URL`
 //! (the application role), like `pg_store.rs`. Fails, never skips, when PostgreSQL is
@@ -15,7 +16,7 @@ mod shared;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::future::join_all;
@@ -185,6 +186,10 @@ impl Outbox for ScratchOutbox {
 
     async fn prune(&self, older_than: SystemTime) -> Result<u64, OutboxError> {
         self.outbox.prune(older_than).await
+    }
+
+    async fn prune_marks(&self, now: SystemTime) -> Result<u64, OutboxError> {
+        self.outbox.prune_marks(now).await
     }
 }
 
@@ -483,6 +488,58 @@ async fn prune_empties_both_tables() {
         outbox.rows(&tenant, "supervisor_outbox_early_acks").await,
         1,
         "the old mark went, the new one stays"
+    );
+}
+
+#[tokio::test]
+async fn expired_marks_leave_the_table_with_the_lifetime_given() {
+    let scratch = scratch_outbox().await;
+    let outbox = scratch
+        .another_outbox()
+        .await
+        .with_early_ack_ttl(Duration::from_secs(60));
+    assert_eq!(outbox.early_ack_ttl(), Duration::from_secs(60));
+    let tenant = TenantId::generate();
+    scratch.ensure_tenant(&tenant).await;
+    outbox.begin(record(&tenant, "k1", "hi", 0)).await.unwrap();
+    for (id, secs) in [("m1", 0), ("phone-old", 0), ("phone-new", 30)] {
+        assert!(
+            !outbox
+                .advance_ack(&tenant, id, MessageAck::Read, at(secs))
+                .await
+                .unwrap()
+        );
+    }
+    let settled = outbox
+        .finish(
+            &tenant,
+            "k1",
+            sent(MessageAck::Server),
+            Some("m1".to_owned()),
+            at(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        settled.status,
+        sent(MessageAck::Server),
+        "a mark a minute old is expired with a one-minute lifetime"
+    );
+    assert_eq!(
+        scratch.rows(&tenant, "supervisor_outbox_early_acks").await,
+        2,
+        "finish took the expired mark all the same"
+    );
+    assert_eq!(outbox.prune_marks(at(60)).await.unwrap(), 1);
+    assert_eq!(
+        scratch.rows(&tenant, "supervisor_outbox_early_acks").await,
+        1,
+        "the expired mark went, the one seen at 30 s stays"
+    );
+    assert_eq!(outbox.prune_marks(at(90)).await.unwrap(), 1);
+    assert_eq!(
+        scratch.rows(&tenant, "supervisor_outbox_early_acks").await,
+        0
     );
 }
 

@@ -18,8 +18,8 @@ use session_supervisor::policy::Rate;
 use session_supervisor::{
     ChangeFilter, ChangeItem, ChangeStream, ChipChangeKind, ChipKey, ChipRecord, ChipSpec,
     ChipStore, ForeignSessionPolicy, LoginKind, LoginOffer, ObserveOutcome, ParkReason, Phase,
-    PhaseName, PhoneNumber, QrCode, QrFormat, Reason, StepKind, StepOutcome, Supervisor,
-    SupervisorError, Toggle, UpgradeOptions, UpgradeStage,
+    PhaseName, PhoneNumber, QrCode, QrFormat, Reason, RotationOptions, StepKind, StepOutcome,
+    Supervisor, SupervisorError, Toggle, UpgradeOptions, UpgradeStage,
 };
 use tenant_isolation::{ChipId, PlanLimits, QuotaLimit, SlotKind, TenantId, TenantStatus};
 use waha_client::webhook::WebhookEvent;
@@ -1960,6 +1960,278 @@ async fn a_fleet_upgrade_keeps_chips_logged_in() {
         .expect("the upgrade runs again");
     assert!(again.tenants.is_empty(), "{again:?}");
     upgraded.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14b. Secret rotation.
+// ---------------------------------------------------------------------------------------------
+
+/// The webhook key each of the session's webhooks is signed with, as WAHA stores it.
+async fn session_webhook_keys(fleet: &Fleet, tenant: &TenantId, chip: &ChipId) -> Vec<String> {
+    let info = fleet
+        .waha_for(tenant)
+        .await
+        .get_session(&session(tenant, chip))
+        .await
+        .expect("the session reads");
+    let config = info.config.expect("a chipfleet session has a config");
+    config
+        .webhooks
+        .iter()
+        .map(|webhook| {
+            webhook
+                .hmac
+                .as_ref()
+                .and_then(|hmac| hmac.key.as_ref())
+                .map(|key| key.expose_secret().to_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_key_rotation_moves_every_session_then_forgets_the_old_key() {
+    let fleet = Fleet::builder().tenant("acme").tenant("beta").build().await;
+    let acme = tenant("acme");
+    let beta = tenant("beta");
+    let replica = fleet.supervisor().await;
+    let chips = [chip("sales-1"), chip("sales-2"), chip("sales-3")];
+    let mut before = Vec::new();
+    for (i, c) in chips.iter().enumerate() {
+        let digits = format!("55119999902{i:02}");
+        before.push(working_chip(&fleet, &replica, &acme, c, &digits).await);
+    }
+    working_chip(&fleet, &replica, &beta, &chips[0], "5511999990300").await;
+    let old = fleet.directory.get(&acme).await.expect("acme").secrets;
+    let beta_before = fleet.directory.get(&beta).await.expect("beta").secrets;
+    let control = fleet.control_for(&acme).await;
+    let puts_before: Vec<usize> = chips
+        .iter()
+        .map(|c| {
+            control
+                .calls_for(&session(&acme, c))
+                .iter()
+                .filter(|call| call.method == "PUT")
+                .count()
+        })
+        .collect();
+
+    let report = replica
+        .rotate_webhook_key(
+            &acme,
+            RotationOptions {
+                wait: WAIT,
+                poll: Some(ms(50)),
+            },
+        )
+        .await
+        .expect("the rotation runs");
+    assert!(report.started && report.finished, "{report:?}");
+    assert!(report.pending.is_empty(), "{report:?}");
+    assert_eq!(report.moved.len(), chips.len(), "{report:?}");
+
+    let new = fleet.directory.get(&acme).await.expect("acme").secrets;
+    assert_ne!(new.webhook_hmac_key, old.webhook_hmac_key, "a new key");
+    assert!(
+        !new.webhook_key_rotating(),
+        "the previous key is forgotten once every session has the new one"
+    );
+    assert_eq!(
+        new.container_api_key, old.container_api_key,
+        "the API key stays"
+    );
+    for ((c, b), puts) in chips.iter().zip(&before).zip(puts_before) {
+        assert_eq!(
+            session_webhook_keys(&fleet, &acme, c).await,
+            vec![new.webhook_hmac_key.expose_secret().to_owned()],
+            "{c}: its session signs with the new key"
+        );
+        let record = wait_phase(&replica, &acme, c, PhaseName::Working, WAIT).await;
+        assert_eq!(record.observed.me, b.observed.me, "{c}: still logged in");
+        let puts_after = control
+            .calls_for(&session(&acme, c))
+            .iter()
+            .filter(|call| call.method == "PUT")
+            .count();
+        assert_eq!(puts_after, puts + 1, "{c}: one config update, no storm");
+    }
+    assert_eq!(
+        fleet.directory.get(&beta).await.expect("beta").secrets,
+        beta_before,
+        "the other tenant is untouched"
+    );
+
+    // No rotation in progress: the next one starts with a new key and moves the sessions again.
+    let again = replica
+        .rotate_webhook_key(
+            &acme,
+            RotationOptions {
+                wait: WAIT,
+                poll: Some(ms(50)),
+            },
+        )
+        .await
+        .expect("the rotation runs again");
+    assert!(again.started && again.finished, "{again:?}");
+    let newer = fleet.directory.get(&acme).await.expect("acme").secrets;
+    assert_ne!(newer.webhook_hmac_key, new.webhook_hmac_key);
+    replica.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_key_rotation_that_runs_out_of_time_keeps_the_previous_key() {
+    let fleet = Fleet::builder().tenant("acme").build().await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    let replica = fleet.supervisor().await;
+    working_chip(&fleet, &replica, &acme, &sales, "5511999990400").await;
+    let old = fleet.directory.get(&acme).await.expect("acme").secrets;
+    // No supervisor reconciles the chip: its session keeps the old key.
+    replica.shutdown().await;
+    let idle = fleet.build_supervisor(fleet.config(), None);
+    let report = idle
+        .rotate_webhook_key(
+            &acme,
+            RotationOptions {
+                wait: ms(300),
+                poll: Some(ms(50)),
+            },
+        )
+        .await
+        .expect("the rotation starts");
+    assert!(report.started && !report.finished, "{report:?}");
+    assert_eq!(report.pending, vec![sales.clone()], "{report:?}");
+    let rotating = fleet.directory.get(&acme).await.expect("acme").secrets;
+    assert_eq!(
+        rotating.previous_webhook_hmac_key.as_ref(),
+        Some(&old.webhook_hmac_key),
+        "the old key stays accepted while a session still signs with it"
+    );
+    assert_eq!(
+        session_webhook_keys(&fleet, &acme, &sales).await,
+        vec![old.webhook_hmac_key.expose_secret().to_owned()]
+    );
+
+    // A running supervisor continues it: no second key, and it finishes.
+    let replica = fleet.supervisor().await;
+    let report = replica
+        .rotate_webhook_key(
+            &acme,
+            RotationOptions {
+                wait: WAIT,
+                poll: Some(ms(50)),
+            },
+        )
+        .await
+        .expect("the rotation continues");
+    assert!(!report.started && report.finished, "{report:?}");
+    let done = fleet.directory.get(&acme).await.expect("acme").secrets;
+    assert_eq!(
+        done.webhook_hmac_key, rotating.webhook_hmac_key,
+        "the same new key"
+    );
+    assert!(!done.webhook_key_rotating());
+    assert_eq!(
+        session_webhook_keys(&fleet, &acme, &sales).await,
+        vec![done.webhook_hmac_key.expose_secret().to_owned()]
+    );
+    replica.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_rotation_replaces_the_containers_and_keeps_chips_logged_in() {
+    let fleet = Fleet::builder().tenant("acme").tenant("beta").build().await;
+    let acme = tenant("acme");
+    let beta = tenant("beta");
+    let sales = chip("sales-1");
+    let replica = fleet.supervisor().await;
+    let before = working_chip(&fleet, &replica, &acme, &sales, "5511999990500").await;
+    working_chip(&fleet, &replica, &beta, &sales, "5511999990501").await;
+    let root = fleet.launcher.state_root().to_path_buf();
+    let name = session(&acme, &sales);
+    eventually(WAIT, format!("{name}'s login on its volume"), || {
+        std::future::ready(persisted_logged_in(&root, &name, 3).then_some(()))
+    })
+    .await;
+    let old = fleet.directory.get(&acme).await.expect("acme").secrets;
+    let old_container = fleet.running_container(&acme, 0).await.expect("acme runs");
+    let beta_container = fleet.running_container(&beta, 0).await.expect("beta runs");
+
+    // Only the owner touches the containers.
+    let bystander = fleet.build_supervisor(fleet.config(), None);
+    match bystander
+        .rotate_api_key(&acme, &UpgradeOptions::default())
+        .await
+    {
+        Err(SupervisorError::NotOwned { tenant }) => assert_eq!(tenant, acme),
+        other => panic!("a process that does not own the tenant is refused: {other:?}"),
+    }
+    assert_eq!(
+        fleet.directory.get(&acme).await.expect("acme").secrets,
+        old,
+        "a refused rotation changes nothing"
+    );
+
+    eventually(WAIT, "the replica owns acme", || {
+        std::future::ready(replica.owned_tenants().contains(&acme).then_some(()))
+    })
+    .await;
+    let upgrade = replica
+        .rotate_api_key(
+            &acme,
+            &UpgradeOptions {
+                wait_back: WAIT,
+                ..UpgradeOptions::default()
+            },
+        )
+        .await
+        .expect("the rotation runs");
+    assert!(upgrade.succeeded(), "{upgrade:?}");
+    assert_eq!(upgrade.chips_back, vec![sales.clone()], "{upgrade:?}");
+    let new = fleet.directory.get(&acme).await.expect("acme").secrets;
+    assert_ne!(
+        new.container_api_key, old.container_api_key,
+        "a new API key"
+    );
+    assert_eq!(
+        new.webhook_hmac_key, old.webhook_hmac_key,
+        "the webhook key stays"
+    );
+    let container = fleet.running_container(&acme, 0).await.expect("acme runs");
+    assert_ne!(container.id, old_container.id, "the container was replaced");
+    assert_eq!(container.name, old_container.name, "on the same volume");
+    let record = wait_phase(&replica, &acme, &sales, PhaseName::Working, WAIT).await;
+    assert_eq!(
+        record.observed.me, before.observed.me,
+        "logged in without a QR"
+    );
+    // The new container takes the new key and refuses the old one.
+    let endpoint = fleet.endpoint(&acme).await;
+    let fresh = waha_client::WahaClient::new(endpoint.base_url.clone(), new.container_api_key)
+        .expect("a client");
+    fresh
+        .get_session(&name)
+        .await
+        .expect("the new key is accepted");
+    let stale = waha_client::WahaClient::new(endpoint.base_url.clone(), old.container_api_key)
+        .expect("a client");
+    assert!(
+        matches!(
+            stale.get_session(&name).await,
+            Err(waha_client::WahaError::Unauthorized { .. })
+        ),
+        "the old key is refused"
+    );
+    assert_eq!(
+        fleet
+            .running_container(&beta, 0)
+            .await
+            .expect("beta runs")
+            .id,
+        beta_container.id,
+        "the other tenant's container is untouched"
+    );
+    replica.shutdown().await;
 }
 
 // ---------------------------------------------------------------------------------------------

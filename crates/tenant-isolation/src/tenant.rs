@@ -112,17 +112,21 @@ impl PlanLimits {
     }
 }
 
-/// A tenant's secrets. `Debug` redacts both.
+/// A tenant's secrets. `Debug` redacts all of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TenantSecrets {
     /// The API key of the tenant's WAHA container.
     pub container_api_key: ApiKey,
     /// The key WAHA signs the tenant's webhooks with.
     pub webhook_hmac_key: HmacKey,
+    /// While a rotation of the webhook key is in progress, the key it replaces: sessions not
+    /// yet moved to the new key still sign with it, so webhooks verified by it are accepted.
+    /// `None` when no rotation is in progress.
+    pub previous_webhook_hmac_key: Option<HmacKey>,
 }
 
 impl TenantSecrets {
-    /// Both secrets freshly generated from the OS CSPRNG.
+    /// Both secrets freshly generated from the OS CSPRNG; no rotation in progress.
     ///
     /// # Errors
     /// [`Error::Secret`] when the OS random source fails.
@@ -130,7 +134,52 @@ impl TenantSecrets {
         Ok(TenantSecrets {
             container_api_key: ApiKey::generate()?,
             webhook_hmac_key: HmacKey::generate()?,
+            previous_webhook_hmac_key: None,
         })
+    }
+
+    /// Whether a rotation of the webhook key is in progress (a previous key is kept).
+    pub fn webhook_key_rotating(&self) -> bool {
+        self.previous_webhook_hmac_key.is_some()
+    }
+
+    /// The keys a webhook of this tenant may be signed with: the current one, then the
+    /// previous one while a rotation is in progress.
+    pub fn webhook_keys(&self) -> impl Iterator<Item = &HmacKey> {
+        std::iter::once(&self.webhook_hmac_key).chain(self.previous_webhook_hmac_key.as_ref())
+    }
+
+    /// These secrets with the webhook key rotated to `next`: the current key becomes the
+    /// previous one, accepted until [`finish_webhook_rotation`](Self::finish_webhook_rotation).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when a rotation is already in progress (finish it first: the
+    /// key before the previous one may still be on a session), or when `next` is the current
+    /// key.
+    pub fn begin_webhook_rotation(&self, next: HmacKey) -> Result<Self, Error> {
+        if self.webhook_key_rotating() {
+            return Err(Error::InvalidConfig {
+                reason: "a webhook key rotation is already in progress; finish it first".into(),
+            });
+        }
+        if next == self.webhook_hmac_key {
+            return Err(Error::InvalidConfig {
+                reason: "the new webhook key is the current one".into(),
+            });
+        }
+        Ok(TenantSecrets {
+            container_api_key: self.container_api_key.clone(),
+            previous_webhook_hmac_key: Some(self.webhook_hmac_key.clone()),
+            webhook_hmac_key: next,
+        })
+    }
+
+    /// These secrets with the rotation finished: the previous webhook key is forgotten.
+    pub fn finish_webhook_rotation(&self) -> Self {
+        TenantSecrets {
+            previous_webhook_hmac_key: None,
+            ..self.clone()
+        }
     }
 }
 
@@ -262,6 +311,44 @@ mod tests {
         );
         let text = format!("{tenant:?} {tenant:#?}");
         assert!(!text.contains(&raw) && !text.contains(&hmac), "{text}");
+    }
+
+    #[test]
+    fn webhook_rotation_keeps_the_previous_key_until_finished() {
+        let secrets = TenantSecrets::generate().unwrap();
+        assert!(!secrets.webhook_key_rotating());
+        assert_eq!(secrets.webhook_keys().count(), 1);
+        let next = HmacKey::generate().unwrap();
+        let rotating = secrets.begin_webhook_rotation(next.clone()).unwrap();
+        assert_eq!(rotating.webhook_hmac_key, next);
+        assert_eq!(
+            rotating.previous_webhook_hmac_key.as_ref(),
+            Some(&secrets.webhook_hmac_key)
+        );
+        assert_eq!(
+            rotating.webhook_keys().cloned().collect::<Vec<_>>(),
+            vec![next.clone(), secrets.webhook_hmac_key.clone()]
+        );
+        assert_eq!(rotating.container_api_key, secrets.container_api_key);
+        let previous = rotating
+            .previous_webhook_hmac_key
+            .as_ref()
+            .unwrap()
+            .expose_secret()
+            .to_owned();
+        assert!(!format!("{rotating:?}").contains(&previous));
+        // One rotation at a time, and never to the same key.
+        assert!(matches!(
+            rotating.begin_webhook_rotation(HmacKey::generate().unwrap()),
+            Err(Error::InvalidConfig { .. })
+        ));
+        assert!(matches!(
+            secrets.begin_webhook_rotation(secrets.webhook_hmac_key.clone()),
+            Err(Error::InvalidConfig { .. })
+        ));
+        let done = rotating.finish_webhook_rotation();
+        assert_eq!(done.webhook_hmac_key, next);
+        assert!(!done.webhook_key_rotating());
     }
 
     #[test]

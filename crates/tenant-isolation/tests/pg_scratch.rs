@@ -88,6 +88,7 @@ async fn database_errors_never_carry_row_contents() {
             TenantSecrets {
                 container_api_key: ApiKey::new(refused_key.clone()).unwrap(),
                 webhook_hmac_key: new_hmac.clone(),
+                previous_webhook_hmac_key: None,
             },
         )
         .await

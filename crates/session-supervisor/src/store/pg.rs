@@ -26,7 +26,8 @@ use crate::signal::{Signal, SignalBody};
 
 /// This crate's migrations, in order. Never edit a released one: add a version.
 /// Version 2 is the event log of the PostgreSQL event bus (`PgEventBus`), version 3 the
-/// durable webhook inbox (`PgInbox`), version 4 the send outbox (`PgOutbox`).
+/// durable webhook inbox (`PgInbox`), version 4 the send outbox (`PgOutbox`), version 5 the
+/// inbox's applied and claimed marks, version 6 the expiry of stored pairing codes.
 const CHIP_MIGRATIONS: &[Migration] = &[
     Migration::new(1, "chips", include_str!("../../migrations/0001_chips.sql")),
     Migration::new(
@@ -39,6 +40,16 @@ const CHIP_MIGRATIONS: &[Migration] = &[
         4,
         "outbox",
         include_str!("../../migrations/0004_outbox.sql"),
+    ),
+    Migration::new(
+        5,
+        "inbox_applied",
+        include_str!("../../migrations/0005_inbox_applied.sql"),
+    ),
+    Migration::new(
+        6,
+        "event_code_expiry",
+        include_str!("../../migrations/0006_event_code_expiry.sql"),
     ),
 ];
 
@@ -411,7 +422,8 @@ impl PgChipStore {
     /// `supervisor_event_seqs` and `supervisor_events` (`PgEventBus`, version 2), and the
     /// inbox's `supervisor_inbox`, `supervisor_inbox_keys` and `supervisor_message_acks`
     /// (`PgInbox`, version 3), and the send outbox's `supervisor_outbox` and
-    /// `supervisor_outbox_early_acks` (`PgOutbox`, version 4): pass it to
+    /// `supervisor_outbox_early_acks` (`PgOutbox`, version 4), and the inbox's applied and
+    /// claimed marks (version 5, no new table): pass it to
     /// `tenant_isolation::pg::AdminDb::migrate_with` (which grants the application role those
     /// tables and puts them under the admin policy) and to
     /// `tenant_isolation::pg::TenantDb::verify_role_with`.
@@ -1150,11 +1162,11 @@ mod tests {
         let set = PgChipStore::MIGRATIONS;
         assert_eq!(set.component(), "session-supervisor");
         assert_eq!(set.declared_tenant_tables(), TENANT_TABLES);
-        assert_eq!(set.migrations().len(), 4);
+        assert_eq!(set.migrations().len(), 6);
         assert_eq!(
             set.migrations().last().map(|migration| migration.version()),
-            Some(4),
-            "the outbox is version 4"
+            Some(6),
+            "the pairing codes' expiry is version 6"
         );
         for table in TENANT_TABLES {
             assert!(

@@ -202,7 +202,8 @@ struct Receiver {
     refused: Arc<AtomicU64>,
 }
 
-/// `POST /webhooks/{tenant}`: verify with the tenant's HMAC key over the raw body, then
+/// `POST /webhooks/{tenant}`: verify with the tenant's HMAC key (or its previous one during a
+/// rotation) over the raw body, then
 /// `observe` through any supervisor of the world.
 async fn receive(
     State(receiver): State<Receiver>,
@@ -218,12 +219,14 @@ async fn receive(
         receiver.refused.fetch_add(1, Ordering::Relaxed);
         return StatusCode::NOT_FOUND;
     };
-    let event = match WebhookEvent::from_signed(&record.secrets.webhook_hmac_key, &headers, &body) {
-        Ok(event) => event,
-        Err(_) => {
-            receiver.refused.fetch_add(1, Ordering::Relaxed);
-            return StatusCode::UNAUTHORIZED;
-        }
+    // The current key, or the previous one while a rotation is in progress.
+    let verified = record
+        .secrets
+        .webhook_keys()
+        .find_map(|key| WebhookEvent::from_signed(key, &headers, &body).ok());
+    let Some(event) = verified else {
+        receiver.refused.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::UNAUTHORIZED;
     };
     let supervisor = receiver
         .observers

@@ -138,6 +138,23 @@ pub async fn directory_updates_limits_and_secrets(directory: &dyn TenantDirector
         .expect("secrets");
     assert_eq!(rotated.secrets, secrets);
     assert_eq!(directory.get(&id).await.expect("get").secrets, secrets);
+    // A webhook key rotation in progress keeps the previous key; finishing forgets it.
+    let rotating = secrets
+        .begin_webhook_rotation(crate::HmacKey::generate().expect("random"))
+        .expect("no rotation in progress");
+    directory
+        .set_secrets(&id, rotating.clone())
+        .await
+        .expect("begin rotation");
+    assert_eq!(directory.get(&id).await.expect("get").secrets, rotating);
+    let finished = rotating.finish_webhook_rotation();
+    directory
+        .set_secrets(&id, finished.clone())
+        .await
+        .expect("finish rotation");
+    let stored = directory.get(&id).await.expect("get").secrets;
+    assert_eq!(stored, finished);
+    assert!(!stored.webhook_key_rotating());
     let invalid = directory
         .set_limits(&id, PlanLimits::new(1, u32::MAX, 1))
         .await;

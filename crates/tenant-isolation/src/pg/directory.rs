@@ -13,7 +13,8 @@ use crate::{
 };
 
 pub(crate) const TENANT_COLUMNS: &str = "tenant_id, incarnation, status, max_chips, \
-     max_running_sessions, max_sends_per_day, container_api_key, webhook_hmac_key";
+     max_running_sessions, max_sends_per_day, container_api_key, webhook_hmac_key, \
+     previous_webhook_hmac_key";
 
 /// Decodes a `tenants` row, re-validating everything (data written around this crate is
 /// reported as [`Error::CorruptData`], never trusted).
@@ -46,6 +47,11 @@ pub(crate) fn tenant_from_row(row: &Row) -> Result<Tenant, Error> {
             .map_err(corrupt_secret("container API key"))?,
         webhook_hmac_key: HmacKey::new(row.try_get::<_, String>("webhook_hmac_key")?)
             .map_err(corrupt_secret("webhook HMAC key"))?,
+        previous_webhook_hmac_key: row
+            .try_get::<_, Option<String>>("previous_webhook_hmac_key")?
+            .map(HmacKey::new)
+            .transpose()
+            .map_err(corrupt_secret("previous webhook HMAC key"))?,
     };
     Ok(Tenant::new(id, incarnation, status, limits, secrets))
 }
@@ -117,8 +123,8 @@ impl TenantDirectory for PgTenantDirectory {
         let sql = format!(
             "INSERT INTO tenants (tenant_id, status, max_chips, max_running_sessions,
                                   max_sends_per_day, container_api_key, webhook_hmac_key,
-                                  incarnation)
-             VALUES ($1, 'active', $2, $3, $4, $5, $6, $7)
+                                  incarnation, previous_webhook_hmac_key)
+             VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (tenant_id) DO NOTHING
              RETURNING {TENANT_COLUMNS}"
         );
@@ -133,6 +139,10 @@ impl TenantDirectory for PgTenantDirectory {
                     &new.secrets.container_api_key.expose_secret(),
                     &new.secrets.webhook_hmac_key.expose_secret(),
                     &new.incarnation.as_str(),
+                    &new.secrets
+                        .previous_webhook_hmac_key
+                        .as_ref()
+                        .map(HmacKey::expose_secret),
                 ],
             )
             .await?;
@@ -210,7 +220,8 @@ impl TenantDirectory for PgTenantDirectory {
 
     async fn set_secrets(&self, id: &TenantId, secrets: TenantSecrets) -> Result<Tenant, Error> {
         let sql = format!(
-            "UPDATE tenants SET container_api_key = $2, webhook_hmac_key = $3, updated_at = now()
+            "UPDATE tenants SET container_api_key = $2, webhook_hmac_key = $3,
+                    previous_webhook_hmac_key = $4, updated_at = now()
               WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}"
         );
         self.update_live(
@@ -220,6 +231,10 @@ impl TenantDirectory for PgTenantDirectory {
                 &id.as_str(),
                 &secrets.container_api_key.expose_secret(),
                 &secrets.webhook_hmac_key.expose_secret(),
+                &secrets
+                    .previous_webhook_hmac_key
+                    .as_ref()
+                    .map(HmacKey::expose_secret),
             ],
         )
         .await

@@ -44,6 +44,11 @@ const OWN_MIGRATIONS: &[Migration] = &[
         include_str!("../../migrations/0002_incarnation.sql"),
     ),
     Migration::new(3, "pacer", include_str!("../../migrations/0003_pacer.sql")),
+    Migration::new(
+        4,
+        "webhook_key_rotation",
+        include_str!("../../migrations/0004_webhook_key_rotation.sql"),
+    ),
 ];
 
 /// The tenant directory: every tenant table refers to it. Row-level security is forced on it
