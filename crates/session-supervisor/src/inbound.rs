@@ -18,9 +18,88 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
 use waha_client::webhook::MessageEvent;
 
+use crate::inbox::{EntryId, Inbox};
+
 /// The shortest the timer task sleeps between two checks (so a clock that lags Tokio's timer
 /// never makes it spin).
 const MIN_WAIT: Duration = Duration::from_millis(1);
+
+/// The applied mark of the inbox entry an inbound message came from, which the
+/// [`Ingest`](crate::Ingest) leaves to the buffer ([`InboundBuffer::push_tracked`]): the entry
+/// is marked applied once the message's batch reached its final disposition (handled, given
+/// up, or shed), never before. A mark dropped unused (the process died, the buffer was
+/// dropped) leaves the entry unapplied, so the sweep
+/// ([`Ingest::reapply_pending`](crate::Ingest::reapply_pending)) hands the message over again.
+pub(crate) struct InboxMark {
+    inbox: Arc<dyn Inbox>,
+    tenant: TenantId,
+    entry: EntryId,
+}
+
+impl InboxMark {
+    /// The mark of `entry` of `tenant` in `inbox`.
+    pub(crate) fn new(inbox: Arc<dyn Inbox>, tenant: TenantId, entry: EntryId) -> Self {
+        InboxMark {
+            inbox,
+            tenant,
+            entry,
+        }
+    }
+}
+
+/// Marks the inbox entries of messages whose batch reached its final disposition applied, one
+/// after the other. A failure (or a panicking inbox) is logged with ids only: the entry stays
+/// unapplied and the sweep hands its message over again.
+async fn settle(marks: Vec<InboxMark>) {
+    for mark in marks {
+        let outcome = AssertUnwindSafe(mark.inbox.mark_applied(&mark.tenant, mark.entry))
+            .catch_unwind()
+            .await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                warn!(tenant = %mark.tenant, entry = %mark.entry, kind = error.kind(), "marking an inbound message's inbox entry applied failed; the sweep hands it over again");
+            }
+            Err(_panic) => {
+                warn!(tenant = %mark.tenant, entry = %mark.entry, "the inbox panicked marking an inbound message's entry applied; the sweep hands it over again");
+            }
+        }
+    }
+}
+
+/// Settles the marks of shed batches ([`State::take_shed`] counted them in
+/// [`State::marking`]) on a task of their own, so no lock is held while the inbox is called.
+/// Outside a Tokio runtime they are left unmarked (the sweep hands the messages over again).
+fn settle_shed(inner: &Arc<Inner>, marks: Vec<InboxMark>) {
+    if marks.is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            let inner = Arc::clone(inner);
+            runtime.spawn(async move {
+                settle(marks).await;
+                shed_settled(&inner);
+            });
+        }
+        Err(_) => {
+            warn!(
+                entries = marks.len(),
+                "no Tokio runtime to mark shed inbound messages applied; the sweep hands them over again"
+            );
+            shed_settled(inner);
+        }
+    }
+}
+
+/// One [`settle_shed`] is done: a shutdown waiting for the buffer to drain looks again.
+fn shed_settled(inner: &Inner) {
+    {
+        let mut state = inner.lock();
+        state.marking = state.marking.saturating_sub(1);
+    }
+    inner.drained.notify_waiters();
+}
 
 /// The host's side of the [`InboundBuffer`]: what to do with a conversation's batch of
 /// inbound messages (in seed 004, let an AI agent answer them).
@@ -57,8 +136,9 @@ impl HandlerError {
         }
     }
 
-    /// A failure no retry can fix: the batch is dropped from memory at once (it stays in
-    /// the durable inbox), logged and counted.
+    /// A failure no retry can fix: the batch is dropped from memory at once, logged and
+    /// counted (its messages' inbox entries are marked applied: it is not handed over
+    /// again).
     pub fn permanent(reason: impl Into<String>) -> Self {
         HandlerError {
             reason: reason.into(),
@@ -195,8 +275,9 @@ pub struct InboundConfig {
     /// its own share.
     pub max_pending_per_tenant: usize,
     /// Batches of one tenant waiting for a handler call at most (100). Beyond, the oldest
-    /// waiting batch is dropped from memory (logged and counted; it stays in the durable
-    /// inbox): a tenant whose handler cannot keep up cannot exhaust the host's memory.
+    /// waiting batch is dropped from memory (logged and counted; its messages' inbox entries
+    /// are marked applied, so it is not handed over again): a tenant whose handler cannot
+    /// keep up cannot exhaust the host's memory.
     pub max_queued_batches_per_tenant: usize,
     /// Handler calls of one tenant at a time at most (2).
     pub handler_concurrency_per_tenant: usize,
@@ -306,6 +387,42 @@ impl InboundConfig {
         Ok(())
     }
 
+    /// The longest a message stays in the buffer before its batch reaches its final
+    /// disposition (handled, given up or shed), when handler calls start as soon as the batch
+    /// is due: [`max_age`](Self::max_age) collecting, then every one of `retry.attempts`
+    /// calls taking the whole [`handler_timeout`](Self::handler_timeout), with the retry
+    /// waits between them (`retry.first_backoff`, doubling, at most `retry.max_backoff`).
+    /// Saturating: a huge setting answers [`Duration::MAX`]. With the defaults, 337.5 s:
+    /// 30 s, 5 calls of 60 s, and waits of 0.5, 1, 2 and 4 s.
+    ///
+    /// Time a due batch waits for a handler call (behind its conversation's earlier batch,
+    /// its tenant's [`handler_concurrency_per_tenant`](Self::handler_concurrency_per_tenant)
+    /// or the [`handler_concurrency`](Self::handler_concurrency)) is not bounded and not
+    /// counted. [`Ingest::with_inbound`](crate::Ingest::with_inbound) keeps the inbox sweep
+    /// this long (and a margin) away from entries whose message the buffer may still hold.
+    pub fn max_hold(&self) -> Duration {
+        let retry = &self.retry;
+        let calls = self.handler_timeout.saturating_mul(retry.attempts);
+        // The waits between the calls, as `deliver` sleeps them: `first_backoff`, then twice
+        // the previous one, at most `max_backoff`.
+        let mut waits = Duration::ZERO;
+        let mut backoff = retry.first_backoff;
+        let mut left = retry.attempts.saturating_sub(1);
+        while left > 0 && !backoff.is_zero() {
+            if backoff >= retry.max_backoff {
+                // This wait, then `max_backoff` for every one left.
+                waits = waits
+                    .saturating_add(backoff)
+                    .saturating_add(retry.max_backoff.saturating_mul(left - 1));
+                break;
+            }
+            waits = waits.saturating_add(backoff);
+            backoff = backoff.saturating_mul(2).min(retry.max_backoff);
+            left -= 1;
+        }
+        self.max_age.saturating_add(calls).saturating_add(waits)
+    }
+
     /// When a conversation whose first message came at `first` and last at `last` is due.
     fn deadline(&self, first: SystemTime, last: SystemTime) -> SystemTime {
         match (
@@ -366,12 +483,17 @@ struct Collecting {
     first_received: SystemTime,
     last_received: SystemTime,
     messages: Vec<InboundMessage>,
+    /// The inbox marks of the tracked messages among `messages`.
+    marks: Vec<InboxMark>,
 }
 
 /// A batch waiting for a handler call.
 struct Queued {
     key: ConvKey,
     batch: InboundBatch,
+    /// The inbox marks of its tracked messages: settled once the batch is handled, given up
+    /// or shed.
+    marks: Vec<InboxMark>,
 }
 
 /// One tenant's share of the buffer.
@@ -421,6 +543,10 @@ struct State {
     stopping: bool,
     /// A timer task was spawned.
     timer_started: bool,
+    /// The inbox marks of batches shed since they were last taken ([`State::take_shed`]).
+    shed_marks: Vec<InboxMark>,
+    /// Tasks settling shed batches' marks ([`settle_shed`]) not done yet.
+    marking: usize,
 }
 
 impl State {
@@ -434,6 +560,7 @@ impl State {
         &mut self,
         key: ConvKey,
         message: InboundMessage,
+        mark: Option<InboxMark>,
         now: SystemTime,
         config: &InboundConfig,
     ) -> bool {
@@ -444,6 +571,7 @@ impl State {
             Some(conv) => {
                 self.deadlines.remove(&(conv.deadline, conv.seq));
                 conv.messages.push(message);
+                conv.marks.extend(mark);
                 conv.last_received = now;
                 conv.deadline = config.deadline(conv.first_received, now);
                 self.deadlines
@@ -464,6 +592,7 @@ impl State {
                         first_received: now,
                         last_received: now,
                         messages: vec![message],
+                        marks: mark.into_iter().collect(),
                     },
                 );
                 (1, deadline)
@@ -544,6 +673,7 @@ impl State {
                 first_at: conv.first_received,
                 last_at: conv.last_received,
             },
+            marks: conv.marks,
         });
         self.queued_batches = self.queued_batches.saturating_add(1);
         while tenant.queue.len() > config.max_queued_batches_per_tenant {
@@ -558,8 +688,10 @@ impl State {
                 tenant = %shed.key.tenant,
                 chip = %shed.key.chip,
                 messages,
-                "tenant's inbound queue full: its oldest batch dropped from memory (it stays in the durable inbox)"
+                "tenant's inbound queue full: its oldest batch dropped from memory (it stays in the durable inbox, marked applied)"
             );
+            // Its final disposition: its entries are marked applied, after the lock.
+            self.shed_marks.extend(shed.marks);
         }
         self.dirty.insert(key.tenant.clone());
         true
@@ -601,9 +733,22 @@ impl State {
         }
     }
 
-    /// Nothing collecting, queued or in a handler call.
+    /// The marks of the batches shed since the last call, to settle once the lock is released
+    /// ([`settle_shed`]); counted in `marking` until then when there are any.
+    fn take_shed(&mut self) -> Vec<InboxMark> {
+        if self.shed_marks.is_empty() {
+            return Vec::new();
+        }
+        self.marking = self.marking.saturating_add(1);
+        std::mem::take(&mut self.shed_marks)
+    }
+
+    /// Nothing collecting, queued, in a handler call or being marked applied.
     fn is_drained(&self) -> bool {
-        self.conversations.is_empty() && self.queued_batches == 0 && self.workers == 0
+        self.conversations.is_empty()
+            && self.queued_batches == 0
+            && self.workers == 0
+            && self.marking == 0
     }
 }
 
@@ -656,9 +801,14 @@ impl Inner {
 /// [`HandlerError::permanent`]) the batch is logged, counted and dropped from memory. On
 /// [`InboundHandle::shutdown`] every collecting conversation is handed over at once and the
 /// shutdown waits until every batch was handled (or gave up). Every message the buffer got
-/// from the ingest was stored in the durable inbox first; re-reading the inbox after a crash
-/// to hand over what the buffer held is **not built yet**: the guarantee is at least once
-/// within a process's life.
+/// from the ingest ([`Ingest::with_inbound`](crate::Ingest::with_inbound)) was stored in the
+/// durable inbox first, and its inbox entry is marked applied only once its batch reached
+/// its final disposition: handled, given up (after the last attempt or a permanent error) or
+/// shed. What the buffer holds when the process dies is so still unapplied in the inbox, and
+/// the ingest's sweep ([`Ingest::reapply_pending`](crate::Ingest::reapply_pending)) hands it
+/// over again one grace later ([`Ingest::sweep_grace`](crate::Ingest::sweep_grace), which
+/// covers [`InboundConfig::max_hold`]): **at least once, from the durable inbox**, also
+/// across a crash. Messages given to [`push`](Self::push) by hand are not tracked.
 ///
 /// **Time.** Decisions (is a conversation due?) use the injected [`Clock`]; the timer task
 /// waits with `tokio::time` for the remaining time by that clock, then checks again, so a
@@ -768,7 +918,11 @@ impl InboundBuffer {
     /// Adds an inbound message to its conversation (`tenant`, `chip`, `chat`). Never blocks
     /// and never waits for another tenant: it takes the buffer's lock for O(log n) work.
     /// Once [`InboundHandle::shutdown`] began, the message is refused (counted in
-    /// `inbound_messages_refused_total`; it stays in the durable inbox).
+    /// `inbound_messages_refused_total`; a message of the ingest stays unapplied in the
+    /// durable inbox, and the sweep applies it again).
+    ///
+    /// A message pushed by hand has no inbox entry: nothing hands it over again if the
+    /// process dies while the buffer holds it.
     pub fn push(
         &self,
         tenant: TenantId,
@@ -776,25 +930,53 @@ impl InboundBuffer {
         chat: impl Into<String>,
         message: InboundMessage,
     ) {
+        self.push_with(tenant, chip, chat.into(), message, None);
+    }
+
+    /// [`push`](Self::push) for the ingest: the message's inbox entry is marked applied
+    /// through `mark` once its batch reached its final disposition (handled, given up after
+    /// its retries or a permanent error, or shed), and never if the process dies first (the
+    /// sweep then hands it over again). Answers whether the message was taken: `false` after
+    /// shutdown began (`mark` is dropped unused; the entry stays unapplied).
+    pub(crate) fn push_tracked(
+        &self,
+        tenant: TenantId,
+        chip: ChipId,
+        chat: impl Into<String>,
+        message: InboundMessage,
+        mark: InboxMark,
+    ) -> bool {
+        self.push_with(tenant, chip, chat.into(), message, Some(mark))
+    }
+
+    /// [`push`](Self::push), with the message's inbox mark if it has one. Answers whether the
+    /// message was taken.
+    fn push_with(
+        &self,
+        tenant: TenantId,
+        chip: ChipId,
+        chat: String,
+        message: InboundMessage,
+        mark: Option<InboxMark>,
+    ) -> bool {
         let now = self.inner.clock.now();
-        let key = ConvKey {
-            tenant,
-            chip,
-            chat: chat.into(),
-        };
-        let wake = {
+        let key = ConvKey { tenant, chip, chat };
+        let (wake, shed) = {
             let mut state = self.inner.lock();
             if state.closed {
                 drop(state);
                 metrics::counter!("inbound_messages_refused_total").increment(1);
                 debug!(tenant = %key.tenant, chip = %key.chip, "inbound message after shutdown refused; the inbox holds it");
-                return;
+                return false;
             }
-            state.push(key, message, now, &self.inner.config)
+            let wake = state.push(key, message, mark, now, &self.inner.config);
+            (wake, state.take_shed())
         };
+        settle_shed(&self.inner, shed);
         if wake {
             self.inner.wake.notify_one();
         }
+        true
     }
 
     /// Messages of `tenant` the buffer holds and has not handed to the handler yet: those
@@ -829,11 +1011,13 @@ impl InboundHandle {
     /// handler: bound it with `tokio::time::timeout` if needed (then what was not handled
     /// yet is only in the durable inbox).
     pub async fn shutdown(mut self) {
-        {
+        let shed = {
             let mut state = self.inner.lock();
             state.closed = true;
             state.flush_all(&self.inner.config);
-        }
+            state.take_shed()
+        };
+        settle_shed(&self.inner, shed);
         self.inner.wake.notify_one();
         loop {
             let mut notified = pin!(self.inner.drained.notified());
@@ -859,7 +1043,7 @@ async fn timer(inner: Arc<Inner>) {
     loop {
         let mut notified = pin!(inner.wake.notified());
         notified.as_mut().enable();
-        let next = {
+        let (next, shed) = {
             let mut guard = inner.lock();
             let state = &mut *guard;
             if state.stopping {
@@ -867,8 +1051,9 @@ async fn timer(inner: Arc<Inner>) {
             }
             state.flush_due(inner.clock.now(), &inner.config);
             start_workers(&inner, state);
-            state.earliest()
+            (state.earliest(), state.take_shed())
         };
+        settle_shed(&inner, shed);
         match next {
             Some(deadline) => {
                 let wait = deadline
@@ -905,15 +1090,17 @@ fn start_workers(inner: &Arc<Inner>, state: &mut State) {
 }
 
 /// One delivery worker of `tenant`: takes its batches one by one until none is left that
-/// it may take.
+/// it may take. Once a batch is handled or given up, its messages' inbox entries are marked
+/// applied (no lock held).
 async fn worker(inner: Arc<Inner>, tenant: TenantId) {
     loop {
         let next = inner.lock().take_next(&tenant);
-        let Some(Queued { key, batch }) = next else {
+        let Some(Queued { key, batch, marks }) = next else {
             break;
         };
         deliver(&inner, batch).await;
         inner.lock().finish(&key);
+        settle(marks).await;
     }
     inner.drained.notify_waiters();
 }
@@ -993,6 +1180,50 @@ mod tests {
         assert_eq!(
             refused(|c| c.retry.first_backoff = Duration::from_secs(60)),
             "retry.first_backoff"
+        );
+    }
+
+    #[test]
+    fn max_hold_sums_the_age_the_calls_and_the_waits_as_deliver_sleeps_them() {
+        let secs = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let config = InboundConfig::default();
+        assert_eq!(config.max_hold(), secs(30) + secs(300) + ms(7_500));
+        let one = InboundConfig {
+            retry: InboundRetry {
+                attempts: 1,
+                ..InboundRetry::default()
+            },
+            ..InboundConfig::default()
+        };
+        assert_eq!(
+            one.max_hold(),
+            secs(30) + secs(60),
+            "no wait after a single call"
+        );
+        let capped = InboundConfig {
+            retry: InboundRetry {
+                attempts: 7,
+                first_backoff: ms(500),
+                max_backoff: secs(2),
+            },
+            ..InboundConfig::default()
+        };
+        // Waits: 0.5, 1, 2, 2, 2, 2 s.
+        assert_eq!(capped.max_hold(), secs(30) + secs(420) + ms(9_500));
+        let huge = InboundConfig {
+            handler_timeout: Duration::MAX,
+            retry: InboundRetry {
+                attempts: u32::MAX,
+                first_backoff: ms(1),
+                max_backoff: Duration::MAX,
+            },
+            ..InboundConfig::default()
+        };
+        assert_eq!(
+            huge.max_hold(),
+            Duration::MAX,
+            "saturates, and answers at once"
         );
     }
 

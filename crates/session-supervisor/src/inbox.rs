@@ -340,8 +340,8 @@ struct Stored {
 /// again.keys = vec!["event:evt_2".into(), "message:m1".into()];
 /// assert_eq!(
 ///     inbox.admit(again.clone()).await?,
-///     Admission::Unapplied { entry: stored },
-///     "the same message, not applied yet: act on it again"
+///     Admission::Unapplied { entry: stored, received_at: entry.received_at },
+///     "the same message, not applied yet: act on it again (once the grace has passed)"
 /// );
 /// inbox.mark_applied(&entry.tenant, stored).await?;
 /// assert_eq!(inbox.admit(again).await?, Admission::Duplicate, "applied: nothing to do");

@@ -18,7 +18,7 @@ use waha_client::webhook::{EventPayload, WebhookEvent, verify_headers};
 use crate::chip::ChipKey;
 use crate::config::SupervisorConfig;
 use crate::events::{ChipChange, ChipChangeKind};
-use crate::inbound::{InboundBuffer, InboundMessage};
+use crate::inbound::{InboundBuffer, InboundMessage, InboxMark};
 use crate::inbox::{
     Admission, EntryId, Inbox, InboxEntry, InboxError, ack_key, event_key, message_key,
 };
@@ -50,7 +50,9 @@ pub struct IngestConfig {
     /// ([`Ingest::spawn_reapply`]) applies it again (30 s): longer than an ingest takes to
     /// apply a delivery it just stored, or the sweep applies deliveries still in progress a
     /// second time; shorter is faster recovery after a crash. Must not be zero, and must be
-    /// shorter than `inbox_retention`.
+    /// shorter than `inbox_retention`. With an inbound buffer wired
+    /// ([`Ingest::with_inbound`]) the sweep uses a longer grace when the buffer may hold a
+    /// message for longer ([`Ingest::sweep_grace`]).
     pub reapply_grace: Duration,
 }
 
@@ -367,7 +369,10 @@ struct Routing {
 ///    its message forward also moves the send's [`Outbox`] record
 ///    ([`Outbox::advance_ack`], forward only; the supervisor's outbox unless
 ///    [`Ingest::with_outbox`] names another).
-/// 8. The entry is marked applied ([`Inbox::mark_applied`]), whatever step 7 answered.
+/// 8. The entry is marked applied ([`Inbox::mark_applied`]), whatever step 7 answered;
+///    except an inbound message handed to the inbound buffer ([`Ingest::with_inbound`]),
+///    whose entry the buffer marks once the message's batch reached its final disposition,
+///    and one the buffer refused (it shuts down), whose entry stays unapplied for the sweep.
 ///
 /// **Answers.** WAHA retries every non-2xx answer (16 tries by default): what is dropped on
 /// purpose (duplicates, inactive tenants, ack regressions) is answered 200; "retry later"
@@ -408,6 +413,8 @@ pub struct Ingest {
     config: IngestConfig,
     inbound: Option<Arc<InboundBuffer>>,
     outbox: Option<Arc<dyn Outbox>>,
+    /// The effective grace of the sweep and of step 6 ([`Ingest::sweep_grace`]).
+    sweep_grace: Duration,
 }
 
 impl fmt::Debug for Ingest {
@@ -416,6 +423,7 @@ impl fmt::Debug for Ingest {
             .field("supervisor", &self.supervisor)
             .field("config", &self.config)
             .field("inbound", &self.inbound.is_some())
+            .field("sweep_grace", &self.sweep_grace)
             .finish_non_exhaustive()
     }
 }
@@ -432,12 +440,14 @@ impl Ingest {
         config: IngestConfig,
     ) -> Result<Self, IngestConfigError> {
         config.validate(supervisor.config().webhook_retry_span())?;
+        let sweep_grace = config.reapply_grace;
         Ok(Ingest {
             supervisor,
             inbox,
             config,
             inbound: None,
             outbox: None,
+            sweep_grace,
         })
     }
 
@@ -456,18 +466,56 @@ impl Ingest {
             .unwrap_or_else(|| self.supervisor.outbox())
     }
 
+    /// What [`Ingest::with_inbound`] adds to the buffer's
+    /// [`max_hold`](crate::InboundConfig::max_hold) for the sweep's grace: 10 s (a late
+    /// timer, a slow inbox, clocks of replicas a little apart).
+    pub const INBOUND_GRACE_MARGIN: Duration = Duration::from_secs(10);
+
     /// Hands every accepted inbound message (step 7: a `message` not sent by this account,
     /// for a chip the supervisor knows) to `buffer` as well, after its `MessageReceived` is
     /// published, so the host's [`InboundHandler`](crate::InboundHandler) gets a
-    /// conversation's messages in batches. The inbox stored each message first, and a message
-    /// whose entry was not marked applied (a crash before the push) is pushed again by a retry
-    /// or the sweep ([`Ingest::reapply_pending`]). A message pushed, its entry marked, but
-    /// still in the buffer's memory when the process dies is not handed over again (see
-    /// [`InboundBuffer`]).
+    /// conversation's messages in batches.
+    ///
+    /// **At least once, from the durable inbox.** The inbox stored each message first, and
+    /// step 8 leaves the entry's applied mark to the buffer: it marks the entry once the
+    /// message's batch reached its final disposition (handled, given up after its retries or
+    /// a permanent error, or shed). A message still in the buffer's memory when the process
+    /// dies so stays unapplied, and the sweep ([`Ingest::reapply_pending`]) applies it again:
+    /// its `MessageReceived` is published again and it is pushed to the buffer of the process
+    /// that sweeps. A message the buffer refuses (its shutdown began) is not marked either,
+    /// and every sweep applies it again: stop the ingest and the sweep before
+    /// [`InboundHandle::shutdown`](crate::InboundHandle::shutdown).
+    ///
+    /// **The grace.** A message legitimately waits in the buffer up to
+    /// [`InboundConfig::max_hold`](crate::InboundConfig::max_hold) unapplied, so the sweep's
+    /// grace ([`Ingest::sweep_grace`]) becomes the longer of
+    /// [`IngestConfig::reapply_grace`] and `max_hold` + [`Ingest::INBOUND_GRACE_MARGIN`]
+    /// (347.5 s with the defaults): recovery after a crash takes that long. Step 6 leaves a
+    /// duplicate of an unapplied entry younger than that grace to the delivery that stored it,
+    /// so NOWEB's second copy of a message waiting in the buffer is still dropped.
     #[must_use]
     pub fn with_inbound(mut self, buffer: Arc<InboundBuffer>) -> Self {
+        let hold = buffer
+            .config()
+            .max_hold()
+            .saturating_add(Self::INBOUND_GRACE_MARGIN);
+        self.sweep_grace = self.config.reapply_grace.max(hold);
+        if self.sweep_grace >= self.config.inbox_retention {
+            warn!(
+                sweep_grace = ?self.sweep_grace,
+                inbox_retention = ?self.config.inbox_retention,
+                "the inbound buffer may hold a message longer than the inbox keeps it: entries may be pruned before the sweep applies them again"
+            );
+        }
         self.inbound = Some(buffer);
         self
+    }
+
+    /// The grace [`Ingest::spawn_reapply`]'s sweep applies entries after, and under which
+    /// step 6 drops a duplicate of an unapplied entry: [`IngestConfig::reapply_grace`], or
+    /// longer with an inbound buffer wired (see [`Ingest::with_inbound`]).
+    pub fn sweep_grace(&self) -> Duration {
+        self.sweep_grace
     }
 
     /// The settings.
@@ -514,7 +562,10 @@ impl Ingest {
     ///   ([`ReapplyReport::unparsable`]; logged without the body);
     /// - else parsed and applied as step 7 applies a new delivery, then marked applied
     ///   ([`ReapplyReport::reapplied`], `ingest_reapplied_total{via="sweep"}`). A failed
-    ///   mark is logged; the entry is applied again one grace later.
+    ///   mark is logged; the entry is applied again one grace later. An inbound message
+    ///   pushed to the inbound buffer is marked by the buffer instead, once its batch reached
+    ///   its final disposition (see [`Ingest::with_inbound`]): this is how a message the
+    ///   buffer of a process that died held is handed over again.
     ///
     /// **At least once.** An entry may be applied twice: the process that stored it may have
     /// acted on it and died before the mark, or still be acting on it after `grace` (choose a
@@ -567,9 +618,11 @@ impl Ingest {
                 report.unparsable += 1;
                 continue;
             };
-            let outcome = self.apply(&key, &event, now).await;
+            let (outcome, mark) = self.apply(&key, &event, id, now).await;
             debug!(tenant = %key.tenant, chip = %key.chip, entry = %id, outcome = outcome.kind(), "an unapplied webhook applied again");
-            self.mark_applied(&key, id).await;
+            if mark == Mark::Now {
+                self.mark_applied(&key, id).await;
+            }
             metrics::counter!("ingest_reapplied_total", "via" => "sweep").increment(1);
             report.reapplied += 1;
         }
@@ -586,10 +639,11 @@ impl Ingest {
     }
 
     /// Starts the sweep (on the current Tokio runtime: call it from within one): at once,
-    /// then every `every`, [`Ingest::reapply_pending`] with
-    /// [`IngestConfig::reapply_grace`], [`Ingest::REAPPLY_BATCH`] entries at a time until a
-    /// batch comes back short. Run it on every replica (claims keep them from applying one
-    /// entry together); every 10 s is plenty. An `every` below 10 ms is taken as 10 ms. A
+    /// then every `every`, [`Ingest::reapply_pending`] with [`Ingest::sweep_grace`]
+    /// ([`IngestConfig::reapply_grace`], or longer with an inbound buffer wired),
+    /// [`Ingest::REAPPLY_BATCH`] entries at a time until a batch comes back short. Run it on
+    /// every replica (claims keep them from applying one entry together); every 10 s is
+    /// plenty. An `every` below 10 ms is taken as 10 ms. A
     /// sweep that fails (the inbox is down) is logged and tried again `every` later.
     ///
     /// Stop it with [`ReapplyHandle::shutdown`]; dropping the handle stops it too, after the
@@ -729,11 +783,12 @@ impl Ingest {
             Ok(Admission::Unapplied { received_at, .. })
                 if now
                     .duration_since(received_at)
-                    .is_ok_and(|age| age < self.config.reapply_grace)
+                    .is_ok_and(|age| age < self.sweep_grace)
                     || now < received_at =>
             {
                 // Stored within the grace: the delivery that stored it is most likely acting
-                // on it now (NOWEB's two copies of a message arrive together), and the sweep
+                // on it now (NOWEB's two copies of a message arrive together), or its message
+                // waits in the inbound buffer (the sweep's grace covers that), and the sweep
                 // applies it if that delivery failed. Acting on this copy too would publish
                 // the message twice.
                 return IngestOutcome::Dropped {
@@ -764,9 +819,12 @@ impl Ingest {
         // 7. Observe, publish, answer. The event is durable from here: failures are logged
         // and still answered 200.
         let key = ChipKey::new(tenant, name.chip().clone());
-        let outcome = self.apply(&key, &event, now).await;
-        // 8. Applied, whatever the outcome (an ack regression was acted on too).
-        self.mark_applied(&key, stored).await;
+        let (outcome, mark) = self.apply(&key, &event, stored, now).await;
+        // 8. Applied, whatever the outcome (an ack regression was acted on too); a message
+        // the inbound buffer took is marked by the buffer, one it refused by nobody.
+        if mark == Mark::Now {
+            self.mark_applied(&key, stored).await;
+        }
         outcome
     }
 
@@ -778,8 +836,15 @@ impl Ingest {
         }
     }
 
-    /// Step 7, after the inbox stored the event.
-    async fn apply(&self, key: &ChipKey, event: &WebhookEvent, now: SystemTime) -> IngestOutcome {
+    /// Step 7, after the inbox stored the event as `entry`. Answers the outcome and who marks
+    /// `entry` applied.
+    async fn apply(
+        &self,
+        key: &ChipKey,
+        event: &WebhookEvent,
+        entry: EntryId,
+        now: SystemTime,
+    ) -> (IngestOutcome, Mark) {
         let accepted = IngestOutcome::Accepted {
             key: key.clone(),
             event: event.id.clone(),
@@ -787,7 +852,7 @@ impl Ingest {
         match self.supervisor.observe(&key.tenant, event).await {
             Ok(ObserveOutcome::UnknownChip) => {
                 debug!(tenant = %key.tenant, chip = %key.chip, "webhook for a chip the supervisor does not know; stored, not published");
-                return accepted;
+                return (accepted, Mark::Now);
             }
             Ok(_) => {}
             Err(error) => {
@@ -804,12 +869,19 @@ impl Ingest {
                 };
                 self.publish(key, kind, now).await;
                 if let Some(buffer) = &self.inbound {
-                    buffer.push(
+                    let mark = InboxMark::new(Arc::clone(&self.inbox), key.tenant.clone(), entry);
+                    let taken = buffer.push_tracked(
                         key.tenant.clone(),
                         key.chip.clone(),
                         message.from.clone(),
                         InboundMessage::from_event(message, now),
+                        mark,
                     );
+                    if !taken {
+                        debug!(tenant = %key.tenant, chip = %key.chip, %entry, "the inbound buffer shuts down; the entry stays unapplied for the sweep");
+                        return (accepted, Mark::Left);
+                    }
+                    return (accepted, Mark::Buffer);
                 }
             }
             EventPayload::MessageAck(ack) => {
@@ -832,9 +904,10 @@ impl Ingest {
                     }
                     Ok(false) => {
                         debug!(tenant = %key.tenant, chip = %key.chip, "an ack that does not move its message forward dropped");
-                        return IngestOutcome::Dropped {
+                        let dropped = IngestOutcome::Dropped {
                             reason: DropReason::AckRegression,
                         };
+                        return (dropped, Mark::Now);
                     }
                     Err(error) => {
                         warn!(tenant = %key.tenant, chip = %key.chip, kind = error.kind(), "recording a stored ack failed; no status change published");
@@ -843,7 +916,7 @@ impl Ingest {
             }
             _ => {}
         }
-        accepted
+        (accepted, Mark::Now)
     }
 
     /// Moves the outbox record of a sent message forward (best effort: the inbox holds the
@@ -964,6 +1037,18 @@ impl ReapplyHandle {
 /// The shortest period of [`Ingest::spawn_reapply`].
 const MIN_REAPPLY_EVERY: Duration = Duration::from_millis(10);
 
+/// Who marks an entry applied after step 7 ([`Ingest::with_inbound`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mark {
+    /// The ingest, at once (step 8).
+    Now,
+    /// The inbound buffer, once the message's batch reached its final disposition.
+    Buffer,
+    /// Nobody: the inbound buffer refused the message (it shuts down); the entry stays
+    /// unapplied and the sweep applies it again.
+    Left,
+}
+
 /// Whether a tenant's webhooks are acted on ([`Ingest::reapply_pending`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TenantState {
@@ -976,7 +1061,7 @@ enum TenantState {
 
 /// [`Ingest::spawn_reapply`]'s task.
 async fn reapply_loop(ingest: Ingest, every: Duration, mut stop: watch::Receiver<bool>) {
-    let grace = ingest.config.reapply_grace;
+    let grace = ingest.sweep_grace;
     loop {
         // Batch after batch while they come back full (a backlog after an outage).
         loop {

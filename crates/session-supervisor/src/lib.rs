@@ -43,8 +43,10 @@
 //!   record forward only ([`Ingest`] advances it). [`MemoryOutbox`] is the in-process outbox,
 //!   `PgOutbox` (feature `postgres`) keeps it in PostgreSQL (one key never sends twice, also
 //!   across a crash), and both pass one [`outbox_conformance`](mod@outbox_conformance) suite.
-//!
-//! **Not built yet** (issue 13): a PostgreSQL pacer, webhook key rotation.
+//!   Warm-up and daily counts survive restarts with `tenant_isolation::pg::PgSendPacer`.
+//! - Secret rotation: [`Supervisor::rotate_webhook_key`] moves every session to a new webhook
+//!   key within the restart budgets while the previous key stays accepted, and
+//!   [`Supervisor::rotate_api_key`] rolls a new container API key out on the tenant's owner.
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};

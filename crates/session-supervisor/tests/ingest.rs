@@ -18,10 +18,13 @@ use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
 use session_supervisor::{
     Admission, ChangeFilter, ChangeItem, ChangeStream, ChipChangeKind, ChipKey, ChipSpec,
-    DropReason, EntryId, Inbox, InboxEntry, InboxError, Ingest, IngestConfig, IngestOutcome,
-    IngestRefusal, MemoryInbox, ReapplyReport, Supervisor,
+    DropReason, EntryId, HandlerError, InboundBatch, InboundBuffer, InboundConfig, InboundHandle,
+    InboundHandler, InboundRetry, Inbox, InboxEntry, InboxError, Ingest, IngestConfig,
+    IngestOutcome, IngestRefusal, MemoryInbox, ReapplyReport, Supervisor, SystemClock,
 };
 use tenant_isolation::{ChipId, HmacKey, TenantId, TenantStatus};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::timeout;
 use waha_client::webhook::{self, ALGORITHM_HEADER, MessageAck, SIGNATURE_HEADER};
 
 use shared::signed;
@@ -1092,6 +1095,298 @@ async fn the_spawned_sweep_applies_what_a_crash_left_and_stops() {
     .await;
     sweep.shutdown().await;
     assert_eq!(message_changes(&mut changes), [received("m_boot")]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The inbound buffer wired: the applied mark waits for the batch's final disposition.
+// ---------------------------------------------------------------------------------------------
+
+/// The host's agent: reports every batch on a channel, then (when gated) waits for a permit
+/// of `gate`, then answers `answer`.
+struct Agent {
+    calls: mpsc::UnboundedSender<InboundBatch>,
+    gate: Option<Arc<Semaphore>>,
+    answer: Result<(), HandlerError>,
+}
+
+#[async_trait]
+impl InboundHandler for Agent {
+    async fn handle(&self, batch: InboundBatch) -> Result<(), HandlerError> {
+        let _ = self.calls.send(batch);
+        if let Some(gate) = &self.gate
+            && let Ok(permit) = gate.acquire().await
+        {
+            permit.forget();
+        }
+        self.answer.clone()
+    }
+}
+
+/// An ingest over the harness's supervisor and inbox with an inbound buffer wired: the buffer
+/// hands batches to an [`Agent`] (its timer started when `spawn`), fast settings.
+struct Wired {
+    ingest: Ingest,
+    buffer: InboundBuffer,
+    handle: Option<InboundHandle>,
+    calls: mpsc::UnboundedReceiver<InboundBatch>,
+}
+
+fn inbound_config() -> InboundConfig {
+    InboundConfig {
+        quiet: ms(50),
+        retry: InboundRetry {
+            attempts: 2,
+            first_backoff: ms(10),
+            max_backoff: ms(10),
+        },
+        ..InboundConfig::default()
+    }
+}
+
+fn wired(
+    h: &Harness,
+    gate: Option<Arc<Semaphore>>,
+    answer: Result<(), HandlerError>,
+    spawn: bool,
+) -> Wired {
+    let (tx, calls) = mpsc::unbounded_channel();
+    let agent = Arc::new(Agent {
+        calls: tx,
+        gate,
+        answer,
+    });
+    let buffer =
+        InboundBuffer::new(agent, inbound_config(), Arc::new(SystemClock)).expect("valid config");
+    let handle = spawn.then(|| buffer.spawn());
+    let ingest = Ingest::new(
+        h.supervisor.clone(),
+        h.memory.clone(),
+        h.ingest.config().clone(),
+    )
+    .expect("a valid ingest config")
+    .with_inbound(Arc::new(buffer.clone()));
+    Wired {
+        ingest,
+        buffer,
+        handle,
+        calls,
+    }
+}
+
+impl Wired {
+    /// Posts `body` as `tenant`'s container would, to this ingest.
+    async fn post_as(&self, h: &Harness, tenant: &TenantId, body: &[u8]) -> IngestOutcome {
+        let key = h.key(tenant).await;
+        self.ingest
+            .ingest(tenant.as_str(), &signed(&key, body), body)
+            .await
+    }
+
+    async fn next_call(&mut self) -> InboundBatch {
+        timeout(secs(5), self.calls.recv())
+            .await
+            .expect("a handler call within the bound")
+            .expect("the handler is alive")
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(handle) = self.handle.take() {
+            timeout(secs(5), handle.shutdown())
+                .await
+                .expect("shutdown within the bound");
+        }
+    }
+}
+
+/// Waits until `entry` is marked applied.
+async fn applied_eventually(h: &Harness, entry: EntryId, what: &str) {
+    let memory = h.memory.clone();
+    eventually(secs(5), what, move || {
+        let memory = memory.clone();
+        async move { (memory.is_applied(entry) == Some(true)).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_buffered_message_is_marked_applied_only_once_the_handler_took_it() {
+    let h = harness().await;
+    let gate = Arc::new(Semaphore::new(0));
+    let mut w = wired(&h, Some(gate.clone()), Ok(()), true);
+    let body = Event::new(&h.acme, &h.c1, "message", message("m_wait"))
+        .id("evt_wait")
+        .body();
+    assert!(accepted(&w.post_as(&h, &h.acme, &body).await));
+    let entry = EntryId::new(0);
+    assert_eq!(h.memory.len(), 1);
+    assert_eq!(
+        h.memory.is_applied(entry),
+        Some(false),
+        "in the buffer: not applied yet"
+    );
+
+    let batch = w.next_call().await;
+    assert_eq!(batch.messages.len(), 1);
+    assert_eq!(batch.messages[0].id, "m_wait");
+    tokio::time::sleep(ms(50)).await;
+    assert_eq!(
+        h.memory.is_applied(entry),
+        Some(false),
+        "the handler has not answered yet"
+    );
+    // WAHA's retry meanwhile is left to the delivery that stored it (the sweep's grace).
+    let retry = w.post_as(&h, &h.acme, &body).await;
+    assert!(dropped(&retry, DropReason::Duplicate), "{retry:?}");
+
+    gate.add_permits(1);
+    applied_eventually(&h, entry, "the entry marked once the handler answered Ok").await;
+    assert_eq!(h.memory.unapplied(), 0);
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_given_up_on_a_permanent_error_is_marked_applied() {
+    let h = harness().await;
+    let mut w = wired(
+        &h,
+        None,
+        Err(HandlerError::permanent("the agent refuses this chat")),
+        true,
+    );
+    let body = Event::new(&h.acme, &h.c1, "message", message("m_refused"))
+        .id("evt_refused")
+        .body();
+    assert!(accepted(&w.post_as(&h, &h.acme, &body).await));
+    let entry = EntryId::new(0);
+    let batch = w.next_call().await;
+    assert_eq!(batch.messages[0].id, "m_refused");
+    applied_eventually(&h, entry, "the entry marked once the batch was given up").await;
+    // The mark comes after the last call: a retry would be on the channel by now.
+    assert!(
+        w.calls.try_recv().is_err(),
+        "a permanent error is not retried"
+    );
+    assert_eq!(h.memory.unapplied(), 0);
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn what_a_dead_processs_buffer_held_is_handed_over_again_from_the_inbox() {
+    let h = harness().await;
+    let mut changes = h.subscribe(&h.acme).await;
+    // The first process: its buffer's timer never runs (it died before handing anything
+    // over).
+    let dead = wired(&h, None, Ok(()), false);
+    let body = Event::new(&h.acme, &h.c1, "message", message("m_lost"))
+        .id("evt_lost")
+        .body();
+    assert!(accepted(&dead.post_as(&h, &h.acme, &body).await));
+    let entry = EntryId::new(0);
+    assert_eq!(dead.buffer.pending(&h.acme), 1, "held in memory only");
+    assert_eq!(h.memory.is_applied(entry), Some(false));
+    assert_eq!(message_changes(&mut changes), [received("m_lost")]);
+    // The process dies: its ingest and buffer go without a shutdown.
+    drop(dead);
+
+    // Another process on the same inbox and supervisor sweeps (grace zero: the test does not
+    // wait for the real one).
+    let mut alive = wired(&h, None, Ok(()), true);
+    tokio::time::sleep(ms(5)).await;
+    let report = alive
+        .ingest
+        .reapply_pending(Duration::ZERO, 10)
+        .await
+        .expect("a sweep");
+    assert_eq!(
+        report,
+        ReapplyReport {
+            reapplied: 1,
+            ..ReapplyReport::default()
+        }
+    );
+    let batch = alive.next_call().await;
+    assert_eq!(batch.tenant, h.acme);
+    assert_eq!(batch.chip, h.c1);
+    assert_eq!(batch.chat, CUSTOMER);
+    assert_eq!(batch.messages.len(), 1);
+    assert_eq!(
+        batch.messages[0].id, "m_lost",
+        "at least once, from the inbox"
+    );
+    assert_eq!(
+        message_changes(&mut changes),
+        [received("m_lost")],
+        "published again by the sweep"
+    );
+    applied_eventually(&h, entry, "the entry marked once the new handler took it").await;
+    alive.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_sweep_grace_covers_what_the_buffer_may_hold() {
+    let h = harness().await;
+    let reapply_grace = h.ingest.config().reapply_grace;
+    assert_eq!(
+        h.ingest.sweep_grace(),
+        reapply_grace,
+        "no buffer: the configured grace"
+    );
+
+    let defaults = InboundConfig::default();
+    let hold = defaults.max_hold();
+    assert_eq!(
+        hold,
+        defaults.max_age
+            + defaults.handler_timeout * defaults.retry.attempts
+            + ms(500 + 1_000 + 2_000 + 4_000),
+        "30 s collecting, 5 calls of 60 s, waits of 0.5, 1, 2 and 4 s"
+    );
+    assert_eq!(hold, ms(337_500));
+    let (tx, _calls) = mpsc::unbounded_channel();
+    let agent = Arc::new(Agent {
+        calls: tx,
+        gate: None,
+        answer: Ok(()),
+    });
+    let buffer = InboundBuffer::new(agent, defaults, Arc::new(SystemClock)).expect("defaults");
+    let ingest = Ingest::new(
+        h.supervisor.clone(),
+        h.memory.clone(),
+        h.ingest.config().clone(),
+    )
+    .expect("a valid ingest config")
+    .with_inbound(Arc::new(buffer));
+    assert!(ingest.sweep_grace() >= hold);
+    assert_eq!(
+        ingest.sweep_grace(),
+        reapply_grace.max(hold + Ingest::INBOUND_GRACE_MARGIN)
+    );
+
+    // Step 6 uses it too: NOWEB's second copy of a message stored 60 s ago (past the
+    // configured grace, well within the buffer's hold) is left to the first.
+    let first = Event::new(&h.acme, &h.c1, "message", message("m_slow"))
+        .id("evt_slow")
+        .body();
+    let entry = store_unapplied(
+        &h,
+        &h.acme,
+        &["event:evt_slow", "message:m_slow"],
+        &first,
+        secs(60),
+    )
+    .await;
+    assert!(secs(60) > reapply_grace && secs(60) < ingest.sweep_grace());
+    let twin = Event::new(&h.acme, &h.c1, "message", message("m_slow"))
+        .id("evt_slow_2")
+        .body();
+    let key = h.key(&h.acme).await;
+    let outcome = ingest.ingest("acme", &signed(&key, &twin), &twin).await;
+    assert!(dropped(&outcome, DropReason::Duplicate), "{outcome:?}");
+    assert_eq!(h.memory.is_applied(entry), Some(false));
+    // Without a buffer the configured grace applies: the copy is applied.
+    let outcome = h.post_as(&h.acme, &twin).await;
+    assert!(accepted(&outcome), "{outcome:?}");
+    assert_eq!(h.memory.is_applied(entry), Some(true));
 }
 
 // ---------------------------------------------------------------------------------------------
