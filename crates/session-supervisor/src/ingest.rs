@@ -369,8 +369,9 @@ struct Routing {
 ///    its message forward also moves the send's [`Outbox`] record
 ///    ([`Outbox::advance_ack`], forward only; the supervisor's outbox unless
 ///    [`Ingest::with_outbox`] names another).
-/// 8. The entry is marked applied ([`Inbox::mark_applied`]), whatever step 7 answered;
-///    except an inbound message handed to the inbound buffer ([`Ingest::with_inbound`]),
+/// 8. The entry is marked applied ([`Inbox::mark_applied`]) once step 7 completed; an entry
+///    whose step 7 failed in part (`observe`, a message's publish, an ack's record) stays
+///    unapplied for the sweep; and an inbound message handed to the inbound buffer ([`Ingest::with_inbound`]),
 ///    whose entry the buffer marks once the message's batch reached its final disposition,
 ///    and one the buffer refused (it shuts down), whose entry stays unapplied for the sweep.
 ///
@@ -856,7 +857,10 @@ impl Ingest {
             }
             Ok(_) => {}
             Err(error) => {
-                warn!(tenant = %key.tenant, chip = %key.chip, %error, "observing a stored webhook failed; the inbox holds it");
+                // Left unapplied: the sweep (or WAHA's retry past the grace) applies the whole
+                // event again, which step 7 tolerates.
+                warn!(tenant = %key.tenant, chip = %key.chip, %error, "observing a stored webhook failed; the inbox holds it for the sweep");
+                return (accepted, Mark::Left);
             }
         }
         match &event.payload {
@@ -867,7 +871,10 @@ impl Ingest {
                     chat: message.from.clone(),
                     message_id: message.id.clone(),
                 };
-                self.publish(key, kind, now).await;
+                if !self.publish(key, kind, now).await {
+                    // Not pushed either: the sweep publishes and pushes it again.
+                    return (accepted, Mark::Left);
+                }
                 if let Some(buffer) = &self.inbound {
                     let mark = InboxMark::new(Arc::clone(&self.inbox), key.tenant.clone(), entry);
                     let taken = buffer.push_tracked(
@@ -900,6 +907,8 @@ impl Ingest {
                             message_id: ack.id.clone(),
                             ack: ack.ack,
                         };
+                        // A failed publish is not retried: the level is recorded, and a
+                        // re-applied ack of a recorded level publishes nothing.
                         self.publish(key, kind, now).await;
                     }
                     Ok(false) => {
@@ -910,7 +919,8 @@ impl Ingest {
                         return (dropped, Mark::Now);
                     }
                     Err(error) => {
-                        warn!(tenant = %key.tenant, chip = %key.chip, kind = error.kind(), "recording a stored ack failed; no status change published");
+                        warn!(tenant = %key.tenant, chip = %key.chip, kind = error.kind(), "recording a stored ack failed; the inbox holds it for the sweep");
+                        return (accepted, Mark::Left);
                     }
                 }
             }
@@ -944,15 +954,19 @@ impl Ingest {
 
     /// Publishes a change of the chip, as its record stands now (best effort: the record and
     /// the inbox are the truth).
-    async fn publish(&self, key: &ChipKey, kind: ChipChangeKind, now: SystemTime) {
+    ///
+    /// Answers whether the change went to the bus (`false`: the chip could not be read).
+    async fn publish(&self, key: &ChipKey, kind: ChipChangeKind, now: SystemTime) -> bool {
         match self.supervisor.get_chip(&key.tenant, &key.chip).await {
             Ok(record) => {
                 let mut change = ChipChange::of(&record, kind);
                 change.at = now;
                 self.supervisor.publish(change).await;
+                true
             }
             Err(error) => {
                 warn!(tenant = %key.tenant, chip = %key.chip, %error, "a webhook's change could not be published; the inbox holds the event");
+                false
             }
         }
     }
@@ -1044,8 +1058,9 @@ enum Mark {
     Now,
     /// The inbound buffer, once the message's batch reached its final disposition.
     Buffer,
-    /// Nobody: the inbound buffer refused the message (it shuts down); the entry stays
-    /// unapplied and the sweep applies it again.
+    /// Nobody: step 7 did not complete (`observe`, the publish of a message or the ack's
+    /// record failed) or the inbound buffer refused the message (it shuts down); the entry
+    /// stays unapplied and the sweep applies it again.
     Left,
 }
 

@@ -11,8 +11,10 @@
 //! queues the tenant's chips, waits for every session to carry the new key, and only then
 //! forgets the previous key.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use container_pool::{ContainerId, ContainerState};
 use tenant_isolation::{ChipId, HmacKey, TenantId, TenantSecrets};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -23,6 +25,9 @@ use crate::error::SupervisorError;
 use crate::store::Trigger;
 use crate::supervisor::Supervisor;
 use crate::upgrade::{Replacement, TenantUpgrade, UpgradeOptions};
+
+/// Compare-and-set rounds on the tenant's secrets before giving up (another writer won each).
+const CAS_ROUNDS: u32 = 5;
 
 /// How [`Supervisor::rotate_webhook_key`] proceeds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,27 +98,37 @@ impl Supervisor {
     ) -> Result<WebhookKeyRotation, SupervisorError> {
         let directory = &self.inner.effects.directory;
         let mut report = WebhookKeyRotation::default();
-        let mut secrets = directory
-            .get(tenant)
-            .await
-            .map_err(SupervisorError::Tenant)?
-            .secrets;
-        if !secrets.webhook_key_rotating() {
-            let next = HmacKey::generate()
-                .map_err(|e| SupervisorError::Tenant(tenant_isolation::Error::Secret(e)))?;
-            let rotating = secrets
-                .begin_webhook_rotation(next)
-                .map_err(SupervisorError::Tenant)?;
-            secrets = directory
-                .set_secrets(tenant, rotating)
+        // Begin, unless a rotation is in progress: a compare-and-set, so two callers racing
+        // start one rotation (the loser re-reads and continues the winner's).
+        let mut attempts = 0;
+        let secrets = loop {
+            let current = directory
+                .get(tenant)
                 .await
                 .map_err(SupervisorError::Tenant)?
                 .secrets;
-            report.started = true;
-            info!(tenant = %tenant, "webhook key rotation started");
-            metrics::counter!("supervisor_webhook_key_rotations_total", "stage" => "started")
-                .increment(1);
-        }
+            if current.webhook_key_rotating() {
+                break current;
+            }
+            let next = HmacKey::generate()
+                .map_err(|e| SupervisorError::Tenant(tenant_isolation::Error::Secret(e)))?;
+            let rotating = current
+                .begin_webhook_rotation(next)
+                .map_err(SupervisorError::Tenant)?;
+            match directory.replace_secrets(tenant, &current, rotating).await {
+                Ok(stored) => {
+                    report.started = true;
+                    info!(tenant = %tenant, "webhook key rotation started");
+                    metrics::counter!("supervisor_webhook_key_rotations_total", "stage" => "started")
+                        .increment(1);
+                    break stored.secrets;
+                }
+                Err(tenant_isolation::Error::SecretsChanged { .. }) if attempts < CAS_ROUNDS => {
+                    attempts += 1;
+                }
+                Err(error) => return Err(SupervisorError::Tenant(error)),
+            }
+        };
         let poll = options
             .poll
             .unwrap_or(self.inner.effects.config.tick_interval)
@@ -122,10 +137,24 @@ impl Supervisor {
         let mut queued = false;
         loop {
             let chips = self.chips_of(tenant).await?;
+            // Containers that run now: a chip whose container does not run (reaped, stopped,
+            // removed, never created) sends no webhook, and its session gets the current
+            // config before it starts again.
+            let running: HashSet<ContainerId> = self
+                .inner
+                .effects
+                .pool
+                .containers(tenant)
+                .await
+                .map_err(SupervisorError::Pool)?
+                .into_iter()
+                .filter(|container| container.state == ContainerState::Running)
+                .map(|container| container.id)
+                .collect();
             report.moved.clear();
             report.pending.clear();
             for record in &chips {
-                match self.key_state(record, &secrets).await {
+                match self.key_state(record, &secrets, &running).await {
                     KeyState::Moved => report.moved.push(record.key.chip.clone()),
                     KeyState::Pending => report.pending.push(record.key.chip.clone()),
                 }
@@ -153,21 +182,38 @@ impl Supervisor {
             }
             tokio::time::sleep(poll).await;
         }
-        // Every session has the new key. Re-read before forgetting the previous key: finish
-        // only the rotation that was checked.
-        let now = directory
-            .get(tenant)
-            .await
-            .map_err(SupervisorError::Tenant)?
-            .secrets;
-        if now.webhook_hmac_key == secrets.webhook_hmac_key && now.webhook_key_rotating() {
-            directory
-                .set_secrets(tenant, now.finish_webhook_rotation())
+        // Every session has the new key: forget the previous one, with a compare-and-set on
+        // the secrets just read, so only the rotation that was checked is finished.
+        let mut attempts = 0;
+        loop {
+            let now = directory
+                .get(tenant)
                 .await
-                .map_err(SupervisorError::Tenant)?;
-            info!(tenant = %tenant, chips = report.moved.len(), "webhook key rotation finished");
-            metrics::counter!("supervisor_webhook_key_rotations_total", "stage" => "finished")
-                .increment(1);
+                .map_err(SupervisorError::Tenant)?
+                .secrets;
+            if now.webhook_hmac_key != secrets.webhook_hmac_key {
+                // Another rotation replaced the key meanwhile: this one is not what finished.
+                warn!(tenant = %tenant, "the webhook key changed during the rotation; call again");
+                return Ok(report);
+            }
+            if !now.webhook_key_rotating() {
+                break;
+            }
+            match directory
+                .replace_secrets(tenant, &now, now.finish_webhook_rotation())
+                .await
+            {
+                Ok(_) => {
+                    info!(tenant = %tenant, chips = report.moved.len(), "webhook key rotation finished");
+                    metrics::counter!("supervisor_webhook_key_rotations_total", "stage" => "finished")
+                        .increment(1);
+                    break;
+                }
+                Err(tenant_isolation::Error::SecretsChanged { .. }) if attempts < CAS_ROUNDS => {
+                    attempts += 1;
+                }
+                Err(error) => return Err(SupervisorError::Tenant(error)),
+            }
         }
         report.finished = true;
         Ok(report)
@@ -175,11 +221,20 @@ impl Supervisor {
 
     /// Whether the chip's session carries the tenant's current webhook key, read from WAHA
     /// (the session config comes back with its key). A session that cannot send a webhook
-    /// (none, or stopped) counts as moved; an unreadable one as pending.
-    async fn key_state(&self, record: &ChipRecord, secrets: &TenantSecrets) -> KeyState {
+    /// (no running container, no session, a stopped session) counts as moved; an unreadable
+    /// one as pending.
+    async fn key_state(
+        &self,
+        record: &ChipRecord,
+        secrets: &TenantSecrets,
+        running: &HashSet<ContainerId>,
+    ) -> KeyState {
         let Some(container) = &record.observed.container else {
             return KeyState::Moved;
         };
+        if !running.contains(&container.id) {
+            return KeyState::Moved;
+        }
         let effects = &self.inner.effects;
         let client = match effects.client_at(&container.base_url, secrets) {
             Ok(client) => client,
@@ -242,17 +297,28 @@ impl Supervisor {
             });
         };
         let directory = &self.inner.effects.directory;
-        let mut secrets = directory
-            .get(tenant)
-            .await
-            .map_err(SupervisorError::Tenant)?
-            .secrets;
-        secrets.container_api_key = tenant_isolation::ApiKey::generate()
+        let key = tenant_isolation::ApiKey::generate()
             .map_err(|e| SupervisorError::Tenant(tenant_isolation::Error::Secret(e)))?;
-        directory
-            .set_secrets(tenant, secrets)
-            .await
-            .map_err(SupervisorError::Tenant)?;
+        // A compare-and-set: a webhook key rotation running meanwhile keeps its keys.
+        let mut attempts = 0;
+        loop {
+            let current = directory
+                .get(tenant)
+                .await
+                .map_err(SupervisorError::Tenant)?
+                .secrets;
+            let next = TenantSecrets {
+                container_api_key: key.clone(),
+                ..current.clone()
+            };
+            match directory.replace_secrets(tenant, &current, next).await {
+                Ok(_) => break,
+                Err(tenant_isolation::Error::SecretsChanged { .. }) if attempts < CAS_ROUNDS => {
+                    attempts += 1;
+                }
+                Err(error) => return Err(SupervisorError::Tenant(error)),
+            }
+        }
         info!(tenant = %tenant, "container API key rotated; replacing the containers");
         Ok(self
             .upgrade_tenant(&guard, options, Replacement::ApiKey)

@@ -35,6 +35,20 @@ pub trait TenantDirectory: Send + Sync {
     async fn set_limits(&self, id: &TenantId, limits: PlanLimits) -> Result<Tenant, Error>;
     /// Replaces (rotates) a tenant's secrets.
     async fn set_secrets(&self, id: &TenantId, secrets: TenantSecrets) -> Result<Tenant, Error>;
+    /// Replaces a tenant's secrets with `new` only if they still are `expected` (a
+    /// compare-and-set over every secret, atomic in each backend), so two rotations running at
+    /// once never overwrite each other's key.
+    ///
+    /// # Errors
+    /// [`Error::SecretsChanged`] when the stored secrets are not `expected` (re-read and
+    /// decide again; nothing changed); [`Error::TenantNotFound`], [`Error::TenantDeleted`], or
+    /// the backend's error.
+    async fn replace_secrets(
+        &self,
+        id: &TenantId,
+        expected: &TenantSecrets,
+        new: TenantSecrets,
+    ) -> Result<Tenant, Error>;
 }
 
 /// The tenant, if it is active.

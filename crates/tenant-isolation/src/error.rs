@@ -92,6 +92,13 @@ pub enum Error {
         /// How many were in use when the request was refused.
         in_use: u32,
     },
+    /// A compare-and-set of a tenant's secrets found other secrets than expected (another
+    /// rotation ran in between): re-read them and decide again. Nothing changed.
+    #[error("the secrets of tenant {tenant} changed since they were read")]
+    SecretsChanged {
+        /// The tenant.
+        tenant: TenantId,
+    },
     /// An optimistic write lost a race: re-read the record and retry with its current version.
     #[error("record {kind}/{key} is at version {actual:?}, not the expected {expected}")]
     VersionConflict {
@@ -207,6 +214,7 @@ impl Error {
             Error::InvalidStatusTransition { .. } => "invalid_status_transition",
             Error::QuotaExceeded { .. } => "quota_exceeded",
             Error::VersionConflict { .. } => "version_conflict",
+            Error::SecretsChanged { .. } => "secrets_changed",
             Error::RowSecurityViolation { .. } => "row_security_violation",
             Error::UnsafeDatabaseRole { .. } => "unsafe_database_role",
             Error::UnprotectedTable { .. } => "unprotected_table",

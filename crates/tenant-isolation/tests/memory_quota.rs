@@ -41,6 +41,14 @@ impl TenantDirectory for PausingDirectory {
     async fn set_secrets(&self, id: &TenantId, secrets: TenantSecrets) -> Result<Tenant, Error> {
         self.inner.set_secrets(id, secrets).await
     }
+    async fn replace_secrets(
+        &self,
+        id: &TenantId,
+        expected: &TenantSecrets,
+        new: TenantSecrets,
+    ) -> Result<Tenant, Error> {
+        self.inner.replace_secrets(id, expected, new).await
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -155,6 +155,27 @@ pub async fn directory_updates_limits_and_secrets(directory: &dyn TenantDirector
     let stored = directory.get(&id).await.expect("get").secrets;
     assert_eq!(stored, finished);
     assert!(!stored.webhook_key_rotating());
+    // A compare-and-set replaces only what it read: a second writer that read the same
+    // secrets loses, and nothing changes.
+    let first = finished
+        .begin_webhook_rotation(crate::HmacKey::generate().expect("random"))
+        .expect("no rotation in progress");
+    let second = finished
+        .begin_webhook_rotation(crate::HmacKey::generate().expect("random"))
+        .expect("no rotation in progress");
+    directory
+        .replace_secrets(&id, &finished, first.clone())
+        .await
+        .expect("the first writer wins");
+    assert!(matches!(
+        directory.replace_secrets(&id, &finished, second).await,
+        Err(Error::SecretsChanged { .. })
+    ));
+    assert_eq!(directory.get(&id).await.expect("get").secrets, first);
+    directory
+        .replace_secrets(&id, &first, finished.clone())
+        .await
+        .expect("a compare-and-set on the current secrets");
     let invalid = directory
         .set_limits(&id, PlanLimits::new(1, u32::MAX, 1))
         .await;
@@ -175,6 +196,12 @@ pub async fn directory_updates_limits_and_secrets(directory: &dyn TenantDirector
     assert!(matches!(
         directory
             .set_secrets(&id, TenantSecrets::generate().expect("random"))
+            .await,
+        Err(Error::TenantDeleted { .. })
+    ));
+    assert!(matches!(
+        directory
+            .replace_secrets(&id, &secrets, TenantSecrets::generate().expect("random"))
             .await,
         Err(Error::TenantDeleted { .. })
     ));

@@ -112,4 +112,22 @@ impl TenantDirectory for MemoryTenantDirectory {
             Ok(())
         })
     }
+
+    async fn replace_secrets(
+        &self,
+        id: &TenantId,
+        expected: &TenantSecrets,
+        new: TenantSecrets,
+    ) -> Result<Tenant, Error> {
+        self.update(id, |t| {
+            refuse_deleted(t)?;
+            if t.secrets != *expected {
+                return Err(Error::SecretsChanged {
+                    tenant: t.id.clone(),
+                });
+            }
+            t.secrets = new;
+            Ok(())
+        })
+    }
 }

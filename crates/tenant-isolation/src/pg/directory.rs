@@ -107,7 +107,11 @@ impl PgTenantDirectory {
         if status == TenantStatus::Deleted {
             return Err(Error::TenantDeleted { tenant: id.clone() });
         }
-        let row = tx.query_one(sql, params).await?;
+        // No row: the statement's own condition refused (a compare-and-set).
+        let row = tx
+            .query_opt(sql, params)
+            .await?
+            .ok_or_else(|| Error::SecretsChanged { tenant: id.clone() })?;
         // Dropping `tx` on an error rolls the update back.
         let tenant = tenant_from_row(&row)?;
         tx.commit().await?;
@@ -232,6 +236,41 @@ impl TenantDirectory for PgTenantDirectory {
                 &secrets.container_api_key.expose_secret(),
                 &secrets.webhook_hmac_key.expose_secret(),
                 &secrets
+                    .previous_webhook_hmac_key
+                    .as_ref()
+                    .map(HmacKey::expose_secret),
+            ],
+        )
+        .await
+    }
+
+    async fn replace_secrets(
+        &self,
+        id: &TenantId,
+        expected: &TenantSecrets,
+        new: TenantSecrets,
+    ) -> Result<Tenant, Error> {
+        // The row is locked by `update_live`; the condition compares every secret.
+        let sql = format!(
+            "UPDATE tenants SET container_api_key = $2, webhook_hmac_key = $3,
+                    previous_webhook_hmac_key = $4, updated_at = now()
+              WHERE tenant_id = $1 AND container_api_key = $5 AND webhook_hmac_key = $6
+                AND previous_webhook_hmac_key IS NOT DISTINCT FROM $7
+              RETURNING {TENANT_COLUMNS}"
+        );
+        self.update_live(
+            id,
+            &sql,
+            &[
+                &id.as_str(),
+                &new.container_api_key.expose_secret(),
+                &new.webhook_hmac_key.expose_secret(),
+                &new.previous_webhook_hmac_key
+                    .as_ref()
+                    .map(HmacKey::expose_secret),
+                &expected.container_api_key.expose_secret(),
+                &expected.webhook_hmac_key.expose_secret(),
+                &expected
                     .previous_webhook_hmac_key
                     .as_ref()
                     .map(HmacKey::expose_secret),
