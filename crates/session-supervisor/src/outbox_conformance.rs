@@ -1,5 +1,5 @@
 //! The conformance suite every [`Outbox`] backend must pass (the contract is in the trait's
-//! documentation, [`MemoryOutbox`](crate::MemoryOutbox) its reference behaviour).
+//! documentation, [`MemoryOutbox`] its reference behaviour).
 //!
 //! Each check takes an outbox, uses fresh random tenant ids, and panics with a message naming
 //! the broken rule. Only behaviour observable through the trait is checked. The prune check
