@@ -1,0 +1,54 @@
+//! `chip-service`: the chipfleet HTTP service on the embedded default (in-process WAHA
+//! simulators, in-memory backends: one command, no Docker, no PostgreSQL).
+//!
+//! ```text
+//! CHIPSERVICE_ADMIN_TOKEN=$(openssl rand -hex 32) cargo run -p chip-service --bin chip-service
+//! ```
+//!
+//! Configuration comes from the environment (`chip_service::service::ServiceConfig`: the
+//! listen address, the required admin token, JSON logs, metrics, the drain timeout). On
+//! SIGTERM or ctrl-c it stops accepting connections, drains the open ones, shuts the
+//! supervisor down (releasing its ownership leases) and exits 0. Exit codes: 0 after a
+//! graceful shutdown, 1 when the service failed, 2 for a refused configuration.
+
+use std::process::ExitCode;
+
+use chip_service::service::{ServiceConfig, init_tracing, run, shutdown_signal};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match ServiceConfig::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("chip-service: configuration refused: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = init_tracing(&config) {
+        eprintln!("chip-service: logging: {error}");
+        return ExitCode::from(2);
+    }
+    // The one recorder of the process, installed before the supervisor starts so its first
+    // gauges are recorded.
+    let metrics = if config.metrics {
+        match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(error) => {
+                eprintln!("chip-service: the Prometheus recorder: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    tracing::info!(config = ?config, "chip-service starting");
+    match run(config, metrics, shutdown_signal()).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "chip-service failed");
+            eprintln!("chip-service: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
