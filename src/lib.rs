@@ -18,6 +18,11 @@
 
 pub use fleet_vocab;
 
+/// The README's code, compiled and run as doctests ("Assemble your own service").
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 #[cfg(feature = "waha-client")]
 pub use waha_client;
 
