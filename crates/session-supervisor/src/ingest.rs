@@ -206,10 +206,11 @@ pub enum IngestRefusal {
         /// The limit, in bytes.
         limit: usize,
     },
-    /// The URL names no tenant of the directory (404).
+    /// The URL names no tenant of the directory (401, like every refusal before a verified
+    /// signature, so tenants cannot be enumerated).
     UnknownTenant,
     /// The body's session is not a chipfleet session name, or belongs to another tenant than
-    /// the URL's (403).
+    /// the URL's (401, as above).
     ForeignSession,
     /// The signature is missing, malformed or does not verify under the tenant's key (401).
     BadSignature,
@@ -292,9 +293,8 @@ impl IngestOutcome {
     /// | outcome | status |
     /// |---|---|
     /// | `Accepted`, `Dropped` | 200 |
-    /// | `Refused(BadSignature)` | 401 |
-    /// | `Refused(ForeignSession)`, `Refused(MetadataMismatch)` | 403 |
-    /// | `Refused(UnknownTenant)` | 404 |
+    /// | `Refused(BadSignature)`, `Refused(ForeignSession)`, `Refused(UnknownTenant)` | 401 (one status for every refusal before a verified signature) |
+    /// | `Refused(MetadataMismatch)` (after the signature verified) | 403 |
     /// | `Refused(Malformed)`, `Refused(Stale)` | 400 |
     /// | `Refused(TooLarge)` | 413 |
     /// | `RetryLater` | 503 |
