@@ -3,6 +3,8 @@
 #   - Docker Engine (Debian's docker.io; dockerd is started here when no daemon answers)
 #   - PostgreSQL 15 (cluster 15/main, started with pg_ctlcluster; test roles and database)
 #   - tinyproxy (an HTTP proxy with Basic auth on 127.0.0.1, for proxy health checks)
+#   - headless Chromium and its WebDriver (Debian's chromium and chromium-driver), for the
+#     dashboard's browser test (crates/chip-service/tests/dashboard.rs starts chromedriver)
 #
 # Idempotent: a second run finds everything in place, changes nothing and is quick.
 # Progress goes to stderr. On success stdout carries only `export NAME=value` lines with the
@@ -70,6 +72,9 @@ command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
 # cc and the static C library: the Docker smoke test and the waha-sim image link statically.
 dpkg -s libc6-dev >/dev/null 2>&1 || missing+=(libc6-dev)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
+# The dashboard's browser test: headless Chromium driven over WebDriver by chromedriver.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -81,6 +86,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   log "packages: all present"
 fi
+
+# --- step: browser ------------------------------------------------------------------------
+step=browser
+# Both must run (as root the test passes --no-sandbox; nothing else is needed to start them).
+chromium --version >/dev/null 2>&1 \
+  || fail "$step" "\`chromium --version\` failed (Debian's chromium package; the dashboard's browser test runs it headless)"
+chromedriver --version >/dev/null 2>&1 \
+  || fail "$step" "\`chromedriver --version\` failed (Debian's chromium-driver package)"
+log "browser: $(chromium --version 2>/dev/null | head -n 1), $(chromedriver --version 2>/dev/null | head -n 1 | cut -d ' ' -f 1-2)"
 
 # --- step: docker -------------------------------------------------------------------------
 step=docker

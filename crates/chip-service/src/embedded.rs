@@ -22,7 +22,7 @@
 //! [`Embedded::shutdown`] stops everything and removes the tenants' containers and volumes.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use container_pool::{
@@ -77,6 +77,10 @@ pub struct EmbeddedOptions {
     pub managed_by: String,
     /// How many proxy endpoints the static list has, 16 chips each (default 4).
     pub proxy_endpoints: usize,
+    /// How many of each tenant's newest changes the event bus keeps for a resuming
+    /// subscriber, and how far a live subscriber may fall behind before it gets a gap
+    /// (default [`InProcessEventBus::DEFAULT_CAPACITY`], 1024; 0 counts as 1).
+    pub event_history: usize,
 }
 
 impl Default for EmbeddedOptions {
@@ -89,6 +93,7 @@ impl Default for EmbeddedOptions {
             pacer: PacerConfig::default(),
             managed_by: "chipfleet-embedded".to_owned(),
             proxy_endpoints: 4,
+            event_history: InProcessEventBus::DEFAULT_CAPACITY,
         }
     }
 }
@@ -183,8 +188,11 @@ pub fn embedded_policy() -> Policy {
 
 /// The supervisor's configuration in the embedded default: webhooks to `webhook_url`, a step
 /// timeout one second above the pool's `startup_deadline`, quick ticks and ownership timings
-/// (`lease_ttl ≥ safety_margin + 2 × renew_every`), [`embedded_policy`], and the proxy-health
-/// monitor off ([`NO_REAL_PROXIES`]). Every other always-on task runs.
+/// (`lease_ttl ≥ safety_margin + 2 × renew_every`), [`embedded_policy`], the silent-death scan
+/// every 2 s (it also refreshes the `supervisor_chips{phase}` gauge, so `/metrics` follows the
+/// chips within seconds; a working chip is still probed only once silent past the policy's
+/// `silence_threshold`), and the proxy-health monitor off ([`NO_REAL_PROXIES`]). Every other
+/// always-on task runs.
 pub fn supervisor_config(webhook_url: String, startup_deadline: Duration) -> SupervisorConfig {
     let mut config = SupervisorConfig::new(webhook_url);
     config.tick_interval = ms(50);
@@ -195,6 +203,10 @@ pub fn supervisor_config(webhook_url: String, startup_deadline: Duration) -> Sup
     config.claim_interval = ms(200);
     config.shutdown_grace = secs(5);
     config.policy = embedded_policy();
+    // Listing the chips of the owned tenants in memory costs nothing; a probe is queued only
+    // for a chip silent past the threshold, and a probe moves `last_event_at`, so a working
+    // chip is not probed more often than with the default minute.
+    config.monitor_intervals.silent_scan = secs(2);
     config.monitors.proxy_health = Toggle::Off {
         reason: NO_REAL_PROXIES.to_owned(),
     };
@@ -216,9 +228,9 @@ pub struct Embedded {
     proxies: Arc<ProxyAllocator>,
     supervisor: Supervisor,
     ingest: Arc<Ingest>,
+    inbox: Arc<MemoryInbox>,
     webhook_addr: SocketAddr,
     http: reqwest::Client,
-    tenants: Mutex<Vec<TenantId>>,
     running: Option<SupervisorHandle>,
     reapply: Option<ReapplyHandle>,
     server: Option<JoinHandle<()>>,
@@ -339,16 +351,19 @@ impl Embedded {
             clock: Arc::new(SystemClock),
         })
         .config(config)
-        .event_bus(Arc::new(InProcessEventBus::new()))
+        .event_bus(Arc::new(InProcessEventBus::with_capacity(
+            options.event_history,
+        )))
         .outbox(Arc::new(MemoryOutbox::new()))
         .pacer(Arc::new(pacer))
         .build()
         .map_err(setup("the supervisor"))?;
 
+        let inbox = Arc::new(MemoryInbox::new());
         let ingest = Arc::new(
             Ingest::new(
                 supervisor.clone(),
-                Arc::new(MemoryInbox::new()),
+                inbox.clone(),
                 IngestConfig::for_supervisor(supervisor.config()),
             )
             .map_err(setup("the webhook ingest"))?,
@@ -383,9 +398,9 @@ impl Embedded {
             proxies,
             supervisor,
             ingest,
+            inbox,
             webhook_addr,
             http,
-            tenants: Mutex::new(Vec::new()),
             running: None,
             reapply: None,
             server: Some(server),
@@ -434,6 +449,12 @@ impl Embedded {
         &self.ingest
     }
 
+    /// The ingest's webhook inbox: every delivery the ingest accepted and stored (a refused
+    /// one is never stored), with its applied mark, and each message's highest ack.
+    pub fn inbox(&self) -> &Arc<MemoryInbox> {
+        &self.inbox
+    }
+
     /// The tenant directory.
     pub fn directory(&self) -> &Arc<dyn TenantDirectory> {
         &self.directory
@@ -480,16 +501,10 @@ impl Embedded {
         limits: PlanLimits,
     ) -> Result<Tenant, EmbeddedError> {
         let secrets = TenantSecrets::generate().map_err(on_tenant(tenant, "generating secrets"))?;
-        let created = self
-            .directory
+        self.directory
             .create(NewTenant::new(tenant.clone(), limits, secrets))
             .await
-            .map_err(on_tenant(tenant, "creating it"))?;
-        self.tenants
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(tenant.clone());
-        Ok(created)
+            .map_err(on_tenant(tenant, "creating it"))
     }
 
     /// A pool like the supervisor's, on the same runtime and volumes, without the booting
@@ -678,8 +693,10 @@ impl Embedded {
     }
 
     /// Stops the supervisor (in-flight steps finish within its grace, ownership is released),
-    /// the re-apply sweep and the webhook endpoint, then removes every tenant's containers and
-    /// volumes (the simulators stop). Answers the supervisor's shutdown report.
+    /// the re-apply sweep and the webhook endpoint, then removes the containers and volumes of
+    /// every tenant the directory lists (the simulators stop), however the tenant was created
+    /// ([`Embedded::create_tenant`], the HTTP API, the directory directly). Answers the
+    /// supervisor's shutdown report.
     pub async fn shutdown(mut self) -> ShutdownReport {
         let report = match self.running.take() {
             Some(handle) => handle.shutdown().await,
@@ -697,14 +714,16 @@ impl Embedded {
                 server.abort();
             }
         }
-        let tenants = self
-            .tenants
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        for tenant in &tenants {
-            if let Err(error) = self.pool.remove_tenant(tenant, true).await {
-                tracing::warn!(%tenant, %error, "removing the tenant's containers failed");
+        match self.directory.list().await {
+            Ok(tenants) => {
+                for tenant in &tenants {
+                    if let Err(error) = self.pool.remove_tenant(&tenant.id, true).await {
+                        tracing::warn!(tenant = %tenant.id, %error, "removing the tenant's containers failed");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "listing the tenants to remove their containers failed");
             }
         }
         report

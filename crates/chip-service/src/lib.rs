@@ -15,10 +15,8 @@
 //!   otherwise).
 //! - [`service`]: the HTTP service over the supervisor (REST JSON API under `/v1`, admin and
 //!   per-tenant API tokens, SSE and WebSocket event streams, the webhook endpoint, `/metrics`,
-//!   `/healthz`, `/readyz`, an OpenAPI document), run on this same embedded default by the
-//!   `chip-service` binary.
-//!
-//! Next (issue 14): the dashboard.
+//!   `/healthz`, `/readyz`, an OpenAPI document, and the dashboard at `/dashboard`), run on
+//!   this same embedded default by the `chip-service` binary.
 
 pub mod embedded;
 pub mod progress;

@@ -1,14 +1,16 @@
 //! chip-service end to end on the embedded default, through real HTTP on 127.0.0.1: the REST
-//! flow a host uses (tenant, chip, QR, scan, WORKING, send, acks, message status), auth (no
-//! token, a bad token, another tenant's chip, a tenant token on admin routes), the SSE and
-//! WebSocket streams resumed after a disconnect, `/metrics`, the admin operations, secrets
-//! never leaving the service, every documented route served, and the binary's graceful exit
-//! on SIGTERM.
+//! flow a host uses (tenant, chip, QR, scan, WORKING, send, acks, message status), a chip
+//! that logs in with a pairing code, auth (no token, a bad token, another tenant's chip on
+//! every chip route, a tenant token on admin routes), the SSE and WebSocket streams resumed
+//! after a disconnect and the gaps they report, `/metrics` counting the chips by phase, the
+//! admin operations, secrets never leaving the service (but in the one answer that hands each
+//! out), every documented route served, and the binary's graceful exit on SIGTERM with its
+//! streams closed.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use chip_service::service::{
@@ -28,6 +30,7 @@ use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const ADMIN: &str = "test-admin-token-0123456789abcdef0123456789abcdef";
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
@@ -45,11 +48,17 @@ fn metrics() -> PrometheusHandle {
         .clone()
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// What a request answered.
 struct Answer {
     status: u16,
     headers: HeaderMap,
     body: Vec<u8>,
+    /// Its number among the bodies the client received ([`Api::remember`]).
+    seen: usize,
 }
 
 impl Answer {
@@ -69,12 +78,29 @@ impl Answer {
     }
 }
 
-/// An HTTP client that keeps every body it received (the secrets check reads them all).
+/// A body the client received, and what answered it.
+#[derive(Clone)]
+struct Seen {
+    /// `METHOD /path?query`, `SSE /path?query` or `WS /path?query`.
+    from: String,
+    body: String,
+}
+
+/// A secret, and the bodies that may carry it (by number): the one answer that hands it out.
+struct Secret {
+    what: &'static str,
+    value: String,
+    allowed: Vec<usize>,
+}
+
+/// An HTTP client that keeps every body it received and the secrets the test learned, for
+/// the secrets check ([`Api::assert_no_secret_leaked`]).
 #[derive(Clone)]
 struct Api {
     base: String,
     http: reqwest::Client,
-    seen: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    secrets: Arc<Mutex<Vec<Secret>>>,
 }
 
 impl Api {
@@ -86,14 +112,67 @@ impl Api {
                 .build()
                 .expect("an HTTP client"),
             seen: Arc::new(Mutex::new(Vec::new())),
+            secrets: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
-    fn remember(&self, text: String) {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(text);
+    /// Keeps a body received from `from`; answers its number.
+    fn remember(&self, from: impl Into<String>, body: String) -> usize {
+        let mut seen = lock(&self.seen);
+        seen.push(Seen {
+            from: from.into(),
+            body,
+        });
+        seen.len() - 1
+    }
+
+    /// `value` is a secret (`what` names its kind, never the value): it may appear in the
+    /// body numbered `allowed` (`None`: in no body at all). Learning the same value again adds
+    /// the body that carried it this time.
+    fn secret(&self, what: &'static str, value: &str, allowed: Option<usize>) {
+        assert!(
+            !value.is_empty(),
+            "{what}: an empty secret cannot be searched for"
+        );
+        let mut secrets = lock(&self.secrets);
+        match secrets.iter_mut().find(|known| known.value == value) {
+            Some(known) => known.allowed.extend(allowed),
+            None => secrets.push(Secret {
+                what,
+                value: value.to_owned(),
+                allowed: allowed.into_iter().collect(),
+            }),
+        }
+    }
+
+    /// No body received (JSON answers, errors, SSE and WebSocket events, `/metrics`,
+    /// `/openapi.json`, PNGs) carries a secret the test learned, but the answers that handed
+    /// it out. Answers how many bodies were searched.
+    fn assert_no_secret_leaked(&self) -> usize {
+        let seen = lock(&self.seen).clone();
+        let secrets = lock(&self.secrets);
+        for secret in secrets.iter() {
+            for (number, body) in seen.iter().enumerate() {
+                if secret.allowed.contains(&number) {
+                    continue;
+                }
+                assert!(
+                    !body.body.contains(secret.value.as_str()),
+                    "{} left the service in the answer of {} (body #{number}, {} bytes)",
+                    secret.what,
+                    body.from,
+                    body.body.len()
+                );
+            }
+        }
+        seen.len()
+    }
+
+    /// Whether a body received from something starting with `from` was kept.
+    fn saw_from(&self, from: &str) -> bool {
+        lock(&self.seen)
+            .iter()
+            .any(|seen| seen.from.starts_with(from))
     }
 
     async fn call(
@@ -104,6 +183,7 @@ impl Api {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Answer {
+        let from = format!("{method} {path}");
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -118,11 +198,12 @@ impl Api {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await.expect("a body").to_vec();
-        self.remember(String::from_utf8_lossy(&body).into_owned());
+        let seen = self.remember(from, String::from_utf8_lossy(&body).into_owned());
         Answer {
             status,
             headers,
             body,
+            seen,
         }
     }
 
@@ -158,8 +239,57 @@ impl Api {
             response,
             buffer: String::new(),
             api: self.clone(),
+            from: format!("SSE {path}"),
         }
     }
+}
+
+/// A WebSocket to the service.
+type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the WebSocket `path` (with its query) at `authority` (`host:port`) with `token`.
+async fn ws_open(authority: &str, path: &str, token: &str) -> Ws {
+    let mut request = format!("ws://{authority}{path}")
+        .into_client_request()
+        .expect("a WebSocket request");
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value"),
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the WebSocket opens");
+    socket
+}
+
+/// The next text message of `socket` as JSON (kept for the secrets check as from `from`),
+/// within 10 s.
+async fn ws_next(api: &Api, socket: &mut Ws, from: &str) -> Value {
+    loop {
+        let message = timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the socket stays open")
+            .expect("a valid frame");
+        if let WsMessage::Text(text) = message {
+            api.remember(from, text.as_str().to_owned());
+            return serde_json::from_str(text.as_str()).expect("JSON");
+        }
+    }
+}
+
+/// The value of the Prometheus series `series` (name and labels, exactly as rendered) in
+/// `text`, rounded to a whole number.
+fn gauge(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|value| value.round() as u64)
 }
 
 /// One SSE event.
@@ -175,6 +305,8 @@ struct Sse {
     response: reqwest::Response,
     buffer: String,
     api: Api,
+    /// `SSE /path?query`.
+    from: String,
 }
 
 impl Sse {
@@ -202,13 +334,33 @@ impl Sse {
                 if data.is_empty() {
                     continue;
                 }
-                self.api.remember(data.clone());
+                self.api.remember(self.from.clone(), data.clone());
                 let data = serde_json::from_str(&data).expect("SSE data is JSON");
                 return Some(SseEvent { event, id, data });
             }
             let left = deadline.saturating_duration_since(Instant::now());
             let chunk = timeout(left, self.response.chunk()).await.ok()?.ok()??;
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Reads the body to its end within `within`: `Ok` when it ended cleanly (its last
+    /// chunk), an error naming what happened instead (still open, or the connection failed).
+    /// What it still carried is kept for the secrets check.
+    async fn end(&mut self, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match timeout(left, self.response.chunk()).await {
+                Err(_) => return Err(format!("still open after {within:?}")),
+                Ok(Err(error)) => return Err(format!("the body failed: {error}")),
+                Ok(Ok(None)) => {
+                    let rest = std::mem::take(&mut self.buffer);
+                    self.api.remember(self.from.clone(), rest);
+                    return Ok(());
+                }
+                Ok(Ok(Some(chunk))) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+            }
         }
     }
 }
@@ -222,9 +374,9 @@ struct Harness {
     server: JoinHandle<()>,
 }
 
-async fn start(started: bool) -> Harness {
-    let handle = metrics();
-    let mut embedded = Embedded::build(EmbeddedOptions {
+/// The embedded default the tests run on.
+fn options() -> EmbeddedOptions {
+    EmbeddedOptions {
         // WAHA's 60 s first QR code lasts 15 s, its window 40 s: room for a loaded machine.
         time_scale: 0.25,
         pacer: PacerConfig {
@@ -233,9 +385,20 @@ async fn start(started: bool) -> Harness {
             ..PacerConfig::default()
         },
         ..EmbeddedOptions::default()
-    })
-    .await
-    .expect("the embedded default builds");
+    }
+}
+
+/// The service on [`options`], the supervisor running when `started` (with `/metrics`). Only
+/// one test of this file starts its supervisor: the supervisors' gauges are the process's.
+async fn start(started: bool) -> Harness {
+    start_with(started, options()).await
+}
+
+async fn start_with(started: bool, options: EmbeddedOptions) -> Harness {
+    let handle = metrics();
+    let mut embedded = Embedded::build(options)
+        .await
+        .expect("the embedded default builds");
     if started {
         embedded.start().await.expect("the supervisor starts");
     }
@@ -315,6 +478,7 @@ async fn create_tenant(api: &Api, id: &str) -> String {
         token.starts_with(&format!("cft_{id}_")),
         "the token names its tenant"
     );
+    api.secret("a tenant API token", &token, Some(created.seen));
     token
 }
 
@@ -353,6 +517,8 @@ async fn the_rest_flow_auth_streams_metrics_and_secrets() {
 async fn flow() {
     let harness = start(true).await;
     let api = harness.api.clone();
+    let authority = harness.addr.to_string();
+    api.secret("the admin token", ADMIN, None);
 
     // Health.
     assert_eq!(api.get("/healthz", None).await.json()["status"], "ok");
@@ -407,7 +573,6 @@ async fn flow() {
 
     let acme = TenantId::new("acme").unwrap();
     let globex = TenantId::new("globex").unwrap();
-    let mut secrets_seen = Vec::new();
     for tenant in [&acme, &globex] {
         let stored = harness
             .embedded
@@ -416,8 +581,115 @@ async fn flow() {
             .await
             .unwrap()
             .secrets;
-        secrets_seen.push(stored.container_api_key.expose_secret().to_owned());
-        secrets_seen.push(stored.webhook_hmac_key.expose_secret().to_owned());
+        let key = stored.container_api_key.expose_secret();
+        let hmac = stored.webhook_hmac_key.expose_secret();
+        assert!(key.len() >= 16 && hmac.len() >= 16);
+        api.secret("a container API key", key, None);
+        api.secret("a webhook HMAC key", hmac, None);
+    }
+
+    // A third tenant's chip logs in with a pairing code: the code is served by its endpoint
+    // only, to its tenant only; the chip's events, view and list say that one is on offer and
+    // until when, never the code (the secrets check below searches every other body for it).
+    let initech_token = create_tenant(&api, "initech").await;
+    let mut pairing_events = api
+        .sse("/v1/events?chip=pair-1", &initech_token, None)
+        .await;
+    let pairing = api
+        .post(
+            "/v1/chips",
+            Some(&initech_token),
+            Some(json!({"id": "pair-1", "login": "pairing_code", "phone": "5511999990002"})),
+        )
+        .await;
+    assert_eq!(pairing.status, 201, "{}", pairing.text());
+    assert_eq!(pairing.json()["login"], "pairing_code");
+    assert_eq!(pairing.json()["phone"], "5511999990002");
+    let offered = wait_for_chip(
+        &api,
+        &initech_token,
+        "pair-1",
+        Duration::from_secs(60),
+        "a pairing code on offer",
+        |c| {
+            c["phase"] == "awaiting_login"
+                && c["login_offer"]["kind"] == "pairing_code"
+                && c["login_offer"]["code_available"] == true
+        },
+    )
+    .await;
+    assert_eq!(offered["phase"], "awaiting_login", "{offered}");
+    assert_eq!(offered["phase_detail"]["method"], "pairing_code");
+    assert!(
+        offered["login_offer"]["expires_at_ms"].is_u64(),
+        "{offered}"
+    );
+    let code_answer = api
+        .get("/v1/chips/pair-1/pairing-code", Some(&initech_token))
+        .await;
+    assert_eq!(code_answer.status, 200, "{}", code_answer.text());
+    assert_eq!(
+        code_answer
+            .headers
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    let pairing_code = code_answer.json()["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(pairing_code.len() >= 8, "a pairing code");
+    api.secret("a pairing code", &pairing_code, Some(code_answer.seen));
+    assert_eq!(
+        code_answer.json()["expires_at_ms"],
+        offered["login_offer"]["expires_at_ms"]
+    );
+    let foreign_code = api
+        .get("/v1/chips/pair-1/pairing-code", Some(&acme_token))
+        .await;
+    assert_eq!(
+        (foreign_code.status, foreign_code.code()),
+        (404, "chip_not_found".to_owned()),
+        "another tenant's pairing code"
+    );
+    let mut pairing_kinds: Vec<String> = Vec::new();
+    while !pairing_kinds.iter().any(|k| k == "pairing_code") {
+        let event = pairing_events
+            .next(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("SSE: pairing_code; saw {pairing_kinds:?}"));
+        assert_eq!(event.data["chip"], "pair-1");
+        if event.data["kind"] == "pairing_code" {
+            assert!(event.data["expires_at_ms"].is_u64(), "{}", event.data);
+            assert!(event.data.get("code").is_none(), "the event has no code");
+        }
+        pairing_kinds.push(event.data["kind"].as_str().unwrap_or_default().to_owned());
+    }
+    drop(pairing_events);
+    // The WebSocket replays the same changes, without the code either.
+    let mut pairing_socket = ws_open(
+        &authority,
+        "/v1/events/ws?chip=pair-1&after=0",
+        &initech_token,
+    )
+    .await;
+    loop {
+        let message = ws_next(&api, &mut pairing_socket, "WS /v1/events/ws?chip=pair-1").await;
+        assert_eq!(message["type"], "change", "{message}");
+        if message["kind"] == "pairing_code" {
+            break;
+        }
+    }
+    let _ = pairing_socket.close(None).await;
+    drop(pairing_socket);
+    for path in ["/v1/chips/pair-1", "/v1/chips"] {
+        let answer = api.get(path, Some(&initech_token)).await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+        assert!(
+            !answer.text().contains(pairing_code.as_str()),
+            "{path} shows the pairing code"
+        );
     }
 
     // The tenant's live stream, opened before its chip exists.
@@ -503,6 +775,7 @@ async fn flow() {
         "/v1/chips/sales-1",
         "/v1/chips/sales-1/qr",
         "/v1/chips/sales-1/qr/raw",
+        "/v1/chips/sales-1/pairing-code",
     ] {
         let foreign = api.get(path, Some(&globex_token)).await;
         assert_eq!(
@@ -515,6 +788,42 @@ async fn flow() {
         .post("/v1/chips/sales-1/stop", Some(&globex_token), None)
         .await;
     assert_eq!(foreign_stop.status, 404);
+    let foreign_send = api
+        .call(
+            Method::POST,
+            "/v1/chips/sales-1/messages",
+            Some(&globex_token),
+            Some(json!({"chat": CHAT, "text": "not yours", "choreography": false})),
+            &[("Idempotency-Key", "foreign-1")],
+        )
+        .await;
+    assert_eq!(
+        (foreign_send.status, foreign_send.code()),
+        (404, "chip_not_found".to_owned()),
+        "a send from another tenant's chip: {}",
+        foreign_send.text()
+    );
+    let foreign_delete = api
+        .call(
+            Method::DELETE,
+            "/v1/chips/sales-1",
+            Some(&globex_token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (foreign_delete.status, foreign_delete.code()),
+        (404, "chip_not_found".to_owned()),
+        "a delete of another tenant's chip"
+    );
+    let untouched = api.get("/v1/chips/sales-1", Some(&acme_token)).await;
+    assert_eq!(
+        untouched.json()["desired"],
+        "running",
+        "{}",
+        untouched.text()
+    );
     let globex_chips = api.get("/v1/chips", Some(&globex_token)).await.json();
     let ids: Vec<&str> = globex_chips["chips"]
         .as_array()
@@ -546,6 +855,12 @@ async fn flow() {
     let (png, raw) = loop {
         let png = api.get("/v1/chips/sales-1/qr", Some(&acme_token)).await;
         let raw = api.get("/v1/chips/sales-1/qr/raw", Some(&acme_token)).await;
+        let raw_value = raw.json()["value"].as_str().map(str::to_owned);
+        if raw.status == 200
+            && let Some(value) = &raw_value
+        {
+            api.secret("a raw QR value", value, Some(raw.seen));
+        }
         if png.status == 200 && raw.status == 200 {
             break (png, raw);
         }
@@ -676,7 +991,7 @@ async fn flow() {
             .expect("the socket stays open")
             .expect("a valid frame");
         if let WsMessage::Text(text) = message {
-            api.remember(text.as_str().to_owned());
+            api.remember("WS /v1/events/ws?chip=sales-1", text.as_str().to_owned());
             let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
             assert_eq!(value["type"], "change", "{value}");
             assert_eq!(value["chip"], "sales-1");
@@ -694,7 +1009,7 @@ async fn flow() {
             .expect("the socket stays open")
             .expect("a valid frame");
         if let WsMessage::Text(text) = message {
-            api.remember(text.as_str().to_owned());
+            api.remember("WS /v1/events/ws?chip=sales-1", text.as_str().to_owned());
             break serde_json::from_str::<Value>(text.as_str()).expect("JSON");
         }
     };
@@ -791,10 +1106,34 @@ async fn flow() {
         404
     );
 
-    // Metrics: the supervisor's chips by phase, and the service's requests.
-    let scraped = api.get("/metrics", None).await;
-    assert_eq!(scraped.status, 200);
-    let text = scraped.text();
+    // Metrics: the supervisor's chips by phase, and the service's requests. The gauge is
+    // refreshed by the supervisor's silent-death scan (every 2 s in the embedded default): it
+    // must come to count acme's working chip among the 3 chips (sales-1 working, globex's
+    // other-1 and initech's pair-1 not logged in).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let scraped = api.get("/metrics", None).await;
+        assert_eq!(scraped.status, 200);
+        let text = scraped.text();
+        let working = gauge(&text, "supervisor_chips{phase=\"working\"}");
+        let total: u64 = PhaseName::ALL
+            .into_iter()
+            .filter_map(|phase| {
+                gauge(
+                    &text,
+                    &format!("supervisor_chips{{phase=\"{}\"}}", phase.as_str()),
+                )
+            })
+            .sum();
+        if working == Some(1) && total == 3 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "supervisor_chips: {working:?} working of {total} chips, not 1 of 3, within 30 s"
+        );
+        sleep(Duration::from_millis(500)).await;
+    };
     for phase in PhaseName::ALL {
         let series = format!("supervisor_chips{{phase=\"{}\"}}", phase.as_str());
         assert!(text.contains(&series), "{series} in /metrics");
@@ -870,6 +1209,7 @@ async fn flow() {
         .expect("a new token")
         .to_owned();
     assert_ne!(new_token, acme_token);
+    api.secret("a tenant API token", &new_token, Some(rotated.seen));
     assert_eq!(
         api.get("/v1/chips", Some(&acme_token)).await.status,
         401,
@@ -894,7 +1234,11 @@ async fn flow() {
         .await
         .unwrap()
         .secrets;
-    secrets_seen.push(rotated_secrets.webhook_hmac_key.expose_secret().to_owned());
+    api.secret(
+        "a webhook HMAC key",
+        rotated_secrets.webhook_hmac_key.expose_secret(),
+        None,
+    );
 
     let offboarded = api
         .post(
@@ -955,28 +1299,35 @@ async fn flow() {
         sleep(Duration::from_millis(200)).await;
     }
 
-    // No body, event or message the service sent carries a tenant's container API key or
-    // webhook HMAC key.
-    let seen = api
-        .seen
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    assert!(
-        seen.len() > 50,
-        "the check read the traffic ({} bodies)",
-        seen.len()
-    );
-    for secret in &secrets_seen {
-        assert!(secret.len() >= 16);
-        for body in &seen {
-            assert!(
-                !body.contains(secret.as_str()),
-                "a tenant secret left the service in a body of {} bytes",
-                body.len()
-            );
-        }
+    // No body the service sent (answers, errors, SSE and WebSocket events, `/metrics`,
+    // `/openapi.json`) carries the admin token, a tenant's container API key or webhook HMAC
+    // key; a tenant API token appears only in the answer that created or rotated it, a raw QR
+    // value only in the raw-QR answer that carried it, a pairing code only in the
+    // pairing-code answer.
+    let openapi = api.get("/openapi.json", None).await;
+    assert_eq!(openapi.status, 200);
+    for from in [
+        "SSE /v1/events",
+        "WS /v1/events/ws",
+        "GET /metrics",
+        "GET /openapi.json",
+        "GET /v1/chips/sales-1/qr/raw",
+        "GET /v1/chips/pair-1/pairing-code",
+        "POST /v1/tenants/acme/token/rotate",
+    ] {
+        assert!(api.saw_from(from), "the secrets check reads {from}");
     }
+    assert!(
+        lock(&api.seen)
+            .iter()
+            .any(|seen| seen.body.contains("\"error\"")),
+        "the secrets check reads error bodies"
+    );
+    let searched = api.assert_no_secret_leaked();
+    assert!(
+        searched > 50,
+        "the check read the traffic ({searched} bodies)"
+    );
 
     harness.stop().await;
 }
@@ -1022,6 +1373,113 @@ async fn every_documented_route_is_served_and_unknown_ones_are_json_404() {
     harness.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_before_what_the_bus_holds_or_ahead_of_it_gets_a_gap() {
+    timeout(Duration::from_secs(120), gaps())
+        .await
+        .expect("the gap checks finish within 120 s");
+}
+
+/// What a stream answers first when it resumes from a number the bus no longer holds (or
+/// never gave out): a `gap` naming where to resume, then what it still holds.
+async fn gaps() {
+    // A bus that keeps each tenant's 2 newest changes. The supervisor does not run (the flow
+    // test's owns the process's gauges): the changes are the chips' creations, numbered 1 to 4.
+    let harness = start_with(
+        false,
+        EmbeddedOptions {
+            event_history: 2,
+            ..options()
+        },
+    )
+    .await;
+    let api = harness.api.clone();
+    let authority = harness.addr.to_string();
+    let token = create_tenant(&api, "acme").await;
+    for n in 1..=4 {
+        let created = api
+            .post(
+                "/v1/chips",
+                Some(&token),
+                Some(json!({"id": format!("gap-{n}")})),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text());
+    }
+
+    // SSE, resumed after 1: 2 was let go (the bus holds 3 and 4): a gap, then 3 and 4.
+    let mut resumed = api.sse("/v1/events", &token, Some(1)).await;
+    let gap = resumed
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the resumed stream answers");
+    assert_eq!(gap.event, "gap", "{gap:?}");
+    assert_eq!(gap.id, None, "a gap has no id");
+    assert_eq!(gap.data, json!({"missed": 1, "resume_after": 1}));
+    for expected in [3, 4] {
+        let change = resumed
+            .next(Duration::from_secs(10))
+            .await
+            .expect("what the bus holds is replayed");
+        assert_eq!(
+            (change.event.as_str(), change.id),
+            ("change", Some(expected))
+        );
+        assert_eq!(change.data["kind"], "created");
+        assert_eq!(change.data["chip"], format!("gap-{expected}"));
+    }
+    drop(resumed);
+
+    // Resumed after 2, the bus holds everything that follows: no gap.
+    let mut whole = api.sse("/v1/events", &token, Some(2)).await;
+    let first = whole
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the resumed stream replays");
+    assert_eq!((first.event.as_str(), first.id), ("change", Some(3)));
+    drop(whole);
+
+    // The WebSocket, resumed after 0: 1 and 2 were let go.
+    let mut socket = ws_open(&authority, "/v1/events/ws?after=0", &token).await;
+    let gap = ws_next(&api, &mut socket, "WS /v1/events/ws?after=0").await;
+    assert_eq!(
+        gap,
+        json!({"type": "gap", "missed": 2, "resume_after": 0}),
+        "{gap}"
+    );
+    for expected in [3, 4] {
+        let change = ws_next(&api, &mut socket, "WS /v1/events/ws?after=0").await;
+        assert_eq!(change["type"], "change", "{change}");
+        assert_eq!(change["seq"], expected, "{change}");
+    }
+    let _ = socket.close(None).await;
+    drop(socket);
+
+    // A cursor ahead of the head (numbers from before a restart): a gap naming the head, then
+    // the live changes from there.
+    let mut ahead = api.sse("/v1/events?after=40", &token, None).await;
+    let gap = ahead
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the stream answers a cursor ahead of the head");
+    assert_eq!(gap.event, "gap", "{gap:?}");
+    assert_eq!(gap.data, json!({"missed": 0, "resume_after": 4}));
+    let created = api
+        .post("/v1/chips", Some(&token), Some(json!({"id": "gap-5"})))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let live = ahead
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the live change after the gap");
+    assert_eq!((live.event.as_str(), live.id), ("change", Some(5)));
+    assert_eq!(live.data["chip"], "gap-5");
+    drop(ahead);
+
+    api.assert_no_secret_leaked();
+    harness.stop().await;
+}
+
 /// Kills the child if the test ends before it exited.
 struct ChildGuard(Option<Child>);
 
@@ -1034,16 +1492,26 @@ impl Drop for ChildGuard {
     }
 }
 
+/// How long the binary gets to exit after SIGTERM: well inside its drain timeout
+/// ([`DRAIN_TIMEOUT_SECS`]), so a stream that does not close (and holds the drain until it
+/// times out) fails the test.
+const EXIT_WITHIN: Duration = Duration::from_secs(15);
+
+/// The drain timeout the binary runs with.
+const DRAIN_TIMEOUT_SECS: &str = "30";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_exits_zero_on_sigterm_with_its_leases_released() {
+async fn the_binary_exits_zero_on_sigterm_with_its_streams_closed_and_leases_released() {
     let child = Command::new(env!("CARGO_BIN_EXE_chip-service"))
         .env("CHIPSERVICE_ADMIN_TOKEN", ADMIN)
         .env("CHIPSERVICE_LISTEN", "127.0.0.1:0")
-        .env("CHIPSERVICE_LOG", "warn")
+        // Every request is logged at info: the logs are searched for the tokens below.
+        .env("CHIPSERVICE_LOG", "info")
+        .env("CHIPSERVICE_LOG_JSON", "false")
         .env("CHIPSERVICE_EMBEDDED_TIME_SCALE", "0.25")
-        .env("CHIPSERVICE_DRAIN_TIMEOUT_SECS", "5")
+        .env("CHIPSERVICE_DRAIN_TIMEOUT_SECS", DRAIN_TIMEOUT_SECS)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("the binary starts");
     let mut guard = ChildGuard(Some(child));
@@ -1052,13 +1520,27 @@ async fn the_binary_exits_zero_on_sigterm_with_its_leases_released() {
         .as_mut()
         .and_then(|child| child.stdout.take())
         .expect("its stdout");
+    let mut stderr = guard
+        .0
+        .as_mut()
+        .and_then(|child| child.stderr.take())
+        .expect("its stderr");
+    // Both pipes are read to their end (a full pipe would block the binary); stdout's lines
+    // are also handed over as they come.
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
+    let stdout_reader = std::thread::spawn(move || {
+        let mut all = String::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                return;
-            }
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines_tx.send(line);
         }
+        all
+    });
+    let stderr_reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = stderr.read_to_end(&mut all);
+        String::from_utf8_lossy(&all).into_owned()
     });
     let addr = timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.recv().await {
@@ -1072,6 +1554,7 @@ async fn the_binary_exits_zero_on_sigterm_with_its_leases_released() {
     .expect("it listens within 60 s")
     .expect("it prints its address");
     let api = Api::new(format!("http://{addr}"));
+    api.secret("the admin token", ADMIN, None);
     assert_eq!(api.get("/readyz", None).await.status, 200);
     let token = create_tenant(&api, "acme").await;
     let created = api
@@ -1089,20 +1572,59 @@ async fn the_binary_exits_zero_on_sigterm_with_its_leases_released() {
     )
     .await;
 
+    // Two open event streams: the shutdown must end both.
+    let mut sse = api.sse("/v1/events", &token, None).await;
+    let mut socket = ws_open(&addr, "/v1/events/ws", &token).await;
+
     let pid = guard.0.as_ref().map(Child::id).expect("a pid");
     let killed = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
         .expect("kill runs");
     assert!(killed.success());
+    let signalled = Instant::now();
+
+    // The SSE body ends: its last chunk, not a connection cut when the drain timed out.
+    if let Err(problem) = sse.end(EXIT_WITHIN).await {
+        panic!("the SSE stream did not end after SIGTERM: {problem}");
+    }
+    drop(sse);
+    // The WebSocket gets a close frame (or ends), not an error.
+    let left = EXIT_WITHIN.saturating_sub(signalled.elapsed());
+    let closed = timeout(left, async {
+        loop {
+            match socket.next().await {
+                None => return "ended".to_owned(),
+                Some(Ok(WsMessage::Close(_))) => return "closed".to_owned(),
+                Some(Ok(WsMessage::Text(text))) => {
+                    api.remember("WS /v1/events/ws", text.as_str().to_owned());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return format!("failed: {error}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the WebSocket stayed open {left:?} after SIGTERM"));
+    assert!(
+        closed == "closed" || closed == "ended",
+        "the WebSocket was not closed after SIGTERM: it {closed}"
+    );
+    drop(socket);
+
+    // The binary exits 0, well inside the drain timeout.
     let mut child = guard.0.take().expect("the child");
     let exited = tokio::task::spawn_blocking(move || {
         let status = child.wait();
         (child, status)
     });
-    let (child, status) = match timeout(Duration::from_secs(60), exited).await {
+    let left = EXIT_WITHIN.saturating_sub(signalled.elapsed());
+    let (child, status) = match timeout(left, exited).await {
         Ok(joined) => joined.expect("the wait joins"),
-        Err(_) => panic!("the binary did not exit within 60 s of SIGTERM"),
+        Err(_) => panic!(
+            "the binary did not exit within {EXIT_WITHIN:?} of SIGTERM (drain timeout \
+             {DRAIN_TIMEOUT_SECS} s)"
+        ),
     };
     drop(child);
     let status = status.expect("its exit status");
@@ -1115,4 +1637,24 @@ async fn the_binary_exits_zero_on_sigterm_with_its_leases_released() {
     }
     let report = stopped.expect("it printed its shutdown report");
     assert!(report.contains("1 tenants released"), "{report}");
+
+    // Neither its output nor its logs carry the admin token or the tenant's API token.
+    let stdout = stdout_reader.join().expect("the stdout reader");
+    let stderr = stderr_reader.join().expect("the stderr reader");
+    assert!(
+        stderr.contains("chip-service starting") && stderr.contains("/v1/chips"),
+        "the logs were read ({} bytes)",
+        stderr.len()
+    );
+    for (name, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+        assert!(
+            !text.contains(ADMIN),
+            "the admin token is in the binary's {name}"
+        );
+        assert!(
+            !text.contains(token.as_str()),
+            "the tenant's API token is in the binary's {name}"
+        );
+    }
+    api.assert_no_secret_leaked();
 }

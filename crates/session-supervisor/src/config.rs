@@ -56,6 +56,8 @@ pub struct Monitors {
     pub proxy_health: Toggle,
     /// Queuing working chips silent past the threshold (the reconcile probes them).
     pub silent_death: Toggle,
+    /// Clearing pairing codes past their expiry from stored records nothing else writes.
+    pub expired_offers: Toggle,
     /// Pruning the proxy allocator's history.
     pub proxy_history: Toggle,
 }
@@ -69,6 +71,7 @@ impl Default for Monitors {
             orphan_reservations: Toggle::On,
             proxy_health: Toggle::On,
             silent_death: Toggle::On,
+            expired_offers: Toggle::On,
             proxy_history: Toggle::On,
         }
     }
@@ -76,7 +79,7 @@ impl Default for Monitors {
 
 impl Monitors {
     /// Every task with its name, for logs and the gauge.
-    pub fn iter(&self) -> [(&'static str, &Toggle); 7] {
+    pub fn iter(&self) -> [(&'static str, &Toggle); 8] {
         [
             ("idle_reaping", &self.idle_reaping),
             ("orphan_containers", &self.orphan_containers),
@@ -84,6 +87,7 @@ impl Monitors {
             ("orphan_reservations", &self.orphan_reservations),
             ("proxy_health", &self.proxy_health),
             ("silent_death", &self.silent_death),
+            ("expired_offers", &self.expired_offers),
             ("proxy_history", &self.proxy_history),
         ]
     }
@@ -110,6 +114,8 @@ pub struct MonitorIntervals {
     pub sweeps: Duration,
     /// The silent-death scan (1 min).
     pub silent_scan: Duration,
+    /// Clearing expired pairing codes from stored records (1 min).
+    pub expired_offers: Duration,
     /// Proxy history pruning (1 day).
     pub proxy_history: Duration,
     /// How old a chip-slot reservation without a record must be before it is released
@@ -123,6 +129,7 @@ impl Default for MonitorIntervals {
             idle_reaping: Duration::from_secs(60),
             sweeps: Duration::from_secs(10 * 60),
             silent_scan: Duration::from_secs(60),
+            expired_offers: Duration::from_secs(60),
             proxy_history: Duration::from_secs(24 * 3_600),
             orphan_reservation_age: Duration::from_secs(10 * 60),
         }
@@ -331,6 +338,10 @@ impl SupervisorConfig {
             (
                 "monitor_intervals.silent_scan",
                 self.monitor_intervals.silent_scan,
+            ),
+            (
+                "monitor_intervals.expired_offers",
+                self.monitor_intervals.expired_offers,
             ),
             (
                 "monitor_intervals.proxy_history",

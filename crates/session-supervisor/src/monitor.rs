@@ -1,8 +1,8 @@
 //! The always-on tasks `run()` starts (`docs/session-supervisor.md`, 9): idle reaping, the
 //! orphan-container sweep, the stale-session sweep, orphan reservations, proxy lease health,
-//! the silent-death scan, proxy history pruning, the periodic resync and the pool-event
-//! watcher. Each runs once at start and then on its interval; one that is turned off is
-//! logged at `warn` and reported as `supervisor_task_enabled{task} 0`.
+//! the silent-death scan, clearing expired pairing codes, proxy history pruning, the periodic
+//! resync and the pool-event watcher. Each runs once at start and then on its interval; one
+//! that is turned off is logged at `warn` and reported as `supervisor_task_enabled{task} 0`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -16,14 +16,14 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use waha_client::WahaApi;
 
-use crate::chip::{ChipKey, ChipRecord};
+use crate::chip::{ChipKey, ChipRecord, LoginOffer, ObservedPatch};
 use crate::config::{ForeignSessionPolicy, Toggle};
 use crate::owner::OwnerGuard;
 use crate::phase::{Phase, PhaseName};
 use crate::policy::Reason;
 use crate::runtime::pause;
 use crate::signal::SignalBody;
-use crate::store::Trigger;
+use crate::store::{StoreError, Trigger};
 use crate::supervisor::Supervisor;
 
 /// What one stale-session sweep of one tenant did.
@@ -143,6 +143,24 @@ pub(crate) fn spawn_all(
             })
         },
     );
+    // Like `every`, with what it cleared kept from one round to the next.
+    if monitors.expired_offers.is_on() {
+        let supervisor = supervisor.clone();
+        let mut stop = stop.clone();
+        let period = intervals.expired_offers;
+        tasks.spawn(async move {
+            let mut cleared = ClearedOffers::new();
+            loop {
+                debug!(task = "expired_offers", "always-on task runs");
+                clear_expired_offers(&supervisor, &mut cleared).await;
+                metrics::counter!("supervisor_task_runs_total", "task" => "expired_offers")
+                    .increment(1);
+                if !pause(&mut stop, period).await {
+                    return;
+                }
+            }
+        });
+    }
     // Not optional: the safety net for lost triggers, and the pool watcher.
     let resync = config.policy.resync_interval;
     {
@@ -489,6 +507,104 @@ async fn scan_owned(supervisor: &Supervisor) {
         metrics::gauge!("supervisor_chips", "phase" => phase.as_str())
             .set(by_phase.get(&phase).copied().unwrap_or(0) as f64);
     }
+}
+
+/// What the expired-offers task remembers from one round to the next: per chip it cleared, the
+/// expiry of the offer and the `observed_version` its write produced.
+type ClearedOffers = HashMap<ChipKey, (SystemTime, u64)>;
+
+/// Clears pairing codes past their expiry from the stored records of owned tenants (issue 13:
+/// never kept past their expiry). Every owner write drops an expired code, but a chip waiting
+/// for its login may go unwritten for long; this task writes it like the reconcile does
+/// (fenced, compare-and-set on `observed_version`) with the offer scrubbed and no step.
+/// Nothing is published: the phase does not change and the code is not on offer any more.
+///
+/// Reads already hide an expired code (the store's contract), so a record may show none while
+/// its stored row still holds one. The row may hold one unless an owner write happened since
+/// the expiry: a reconcile write decided at or after it (its step's time; `apply` scrubs at
+/// that time), or this task's own write, remembered in `cleared` (any later write is later
+/// still). A chip this process does not remember (after a restart or a takeover) whose newest
+/// step predates the expiry is written once more, harmlessly.
+async fn clear_expired_offers(supervisor: &Supervisor, cleared: &mut ClearedOffers) {
+    let effects = &supervisor.inner.effects;
+    let mut kept = ClearedOffers::new();
+    for guard in supervisor.inner.owned.guards() {
+        let Some(records) = tenant_chips(supervisor, guard.tenant()).await else {
+            continue;
+        };
+        for record in records {
+            let Some(LoginOffer::PairingCode {
+                code, expires_at, ..
+            }) = &record.observed.login
+            else {
+                continue;
+            };
+            let expires_at = *expires_at;
+            let now = effects.clock.now();
+            if now < expires_at {
+                continue;
+            }
+            let key = &record.key;
+            if code.is_none() {
+                if let Some(&(offer, version)) = cleared.get(key)
+                    && offer == expires_at
+                    && record.observed_version >= version
+                {
+                    kept.insert(key.clone(), (offer, version));
+                    continue;
+                }
+                if record
+                    .steps
+                    .last()
+                    .is_some_and(|step| step.at >= expires_at)
+                {
+                    continue;
+                }
+            }
+            // A chip being reconciled here is written by its reconcile (scrubbed, if past the
+            // expiry), or looked at again next round.
+            let busy = supervisor
+                .inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(key);
+            if busy {
+                continue;
+            }
+            if guard.check().is_err() {
+                break;
+            }
+            let mut observed = record.observed.clone();
+            observed.login = observed.login.map(|offer| offer.scrubbed(now));
+            let patch = ObservedPatch {
+                observed,
+                step: None,
+            };
+            match effects
+                .store
+                .write_observed(key, record.observed_version, patch, guard.fence())
+                .await
+            {
+                Ok(after) => {
+                    debug!(tenant = %key.tenant, chip = %key.chip, "expired pairing code cleared");
+                    metrics::counter!("supervisor_offers_scrubbed_total").increment(1);
+                    kept.insert(key.clone(), (expires_at, after.observed_version));
+                }
+                // Another write landed since the read: past the expiry it dropped the code
+                // itself; otherwise the next round looks again.
+                Err(StoreError::VersionConflict { .. } | StoreError::NotFound { .. }) => {}
+                Err(StoreError::StaleOwner { .. }) => {
+                    debug!(tenant = %key.tenant, "expired offers: the tenant is owned elsewhere");
+                    break;
+                }
+                Err(error) => {
+                    warn!(tenant = %key.tenant, chip = %key.chip, %error, "clearing an expired pairing code failed")
+                }
+            }
+        }
+    }
+    *cleared = kept;
 }
 
 /// Queues every chip of every owned tenant (the safety net for a lost trigger).

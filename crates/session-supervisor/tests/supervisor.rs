@@ -1840,6 +1840,159 @@ async fn a_monitor_turned_off_does_not_run() {
     assert!(replica.is_running(), "run() runs without the task");
 }
 
+/// A clock on system time that a test can pin to one instant. A store's reads hide a pairing
+/// code past its expiry by the store's clock; pinned before the expiry, they show the row as
+/// it is stored.
+#[derive(Debug, Default)]
+struct PinnableClock(std::sync::Mutex<Option<SystemTime>>);
+
+impl PinnableClock {
+    fn pin(&self, at: SystemTime) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+    }
+}
+
+impl session_supervisor::Clock for PinnableClock {
+    fn now(&self) -> SystemTime {
+        let pinned = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        pinned.unwrap_or_else(SystemTime::now)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_pairing_code_is_cleared_from_the_store() {
+    // WAHA's first QR code lasts 30 s here (600 s at time scale 0.05): the session keeps
+    // waiting for a login and no reconcile writes the chip after its code was issued.
+    let mut timings = waha_sim::Timings::default();
+    timings.first_qr = secs(600);
+    let mut fleet = Fleet::builder()
+        .tenant("acme")
+        .timings(timings)
+        .build()
+        .await;
+    let store_clock = std::sync::Arc::new(PinnableClock::default());
+    fleet.store = std::sync::Arc::new(session_supervisor::MemoryChipStore::with_clock(
+        store_clock.clone(),
+    ));
+    let mut config = fleet.config();
+    config.policy.pairing_code_ttl = secs(3);
+    config.monitor_intervals.expired_offers = ms(100);
+    let replica = fleet.supervisor_with(config).await;
+    let acme = tenant("acme");
+    let sales = chip("sales-1");
+    let sales_key = key(&acme, &sales);
+    let phone = PhoneNumber::new("+5511988880002").expect("a valid phone number");
+    replica
+        .create_chip(&acme, &sales, ChipSpec::pairing_code(phone))
+        .await
+        .expect("chip created");
+
+    let offered = wait_record(
+        &replica,
+        &acme,
+        &sales,
+        WAIT,
+        "a pairing code on offer",
+        |record| {
+            matches!(
+                record.observed.login,
+                Some(LoginOffer::PairingCode { code: Some(_), .. })
+            )
+        },
+    )
+    .await;
+    let Some(LoginOffer::PairingCode {
+        requested_at,
+        expires_at,
+        ..
+    }) = offered.observed.login.clone()
+    else {
+        unreachable!("waited for a pairing offer");
+    };
+    assert!(
+        replica
+            .pairing_code(&acme, &sales)
+            .await
+            .expect("the pairing code is read")
+            .is_some()
+            || SystemTime::now() >= expires_at,
+        "the code is on offer until its expiry"
+    );
+
+    // Every reconcile write logs a step (`observed_version` is 1 + the steps logged): a write
+    // without one is the expired-offers task's. The store's reads follow the system clock
+    // here, as in production: they already hide the expired code, the task must not rely on
+    // seeing it.
+    let (store, chip_key) = (&fleet.store, &sales_key);
+    let cleared = eventually(
+        WAIT,
+        "the expired pairing code cleared by a write without a step",
+        move || async move {
+            let record = store.get(chip_key).await.expect("the store reads")?;
+            let logged = record.steps.last().map_or(0, |step| step.seq);
+            (record.observed_version > 1 + logged).then_some(record)
+        },
+    )
+    .await;
+    let logged = cleared.steps.last().map_or(0, |step| step.seq);
+    assert_eq!(
+        cleared.observed_version,
+        2 + logged,
+        "cleared once: the task remembers what it cleared; {}",
+        describe(&cleared)
+    );
+    assert!(
+        cleared.updated_at >= expires_at,
+        "the code is cleared at its expiry, not before"
+    );
+    assert!(
+        matches!(
+            cleared.observed.phase,
+            Phase::AwaitingLogin {
+                method: LoginKind::PairingCode,
+                ..
+            }
+        ),
+        "the chip still awaits its login: {}",
+        describe(&cleared)
+    );
+
+    // The row as stored: the code is gone, the fact that one was requested stays.
+    store_clock.pin(requested_at);
+    let stored = fleet
+        .store
+        .get(&sales_key)
+        .await
+        .expect("the store reads")
+        .expect("the chip is stored");
+    match stored.observed.login {
+        Some(LoginOffer::PairingCode {
+            code,
+            requested_at: stored_requested_at,
+            expires_at: stored_expires_at,
+        }) => {
+            assert!(
+                code.is_none(),
+                "the stored row keeps no code past its expiry"
+            );
+            assert_eq!(
+                (stored_requested_at, stored_expires_at),
+                (requested_at, expires_at),
+                "the offer's times are kept"
+            );
+        }
+        other => panic!("the stored offer changed: {other:?}"),
+    }
+    assert!(
+        replica
+            .pairing_code(&acme, &sales)
+            .await
+            .expect("the pairing code is read")
+            .is_none(),
+        "no code on offer past its expiry"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 14. Fleet upgrade: a new image rolled out, chips kept logged in.
 // ---------------------------------------------------------------------------------------------

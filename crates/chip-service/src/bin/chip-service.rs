@@ -8,8 +8,10 @@
 //! Configuration comes from the environment (`chip_service::service::ServiceConfig`: the
 //! listen address, the required admin token, JSON logs, metrics, the drain timeout). On
 //! SIGTERM or ctrl-c it stops accepting connections, drains the open ones, shuts the
-//! supervisor down (releasing its ownership leases) and exits 0. Exit codes: 0 after a
-//! graceful shutdown, 1 when the service failed, 2 for a refused configuration.
+//! supervisor down (releasing its ownership leases) and exits 0. The signal listeners are
+//! installed first thing: a signal during startup shuts the service down gracefully once
+//! startup finished. Exit codes: 0 after a graceful shutdown, 1 when the service failed
+//! (also when the drain timed out: connections were cut), 2 for a refused configuration.
 
 use std::process::ExitCode;
 
@@ -18,6 +20,8 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before anything else: from here on SIGTERM and ctrl-c are recorded, not fatal.
+    let stop = shutdown_signal();
     let config = match ServiceConfig::from_env() {
         Ok(config) => config,
         Err(error) => {
@@ -43,7 +47,7 @@ async fn main() -> ExitCode {
         None
     };
     tracing::info!(config = ?config, "chip-service starting");
-    match run(config, metrics, shutdown_signal()).await {
+    match run(config, metrics, stop).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "chip-service failed");

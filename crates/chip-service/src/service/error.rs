@@ -12,7 +12,7 @@
 //! | 404 | no such tenant, chip (also another tenant's chip) or message; unknown route |
 //! | 409 | a conflict with the current state (`chip_conflict`, `being_deleted`, `not_ready` with `phase`, `idempotency_conflict`, `send_outcome_unknown`, `tenant_already_exists`, ...) |
 //! | 422 | a plan limit (`quota_exceeded` with `limit`, `max`, `in_use`) |
-//! | 429 | the send pacer or the daily send limit (`paced` with `retry_after_ms`, `quota_exceeded`), with `Retry-After` |
+//! | 429 | the send pacer or the daily send limit (`paced` with `retry_after_ms`; `quota_exceeded`, retryable at the next UTC day), with `Retry-After` |
 //! | 502 | WAHA refused a call (`waha_error`, with its `kind`) |
 //! | 503 | retryable: busy, shutting down, a backend unavailable (`retryable: true`, `Retry-After`) |
 //! | 500 | anything else (`internal`; details only in the log) |
@@ -21,7 +21,7 @@
 //! answers are never repeated (only their kind), and 5xx details go to the log only.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
@@ -138,16 +138,20 @@ impl ApiError {
         }
     }
 
-    /// A plan limit: 429 for the daily send limit (it resets), 422 for the others.
+    /// A plan limit: 429 for the daily send limit (it resets at the start of the next UTC
+    /// day: `Retry-After` says in how many seconds), 422 for the others.
     fn quota(limit: QuotaLimit, max: u32, in_use: u32, message: String) -> Self {
-        let status = match limit {
-            QuotaLimit::MaxSendsPerDay => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        let refused = |status: StatusCode| {
+            ApiError::new(status, "quota_exceeded", message)
+                .with("limit", limit.as_str())
+                .with("max", max)
+                .with("in_use", in_use)
         };
-        ApiError::new(status, "quota_exceeded", message)
-            .with("limit", limit.as_str())
-            .with("max", max)
-            .with("in_use", in_use)
+        match limit {
+            QuotaLimit::MaxSendsPerDay => refused(StatusCode::TOO_MANY_REQUESTS)
+                .retry_after(until_next_utc_day(SystemTime::now())),
+            _ => refused(StatusCode::UNPROCESSABLE_ENTITY),
+        }
     }
 
     /// The tenant may not operate (suspended or deleted).
@@ -388,6 +392,17 @@ impl From<TokenStoreError> for ApiError {
     }
 }
 
+/// How long from `now` until the next UTC day starts (when the daily send quotas reset;
+/// tenant-isolation's `UtcDay`): at least one second.
+fn until_next_utc_day(now: SystemTime) -> Duration {
+    const DAY: u64 = 86_400;
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_secs())
+        .unwrap_or(0);
+    Duration::from_secs((DAY - secs % DAY).max(1))
+}
+
 /// A pacer limit's stable name.
 fn pace_limit(limit: PaceLimit) -> &'static str {
     match limit {
@@ -396,5 +411,35 @@ fn pace_limit(limit: PaceLimit) -> &'static str {
         PaceLimit::TenantBurst => "tenant_burst",
         PaceLimit::ChipGap => "chip_gap",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daily_quota_refusal_says_when_the_next_utc_day_starts() {
+        const DAY: u64 = 86_400;
+        let late = UNIX_EPOCH + Duration::from_secs(3 * DAY + 86_000);
+        assert_eq!(until_next_utc_day(late), Duration::from_secs(400));
+        let midnight = UNIX_EPOCH + Duration::from_secs(3 * DAY);
+        assert_eq!(until_next_utc_day(midnight), Duration::from_secs(DAY));
+
+        let response =
+            ApiError::quota(QuotaLimit::MaxSendsPerDay, 1, 1, "refused".to_owned()).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let after: u64 = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok())
+            .expect("a Retry-After in whole seconds");
+        assert!((1..=DAY).contains(&after), "{after}");
+
+        let other =
+            ApiError::quota(QuotaLimit::MaxChips, 2, 2, "refused".to_owned()).into_response();
+        assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(other.headers().get(RETRY_AFTER).is_none());
     }
 }

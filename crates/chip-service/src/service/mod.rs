@@ -24,7 +24,12 @@
 //!   `GET /v1/messages/{message_id}`, `GET /v1/messages?idempotency_key=`,
 //!   `GET /v1/events` (SSE), `GET /v1/events/ws` (WebSocket);
 //! - `POST /webhooks/{tenant}` (session-supervisor's `ingest_router`, HMAC-signed by WAHA);
-//! - `GET /metrics`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`, unauthenticated.
+//! - `GET /metrics`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`, unauthenticated;
+//! - `GET /dashboard` (with `/dashboard/app.js` and `/dashboard/app.css`): the dashboard, a
+//!   page embedded in the binary that asks for a tenant's API token and shows its chips live
+//!   (phase, phone, proxy country, last error, QR code or pairing code; create, restart, log
+//!   out, delete, send a test message). Same-origin only (`Content-Security-Policy`); it reads
+//!   the event stream with `fetch()` so the token travels in the `Authorization` header.
 //!
 //! **Errors** are JSON, `{"error": {"code": "<stable snake_case>", "message": "...", ...}}`,
 //! with the limit or reason that applies ([`ApiError`]). A tenant token asking for another

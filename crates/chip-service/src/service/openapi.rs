@@ -43,6 +43,7 @@ pub fn openapi_document() -> Value {
             {"name": "events", "description": "The tenant's chip changes, live and resumable."},
             {"name": "webhooks", "description": "WAHA's webhooks (the ingest)."},
             {"name": "operations", "description": "Health, readiness, metrics, this document."},
+            {"name": "dashboard", "description": "The web dashboard: a page, its script and its style sheet, served from the service's own origin (no secret in them). The page calls the API with the tenant token its user types."},
         ],
         "paths": Value::Object(paths),
         "components": {

@@ -7,7 +7,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::AppState;
 use super::events::{events_sse, events_ws};
-use super::handlers::{admin, chips, messages, ops};
+use super::handlers::{admin, chips, dashboard, messages, ops};
 
 /// An HTTP method of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -438,6 +438,26 @@ pub(crate) fn table() -> Vec<Route> {
                 "This document")
                 .ok(200, JSON, None),
             ops::openapi,
+        ),
+        // The dashboard: static same-origin assets embedded in the binary; no secret in them.
+        // The page asks for the tenant's API token and calls the API above with it.
+        route(
+            RouteSpec::new(Get, "/dashboard", "dashboard", "dashboard", Public,
+                "The dashboard page (HTML; Content-Security-Policy: same origin only): asks for a tenant API token, then shows the tenant's chips live")
+                .ok(200, "text/html", None),
+            dashboard::page,
+        ),
+        route(
+            RouteSpec::new(Get, "/dashboard/app.js", "dashboardScript", "dashboard", Public,
+                "The dashboard's script")
+                .ok(200, "text/javascript", None),
+            dashboard::script,
+        ),
+        route(
+            RouteSpec::new(Get, "/dashboard/app.css", "dashboardStyle", "dashboard", Public,
+                "The dashboard's style sheet")
+                .ok(200, "text/css", None),
+            dashboard::style,
         ),
     ]
 }

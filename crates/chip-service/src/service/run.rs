@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use session_supervisor::ShutdownReport;
@@ -33,33 +34,64 @@ pub enum RunError {
     /// The HTTP server stopped on its own.
     #[error("the HTTP server stopped: {0}")]
     Serve(String),
+    /// On shutdown, the open connections did not drain cleanly: they were still open when
+    /// the drain timeout passed (and were closed), or the server failed while draining. The
+    /// embedded default was shut down all the same; `report` is its shutdown report.
+    #[error("the drain did not finish cleanly ({problem}); then: {report}")]
+    Drain {
+        /// What went wrong.
+        problem: String,
+        /// The supervisor's shutdown report.
+        report: ShutdownReport,
+    },
 }
 
-/// Resolves on SIGTERM or ctrl-c (SIGINT).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            warn!(%error, "ctrl-c cannot be listened for");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Installs the SIGTERM and ctrl-c (SIGINT) listeners now, and answers a future that
+/// resolves on either: a signal that arrives before the future is first polled (while the
+/// service is still starting) is not lost, it resolves the future at its first poll. Call it
+/// first thing in `main`, inside the Tokio runtime, and hand the future to [`run`]. A listener
+/// that cannot be installed is logged (at the first poll, once logging is set up) and never
+/// fires.
+///
+/// # Panics
+/// Outside a Tokio runtime with its I/O driver (`#[tokio::main]` has one).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                warn!(%error, "SIGTERM cannot be listened for");
-                std::future::pending::<()>().await;
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        // `signal` registers at once, and the stream keeps every delivery after that.
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async fn wait(listener: std::io::Result<Signal>, name: &'static str) {
+            match listener {
+                Ok(mut listener) => {
+                    listener.recv().await;
+                }
+                Err(error) => {
+                    warn!(%error, "{name} cannot be listened for");
+                    std::future::pending::<()>().await;
+                }
             }
         }
-    };
+        async move {
+            tokio::select! {
+                () = wait(interrupt, "ctrl-c (SIGINT)") => info!("ctrl-c received"),
+                () = wait(terminate, "SIGTERM") => info!("SIGTERM received"),
+            }
+        }
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => info!("ctrl-c received"),
-        () = terminate => info!("SIGTERM received"),
+    {
+        // Only ctrl-c elsewhere; Tokio registers it at the first poll.
+        async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => info!("ctrl-c received"),
+                Err(error) => {
+                    warn!(%error, "ctrl-c cannot be listened for");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
     }
 }
 
@@ -68,15 +100,20 @@ pub async fn shutdown_signal() {
 /// `chip-service listening on http://<addr>` to stdout once bound), then, on `stop`: reports
 /// not ready, ends the event streams, stops accepting connections and lets the open ones
 /// finish within `config.drain_timeout`, and shuts the embedded default down (the
-/// supervisor's in-flight steps finish within its grace and its ownership leases are
-/// released). Prints `chip-service stopped: <report>` and answers the supervisor's shutdown
-/// report.
+/// supervisor's in-flight steps finish within its grace, its ownership leases are released,
+/// and every tenant's containers are removed). Prints `chip-service stopped: <report>` and
+/// answers the supervisor's shutdown report.
+///
+/// `stop` is polled only once the service listens: a signal recorded during startup (see
+/// [`shutdown_signal`]) shuts the service down gracefully as soon as startup finished.
 ///
 /// Tenants and their API tokens live in memory on the embedded default: they are gone after
 /// a restart.
 ///
 /// # Errors
-/// [`RunError`]; the embedded default is shut down before any error is answered.
+/// [`RunError`]; the embedded default is shut down before any error is answered. A drain that
+/// did not finish cleanly (connections still open at the timeout, or a server failure while
+/// draining) is [`RunError::Drain`], logged at warn, after the shutdown finished.
 pub async fn run(
     config: ServiceConfig,
     metrics: Option<PrometheusHandle>,
@@ -152,32 +189,45 @@ pub async fn run(
     ready.set(false);
     shutdown.trigger();
     let _ = stop_accepting.send(());
-    match tokio::time::timeout(config.drain_timeout, &mut server).await {
-        Ok(Ok(Ok(()))) => info!("connections drained"),
-        Ok(Ok(Err(error))) => warn!(%error, "the HTTP server failed while draining"),
-        Ok(Err(error)) => warn!(%error, "the HTTP server task failed while draining"),
+    let drain_problem = match tokio::time::timeout(config.drain_timeout, &mut server).await {
+        Ok(Ok(Ok(()))) => {
+            info!("connections drained");
+            None
+        }
+        Ok(Ok(Err(error))) => {
+            warn!(%error, "the HTTP server failed while draining");
+            Some(format!("the HTTP server failed while draining: {error}"))
+        }
+        Ok(Err(error)) => {
+            warn!(%error, "the HTTP server task failed while draining");
+            Some(format!(
+                "the HTTP server task failed while draining: {error}"
+            ))
+        }
         Err(_) => {
-            warn!("the drain timed out; closing the remaining connections");
+            warn!(drain = ?config.drain_timeout, "the drain timed out; closing the remaining connections");
             server.abort();
+            Some(format!(
+                "connections were still open after the drain timeout of {}",
+                seconds(config.drain_timeout)
+            ))
         }
-    }
+    };
 
-    let pool = embedded.pool().clone();
-    let directory = embedded.directory().clone();
+    // Also removes the containers of every tenant (those created through the API included).
     let report = embedded.shutdown().await;
-    // The tenants created through the API are not the embedded default's own: their
-    // simulators are stopped and their volumes removed here (the supervisor is stopped).
-    match directory.list().await {
-        Ok(tenants) => {
-            for tenant in tenants {
-                if let Err(error) = pool.remove_tenant(&tenant.id, true).await {
-                    warn!(tenant = %tenant.id, %error, "removing the tenant's containers failed");
-                }
-            }
-        }
-        Err(error) => warn!(%error, "listing the tenants to remove their containers failed"),
-    }
     info!(%report, "chip-service stopped");
     println!("chip-service stopped: {report}");
-    Ok(report)
+    match drain_problem {
+        None => Ok(report),
+        Some(problem) => {
+            warn!(%problem, "the shutdown was not clean");
+            Err(RunError::Drain { problem, report })
+        }
+    }
+}
+
+/// A duration as seconds for a message (`30 s`, `2.5 s`).
+fn seconds(duration: Duration) -> String {
+    format!("{} s", duration.as_secs_f64())
 }

@@ -141,11 +141,13 @@ pub(crate) fn chip_json(record: &ChipRecord) -> Value {
         LoginMethod::PairingCode { phone } => ("pairing_code", Some(phone.as_str().to_owned())),
     };
     let observed = &record.observed;
+    // Never `error.detail`: it is the failing call's `Display` text, which for a WAHA API
+    // error carries WAHA's response body (a session's config could be echoed in it). It stays
+    // in the chip record, for operators; tenants get the reason, the kind and the attempt.
     let last_error = observed.last_error.as_ref().map(|error| {
         json!({
             "reason": error.reason.as_str(),
             "kind": error.kind,
-            "detail": error.detail,
             "attempt": error.attempt,
             "first_at_ms": ms(error.first_at),
             "at_ms": ms(error.at),

@@ -2,6 +2,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod chips;
+pub(crate) mod dashboard;
 pub(crate) mod messages;
 pub(crate) mod ops;
 
