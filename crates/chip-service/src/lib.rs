@@ -15,15 +15,20 @@
 //!   otherwise).
 //! - [`service`]: the HTTP service over the supervisor (REST JSON API under `/v1`, admin and
 //!   per-tenant API tokens, SSE and WebSocket event streams, the webhook endpoint, `/metrics`,
-//!   `/healthz`, `/readyz`, an OpenAPI document, and the dashboard at `/dashboard`), run on
-//!   this same embedded default by the `chip-service` binary.
+//!   `/healthz`, `/readyz`, an OpenAPI document, and the dashboard at `/dashboard`), run by the
+//!   `chip-service` binary on the embedded default or on the production backend.
+//! - [`production`]: the production backend, the same supervisor on real backends: the
+//!   tenants' WAHA containers on Docker or Docker Swarm (the WAHA image of your choice) and
+//!   every store in PostgreSQL (`CHIPSERVICE_BACKEND=docker` or `swarm`).
 
 pub mod embedded;
+pub mod production;
 pub mod progress;
 pub mod quickstart;
 pub mod service;
 
 pub use embedded::{Embedded, EmbeddedError, EmbeddedOptions};
+pub use production::{Production, ProductionConfig, ProductionError};
 pub use progress::{Progress, TerminalProgress};
 pub use quickstart::{QuickstartError, QuickstartOptions, QuickstartReport};
 

@@ -19,7 +19,7 @@ use session_supervisor::{
     ChangeFilter, ChangeItem, ChangeStream, ChipChangeKind, ChipKey, ChipRecord, ChipSpec,
     ChipStore, ForeignSessionPolicy, LoginKind, LoginOffer, ObserveOutcome, ParkReason, Phase,
     PhaseName, PhoneNumber, QrCode, QrFormat, Reason, RotationOptions, StepKind, StepOutcome,
-    Supervisor, SupervisorError, Toggle, UpgradeOptions, UpgradeStage,
+    StopCause, Supervisor, SupervisorError, Toggle, UpgradeOptions, UpgradeStage,
 };
 use tenant_isolation::{ChipId, PlanLimits, QuotaLimit, SlotKind, TenantId, TenantStatus};
 use waha_client::webhook::WebhookEvent;
@@ -2113,6 +2113,76 @@ async fn a_fleet_upgrade_keeps_chips_logged_in() {
         .expect("the upgrade runs again");
     assert!(again.tenants.is_empty(), "{again:?}");
     upgraded.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_tenants_chips_stop_and_reactivation_brings_them_back_logged_in() {
+    let fleet = Fleet::builder().tenant("acme").tenant("beta").build().await;
+    let acme = tenant("acme");
+    let beta = tenant("beta");
+    let sales = chip("sales-1");
+    let replica = fleet.supervisor().await;
+    let before = working_chip(&fleet, &replica, &acme, &sales, "5511999990600").await;
+    working_chip(&fleet, &replica, &beta, &sales, "5511999990601").await;
+    let root = fleet.launcher.state_root().to_path_buf();
+    let name = session(&acme, &sales);
+    eventually(WAIT, format!("{name}'s login on its volume"), || {
+        std::future::ready(persisted_logged_in(&root, &name, 3).then_some(()))
+    })
+    .await;
+
+    fleet
+        .directory
+        .set_status(&acme, TenantStatus::Suspended)
+        .await
+        .expect("suspended");
+    // No API call: the resync notices the suspension.
+    let stopped = wait_phase(&replica, &acme, &sales, PhaseName::Stopped, WAIT).await;
+    assert!(
+        matches!(
+            stopped.observed.phase,
+            Phase::Stopped {
+                cause: StopCause::TenantInactive
+            }
+        ),
+        "{}",
+        describe(&stopped)
+    );
+    let control = fleet.control_for(&acme).await;
+    eventually(
+        WAIT,
+        "the suspended tenant's session stopped in WAHA",
+        || {
+            std::future::ready(
+                (control.session_status(&name) == Some(SimStatus::Stopped)).then_some(()),
+            )
+        },
+    )
+    .await;
+    assert_eq!(
+        fleet.usage(&acme).await.running_sessions,
+        0,
+        "the running slot is released"
+    );
+    let other = replica.get_chip(&beta, &sales).await.expect("beta's chip");
+    assert!(
+        matches!(other.observed.phase, Phase::Working { .. }),
+        "the other tenant keeps working: {}",
+        describe(&other)
+    );
+
+    fleet
+        .directory
+        .set_status(&acme, TenantStatus::Active)
+        .await
+        .expect("reactivated");
+    let back = wait_phase(&replica, &acme, &sales, PhaseName::Working, WAIT).await;
+    assert_eq!(
+        back.observed.me, before.observed.me,
+        "logged in without a new QR"
+    );
+    assert_eq!(control.session_status(&name), Some(SimStatus::Working));
+    replica.shutdown().await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,12 +1,15 @@
-//! `chip-service`: the chipfleet HTTP service on the embedded default (in-process WAHA
-//! simulators, in-memory backends: one command, no Docker, no PostgreSQL).
+//! `chip-service`: the chipfleet HTTP service, by default on the embedded default (in-process
+//! WAHA simulators, in-memory backends: one command, no Docker, no PostgreSQL), with
+//! `CHIPSERVICE_BACKEND=docker` or `swarm` on real Docker (or Swarm) and PostgreSQL with the
+//! WAHA image of your choice (`docs/chip-service.md`, "Running on Docker and PostgreSQL").
 //!
 //! ```text
 //! CHIPSERVICE_ADMIN_TOKEN=$(openssl rand -hex 32) cargo run -p chip-service --bin chip-service
 //! ```
 //!
 //! Configuration comes from the environment (`chip_service::service::ServiceConfig`: the
-//! listen address, the required admin token, JSON logs, metrics, the drain timeout). On
+//! listen address, the required admin token, the backend and its settings, JSON logs,
+//! metrics, the drain timeout). On
 //! SIGTERM or ctrl-c it stops accepting connections, drains the open ones, shuts the
 //! supervisor down (releasing its ownership leases) and exits 0. The signal listeners are
 //! installed first thing: a signal during startup shuts the service down gracefully once

@@ -170,10 +170,10 @@ impl TokenStoreError {
     }
 }
 
-/// Where the tenants' API token hashes live: one current hash per tenant. The only
-/// implementation so far is the in-memory [`MemoryTokenStore`] (the embedded default); a
-/// durable one, keeping the hashes across restarts and replicas, is future work and plugs in
-/// through this trait.
+/// Where the tenants' API token hashes live: one current hash per tenant. Two
+/// implementations: the in-memory [`MemoryTokenStore`] (the embedded default) and
+/// [`PgTokenStore`](super::PgTokenStore) (the production backend: PostgreSQL, kept across
+/// restarts and shared by the replicas).
 #[async_trait]
 pub trait TokenStore: Send + Sync {
     /// The hash of `tenant`'s current token, if it has one.

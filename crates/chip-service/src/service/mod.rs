@@ -5,10 +5,12 @@
 //!
 //! **What the router is built from.** [`router`] takes [`ServiceParts`]: a
 //! [`Supervisor`], the webhook [`Ingest`], the [`TenantDirectory`], a [`TokenStore`] and the
-//! admin token, never the [`Embedded`](crate::Embedded) default itself, so a Docker and
-//! PostgreSQL assembly plugs in by building the same parts from its own backends. [`run`]
-//! assembles the embedded default (the only backend for now) and serves it until a shutdown
-//! signal; the `chip-service` binary calls it.
+//! admin token, never a backend itself, so the router and the handlers are the same on every
+//! backend. [`run`] assembles the backend the configuration names (`CHIPSERVICE_BACKEND`):
+//! the [`Embedded`](crate::Embedded) default (in-memory, [`MemoryTokenStore`]) or the
+//! [`Production`](crate::Production) backend on Docker or Swarm and PostgreSQL
+//! ([`PgTokenStore`]), and serves it until a shutdown signal; the `chip-service` binary calls
+//! it.
 //!
 //! **Routes** (every one is in the OpenAPI document, [`openapi_document`], served at
 //! `GET /openapi.json`; [`documented_routes`] lists them):
@@ -43,6 +45,7 @@
 //! the code).
 
 mod auth;
+mod auth_pg;
 mod config;
 mod error;
 mod events;
@@ -68,10 +71,11 @@ pub use auth::{
     AdminToken, ApiToken, InvalidAdminToken, MemoryTokenStore, TOKEN_PREFIX, TokenError, TokenHash,
     TokenStore, TokenStoreError,
 };
+pub use auth_pg::PgTokenStore;
 pub use config::{Backend, ConfigError, ServiceConfig, vars};
 pub use error::ApiError;
 pub use openapi::{documented_routes, openapi_document};
-pub use run::{RunError, run, shutdown_signal};
+pub use run::{RunError, run, run_on_listener, shutdown_signal};
 pub use telemetry::{TelemetryError, init_tracing};
 pub use views::PHONE_LABEL;
 

@@ -1,4 +1,5 @@
-//! Running the service on the embedded default until a shutdown signal (what the
+//! Running the service on the backend the configuration names (the embedded default, or the
+//! production backend on Docker or Swarm and PostgreSQL) until a shutdown signal (what the
 //! `chip-service` binary does).
 
 use std::future::Future;
@@ -8,12 +9,14 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use session_supervisor::ShutdownReport;
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::config::{Backend, ServiceConfig};
-use super::{ApiOptions, MemoryTokenStore, ReadyFlag, ServiceParts, ShutdownSignal, router};
+use super::{AdminToken, MemoryTokenStore, ReadyFlag, ServiceParts, ShutdownSignal, router};
 use crate::embedded::{Embedded, EmbeddedError, EmbeddedOptions};
+use crate::production::{Production, ProductionError};
 
 /// Why the service could not run.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,10 @@ pub enum RunError {
     /// The embedded backend could not be assembled or started.
     #[error("the embedded backend: {0}")]
     Embedded(#[from] EmbeddedError),
+    /// The production backend (Docker or Swarm, PostgreSQL) could not be assembled or
+    /// started.
+    #[error("the production backend: {0}")]
+    Production(#[from] ProductionError),
     /// The listen address could not be bound.
     #[error("listening on {addr}: {source}")]
     Bind {
@@ -36,7 +43,7 @@ pub enum RunError {
     Serve(String),
     /// On shutdown, the open connections did not drain cleanly: they were still open when
     /// the drain timeout passed (and were closed), or the server failed while draining. The
-    /// embedded default was shut down all the same; `report` is its shutdown report.
+    /// backend was shut down all the same; `report` is its shutdown report.
     #[error("the drain did not finish cleanly ({problem}); then: {report}")]
     Drain {
         /// What went wrong.
@@ -95,69 +102,147 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// Runs the service as `config` says until `stop` resolves: assembles and starts the
-/// embedded default, serves [`router`] on `config.listen` (printing
-/// `chip-service listening on http://<addr>` to stdout once bound), then, on `stop`: reports
-/// not ready, ends the event streams, stops accepting connections and lets the open ones
-/// finish within `config.drain_timeout`, and shuts the embedded default down (the
-/// supervisor's in-flight steps finish within its grace, its ownership leases are released,
-/// and every tenant's containers are removed). Prints `chip-service stopped: <report>` and
-/// answers the supervisor's shutdown report.
-///
-/// `stop` is polled only once the service listens: a signal recorded during startup (see
-/// [`shutdown_signal`]) shuts the service down gracefully as soon as startup finished.
-///
-/// Tenants and their API tokens live in memory on the embedded default: they are gone after
-/// a restart.
+/// The backend a run serves, started.
+enum Running {
+    /// The embedded default.
+    Embedded(Box<Embedded>),
+    /// The production backend.
+    Production(Box<Production>),
+}
+
+impl Running {
+    /// Assembles and starts the backend `config` names; a backend that fails to start is shut
+    /// down before the error is answered.
+    async fn start(config: &ServiceConfig) -> Result<Self, RunError> {
+        match config.backend {
+            Backend::Embedded => {
+                let mut options = EmbeddedOptions::default();
+                if let Some(scale) = config.embedded_time_scale {
+                    options.time_scale = scale;
+                }
+                let mut embedded = Embedded::build(options).await?;
+                if let Err(error) = embedded.start().await {
+                    embedded.shutdown().await;
+                    return Err(error.into());
+                }
+                info!(webhooks = %embedded.webhook_addr(), "the embedded default runs");
+                Ok(Running::Embedded(Box::new(embedded)))
+            }
+            Backend::Docker | Backend::Swarm => {
+                let settings =
+                    config
+                        .production
+                        .clone()
+                        .ok_or_else(|| ProductionError::Refused {
+                            what: format!(
+                                "CHIPSERVICE_BACKEND={} but the configuration holds no \
+                                 production settings (read it with ServiceConfig::from_env)",
+                                config.backend.as_str()
+                            ),
+                        })?;
+                let mut production = Production::build(settings).await?;
+                if let Err(error) = production.start().await {
+                    production.shutdown().await;
+                    return Err(error.into());
+                }
+                Ok(Running::Production(Box::new(production)))
+            }
+        }
+    }
+
+    /// What the router serves from this backend: its supervisor, ingest, directory and token
+    /// store (in memory on the embedded default, PostgreSQL on the production backend), with
+    /// `admin_token`.
+    fn service_parts(&self, admin_token: AdminToken) -> ServiceParts {
+        match self {
+            Running::Embedded(embedded) => ServiceParts::new(
+                embedded.supervisor().clone(),
+                embedded.ingest().clone(),
+                embedded.directory().clone(),
+                Arc::new(MemoryTokenStore::new()),
+                admin_token,
+            ),
+            Running::Production(production) => ServiceParts::new(
+                production.supervisor().clone(),
+                production.ingest().clone(),
+                production.directory().clone(),
+                production.tokens(),
+                admin_token,
+            ),
+        }
+    }
+
+    /// Shuts the backend down: the supervisor stops and releases its ownership leases (on
+    /// the embedded default every tenant's containers are removed too; on the production
+    /// backend they keep running for the next owner).
+    async fn shutdown(self) -> ShutdownReport {
+        match self {
+            Running::Embedded(embedded) => (*embedded).shutdown().await,
+            Running::Production(production) => (*production).shutdown().await,
+        }
+    }
+}
+
+/// Runs the service as `config` says until `stop` resolves: binds `config.listen`, then does
+/// what [`run_on_listener`] does.
 ///
 /// # Errors
-/// [`RunError`]; the embedded default is shut down before any error is answered. A drain that
-/// did not finish cleanly (connections still open at the timeout, or a server failure while
-/// draining) is [`RunError::Drain`], logged at warn, after the shutdown finished.
+/// [`RunError::Bind`] when the address cannot be bound; otherwise as [`run_on_listener`].
 pub async fn run(
     config: ServiceConfig,
     metrics: Option<PrometheusHandle>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ShutdownReport, RunError> {
-    match config.backend {
-        Backend::Embedded => {}
-    }
-    let mut options = EmbeddedOptions::default();
-    if let Some(scale) = config.embedded_time_scale {
-        options.time_scale = scale;
-    }
-    let mut embedded = Embedded::build(options).await?;
-    if let Err(error) = embedded.start().await {
-        embedded.shutdown().await;
-        return Err(error.into());
-    }
-    info!(webhooks = %embedded.webhook_addr(), "the embedded default runs");
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    run_on_listener(config, metrics, stop, listener).await
+}
+
+/// Runs the service as `config` says on `listener` until `stop` resolves: assembles and
+/// starts the backend `config.backend` names (the embedded default, or the production backend
+/// on Docker or Swarm and PostgreSQL), serves [`router`] on `listener` (printing
+/// `chip-service listening on http://<addr>` to stdout once the backend runs), then, on
+/// `stop`: reports not ready, ends the event streams, stops accepting connections and lets
+/// the open ones finish within `config.drain_timeout`, and shuts the backend down (the
+/// supervisor's in-flight steps finish within its grace and its ownership leases are
+/// released; the embedded default also removes every tenant's containers, the production
+/// backend leaves them running for the next owner). Prints `chip-service stopped: <report>`
+/// and answers the supervisor's shutdown report.
+///
+/// Binding first is for hosts that must know the address before the backend starts (the
+/// production backend's `CHIPSERVICE_WEBHOOK_BASE_URL` names it); [`run`] binds
+/// `config.listen` itself.
+///
+/// `stop` is polled only once the service listens: a signal recorded during startup (see
+/// [`shutdown_signal`]) shuts the service down gracefully as soon as startup finished.
+///
+/// Tenants and their API tokens live in memory on the embedded default (gone after a
+/// restart) and in PostgreSQL on the production backend.
+///
+/// # Errors
+/// [`RunError`]; the backend is shut down before any error is answered. A drain that did not
+/// finish cleanly (connections still open at the timeout, or a server failure while draining)
+/// is [`RunError::Drain`], logged at warn, after the shutdown finished.
+pub async fn run_on_listener(
+    config: ServiceConfig,
+    metrics: Option<PrometheusHandle>,
+    stop: impl Future<Output = ()> + Send + 'static,
+    listener: TcpListener,
+) -> Result<ShutdownReport, RunError> {
+    let backend = Running::start(&config).await?;
 
     let ready = ReadyFlag::new(true);
     let shutdown = ShutdownSignal::new();
-    let parts = ServiceParts {
-        supervisor: embedded.supervisor().clone(),
-        ingest: embedded.ingest().clone(),
-        directory: embedded.directory().clone(),
-        tokens: Arc::new(MemoryTokenStore::new()),
-        admin_token: config.admin_token.clone(),
-        metrics,
-        ready: ready.clone(),
-        shutdown: shutdown.clone(),
-        options: ApiOptions::default(),
-    };
+    let mut parts = backend.service_parts(config.admin_token.clone());
+    parts.metrics = metrics;
+    parts.ready = ready.clone();
+    parts.shutdown = shutdown.clone();
     let app = router(parts);
 
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(listener) => listener,
-        Err(source) => {
-            embedded.shutdown().await;
-            return Err(RunError::Bind {
-                addr: config.listen,
-                source,
-            });
-        }
-    };
     let addr = listener.local_addr().unwrap_or(config.listen);
     info!(%addr, "chip-service listening");
     println!("chip-service listening on http://{addr}");
@@ -181,7 +266,7 @@ pub async fn run(
             Ok(Err(error)) => error.to_string(),
             Err(error) => error.to_string(),
         };
-        embedded.shutdown().await;
+        backend.shutdown().await;
         return Err(RunError::Serve(reason));
     }
 
@@ -214,8 +299,9 @@ pub async fn run(
         }
     };
 
-    // Also removes the containers of every tenant (those created through the API included).
-    let report = embedded.shutdown().await;
+    // The embedded default also removes the containers of every tenant (those created
+    // through the API included); the production backend leaves them to the next owner.
+    let report = backend.shutdown().await;
     info!(%report, "chip-service stopped");
     println!("chip-service stopped: {report}");
     match drain_problem {
