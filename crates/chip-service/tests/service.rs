@@ -1306,11 +1306,18 @@ async fn flow() {
     // pairing-code answer.
     let openapi = api.get("/openapi.json", None).await;
     assert_eq!(openapi.status, 200);
+    // The dashboard's assets too.
+    for asset in ["/dashboard", "/dashboard/app.js", "/dashboard/app.css"] {
+        assert_eq!(api.get(asset, None).await.status, 200, "{asset}");
+    }
     for from in [
         "SSE /v1/events",
         "WS /v1/events/ws",
         "GET /metrics",
         "GET /openapi.json",
+        "GET /dashboard",
+        "GET /dashboard/app.js",
+        "GET /dashboard/app.css",
         "GET /v1/chips/sales-1/qr/raw",
         "GET /v1/chips/pair-1/pairing-code",
         "POST /v1/tenants/acme/token/rotate",

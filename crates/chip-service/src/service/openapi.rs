@@ -377,7 +377,6 @@ fn schemas() -> Value {
                     "properties": {
                         "reason": { "type": "string" },
                         "kind": { "type": "string" },
-                        "detail": { "type": "string" },
                         "attempt": { "type": "integer" },
                         "first_at_ms": ms,
                         "at_ms": ms,
@@ -538,8 +537,80 @@ fn schemas() -> Value {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use session_supervisor::{ChipKey, ChipRecord, ChipSpec, LastError, Reason};
+    use tenant_isolation::{ChipId, TenantId};
 
     use super::*;
+
+    /// The property names of an object schema, and of its nested object schemas, as dotted
+    /// paths.
+    fn schema_fields(schema: &Value, prefix: &str, found: &mut BTreeSet<String>) {
+        if let Some(properties) = schema["properties"].as_object() {
+            for (name, property) in properties {
+                let path = format!("{prefix}{name}");
+                found.insert(path.clone());
+                schema_fields(property, &format!("{path}."), found);
+            }
+        }
+    }
+
+    /// The field names of a JSON value, and of its nested objects, as dotted paths.
+    fn value_fields(value: &Value, prefix: &str, found: &mut BTreeSet<String>) {
+        if let Some(map) = value.as_object() {
+            for (name, field) in map {
+                let path = format!("{prefix}{name}");
+                found.insert(path.clone());
+                value_fields(field, &format!("{path}."), found);
+            }
+        }
+    }
+
+    #[test]
+    fn the_chip_schema_names_exactly_what_a_chip_view_carries() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let key = ChipKey::new(
+            TenantId::new("acme").expect("a tenant id"),
+            ChipId::new("sales-1").expect("a chip id"),
+        );
+        let mut record = ChipRecord::new(key, ChipSpec::qr(), true, at);
+        record.observed.last_error = Some(LastError {
+            reason: Reason::StepDeadline,
+            kind: "step_deadline".to_owned(),
+            detail: "WAHA said something that must not reach a tenant".to_owned(),
+            attempt: 1,
+            first_at: at,
+            at,
+        });
+        let view = crate::service::views::chip_json(&record);
+        let mut in_view = BTreeSet::new();
+        value_fields(&view, "", &mut in_view);
+        let mut in_schema = BTreeSet::new();
+        schema_fields(
+            &openapi_document()["components"]["schemas"]["Chip"],
+            "",
+            &mut in_schema,
+        );
+        let undocumented: Vec<_> = in_view.difference(&in_schema).collect();
+        assert!(
+            undocumented.is_empty(),
+            "fields the Chip schema lacks: {undocumented:?}"
+        );
+        // Every documented top-level field is there (nested ones may be absent, e.g. no account).
+        let missing: Vec<_> = in_schema
+            .iter()
+            .filter(|path| !path.contains('.') && !in_view.contains(*path))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "documented fields a chip view lacks: {missing:?}"
+        );
+        assert!(
+            !view.to_string().contains("must not reach"),
+            "no WAHA detail in a view"
+        );
+    }
 
     fn refs(value: &Value, found: &mut BTreeSet<String>) {
         match value {
