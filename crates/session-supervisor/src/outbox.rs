@@ -368,7 +368,14 @@ struct State {
     early_acks: Marks,
     /// Records held, over every tenant.
     len: usize,
+    /// When the marks, full, may next be swept for expired ones: a full sweep is a scan of
+    /// every mark, so it runs at most once per [`MARK_SWEEP_EVERY`] of ack time (between
+    /// sweeps, a new mark is dropped while the marks are full, as before the lifetime existed).
+    next_mark_sweep: Option<SystemTime>,
 }
+
+/// How often a full [`MemoryOutbox`]'s marks are swept for expired ones, at most.
+const MARK_SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// The in-process [`Outbox`]: a `Mutex` over maps. Durable only as long as the process
 /// lives ("across a crash" needs a database backend): for one process and for tests.
@@ -379,8 +386,8 @@ struct State {
 /// would let a resend through) until [`Outbox::prune`] removes old records. Marks live for
 /// [`early_ack_ttl`](MemoryOutbox::early_ack_ttl) ([`MemoryOutbox::DEFAULT_EARLY_ACK_TTL`] by
 /// default; see [`Outbox`]): when the marks are full, the expired ones make room for a new
-/// one, which is dropped only when that many marks are all alive (as many acks within one
-/// lifetime); [`Outbox::prune_marks`] removes them too.
+/// one (a sweep of every mark, run at most once every 10 s of ack time; in between, a new mark
+/// is dropped while the marks are full); [`Outbox::prune_marks`] removes them too.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -647,10 +654,12 @@ impl Outbox for MemoryOutbox {
                 // lifetime (bounded: when full, the expired marks make room).
                 let ttl = self.early_ack_ttl;
                 let marks_len: usize = state.early_acks.values().map(HashMap::len).sum();
-                let room = marks_len < self.capacity || {
-                    drop_expired_marks(&mut state.early_acks, ttl, at);
-                    state.early_acks.values().map(HashMap::len).sum::<usize>() < self.capacity
-                };
+                let room = marks_len < self.capacity
+                    || (state.next_mark_sweep.is_none_or(|next| at >= next) && {
+                        state.next_mark_sweep = Some(at + MARK_SWEEP_EVERY);
+                        drop_expired_marks(&mut state.early_acks, ttl, at);
+                        state.early_acks.values().map(HashMap::len).sum::<usize>() < self.capacity
+                    });
                 let marks = state.early_acks.entry(tenant.clone()).or_default();
                 match marks.entry(message_id.to_owned()) {
                     Entry::Occupied(mut mark) => {

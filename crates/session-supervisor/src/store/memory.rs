@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -261,11 +262,20 @@ impl ChipStore for MemoryChipStore {
     ) -> Result<Vec<ChipRecord>, StoreError> {
         let now = self.clock.now();
         let state = self.state();
+        // Records are ordered by (tenant, chip): a range over the tenant's keys, not a scan of
+        // every tenant's records. "0" is the smallest valid chip id.
+        let start = match after {
+            Some(after) => Bound::Excluded(ChipKey::new(tenant.clone(), after.clone())),
+            None => Bound::Included(ChipKey::new(
+                tenant.clone(),
+                ChipId::new("0").expect("\"0\" is a valid chip id"),
+            )),
+        };
         Ok(state
             .records
-            .values()
-            .filter(|record| &record.key.tenant == tenant)
-            .filter(|record| after.is_none_or(|after| &record.key.chip > after))
+            .range((start, Bound::Unbounded))
+            .map(|(_, record)| record)
+            .take_while(|record| &record.key.tenant == tenant)
             .take(as_len(limit))
             .map(|record| scrubbed(record.clone(), now))
             .collect())
