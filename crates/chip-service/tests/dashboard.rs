@@ -15,25 +15,26 @@
 //! it would proxy to a dead local port. A missing browser or driver fails the test with the
 //! install hint (`scripts/test-env.sh` installs both); it is never skipped.
 
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use chip_service::service::{AdminToken, MemoryTokenStore, ServiceParts, ShutdownSignal, router};
-use chip_service::{Embedded, EmbeddedOptions};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use session_supervisor::ChipKey;
-use tenant_isolation::{ChipId, PacerConfig, TenantId};
-use tokio::task::JoinHandle;
+use tenant_isolation::{ChipId, TenantId};
 use tokio::time::{Instant, sleep, timeout};
 
-const ADMIN: &str = "test-admin-token-0123456789abcdef0123456789abcdef";
+use common::{
+    ADMIN, Service, build_embedded, embedded_options, http_client, scan_when_ready, serve,
+};
+
 const TENANT: &str = "acme";
 const CHIP: &str = "dash-1";
 const CHAT: &str = "5511988887777";
@@ -56,10 +57,7 @@ async fn the_dashboard_shows_a_chip_from_qr_to_working_live_in_chromium() {
 async fn flow(chromium: &Path, chromedriver: &Path) {
     let service = start_service().await;
     let base = format!("http://{}", service.addr);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("an HTTP client");
+    let http = http_client(None);
 
     // A tenant and its token (the admin API), and the secrets the page must never see.
     let token = create_tenant(&http, &base).await;
@@ -216,20 +214,7 @@ async fn flow(chromium: &Path, chromedriver: &Path) {
     // The simulated phone scans; the page turns the chip WORKING from the stream, no reload.
     let session =
         ChipKey::new(tenant.clone(), ChipId::new(CHIP).expect("a chip id")).session_name();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let scanned = match service.embedded.control_for(&tenant).await {
-            Some(control) => control.scan(session.as_str()).map_err(|e| e.to_string()),
-            None => Err("no simulator yet".to_owned()),
-        };
-        match scanned {
-            Ok(()) => break,
-            Err(error) => {
-                assert!(Instant::now() < deadline, "the scan: {error}");
-                sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    scan_when_ready(&service.embedded, &tenant, session.as_str()).await;
     wait_for(
         &client,
         "the chip WORKING in the page",
@@ -353,70 +338,11 @@ async fn flow(chromium: &Path, chromedriver: &Path) {
 
 // --- the service ----------------------------------------------------------------------------
 
-/// chip-service on the embedded default, on 127.0.0.1.
-struct Service {
-    embedded: Embedded,
-    addr: SocketAddr,
-    shutdown: ShutdownSignal,
-    server: JoinHandle<()>,
-}
-
-impl Service {
-    async fn stop(self) {
-        self.shutdown.trigger();
-        if timeout(Duration::from_secs(10), self.server).await.is_err() {
-            panic!("the service did not drain within 10 s");
-        }
-        self.embedded.shutdown().await;
-    }
-}
-
+/// chip-service on the embedded default ([`embedded_options`]), its supervisor running, on
+/// 127.0.0.1.
 async fn start_service() -> Service {
-    let mut embedded = Embedded::build(EmbeddedOptions {
-        // WAHA's 60 s first QR code lasts 15 s, its window 40 s: room for a loaded machine.
-        time_scale: 0.25,
-        pacer: PacerConfig {
-            jitter_min: Duration::ZERO,
-            jitter_max: Duration::from_millis(50),
-            ..PacerConfig::default()
-        },
-        ..EmbeddedOptions::default()
-    })
-    .await
-    .expect("the embedded default builds");
-    embedded.start().await.expect("the supervisor starts");
-    let shutdown = ShutdownSignal::new();
-    let mut parts = ServiceParts::new(
-        embedded.supervisor().clone(),
-        embedded.ingest().clone(),
-        embedded.directory().clone(),
-        Arc::new(MemoryTokenStore::new()),
-        AdminToken::new(ADMIN).expect("a valid admin token"),
-    );
-    parts.shutdown = shutdown.clone();
-    let app = router(parts);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a local port");
-    let addr = listener.local_addr().expect("its address");
-    let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        let stopped = async move {
-            while !stop.is_triggered() {
-                sleep(Duration::from_millis(50)).await;
-            }
-        };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-            .expect("the service serves");
-    });
-    Service {
-        embedded,
-        addr,
-        shutdown,
-        server,
-    }
+    let embedded = build_embedded(embedded_options(), true).await;
+    serve(embedded, None).await
 }
 
 /// Creates the tenant; answers its API token.

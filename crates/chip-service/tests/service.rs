@@ -7,34 +7,33 @@
 //! out), every documented route served, and the binary's graceful exit on SIGTERM with its
 //! streams closed.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
+use std::ops::Deref;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use chip_service::service::{
-    AdminToken, MemoryTokenStore, ServiceParts, ShutdownSignal, documented_routes,
-    openapi_document, router,
-};
-use chip_service::{Embedded, EmbeddedOptions};
+use chip_service::EmbeddedOptions;
+use chip_service::service::{documented_routes, openapi_document};
 use futures::StreamExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use reqwest::Method;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use session_supervisor::{ChipKey, PhaseName};
-use tenant_isolation::{ChipId, PacerConfig, TenantId};
-use tokio::task::JoinHandle;
+use tenant_isolation::{ChipId, TenantId};
 use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const ADMIN: &str = "test-admin-token-0123456789abcdef0123456789abcdef";
-const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
-const CHAT: &str = "5511988887777@c.us";
+use common::{
+    ADMIN, Answer, CHAT, PNG_MAGIC, Service, build_embedded, embedded_options, scan_when_ready,
+    serve,
+};
 
 /// The process's one metrics recorder (installed before any supervisor starts).
 fn metrics() -> PrometheusHandle {
@@ -52,29 +51,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// What a request answered.
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
+/// What a request answered ([`Answer`], its fields and methods through `Deref`), and its
+/// number among the bodies the client received.
+struct Recorded {
+    answer: Answer,
     /// Its number among the bodies the client received ([`Api::remember`]).
     seen: usize,
 }
 
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
+impl Deref for Recorded {
+    type Target = Answer;
 
-    fn code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
+    fn deref(&self) -> &Answer {
+        &self.answer
     }
 }
 
@@ -93,12 +82,11 @@ struct Secret {
     allowed: Vec<usize>,
 }
 
-/// An HTTP client that keeps every body it received and the secrets the test learned, for
-/// the secrets check ([`Api::assert_no_secret_leaked`]).
+/// An HTTP client (the plain [`common::Api`]) that keeps every body it received and the
+/// secrets the test learned, for the secrets check ([`Api::assert_no_secret_leaked`]).
 #[derive(Clone)]
 struct Api {
-    base: String,
-    http: reqwest::Client,
+    plain: common::Api,
     seen: Arc<Mutex<Vec<Seen>>>,
     secrets: Arc<Mutex<Vec<Secret>>>,
 }
@@ -106,11 +94,7 @@ struct Api {
 impl Api {
     fn new(base: String) -> Self {
         Api {
-            base,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("an HTTP client"),
+            plain: common::Api::new(base, None),
             seen: Arc::new(Mutex::new(Vec::new())),
             secrets: Arc::new(Mutex::new(Vec::new())),
         }
@@ -182,43 +166,26 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
         headers: &[(&str, &str)],
-    ) -> Answer {
+    ) -> Recorded {
         let from = format!("{method} {path}");
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("the request is answered");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.expect("a body").to_vec();
-        let seen = self.remember(from, String::from_utf8_lossy(&body).into_owned());
-        Answer {
-            status,
-            headers,
-            body,
-            seen,
-        }
+        let answer = self.plain.call(method, path, token, body, headers).await;
+        let seen = self.remember(from, answer.text());
+        Recorded { answer, seen }
     }
 
-    async fn get(&self, path: &str, token: Option<&str>) -> Answer {
+    async fn get(&self, path: &str, token: Option<&str>) -> Recorded {
         self.call(Method::GET, path, token, None, &[]).await
     }
 
-    async fn post(&self, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+    async fn post(&self, path: &str, token: Option<&str>, body: Option<Value>) -> Recorded {
         self.call(Method::POST, path, token, body, &[]).await
     }
 
     async fn sse(&self, path: &str, token: &str, last_event_id: Option<u64>) -> Sse {
         let mut request = self
+            .plain
             .http
-            .get(format!("{}{path}", self.base))
+            .get(format!("{}{path}", self.plain.base))
             .bearer_auth(token);
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
@@ -365,88 +332,32 @@ impl Sse {
     }
 }
 
-/// The embedded default served by the service on 127.0.0.1.
+/// The embedded default served by the service on 127.0.0.1, and a recording client of it.
 struct Harness {
-    embedded: Embedded,
+    service: Service,
     api: Api,
-    addr: std::net::SocketAddr,
-    shutdown: ShutdownSignal,
-    server: JoinHandle<()>,
 }
 
-/// The embedded default the tests run on.
-fn options() -> EmbeddedOptions {
-    EmbeddedOptions {
-        // WAHA's 60 s first QR code lasts 15 s, its window 40 s: room for a loaded machine.
-        time_scale: 0.25,
-        pacer: PacerConfig {
-            jitter_min: Duration::ZERO,
-            jitter_max: Duration::from_millis(50),
-            ..PacerConfig::default()
-        },
-        ..EmbeddedOptions::default()
-    }
-}
-
-/// The service on [`options`], the supervisor running when `started` (with `/metrics`). Only
-/// one test of this file starts its supervisor: the supervisors' gauges are the process's.
+/// The service on [`embedded_options`], the supervisor running when `started` (with
+/// `/metrics`). Only one test of this file starts its supervisor: the supervisors' gauges are
+/// the process's.
 async fn start(started: bool) -> Harness {
-    start_with(started, options()).await
+    start_with(started, embedded_options()).await
 }
 
 async fn start_with(started: bool, options: EmbeddedOptions) -> Harness {
     let handle = metrics();
-    let mut embedded = Embedded::build(options)
-        .await
-        .expect("the embedded default builds");
-    if started {
-        embedded.start().await.expect("the supervisor starts");
-    }
-    let shutdown = ShutdownSignal::new();
-    let mut parts = ServiceParts::new(
-        embedded.supervisor().clone(),
-        embedded.ingest().clone(),
-        embedded.directory().clone(),
-        Arc::new(MemoryTokenStore::new()),
-        AdminToken::new(ADMIN).expect("a valid admin token"),
-    );
-    if started {
-        parts = parts.with_metrics(handle);
-    }
-    parts.shutdown = shutdown.clone();
-    let app = router(parts);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a local port");
-    let addr = listener.local_addr().expect("its address");
-    let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        let stopped = async move {
-            while !stop.is_triggered() {
-                sleep(Duration::from_millis(50)).await;
-            }
-        };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-            .expect("the service serves");
-    });
+    let embedded = build_embedded(options, started).await;
+    let service = serve(embedded, started.then_some(handle)).await;
     Harness {
-        embedded,
-        api: Api::new(format!("http://{addr}")),
-        addr,
-        shutdown,
-        server,
+        api: Api::new(format!("http://{}", service.addr)),
+        service,
     }
 }
 
 impl Harness {
     async fn stop(self) {
-        self.shutdown.trigger();
-        if timeout(Duration::from_secs(10), self.server).await.is_err() {
-            panic!("the service did not drain within 10 s");
-        }
-        self.embedded.shutdown().await;
+        self.service.stop().await;
     }
 }
 
@@ -517,7 +428,7 @@ async fn the_rest_flow_auth_streams_metrics_and_secrets() {
 async fn flow() {
     let harness = start(true).await;
     let api = harness.api.clone();
-    let authority = harness.addr.to_string();
+    let authority = harness.service.addr.to_string();
     api.secret("the admin token", ADMIN, None);
 
     // Health.
@@ -575,6 +486,7 @@ async fn flow() {
     let globex = TenantId::new("globex").unwrap();
     for tenant in [&acme, &globex] {
         let stored = harness
+            .service
             .embedded
             .directory()
             .get(tenant)
@@ -909,20 +821,7 @@ async fn flow() {
 
     // The simulated phone scans; the chip works.
     let session = ChipKey::new(acme.clone(), ChipId::new("sales-1").unwrap()).session_name();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let scanned = match harness.embedded.control_for(&acme).await {
-            Some(control) => control.scan(session.as_str()).map_err(|e| e.to_string()),
-            None => Err("no simulator yet".to_owned()),
-        };
-        match scanned {
-            Ok(()) => break,
-            Err(error) => {
-                assert!(Instant::now() < deadline, "the scan: {error}");
-                sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    scan_when_ready(&harness.service.embedded, &acme, session.as_str()).await;
     let working = wait_for_chip(
         &api,
         &acme_token,
@@ -969,7 +868,7 @@ async fn flow() {
     let ws_url = |after: u64| {
         format!(
             "ws://{}/v1/events/ws?chip=sales-1&after={after}",
-            harness.addr
+            harness.service.addr
         )
     };
     let connect = |after: u64| {
@@ -1066,6 +965,7 @@ async fn flow() {
         (409, "idempotency_conflict".to_owned())
     );
     let control = harness
+        .service
         .embedded
         .control_for(&acme)
         .await
@@ -1228,6 +1128,7 @@ async fn flow() {
     assert!(matches!(rotation.status, 200 | 202), "{}", rotation.text());
     assert_eq!(rotation.json()["started"], true);
     let rotated_secrets = harness
+        .service
         .embedded
         .directory()
         .get(&acme)
@@ -1396,12 +1297,12 @@ async fn gaps() {
         false,
         EmbeddedOptions {
             event_history: 2,
-            ..options()
+            ..embedded_options()
         },
     )
     .await;
     let api = harness.api.clone();
-    let authority = harness.addr.to_string();
+    let authority = harness.service.addr.to_string();
     let token = create_tenant(&api, "acme").await;
     for n in 1..=4 {
         let created = api

@@ -30,6 +30,8 @@
 //! is dropped likewise. Every wait polls under a deadline, and the whole flow is bounded. It
 //! FAILS (never skips) when Docker or PostgreSQL is missing.
 
+mod common;
+
 // What a test binary leaves unused of the shared helpers is not dead.
 #[allow(dead_code)]
 #[path = "../../session-supervisor/tests/shared/docker.rs"]
@@ -54,13 +56,14 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, timeout};
 use waha_sim::{SessionStatus, SimControlClient};
 
+use common::{Api, CHAT, PNG_MAGIC};
 use shared_docker::{docker_with_sim_image, remove_docker_leftovers, run_id};
 use shared_pg::{app_url, end_app_connections, on_database, pool_options, scratch};
 
+/// This file's own admin token (the production backend's configuration), not
+/// [`common::ADMIN`] (the embedded default's).
 const ADMIN: &str = "docker-admin-token-0123456789abcdef0123456789abcdef";
 const FINGERPRINT: &str = "docker-fingerprint-0123456789abcdef0123456789abcdef";
-const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
-const CHAT: &str = "5511988887777@c.us";
 
 /// The longest any single wait of this file may take.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -80,90 +83,6 @@ fn ms(n: u64) -> Duration {
 /// Used by the shared Docker helpers.
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-/// What a request answered.
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// An HTTP client of the service.
-#[derive(Clone)]
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(base: String) -> Self {
-        Api {
-            base,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("an HTTP client"),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> Answer {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: the request is answered: {e}"));
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.expect("a body").to_vec();
-        Answer {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> Answer {
-        self.call(Method::GET, path, token, None, &[]).await
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
-        self.call(Method::POST, path, token, body, &[]).await
-    }
 }
 
 /// Polls the chip until `done` holds (within [`DEADLINE`]); answers its last view.
@@ -304,7 +223,7 @@ async fn body(
     ));
 
     // The flow runs while the service does; the service ending first is a failure.
-    let api = Api::new(format!("http://{addr}"));
+    let api = Api::new(format!("http://{addr}"), Some(Duration::from_secs(30)));
     let flow = Box::pin(flow(api, &runtime, &managed_by, db));
     let owner_id = tokio::select! {
         ended = &mut service => panic!(

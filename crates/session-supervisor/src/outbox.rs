@@ -368,14 +368,12 @@ struct State {
     early_acks: Marks,
     /// Records held, over every tenant.
     len: usize,
-    /// When the marks, full, may next be swept for expired ones: a full sweep is a scan of
-    /// every mark, so it runs at most once per [`MARK_SWEEP_EVERY`] of ack time (between
-    /// sweeps, a new mark is dropped while the marks are full, as before the lifetime existed).
-    next_mark_sweep: Option<SystemTime>,
+    /// A lower bound of the `seen` time of every early ack mark (`None`: no mark, or not
+    /// known). A full outbox sweeps its marks for expired ones (a scan of every mark) only once
+    /// this bound has expired, so acks arriving while the marks are full and alive cost no scan;
+    /// a sweep sets the bound to the oldest mark left.
+    oldest_mark: Option<SystemTime>,
 }
-
-/// How often a full [`MemoryOutbox`]'s marks are swept for expired ones, at most.
-const MARK_SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// The in-process [`Outbox`]: a `Mutex` over maps. Durable only as long as the process
 /// lives ("across a crash" needs a database backend): for one process and for tests.
@@ -386,8 +384,10 @@ const MARK_SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// would let a resend through) until [`Outbox::prune`] removes old records. Marks live for
 /// [`early_ack_ttl`](MemoryOutbox::early_ack_ttl) ([`MemoryOutbox::DEFAULT_EARLY_ACK_TTL`] by
 /// default; see [`Outbox`]): when the marks are full, the expired ones make room for a new
-/// one (a sweep of every mark, run at most once every 10 s of ack time; in between, a new mark
-/// is dropped while the marks are full); [`Outbox::prune_marks`] removes them too.
+/// one, which is dropped only when that many marks are all alive (as many acks within one
+/// lifetime; the sweep, a scan of every mark, runs only once the oldest mark may have expired,
+/// so acks arriving while the marks are full and alive cost no scan); [`Outbox::prune_marks`]
+/// removes them too.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -655,28 +655,43 @@ impl Outbox for MemoryOutbox {
                 let ttl = self.early_ack_ttl;
                 let marks_len: usize = state.early_acks.values().map(HashMap::len).sum();
                 let room = marks_len < self.capacity
-                    || (state.next_mark_sweep.is_none_or(|next| at >= next) && {
-                        state.next_mark_sweep = Some(at + MARK_SWEEP_EVERY);
-                        drop_expired_marks(&mut state.early_acks, ttl, at);
-                        state.early_acks.values().map(HashMap::len).sum::<usize>() < self.capacity
-                    });
+                    || (state
+                        .oldest_mark
+                        .is_none_or(|oldest| mark_expired(oldest, ttl, at))
+                        && {
+                            drop_expired_marks(&mut state.early_acks, ttl, at);
+                            state.oldest_mark = state
+                                .early_acks
+                                .values()
+                                .flat_map(HashMap::values)
+                                .map(|(_, seen)| *seen)
+                                .min();
+                            state.early_acks.values().map(HashMap::len).sum::<usize>()
+                                < self.capacity
+                        });
                 let marks = state.early_acks.entry(tenant.clone()).or_default();
+                let mut marked = false;
                 match marks.entry(message_id.to_owned()) {
                     Entry::Occupied(mut mark) => {
                         let (current, seen) = *mark.get();
                         // An expired mark's level is forgotten: the new ack starts afresh.
                         if mark_expired(seen, ttl, at) || MessageAck::supersedes(current, ack) {
                             mark.insert((ack, at));
+                            marked = true;
                         }
                     }
                     Entry::Vacant(mark) => {
                         if room {
                             mark.insert((ack, at));
+                            marked = true;
                         }
                     }
                 }
                 if marks.is_empty() {
                     state.early_acks.remove(tenant);
+                }
+                if marked {
+                    state.oldest_mark = Some(state.oldest_mark.map_or(at, |oldest| oldest.min(at)));
                 }
                 Ok(false)
             }
