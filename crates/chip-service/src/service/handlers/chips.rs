@@ -152,14 +152,39 @@ pub(crate) async fn get_chip(
     Ok(Json(chip_json(&record)))
 }
 
+/// A one-shot change of a chip's desired state, answered with the chip as it stands.
+#[derive(Clone, Copy)]
+enum ChipAction {
+    Stop,
+    Start,
+    Restart,
+    Logout,
+}
+
+/// Applies `action` to the token's tenant's chip.
+async fn chip_action(
+    state: &AppState,
+    tenant: &tenant_isolation::TenantId,
+    chip: &ChipId,
+    action: ChipAction,
+) -> Result<Json<Value>, ApiError> {
+    let supervisor = &state.inner.supervisor;
+    let record = match action {
+        ChipAction::Stop => supervisor.stop_chip(tenant, chip).await,
+        ChipAction::Start => supervisor.start_chip(tenant, chip).await,
+        ChipAction::Restart => supervisor.restart_chip(tenant, chip).await,
+        ChipAction::Logout => supervisor.logout_chip(tenant, chip).await,
+    }?;
+    Ok(Json(chip_json(&record)))
+}
+
 /// `POST /v1/chips/{chip}/stop`.
 pub(crate) async fn stop_chip(
     TenantAuth(tenant): TenantAuth,
     State(state): State<AppState>,
     ChipPath(chip): ChipPath,
 ) -> Result<Json<Value>, ApiError> {
-    let record = state.inner.supervisor.stop_chip(&tenant, &chip).await?;
-    Ok(Json(chip_json(&record)))
+    chip_action(&state, &tenant, &chip, ChipAction::Stop).await
 }
 
 /// `POST /v1/chips/{chip}/start`.
@@ -168,8 +193,7 @@ pub(crate) async fn start_chip(
     State(state): State<AppState>,
     ChipPath(chip): ChipPath,
 ) -> Result<Json<Value>, ApiError> {
-    let record = state.inner.supervisor.start_chip(&tenant, &chip).await?;
-    Ok(Json(chip_json(&record)))
+    chip_action(&state, &tenant, &chip, ChipAction::Start).await
 }
 
 /// `POST /v1/chips/{chip}/restart`.
@@ -178,8 +202,7 @@ pub(crate) async fn restart_chip(
     State(state): State<AppState>,
     ChipPath(chip): ChipPath,
 ) -> Result<Json<Value>, ApiError> {
-    let record = state.inner.supervisor.restart_chip(&tenant, &chip).await?;
-    Ok(Json(chip_json(&record)))
+    chip_action(&state, &tenant, &chip, ChipAction::Restart).await
 }
 
 /// `POST /v1/chips/{chip}/logout`.
@@ -188,8 +211,7 @@ pub(crate) async fn logout_chip(
     State(state): State<AppState>,
     ChipPath(chip): ChipPath,
 ) -> Result<Json<Value>, ApiError> {
-    let record = state.inner.supervisor.logout_chip(&tenant, &chip).await?;
-    Ok(Json(chip_json(&record)))
+    chip_action(&state, &tenant, &chip, ChipAction::Logout).await
 }
 
 /// `DELETE /v1/chips/{chip}`: 202; the chip goes once its finalizers ran (a `deleted`
