@@ -354,6 +354,19 @@ fn setup<E: Into<BoxError>>(what: &'static str) -> impl FnOnce(E) -> ProductionE
     }
 }
 
+/// What [`Production::build_tuned`] lets a host change before the backend is assembled.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Tuning<'a> {
+    /// The pool's configuration ([`ProductionConfig::pool_config`]).
+    pub pool: &'a mut PoolConfig,
+    /// The supervisor's configuration ([`ProductionConfig::supervisor_config`]).
+    pub supervisor: &'a mut SupervisorConfig,
+    /// The proxy allocation policy (`max_chips_per_endpoint` from
+    /// [`ProductionConfig::max_chips_per_proxy`], the rest at proxy-allocator's defaults).
+    pub proxies: &'a mut AllocationPolicy,
+}
+
 /// The production backend, assembled ([`Production::build`]) and, once started
 /// ([`Production::start`]), running. Stop it with [`Production::shutdown`].
 pub struct Production {
@@ -391,6 +404,33 @@ impl Production {
     /// parse, a configuration a crate refused); [`ProductionError::Refused`] for a WAHA image
     /// missing on the Docker host or an empty proxy list.
     pub async fn build(config: ProductionConfig) -> Result<Self, ProductionError> {
+        Self::build_tuned(config, |_| {}).await
+    }
+
+    /// [`Production::build`], with `tune` given the configurations the environment does not
+    /// reach before anything is built from them: the pool's (e.g. extra container variables),
+    /// the supervisor's (the retry policy, monitor intervals, restart budgets) and the proxy
+    /// allocation policy (rotation threshold and cooldown). What `config` says is already in
+    /// them; `tune` changes what it must and leaves the rest.
+    ///
+    /// # Errors
+    /// As [`Production::build`]; a tuned configuration a crate refuses is a
+    /// [`ProductionError::Setup`] naming that crate's piece.
+    pub async fn build_tuned(
+        config: ProductionConfig,
+        tune: impl FnOnce(Tuning<'_>),
+    ) -> Result<Self, ProductionError> {
+        let mut pool_config = config.pool_config();
+        let mut supervisor_config = config.supervisor_config();
+        let mut allocation = AllocationPolicy {
+            max_chips_per_endpoint: config.max_chips_per_proxy,
+            ..AllocationPolicy::default()
+        };
+        tune(Tuning {
+            pool: &mut pool_config,
+            supervisor: &mut supervisor_config,
+            proxies: &mut allocation,
+        });
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let options = PoolOptions {
             max_size: config.database_pool_size.max(1),
@@ -491,10 +531,7 @@ impl Production {
             ProxyAllocator::new(
                 Arc::new(source),
                 Arc::new(PostgresLeaseStore::new(owner)),
-                AllocationPolicy {
-                    max_chips_per_endpoint: config.max_chips_per_proxy,
-                    ..AllocationPolicy::default()
-                },
+                allocation,
             )
             .map_err(setup(
                 "the proxy allocator (CHIPSERVICE_MAX_CHIPS_PER_PROXY)",
@@ -533,7 +570,7 @@ impl Production {
                 runtime,
                 keys_from_directory(directory.clone()),
                 Arc::new(WahaHealthProbe::new(PROBE_TIMEOUT).map_err(setup("the health probe"))?),
-                config.pool_config(),
+                pool_config,
             )
             .map_err(setup("the container pool"))?,
         );
@@ -553,7 +590,7 @@ impl Production {
             waha: Arc::new(waha),
             clock,
         })
-        .config(config.supervisor_config())
+        .config(supervisor_config)
         .event_bus(bus.clone())
         .outbox(outbox.clone())
         .pacer(pacer);

@@ -32,7 +32,8 @@ use tenant_isolation::{ChipId, TenantId};
 use tokio::time::{Instant, sleep, timeout};
 
 use common::{
-    ADMIN, Service, build_embedded, embedded_options, http_client, scan_when_ready, serve,
+    ADMIN, Service, build_embedded, decode_png, embedded_options, http_client, scan_when_ready,
+    serve,
 };
 
 const TENANT: &str = "acme";
@@ -388,20 +389,7 @@ fn decode_qr(data_url: &str) -> Result<String, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .map_err(|e| format!("base64: {e}"))?;
-    let gray = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
-        .map_err(|e| format!("PNG: {e}"))?
-        .to_luma8();
-    let (width, height) = gray.dimensions();
-    let mut prepared =
-        rqrr::PreparedImage::prepare_from_greyscale(width as usize, height as usize, |x, y| {
-            gray.get_pixel(x as u32, y as u32).0[0]
-        });
-    let grids = prepared.detect_grids();
-    let grid = grids
-        .first()
-        .ok_or_else(|| "no QR code in the image".to_owned())?;
-    let (_meta, content) = grid.decode().map_err(|e| format!("QR: {e}"))?;
-    Ok(content)
+    decode_png(&bytes)
 }
 
 /// The workspace's target directory (`CARGO_TARGET_DIR` when set).

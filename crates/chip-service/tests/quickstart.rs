@@ -7,6 +7,8 @@
 //!
 //! Needs `rqrr` (QR decoding) and `image` (PNG decoding) as dev-dependencies.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::{Mutex, PoisonError};
 
@@ -19,7 +21,7 @@ use tenant_isolation::{ChipId, TenantId};
 use waha_client::webhook::MessageAck;
 use waha_sim::SessionStatus;
 
-const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+use common::{PNG_MAGIC, decode_png};
 
 /// The chip the quickstart tries over the plan (`quickstart::Scenario::over_the_plan`).
 const OVER_THE_PLAN: &str = "sales-3";
@@ -50,28 +52,6 @@ impl Progress for Capture {
             .push((title.to_owned(), body.to_owned()));
         self.inner.block(title, body);
     }
-}
-
-/// The text the one QR code in the PNG image `png` encodes.
-fn decode_png(png: &[u8]) -> Result<String, String> {
-    let image = image::load_from_memory(png)
-        .map_err(|error| format!("not an image: {error}"))?
-        .to_luma8();
-    let (width, height) = image.dimensions();
-    let mut prepared =
-        rqrr::PreparedImage::prepare_from_greyscale(width as usize, height as usize, |x, y| {
-            image.get_pixel(x as u32, y as u32).0[0]
-        });
-    let decoded: Vec<Result<String, String>> = prepared
-        .detect_grids()
-        .iter()
-        .map(|grid| {
-            grid.decode()
-                .map(|(_, text)| text)
-                .map_err(|error| error.to_string())
-        })
-        .collect();
-    only_one(decoded)
 }
 
 /// The text the QR code drawn as a terminal block encodes. The quickstart draws it with

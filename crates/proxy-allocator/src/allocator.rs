@@ -520,19 +520,26 @@ impl ProxyAllocator {
         checker: &dyn HealthChecker,
     ) -> Result<Vec<EndpointCheck>, ProxyError> {
         let endpoints = self.source.endpoints().await?;
-        let checks = futures::stream::iter(endpoints.iter())
-            .map(|endpoint| async move {
-                let result = match probe_address(endpoint) {
-                    Ok(address) => checker.check(&address).await,
-                    Err(err) => Err(err),
-                };
-                (endpoint, result)
+        // By index, not by reference: a closure taking `&ProxyEndpoint` makes this future
+        // fail the `Send` check of callers that spawn it (rustc's higher-ranked closure
+        // lifetimes), e.g. a supervisor's monitor task.
+        let checks = futures::stream::iter(0..endpoints.len())
+            .map(|index| {
+                let endpoint = &endpoints[index];
+                async move {
+                    let result = match probe_address(endpoint) {
+                        Ok(address) => checker.check(&address).await,
+                        Err(err) => Err(err),
+                    };
+                    (index, result)
+                }
             })
             .buffer_unordered(self.check_concurrency)
             .collect::<Vec<_>>()
             .await;
         let mut reports = Vec::with_capacity(checks.len());
-        for (endpoint, result) in checks {
+        for (index, result) in checks {
+            let endpoint = &endpoints[index];
             let (leases_changed, result) = match verdict(result) {
                 Ok((health, result)) => {
                     if let Err(err) = &result {

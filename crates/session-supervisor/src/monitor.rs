@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use waha_client::WahaApi;
 
-use crate::chip::{ChipKey, ChipRecord, LoginOffer, ObservedPatch};
+use crate::chip::{ChipKey, ChipRecord, LoginOffer, ObservedPatch, RunState};
 use crate::config::{ForeignSessionPolicy, Toggle};
 use crate::owner::OwnerGuard;
 use crate::phase::{Phase, PhaseName};
@@ -412,21 +412,46 @@ async fn release_orphan_reservations(supervisor: &Supervisor) {
         .unwrap_or_else(|p| p.into_inner()) = next;
 }
 
-/// Checks the proxy lease of every working chip of owned tenants; a proxy failure becomes a
-/// `proxy_failure` signal (the reconcile reports it to the allocator, fenced by generation).
+/// Checks every proxy endpoint, then the proxy lease of every chip of owned tenants whose
+/// session is meant to be connected (awaiting a login, working, or backing off after a
+/// failure); a proxy failure becomes a `proxy_failure` signal (the reconcile reports it to the
+/// allocator, fenced by generation, and the allocator rotates the chip after its threshold).
+///
+/// The endpoint pass marks a dead endpoint unhealthy, so no chip is given it until a later pass
+/// sees it answer again. The lease pass covers chips that never reached WORKING: a session
+/// whose proxy is dead from the start fails before it ever works, and only this check says
+/// why.
 async fn check_proxy_health(supervisor: &Supervisor) {
     let effects = &supervisor.inner.effects;
     let Some(checker) = supervisor.inner.health_checker.clone() else {
         return;
     };
-    for guard in supervisor.inner.owned.guards() {
+    let guards = supervisor.inner.owned.guards();
+    if guards.is_empty() {
+        return;
+    }
+    match effects
+        .proxies
+        .check_endpoints(&*checker as &dyn HealthChecker)
+        .await
+    {
+        Ok(checks) => {
+            let failed = checks.iter().filter(|c| c.result.is_err()).count();
+            debug!(endpoints = checks.len(), failed, "proxy endpoints checked");
+        }
+        Err(error) => warn!(%error, "checking the proxy endpoints failed"),
+    }
+    for guard in guards {
         let Some(records) = tenant_chips(supervisor, guard.tenant()).await else {
             continue;
         };
-        for record in records
-            .iter()
-            .filter(|r| matches!(r.observed.phase, Phase::Working { .. }))
-        {
+        for record in records.iter().filter(|r| {
+            r.desired.run == RunState::Running
+                && matches!(
+                    r.observed.phase.name(),
+                    PhaseName::AwaitingLogin | PhaseName::Working | PhaseName::BackingOff
+                )
+        }) {
             if guard.check().is_err() {
                 break;
             }

@@ -34,9 +34,10 @@ impl SimulatorBuilder {
     /// | `WHATSAPP_RESTART_ALL_SESSIONS` | start every restored session | `false` |
     /// | `SIM_STATE_DIR` | state directory; empty or `none` disables | `/app/.sessions` |
     /// | `SIM_TIME_SCALE` | time scale factor | `1` |
-    /// | `SIM_STARTUP_DELAY_MS`, `SIM_BOOTING_MS`, `SIM_BOOTING_STATUS` (`400`/`503`), `SIM_BOOTING_HEALTH` (`503`/`200`), `SIM_LATENCY_MS`, `SIM_ERROR_RATE`, `SIM_SLOW_STOP_MS`, `SIM_WEBHOOK_DROP_RATE`, `SIM_WEBHOOK_DUPLICATE_RATE`, `SIM_WEBHOOK_REORDER_RATE` | faults | none |
+    /// | `SIM_STARTUP_DELAY_MS`, `SIM_BOOTING_MS` (milliseconds, or `MIN..MAX`: drawn once at start, so a fleet boots unevenly), `SIM_BOOTING_STATUS` (`400`/`503`), `SIM_BOOTING_HEALTH` (`503`/`200`), `SIM_LATENCY_MS`, `SIM_ERROR_RATE`, `SIM_SLOW_STOP_MS`, `SIM_WEBHOOK_DROP_RATE`, `SIM_WEBHOOK_DUPLICATE_RATE`, `SIM_WEBHOOK_REORDER_RATE` | faults | none |
     /// | `SIM_SEED` | seed of the webhook faults (replays a run) | random, logged at start |
     /// | `SIM_STARTING_MS`, `SIM_FIRST_QR_MS`, `SIM_QR_REFRESH_MS`, `SIM_QR_REFRESHES`, `SIM_QR_WAIT_MS`, `SIM_ACK_INTERVAL_MS` (`0`: acks only through the control API), `SIM_RESTART_DELAY_MS` | timings | WAHA's |
+    /// | `SIM_PROXY_DIAL` | a starting session first connects to its proxy and goes `FAILED` when it cannot ([`SimulatorBuilder::dial_proxies`]) | `false` |
     /// | `SIM_VERSION`, `SIM_TIER` | reported version and tier | `2026.6.1`, `PLUS` |
     ///
     /// A crash exits the process. Any unparsable value is an [`SimError::InvalidSetting`]
@@ -83,6 +84,9 @@ impl SimulatorBuilder {
             })?;
             builder = builder.auto_start_delay(delay);
         }
+        if let Some(dial) = flag(&get, "SIM_PROXY_DIAL")? {
+            builder = builder.dial_proxies(dial);
+        }
         if let Some(all) = flag(&get, "WHATSAPP_RESTART_ALL_SESSIONS")? {
             builder = builder.restart_all_sessions(all);
         }
@@ -102,8 +106,8 @@ impl SimulatorBuilder {
         }
 
         let faults = &mut builder.faults;
-        set_ms(&get, "SIM_STARTUP_DELAY_MS", &mut faults.startup_delay)?;
-        set_ms(&get, "SIM_BOOTING_MS", &mut faults.booting)?;
+        set_ms_or_range(&get, "SIM_STARTUP_DELAY_MS", &mut faults.startup_delay)?;
+        set_ms_or_range(&get, "SIM_BOOTING_MS", &mut faults.booting)?;
         if let Some(status) = get("SIM_BOOTING_STATUS") {
             faults.booting_status = match status.trim() {
                 "400" => BootingStatus::BadRequest,
@@ -204,6 +208,38 @@ fn set_ms(
     Ok(())
 }
 
+/// Like [`set_ms`], but also accepts `MIN..MAX` (milliseconds): a value drawn uniformly from
+/// that half-open range once, at start, so containers started from one configuration boot for
+/// different times (a fleet of them is not in lock-step). Drawn from the process's own random
+/// source, not [`Faults::seed`](crate::Faults::seed): one seed shared by a fleet would draw
+/// the same value everywhere.
+fn set_ms_or_range(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    field: &mut Duration,
+) -> Result<(), SimError> {
+    let Some(value) = get(name) else {
+        return Ok(());
+    };
+    let Some((min, max)) = value.trim().split_once("..") else {
+        return set_ms(get, name, field);
+    };
+    let bound = |text: &str| {
+        text.trim().parse::<u64>().map_err(|_| {
+            SimError::setting(name, "expected milliseconds, or a range MIN..MAX of them")
+        })
+    };
+    let (min, max) = (bound(min)?, bound(max)?);
+    if min >= max {
+        return Err(SimError::setting(
+            name,
+            "a range MIN..MAX needs MIN below MAX",
+        ));
+    }
+    *field = Duration::from_millis(fastrand::u64(min..max));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -260,6 +296,45 @@ mod tests {
         assert!(b.api_key.is_none());
         let b = builder(&[("WAHA_API_KEY", "new"), ("WHATSAPP_API_KEY", "old")]).unwrap();
         assert_eq!(b.api_key.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn boot_timings_take_a_range_drawn_once_within_it() {
+        for _ in 0..50 {
+            let b = builder(&[
+                ("SIM_STARTUP_DELAY_MS", "2000..6000"),
+                ("SIM_BOOTING_MS", " 100 .. 300 "),
+            ])
+            .unwrap();
+            let delay = b.faults.startup_delay.as_millis();
+            assert!((2_000..6_000).contains(&delay), "{delay}");
+            let booting = b.faults.booting.as_millis();
+            assert!((100..300).contains(&booting), "{booting}");
+        }
+        let drawn: std::collections::HashSet<u128> = (0..50)
+            .map(|_| {
+                builder(&[("SIM_STARTUP_DELAY_MS", "0..1000000")])
+                    .unwrap()
+                    .faults
+                    .startup_delay
+                    .as_millis()
+            })
+            .collect();
+        assert!(drawn.len() > 1, "each start draws its own value: {drawn:?}");
+        for bad in ["5..5", "6..5", "a..5", "5..", "..5"] {
+            let err = builder(&[("SIM_STARTUP_DELAY_MS", bad)]).unwrap_err();
+            assert!(
+                err.to_string().contains("SIM_STARTUP_DELAY_MS"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(
+            builder(&[("SIM_BOOTING_MS", "250")])
+                .unwrap()
+                .faults
+                .booting,
+            Duration::from_millis(250)
+        );
     }
 
     #[test]

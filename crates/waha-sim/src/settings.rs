@@ -99,6 +99,8 @@ pub(crate) struct Settings {
     pub(crate) auto_start_delay: Duration,
     pub(crate) crash: CrashBehaviour,
     pub(crate) webhook_timeout: Duration,
+    /// [`SimulatorBuilder::dial_proxies`](crate::SimulatorBuilder::dial_proxies).
+    pub(crate) dial_proxies: bool,
 }
 
 impl Settings {

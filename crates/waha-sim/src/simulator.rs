@@ -59,6 +59,7 @@ pub struct SimulatorBuilder {
     pub(crate) bind: SocketAddr,
     pub(crate) crash: CrashBehaviour,
     pub(crate) webhook_timeout: Duration,
+    pub(crate) dial_proxies: bool,
 }
 
 impl Default for SimulatorBuilder {
@@ -79,6 +80,7 @@ impl Default for SimulatorBuilder {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             crash: CrashBehaviour::default(),
             webhook_timeout: Duration::from_secs(10),
+            dial_proxies: false,
         }
     }
 }
@@ -195,6 +197,17 @@ impl SimulatorBuilder {
         self
     }
 
+    /// Whether a starting session first opens a TCP connection to the proxy its config names,
+    /// and goes `FAILED` when that fails, as WAHA's engine cannot connect through a dead proxy
+    /// (default `false`: the simulator never dials out, so tests may name proxies on addresses
+    /// nothing answers). Only a connection is opened (no `CONNECT`, no credentials sent), with a
+    /// 1 s time-out that holds up the simulator's timers meanwhile: name proxies that answer or
+    /// refuse at once (loopback ones).
+    pub fn dial_proxies(mut self, dial: bool) -> Self {
+        self.dial_proxies = dial;
+        self
+    }
+
     /// Validates the settings, loads the state directory, binds the socket and starts serving
     /// on the simulator's own thread. Returns at once: with a start-up delay fault the port is
     /// reserved but refuses connections until the delay has passed.
@@ -250,6 +263,7 @@ impl SimulatorBuilder {
             auto_start_delay: self.auto_start_delay,
             crash: self.crash,
             webhook_timeout: self.webhook_timeout,
+            dial_proxies: self.dial_proxies,
         };
         let (state, events) = SimState::new(settings, environment, faults, persistence);
         let state = Arc::new(state);

@@ -224,3 +224,28 @@ pub async fn scan_when_ready(embedded: &Embedded, tenant: &TenantId, session: &s
         }
     }
 }
+
+/// The text the one QR code in the PNG image `png` encodes (`image` decodes the PNG, `rqrr`
+/// the QR code); an error when the image holds no QR code or more than one.
+pub fn decode_png(png: &[u8]) -> Result<String, String> {
+    let image = image::load_from_memory_with_format(png, image::ImageFormat::Png)
+        .map_err(|error| format!("not a PNG image: {error}"))?
+        .to_luma8();
+    let (width, height) = image.dimensions();
+    let mut prepared =
+        rqrr::PreparedImage::prepare_from_greyscale(width as usize, height as usize, |x, y| {
+            image.get_pixel(x as u32, y as u32).0[0]
+        });
+    let grids = prepared.detect_grids();
+    match grids.as_slice() {
+        [grid] => grid
+            .decode()
+            .map(|(_, text)| text)
+            .map_err(|error| format!("the QR code does not decode: {error}")),
+        [] => Err("no QR code in the image".to_owned()),
+        more => Err(format!(
+            "{} QR codes in the image, expected one",
+            more.len()
+        )),
+    }
+}

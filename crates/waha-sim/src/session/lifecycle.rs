@@ -366,6 +366,14 @@ impl SimState {
                 session: name,
                 generation,
             } => self.if_current(&name, generation, SessionStatus::Starting, |session| {
+                if self.settings.dial_proxies
+                    && let Some(proxy) = session.config.as_ref().and_then(|c| c.proxy.as_ref())
+                    && let Err(error) = dial(&proxy.server)
+                {
+                    tracing::info!(session = %name, proxy = %proxy.server, %error, "the proxy cannot be reached; the session fails");
+                    self.transition(&name, session, SessionStatus::Failed);
+                    return;
+                }
                 let next = if session.me.is_some() {
                     SessionStatus::Working
                 } else {
@@ -610,4 +618,23 @@ fn new_qr_value() -> String {
             .collect()
     };
     format!("2@{},{}=,{}=,{}=", part(60), part(43), part(43), part(43))
+}
+
+/// Opens (and closes) a TCP connection to a proxy `server` (`host:port`, or a URL
+/// `scheme://host:port`), within 1 s: what a session needs before its engine can connect.
+fn dial(server: &str) -> std::io::Result<()> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let host_port = server.split_once("://").map_or(server, |(_, rest)| rest);
+    let host_port = host_port.trim_end_matches('/');
+    let mut last = std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "the proxy server names no address",
+    );
+    for address in host_port.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&address, std::time::Duration::from_secs(1)) {
+            Ok(_) => return Ok(()),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
 }

@@ -580,3 +580,59 @@ async fn a_silent_session_stays_working_but_delivers_nothing() {
         "back"
     );
 }
+
+/// Polls `GET /api/sessions/{name}` until its status is `want`; answers the statuses seen.
+async fn status_becomes(api: &Api, name: &str, want: &str) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let (_, body) = call_json(api.get(&format!("/api/sessions/{name}"))).await;
+        let status = body["status"].as_str().unwrap_or_default().to_owned();
+        if seen.last() != Some(&status) {
+            seen.push(status.clone());
+        }
+        if status == want {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: never {want} within {WAIT:?}; seen {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_proxy_dialing_a_dead_proxy_fails_the_session_and_a_live_one_does_not() {
+    let sim = fast().dial_proxies(true).start().await.unwrap();
+    let api = Api::new(&sim);
+    // A proxy that refuses connections: a port bound, then let go.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let live_address = live.local_addr().unwrap();
+    let session = |name: &str, server: String| json!({"name": name, "start": true, "config": {"proxy": {"server": server}}});
+    let (status, _) =
+        call(api.post("/api/sessions", session("dead", format!("http://{dead}")))).await;
+    assert_eq!(status, 201);
+    let (status, _) =
+        call(api.post("/api/sessions", session("live", live_address.to_string()))).await;
+    assert_eq!(status, 201);
+    let seen = status_becomes(&api, "dead", "FAILED").await;
+    assert!(
+        !seen.iter().any(|s| s == "SCAN_QR_CODE"),
+        "a session behind a dead proxy never offers a QR code: {seen:?}"
+    );
+    status_becomes(&api, "live", "SCAN_QR_CODE").await;
+    assert!(live.accept().await.is_ok(), "the live proxy was dialled");
+
+    // Without dialling (the default), the simulator never connects anywhere.
+    let quiet = start().await;
+    let api = Api::new(&quiet);
+    let (status, _) =
+        call(api.post("/api/sessions", session("dead", format!("http://{dead}")))).await;
+    assert_eq!(status, 201);
+    status_becomes(&api, "dead", "SCAN_QR_CODE").await;
+}

@@ -1,0 +1,1038 @@
+//! The fleet proof's world (issue 15), defined once for `fleet_proof.rs` (the scenarios at
+//! full size) and `daemon_faults.rs` (dockerd and PostgreSQL restarted under a provisioning
+//! fleet):
+//!
+//! - the production backend ([`Production::build_tuned`]): every store in a scratch PostgreSQL
+//!   database (migrated by the backend at build, as in production), the pool on the real Docker
+//!   daemon running the project's `FROM scratch` `waha-sim` image on the host network (each
+//!   simulator on 127.0.0.1 at a port of its own, so its webhooks reach this process);
+//! - the simulators boot unevenly and slowly (`SIM_STARTUP_DELAY_MS` and `SIM_BOOTING_MS` as
+//!   ranges, drawn per container: `/health` answers 200 while session calls still answer 400),
+//!   and their webhook deliveries are faulty (first attempts dropped and retried, duplicates,
+//!   reordering);
+//! - real proxies: [`Tinyproxies`], `tinyproxy` processes on 127.0.0.1 with Basic auth, as many
+//!   as the allocation policy's cap needs for the fleet, plus one dead endpoint (a closed port)
+//!   listed first; the supervisor's proxy-health task tunnels through each working chip's proxy
+//!   to a [`holding_target`] on 127.0.0.1;
+//! - the webhooks through the real ingest: `session_supervisor::ingest_router` over the
+//!   backend's `Ingest` (the PostgreSQL inbox), on the listener the webhook URL names.
+//!
+//! Every wait polls under a deadline. Everything created in Docker carries the run's
+//! managed-by label and is removed by [`Base::clean_up`], also when a body panics; the scratch
+//! database is dropped likewise, and the tinyproxy processes end with their [`Tinyproxies`].
+//! Fails (never skips) when Docker, PostgreSQL or tinyproxy is missing.
+// Each test binary uses a subset of these helpers; what one binary leaves unused is not dead.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener as StdListener;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chip_service::production::{
+    ContainerAddressing, Production, ProductionConfig, ProxyHealth, ProxyList, RuntimeKind,
+};
+use container_pool::{
+    ContainerRuntime, ContainerState, DockerRuntime, Engine, EnvVar, ImageRef,
+    KeyFingerprintSecret, LabelSelector, SizingPolicy, SizingRow, labels,
+};
+use futures::future::join_all;
+use proxy_allocator::{
+    EndpointId, HistoryEvent, LeaseStore, PostgresLeaseStore, ProxySource, StaticListSource,
+};
+use session_supervisor::{
+    ChipRecord, ChipSpec, OutboxStatus, Phase, PhaseName, QrCode, QrFormat, SendRequest, StepKind,
+    StepOutcome, Supervisor, ingest_router,
+};
+use tenant_isolation::pg;
+use tenant_isolation::{ChipId, NewTenant, PlanLimits, TenantId, TenantSecrets};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep};
+use waha_client::webhook::MessageAck;
+use waha_client::{WahaApi, WahaClient};
+use waha_sim::SimControlClient;
+
+use crate::common::decode_png;
+use crate::shared_docker::{docker_with_sim_image, remove_docker_leftovers, run_id};
+use crate::shared_pg::{app_url, end_app_connections, on_database, scratch};
+
+/// How often a polled condition is looked at again.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// The chat every chip sends its one message to.
+pub const CHAT: &str = "5511988887777@c.us";
+
+/// The allocation policy's cap on chips per proxy endpoint (production's default, 3).
+pub const CHIPS_PER_PROXY: u32 = 3;
+
+/// Consecutive failed checks before a chip leaves its proxy (the test's policy).
+pub const ROTATE_AFTER_FAILURES: u32 = 2;
+
+/// How long a chip keeps a new proxy at least (the test's policy).
+pub const ROTATION_COOLDOWN: Duration = Duration::from_secs(2);
+
+// ---------------------------------------------------------------------------------------------
+// Proxies.
+// ---------------------------------------------------------------------------------------------
+
+/// `tinyproxy` processes on 127.0.0.1 (Basic auth, `CONNECT` to any port, foreground), ended
+/// when this is dropped, and one dead endpoint: a port nothing listens on.
+pub struct Tinyproxies {
+    children: Vec<Child>,
+    dir: PathBuf,
+    /// The proxy list in proxy-allocator's line format: the dead endpoint first, then the live
+    /// ones. Carries the proxies' password: never printed.
+    pub list: String,
+    /// `127.0.0.1:<port>` of the dead endpoint.
+    pub dead: String,
+    /// `127.0.0.1:<port>` of each live proxy.
+    pub live: Vec<String>,
+}
+
+/// A port free on 127.0.0.1 right now (bound, then let go).
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free local port")
+        .port()
+}
+
+impl Tinyproxies {
+    /// Starts `live` proxies and names one dead endpoint; panics (saying to run
+    /// `scripts/test-env.sh`) when `tinyproxy` is not installed or a proxy does not listen
+    /// within 10 s.
+    pub async fn start(live: usize, run: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("chipfleet-proxies-{run}"));
+        std::fs::create_dir_all(&dir).expect("a directory for the proxies' configurations");
+        // tinyproxy 1.11 accepts only [A-Za-z0-9._-] in BasicAuth credentials.
+        let password = format!("fleet.{run}");
+        let mut proxies = Tinyproxies {
+            children: Vec::new(),
+            dir: dir.clone(),
+            list: String::new(),
+            dead: format!("127.0.0.1:{}", free_port()),
+            live: Vec::new(),
+        };
+        proxies.list.push_str(&format!(
+            "http://fleet:{password}@{} country=BR\n",
+            proxies.dead
+        ));
+        for n in 0..live {
+            let port = free_port();
+            let conf = dir.join(format!("tinyproxy-{n}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 64\nAllow 127.0.0.1\n\
+                     BasicAuth fleet {password}\nLogLevel Error\n"
+                ),
+            )
+            .expect("a proxy configuration file");
+            let child = Command::new("tinyproxy")
+                .arg("-d")
+                .arg("-c")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("tinyproxy could not be started ({e}); run scripts/test-env.sh")
+                });
+            proxies.children.push(child);
+            let address = format!("127.0.0.1:{port}");
+            proxies
+                .list
+                .push_str(&format!("http://fleet:{password}@{address} country=BR\n"));
+            proxies.live.push(address);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for address in &proxies.live {
+            while tokio::net::TcpStream::connect(address.as_str())
+                .await
+                .is_err()
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "tinyproxy does not listen on {address} within 10 s"
+                );
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+        proxies
+    }
+
+    /// The endpoint ids the allocator gives the list's entries, by `127.0.0.1:<port>`.
+    pub async fn endpoint_ids(&self) -> HashMap<String, EndpointId> {
+        StaticListSource::parse(&self.list)
+            .expect("the proxy list parses")
+            .endpoints()
+            .await
+            .expect("the static list answers")
+            .iter()
+            .map(|endpoint| (endpoint.host_port(), endpoint.id.clone()))
+            .collect()
+    }
+}
+
+impl Tinyproxies {
+    /// Kills the live proxy at `address` (`127.0.0.1:<port>`): it refuses connections from
+    /// now on.
+    pub fn kill(&mut self, address: &str) {
+        let index = self
+            .live
+            .iter()
+            .position(|a| a == address)
+            .unwrap_or_else(|| panic!("{address} is not a live proxy of this run"));
+        let child = &mut self.children[index];
+        child.kill().expect("killing a tinyproxy");
+        child.wait().expect("reaping a tinyproxy");
+    }
+}
+
+impl Drop for Tinyproxies {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A listener on 127.0.0.1 that accepts connections and holds them open: the proxy-health
+/// task's tunnel target. Answers its port.
+pub async fn holding_target() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a local port for the health-check target");
+    let port = listener.local_addr().expect("its address").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+            if held.len() > 256 {
+                held.drain(..128);
+            }
+        }
+    });
+    port
+}
+
+// ---------------------------------------------------------------------------------------------
+// The world.
+// ---------------------------------------------------------------------------------------------
+
+/// What a run needs before the backend is built, and what its clean-up must reach.
+pub struct Base {
+    pub runtime: Arc<DockerRuntime>,
+    pub image: String,
+    pub managed_by: String,
+    pub run: String,
+    pub db: scratch::ScratchDb,
+    pub app_url: String,
+}
+
+impl Base {
+    /// Docker first (failing loudly when it is missing; the image built or reused), then the
+    /// scratch database.
+    pub async fn new(prefix: &str) -> Self {
+        let (runtime, image) = docker_with_sim_image().await;
+        let run = run_id();
+        let managed_by = format!("{prefix}-{run}");
+        let db = scratch::ScratchDb::create().await;
+        let app_url = on_database(&app_url(), &db.name);
+        Base {
+            runtime,
+            image,
+            managed_by,
+            run,
+            db,
+            app_url,
+        }
+    }
+
+    /// Removes the run's containers and volumes, ends the application role's connections and
+    /// drops the database.
+    pub async fn clean_up(self) {
+        remove_docker_leftovers(&self.runtime, &self.managed_by, None).await;
+        end_app_connections(&self.app_url).await;
+        self.db.drop_db().await;
+    }
+}
+
+/// How a fleet's simulators and supervisor are set up.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    /// Live proxies (the dead endpoint comes on top).
+    pub live_proxies: usize,
+    /// The host ports the pool may give containers (apart from every other Docker test's).
+    pub host_ports: RangeInclusive<u16>,
+    /// `SIM_*` variables of every container, on top of the fleet's timings.
+    pub sim_env: Vec<(&'static str, String)>,
+}
+
+impl FleetOptions {
+    /// `live_proxies` proxies, the uneven slow boot and the webhook faults of the scenarios.
+    pub fn scenario(live_proxies: usize, host_ports: RangeInclusive<u16>) -> Self {
+        FleetOptions {
+            live_proxies,
+            host_ports,
+            sim_env: vec![
+                // Several seconds before it listens, varied per container...
+                ("SIM_STARTUP_DELAY_MS", "1500..5000".to_owned()),
+                // ...then healthy while session calls still answer 400 for a while.
+                ("SIM_BOOTING_MS", "1000..4000".to_owned()),
+                ("SIM_BOOTING_STATUS", "400".to_owned()),
+                ("SIM_BOOTING_HEALTH", "200".to_owned()),
+                // Webhook deliveries: first attempts lost (retried by the session's webhook
+                // policy), duplicates (the 200 lost, the same delivery again), reordering.
+                ("SIM_WEBHOOK_DROP_RATE", "0.1".to_owned()),
+                ("SIM_WEBHOOK_DUPLICATE_RATE", "0.1".to_owned()),
+                ("SIM_WEBHOOK_REORDER_RATE", "0.1".to_owned()),
+                // A session connects through its proxy first (a dead proxy: FAILED), as WAHA's
+                // engine does; the simulator does not dial out otherwise.
+                ("SIM_PROXY_DIAL", "true".to_owned()),
+            ],
+        }
+    }
+
+    /// The live proxies `chips` chips need under the cap, and one spare.
+    pub fn proxies_for(chips: usize) -> usize {
+        chips.div_ceil(CHIPS_PER_PROXY as usize) + 1
+    }
+}
+
+/// A running fleet: the production backend, its webhook listener, the proxies.
+pub struct Fleet {
+    pub production: Production,
+    pub proxies: Tinyproxies,
+    pub leases: PostgresLeaseStore,
+    server: JoinHandle<()>,
+}
+
+impl Fleet {
+    /// Builds (migrating the scratch database) and starts the production backend on `base`.
+    pub async fn start(base: &Base, options: &FleetOptions) -> Fleet {
+        let proxies = Tinyproxies::start(options.live_proxies, &base.run).await;
+        let target = holding_target().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a local port for the webhooks");
+        let webhook_base = format!("http://{}", listener.local_addr().expect("its address"));
+        let config = ProductionConfig {
+            runtime: RuntimeKind::Docker,
+            database_url: base.db.url.clone(),
+            app_database_url: base.app_url.clone(),
+            database_pool_size: 8,
+            waha_image: ImageRef::parse(&base.image).expect("the simulator image's reference"),
+            engine: Engine::Noweb,
+            sessions_per_container: 10,
+            startup_deadline: Duration::from_secs(60),
+            addressing: ContainerAddressing::HostNetwork {
+                ports: options.host_ports.clone(),
+            },
+            network: format!("{}-net", base.managed_by),
+            managed_by: base.managed_by.clone(),
+            webhook_base_url: webhook_base,
+            proxies: ProxyList::Inline(proxies.list.clone()),
+            proxy_health: ProxyHealth::On {
+                host: "127.0.0.1".to_owned(),
+                port: target,
+            },
+            max_chips_per_proxy: CHIPS_PER_PROXY,
+            fingerprint_secret: Some(
+                KeyFingerprintSecret::new(format!(
+                    "fleet-fingerprint-{}-0123456789abcdef",
+                    base.run
+                ))
+                .expect("a fingerprint secret"),
+            ),
+            owner_id: Some(format!("{}-a", base.managed_by)),
+            swarm_constraints: Vec::new(),
+        };
+        let sim_env = options.sim_env.clone();
+        let production = Production::build_tuned(config, move |tuning| {
+            tuning.pool.volumes = true;
+            tuning.pool.poll_interval = Duration::from_millis(100);
+            tuning.pool.stop_grace = Duration::from_secs(2);
+            // Small containers on a 2-core test machine.
+            tuning.pool.sizing = SizingPolicy::waha_guide()
+                .with_table(
+                    Engine::Noweb,
+                    vec![SizingRow {
+                        sessions: 10,
+                        millicpus: 500,
+                        memory_mib: 64,
+                    }],
+                )
+                .expect("a valid sizing table");
+            tuning
+                .pool
+                .extra_env
+                .push(EnvVar::plain("SIM_STARTING_MS", "500"));
+            tuning
+                .pool
+                .extra_env
+                .push(EnvVar::plain("SIM_FIRST_QR_MS", "1000"));
+            for (name, value) in sim_env {
+                tuning.pool.extra_env.push(EnvVar::plain(name, value));
+            }
+            // The proxy-health pass (with the other sweeps) every second, a rotation after two
+            // failed checks, two seconds of cooldown: the dead proxy's chips move within the
+            // test's deadlines. Everything else at production's defaults.
+            tuning.supervisor.monitor_intervals.sweeps = Duration::from_secs(1);
+            tuning.proxies.rotate_after_failures = ROTATE_AFTER_FAILURES;
+            tuning.proxies.rotation_cooldown = ROTATION_COOLDOWN;
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the production backend did not build: {e}"));
+        let router = ingest_router(production.ingest().clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let owner = pg::build_pool(&base.db.url, &crate::shared_pg::pool_options(2))
+            .expect("the owner role's pool");
+        let mut fleet = Fleet {
+            production,
+            proxies,
+            leases: PostgresLeaseStore::new(owner),
+            server,
+        };
+        fleet
+            .production
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("the production backend did not start: {e}"));
+        fleet
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        self.production.supervisor()
+    }
+
+    /// Stops the backend (its leases released) and the webhook listener.
+    pub async fn stop(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.production.shutdown()).await;
+        self.server.abort();
+    }
+}
+
+/// The tenants `t00`, `t01`, ... of a run (`prefix` keeps runs of one binary apart).
+pub fn tenants(prefix: &str, count: usize) -> Vec<TenantId> {
+    (0..count)
+        .map(|n| TenantId::new(format!("{prefix}{n:02}")).expect("a valid tenant id"))
+        .collect()
+}
+
+/// The chips `chip-0`, `chip-1`, ... of every tenant.
+pub fn chips(count: usize) -> Vec<ChipId> {
+    (0..count)
+        .map(|n| ChipId::new(format!("chip-{n}")).expect("a valid chip id"))
+        .collect()
+}
+
+/// Creates `tenants` with room for `chips` chips each, then every chip at once; answers when
+/// each `create_chip` was called.
+pub async fn create_fleet(
+    fleet: &Fleet,
+    tenants: &[TenantId],
+    chips: &[ChipId],
+) -> BTreeMap<(TenantId, ChipId), Instant> {
+    let directory = fleet.production.directory();
+    for tenant in tenants {
+        directory
+            .create(NewTenant::new(
+                tenant.clone(),
+                PlanLimits::new(chips.len() as u32, chips.len() as u32, 10_000),
+                TenantSecrets::generate().expect("secrets from the OS random source"),
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("creating tenant {tenant}: {e}"));
+    }
+    let supervisor = fleet.supervisor();
+    let creates = tenants.iter().flat_map(|tenant| {
+        chips.iter().map(move |chip| async move {
+            let at = Instant::now();
+            supervisor
+                .create_chip(tenant, chip, ChipSpec::qr())
+                .await
+                .unwrap_or_else(|e| panic!("{tenant}/{chip}: create_chip failed: {e}"));
+            ((tenant.clone(), chip.clone()), at)
+        })
+    });
+    join_all(creates).await.into_iter().collect()
+}
+
+/// Every chip's record, tenant by tenant.
+pub async fn records(supervisor: &Supervisor, tenants: &[TenantId]) -> Vec<ChipRecord> {
+    let mut all = Vec::new();
+    for tenant in tenants {
+        match supervisor.list_chips(tenant, None, 10_000).await {
+            Ok(records) => all.extend(records),
+            Err(e) => panic!("{tenant}: listing the chips: {e}"),
+        }
+    }
+    all
+}
+
+/// Polls every chip until each is in `want`; answers when each was first seen there (by the
+/// poll) and the records then. Panics within `within` naming the chips that are not.
+pub async fn wait_all(
+    supervisor: &Supervisor,
+    tenants: &[TenantId],
+    expected: usize,
+    want: PhaseName,
+    within: Duration,
+) -> (BTreeMap<(TenantId, ChipId), Instant>, Vec<ChipRecord>) {
+    let deadline = Instant::now() + within;
+    let mut seen = BTreeMap::new();
+    loop {
+        // A store error while a daemon restarts is a retry, not a failure.
+        let mut all = Vec::new();
+        let mut unreadable = None;
+        for tenant in tenants {
+            match supervisor.list_chips(tenant, None, 10_000).await {
+                Ok(records) => all.extend(records),
+                Err(e) => unreadable = Some(format!("{tenant}: {e}")),
+            }
+        }
+        let now = Instant::now();
+        for record in &all {
+            if record.observed.phase.name() == want {
+                seen.entry((record.key.tenant.clone(), record.key.chip.clone()))
+                    .or_insert(now);
+            }
+        }
+        if unreadable.is_none()
+            && all.len() == expected
+            && all.iter().all(|r| r.observed.phase.name() == want)
+        {
+            return (seen, all);
+        }
+        if now >= deadline {
+            let behind: Vec<String> = all
+                .iter()
+                .filter(|r| r.observed.phase.name() != want)
+                .take(10)
+                .map(crate::fleet::describe)
+                .collect();
+            panic!(
+                "{} of {expected} chips {want} within {within:?} ({} records read{}); behind: {behind:#?}",
+                all.iter()
+                    .filter(|r| r.observed.phase.name() == want)
+                    .count(),
+                all.len(),
+                unreadable
+                    .map(|e| format!(", last read error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        sleep(POLL).await;
+    }
+}
+
+/// A record in one line: phase, last error and the steps.
+pub fn describe(record: &ChipRecord) -> String {
+    let error = record
+        .observed
+        .last_error
+        .as_ref()
+        .map(|e| format!("{} ({}): {}", e.reason.as_str(), e.kind, e.detail));
+    let steps: Vec<String> = record
+        .steps
+        .iter()
+        .map(|s| format!("{:?}:{:?}", s.step, s.outcome))
+        .collect();
+    format!(
+        "{}: {} error={error:?} steps={steps:?}",
+        record.key,
+        record.observed.phase.name()
+    )
+}
+
+/// The `p`-th percentile (nearest rank) of `values`.
+pub fn percentile(values: &[Duration], p: f64) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Each chip's QR code as a PNG decodes to the raw value (a refresh between the two reads is
+/// read again).
+pub async fn every_qr_decodes(supervisor: &Supervisor, tenants: &[TenantId], chips: &[ChipId]) {
+    for tenant in tenants {
+        for chip in chips {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let png = supervisor.qr(tenant, chip, QrFormat::Png).await;
+                let raw = supervisor.qr(tenant, chip, QrFormat::Raw).await;
+                let last = match (png, raw) {
+                    (Ok(QrCode::Png(png)), Ok(QrCode::Raw(raw))) => match decode_png(&png) {
+                        Ok(decoded) if decoded == raw.value => break,
+                        Ok(_) => "the PNG's value is not the raw value (refreshed?)".to_owned(),
+                        Err(e) => format!("the PNG does not decode: {e}"),
+                    },
+                    (png, raw) => format!(
+                        "png: {}, raw: {}",
+                        png.map(|_| "ok".to_owned())
+                            .unwrap_or_else(|e| e.to_string()),
+                        raw.map(|_| "ok".to_owned())
+                            .unwrap_or_else(|e| e.to_string())
+                    ),
+                };
+                assert!(
+                    Instant::now() < deadline,
+                    "{tenant}/{chip}: the QR code never decoded: {last}"
+                );
+                sleep(POLL).await;
+            }
+        }
+    }
+}
+
+/// The simulator's control API and WAHA client of `tenant`'s running slot-0 container (its
+/// address from Docker's labels, the tenant's key from the directory); `None` while there is
+/// none.
+pub async fn tenant_sim(
+    base: &Base,
+    fleet: &Fleet,
+    tenant: &TenantId,
+) -> Option<(SimControlClient, WahaClient)> {
+    let containers = base
+        .runtime
+        .list(&LabelSelector::new(labels::MANAGED_BY, &base.managed_by))
+        .await
+        .ok()?;
+    let url = containers
+        .into_iter()
+        .find(|c| {
+            c.state == ContainerState::Running
+                && c.label(labels::TENANT) == Some(tenant.as_str())
+                && c.label(labels::SLOT) == Some("0")
+        })?
+        .url?;
+    let key = fleet
+        .production
+        .directory()
+        .get(tenant)
+        .await
+        .ok()?
+        .secrets
+        .container_api_key;
+    let control = SimControlClient::new(
+        url.as_str(),
+        Some(waha_sim::ApiKey::new(key.expose_secret())),
+    )
+    .ok()?;
+    let waha = WahaClient::new(url, key).ok()?;
+    Some((control, waha))
+}
+
+/// The phone scans every chip's QR code (through each tenant's simulator).
+pub async fn scan_all(base: &Base, fleet: &Fleet, tenants: &[TenantId], chips: &[ChipId]) {
+    for tenant in tenants {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for chip in chips {
+            let session = tenant_isolation::SessionName::new(tenant, chip);
+            loop {
+                let last = match tenant_sim(base, fleet, tenant).await {
+                    Some((control, _)) => match control.scan(session.as_str()).await {
+                        Ok(_) => break,
+                        Err(e) => e.to_string(),
+                    },
+                    None => "no running container".to_owned(),
+                };
+                assert!(
+                    Instant::now() < deadline,
+                    "{tenant}/{chip}: the scan never went through: {last}"
+                );
+                sleep(POLL).await;
+            }
+        }
+    }
+}
+
+/// Checks, from the simulators' call logs, that each chip's session was created (accepted)
+/// exactly once, and that every accepted create came from this run's owner.
+pub async fn one_create_per_chip(
+    base: &Base,
+    fleet: &Fleet,
+    tenants: &[TenantId],
+    chips: &[ChipId],
+) {
+    for tenant in tenants {
+        let (control, _) = tenant_sim(base, fleet, tenant)
+            .await
+            .unwrap_or_else(|| panic!("{tenant}: no running container"));
+        let calls = control
+            .calls()
+            .await
+            .unwrap_or_else(|e| panic!("{tenant}: the simulator's call log: {e}"));
+        for chip in chips {
+            let session = tenant_isolation::SessionName::new(tenant, chip);
+            let accepted = calls
+                .iter()
+                .filter(|call| {
+                    call.is_create()
+                        && call.status == 201
+                        && call.session.as_deref() == Some(session.as_str())
+                })
+                .count();
+            assert_eq!(
+                accepted, 1,
+                "{tenant}/{chip}: one accepted create of its session in this container's log"
+            );
+        }
+    }
+}
+
+/// The provisioning steps each chip's stored log must carry, in order.
+pub const PROVISIONING: [StepKind; 6] = [
+    StepKind::ReserveRunningSlot,
+    StepKind::PlaceChip,
+    StepKind::EnsureContainer,
+    StepKind::LeaseProxy,
+    StepKind::EnsureSession,
+    StepKind::StartSession,
+];
+
+/// Every record's stored step log carries the provisioning steps, succeeded, in order.
+pub fn every_step_recorded(records: &[ChipRecord]) {
+    for record in records {
+        let succeeded: Vec<StepKind> = record
+            .steps
+            .iter()
+            .filter(|entry| entry.outcome == StepOutcome::Succeeded)
+            .map(|entry| entry.step)
+            .collect();
+        let mut rest = succeeded.iter();
+        assert!(
+            PROVISIONING
+                .iter()
+                .all(|wanted| rest.any(|step| step == wanted)),
+            "the provisioning steps succeeded in order ({PROVISIONING:?}): {}",
+            describe(record)
+        );
+    }
+}
+
+/// What the proxies did for a fleet.
+#[derive(Debug, Default)]
+pub struct ProxyReport {
+    /// Chips that were ever assigned the dead endpoint.
+    pub on_dead: usize,
+    /// Rotations recorded.
+    pub rotations: usize,
+}
+
+/// Waits until no chip holds the dead endpoint, then checks each chip's history: every change
+/// of endpoint is a recorded rotation away from the one before, and the session in WAHA
+/// carries the lease's proxy.
+pub async fn no_chip_on_the_dead_proxy(
+    base: &Base,
+    fleet: &Fleet,
+    tenants: &[TenantId],
+    chips: &[ChipId],
+    within: Duration,
+) -> ProxyReport {
+    let ids = fleet.proxies.endpoint_ids().await;
+    let dead = ids
+        .get(&fleet.proxies.dead)
+        .expect("the dead endpoint is listed")
+        .clone();
+    let deadline = Instant::now() + within;
+    loop {
+        let mut on_dead = Vec::new();
+        for tenant in tenants {
+            for chip in chips {
+                let lease = fleet.leases.lease(tenant, chip).await;
+                match lease {
+                    Ok(Some(lease)) if lease.endpoint == dead => {
+                        on_dead.push(format!("{tenant}/{chip}"))
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => on_dead.push(format!("{tenant}/{chip} (no lease)")),
+                    Err(e) => on_dead.push(format!("{tenant}/{chip} ({e})")),
+                }
+            }
+        }
+        if on_dead.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chips still on the dead proxy (or unleased) after {within:?}: {on_dead:?}"
+        );
+        sleep(POLL).await;
+    }
+    let by_id: HashMap<&EndpointId, &String> = ids.iter().map(|(hp, id)| (id, hp)).collect();
+    let mut report = ProxyReport::default();
+    for tenant in tenants {
+        for chip in chips {
+            let history = fleet
+                .leases
+                .history(tenant, chip)
+                .await
+                .unwrap_or_else(|e| panic!("{tenant}/{chip}: the proxy history: {e}"));
+            let mut current: Option<&EndpointId> = None;
+            let mut rotated_away: Option<&EndpointId> = None;
+            for entry in &history {
+                match &entry.event {
+                    HistoryEvent::Assigned => {
+                        if let Some(previous) = current {
+                            assert_eq!(
+                                rotated_away,
+                                Some(previous),
+                                "{tenant}/{chip}: a change of proxy without a recorded rotation: {history:?}"
+                            );
+                            report.rotations += 1;
+                        }
+                        if entry.endpoint == dead {
+                            report.on_dead += 1;
+                        }
+                        current = Some(&entry.endpoint);
+                        rotated_away = None;
+                    }
+                    HistoryEvent::RotatedAway { .. } => rotated_away = Some(&entry.endpoint),
+                    _ => {}
+                }
+            }
+            let lease = current.unwrap_or_else(|| panic!("{tenant}/{chip}: never assigned"));
+            assert_ne!(lease, &dead, "{tenant}/{chip}: ends on the dead proxy");
+            // The session in WAHA goes through the lease's proxy (sticky, rotated together).
+            let want = by_id[lease];
+            let deadline = Instant::now() + within;
+            loop {
+                let session = tenant_isolation::SessionName::new(tenant, chip);
+                let proxy = match tenant_sim(base, fleet, tenant).await {
+                    Some((_, waha)) => waha
+                        .get_session(session.as_str())
+                        .await
+                        .ok()
+                        .and_then(|s| s.config)
+                        .and_then(|c| c.proxy)
+                        .map(|p| p.server),
+                    None => None,
+                };
+                if proxy.as_deref().is_some_and(|p| p.contains(want.as_str())) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{tenant}/{chip}: the session's proxy is {proxy:?}, the lease's {want}"
+                );
+                sleep(POLL).await;
+            }
+        }
+    }
+    report
+}
+
+/// Every chip's current lease: its endpoint and generation.
+pub async fn leases(
+    fleet: &Fleet,
+    tenants: &[TenantId],
+    chips: &[ChipId],
+) -> BTreeMap<(TenantId, ChipId), (EndpointId, u64)> {
+    let mut all = BTreeMap::new();
+    for tenant in tenants {
+        for chip in chips {
+            let lease = fleet
+                .leases
+                .lease(tenant, chip)
+                .await
+                .unwrap_or_else(|e| panic!("{tenant}/{chip}: the lease: {e}"))
+                .unwrap_or_else(|| panic!("{tenant}/{chip}: no lease"));
+            all.insert(
+                (tenant.clone(), chip.clone()),
+                (lease.endpoint, lease.generation),
+            );
+        }
+    }
+    all
+}
+
+/// A proxy dies under working chips: the live proxy holding the most chips is killed; each
+/// of its chips rotates away (a recorded rotation after at least the policy's failure
+/// threshold, never before the cooldown since the lease was assigned) and works again; every
+/// other chip keeps its lease untouched. Answers how many chips moved and how long the last
+/// one took.
+pub async fn a_proxy_dies_under_working_chips(
+    fleet: &mut Fleet,
+    tenants: &[TenantId],
+    chips: &[ChipId],
+    within: Duration,
+) -> (usize, Duration) {
+    let before = leases(fleet, tenants, chips).await;
+    let ids = fleet.proxies.endpoint_ids().await;
+    let mut load: BTreeMap<&EndpointId, usize> = BTreeMap::new();
+    for (endpoint, _) in before.values() {
+        *load.entry(endpoint).or_default() += 1;
+    }
+    let (victim, moved) = load
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(e, n)| ((*e).clone(), *n))
+        .expect("some lease");
+    let address = ids
+        .iter()
+        .find(|(_, id)| **id == victim)
+        .map(|(address, _)| address.clone())
+        .expect("the victim is listed");
+    let killed_at = Instant::now();
+    fleet.proxies.kill(&address);
+    let deadline = killed_at + within;
+    let mut last_moved = Duration::ZERO;
+    let mut pending: Vec<(TenantId, ChipId)> = before
+        .iter()
+        .filter(|(_, (endpoint, _))| *endpoint == victim)
+        .map(|(key, _)| key.clone())
+        .collect();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for (tenant, chip) in pending {
+            match fleet.leases.lease(&tenant, &chip).await {
+                Ok(Some(lease)) if lease.endpoint != victim => last_moved = killed_at.elapsed(),
+                _ => still.push((tenant, chip)),
+            }
+        }
+        pending = still;
+        assert!(
+            pending.is_empty() || Instant::now() < deadline,
+            "chips still on the killed proxy after {within:?}: {pending:?}"
+        );
+        if !pending.is_empty() {
+            sleep(POLL).await;
+        }
+    }
+    let after = leases(fleet, tenants, chips).await;
+    for (key, (endpoint, generation)) in &before {
+        let (now_endpoint, now_generation) = &after[key];
+        if *endpoint == victim {
+            assert_ne!(now_endpoint, &victim, "{key:?} moved away");
+            let history = fleet
+                .leases
+                .history(&key.0, &key.1)
+                .await
+                .unwrap_or_else(|e| panic!("{key:?}: the proxy history: {e}"));
+            let assigned = history
+                .iter()
+                .rev()
+                .find(|h| h.event == HistoryEvent::Assigned && h.endpoint == victim)
+                .expect("the assignment to the killed proxy is in the history");
+            let rotated = history
+                .iter()
+                .find(|h| {
+                    h.endpoint == victim
+                        && h.at >= assigned.at
+                        && matches!(h.event, HistoryEvent::RotatedAway { .. })
+                })
+                .unwrap_or_else(|| panic!("{key:?}: a recorded rotation away: {history:?}"));
+            let HistoryEvent::RotatedAway { reason } = &rotated.event else {
+                unreachable!()
+            };
+            let failures: u32 = reason
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            assert!(
+                failures >= ROTATE_AFTER_FAILURES,
+                "{key:?}: rotated after {failures} failures ({reason}), the threshold is {ROTATE_AFTER_FAILURES}"
+            );
+            let held = rotated.at.duration_since(assigned.at).unwrap_or_default();
+            assert!(
+                held >= ROTATION_COOLDOWN,
+                "{key:?}: rotated {held:?} after its assignment, inside the {ROTATION_COOLDOWN:?} cooldown"
+            );
+        } else {
+            assert_eq!(
+                (now_endpoint, now_generation),
+                (endpoint, generation),
+                "{key:?}: a chip on another proxy is untouched"
+            );
+        }
+    }
+    (moved, last_moved)
+}
+
+/// Sends one message from every chip (no choreography, waiting for the pacer) and waits until
+/// each is acked to read; answers the time from the sends to the last read.
+pub async fn one_message_per_chip_read(
+    fleet: &Fleet,
+    tenants: &[TenantId],
+    chips: &[ChipId],
+    within: Duration,
+) -> Duration {
+    let supervisor = fleet.supervisor();
+    let started = Instant::now();
+    let sends = tenants.iter().flat_map(|tenant| {
+        chips.iter().map(move |chip| async move {
+            let key = format!("fleet-{chip}");
+            let receipt = supervisor
+                .send_text(
+                    tenant,
+                    chip,
+                    SendRequest::new(CHAT, format!("hello from {chip}"), key.clone())
+                        .with_choreography(None)
+                        .with_max_wait(Duration::from_secs(120)),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{tenant}/{chip}: send_text failed: {e}"));
+            assert!(
+                matches!(receipt.status, OutboxStatus::Sent { .. }),
+                "{tenant}/{chip}: sent: {:?}",
+                receipt.status
+            );
+            (tenant.clone(), key)
+        })
+    });
+    let keys: Vec<(TenantId, String)> = join_all(sends).await;
+    let deadline = Instant::now() + within;
+    for (tenant, key) in keys {
+        loop {
+            let record = supervisor
+                .outbox()
+                .get(&tenant, &key)
+                .await
+                .unwrap_or_else(|e| panic!("{tenant}/{key}: the outbox: {e}"));
+            let status = record.map(|r| r.status);
+            if matches!(
+                status,
+                Some(OutboxStatus::Sent {
+                    ack: MessageAck::Read | MessageAck::Played
+                })
+            ) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{tenant}/{key}: not acked to read within {within:?}: {status:?}"
+            );
+            sleep(POLL).await;
+        }
+    }
+    started.elapsed()
+}
+
+/// Seconds with millisecond precision, for the printed timings.
+pub fn s(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// When the chip's QR window opened, from its stored phase (`None` when it is not awaiting a
+/// login).
+pub fn qr_opened(record: &ChipRecord) -> Option<SystemTime> {
+    match record.observed.phase {
+        Phase::AwaitingLogin { since, .. } => Some(since),
+        _ => None,
+    }
+}
