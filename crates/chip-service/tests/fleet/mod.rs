@@ -29,8 +29,13 @@ use std::net::TcpListener as StdListener;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 
 use chip_service::production::{
     ContainerAddressing, Production, ProductionConfig, ProxyHealth, ProxyList, RuntimeKind,
@@ -306,11 +311,35 @@ impl FleetOptions {
     }
 }
 
+/// Each webhook request the ingest answered: the event id its body carried, and the status.
+pub type Answered = Arc<Mutex<Vec<(Option<String>, u16)>>>;
+
+/// Around the ingest router: records each request's event id and the status it was answered.
+async fn record(State(answered): State<Answered>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 4 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let id = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_owned));
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    answered
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push((id, response.status().as_u16()));
+    response
+}
+
 /// A running fleet: the production backend, its webhook listener, the proxies.
 pub struct Fleet {
     pub production: Production,
     pub proxies: Tinyproxies,
     pub leases: PostgresLeaseStore,
+    /// Every webhook request the ingest answered.
+    pub answered: Answered,
     server: JoinHandle<()>,
 }
 
@@ -390,7 +419,9 @@ impl Fleet {
         })
         .await
         .unwrap_or_else(|e| panic!("the production backend did not build: {e}"));
-        let router = ingest_router(production.ingest().clone());
+        let answered = Answered::default();
+        let router = ingest_router(production.ingest().clone())
+            .layer(middleware::from_fn_with_state(answered.clone(), record));
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
@@ -400,6 +431,7 @@ impl Fleet {
             production,
             proxies,
             leases: PostgresLeaseStore::new(owner),
+            answered,
             server,
         };
         fleet
@@ -1035,4 +1067,45 @@ pub fn qr_opened(record: &ChipRecord) -> Option<SystemTime> {
         Phase::AwaitingLogin { since, .. } => Some(since),
         _ => None,
     }
+}
+
+/// Restarts a shared service through `scripts/restart-service.sh` (the one way the tests touch
+/// a daemon), keeping it down `down` first; panics with the script's output when it fails.
+pub async fn restart_service(service: &'static str, down: Duration) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/restart-service.sh");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(&script)
+            .arg(service)
+            .arg("--down")
+            .arg(down.as_secs().to_string())
+            .stdin(Stdio::null())
+            .output()
+    })
+    .await
+    .expect("the restart's thread")
+    .unwrap_or_else(|e| panic!("scripts/restart-service.sh could not run: {e}"));
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "scripts/restart-service.sh {service} failed ({}); the service may be down: run scripts/test-env.sh",
+        output.status
+    );
+}
+
+/// The run's containers by (tenant, slot) label: each with its state.
+pub async fn containers_by_slot(base: &Base) -> BTreeMap<(String, String), Vec<ContainerState>> {
+    let containers = base
+        .runtime
+        .list(&LabelSelector::new(labels::MANAGED_BY, &base.managed_by))
+        .await
+        .unwrap_or_else(|e| panic!("listing the run's containers: {e}"));
+    let mut by_slot: BTreeMap<(String, String), Vec<ContainerState>> = BTreeMap::new();
+    for c in containers {
+        let key = (
+            c.label(labels::TENANT).unwrap_or_default().to_owned(),
+            c.label(labels::SLOT).unwrap_or_default().to_owned(),
+        );
+        by_slot.entry(key).or_default().push(c.state);
+    }
+    by_slot
 }
