@@ -40,13 +40,15 @@
 //!   (STARTING → SCAN_QR_CODE) and `SIM_FIRST_QR_MS=20000`. The QR lifetime is that long so that
 //!   no refresh (and no re-emitted `SCAN_QR_CODE` webhook) falls inside a run. Time scale 1: every
 //!   duration is wall-clock time.
-//! - **WAHA client**: both sides use one `HttpWahaClients::new(ClientConfig::default())` per
-//!   run. The straight-line program takes its clients from that factory too. So time-outs,
-//!   the retry policy (waha-client's default: 6 retries from 200 ms up to 5 s, jittered, 60 s
-//!   budget) and the shared connection pool are the same. chip-service runs the supervisor with
-//!   client retries off (its own policy retries), but no transient error happens in the timed
-//!   runs, so neither side's time depends on it. In the fault run the booting 400 carries a
-//!   NestJS error body, which the client never retries under any policy.
+//! - **WAHA client**: both sides use one `HttpWahaClients` per run, configured as chip-service
+//!   runs the supervisor: waha-client's defaults with its retries off (`RetryConfig::disabled`:
+//!   the supervisor retries through its own policy). The straight-line program takes its
+//!   clients from that factory too, so time-outs, retries and the shared connection pool are
+//!   the same. With the client's own retries on, the supervisor's world read of a chip whose
+//!   container another chip is still starting (the session read refused while the simulator
+//!   is not listening yet) waits out the client's backoff (about 1 s): measured, 2.1× instead
+//!   of the figure below. In the fault run the booting 400 carries a NestJS error body, which
+//!   the client never retries under any policy.
 //!
 //! # The straight-line program
 //! For each tenant at once, `TenantPool::ensure`. Then for each of its 5 chips at once:
@@ -112,8 +114,8 @@ use session_supervisor::{
 use tenant_isolation::{ChipId, TenantId};
 use tokio::task::JoinSet;
 use waha_client::{
-    ClientConfig, NewSession, ProxyConfig, SessionConfig, SessionStatus, WahaApi, WahaError,
-    metadata,
+    ClientConfig, NewSession, ProxyConfig, RetryConfig, SessionConfig, SessionStatus, WahaApi,
+    WahaError, metadata,
 };
 
 use shared::tenant_pool;
@@ -216,7 +218,10 @@ fn sim_env(booting_fault: bool) -> Vec<EnvVar> {
 
 /// Both sides' WAHA client configuration (see the module docs).
 fn client_config() -> ClientConfig {
-    ClientConfig::default()
+    ClientConfig {
+        retry: RetryConfig::disabled(),
+        ..ClientConfig::default()
+    }
 }
 
 /// A fresh world whose tenants are `<tag>-t00`, `<tag>-t01`, ...
@@ -727,6 +732,35 @@ async fn supervisor_run(world: &World, limits: Limits, scenario: Scenario) -> Ru
             }
         }
     }
+    // Where the slowest chip's time went (TO_QR_TRACE=1): each step, when it was recorded
+    // after the chip's creation, and how long it took.
+    if std::env::var_os("TO_QR_TRACE").is_some()
+        && let Some(key) = began
+            .iter()
+            .filter_map(|(key, start)| {
+                reached_at
+                    .get(key)
+                    .map(|at| (key, at.duration_since(*start)))
+            })
+            .max_by_key(|(_, took)| *took)
+            .map(|(key, _)| key)
+        && let Ok(record) = supervisor.get_chip(&key.tenant, &key.chip).await
+    {
+        eprintln!("trace {key} (the slowest chip):");
+        for entry in record.steps.iter() {
+            let at = entry
+                .at
+                .duration_since(record.created_at)
+                .unwrap_or_default();
+            eprintln!(
+                "  +{:>7.3} s {:?} {:?} took {:.3} s",
+                at.as_secs_f64(),
+                entry.step,
+                entry.outcome,
+                entry.took.as_secs_f64()
+            );
+        }
+    }
     let report = RunReport::new(started, outcomes, found_by_reread);
     let _ = replica.shutdown().await;
     report
@@ -949,6 +983,13 @@ async fn bench(rounds: usize) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // The supervisor's own logs, on stderr, when RUST_LOG asks for them.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rounds = rounds();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -196,8 +196,14 @@ async fn ownership_loop(supervisor: Supervisor, mut stop: watch::Receiver<bool>)
             }
         }
         metrics::gauge!("supervisor_owned_tenants").set(inner.owned.len() as f64);
-        if !pause(&mut stop, step).await {
-            return;
+        tokio::select! {
+            running = pause(&mut stop, step) => {
+                if !running {
+                    return;
+                }
+            }
+            // A chip of a tenant nobody here owns was just created: claim now.
+            () = inner.claim_now.notified() => next_claim = Instant::now(),
         }
     }
 }
@@ -440,6 +446,12 @@ async fn reconcile(supervisor: &Supervisor, key: &ChipKey, guard: &OwnerGuard) {
         }
         if let Step::Wait { until } = step {
             let due = until.unwrap_or_else(|| resync_at(supervisor, key, world.now));
+            debug!(
+                in_ms = due.duration_since(world.now).unwrap_or_default().as_millis() as u64,
+                tenant_seen = ?world.tenant,
+                container_seen = ?world.container,
+                "waiting"
+            );
             requeue(supervisor, key, due, Trigger::Resync).await;
             outcome = "waiting";
             break;

@@ -183,6 +183,7 @@ impl SupervisorBuilder {
                 owner_id,
                 owned: Owned::default(),
                 wake: Notify::new(),
+                claim_now: Notify::new(),
                 running: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 in_flight: Mutex::new(HashMap::new()),
@@ -224,6 +225,9 @@ pub(crate) struct Inner {
     pub(crate) owned: Owned,
     /// Wakes the scheduler (work was queued in this process).
     pub(crate) wake: Notify,
+    /// Wakes the ownership loop to claim tenants at once (a chip was created for a tenant this
+    /// process does not own).
+    pub(crate) claim_now: Notify,
     pub(crate) running: AtomicBool,
     pub(crate) stopping: AtomicBool,
     /// Chips being reconciled in this process; `true` when a trigger arrived meanwhile (run
@@ -425,6 +429,12 @@ impl Supervisor {
                 self.publish(ChipChange::of(&record, ChipChangeKind::Created))
                     .await;
                 self.inner.wake.notify_one();
+                // A tenant nobody here owns yet (its first chip): claim it now rather than at
+                // the next claim interval, so the chip's first step is not a claim interval
+                // late. Another replica may win the claim; its reconcile then takes the chip.
+                if self.inner.owned.guard(tenant).is_none() {
+                    self.inner.claim_now.notify_one();
+                }
                 Ok(record)
             }
             CreateOutcome::Existing(record) => same_spec(record, &spec),
