@@ -25,19 +25,16 @@ mod shared_docker;
 mod shared_pg;
 
 use std::collections::BTreeSet;
-use std::panic::AssertUnwindSafe;
 use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use container_pool::ContainerState;
-use futures::FutureExt;
 use session_supervisor::{PhaseName, StepKind};
 use tenant_isolation::SessionName;
-use tokio::sync::Mutex;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, sleep};
 
-use fleet::{Base, Fleet, FleetOptions, s};
+use fleet::{FleetOptions, s};
 
 /// Used by the shared Docker helpers.
 fn ms(n: u64) -> Duration {
@@ -49,111 +46,84 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// One daemon restart at a time.
-static SERIAL: Mutex<()> = Mutex::const_new(());
-
 /// The bound of one test, from the first container to the last check.
 const TEST_DEADLINE: Duration = Duration::from_secs(420);
-
-/// Runs `body` on a fresh world, then cleans up whatever happened (the backend first, then
-/// Docker and the database), and re-raises a panic.
-async fn with_fleet<F>(name: &str, options: FleetOptions, body: F)
-where
-    F: AsyncFnOnce(&Base, &mut Fleet),
-{
-    let _one_at_a_time = SERIAL.lock().await;
-    let started = Instant::now();
-    let base = Base::new("cs-daemon").await;
-    let slot: Mutex<Option<Fleet>> = Mutex::new(None);
-    let outcome = AssertUnwindSafe(timeout(TEST_DEADLINE, async {
-        let mut guard = slot.lock().await;
-        let fleet = guard.insert(Fleet::start(&base, &options).await);
-        body(&base, fleet).await;
-    }))
-    .catch_unwind()
-    .await;
-    if let Some(fleet) = slot.lock().await.take() {
-        fleet.stop().await;
-    }
-    base.clean_up().await;
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => panic!("{name} did not finish within {TEST_DEADLINE:?}"),
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-    eprintln!("[{name}] duration {}", s(started.elapsed()));
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dockerd_restarted_while_chips_provision() {
     let options = FleetOptions::scenario(FleetOptions::proxies_for(8), 23_900..=23_929);
-    with_fleet("dockerd restart", options, async |base, fleet| {
-        let supervisor = fleet.supervisor().clone();
-        let tenants = fleet::tenants("dkr", 2);
-        let chips = fleet::chips(4);
-        fleet::create_fleet(fleet, &tenants, &chips).await;
+    fleet::with_fleet(
+        "dockerd restart",
+        TEST_DEADLINE,
+        options,
+        async |base, fleet| {
+            let supervisor = fleet.supervisor().clone();
+            let tenants = fleet::tenants("dkr", 2);
+            let chips = fleet::chips(4);
+            fleet::create_fleet(fleet, &tenants, &chips).await;
 
-        // Mid-provision: the first container exists, and no chip has reached its QR yet (the
-        // simulators boot for seconds).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while fleet::containers_by_slot(base).await.is_empty() {
-            assert!(Instant::now() < deadline, "no container within 60 s");
-            sleep(fleet::POLL).await;
-        }
-        let before = fleet::records(&supervisor, &tenants).await;
-        let at_qr = before
-            .iter()
-            .filter(|r| r.observed.phase.name() == PhaseName::AwaitingLogin)
-            .count();
-        assert!(
-            at_qr < before.len(),
-            "the restart must come while chips provision: {at_qr} of {} already at the QR",
-            before.len()
-        );
-
-        let restarted = Instant::now();
-        fleet::restart_service("docker", Duration::ZERO).await;
-        eprintln!(
-            "[dockerd restart] dockerd back after {}",
-            s(restarted.elapsed())
-        );
-
-        let (_, records) = fleet::wait_all(
-            &supervisor,
-            &tenants,
-            tenants.len() * chips.len(),
-            PhaseName::AwaitingLogin,
-            Duration::from_secs(240),
-        )
-        .await;
-        eprintln!(
-            "[dockerd restart] every chip at its QR {} after the restart began",
-            s(restarted.elapsed())
-        );
-        fleet::every_step_recorded(&records);
-        fleet::every_qr_decodes(&supervisor, &tenants, &chips).await;
-        // One container per slot, running.
-        let by_slot = fleet::containers_by_slot(base).await;
-        assert_eq!(
-            by_slot.len(),
-            tenants.len(),
-            "one slot per tenant: {by_slot:?}"
-        );
-        for (slot, states) in &by_slot {
-            assert_eq!(
-                states,
-                &vec![ContainerState::Running],
-                "{slot:?}: one running container"
+            // Mid-provision: the first container exists, and no chip has reached its QR yet (the
+            // simulators boot for seconds).
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while fleet::containers_by_slot(base).await.is_empty() {
+                assert!(Instant::now() < deadline, "no container within 60 s");
+                sleep(fleet::POLL).await;
+            }
+            let before = fleet::records(&supervisor, &tenants).await;
+            let at_qr = before
+                .iter()
+                .filter(|r| r.observed.phase.name() == PhaseName::AwaitingLogin)
+                .count();
+            assert!(
+                at_qr < before.len(),
+                "the restart must come while chips provision: {at_qr} of {} already at the QR",
+                before.len()
             );
-        }
-    })
+
+            let restarted = Instant::now();
+            fleet::restart_service("docker", Duration::ZERO).await;
+            eprintln!(
+                "[dockerd restart] dockerd back after {}",
+                s(restarted.elapsed())
+            );
+
+            let (_, records) = fleet::wait_all(
+                &supervisor,
+                &tenants,
+                tenants.len() * chips.len(),
+                PhaseName::AwaitingLogin,
+                Duration::from_secs(240),
+            )
+            .await;
+            eprintln!(
+                "[dockerd restart] every chip at its QR {} after the restart began",
+                s(restarted.elapsed())
+            );
+            fleet::every_step_recorded(&records);
+            fleet::every_qr_decodes(&supervisor, &tenants, &chips).await;
+            // One container per slot, running.
+            let by_slot = fleet::containers_by_slot(base).await;
+            assert_eq!(
+                by_slot.len(),
+                tenants.len(),
+                "one slot per tenant: {by_slot:?}"
+            );
+            for (slot, states) in &by_slot {
+                assert_eq!(
+                    states,
+                    &vec![ContainerState::Running],
+                    "{slot:?}: one running container"
+                );
+            }
+        },
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_restarted_under_webhook_traffic() {
     let options = FleetOptions::scenario(FleetOptions::proxies_for(6), 23_930..=23_959);
-    with_fleet("postgresql restart", options, async |base, fleet| {
+    fleet::with_fleet("postgresql restart", TEST_DEADLINE, options, async |base, fleet| {
         let supervisor = fleet.supervisor().clone();
         let tenants = fleet::tenants("pgr", 2);
         let chips = fleet::chips(3);

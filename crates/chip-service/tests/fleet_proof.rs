@@ -30,13 +30,19 @@ mod shared_docker;
 mod shared_pg;
 
 use std::ops::RangeInclusive;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use futures::FutureExt;
-use session_supervisor::PhaseName;
-use tokio::sync::Mutex;
-use tokio::time::{Instant, timeout};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use container_pool::ContainerState;
+use session_supervisor::{ChipSpec, PhaseName, StepKind, StepOutcome, SupervisorError};
+use tenant_isolation::{NewTenant, PlanLimits, TenantSecrets};
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio::time::sleep;
 
 use fleet::{Base, Fleet, FleetOptions, percentile, qr_opened, s};
 
@@ -49,9 +55,6 @@ fn ms(n: u64) -> Duration {
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
-
-/// One scenario at a time.
-static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// The bound of one scenario, from the first container to the last ack.
 const SCENARIO_DEADLINE: Duration = Duration::from_secs(480);
@@ -67,45 +70,22 @@ async fn twenty_tenants_five_chips_each() {
 }
 
 async fn scenario(prefix: &str, tenants: usize, chips: usize, ports: RangeInclusive<u16>) {
-    let _one_at_a_time = SERIAL.lock().await;
-    let started = Instant::now();
-    let base = Base::new("cs-fleet").await;
-    let slot: Mutex<Option<Fleet>> = Mutex::new(None);
-    let outcome = AssertUnwindSafe(timeout(
-        SCENARIO_DEADLINE,
-        body(&base, &slot, prefix, tenants, chips, ports),
-    ))
-    .catch_unwind()
+    let options = FleetOptions::scenario(FleetOptions::proxies_for(tenants * chips), ports);
+    let name = format!("fleet {tenants}x{chips}");
+    fleet::with_fleet(&name, SCENARIO_DEADLINE, options, async |base, fleet| {
+        body(base, fleet, prefix, tenants, chips).await
+    })
     .await;
-    // Clean-up, whatever happened: the backend first (nothing re-creates containers), then
-    // Docker and the database.
-    if let Some(fleet) = slot.lock().await.take() {
-        fleet.stop().await;
-    }
-    base.clean_up().await;
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => panic!("the scenario did not finish within {SCENARIO_DEADLINE:?}"),
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-    eprintln!(
-        "[fleet {tenants}x{chips}] scenario duration {} (with set-up and clean-up)",
-        s(started.elapsed())
-    );
 }
 
 async fn body(
     base: &Base,
-    slot: &Mutex<Option<Fleet>>,
+    fleet: &mut Fleet,
     prefix: &str,
     tenant_count: usize,
     chip_count: usize,
-    ports: RangeInclusive<u16>,
 ) {
     let total = tenant_count * chip_count;
-    let options = FleetOptions::scenario(FleetOptions::proxies_for(total), ports);
-    let mut guard = slot.lock().await;
-    let fleet = guard.insert(Fleet::start(base, &options).await);
     let supervisor = fleet.supervisor().clone();
     let tenants = fleet::tenants(prefix, tenant_count);
     let chips = fleet::chips(chip_count);
@@ -185,6 +165,9 @@ async fn body(
     let to_read =
         fleet::one_message_per_chip_read(fleet, &tenants, &chips, Duration::from_secs(180)).await;
 
+    // Hostile and faulty webhooks through the real ingest and the PostgreSQL inbox.
+    fleet::hostile_webhooks(base, fleet, &tenants, &chips).await;
+
     eprintln!(
         "{label} create -> QR: p50 {} p95 {} max {}; all {total} at the QR {} after the creates",
         s(percentile(&to_qr, 50.0)),
@@ -204,4 +187,179 @@ async fn body(
         s(to_read),
         s(t0.elapsed())
     );
+}
+
+/// The fault matrix's "50 tasks racing for 10 quota slots": fifty `create_chip` calls of
+/// distinct chips, released at once, for a tenant whose plan allows 10 chips. Exactly 10
+/// chips exist afterwards (in the supervisor's store and in the PostgreSQL ledger, its usage
+/// and its reservations naming exactly the winners), and the 40 others were refused as over
+/// the quota, with nothing of theirs stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_creates_racing_for_ten_quota_slots_make_exactly_ten_chips() {
+    let options = FleetOptions::scenario(FleetOptions::proxies_for(10), 23_960..=23_979);
+    fleet::with_fleet(
+        "quota race",
+        SCENARIO_DEADLINE,
+        options,
+        async |base, fleet| {
+            let tenant = fleet::tenants("qrc", 1).remove(0);
+            fleet
+                .production
+                .directory()
+                .create(NewTenant::new(
+                    tenant.clone(),
+                    PlanLimits::new(10, 10, 10_000),
+                    TenantSecrets::generate().expect("secrets"),
+                ))
+                .await
+                .expect("the tenant");
+            let chips = fleet::chips(50);
+            let barrier = Arc::new(Barrier::new(chips.len()));
+            let mut tasks = JoinSet::new();
+            for chip in chips.clone() {
+                let supervisor = fleet.supervisor().clone();
+                let tenant = tenant.clone();
+                let barrier = barrier.clone();
+                tasks.spawn(async move {
+                    barrier.wait().await;
+                    let result = supervisor.create_chip(&tenant, &chip, ChipSpec::qr()).await;
+                    (chip, result)
+                });
+            }
+            let mut won = BTreeSet::new();
+            let mut refused = 0;
+            while let Some(joined) = tasks.join_next().await {
+                let (chip, result) = joined.expect("a create task");
+                match result {
+                    Ok(_) => {
+                        won.insert(chip.as_str().to_owned());
+                    }
+                    Err(SupervisorError::QuotaExceeded { .. }) => refused += 1,
+                    Err(other) => panic!("{chip}: neither created nor over the quota: {other}"),
+                }
+            }
+            assert_eq!((won.len(), refused), (10, 40), "exactly 10 of 50 won");
+            let stored: BTreeSet<String> =
+                fleet::records(fleet.supervisor(), std::slice::from_ref(&tenant))
+                    .await
+                    .iter()
+                    .map(|r| r.key.chip.as_str().to_owned())
+                    .collect();
+            assert_eq!(stored, won, "exactly the winners are stored");
+            let owner = shared_pg::scratch::owner_client(&base.db.url).await;
+            let in_use: i32 = owner
+                .query_one(
+                    "SELECT in_use FROM quota_usage WHERE tenant_id = $1 AND kind = 'chip'",
+                    &[&tenant.as_str()],
+                )
+                .await
+                .expect("the chip usage row")
+                .get(0);
+            assert_eq!(in_use, 10, "the ledger counts 10 chips");
+            let reserved: BTreeSet<String> = owner
+                .query(
+                    "SELECT chip_id FROM quota_reservations WHERE tenant_id = $1 AND kind = 'chip'",
+                    &[&tenant.as_str()],
+                )
+                .await
+                .expect("the reservations")
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            assert_eq!(
+                reserved, won,
+                "the ledger's reservations are exactly the winners"
+            );
+        },
+    )
+    .await;
+}
+
+/// The fault matrix's "a tenant container killed mid-provision": the tenant's container is
+/// killed (`docker kill`) while its chips provision (it still answers 400 to session calls:
+/// no create can have been accepted, which its call log shows just before the kill). Every
+/// chip finishes on the container the supervisor ensures again (an `EnsureContainer` step
+/// after the kill), one container per slot, and the simulators' call logs show exactly one
+/// accepted create per chip across both containers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_container_killed_mid_provision() {
+    let mut options = FleetOptions::scenario(FleetOptions::proxies_for(5), 23_980..=23_999);
+    for (name, value) in &mut options.sim_env {
+        match *name {
+            // Listening soon, then booting long enough to be killed inside the window.
+            "SIM_STARTUP_DELAY_MS" => *value = "300..800".to_owned(),
+            "SIM_BOOTING_MS" => *value = "8000..9000".to_owned(),
+            _ => {}
+        }
+    }
+    fleet::with_fleet(
+        "container killed",
+        SCENARIO_DEADLINE,
+        options,
+        async |base, fleet| {
+            let supervisor = fleet.supervisor().clone();
+            let tenants = fleet::tenants("kil", 1);
+            let chips = fleet::chips(5);
+            let tenant = &tenants[0];
+            fleet::create_fleet(fleet, &tenants, &chips).await;
+
+            // The container listens (booting): its call log, then the kill.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let (id, calls) = loop {
+                if let (Some(id), Some((control, _))) = (
+                    fleet::tenant_container(base, tenant).await,
+                    fleet::tenant_sim(base, fleet, tenant).await,
+                ) && let Ok(calls) = control.calls().await
+                {
+                    break (id, calls);
+                }
+                assert!(Instant::now() < deadline, "the container never listened");
+                sleep(fleet::POLL).await;
+            };
+            let accepted_before = calls
+                .iter()
+                .filter(|c| c.is_create() && c.status == 201)
+                .count();
+            assert_eq!(
+                accepted_before, 0,
+                "mid-provision: no create accepted yet ({calls:?})"
+            );
+            let killed_at = SystemTime::now();
+            let killed = std::process::Command::new("docker")
+                .args(["kill", &id])
+                .output()
+                .expect("the docker CLI");
+            assert!(
+                killed.status.success(),
+                "docker kill: {}",
+                String::from_utf8_lossy(&killed.stderr)
+            );
+
+            let (_, records) = fleet::wait_all(
+                &supervisor,
+                &tenants,
+                chips.len(),
+                PhaseName::AwaitingLogin,
+                Duration::from_secs(180),
+            )
+            .await;
+            fleet::every_step_recorded(&records);
+            assert!(
+                records.iter().any(
+                    |r| r.steps.iter().any(|s| s.step == StepKind::EnsureContainer
+                        && s.outcome == StepOutcome::Succeeded
+                        && s.at > killed_at)
+                ),
+                "the container was ensured again after the kill"
+            );
+            let by_slot = fleet::containers_by_slot(base).await;
+            assert_eq!(
+                by_slot.get(&(tenant.as_str().to_owned(), "0".to_owned())),
+                Some(&vec![ContainerState::Running]),
+                "one running container for the slot: {by_slot:?}"
+            );
+            fleet::one_create_per_chip(base, fleet, &tenants, &chips).await;
+        },
+    )
+    .await;
 }

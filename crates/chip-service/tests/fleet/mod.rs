@@ -44,6 +44,7 @@ use container_pool::{
     ContainerRuntime, ContainerState, DockerRuntime, Engine, EnvVar, ImageRef,
     KeyFingerprintSecret, LabelSelector, SizingPolicy, SizingRow, labels,
 };
+use futures::FutureExt;
 use futures::future::join_all;
 use proxy_allocator::{
     EndpointId, HistoryEvent, LeaseStore, PostgresLeaseStore, ProxySource, StaticListSource,
@@ -451,6 +452,43 @@ impl Fleet {
         let _ = tokio::time::timeout(Duration::from_secs(30), self.production.shutdown()).await;
         self.server.abort();
     }
+}
+
+/// One world at a time in a test binary: each is a fleet of containers on a 2-core machine,
+/// and the daemon tests stop services every world needs.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `body` on a fresh world (one world at a time per test binary), bounded by `deadline`;
+/// then cleans up whatever happened (the backend first, so nothing re-creates containers, then
+/// Docker and the database), re-raises a panic, and prints the duration.
+pub async fn with_fleet<F>(name: &str, deadline: Duration, options: FleetOptions, body: F)
+where
+    F: AsyncFnOnce(&Base, &mut Fleet),
+{
+    let _one_at_a_time = SERIAL.lock().await;
+    let started = Instant::now();
+    let base = Base::new("cs-fleet").await;
+    let slot: tokio::sync::Mutex<Option<Fleet>> = tokio::sync::Mutex::new(None);
+    let outcome = std::panic::AssertUnwindSafe(tokio::time::timeout(deadline, async {
+        let mut guard = slot.lock().await;
+        let fleet = guard.insert(Fleet::start(&base, &options).await);
+        body(&base, fleet).await;
+    }))
+    .catch_unwind()
+    .await;
+    if let Some(fleet) = slot.lock().await.take() {
+        fleet.stop().await;
+    }
+    base.clean_up().await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => panic!("{name} did not finish within {deadline:?}"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+    eprintln!(
+        "[{name}] duration {} (with set-up and clean-up)",
+        s(started.elapsed())
+    );
 }
 
 /// The tenants `t00`, `t01`, ... of a run (`prefix` keeps runs of one binary apart).
@@ -1108,4 +1146,262 @@ pub async fn containers_by_slot(base: &Base) -> BTreeMap<(String, String), Vec<C
         by_slot.entry(key).or_default().push(c.state);
     }
     by_slot
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// A webhook body as WAHA sends one, with the metadata chipfleet sets, at `timestamp_ms`.
+pub fn webhook_body(
+    tenant: &TenantId,
+    chip: &ChipId,
+    event_id: &str,
+    event: &str,
+    timestamp_ms: u64,
+    payload: serde_json::Value,
+) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "id": event_id,
+        "timestamp": timestamp_ms,
+        "event": event,
+        "session": tenant_isolation::SessionName::new(tenant, chip).as_str(),
+        "metadata": { "tenant": tenant.as_str(), "chip": chip.as_str() },
+        "me": null,
+        "engine": "NOWEB",
+        "payload": payload,
+    }))
+    .expect("JSON")
+}
+
+/// Posts `body` to the ingest's URL of `url_tenant`, signed with `signer`'s webhook key (as
+/// WAHA does: HMAC-SHA512 of the raw body); answers the status.
+pub async fn post_webhook(
+    fleet: &Fleet,
+    url_tenant: &TenantId,
+    signer: &TenantId,
+    body: Vec<u8>,
+) -> u16 {
+    let key = fleet
+        .production
+        .directory()
+        .get(signer)
+        .await
+        .unwrap_or_else(|e| panic!("{signer}: the directory: {e}"))
+        .secrets
+        .webhook_hmac_key;
+    let url = format!(
+        "{}/webhooks/{url_tenant}",
+        fleet.production.config().webhook_base_url
+    );
+    crate::common::http_client(Some(Duration::from_secs(30)))
+        .post(url)
+        .header(
+            waha_client::webhook::SIGNATURE_HEADER,
+            waha_client::webhook::sign(&key, &body),
+        )
+        .header(waha_client::webhook::ALGORITHM_HEADER, "sha512")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("posting a webhook: {e}"))
+        .status()
+        .as_u16()
+}
+
+/// Every inbox entry's (event id, payload id), read as the owner role.
+pub async fn inbox_entries(base: &Base) -> Vec<(String, String)> {
+    let owner = crate::shared_pg::scratch::owner_client(&base.db.url).await;
+    owner
+        .query("SELECT body FROM supervisor_inbox", &[])
+        .await
+        .expect("the owner role reads the inbox")
+        .iter()
+        .filter_map(|row| {
+            let body: Vec<u8> = row.get(0);
+            let json = serde_json::from_slice::<serde_json::Value>(&body).ok()?;
+            Some((
+                json["id"].as_str()?.to_owned(),
+                json["payload"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Webhooks as an attacker or a faulty network would send them, through the real ingest and
+/// the PostgreSQL inbox, after the fleet's messages were read: a duplicate, NOWEB's double
+/// delivery of one message under two event ids, a replay from outside the freshness window, a
+/// body signed with another tenant's key (to either tenant's URL), and a late, lower ack of a
+/// message already read. Must hold: no double effect (one inbox entry per event and per
+/// message), nothing stale or foreign stored, no cross-tenant routing, no regression of the
+/// message's status.
+pub async fn hostile_webhooks(base: &Base, fleet: &Fleet, tenants: &[TenantId], chips: &[ChipId]) {
+    let (tenant, other, chip) = (&tenants[0], &tenants[1], &chips[0]);
+    let run = now_ms();
+    let message_id = format!("false_5511900000000@c.us_HOSTILE{run}");
+    let message = serde_json::json!({
+        "id": message_id,
+        "timestamp": run / 1000,
+        "from": "5511900000000@c.us",
+        "fromMe": false,
+        "to": "5511988887777@c.us",
+        "body": "hello twice",
+        "hasMedia": false,
+    });
+    let event = |id: &str| format!("evt_hostile_{run}_{id}");
+
+    // The same delivery twice (WAHA retrying after a lost 200): both acknowledged, one entry.
+    let first = webhook_body(
+        tenant,
+        chip,
+        &event("first"),
+        "message",
+        now_ms(),
+        message.clone(),
+    );
+    assert_eq!(
+        post_webhook(fleet, tenant, tenant, first.clone()).await,
+        200
+    );
+    assert_eq!(
+        post_webhook(fleet, tenant, tenant, first).await,
+        200,
+        "a duplicate is acknowledged"
+    );
+    // NOWEB's double delivery: the same message under another event id.
+    let twin = webhook_body(tenant, chip, &event("twin"), "message", now_ms(), message);
+    assert_eq!(post_webhook(fleet, tenant, tenant, twin).await, 200);
+    // A replay from outside the freshness window, correctly signed: refused.
+    let old = webhook_body(
+        tenant,
+        chip,
+        &event("replay"),
+        "message",
+        now_ms() - 3 * 3_600_000,
+        serde_json::json!({"id": format!("{message_id}-old"), "fromMe": false, "body": "old"}),
+    );
+    assert_eq!(
+        post_webhook(fleet, tenant, tenant, old).await,
+        400,
+        "a stale replay is refused"
+    );
+    // The tenant's session, signed with the other tenant's key: refused at either URL.
+    let foreign = webhook_body(
+        tenant,
+        chip,
+        &event("foreign"),
+        "message",
+        now_ms(),
+        serde_json::json!({"id": format!("{message_id}-foreign"), "fromMe": false, "body": "x"}),
+    );
+    assert_eq!(
+        post_webhook(fleet, tenant, other, foreign.clone()).await,
+        401
+    );
+    assert_eq!(post_webhook(fleet, other, other, foreign).await, 401);
+
+    let entries = inbox_entries(base).await;
+    let with_event = |suffix: &str| entries.iter().filter(|(e, _)| *e == event(suffix)).count();
+    assert_eq!(
+        with_event("first"),
+        1,
+        "one entry for the delivery sent twice"
+    );
+    assert_eq!(
+        with_event("twin"),
+        0,
+        "the double delivery is not stored again"
+    );
+    assert_eq!(
+        entries.iter().filter(|(_, p)| *p == message_id).count(),
+        1,
+        "one entry for the message"
+    );
+    assert_eq!(
+        with_event("replay") + with_event("foreign"),
+        0,
+        "nothing refused is stored"
+    );
+
+    // A late SERVER ack of a message already read: acknowledged, and the status stays READ.
+    let key = format!("fleet-{chip}");
+    let sent = fleet
+        .supervisor()
+        .outbox()
+        .get(tenant, &key)
+        .await
+        .expect("the outbox")
+        .expect("the chip's message");
+    let sent_id = sent.message_id.clone().expect("WAHA's message id");
+    let late_ack = webhook_body(
+        tenant,
+        chip,
+        &event("late-ack"),
+        "message.ack",
+        now_ms(),
+        serde_json::json!({
+            "id": sent_id,
+            "from": "5511988887777@c.us",
+            "to": CHAT,
+            "fromMe": true,
+            "ack": 1,
+        }),
+    );
+    assert_eq!(post_webhook(fleet, tenant, tenant, late_ack).await, 200);
+    let after = fleet
+        .supervisor()
+        .outbox()
+        .get(tenant, &key)
+        .await
+        .expect("the outbox")
+        .expect("the chip's message");
+    assert!(
+        matches!(
+            after.status,
+            OutboxStatus::Sent {
+                ack: MessageAck::Read | MessageAck::Played
+            }
+        ),
+        "a late, lower ack moves nothing back: {:?}",
+        after.status
+    );
+    // The other tenant's message of the same chip id is untouched by any of this.
+    let theirs = fleet
+        .supervisor()
+        .outbox()
+        .get(other, &key)
+        .await
+        .expect("the outbox")
+        .expect("the other tenant's message");
+    assert!(
+        matches!(
+            theirs.status,
+            OutboxStatus::Sent {
+                ack: MessageAck::Read | MessageAck::Played
+            }
+        ),
+        "{:?}",
+        theirs.status
+    );
+}
+
+/// The id of `tenant`'s slot-0 container, running or not.
+pub async fn tenant_container(base: &Base, tenant: &TenantId) -> Option<String> {
+    base.runtime
+        .list(&LabelSelector::new(labels::MANAGED_BY, &base.managed_by))
+        .await
+        .ok()?
+        .into_iter()
+        .find(|c| {
+            c.label(labels::TENANT) == Some(tenant.as_str()) && c.label(labels::SLOT) == Some("0")
+        })
+        .map(|c| c.id.as_str().to_owned())
 }
