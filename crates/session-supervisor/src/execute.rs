@@ -592,10 +592,17 @@ impl Effects {
         let (client, secrets) = self.session_client(record, world).await?;
         let config = self.session_config(&record.key, proxy, &secrets.webhook_hmac_key);
         guard.check()?;
-        let info = FencedWaha::new(client, guard.clone())
-            .ensure_session(plan.name.as_str(), &config)
-            .await
-            .map_err(|error| waha_error(&error))?;
+        let waha = FencedWaha::new(client, guard.clone());
+        // A session the world read saw (a replica that died between WAHA's answer and its
+        // write, a record restored from an older state) is adopted without a second create.
+        let info = match world.session {
+            SessionSeen::Present { .. } => {
+                waha.ensure_existing_session(plan.name.as_str(), &config)
+                    .await
+            }
+            _ => waha.ensure_session(plan.name.as_str(), &config).await,
+        }
+        .map_err(|error| waha_error(&error))?;
         info!(
             generation = plan.proxy_generation,
             status = %info.status.as_str(),

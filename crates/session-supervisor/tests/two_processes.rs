@@ -1,14 +1,25 @@
 //! Issue 12 across PROCESSES: two (then three) supervisor processes on one PostgreSQL database
 //! and one Docker daemon, the chips of one tenant in flight.
 //!
-//! 1. SIGKILL: the owner (child A) is killed with SIGKILL while provisioning; the other process
-//!    (child B) takes the tenant over once A's lease expires and finishes every chip: one
-//!    accepted create per session in the simulator's call log, one container per slot, the
-//!    proxy leases keep their generation, the quota counts each chip once.
-//! 2. SIGSTOP: B (the owner now) is paused with SIGSTOP past its lease expiry; child C takes
-//!    over and acts on a restart request; B is resumed with SIGCONT. After resuming, B sends no
-//!    mutating WAHA call (from B's own call record) and none of its store writes lands (no step
-//!    entry with B's fencing token after the takeover).
+//! 1. SIGKILL (the fault-matrix row "a supervisor process killed with SIGKILL mid-provision and
+//!    started again, with a second replica running → every chip finishes; the simulators' call
+//!    logs show at most one create per chip and no mutation by a fenced owner"): the owner
+//!    (child A) is killed with SIGKILL while provisioning; the other process (child B) takes the
+//!    tenant over once A's lease expires; A is started again (child A2: a new process, so a new
+//!    owner id) and, with both replicas running, every chip finishes while the lease row names
+//!    one live replica at a time. Then: every create call in every simulator's call log, any
+//!    status, is the one accepted create of its session; no process's call record has a
+//!    mutating call written while the lease row named another lease (A2 never mutates what B
+//!    owns); every mutating call a simulator received after B's takeover was announced by a
+//!    live replica's call record (none is a late call of the killed A); one container per
+//!    slot, the proxy leases keep their generation, the quota counts each chip once.
+//! 2. SIGSTOP: A2 is killed (it owns nothing; B keeps or takes back the tenant), B (the owner
+//!    now) is paused with SIGSTOP past its lease expiry; child C takes over and acts on a
+//!    restart request; B is resumed with SIGCONT. After resuming, B sends no mutating WAHA call
+//!    (from B's own call record), none of its store writes lands (no step entry with B's
+//!    fencing token after the takeover), and every mutating call the simulator received after
+//!    C's takeover was announced by C (none is a call B had in flight when it was stopped).
+//!    The run's checks (creates, mutations inside ownership) are made once more at the end.
 //!
 //! The processes: this test binary re-executes itself (`child_supervisor`, a `#[test]` that
 //! returns at once unless `CHIPFLEET_CHILD_ROLE` is set) once per supervisor; each builds its
@@ -26,17 +37,24 @@
 //! their resync, which reads WAHA every second (`fast_policy`: `resync_interval` 1 s,
 //! `reread_after` 200 ms).
 //!
+//! Ownership over time: the test reads the tenant's lease row at every poll of its waits
+//! ([`LeaseSample`], wall clock before and after each read) and judges each process's call
+//! record against those reads; the children, the simulators (containers share the host's
+//! kernel clock) and this process stamp with the same wall clock.
+//!
 //! PostgreSQL's connection limit: each process keeps small pools (2-3 connections each, about
-//! 8 per process); at most three processes and this one are connected at once. The scratch
-//! database gets `idle_in_transaction_session_timeout` so that a process paused inside a
-//! transaction (holding a lease or chip row lock) cannot block the takeover for longer than that.
+//! 8 per process); at most three processes and this one are connected at once (B and A2, then
+//! B and C). The scratch database gets `idle_in_transaction_session_timeout` so that a process
+//! paused inside a transaction (holding a lease or chip row lock) cannot block the takeover for
+//! longer than that.
 //!
 //! Everything this file creates carries the managed-by label `ss-2p-<run>` (containers,
 //! volumes, the network) and is removed at the end, also when the body panics; the children are
 //! killed first (a guard kills them on drop too), and a child exits by itself when its parent
-//! goes away. Every wait polls under a deadline; the one place a time window is the assertion is
-//! B's silence after SIGCONT (said there). These tests FAIL (never skip) when Docker or
-//! PostgreSQL is not available.
+//! goes away. Every wait polls under a deadline; the two places a time window is the assertion
+//! are the two replicas running side by side after the chips finished, and B's silence after
+//! SIGCONT (said there). These tests FAIL (never skip) when Docker or PostgreSQL is not
+//! available.
 #![cfg(all(feature = "docker", feature = "postgres"))]
 
 mod shared;
@@ -95,6 +113,11 @@ const POLL: Duration = Duration::from_millis(100);
 /// (50 ms) and a resync (1 s) together, so a resumed B that would still act gets to.
 const RESUMED_WINDOW: Duration = Duration::from_secs(4);
 
+/// How long B and the restarted A run side by side once every chip finished: several claim
+/// intervals (300 ms), renewals (500 ms) and resyncs (1 s), so a restarted A that would claim
+/// the tenant or act on it gets to.
+const REPLICA_WINDOW: Duration = Duration::from_secs(3);
+
 /// The closed port the simulators' webhooks go to (see the file's documentation).
 const WEBHOOK_URL: &str = "http://127.0.0.1:9/webhooks/{tenant}";
 
@@ -127,6 +150,104 @@ async fn owner_lease(
         .await
         .expect("the owner role reads supervisor_owner_leases")
         .map(|row| (row.get(0), row.get(1)))
+}
+
+/// One read of the tenant's lease row by this test: the row as [`owner_lease`] reads it
+/// (`None`: no row yet), and the wall clock (unix ms) just before the query was sent and just
+/// after its answer came, so the row was as read at some instant in `[from_ms, to_ms]`.
+#[derive(Clone, Debug)]
+struct LeaseSample {
+    from_ms: u128,
+    to_ms: u128,
+    lease: Option<(Option<String>, i64)>,
+}
+
+/// Every read of the lease row in the run, in order: all are made one after the other on the
+/// test's one owner-role connection, so later reads saw later states.
+type Timeline = Mutex<Vec<LeaseSample>>;
+
+/// Reads the tenant's lease row, adds the read to `timeline` and returns the row.
+async fn sample_lease(
+    client: &tokio_postgres::Client,
+    tenant: &TenantId,
+    timeline: &Timeline,
+) -> Option<(Option<String>, i64)> {
+    let from_ms = unix_ms(SystemTime::now());
+    let lease = owner_lease(client, tenant).await;
+    let to_ms = unix_ms(SystemTime::now());
+    timeline
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(LeaseSample {
+            from_ms,
+            to_ms,
+            lease: lease.clone(),
+        });
+    lease
+}
+
+/// The reads so far.
+fn lease_reads(timeline: &Timeline) -> Vec<LeaseSample> {
+    timeline.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// When the last read ended (unix ms): the state it saw held at or before then.
+fn last_read_ms(timeline: &Timeline) -> u128 {
+    timeline
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .last()
+        .expect("the lease row was read")
+        .to_ms
+}
+
+/// The reads where the lease changed (owner or token), for failure messages.
+fn lease_history(reads: &[LeaseSample]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut last: Option<&Option<(Option<String>, i64)>> = None;
+    for read in reads {
+        if last != Some(&read.lease) {
+            out.push(format!(
+                "[{}..{}] {:?}",
+                read.from_ms, read.to_ms, read.lease
+            ));
+            last = Some(&read.lease);
+        }
+    }
+    out.join(", ")
+}
+
+/// With both replicas running: every read names one of `replicas` as the tenant's owner (the
+/// row has one owner column, so one replica at a time), and the lease only moves forward: the
+/// token never goes down and one token always names the same owner (a takeover bumps it).
+fn assert_owned_by_one_of(samples: &[LeaseSample], replicas: &[&str]) {
+    assert!(
+        !samples.is_empty(),
+        "the lease row was read while the replicas ran"
+    );
+    let history = lease_history(samples);
+    let mut by_token: BTreeMap<i64, String> = BTreeMap::new();
+    let mut last_token = i64::MIN;
+    for read in samples {
+        let Some((Some(owner), token)) = &read.lease else {
+            panic!("a read named no owner while {replicas:?} ran: {history}");
+        };
+        assert!(
+            replicas.contains(&owner.as_str()),
+            "the tenant is owned by {owner}, not one of the live replicas {replicas:?}: {history}"
+        );
+        assert!(
+            *token >= last_token,
+            "the lease token went down ({last_token} -> {token}): {history}"
+        );
+        last_token = *token;
+        let named = by_token.entry(*token).or_insert_with(|| owner.clone());
+        assert_eq!(
+            named.as_str(),
+            owner.as_str(),
+            "token {token} named two owners (a takeover without a new token): {history}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -446,6 +567,246 @@ fn calls_after(path: &Path, after_ms: u128) -> Vec<String> {
         .collect()
 }
 
+/// The lines of the call record `path` of the process `owner` written while the lease row
+/// certainly named another lease than `owner`'s: a line written at `w` lies between a read that
+/// ended before `w` and a read that started after `w` (the nearest ones), both of the same
+/// token and neither naming `owner`. Only a takeover names a new owner and it bumps the token
+/// (tokens never go down), so between two reads of one token the lease never was `owner`'s: a
+/// line there is a mutating call of a fenced (or never owning) process, past its owner guard.
+/// A line outside the reads (before the first, after the last, across a token change) is not
+/// judged; an unreadable line counts.
+fn calls_outside_ownership(path: &Path, owner: &str, reads: &[LeaseSample]) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|line| {
+            let Some(at) = line
+                .split_whitespace()
+                .next()
+                .and_then(|ms| ms.parse::<u128>().ok())
+            else {
+                return true;
+            };
+            let before = reads
+                .iter()
+                .rev()
+                .find(|read| read.to_ms < at)
+                .and_then(|read| read.lease.as_ref());
+            let after = reads
+                .iter()
+                .find(|read| read.from_ms > at)
+                .and_then(|read| read.lease.as_ref());
+            match (before, after) {
+                (Some((owner_before, token_before)), Some((owner_after, token_after))) => {
+                    token_before == token_after
+                        && owner_before.as_deref() != Some(owner)
+                        && owner_after.as_deref() != Some(owner)
+                }
+                _ => false,
+            }
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Checks that no process of `processes` (`(child name, owner id)`) made a mutating WAHA call
+/// while the lease row named another lease ([`calls_outside_ownership`] over `reads`). The run
+/// has one tenant, so every line of a call record is about its sessions.
+fn assert_no_fenced_mutation(
+    children: &Mutex<Children>,
+    processes: &[(&str, &str)],
+    reads: &[LeaseSample],
+) {
+    for &(name, owner) in processes {
+        let calls = children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .calls
+            .clone();
+        let fenced = calls_outside_ownership(&calls, owner, reads);
+        assert!(
+            fenced.is_empty(),
+            "child {name} ({owner}) sent mutating WAHA calls while the tenant's lease was \
+             another's (a mutation by a fenced or non-owning process): {fenced:?}; the lease \
+             over time: {}",
+            lease_history(reads)
+        );
+    }
+}
+
+/// A call record's lines as `(unix_ms, method, session)` (unreadable lines left out).
+fn record_lines(path: &Path) -> Vec<(u128, String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let at = parts.next()?.parse::<u128>().ok()?;
+            let method = parts.next()?.to_owned();
+            let session = parts.next()?.to_owned();
+            Some((at, method, session))
+        })
+        .collect()
+}
+
+/// The [`RecordingWaha`] method behind a simulator call, by its route (the routes
+/// `waha-client` calls); `None` for any other route.
+fn recorded_method(call: &waha_sim::CallRecord) -> Option<&'static str> {
+    let method = match (call.method.as_str(), call.route.as_str()) {
+        ("POST", "/api/sessions") => "create_session",
+        ("PUT", "/api/sessions/{session}") => "update_session",
+        ("DELETE", "/api/sessions/{session}") => "delete_session",
+        ("POST", "/api/sessions/{session}/start") => "start_session",
+        ("POST", "/api/sessions/{session}/stop") => "stop_session",
+        ("POST", "/api/sessions/{session}/restart") => "restart_session",
+        ("POST", "/api/sessions/{session}/logout") => "logout_session",
+        ("POST", "/api/{session}/auth/request-code") => "request_pairing_code",
+        ("POST", "/api/sendText") => "send_text",
+        ("POST", "/api/sendSeen") => "send_seen",
+        ("POST", "/api/startTyping") => "start_typing",
+        ("POST", "/api/stopTyping") => "stop_typing",
+        _ => return None,
+    };
+    Some(method)
+}
+
+/// The mutating calls of `calls` (the simulators' logs) that arrived after `after_ms` and that
+/// no line of the call records `announcers` announced: a line of the same method and session
+/// (either unknown on the simulator's side: any), written at or before the call arrived. A
+/// process writes its line before sending (and the client's own repeats of a call follow that
+/// line), so every call of the announcers is announced; a call arriving unannounced was sent
+/// by another process: a fenced owner's call still in flight, or one it sent once resumed.
+fn unannounced_calls(
+    calls: &[waha_sim::CallRecord],
+    after_ms: u128,
+    announcers: &[PathBuf],
+) -> Vec<String> {
+    let lines: Vec<(u128, String, String)> = announcers
+        .iter()
+        .flat_map(|path| record_lines(path))
+        .collect();
+    calls
+        .iter()
+        .filter(|call| u128::from(call.at_ms) > after_ms)
+        .filter(|call| {
+            let method = recorded_method(call);
+            !lines.iter().any(|(at, line_method, line_session)| {
+                *at <= u128::from(call.at_ms)
+                    && method.is_none_or(|m| m == line_method.as_str())
+                    && call
+                        .session
+                        .as_deref()
+                        .is_none_or(|s| s == line_session.as_str())
+            })
+        })
+        .map(|call| {
+            format!(
+                "{} {} {:?} -> {} at {}",
+                call.method, call.route, call.session, call.status, call.at_ms
+            )
+        })
+        .collect()
+}
+
+/// Every mutating call logged by every simulator of the run (the run has one tenant, `tenant`;
+/// each container must be running, since a stopped simulator's log is gone), each log checked
+/// complete (numbered from 1 without a gap: nothing forgotten).
+async fn simulator_calls(
+    runtime: &DockerRuntime,
+    setup: &Setup,
+    directory: &dyn TenantDirectory,
+    tenant: &TenantId,
+) -> Vec<waha_sim::CallRecord> {
+    let selector = LabelSelector::new(labels::MANAGED_BY, &setup.managed_by);
+    let containers = runtime
+        .list(&selector)
+        .await
+        .expect("Docker lists the run's containers");
+    assert!(
+        !containers.is_empty(),
+        "the run has simulator containers to read the call logs of"
+    );
+    let tenant_record = directory
+        .get(tenant)
+        .await
+        .unwrap_or_else(|e| panic!("reading tenant {tenant}: {e}"));
+    let mut all = Vec::new();
+    for c in &containers {
+        assert_eq!(
+            c.label(labels::TENANT),
+            Some(tenant.as_str()),
+            "every container of the run is {tenant}'s: {c:?}"
+        );
+        assert!(
+            c.state == ContainerState::Running && c.restart_count == 0,
+            "container {} is not running, or was restarted: its call log is (partly) gone: {c:?}",
+            c.name
+        );
+        let base_url = c
+            .url
+            .clone()
+            .unwrap_or_else(|| panic!("container {}'s address on {}", c.name, setup.network));
+        let control = SimControlClient::new(
+            base_url.as_str(),
+            Some(waha_sim::ApiKey::new(
+                tenant_record.secrets.container_api_key.expose_secret(),
+            )),
+        )
+        .expect("a control client");
+        let calls = control
+            .calls()
+            .await
+            .unwrap_or_else(|e| panic!("the call log of {}: {e}", c.name));
+        assert!(
+            (1u64..).zip(&calls).all(|(n, call)| call.seq == n),
+            "the call log of {} is complete (numbered 1, 2, ...): {calls:?}",
+            c.name
+        );
+        all.extend(calls);
+    }
+    all
+}
+
+/// The row's "at most one create per chip", counting EVERY create call of every simulator's log,
+/// whatever its status: exactly one create names each of `sessions`, and it was accepted (201);
+/// no other create is logged (none naming no session, none naming another).
+///
+/// Counting refused creates too is right in this run, not only the accepted ones: no booting
+/// window is configured (`SIM_BOOTING_MS` unset), no error rate, and every process presents the
+/// tenant's key, so nothing refuses a create before reading it (such a refusal names no session,
+/// so it could not be told apart per chip); the supervisor's `ensure_session` posts the create
+/// and, on "already exists", reads and compares instead. So a second create call naming a
+/// session can only be a create of an existing session (422: the new owner posting again what
+/// the killed owner created, or a client repeat after an applied create): what the row forbids.
+/// A run that configured a booting window would have to relax this to: exactly one 201 per
+/// session and no create after it (the creates refused while booting are legitimate retries).
+fn assert_one_create_per_session(calls: &[waha_sim::CallRecord], sessions: &[String], when: &str) {
+    let creates: Vec<String> = calls
+        .iter()
+        .filter(|call| call.is_create())
+        .map(|call| format!("{:?} -> {} at {}", call.session, call.status, call.at_ms))
+        .collect();
+    for name in sessions {
+        let of_session: Vec<u16> = calls
+            .iter()
+            .filter(|call| call.is_create() && call.session.as_deref() == Some(name.as_str()))
+            .map(|call| call.status)
+            .collect();
+        assert_eq!(
+            of_session,
+            vec![201],
+            "{when}: {name}: exactly one create call, accepted, in the simulators' logs \
+             (all creates: {creates:?})"
+        );
+    }
+    assert_eq!(
+        creates.len(),
+        sessions.len(),
+        "{when}: no create call but one per chip in the simulators' logs: {creates:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The child process.
 // ---------------------------------------------------------------------------------------------
@@ -684,19 +1045,21 @@ async fn wait_for<T>(
     }
 }
 
-/// Waits until `owner` holds the tenant's lease; returns its token.
+/// Waits until `owner` holds the tenant's lease (each read added to `timeline`); returns its
+/// token.
 async fn wait_owner(
     db: &tokio_postgres::Client,
     tenant: &TenantId,
     owner: &str,
     children: &Mutex<Children>,
     alive: &[&str],
+    timeline: &Timeline,
 ) -> i64 {
     wait_for(
         &format!("{owner} to own tenant {tenant}"),
         children,
         alive,
-        async || match owner_lease(db, tenant).await {
+        async || match sample_lease(db, tenant, timeline).await {
             Some((Some(id), token)) if id == owner => Ok(token),
             other => Err(format!("lease {other:?}")),
         },
@@ -732,9 +1095,10 @@ fn succeeded(record: &ChipRecord, step: StepKind) -> bool {
 // The test.
 // ---------------------------------------------------------------------------------------------
 
-/// Issue 12 with processes: SIGKILL of the owner mid-provision (the other process finishes every
-/// chip, nothing duplicated), then SIGSTOP of the new owner past its lease expiry (after SIGCONT
-/// it makes no WAHA mutation and its writes are refused).
+/// Issue 12 with processes: SIGKILL of the owner mid-provision, then the killed process started
+/// again next to the other replica (every chip finishes, one create per chip in the simulators'
+/// logs, no mutation by a fenced owner), then SIGSTOP of the new owner past its lease expiry
+/// (after SIGCONT it makes no WAHA mutation and its writes are refused).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_sigstop_two_processes() {
     // Docker first: fail loudly when it is missing, and build the image (reused when unchanged).
@@ -801,6 +1165,8 @@ async fn body(
     .await;
     drop(admin);
     let owner_db = scratch::owner_client(&db.url).await;
+    // Every read of the tenant's lease row, in order (see `LeaseSample`).
+    let timeline: Timeline = Mutex::new(Vec::new());
 
     // This process: API writes only (any replica may write desired state); never run.
     let api = assemble(
@@ -814,6 +1180,7 @@ async fn body(
 
     let t = tenant("acme");
     let chips: [ChipId; 2] = [chip("sales-1"), chip("sales-2")];
+    let sessions: Vec<String> = chips.iter().map(|c| session(&t, c)).collect();
     create_tenant(api.directory.as_ref(), &t, PlanLimits::new(50, 50, 10_000)).await;
 
     // -----------------------------------------------------------------------------------------
@@ -829,7 +1196,7 @@ async fn body(
     }
     // The lease row exists once the tenant has a chip; B starts only once A owns the tenant, so
     // the first owner is known.
-    let token_a = wait_owner(&owner_db, &t, &owner_a, children, &["a"]).await;
+    let token_a = wait_owner(&owner_db, &t, &owner_a, children, &["a"], &timeline).await;
     let owner_b = spawn_child(setup, dir, children, "b");
 
     // Mid-provision: a chip leased its proxy and is still provisioning (the first QR comes 3 s
@@ -839,6 +1206,7 @@ async fn body(
         children,
         &["a", "b"],
         async || {
+            sample_lease(&owner_db, &t, &timeline).await;
             let seen = records(supervisor, &t, &chips).await;
             if seen.iter().any(|r| {
                 matches!(
@@ -882,17 +1250,53 @@ async fn body(
         "precondition: a proxy lease existed before the kill"
     );
 
-    // B takes over once A's lease expires, and finishes every chip.
-    let token_b = wait_owner(&owner_db, &t, &owner_b, children, &["b"]).await;
+    // B takes over once A's lease expires.
+    let token_b = wait_owner(&owner_db, &t, &owner_b, children, &["b"], &timeline).await;
+    // B's lease was in force at the latest when this read ended.
+    let b_took_over_ms = last_read_ms(&timeline);
     assert!(
         token_b > token_a,
         "the takeover bumped the token ({token_a} -> {token_b})"
     );
-    let done = wait_for(
-        "every chip in its QR window after the takeover",
+
+    // A started again, with B (the second replica) running. A restarted process is a new
+    // process with a new owner id: the supervisor's default owner id is host, pid and a random
+    // suffix, and two processes must never share one (`SupervisorBuilder::owner_id`). Here that
+    // is the child `a2`, owner id `<managed_by>-a2` (`spawn_child` names the owner, the output
+    // and the call record after the child, so A's own record stays as A left it).
+    let owner_a2 = spawn_child(setup, dir, children, "a2");
+    let replicas_from = lease_reads(&timeline).len();
+    let a2_log = children
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get("a2")
+        .log
+        .clone();
+    wait_for(
+        "the restarted A to run its supervisor",
         children,
-        &["b"],
+        &["b", "a2"],
         async || {
+            sample_lease(&owner_db, &t, &timeline).await;
+            if std::fs::read_to_string(&a2_log)
+                .unwrap_or_default()
+                .contains(&format!("child {owner_a2}: running"))
+            {
+                Ok(())
+            } else {
+                Err(tail(&a2_log))
+            }
+        },
+    )
+    .await;
+
+    // Every chip finishes, both replicas alive.
+    let done = wait_for(
+        "every chip in its QR window after the takeover, both replicas running",
+        children,
+        &["b", "a2"],
+        async || {
+            sample_lease(&owner_db, &t, &timeline).await;
             let seen = records(supervisor, &t, &chips).await;
             if seen
                 .iter()
@@ -906,6 +1310,46 @@ async fn body(
     )
     .await;
     assert_eq!(done.len(), 2);
+
+    // THE TIME WINDOW IS THE ASSERTION here (no event says "A2 will not claim or act"): for
+    // REPLICA_WINDOW both replicas run side by side, the lease row read at every poll; then the
+    // chips are still finished and the lease named one live replica at every read.
+    let window_end = Instant::now() + REPLICA_WINDOW;
+    while Instant::now() < window_end {
+        assert_alive(children, "b");
+        assert_alive(children, "a2");
+        sample_lease(&owner_db, &t, &timeline).await;
+        tokio::time::sleep(POLL).await;
+    }
+    assert_alive(children, "b");
+    assert_alive(children, "a2");
+    let still = records(supervisor, &t, &chips).await;
+    assert!(
+        still
+            .iter()
+            .all(|r| r.observed.phase.name() == PhaseName::AwaitingLogin),
+        "every chip stays finished with both replicas running: {}",
+        describe_all(&still)
+    );
+    sample_lease(&owner_db, &t, &timeline).await;
+    let run_reads = lease_reads(&timeline);
+    assert_owned_by_one_of(
+        &run_reads[replicas_from..],
+        &[owner_b.as_str(), owner_a2.as_str()],
+    );
+
+    // No mutation by a fenced owner, from the processes' own call records: no line written
+    // while the lease row named another lease. A (killed) has no line after it lost the lease;
+    // the restarted A never mutates the tenant B owns; B none outside its own lease.
+    assert_no_fenced_mutation(
+        children,
+        &[
+            ("a", owner_a.as_str()),
+            ("b", owner_b.as_str()),
+            ("a2", owner_a2.as_str()),
+        ],
+        &run_reads,
+    );
 
     // One container per slot (every state counts: a second one, even stopped, is a duplicate).
     let selector = LabelSelector::new(labels::MANAGED_BY, &setup.managed_by);
@@ -992,6 +1436,35 @@ async fn body(
         "two running slots, none reserved twice: {usage:?}"
     );
 
+    // Every simulator's call log, every create call whatever its status: one create per chip,
+    // the accepted one (see `assert_one_create_per_session`).
+    let sim_calls = simulator_calls(&runtime, setup, api.directory.as_ref(), &t).await;
+    assert_one_create_per_session(&sim_calls, &sessions, "after the SIGKILL");
+
+    // No late mutation of the fenced A in the simulators' logs: every mutating call that
+    // arrived after B's takeover was announced by a live replica (B or A2) in its call record.
+    let (calls_b_path, calls_a2_path) = {
+        let list = children.lock().unwrap_or_else(|p| p.into_inner());
+        (list.get("b").calls.clone(), list.get("a2").calls.clone())
+    };
+    let late = unannounced_calls(&sim_calls, b_took_over_ms, &[calls_b_path, calls_a2_path]);
+    assert!(
+        late.is_empty(),
+        "mutating calls reached WAHA after B's takeover (at {b_took_over_ms}) that neither B \
+         nor the restarted A sent (a late call of the killed A): {late:?}"
+    );
+
+    // A2 leaves before the SIGSTOP part (at most three processes on the database, and the
+    // takeover there must go to C): SIGKILL, as A. It owns nothing unless the lease moved to
+    // it; then B takes the tenant back once A2's lease expires.
+    {
+        let mut list = children.lock().unwrap_or_else(|p| p.into_inner());
+        let a2 = list.get_mut("a2");
+        a2.process.kill().expect("SIGKILL to A2");
+        a2.process.wait().expect("A2 reaped");
+    }
+    let token_b = wait_owner(&owner_db, &t, &owner_b, children, &["b"], &timeline).await;
+
     // -----------------------------------------------------------------------------------------
     // SIGSTOP past the lease expiry, then SIGCONT.
     // -----------------------------------------------------------------------------------------
@@ -1013,7 +1486,9 @@ async fn body(
     .await;
 
     let owner_c = spawn_child(setup, dir, children, "c");
-    let token_c = wait_owner(&owner_db, &t, &owner_c, children, &["b", "c"]).await;
+    let token_c = wait_owner(&owner_db, &t, &owner_c, children, &["b", "c"], &timeline).await;
+    // C's lease was in force at the latest when this read ended.
+    let c_took_over_ms = last_read_ms(&timeline);
     assert!(
         token_c > token_b,
         "the takeover bumped the token ({token_b} -> {token_c})"
@@ -1077,6 +1552,7 @@ async fn body(
     let window_end = Instant::now() + RESUMED_WINDOW;
     while Instant::now() < window_end {
         assert_alive(children, "b");
+        sample_lease(&owner_db, &t, &timeline).await;
         let late = calls_after(&calls_b, t_ms);
         assert!(
             late.is_empty(),
@@ -1133,6 +1609,37 @@ async fn body(
         },
     )
     .await;
+
+    // The whole run, once more. No process made a mutating call while the lease row named
+    // another lease (B after the takeover by C included).
+    sample_lease(&owner_db, &t, &timeline).await;
+    assert_no_fenced_mutation(
+        children,
+        &[
+            ("a", owner_a.as_str()),
+            ("b", owner_b.as_str()),
+            ("a2", owner_a2.as_str()),
+            ("c", owner_c.as_str()),
+        ],
+        &lease_reads(&timeline),
+    );
+    // Every mutating call the simulators received after C's takeover was announced by C: none
+    // is a call B had in flight when it was stopped, or sent once resumed.
+    let sim_calls = simulator_calls(&runtime, setup, api.directory.as_ref(), &t).await;
+    let calls_c_path = children
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get("c")
+        .calls
+        .clone();
+    let late = unannounced_calls(&sim_calls, c_took_over_ms, &[calls_c_path]);
+    assert!(
+        late.is_empty(),
+        "mutating calls reached WAHA after C's takeover (at {c_took_over_ms}) that C did not \
+         send (a late call of the stopped B): {late:?}"
+    );
+    // And still one create per chip over the whole run: the restart created nothing.
+    assert_one_create_per_session(&sim_calls, &sessions, "at the end of the run");
 
     drop(owner_db);
 }

@@ -51,6 +51,23 @@ pub trait WahaApiExt: WahaApi {
         }
     }
 
+    /// [`ensure_session`](Self::ensure_session) for a session the caller has just seen exist:
+    /// `GET` it and bring its config to `config` (a `PUT` only when the stored config is not
+    /// [equivalent](SessionConfig::is_equivalent_to)), without a `POST` that WAHA would refuse
+    /// with "already exists". Only when the `GET` finds no session (it was deleted meanwhile)
+    /// does it fall back to [`ensure_session`](Self::ensure_session).
+    async fn ensure_existing_session(
+        &self,
+        name: &str,
+        config: &SessionConfig,
+    ) -> Result<SessionInfo, WahaError> {
+        match self.get_session(name).await {
+            Ok(current) => converge(self, name, config, current).await,
+            Err(WahaError::NotFound { .. }) => self.ensure_session(name, config).await,
+            Err(err) => Err(err),
+        }
+    }
+
     /// Starts session `name`; when it runs already, returns its current state instead of
     /// [`WahaError::AlreadyStarted`].
     async fn ensure_started(&self, name: &str) -> Result<SessionInfo, WahaError> {

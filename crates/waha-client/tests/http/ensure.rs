@@ -231,3 +231,52 @@ fn an_empty_hmac_key_cannot_be_configured_and_an_odd_stored_one_reads_as_none() 
     assert_eq!(config.webhooks[0].hmac.as_ref().unwrap().key, None);
     assert_eq!(config.proxy.unwrap().password, None);
 }
+
+#[tokio::test]
+async fn an_existing_session_is_adopted_without_a_create() {
+    let server = server().await;
+    let config = desired();
+    let mut stored = session_json("s1", "WORKING");
+    stored["config"] = serde_json::to_value(&config).unwrap();
+    // No POST at all: the session is known to exist; no PUT: its config is already right.
+    mount(&server, "POST /api/sessions", ResponseTemplate::new(500), 0).await;
+    mount(
+        &server,
+        "PUT /api/sessions/s1",
+        ResponseTemplate::new(500),
+        0,
+    )
+    .await;
+    mount(
+        &server,
+        "GET /api/sessions/s1",
+        json_response(200, stored),
+        1,
+    )
+    .await;
+    let api = client(&server);
+    let adopted = api.ensure_existing_session("s1", &config).await.unwrap();
+    assert_eq!(adopted.status, SessionStatus::Working);
+}
+
+#[tokio::test]
+async fn an_existing_session_deleted_meanwhile_is_created() {
+    let server = server().await;
+    let config = desired();
+    let mut stored = session_json("s1", "STOPPED");
+    stored["config"] = serde_json::to_value(&config).unwrap();
+    mount(
+        &server,
+        "GET /api/sessions/s1",
+        json_response(
+            404,
+            json!({"statusCode": 404, "message": "Session not found"}),
+        ),
+        1,
+    )
+    .await;
+    mount(&server, "POST /api/sessions", json_response(201, stored), 1).await;
+    let api = client(&server);
+    let created = api.ensure_existing_session("s1", &config).await.unwrap();
+    assert_eq!(created.status, SessionStatus::Stopped);
+}
