@@ -147,9 +147,14 @@ async fn body(
 
     // A live proxy dies under working chips (the fault matrix's row, at full size): its chips
     // rotate, the others are untouched.
-    let (moved, moved_in) =
-        fleet::a_proxy_dies_under_working_chips(fleet, &tenants, &chips, Duration::from_secs(120))
-            .await;
+    let (moved, moved_in) = fleet::a_proxy_dies_under_working_chips(
+        base,
+        fleet,
+        &tenants,
+        &chips,
+        Duration::from_secs(120),
+    )
+    .await;
     // Every chip WORKING after the rotations (restarted through the new proxy).
     let (_, working) = fleet::wait_all(
         &supervisor,

@@ -936,12 +936,29 @@ pub async fn leases(
 /// other chip keeps its lease untouched. Answers how many chips moved and how long the last
 /// one took.
 pub async fn a_proxy_dies_under_working_chips(
+    base: &Base,
     fleet: &mut Fleet,
     tenants: &[TenantId],
     chips: &[ChipId],
     within: Duration,
 ) -> (usize, Duration) {
     let before = leases(fleet, tenants, chips).await;
+    // Where each tenant's call log stands before the kill.
+    let mut marks = BTreeMap::new();
+    for tenant in tenants {
+        let (control, _) = tenant_sim(base, fleet, tenant)
+            .await
+            .unwrap_or_else(|| panic!("{tenant}: no running container"));
+        let last = control
+            .calls()
+            .await
+            .unwrap_or_else(|e| panic!("{tenant}: the call log: {e}"))
+            .iter()
+            .map(|c| c.seq)
+            .max()
+            .unwrap_or(0);
+        marks.insert(tenant.clone(), last);
+    }
     let ids = fleet.proxies.endpoint_ids().await;
     let mut load: BTreeMap<&EndpointId, usize> = BTreeMap::new();
     for (endpoint, _) in before.values() {
@@ -1028,6 +1045,32 @@ pub async fn a_proxy_dies_under_working_chips(
                 (now_endpoint, now_generation),
                 (endpoint, generation),
                 "{key:?}: a chip on another proxy is untouched"
+            );
+        }
+    }
+    // Untouched in WAHA too: since the kill, no call changed the session of a chip that was
+    // not on the killed proxy (no PUT, start, restart, stop, logout or delete).
+    for tenant in tenants {
+        let (control, _) = tenant_sim(base, fleet, tenant)
+            .await
+            .unwrap_or_else(|| panic!("{tenant}: no running container"));
+        let calls = control
+            .calls()
+            .await
+            .unwrap_or_else(|e| panic!("{tenant}: the call log: {e}"));
+        for chip in chips {
+            if before[&(tenant.clone(), chip.clone())].0 == victim {
+                continue;
+            }
+            let session = tenant_isolation::SessionName::new(tenant, chip);
+            let touched: Vec<String> = calls
+                .iter()
+                .filter(|c| c.seq > marks[tenant] && c.session.as_deref() == Some(session.as_str()))
+                .map(|c| format!("{} {}", c.method, c.route))
+                .collect();
+            assert!(
+                touched.is_empty(),
+                "{tenant}/{chip} was not on the killed proxy, yet its session was changed: {touched:?}"
             );
         }
     }
@@ -1330,6 +1373,36 @@ pub async fn hostile_webhooks(base: &Base, fleet: &Fleet, tenants: &[TenantId], 
         0,
         "nothing refused is stored"
     );
+
+    // A reordered `session.status` (STARTING, older than what the chip has seen since): the
+    // chip stays WORKING (a status webhook only wakes a reconcile, which reads WAHA itself).
+    let stale_status = webhook_body(
+        tenant,
+        chip,
+        &event("stale-status"),
+        "session.status",
+        now_ms() - 60_000,
+        serde_json::json!({
+            "name": tenant_isolation::SessionName::new(tenant, chip).as_str(),
+            "status": "STARTING",
+        }),
+    );
+    assert_eq!(post_webhook(fleet, tenant, tenant, stale_status).await, 200);
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let record = fleet
+            .supervisor()
+            .get_chip(tenant, chip)
+            .await
+            .expect("the chip");
+        assert_eq!(
+            record.observed.phase.name(),
+            PhaseName::Working,
+            "a reordered status regresses nothing: {}",
+            describe(&record)
+        );
+        sleep(POLL).await;
+    }
 
     // A late SERVER ack of a message already read: acknowledged, and the status stays READ.
     let key = format!("fleet-{chip}");
