@@ -110,7 +110,9 @@ else
   if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
     rm -f /var/run/docker.pid
   fi
-  nohup dockerd --host "unix://$DOCKER_SOCKET" >>"$LOG_DIR/dockerd.log" 2>&1 &
+  # In a session of its own (setsid): a daemon started from inside a test (a restart through
+  # scripts/restart-service.sh) must not end with the test's process group.
+  setsid -f dockerd --host "unix://$DOCKER_SOCKET" >>"$LOG_DIR/dockerd.log" 2>&1 </dev/null
   for _ in $(seq 1 120); do
     docker_up && break
     sleep 0.5

@@ -91,9 +91,6 @@ pub const MAINTENANCE_EVERY: Duration = Duration::from_secs(10 * 60);
 /// How long a send's outbox record is kept: an idempotency key never sends twice within it.
 pub const OUTBOX_RETENTION: Duration = Duration::from_secs(30 * 24 * 3_600);
 
-/// How long the WAHA readiness probe waits for one answer.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// How long [`Production::shutdown`] waits for the sweep and the maintenance task.
 const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -411,7 +408,10 @@ impl Production {
     /// reach before anything is built from them: the pool's (e.g. extra container variables),
     /// the supervisor's (the retry policy, monitor intervals, restart budgets) and the proxy
     /// allocation policy (rotation threshold and cooldown). What `config` says is already in
-    /// them; `tune` changes what it must and leaves the rest.
+    /// them; `tune` changes what it must and leaves the rest. After it, the step time-out is
+    /// raised again to at least a minute above the (tuned) startup deadline, and the health
+    /// probe uses the tuned `probe_timeout`. [`Production::config`] keeps answering `config`
+    /// as given (the environment's view), not the tuned values.
     ///
     /// # Errors
     /// As [`Production::build`]; a tuned configuration a crate refuses is a
@@ -431,6 +431,23 @@ impl Production {
             supervisor: &mut supervisor_config,
             proxies: &mut allocation,
         });
+        // What the configuration derives from the pool's settings, derived again from the
+        // tuned ones: a step waits for a container at least a minute past its startup deadline.
+        supervisor_config.step_timeout = supervisor_config.step_timeout.max(
+            pool_config
+                .startup_deadline
+                .saturating_add(Duration::from_secs(60)),
+        );
+        if supervisor_config.monitors.proxy_health.is_on()
+            && config.proxy_health == ProxyHealth::Off
+        {
+            return Err(ProductionError::Refused {
+                what: "the tuning turns the proxy-health task on, but CHIPSERVICE_PROXY_HEALTH is \
+                       off: it has no target to check through the proxies (set \
+                       CHIPSERVICE_PROXY_HEALTH and CHIPSERVICE_PROXY_HEALTH_TARGET instead)"
+                    .to_owned(),
+            });
+        }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let options = PoolOptions {
             max_size: config.database_pool_size.max(1),
@@ -569,7 +586,10 @@ impl Production {
             TenantPool::new(
                 runtime,
                 keys_from_directory(directory.clone()),
-                Arc::new(WahaHealthProbe::new(PROBE_TIMEOUT).map_err(setup("the health probe"))?),
+                Arc::new(
+                    WahaHealthProbe::new(pool_config.probe_timeout)
+                        .map_err(setup("the health probe"))?,
+                ),
                 pool_config,
             )
             .map_err(setup("the container pool"))?,

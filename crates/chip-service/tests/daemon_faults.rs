@@ -138,7 +138,7 @@ async fn postgresql_restarted_under_webhook_traffic() {
         )
         .await;
         fleet::scan_all(base, fleet, &tenants, &chips).await;
-        let (_, before) = fleet::wait_all(
+        fleet::wait_all(
             &supervisor,
             &tenants,
             total,
@@ -178,6 +178,8 @@ async fn postgresql_restarted_under_webhook_traffic() {
             }
         });
         sleep(Duration::from_secs(2)).await;
+        // What is stored right before the restart (no step may be lost across it).
+        let before = fleet::records(&supervisor, &tenants).await;
         let restarted_at = SystemTime::now();
         let restarted = Instant::now();
         fleet::restart_service("postgresql", Duration::from_secs(4)).await;
@@ -191,38 +193,33 @@ async fn postgresql_restarted_under_webhook_traffic() {
 
         // Reconciles resume: a chip restarted now goes through its steps back to WORKING.
         let (tenant, chip) = (&tenants[0], &chips[0]);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match supervisor.restart_chip(tenant, chip).await {
-                Ok(_) => break,
-                Err(e) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "{tenant}/{chip}: restart_chip: {e}"
-                    );
-                    sleep(fleet::POLL).await;
-                }
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let record = supervisor.get_chip(tenant, chip).await.ok();
-            let restarted_again = record.as_ref().is_some_and(|r| {
-                r.observed.phase.name() == PhaseName::Working
-                    && r.steps
-                        .iter()
-                        .any(|step| step.step == StepKind::RestartSession && step.at > restarted_at)
-            });
+        let what = format!("{tenant}/{chip}: restart_chip accepted");
+        fleet::eventually(Duration::from_secs(60), what, || async {
+            supervisor
+                .restart_chip(tenant, chip)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        let what = format!("{tenant}/{chip}: restarted back to WORKING after PostgreSQL came back");
+        fleet::eventually(Duration::from_secs(120), what, || async {
+            let record = supervisor
+                .get_chip(tenant, chip)
+                .await
+                .map_err(|e| e.to_string())?;
+            let restarted_again = record.observed.phase.name() == PhaseName::Working
+                && record
+                    .steps
+                    .iter()
+                    .any(|step| step.step == StepKind::RestartSession && step.at > restarted_at);
             if restarted_again {
-                break;
+                Ok(())
+            } else {
+                Err(fleet::describe(&record))
             }
-            assert!(
-                Instant::now() < deadline,
-                "{tenant}/{chip}: no restart back to WORKING after PostgreSQL came back: {}",
-                record.as_ref().map(fleet::describe).unwrap_or_default()
-            );
-            sleep(fleet::POLL).await;
-        }
+        })
+        .await;
         let (_, after) = fleet::wait_all(
             &supervisor,
             &tenants,

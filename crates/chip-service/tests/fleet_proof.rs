@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use container_pool::ContainerState;
+use proxy_allocator::LeaseStore;
 use session_supervisor::{ChipSpec, PhaseName, StepKind, StepOutcome, SupervisorError};
 use tenant_isolation::{NewTenant, PlanLimits, TenantSecrets};
 use tokio::sync::Barrier;
@@ -156,7 +157,7 @@ async fn body(
     )
     .await;
     // Every chip WORKING after the rotations (restarted through the new proxy).
-    let (_, working) = fleet::wait_all(
+    fleet::wait_all(
         &supervisor,
         &tenants,
         total,
@@ -164,7 +165,6 @@ async fn body(
         Duration::from_secs(120),
     )
     .await;
-    fleet::every_step_recorded(&working);
 
     // One message per chip, acked to read by webhook.
     let to_read =
@@ -364,6 +364,114 @@ async fn a_tenant_container_killed_mid_provision() {
                 "one running container for the slot: {by_slot:?}"
             );
             fleet::one_create_per_chip(base, fleet, &tenants, &chips).await;
+        },
+    )
+    .await;
+}
+
+/// A proxy dead before its chips ever work: the chips are leased while their container still
+/// refuses session calls (a long boot), then every proxy holding a lease is killed. Each
+/// session then starts through a dead proxy and goes `FAILED` (the simulator dials its proxy
+/// first, as WAHA's engine must); the proxy-health pass finds the endpoint dead and, agreeing,
+/// the chip's own lease; the chip rotates to a live proxy and reaches its QR there. Proves the
+/// health pass's checks of chips that are not working yet, and the rotation path of a proxy
+/// dead from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_dead_before_the_qr_moves_its_chips_to_a_live_one() {
+    let mut options = FleetOptions::scenario(6, 24_000..=24_019);
+    for (name, value) in &mut options.sim_env {
+        match *name {
+            "SIM_STARTUP_DELAY_MS" => *value = "300..800".to_owned(),
+            // Session calls refused long enough for the leases to be taken and killed.
+            "SIM_BOOTING_MS" => *value = "7000..8000".to_owned(),
+            _ => {}
+        }
+    }
+    fleet::with_fleet(
+        "proxy dead before the QR",
+        SCENARIO_DEADLINE,
+        options,
+        async |_base, fleet| {
+            let supervisor = fleet.supervisor().clone();
+            let tenants = fleet::tenants("dbq", 1);
+            let chips = fleet::chips(3);
+            fleet::create_fleet(fleet, &tenants, &chips).await;
+
+            // Every chip leased (while the container still boots): kill each proxy holding one.
+            let leases =
+                fleet::eventually(Duration::from_secs(60), "every chip leased", || async {
+                    let mut all = Vec::new();
+                    for chip in &chips {
+                        match fleet.leases.lease(&tenants[0], chip).await {
+                            Ok(Some(lease)) => all.push((chip.clone(), lease.endpoint)),
+                            other => return Err(format!("{chip}: {other:?}")),
+                        }
+                    }
+                    Ok(all)
+                })
+                .await;
+            let records = fleet::records(&supervisor, &tenants).await;
+            assert!(
+                records
+                    .iter()
+                    .all(|r| r.observed.phase.name() != PhaseName::AwaitingLogin),
+                "the kill must come before any QR: {:?}",
+                records.iter().map(fleet::describe).collect::<Vec<_>>()
+            );
+            let ids = fleet.proxies.endpoint_ids().await;
+            let killed: BTreeSet<_> = leases
+                .iter()
+                .map(|(_, endpoint)| endpoint.clone())
+                .collect();
+            for (address, id) in &ids {
+                if killed.contains(id) {
+                    fleet.proxies.kill(address);
+                }
+            }
+
+            let (_, at_qr) = fleet::wait_all(
+                &supervisor,
+                &tenants,
+                chips.len(),
+                PhaseName::AwaitingLogin,
+                Duration::from_secs(180),
+            )
+            .await;
+            fleet::every_qr_decodes(&supervisor, &tenants, &chips).await;
+            for (chip, endpoint) in &leases {
+                let now = fleet
+                    .leases
+                    .lease(&tenants[0], chip)
+                    .await
+                    .expect("the lease")
+                    .expect("leased");
+                assert!(
+                    !killed.contains(&now.endpoint),
+                    "{chip}: still on a killed proxy"
+                );
+                let history = fleet
+                    .leases
+                    .history(&tenants[0], chip)
+                    .await
+                    .expect("the history");
+                assert!(
+                    history.iter().any(|h| h.endpoint == *endpoint
+                        && matches!(h.event, proxy_allocator::HistoryEvent::RotatedAway { .. })),
+                    "{chip}: a recorded rotation away from the killed proxy: {history:?}"
+                );
+            }
+            // The sessions went through a failure before the QR (the dead proxy), and the
+            // supervisor said why: a proxy failure reported for each chip.
+            for record in &at_qr {
+                assert!(
+                    record
+                        .steps
+                        .iter()
+                        .any(|s| s.step == StepKind::ReportProxyFailure),
+                    "{}",
+                    fleet::describe(record)
+                );
+            }
         },
     )
     .await;

@@ -45,18 +45,18 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use chip_service::service::{ServiceConfig, TokenHash, run_on_listener, vars};
-use container_pool::{ContainerRuntime, ContainerState, DockerRuntime, LabelSelector, labels};
+use container_pool::DockerRuntime;
 use futures::FutureExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use session_supervisor::ChipKey;
 use tenant_isolation::pg::{AdminDb, PgTenantDirectory};
-use tenant_isolation::{ChipId, TenantDirectory, TenantId};
+use tenant_isolation::{ChipId, TenantId};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, timeout};
-use waha_sim::{SessionStatus, SimControlClient};
+use waha_sim::SessionStatus;
 
-use common::{Api, CHAT, PNG_MAGIC};
+use common::{Api, CHAT, PNG_MAGIC, running_sim};
 use shared_docker::{docker_with_sim_image, remove_docker_leftovers, run_id};
 use shared_pg::{app_url, end_app_connections, on_database, pool_options, scratch};
 
@@ -107,35 +107,6 @@ async fn wait_for_chip(
         );
         sleep(ms(250)).await;
     }
-}
-
-/// The control API of the simulator behind `tenant`'s running slot-0 container: its address
-/// from Docker (the pool's labels), the tenant's key from the directory. `None` while there is
-/// none.
-async fn sim_control(
-    runtime: &DockerRuntime,
-    managed_by: &str,
-    directory: &PgTenantDirectory,
-    tenant: &TenantId,
-) -> Option<SimControlClient> {
-    let containers = runtime
-        .list(&LabelSelector::new(labels::MANAGED_BY, managed_by))
-        .await
-        .ok()?;
-    let url = containers
-        .into_iter()
-        .find(|c| {
-            c.state == ContainerState::Running
-                && c.label(labels::TENANT) == Some(tenant.as_str())
-                && c.label(labels::SLOT) == Some("0")
-        })?
-        .url?;
-    let key = directory.get(tenant).await.ok()?.secrets.container_api_key;
-    SimControlClient::new(
-        url.as_str(),
-        Some(waha_sim::ApiKey::new(key.expose_secret())),
-    )
-    .ok()
 }
 
 /// The service's settings, as the binary reads them from its environment.
@@ -355,7 +326,10 @@ async fn flow(
     let session = ChipKey::new(acme.clone(), ChipId::new("sales-1").unwrap()).session_name();
     let deadline = Instant::now() + DEADLINE;
     let control = loop {
-        let scanned = match sim_control(runtime, managed_by, &directory, &acme).await {
+        let scanned = match running_sim(runtime, managed_by, &directory, &acme)
+            .await
+            .map(|(control, _)| control)
+        {
             Some(control) => {
                 match control
                     .wait_for_status(session.as_str(), SessionStatus::ScanQrCode, secs(5))

@@ -60,7 +60,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `FLEET_READY_TENANTS` | containers per side and round | 100 |
-//! | `FLEET_READY_ROUNDS` | rounds (each runs both sides) | 1 |
+//! | `FLEET_READY_ROUNDS` | rounds (each runs both sides; even, so each side goes first equally often) | 2 |
 //! | `FLEET_READY_DEADLINE_SECS` | start-up deadline of one container, both sides | 120 |
 //! | `FLEET_READY_PORT_BASE` | first port of the pool's range | 21000 |
 //!
@@ -127,7 +127,7 @@ struct Settings {
 impl Settings {
     fn from_env() -> Self {
         let tenants: usize = env_or("FLEET_READY_TENANTS", 100);
-        let rounds: usize = env_or("FLEET_READY_ROUNDS", 1);
+        let rounds: usize = env_or("FLEET_READY_ROUNDS", 2);
         let deadline = Duration::from_secs(env_or("FLEET_READY_DEADLINE_SECS", 120));
         let port_base: u16 = env_or("FLEET_READY_PORT_BASE", 21_000);
         assert!(tenants >= 1, "FLEET_READY_TENANTS must be at least 1");

@@ -126,6 +126,10 @@ pub struct EndpointCheck {
     pub result: Result<HealthReport, ProxyError>,
     /// Leases whose health changed because of it.
     pub leases_changed: u64,
+    /// Whether the verdict was recorded. It is not when every endpoint of the pass (two or
+    /// more) failed as a proxy failure: that says more about the checker or its target than
+    /// about the proxies ([`ProxyAllocator::check_endpoints`]).
+    pub recorded: bool,
 }
 
 /// The outcome of checking one chip's lease ([`ProxyAllocator::check_lease`]).
@@ -514,7 +518,9 @@ impl ProxyAllocator {
     /// ([`ProxyError::is_proxy_failure`]) marks its leases unhealthy and gets no new leases until
     /// a later check passes. Any other error from the checker (or from building a gateway's
     /// check address) is reported in that endpoint's [`EndpointCheck::result`] and changes no
-    /// health state.
+    /// health state. When every endpoint (two or more) fails as a proxy failure, nothing is
+    /// recorded ([`EndpointCheck::recorded`] is `false` throughout): a dead check target or a
+    /// broken checker must not shut every endpoint out of new leases.
     pub async fn check_endpoints(
         &self,
         checker: &dyn HealthChecker,
@@ -537,10 +543,33 @@ impl ProxyAllocator {
             .buffer_unordered(self.check_concurrency)
             .collect::<Vec<_>>()
             .await;
+        // Every endpoint failing at once is the checker's (or its target's) failure far more
+        // often than every proxy's: nothing is recorded, or one dead target would shut every
+        // endpoint out of new leases.
+        let all_failed = checks.len() >= 2
+            && checks
+                .iter()
+                .all(|(_, result)| matches!(result, Err(err) if err.is_proxy_failure()));
+        if all_failed {
+            warn!(
+                endpoints = checks.len(),
+                "every proxy endpoint failed its health check: blaming the checker or its target; no health recorded"
+            );
+            metrics::counter!("proxy_allocator_endpoint_passes_discarded_total").increment(1);
+            return Ok(checks
+                .into_iter()
+                .map(|(index, result)| EndpointCheck {
+                    endpoint: endpoints[index].id.clone(),
+                    result,
+                    leases_changed: 0,
+                    recorded: false,
+                })
+                .collect());
+        }
         let mut reports = Vec::with_capacity(checks.len());
         for (index, result) in checks {
             let endpoint = &endpoints[index];
-            let (leases_changed, result) = match verdict(result) {
+            let (leases_changed, result, recorded) = match verdict(result) {
                 Ok((health, result)) => {
                     if let Err(err) = &result {
                         warn!(endpoint = %endpoint.id, proxy = %endpoint.host_port(), error = %err, "proxy endpoint failed its health check");
@@ -549,17 +578,18 @@ impl ProxyAllocator {
                         .store
                         .set_endpoint_health(&endpoint.id, health, self.clock.now())
                         .await?;
-                    (changed, result)
+                    (changed, result, true)
                 }
                 Err(err) => {
                     warn!(endpoint = %endpoint.id, proxy = %endpoint.host_port(), error = %err, "endpoint health check failed for a reason other than the proxy; health left as it was");
-                    (0, Err(err))
+                    (0, Err(err), false)
                 }
             };
             reports.push(EndpointCheck {
                 endpoint: endpoint.id.clone(),
                 result,
                 leases_changed,
+                recorded,
             });
         }
         Ok(reports)

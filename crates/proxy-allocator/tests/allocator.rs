@@ -900,3 +900,58 @@ async fn mocks_plug_into_the_allocator() {
         .expect_err("source fails");
     assert!(matches!(err, ProxyError::SourceFile { .. }));
 }
+
+/// A checker whose target is down: every proxy answers, but none can tunnel to it.
+struct TargetDown;
+
+#[async_trait::async_trait]
+impl HealthChecker for TargetDown {
+    async fn check(&self, proxy: &ProxyAddress) -> Result<HealthReport, ProxyError> {
+        Err(ProxyError::ProxyUnreachable {
+            proxy: proxy.host_port(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        })
+    }
+}
+
+/// Every endpoint failing in one pass says more about the checker or its target than about the
+/// proxies: nothing is recorded, every endpoint keeps taking new chips, no lease changes. One
+/// endpoint failing alone still counts.
+#[tokio::test]
+async fn every_endpoint_failing_at_once_records_nothing() {
+    let a = allocator(endpoints(&["a", "b", "c"]), AllocationPolicy::default());
+    let t = tenant("acme");
+    let lease = a
+        .allocate(&ChipProxyRequest::new(t.clone(), chip("c0")))
+        .await
+        .expect("allocates");
+    let checks = a.check_endpoints(&TargetDown).await.expect("checks ran");
+    assert_eq!(checks.len(), 3);
+    for check in &checks {
+        assert!(!check.recorded, "{check:?}");
+        assert_eq!(check.leases_changed, 0, "{check:?}");
+        assert!(check.result.is_err(), "{check:?}");
+    }
+    for load in a.store().endpoint_loads().await.expect("loads") {
+        assert!(load.health.is_healthy(), "{load:?}");
+    }
+    let now = a
+        .lease(&t, &lease.chip)
+        .await
+        .expect("read")
+        .expect("leased");
+    assert!(now.health.is_healthy(), "{now:?}");
+    for n in 1..4 {
+        a.allocate(&ChipProxyRequest::new(t.clone(), chip(&format!("c{n}"))))
+            .await
+            .expect("every endpoint still takes chips");
+    }
+
+    // With one endpoint the pass cannot tell the checker from the proxy: it records.
+    let single = allocator(endpoints(&["a"]), AllocationPolicy::default());
+    let checks = single
+        .check_endpoints(&TargetDown)
+        .await
+        .expect("checks ran");
+    assert!(checks[0].recorded, "{:?}", checks[0]);
+}

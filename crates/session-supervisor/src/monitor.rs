@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use container_pool::{ContainerState, PoolEventKind};
-use proxy_allocator::{HealthChecker, LeaseCheck};
+use proxy_allocator::{EndpointId, HealthChecker, LeaseCheck};
 use tenant_isolation::{ChipId, SessionName, SlotKind, TenantId};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
@@ -412,15 +412,20 @@ async fn release_orphan_reservations(supervisor: &Supervisor) {
         .unwrap_or_else(|p| p.into_inner()) = next;
 }
 
-/// Checks every proxy endpoint, then the proxy lease of every chip of owned tenants whose
-/// session is meant to be connected (awaiting a login, working, or backing off after a
-/// failure); a proxy failure becomes a `proxy_failure` signal (the reconcile reports it to the
-/// allocator, fenced by generation, and the allocator rotates the chip after its threshold).
+/// Checks every proxy endpoint, then proxy leases of owned tenants' chips; a proxy failure
+/// becomes a `proxy_failure` signal (the reconcile reports it to the allocator, fenced by
+/// generation, and the allocator rotates the chip after its threshold).
 ///
-/// The endpoint pass marks a dead endpoint unhealthy, so no chip is given it until a later pass
-/// sees it answer again. The lease pass covers chips that never reached WORKING: a session
-/// whose proxy is dead from the start fails before it ever works, and only this check says
-/// why.
+/// - The endpoint pass marks a dead endpoint unhealthy, so no chip is given it until a later
+///   pass sees it answer again. When every endpoint fails at once the allocator records
+///   nothing (the checker or its target is the likelier culprit), and this pass checks no
+///   lease either.
+/// - A working chip's lease is checked on every pass, as before.
+/// - A chip whose session is meant to connect but does not work yet (awaiting a login, or
+///   backing off after a failure) is checked only when its endpoint failed the endpoint pass
+///   of this same sweep: two checks must agree before a live QR window or a backoff is cut
+///   short. A session whose proxy is dead from the start fails before it ever works, and only
+///   this says why.
 async fn check_proxy_health(supervisor: &Supervisor) {
     let effects = &supervisor.inner.effects;
     let Some(checker) = supervisor.inner.health_checker.clone() else {
@@ -430,7 +435,7 @@ async fn check_proxy_health(supervisor: &Supervisor) {
     if guards.is_empty() {
         return;
     }
-    match effects
+    let failing: Option<BTreeSet<EndpointId>> = match effects
         .proxies
         .check_endpoints(&*checker as &dyn HealthChecker)
         .await
@@ -438,19 +443,44 @@ async fn check_proxy_health(supervisor: &Supervisor) {
         Ok(checks) => {
             let failed = checks.iter().filter(|c| c.result.is_err()).count();
             debug!(endpoints = checks.len(), failed, "proxy endpoints checked");
+            if !checks.is_empty() && checks.iter().all(|c| !c.recorded) {
+                warn!(
+                    endpoints = checks.len(),
+                    "no proxy verdict could be recorded this pass (the checker or its target is down?); leases not checked"
+                );
+                return;
+            }
+            Some(
+                checks
+                    .into_iter()
+                    .filter(|c| c.recorded && c.result.is_err())
+                    .map(|c| c.endpoint)
+                    .collect(),
+            )
         }
-        Err(error) => warn!(%error, "checking the proxy endpoints failed"),
-    }
+        Err(error) => {
+            warn!(%error, "checking the proxy endpoints failed");
+            None
+        }
+    };
     for guard in guards {
         let Some(records) = tenant_chips(supervisor, guard.tenant()).await else {
             continue;
         };
         for record in records.iter().filter(|r| {
-            r.desired.run == RunState::Running
-                && matches!(
-                    r.observed.phase.name(),
-                    PhaseName::AwaitingLogin | PhaseName::Working | PhaseName::BackingOff
-                )
+            if r.desired.run != RunState::Running {
+                return false;
+            }
+            match r.observed.phase.name() {
+                PhaseName::Working => true,
+                PhaseName::AwaitingLogin | PhaseName::BackingOff => {
+                    match (&failing, &r.observed.proxy) {
+                        (Some(failing), Some(proxy)) => failing.contains(&proxy.endpoint),
+                        _ => false,
+                    }
+                }
+                _ => false,
+            }
         }) {
             if guard.check().is_err() {
                 break;

@@ -134,6 +134,11 @@ async fn ownership_loop(supervisor: Supervisor, mut stop: watch::Receiver<bool>)
     let store = &inner.effects.store;
     let step = config.claim_interval.min(config.renew_every);
     let mut next_claim = Instant::now();
+    // When the last claim was sent: creates asking for a claim at once are served at most
+    // four times per claim interval, however many arrive.
+    let mut last_claim = Instant::now()
+        .checked_sub(config.claim_interval)
+        .unwrap_or_else(Instant::now);
     let mut next_renew = Instant::now() + config.renew_every;
     loop {
         let now = Instant::now();
@@ -173,6 +178,7 @@ async fn ownership_loop(supervisor: Supervisor, mut stop: watch::Receiver<bool>)
         }
         if now >= next_claim {
             next_claim = now + config.claim_interval;
+            last_claim = now;
             let sent_at = Instant::now();
             // Bounded like the renewal (a claim that commits after the time-out leaves leases
             // nobody here acts on: they expire and are claimed again).
@@ -202,8 +208,15 @@ async fn ownership_loop(supervisor: Supervisor, mut stop: watch::Receiver<bool>)
                     return;
                 }
             }
-            // A chip of a tenant nobody here owns was just created: claim now.
-            () = inner.claim_now.notified() => next_claim = Instant::now(),
+            // A chip of a tenant nobody here owns was just created: claim now, or as soon as
+            // the last claim is a quarter of a claim interval old.
+            () = inner.claim_now.notified() => {
+                next_claim = next_claim.min(last_claim + config.claim_interval / 4);
+                let wait = next_claim.saturating_duration_since(Instant::now());
+                if !wait.is_zero() && !pause(&mut stop, wait).await {
+                    return;
+                }
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use container_pool::{ContainerRuntime, ContainerState, Engine, LabelSelector, labels};
 use session_supervisor::policy::Rate;
@@ -40,15 +40,6 @@ fn is_subsequence(needle: &[StepKind], hay: &[StepKind]) -> bool {
     needle.iter().all(|wanted| rest.any(|step| step == wanted))
 }
 
-fn unix_ms(at: SystemTime) -> u64 {
-    u64::try_from(
-        at.duration_since(UNIX_EPOCH)
-            .expect("after the epoch")
-            .as_millis(),
-    )
-    .expect("fits")
-}
-
 /// Reads changes until one satisfies `stop` (included in the answer); fails on a gap, a closed
 /// bus or the deadline.
 async fn changes_until(
@@ -73,46 +64,6 @@ async fn changes_until(
             Ok(None) => panic!("the event bus closed; seen so far: {kinds:?}"),
             Err(_) => panic!("timed out after {within:?} waiting for a change; seen: {kinds:?}"),
         }
-    }
-}
-
-/// Polls every chip of `tenants` × `chips` until each has been seen in phase `want` (each is
-/// noted as soon as it is seen: a QR window may run out later). Returns the records as seen.
-async fn wait_all(
-    supervisor: &Supervisor,
-    tenants: &[TenantId],
-    chips: &[ChipId],
-    want: PhaseName,
-    within: Duration,
-) -> BTreeMap<ChipKey, ChipRecord> {
-    let deadline = Instant::now() + within;
-    let mut seen = BTreeMap::new();
-    loop {
-        let mut pending = Vec::new();
-        for t in tenants {
-            for c in chips {
-                let k = key(t, c);
-                if seen.contains_key(&k) {
-                    continue;
-                }
-                match supervisor.get_chip(t, c).await {
-                    Ok(record) if record.observed.phase.name() == want => {
-                        seen.insert(k, record);
-                    }
-                    Ok(record) => pending.push(describe(&record)),
-                    Err(error) => pending.push(format!("{k}: {error}")),
-                }
-            }
-        }
-        if pending.is_empty() {
-            return seen;
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "timed out after {within:?} waiting for every chip to be {want}; still: {pending:#?}"
-            );
-        }
-        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -161,26 +112,6 @@ async fn wait_running_released(fleet: &Fleet, tenant: &TenantId) {
         move || async move { (fleet.usage(tenant).await.running_sessions == 0).then_some(()) },
     )
     .await;
-}
-
-/// The calls the simulator logged about `name` after call number `mark`.
-fn calls_after(
-    control: &waha_sim::SimulatorControl,
-    name: &str,
-    mark: u64,
-) -> Vec<waha_sim::CallRecord> {
-    control
-        .calls_for(name)
-        .into_iter()
-        .filter(|call| call.seq > mark)
-        .collect()
-}
-
-fn show_calls(calls: &[waha_sim::CallRecord]) -> Vec<String> {
-    calls
-        .iter()
-        .map(|c| format!("#{} {} {} -> {}", c.seq, c.method, c.route, c.status))
-        .collect()
 }
 
 /// Whether a state file under `dir` (searched `depth` levels down) records `session` logged

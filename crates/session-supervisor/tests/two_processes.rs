@@ -672,41 +672,51 @@ fn recorded_method(call: &waha_sim::CallRecord) -> Option<&'static str> {
 }
 
 /// The mutating calls of `calls` (the simulators' logs) that arrived after `after_ms` and that
-/// no line of the call records `announcers` announced: a line of the same method and session
-/// (either unknown on the simulator's side: any), written at or before the call arrived. A
-/// process writes its line before sending (and the client's own repeats of a call follow that
-/// line), so every call of the announcers is announced; a call arriving unannounced was sent
-/// by another process: a fenced owner's call still in flight, or one it sent once resumed.
+/// no line of the call records `announcers` announced. Lines and calls are matched one to one,
+/// in time order: each call takes the earliest line not taken yet of the same method and
+/// session (either unknown on the simulator's side: any) written at or before the call
+/// arrived. A process writes its line before sending, and the supervisors here run their
+/// clients without retries (one line, one call), so every call of the announcers is announced;
+/// a call left over was sent by another process: a fenced owner's call still in flight, or one
+/// it sent once resumed, even when an announcer made the same call too.
 fn unannounced_calls(
     calls: &[waha_sim::CallRecord],
     after_ms: u128,
     announcers: &[PathBuf],
 ) -> Vec<String> {
-    let lines: Vec<(u128, String, String)> = announcers
+    let mut lines: Vec<(u128, String, String)> = announcers
         .iter()
         .flat_map(|path| record_lines(path))
         .collect();
-    calls
-        .iter()
-        .filter(|call| u128::from(call.at_ms) > after_ms)
-        .filter(|call| {
-            let method = recorded_method(call);
-            !lines.iter().any(|(at, line_method, line_session)| {
-                *at <= u128::from(call.at_ms)
+    lines.sort_by_key(|(at, _, _)| *at);
+    let mut taken = vec![false; lines.len()];
+    let mut ordered: Vec<&waha_sim::CallRecord> = calls.iter().collect();
+    ordered.sort_by_key(|call| (call.at_ms, call.seq));
+    let mut left = Vec::new();
+    for call in ordered {
+        let method = recorded_method(call);
+        let line = lines
+            .iter()
+            .enumerate()
+            .position(|(index, (at, line_method, line_session))| {
+                !taken[index]
+                    && *at <= u128::from(call.at_ms)
                     && method.is_none_or(|m| m == line_method.as_str())
                     && call
                         .session
                         .as_deref()
                         .is_none_or(|s| s == line_session.as_str())
-            })
-        })
-        .map(|call| {
-            format!(
+            });
+        match line {
+            Some(index) => taken[index] = true,
+            None if u128::from(call.at_ms) > after_ms => left.push(format!(
                 "{} {} {:?} -> {} at {}",
                 call.method, call.route, call.session, call.status, call.at_ms
-            )
-        })
-        .collect()
+            )),
+            None => {}
+        }
+    }
+    left
 }
 
 /// Every mutating call logged by every simulator of the run (the run has one tenant, `tenant`;

@@ -249,3 +249,34 @@ pub fn decode_png(png: &[u8]) -> Result<String, String> {
         )),
     }
 }
+
+/// The simulator behind `tenant`'s running slot-0 container on Docker: its control API and a
+/// WAHA client, at the container's address (from the pool's labels, under `managed_by`) with
+/// the tenant's key (from `directory`). `None` while there is none.
+pub async fn running_sim(
+    runtime: &container_pool::DockerRuntime,
+    managed_by: &str,
+    directory: &dyn tenant_isolation::TenantDirectory,
+    tenant: &TenantId,
+) -> Option<(waha_sim::SimControlClient, waha_client::WahaClient)> {
+    use container_pool::{ContainerRuntime, ContainerState, LabelSelector, labels};
+    let url = runtime
+        .list(&LabelSelector::new(labels::MANAGED_BY, managed_by))
+        .await
+        .ok()?
+        .into_iter()
+        .find(|c| {
+            c.state == ContainerState::Running
+                && c.label(labels::TENANT) == Some(tenant.as_str())
+                && c.label(labels::SLOT) == Some("0")
+        })?
+        .url?;
+    let key = directory.get(tenant).await.ok()?.secrets.container_api_key;
+    let control = waha_sim::SimControlClient::new(
+        url.as_str(),
+        Some(waha_sim::ApiKey::new(key.expose_secret())),
+    )
+    .ok()?;
+    let waha = waha_client::WahaClient::new(url, key).ok()?;
+    Some((control, waha))
+}

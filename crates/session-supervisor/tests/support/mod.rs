@@ -720,3 +720,70 @@ pub async fn working_chip(
     fleet.scan(tenant, chip, digits).await;
     wait_phase(supervisor, tenant, chip, PhaseName::Working, WAIT).await
 }
+
+/// Milliseconds since the Unix epoch of `at` (the simulators' call logs are stamped so).
+pub fn unix_ms(at: std::time::SystemTime) -> u64 {
+    u64::try_from(
+        at.duration_since(std::time::UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_millis(),
+    )
+    .expect("fits")
+}
+
+/// The calls the simulator logged about `name` after call number `mark`.
+pub fn calls_after(control: &SimulatorControl, name: &str, mark: u64) -> Vec<waha_sim::CallRecord> {
+    control
+        .calls_for(name)
+        .into_iter()
+        .filter(|call| call.seq > mark)
+        .collect()
+}
+
+/// Calls in one line each, for failure messages.
+pub fn show_calls(calls: &[waha_sim::CallRecord]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| format!("#{} {} {} -> {}", c.seq, c.method, c.route, c.status))
+        .collect()
+}
+
+/// Polls every chip of `tenants` × `chips` until each has been seen in phase `want` (each is
+/// noted as soon as it is seen: a QR window may run out later). Returns the records as seen.
+pub async fn wait_all(
+    supervisor: &Supervisor,
+    tenants: &[TenantId],
+    chips: &[ChipId],
+    want: PhaseName,
+    within: Duration,
+) -> BTreeMap<ChipKey, ChipRecord> {
+    let deadline = Instant::now() + within;
+    let mut seen = BTreeMap::new();
+    loop {
+        let mut pending = Vec::new();
+        for t in tenants {
+            for c in chips {
+                let k = key(t, c);
+                if seen.contains_key(&k) {
+                    continue;
+                }
+                match supervisor.get_chip(t, c).await {
+                    Ok(record) if record.observed.phase.name() == want => {
+                        seen.insert(k, record);
+                    }
+                    Ok(record) => pending.push(describe(&record)),
+                    Err(error) => pending.push(format!("{k}: {error}")),
+                }
+            }
+        }
+        if pending.is_empty() {
+            return seen;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {within:?} waiting for every chip to be {want}; still: {pending:#?}"
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
