@@ -288,15 +288,9 @@ async fn fifty_creates_racing_for_ten_quota_slots_make_exactly_ten_chips() {
 /// accepted create per chip across both containers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_container_killed_mid_provision() {
-    let mut options = FleetOptions::scenario(FleetOptions::proxies_for(5), 23_980..=23_999);
-    for (name, value) in &mut options.sim_env {
-        match *name {
-            // Listening soon, then booting long enough to be killed inside the window.
-            "SIM_STARTUP_DELAY_MS" => *value = "300..800".to_owned(),
-            "SIM_BOOTING_MS" => *value = "8000..9000".to_owned(),
-            _ => {}
-        }
-    }
+    // Listening soon, then booting long enough to be killed inside the window.
+    let options = FleetOptions::scenario(FleetOptions::proxies_for(5), 23_980..=23_999)
+        .with_boot("300..800", "8000..9000");
     fleet::with_fleet(
         "container killed",
         SCENARIO_DEADLINE,
@@ -378,15 +372,8 @@ async fn a_tenant_container_killed_mid_provision() {
 /// dead from the start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_dead_before_the_qr_moves_its_chips_to_a_live_one() {
-    let mut options = FleetOptions::scenario(6, 24_000..=24_019);
-    for (name, value) in &mut options.sim_env {
-        match *name {
-            "SIM_STARTUP_DELAY_MS" => *value = "300..800".to_owned(),
-            // Session calls refused long enough for the leases to be taken and killed.
-            "SIM_BOOTING_MS" => *value = "7000..8000".to_owned(),
-            _ => {}
-        }
-    }
+    // Session calls refused long enough for the leases to be taken and killed.
+    let options = FleetOptions::scenario(6, 24_000..=24_019).with_boot("300..800", "7000..8000");
     fleet::with_fleet(
         "proxy dead before the QR",
         SCENARIO_DEADLINE,

@@ -309,6 +309,19 @@ impl FleetOptions {
         }
     }
 
+    /// The same, with the simulators listening after `startup` (a `MIN..MAX` range of
+    /// milliseconds) and then refusing session calls for `booting`.
+    pub fn with_boot(mut self, startup: &str, booting: &str) -> Self {
+        for (name, value) in &mut self.sim_env {
+            match *name {
+                "SIM_STARTUP_DELAY_MS" => *value = startup.to_owned(),
+                "SIM_BOOTING_MS" => *value = booting.to_owned(),
+                _ => {}
+            }
+        }
+        self
+    }
+
     /// The live proxies `chips` chips need under the cap, and one spare.
     pub fn proxies_for(chips: usize) -> usize {
         chips.div_ceil(CHIPS_PER_PROXY as usize) + 1
@@ -1070,6 +1083,16 @@ pub async fn a_proxy_dies_under_working_chips(
     (moved, last_moved)
 }
 
+/// Whether a message's outbox status is acked to read (or played).
+pub fn read(status: &OutboxStatus) -> bool {
+    matches!(
+        status,
+        OutboxStatus::Sent {
+            ack: MessageAck::Read | MessageAck::Played
+        }
+    )
+}
+
 /// Sends one message from every chip (no choreography, waiting for the pacer) and waits until
 /// each is acked to read; answers the time from the sends to the last read.
 pub async fn one_message_per_chip_read(
@@ -1112,9 +1135,7 @@ pub async fn one_message_per_chip_read(
                 .map_err(|e| e.to_string())?
                 .map(|r| r.status);
             match status {
-                Some(OutboxStatus::Sent {
-                    ack: MessageAck::Read | MessageAck::Played,
-                }) => Ok(()),
+                Some(status) if read(&status) => Ok(()),
                 other => Err(format!("{other:?}")),
             }
         })
@@ -1424,12 +1445,7 @@ pub async fn hostile_webhooks(base: &Base, fleet: &Fleet, tenants: &[TenantId], 
         .expect("the outbox")
         .expect("the chip's message");
     assert!(
-        matches!(
-            after.status,
-            OutboxStatus::Sent {
-                ack: MessageAck::Read | MessageAck::Played
-            }
-        ),
+        read(&after.status),
         "a late, lower ack moves nothing back: {:?}",
         after.status
     );
@@ -1441,16 +1457,7 @@ pub async fn hostile_webhooks(base: &Base, fleet: &Fleet, tenants: &[TenantId], 
         .await
         .expect("the outbox")
         .expect("the other tenant's message");
-    assert!(
-        matches!(
-            theirs.status,
-            OutboxStatus::Sent {
-                ack: MessageAck::Read | MessageAck::Played
-            }
-        ),
-        "{:?}",
-        theirs.status
-    );
+    assert!(read(&theirs.status), "{:?}", theirs.status);
 }
 
 /// The id of `tenant`'s slot-0 container, running or not.
