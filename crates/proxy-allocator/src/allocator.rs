@@ -126,9 +126,10 @@ pub struct EndpointCheck {
     pub result: Result<HealthReport, ProxyError>,
     /// Leases whose health changed because of it.
     pub leases_changed: u64,
-    /// Whether the verdict was recorded. It is not when every endpoint of the pass (two or
-    /// more) failed as a proxy failure: that says more about the checker or its target than
-    /// about the proxies ([`ProxyAllocator::check_endpoints`]).
+    /// Whether the verdict was recorded. It is not for an error that is not a proxy failure
+    /// (it says nothing about the proxy), nor for any endpoint when no endpoint of the pass
+    /// passed and two or more failed as proxy failures: that says more about the checker or
+    /// its target than about the proxies ([`ProxyAllocator::check_endpoints`]).
     pub recorded: bool,
 }
 
@@ -518,9 +519,9 @@ impl ProxyAllocator {
     /// ([`ProxyError::is_proxy_failure`]) marks its leases unhealthy and gets no new leases until
     /// a later check passes. Any other error from the checker (or from building a gateway's
     /// check address) is reported in that endpoint's [`EndpointCheck::result`] and changes no
-    /// health state. When every endpoint (two or more) fails as a proxy failure, nothing is
-    /// recorded ([`EndpointCheck::recorded`] is `false` throughout): a dead check target or a
-    /// broken checker must not shut every endpoint out of new leases.
+    /// health state. When no endpoint passes and two or more fail as proxy failures, nothing
+    /// is recorded ([`EndpointCheck::recorded`] is `false` throughout): a dead check target or
+    /// a broken checker must not shut every endpoint out of new leases.
     pub async fn check_endpoints(
         &self,
         checker: &dyn HealthChecker,
@@ -546,10 +547,11 @@ impl ProxyAllocator {
         // Every endpoint failing at once is the checker's (or its target's) failure far more
         // often than every proxy's: nothing is recorded, or one dead target would shut every
         // endpoint out of new leases.
-        let all_failed = checks.len() >= 2
-            && checks
-                .iter()
-                .all(|(_, result)| matches!(result, Err(err) if err.is_proxy_failure()));
+        let proxy_failures = checks
+            .iter()
+            .filter(|(_, result)| matches!(result, Err(err) if err.is_proxy_failure()))
+            .count();
+        let all_failed = proxy_failures >= 2 && checks.iter().all(|(_, result)| result.is_err());
         if all_failed {
             warn!(
                 endpoints = checks.len(),

@@ -914,6 +914,23 @@ impl HealthChecker for TargetDown {
     }
 }
 
+/// The first endpoint's check hits the checker's own store; every other proxy cannot reach
+/// the target.
+struct StoreThenDown;
+
+#[async_trait::async_trait]
+impl HealthChecker for StoreThenDown {
+    async fn check(&self, proxy: &ProxyAddress) -> Result<HealthReport, ProxyError> {
+        if proxy.port() == 4001 {
+            return Err(ProxyError::Store {
+                operation: "read the check schedule",
+                source: Box::new(std::io::Error::other("database down")),
+            });
+        }
+        TargetDown.check(proxy).await
+    }
+}
+
 /// Every endpoint failing in one pass says more about the checker or its target than about the
 /// proxies: nothing is recorded, every endpoint keeps taking new chips, no lease changes. One
 /// endpoint failing alone still counts.
@@ -945,6 +962,24 @@ async fn every_endpoint_failing_at_once_records_nothing() {
         a.allocate(&ChipProxyRequest::new(t.clone(), chip(&format!("c{n}"))))
             .await
             .expect("every endpoint still takes chips");
+    }
+
+    // One endpoint erring for another reason does not hide a dead target: no check passed,
+    // two failed as proxy failures, nothing is recorded.
+    let mixed = allocator(endpoints(&["a", "b", "c"]), AllocationPolicy::default());
+    for n in 0..3 {
+        mixed
+            .allocate(&ChipProxyRequest::new(t.clone(), chip(&format!("m{n}"))))
+            .await
+            .expect("allocates");
+    }
+    let checks = mixed
+        .check_endpoints(&StoreThenDown)
+        .await
+        .expect("checks ran");
+    assert!(checks.iter().all(|c| !c.recorded), "{checks:?}");
+    for load in mixed.store().endpoint_loads().await.expect("loads") {
+        assert!(load.health.is_healthy(), "{load:?}");
     }
 
     // With one endpoint the pass cannot tell the checker from the proxy: it records.

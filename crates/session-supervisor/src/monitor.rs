@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use container_pool::{ContainerState, PoolEventKind};
-use proxy_allocator::{EndpointId, HealthChecker, LeaseCheck};
+use proxy_allocator::{HealthChecker, LeaseCheck};
 use tenant_isolation::{ChipId, SessionName, SlotKind, TenantId};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
@@ -416,16 +416,19 @@ async fn release_orphan_reservations(supervisor: &Supervisor) {
 /// becomes a `proxy_failure` signal (the reconcile reports it to the allocator, fenced by
 /// generation, and the allocator rotates the chip after its threshold).
 ///
-/// - The endpoint pass marks a dead endpoint unhealthy, so no chip is given it until a later
-///   pass sees it answer again. When every endpoint fails at once the allocator records
-///   nothing (the checker or its target is the likelier culprit), and this pass checks no
-///   lease either.
-/// - A working chip's lease is checked on every pass, as before.
+/// - The endpoint pass marks a dead endpoint (and its leases) unhealthy, so no chip is given
+///   it until a later pass sees it answer again. When no endpoint passes its check, no lease
+///   is checked either: rotating cannot help when every proxy fails, and a dead check target
+///   or a broken checker is the likelier culprit (with two or more endpoints the allocator
+///   records nothing then).
+/// - A working chip is signalled on its lease's first failed check, as before.
 /// - A chip whose session is meant to connect but does not work yet (awaiting a login, or
-///   backing off after a failure) is checked only when its endpoint failed the endpoint pass
-///   of this same sweep: two checks must agree before a live QR window or a backoff is cut
-///   short. A session whose proxy is dead from the start fails before it ever works, and only
-///   this says why.
+///   backing off after a failure) is signalled only when its lease was already unhealthy
+///   before this check (marked by the endpoint pass or by the previous lease check): two
+///   checks must agree before a live QR window or a backoff is cut short. A session whose
+///   proxy is dead from the start fails before it ever works, and only this says why. The
+///   lease is read from the allocator, not from the chip's record, so a record that missed a
+///   lease or a rotation is still checked.
 async fn check_proxy_health(supervisor: &Supervisor) {
     let effects = &supervisor.inner.effects;
     let Some(checker) = supervisor.inner.health_checker.clone() else {
@@ -435,7 +438,7 @@ async fn check_proxy_health(supervisor: &Supervisor) {
     if guards.is_empty() {
         return;
     }
-    let failing: Option<BTreeSet<EndpointId>> = match effects
+    match effects
         .proxies
         .check_endpoints(&*checker as &dyn HealthChecker)
         .await
@@ -443,49 +446,45 @@ async fn check_proxy_health(supervisor: &Supervisor) {
         Ok(checks) => {
             let failed = checks.iter().filter(|c| c.result.is_err()).count();
             debug!(endpoints = checks.len(), failed, "proxy endpoints checked");
-            if !checks.is_empty() && checks.iter().all(|c| !c.recorded) {
+            if !checks.is_empty() && failed == checks.len() {
                 warn!(
                     endpoints = checks.len(),
-                    "no proxy verdict could be recorded this pass (the checker or its target is down?); leases not checked"
+                    "no proxy endpoint passed its check (the checker or its target is down?); leases not checked this pass"
                 );
                 return;
             }
-            Some(
-                checks
-                    .into_iter()
-                    .filter(|c| c.recorded && c.result.is_err())
-                    .map(|c| c.endpoint)
-                    .collect(),
-            )
         }
-        Err(error) => {
-            warn!(%error, "checking the proxy endpoints failed");
-            None
-        }
-    };
+        Err(error) => warn!(%error, "checking the proxy endpoints failed"),
+    }
     for guard in guards {
         let Some(records) = tenant_chips(supervisor, guard.tenant()).await else {
             continue;
         };
         for record in records.iter().filter(|r| {
-            if r.desired.run != RunState::Running {
-                return false;
-            }
-            match r.observed.phase.name() {
-                PhaseName::Working => true,
-                PhaseName::AwaitingLogin | PhaseName::BackingOff => {
-                    match (&failing, &r.observed.proxy) {
-                        (Some(failing), Some(proxy)) => failing.contains(&proxy.endpoint),
-                        _ => false,
-                    }
-                }
-                _ => false,
-            }
+            r.desired.run == RunState::Running
+                && matches!(
+                    r.observed.phase.name(),
+                    PhaseName::AwaitingLogin | PhaseName::Working | PhaseName::BackingOff
+                )
         }) {
             if guard.check().is_err() {
                 break;
             }
             let key = &record.key;
+            let working = record.observed.phase.name() == PhaseName::Working;
+            // A chip not working yet needs a failure already on record to agree with.
+            let unhealthy_before = if working {
+                true
+            } else {
+                match effects.proxies.lease(&key.tenant, &key.chip).await {
+                    Ok(Some(lease)) => !lease.health.is_healthy(),
+                    Ok(None) => continue,
+                    Err(error) => {
+                        debug!(tenant = %key.tenant, chip = %key.chip, %error, "lease not read");
+                        continue;
+                    }
+                }
+            };
             match effects
                 .proxies
                 .check_lease(
@@ -499,6 +498,10 @@ async fn check_proxy_health(supervisor: &Supervisor) {
                 Ok(LeaseCheck::Recorded {
                     result: Err(error), ..
                 }) if error.is_proxy_failure() => {
+                    if !unhealthy_before {
+                        debug!(tenant = %key.tenant, chip = %key.chip, kind = error.kind(), "proxy check failed once; waiting for a second before acting");
+                        continue;
+                    }
                     warn!(tenant = %key.tenant, chip = %key.chip, kind = error.kind(), "proxy check failed");
                     signal(
                         supervisor,

@@ -202,8 +202,13 @@ async fn ownership_loop(supervisor: Supervisor, mut stop: watch::Receiver<bool>)
             }
         }
         metrics::gauge!("supervisor_owned_tenants").set(inner.owned.len() as f64);
+        // Until the next claim or renewal is due, at most `step`.
+        let now = Instant::now();
+        let wait = step
+            .min(next_claim.saturating_duration_since(now))
+            .min(next_renew.saturating_duration_since(now));
         tokio::select! {
-            running = pause(&mut stop, step) => {
+            running = pause(&mut stop, wait) => {
                 if !running {
                     return;
                 }
@@ -212,10 +217,6 @@ async fn ownership_loop(supervisor: Supervisor, mut stop: watch::Receiver<bool>)
             // the last claim is a quarter of a claim interval old.
             () = inner.claim_now.notified() => {
                 next_claim = next_claim.min(last_claim + config.claim_interval / 4);
-                let wait = next_claim.saturating_duration_since(Instant::now());
-                if !wait.is_zero() && !pause(&mut stop, wait).await {
-                    return;
-                }
             }
         }
     }
