@@ -87,7 +87,7 @@ async fn dockerd_restarted_while_chips_provision() {
                 s(restarted.elapsed())
             );
 
-            let (_, records) = fleet::wait_all(
+            let records = fleet::wait_all(
                 &supervisor,
                 &tenants,
                 tenants.len() * chips.len(),
@@ -220,7 +220,7 @@ async fn postgresql_restarted_under_webhook_traffic() {
             }
         })
         .await;
-        let (_, after) = fleet::wait_all(
+        let after = fleet::wait_all(
             &supervisor,
             &tenants,
             total,

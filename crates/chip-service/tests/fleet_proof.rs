@@ -96,7 +96,7 @@ async fn body(
     let t0 = Instant::now();
     let created = fleet::create_fleet(fleet, &tenants, &chips).await;
     assert_eq!(created.len(), total);
-    let (_, at_qr) = fleet::wait_all(
+    let at_qr = fleet::wait_all(
         &supervisor,
         &tenants,
         total,
@@ -124,7 +124,7 @@ async fn body(
     // The scans → WORKING.
     let t1 = Instant::now();
     fleet::scan_all(base, fleet, &tenants, &chips).await;
-    let (_, working) = fleet::wait_all(
+    let working = fleet::wait_all(
         &supervisor,
         &tenants,
         total,
@@ -334,7 +334,7 @@ async fn a_tenant_container_killed_mid_provision() {
                 String::from_utf8_lossy(&killed.stderr)
             );
 
-            let (_, records) = fleet::wait_all(
+            let records = fleet::wait_all(
                 &supervisor,
                 &tenants,
                 chips.len(),
@@ -416,7 +416,7 @@ async fn a_proxy_dead_before_the_qr_moves_its_chips_to_a_live_one() {
                 }
             }
 
-            let (_, at_qr) = fleet::wait_all(
+            let at_qr = fleet::wait_all(
                 &supervisor,
                 &tenants,
                 chips.len(),

@@ -119,28 +119,6 @@ async fn holds_throughout(
     }
 }
 
-/// Asserts that the restart times `times` (wall-clock ms, sorted) never outran `budget` from
-/// `mark_ms` on: for every restart's time t, the restarts in [mark, t] are at most
-/// `burst + ⌊(t − mark) / every⌋ + 1` (the +1 for millisecond rounding).
-fn assert_within_budget(who: &str, times: &[u64], mark_ms: u64, budget: Rate) {
-    let every_ms = u64::try_from(budget.every.as_millis())
-        .expect("fits")
-        .max(1);
-    let relative: Vec<u64> = times.iter().map(|x| x.saturating_sub(mark_ms)).collect();
-    for &at in times {
-        let elapsed = at.saturating_sub(mark_ms);
-        let so_far = u64::try_from(times.iter().filter(|&&x| x <= at).count()).expect("fits");
-        let allowed = u64::from(budget.burst) + elapsed / every_ms + 1;
-        assert!(
-            so_far <= allowed,
-            "{who}: {so_far} restarts by +{elapsed} ms exceed the budget (burst {}, one every \
-             {:?}): at most {allowed} by then; all restarts at +ms: {relative:?}",
-            budget.burst,
-            budget.every,
-        );
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Row 1: banned and replaced are parked, with their reasons, and never restarted.
 // ---------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 use waha_client::webhook::MessageAck;
 use waha_client::{WahaApi, WahaClient};
-use waha_sim::SimControlClient;
+use waha_sim::{CallRecord, SimControlClient};
 
 use crate::common::decode_png;
 use crate::shared_docker::{docker_with_sim_image, remove_docker_leftovers, run_id};
@@ -565,17 +565,16 @@ pub async fn records(supervisor: &Supervisor, tenants: &[TenantId]) -> Vec<ChipR
     all
 }
 
-/// Polls every chip until each is in `want`; answers when each was first seen there (by the
-/// poll) and the records then. Panics within `within` naming the chips that are not.
+/// Polls every chip until each is in `want`; answers the records then. Panics within
+/// `within` naming the chips that are not.
 pub async fn wait_all(
     supervisor: &Supervisor,
     tenants: &[TenantId],
     expected: usize,
     want: PhaseName,
     within: Duration,
-) -> (BTreeMap<(TenantId, ChipId), Instant>, Vec<ChipRecord>) {
+) -> Vec<ChipRecord> {
     let deadline = Instant::now() + within;
-    let mut seen = BTreeMap::new();
     loop {
         // A store error while a daemon restarts is a retry, not a failure.
         let mut all = Vec::new();
@@ -586,20 +585,13 @@ pub async fn wait_all(
                 Err(e) => unreadable = Some(format!("{tenant}: {e}")),
             }
         }
-        let now = Instant::now();
-        for record in &all {
-            if record.observed.phase.name() == want {
-                seen.entry((record.key.tenant.clone(), record.key.chip.clone()))
-                    .or_insert(now);
-            }
-        }
         if unreadable.is_none()
             && all.len() == expected
             && all.iter().all(|r| r.observed.phase.name() == want)
         {
-            return (seen, all);
+            return all;
         }
-        if now >= deadline {
+        if Instant::now() >= deadline {
             let behind: Vec<String> = all
                 .iter()
                 .filter(|r| r.observed.phase.name() != want)
@@ -723,6 +715,18 @@ pub async fn tenant_sim(
     .await
 }
 
+/// The call log of the simulator behind `tenant`'s running container; panics when there is
+/// none or the log cannot be read.
+pub async fn tenant_calls(base: &Base, fleet: &Fleet, tenant: &TenantId) -> Vec<CallRecord> {
+    let (control, _) = tenant_sim(base, fleet, tenant)
+        .await
+        .unwrap_or_else(|| panic!("{tenant}: no running container"));
+    control
+        .calls()
+        .await
+        .unwrap_or_else(|e| panic!("{tenant}: the simulator's call log: {e}"))
+}
+
 /// The phone scans every chip's QR code (through each tenant's simulator).
 pub async fn scan_all(base: &Base, fleet: &Fleet, tenants: &[TenantId], chips: &[ChipId]) {
     for tenant in tenants {
@@ -753,13 +757,7 @@ pub async fn one_create_per_chip(
     chips: &[ChipId],
 ) {
     for tenant in tenants {
-        let (control, _) = tenant_sim(base, fleet, tenant)
-            .await
-            .unwrap_or_else(|| panic!("{tenant}: no running container"));
-        let calls = control
-            .calls()
-            .await
-            .unwrap_or_else(|e| panic!("{tenant}: the simulator's call log: {e}"));
+        let calls = tenant_calls(base, fleet, tenant).await;
         for chip in chips {
             let session = tenant_isolation::SessionName::new(tenant, chip);
             let accepted = calls
@@ -957,13 +955,8 @@ pub async fn a_proxy_dies_under_working_chips(
     // Where each tenant's call log stands before the kill.
     let mut marks = BTreeMap::new();
     for tenant in tenants {
-        let (control, _) = tenant_sim(base, fleet, tenant)
+        let last = tenant_calls(base, fleet, tenant)
             .await
-            .unwrap_or_else(|| panic!("{tenant}: no running container"));
-        let last = control
-            .calls()
-            .await
-            .unwrap_or_else(|e| panic!("{tenant}: the call log: {e}"))
             .iter()
             .map(|c| c.seq)
             .max()
@@ -1057,13 +1050,7 @@ pub async fn a_proxy_dies_under_working_chips(
     // Untouched in WAHA too: since the kill, no call changed the session of a chip that was
     // not on the killed proxy (no PUT, start, restart, stop, logout or delete).
     for tenant in tenants {
-        let (control, _) = tenant_sim(base, fleet, tenant)
-            .await
-            .unwrap_or_else(|| panic!("{tenant}: no running container"));
-        let calls = control
-            .calls()
-            .await
-            .unwrap_or_else(|e| panic!("{tenant}: the call log: {e}"));
+        let calls = tenant_calls(base, fleet, tenant).await;
         for chip in chips {
             if before[&(tenant.clone(), chip.clone())].0 == victim {
                 continue;
